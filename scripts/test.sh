@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine: installs the system packages the tests
+# use, starts PostgreSQL if it is installed but not running, then runs `cargo test`.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test api_json`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have php && php -m 2>/dev/null | grep -qi '^soap$' || missing+=(php-cli php-soap)
+have xorriso || missing+=(xorriso)
+have nasm || missing+=(nasm)
+have grub-mkimage && [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
+have mkfs.ext4 || missing+=(e2fsprogs)
+have vsftpd || [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
+need_qemu=0
+have qemu-system-x86_64 || need_qemu=1
+
+if [ ${#missing[@]} -gt 0 ] || [ $need_qemu -eq 1 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    if [ ${#missing[@]} -gt 0 ]; then
+        as_root apt-get install -y -qq "${missing[@]}"
+    fi
+    if [ $need_qemu -eq 1 ]; then
+        # qemu-system-x86 and qemu-utils must come from the same release: installing the first
+        # alone would remove a newer qemu-utils the machine may already have.
+        version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+        as_root apt-get install -y -qq --allow-downgrades \
+            "qemu-system-x86=$version" "qemu-utils=$version" "qemu-system-common=$version" \
+            "qemu-block-extra=$version" 2>/dev/null \
+        || as_root apt-get install -y -qq --allow-downgrades "qemu-system-x86=$version" "qemu-utils=$version"
+    fi
+fi
+
+python3 -c 'import zeep' 2>/dev/null || python3 -m pip install -q zeep
+
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    if [ -d /etc/postgresql ]; then
+        as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+    else
+        echo "PostgreSQL is not installed: the PostgreSQL half of the tests will fail." >&2
+    fi
+fi
+
+cargo test "$@"

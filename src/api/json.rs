@@ -1,0 +1,71 @@
+//! The JSON mirror: `POST /api/v1/<Operation>` with the operation's arguments as a JSON object.
+//! Lists come back as arrays, records as objects, and a scalar as an object with one field
+//! named after the operation's result (`{"job_id": 42}`).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::{auth, read_body};
+use crate::error::{ApiError, ApiResult};
+use crate::ops::wire::WireType;
+use crate::ops::{Ctx, registry};
+use crate::state::AppState;
+
+pub async fn handle(
+    State(state): State<AppState>,
+    Path(operation): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match call(state, &operation, &headers, body).await {
+        Ok(value) => Json(value).into_response(),
+        Err(err) => error_response(&err),
+    }
+}
+
+async fn call(
+    state: AppState,
+    operation: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Value> {
+    let caller = auth::authenticate(&state, headers).await?;
+    let op = registry::find(operation)
+        .ok_or_else(|| ApiError::UnknownOperation(operation.to_string()))?;
+    let bytes = read_body(body).await?;
+    let args = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(args)) => args,
+            Ok(_) => {
+                return Err(ApiError::MalformedRequest(
+                    "the body must be a JSON object of named arguments".into(),
+                ));
+            }
+            Err(e) => return Err(ApiError::MalformedRequest(format!("invalid JSON: {e}"))),
+        }
+    };
+    let ctx = Ctx { state, caller };
+    let result = (op.call)(&ctx, args).await?;
+    Ok(match op.result {
+        WireType::Struct(_) | WireType::Array(_) => result,
+        _ => json!({ op.result_name: result }),
+    })
+}
+
+pub fn error_response(err: &ApiError) -> Response {
+    let body = json!({"error": {"code": err.code(), "message": err.public_message()}});
+    let mut response = (err.http_status(), Json(body)).into_response();
+    if matches!(err, ApiError::Unauthenticated) {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(auth::WWW_AUTHENTICATE),
+        );
+    }
+    response
+}

@@ -1,0 +1,39 @@
+//! HTTP: the SOAP endpoint, the JSON mirror, the WSDL and OpenAPI documents.
+
+pub mod auth;
+pub mod json;
+pub mod metadata;
+pub mod openapi;
+pub mod soap;
+pub mod wsdl;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Requests larger than this are refused before they are parsed.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(wsdl::serve_root).post(soap::handle))
+        .route("/wsdl", get(wsdl::serve))
+        .route("/schemas/soap-encoding.xsd", get(wsdl::serve_soap_encoding))
+        .route("/api/v1/{operation}", post(json::handle))
+        .route("/openapi.json", get(openapi::serve))
+        .route("/metadata/v1/server.xml", get(metadata::serve))
+        .route("/health", get(|| async { "ok" }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`].
+pub async fn read_body(body: Body) -> ApiResult<axum::body::Bytes> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))
+}

@@ -1,0 +1,286 @@
+//! SOAP 1.1 rpc/encoded: request arguments in, results and faults out, both driven by the
+//! operations' wire types.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use quick_xml::escape::escape;
+use serde_json::{Map, Number, Value};
+
+use super::xml::Element;
+use crate::error::{ApiError, ApiResult, FaultCode};
+use crate::ops::registry::Operation;
+use crate::ops::wire::WireType;
+
+pub const NAMESPACE: &str = "http://extility.flexiant.com";
+pub const SOAP_ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub const SOAP_12_ENV: &str = "http://www.w3.org/2003/05/soap-envelope";
+pub const SOAP_ENC: &str = "http://schemas.xmlsoap.org/soap/encoding/";
+
+/// An operation call found in a request envelope.
+pub struct Call {
+    pub operation: String,
+    pub element: Element,
+    /// Elements with an `id`, for `href="#id"` references (multi-ref encoding).
+    pub refs: HashMap<String, Element>,
+}
+
+/// Finds the call in a SOAP 1.1 envelope.
+pub fn read_call(root: Element) -> ApiResult<Call> {
+    if root.name != "Envelope" {
+        return Err(ApiError::MalformedRequest(format!(
+            "expected a SOAP Envelope, found <{}>",
+            root.name
+        )));
+    }
+    let ns = root.namespace_declaration(root.prefix.as_deref());
+    if ns == Some(SOAP_12_ENV) {
+        return Err(ApiError::MalformedRequest(
+            "SOAP 1.2 is not supported; send a SOAP 1.1 envelope".into(),
+        ));
+    }
+    let body = root
+        .children
+        .into_iter()
+        .find(|c| c.name == "Body")
+        .ok_or_else(|| ApiError::MalformedRequest("the envelope has no Body".into()))?;
+    let mut elements = body.children.into_iter();
+    let element = elements
+        .next()
+        .ok_or_else(|| ApiError::MalformedRequest("the SOAP Body is empty".into()))?;
+    let mut refs = HashMap::new();
+    for extra in elements {
+        if let Some(id) = extra.attribute("id") {
+            refs.insert(id.to_string(), extra);
+        }
+    }
+    Ok(Call {
+        operation: element.name.clone(),
+        element,
+        refs,
+    })
+}
+
+/// Decodes the call's arguments into the JSON-shaped map operations take. Arguments are found
+/// by name; an argument not named is taken by position (clients that send `param0`, ...).
+pub fn decode_args(op: &Operation, call: &Call) -> ApiResult<Map<String, Value>> {
+    let children = &call.element.children;
+    let known = |name: &str| op.params.iter().any(|p| p.name == name);
+    let mut args = Map::new();
+    for (index, param) in op.params.iter().enumerate() {
+        let element = children
+            .iter()
+            .find(|c| c.name == param.name)
+            .or_else(|| children.get(index).filter(|c| !known(&c.name)));
+        if let Some(element) = element {
+            let value = decode(param.name, &param.ty, element, call, 0)?;
+            args.insert(param.name.to_string(), value);
+        }
+    }
+    Ok(args)
+}
+
+fn decode(name: &str, ty: &WireType, el: &Element, call: &Call, depth: usize) -> ApiResult<Value> {
+    let el = match el.attribute("href").and_then(|h| h.strip_prefix('#')) {
+        Some(id) if depth < 8 => call.refs.get(id).ok_or_else(|| {
+            ApiError::invalid(
+                name,
+                format!("refers to #{id}, which the request does not hold"),
+            )
+        })?,
+        _ => el,
+    };
+    if el.is_nil() {
+        return Ok(Value::Null);
+    }
+    let text = el.text.as_str();
+    Ok(match ty {
+        WireType::Long => {
+            let trimmed = text.trim();
+            let n: i64 = trimmed.parse().map_err(|_| {
+                ApiError::invalid(name, format!("must be an integer, got \"{trimmed}\""))
+            })?;
+            Value::Number(Number::from(n))
+        }
+        WireType::Boolean => match text.trim() {
+            "true" | "1" => Value::Bool(true),
+            "false" | "0" => Value::Bool(false),
+            other => {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("must be a boolean, got \"{other}\""),
+                ));
+            }
+        },
+        WireType::String | WireType::DateTime => Value::String(text.to_string()),
+        WireType::Array(item) => Value::Array(
+            el.children
+                .iter()
+                .enumerate()
+                .map(|(i, child)| decode(&format!("{name}[{i}]"), item, child, call, depth + 1))
+                .collect::<ApiResult<_>>()?,
+        ),
+        WireType::Struct(s) => {
+            let mut object = Map::new();
+            for field in s.fields {
+                if let Some(child) = el.child(field.name) {
+                    let value = decode(
+                        &format!("{name}.{}", field.name),
+                        &field.ty,
+                        child,
+                        call,
+                        depth + 1,
+                    )?;
+                    object.insert(field.name.to_string(), value);
+                }
+            }
+            Value::Object(object)
+        }
+    })
+}
+
+const ENVELOPE_OPEN: &str = concat!(
+    r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+    r#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/""#,
+    r#" xmlns:SOAP-ENC="http://schemas.xmlsoap.org/soap/encoding/""#,
+    r#" xmlns:xsd="http://www.w3.org/2001/XMLSchema""#,
+    r#" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance""#,
+    r#" xmlns:tns="http://extility.flexiant.com""#,
+    r#" SOAP-ENV:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">"#,
+    "<SOAP-ENV:Body>"
+);
+const ENVELOPE_CLOSE: &str = "</SOAP-ENV:Body></SOAP-ENV:Envelope>";
+
+/// The response envelope of an operation's result.
+pub fn encode_response(op: &Operation, result: &Value) -> String {
+    let mut out = String::with_capacity(1024);
+    out.push_str(ENVELOPE_OPEN);
+    let _ = write!(out, "<tns:{}Response>", op.name);
+    encode(&mut out, op.result_name, &op.result, result);
+    let _ = write!(out, "</tns:{}Response>", op.name);
+    out.push_str(ENVELOPE_CLOSE);
+    out
+}
+
+fn encode(out: &mut String, name: &str, ty: &WireType, value: &Value) {
+    if value.is_null() {
+        let _ = write!(out, r#"<{name} xsi:nil="true"/>"#);
+        return;
+    }
+    match ty {
+        WireType::Struct(s) => {
+            let _ = write!(out, r#"<{name} xsi:type="tns:{}">"#, s.name);
+            for field in s.fields {
+                let v = value.get(field.name).unwrap_or(&Value::Null);
+                encode(out, field.name, &field.ty, v);
+            }
+        }
+        WireType::Array(item) => {
+            let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+            let _ = write!(
+                out,
+                r#"<{name} xsi:type="tns:{}" SOAP-ENC:arrayType="{}[{}]">"#,
+                item.array_name(),
+                item.xsd_name(),
+                items.len()
+            );
+            for v in items {
+                encode(out, "item", item, v);
+            }
+        }
+        scalar => {
+            let _ = write!(out, r#"<{name} xsi:type="{}">"#, scalar.xsd_name());
+            match value {
+                Value::String(s) => out.push_str(&escape(s.as_str())),
+                other => {
+                    let _ = write!(out, "{other}");
+                }
+            }
+        }
+    }
+    let _ = write!(out, "</{name}>");
+}
+
+/// A SOAP 1.1 Fault carrying an `ExtilityException` detail.
+pub fn encode_fault(err: &ApiError) -> String {
+    let code = match err.fault_code() {
+        FaultCode::Client => "SOAP-ENV:Client",
+        FaultCode::Server => "SOAP-ENV:Server",
+    };
+    let message = err.public_message();
+    let message = escape(message.as_str());
+    let mut out = String::with_capacity(1024);
+    out.push_str(ENVELOPE_OPEN);
+    let _ = write!(
+        out,
+        "<SOAP-ENV:Fault><faultcode>{code}</faultcode><faultstring>{message}</faultstring>\
+         <detail><tns:ExtilityException xsi:type=\"tns:ExtilityException\">\
+         <errorCode xsi:type=\"xsd:string\">{}</errorCode>\
+         <errorType xsi:type=\"xsd:string\">{}</errorType>\
+         <message xsi:type=\"xsd:string\">{message}</message>\
+         </tns:ExtilityException></detail></SOAP-ENV:Fault>",
+        err.code(),
+        err.error_type(),
+    );
+    out.push_str(ENVELOPE_CLOSE);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::soap::xml::parse;
+    use crate::ops::registry::find;
+    use serde_json::json;
+
+    fn call(body: &str) -> Call {
+        let xml = format!(
+            r#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><SOAP-ENV:Body>{body}</SOAP-ENV:Body></SOAP-ENV:Envelope>"#
+        );
+        read_call(parse(xml.as_bytes()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn arguments_by_name_by_position_nil_and_arrays() {
+        let op = find("CreateServer").unwrap();
+        let c = call(
+            r#"<ns1:CreateServer><vdc_id>3</vdc_id><param1>-1</param1><server_name>web &amp; db</server_name>
+               <image_id>66</image_id><server_productoffer_id>18</server_productoffer_id>
+               <disk_productoffer_ids><item>31</item><item>32</item></disk_productoffer_ids></ns1:CreateServer>"#,
+        );
+        let args = decode_args(op, &c).unwrap();
+        assert_eq!(
+            Value::Object(args),
+            json!({"vdc_id": 3, "vlan_id": -1, "server_name": "web & db", "image_id": 66,
+                   "server_productoffer_id": 18, "disk_productoffer_ids": [31, 32]})
+        );
+        let op = find("fetchdisk").unwrap();
+        let c = call(r#"<FetchDisk><url>u</url><checksum xsi:nil="true"/></FetchDisk>"#);
+        let args = decode_args(op, &c).unwrap();
+        assert_eq!(args["checksum"], Value::Null);
+    }
+
+    #[test]
+    fn mistyped_arguments_are_named() {
+        let op = find("GetDisk").unwrap();
+        let err = decode_args(op, &call("<GetDisk><disk_id>x1</disk_id></GetDisk>")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "argument 'disk_id' must be an integer, got \"x1\""
+        );
+    }
+
+    #[test]
+    fn responses_carry_types_and_arrays_carry_their_length() {
+        let op = find("ListVLANs").unwrap();
+        let xml = encode_response(
+            op,
+            &json!([{"vlan_id": 1, "vlan_name": "a<b", "vlan_uuid": "u", "vdc_id": 2}]),
+        );
+        assert!(
+            xml.contains(r#"<vlans xsi:type="tns:ArrayOfVlan" SOAP-ENC:arrayType="tns:Vlan[1]">"#)
+        );
+        assert!(xml.contains(r#"<vlan_name xsi:type="xsd:string">a&lt;b</vlan_name>"#));
+        assert!(parse(xml.as_bytes()).is_ok());
+    }
+}

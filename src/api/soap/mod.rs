@@ -1,0 +1,61 @@
+//! The SOAP adapter: `POST /` takes a SOAP 1.1 envelope, calls the operation it names and
+//! answers with its result or a Fault.
+
+pub mod codec;
+pub mod xml;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{auth, read_body};
+use crate::error::{ApiError, ApiResult};
+use crate::ops::{Ctx, registry};
+use crate::state::AppState;
+
+pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match call(state, &headers, body).await {
+        Ok(xml) => xml_response(StatusCode::OK, xml),
+        Err(err) => fault_response(&err),
+    }
+}
+
+async fn call(state: AppState, headers: &HeaderMap, body: Body) -> ApiResult<String> {
+    let caller = auth::authenticate(&state, headers).await?;
+    let bytes = read_body(body).await?;
+    let call = codec::read_call(xml::parse(&bytes)?)?;
+    let op = registry::find(&call.operation)
+        .ok_or_else(|| ApiError::UnknownOperation(call.operation.clone()))?;
+    let args = codec::decode_args(op, &call)?;
+    let ctx = Ctx { state, caller };
+    let result = (op.call)(&ctx, args).await?;
+    Ok(codec::encode_response(op, &result))
+}
+
+fn xml_response(status: StatusCode, xml: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        xml,
+    )
+        .into_response()
+}
+
+/// SOAP 1.1 sends every fault with HTTP 500, except that a missing or wrong password is a
+/// plain 401 challenge, which HTTP clients (and PHP's SoapClient) understand.
+pub fn fault_response(err: &ApiError) -> Response {
+    let status = match err {
+        ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut response = xml_response(status, codec::encode_fault(err));
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(auth::WWW_AUTHENTICATE),
+        );
+    }
+    response
+}

@@ -1,0 +1,133 @@
+//! Command line and environment configuration.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+use crate::db::Db;
+use crate::jobs::queue::ConcurrencyLimits;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "extility",
+    version,
+    about = "The Extility cloud control API server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the SOAP and JSON APIs and run jobs.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+    /// Manage customers.
+    #[command(subcommand)]
+    Customer(CustomerCommand),
+    /// Print the WSDL (for `wsdl/extility.wsdl`).
+    Wsdl {
+        /// The SOAP endpoint written into `soap:address`.
+        #[arg(long, default_value = "http://localhost:8080/")]
+        address: String,
+    },
+    /// Print the OpenAPI document of the JSON mirror (for `openapi/openapi.json`).
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CustomerCommand {
+    /// Create a customer with one VDC named "Default VDC".
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        /// Make the customer an administrator.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Where the server keeps its files (SQLite database, volumes, VM state).
+    #[arg(long, env = "EXTILITY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The database (sqlite://... or postgres://...). Default: SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl DbArgs {
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| Db::default_sqlite_url(&self.data_dir))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HypervisorKind {
+    /// QEMU when `qemu-system-x86_64` is installed, otherwise `none`.
+    Auto,
+    /// Boot real virtual machines with QEMU.
+    Qemu,
+    /// Only record server state.
+    None,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Address to listen on (port 0 picks a free port; the address is printed on start).
+    #[arg(long, env = "EXTILITY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The URL clients reach this server at, for the WSDL's soap:address. Default: from the
+    /// request's Host header.
+    #[arg(long, env = "EXTILITY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Jobs run at once on this node.
+    #[arg(long, env = "EXTILITY_WORKERS", default_value_t = 4)]
+    pub workers: usize,
+    /// This node's name in the job queue. Default: kept in `<data-dir>/node-id`.
+    #[arg(long, env = "EXTILITY_NODE_ID")]
+    pub node_id: Option<String>,
+    #[arg(long, env = "EXTILITY_HYPERVISOR", value_enum, default_value = "auto")]
+    pub hypervisor: HypervisorKind,
+    /// Let FetchDisk reach addresses in this range even though it is private, loopback or
+    /// otherwise internal. Repeatable; the variable takes a comma-separated list.
+    #[arg(
+        long = "allow-fetch-from",
+        env = "EXTILITY_ALLOW_FETCH_FROM",
+        value_delimiter = ','
+    )]
+    pub allow_fetch_from: Vec<IpNet>,
+    /// Fetches running at once across all nodes.
+    #[arg(long, env = "EXTILITY_MAX_FETCHES", default_value_t = 8)]
+    pub max_fetches: i64,
+    /// Fetches running at once for one customer.
+    #[arg(long, env = "EXTILITY_MAX_FETCHES_PER_CUSTOMER", default_value_t = 2)]
+    pub max_fetches_per_customer: i64,
+    /// Do not create the demo catalogue on an empty database.
+    #[arg(long, env = "EXTILITY_NO_DEMO")]
+    pub no_demo: bool,
+}
+
+/// The resolved configuration of a serving node.
+pub type Config = ServeArgs;
+
+impl ServeArgs {
+    pub fn concurrency_limits(&self) -> ConcurrencyLimits {
+        ConcurrencyLimits {
+            fetch_global: self.max_fetches.max(1),
+            fetch_per_customer: self.max_fetches_per_customer.max(1),
+        }
+    }
+}

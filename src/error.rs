@@ -1,0 +1,203 @@
+//! The one error type of the operation layer.
+//!
+//! Every failure an API caller can see is an [`ApiError`]. Each variant has a stable `code`
+//! (what clients match on), an HTTP status for the JSON mirror and a SOAP fault code, so the
+//! two adapters render the same error the same way. Job failures use the same type: a job's
+//! `error_code` / `error_message` are `code()` and `to_string()` of the error that ended it.
+
+use axum::http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The resource does not exist *for this caller*: another customer's id answers the same.
+    #[error("{kind} {id} does not exist")]
+    NotFound { kind: &'static str, id: i64 },
+
+    #[error("missing argument '{0}'")]
+    MissingArgument(String),
+
+    #[error("argument '{name}' {problem}")]
+    InvalidArgument { name: String, problem: String },
+
+    #[error("unknown operation '{0}'")]
+    UnknownOperation(String),
+
+    #[error("malformed request: {0}")]
+    MalformedRequest(String),
+
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+
+    #[error("authentication required: send HTTP Basic credentials (customer e-mail and password)")]
+    Unauthenticated,
+
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// The request is well formed but the resource is in the wrong state for it.
+    #[error("{0}")]
+    Conflict(String),
+
+    #[error("{0}")]
+    LimitExceeded(String),
+
+    // ---- failures of long-running work (job error codes) ----
+    #[error("checksum mismatch: expected {expected}, computed {actual}")]
+    ChecksumMismatch { expected: String, actual: String },
+
+    #[error("the image is larger than the disk ({disk_size} bytes)")]
+    ImageTooLarge { disk_size: u64 },
+
+    /// The URL or an address it resolves to is not allowed (scheme, private range, ...).
+    #[error("{0}")]
+    FetchRefused(String),
+
+    #[error("{0}")]
+    FetchFailed(String),
+
+    #[error("{0}")]
+    Hypervisor(String),
+
+    #[error("{0}")]
+    Storage(String),
+
+    #[error("the job was cancelled")]
+    Cancelled,
+
+    #[error("{0}")]
+    Interrupted(String),
+
+    /// Anything unexpected. The message shown to callers stays generic; the cause is logged.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// Who is to blame, in SOAP 1.1 terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultCode {
+    Client,
+    Server,
+}
+
+impl ApiError {
+    pub fn not_found(kind: &'static str, id: i64) -> Self {
+        ApiError::NotFound { kind, id }
+    }
+
+    pub fn invalid(name: impl Into<String>, problem: impl Into<String>) -> Self {
+        ApiError::InvalidArgument {
+            name: name.into(),
+            problem: problem.into(),
+        }
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(err.into())
+    }
+
+    /// The stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "NOT_FOUND",
+            ApiError::MissingArgument(_) => "MISSING_ARGUMENT",
+            ApiError::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            ApiError::UnknownOperation(_) => "UNKNOWN_OPERATION",
+            ApiError::MalformedRequest(_) => "MALFORMED_REQUEST",
+            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::Unauthenticated => "UNAUTHENTICATED",
+            ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::LimitExceeded(_) => "LIMIT_EXCEEDED",
+            ApiError::ChecksumMismatch { .. } => "CHECKSUM_MISMATCH",
+            ApiError::ImageTooLarge { .. } => "IMAGE_TOO_LARGE",
+            ApiError::FetchRefused(_) => "FETCH_REFUSED",
+            ApiError::FetchFailed(_) => "FETCH_FAILED",
+            ApiError::Hypervisor(_) => "HYPERVISOR_ERROR",
+            ApiError::Storage(_) => "STORAGE_ERROR",
+            ApiError::Cancelled => "CANCELLED",
+            ApiError::Interrupted(_) => "INTERRUPTED",
+            ApiError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The family of the error, sent as `errorType` in SOAP faults.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "NotFoundException",
+            ApiError::MissingArgument(_)
+            | ApiError::InvalidArgument { .. }
+            | ApiError::UnknownOperation(_)
+            | ApiError::MalformedRequest(_)
+            | ApiError::PayloadTooLarge(_) => "ValidationException",
+            ApiError::Unauthenticated | ApiError::PermissionDenied(_) => "PermissionException",
+            ApiError::Conflict(_) => "InvalidStateException",
+            ApiError::LimitExceeded(_) => "LimitException",
+            ApiError::ChecksumMismatch { .. }
+            | ApiError::ImageTooLarge { .. }
+            | ApiError::FetchRefused(_)
+            | ApiError::FetchFailed(_) => "FetchException",
+            ApiError::Cancelled | ApiError::Interrupted(_) => "JobException",
+            ApiError::Hypervisor(_) | ApiError::Storage(_) | ApiError::Internal(_) => {
+                "ServerException"
+            }
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::UnknownOperation(_) => StatusCode::NOT_FOUND,
+            ApiError::MissingArgument(_)
+            | ApiError::InvalidArgument { .. }
+            | ApiError::MalformedRequest(_)
+            | ApiError::ChecksumMismatch { .. }
+            | ApiError::ImageTooLarge { .. }
+            | ApiError::FetchRefused(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) | ApiError::Cancelled => StatusCode::CONFLICT,
+            ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::FetchFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Interrupted(_)
+            | ApiError::Hypervisor(_)
+            | ApiError::Storage(_)
+            | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn fault_code(&self) -> FaultCode {
+        if self.http_status().is_server_error() || matches!(self, ApiError::FetchFailed(_)) {
+            FaultCode::Server
+        } else {
+            FaultCode::Client
+        }
+    }
+
+    /// The message shown to API callers. Internal errors are logged with their cause and a
+    /// reference, and callers see only the reference.
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::Internal(cause) => {
+                let reference = uuid::Uuid::new_v4();
+                tracing::error!(%reference, error = ?cause, "internal error");
+                format!("internal error (reference {reference})")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

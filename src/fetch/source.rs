@@ -1,0 +1,194 @@
+//! What FetchDisk is asked to fetch: the URL (with its scheme guessed when missing), the
+//! credentials, and the expected checksum.
+
+use url::Url;
+
+use crate::error::{ApiError, ApiResult};
+
+/// A URL to fetch and the credentials for it. `url` never holds user info; credentials given
+/// in the URL are moved to `user`/`password`, and explicit arguments win over them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FetchSource {
+    pub url: Url,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for FetchSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchSource")
+            .field("url", &self.url.as_str())
+            .field("user", &self.user.as_ref().map(|_| "<redacted>"))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+pub const SCHEMES: &[&str] = &["http", "https", "ftp", "ftps"];
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+impl FetchSource {
+    pub fn parse(raw: &str, user: Option<&str>, password: Option<&str>) -> ApiResult<Self> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(ApiError::invalid("url", "must not be empty"));
+        }
+        let with_scheme = if raw.contains("://") {
+            raw.to_string()
+        } else {
+            // No scheme: guess from the host name, as the platform always has.
+            let host = raw
+                .split(['/', ':', '@'])
+                .find(|s| !s.is_empty())
+                .unwrap_or("");
+            let host = raw
+                .rsplit_once('@')
+                .map(|(_, rest)| rest.split(['/', ':']).next().unwrap_or(""))
+                .unwrap_or(host);
+            let scheme = if host.to_ascii_lowercase().starts_with("ftp.") {
+                "ftp"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{raw}")
+        };
+        let mut url = Url::parse(&with_scheme)
+            .map_err(|e| ApiError::invalid("url", format!("is not a valid URL: {e}")))?;
+        if !SCHEMES.contains(&url.scheme()) {
+            return Err(ApiError::FetchRefused(format!(
+                "the URL scheme '{}' is not supported; use http, https, ftp or ftps",
+                url.scheme()
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(ApiError::invalid("url", "has no host"));
+        }
+        let url_user = (!url.username().is_empty()).then(|| percent_decode(url.username()));
+        let url_password = url.password().map(percent_decode);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_fragment(None);
+        let nonempty = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_string);
+        let user = nonempty(user).or(url_user);
+        let password = nonempty(password).or(url_password);
+        Ok(FetchSource {
+            url,
+            user,
+            password,
+        })
+    }
+
+    /// The URL without credentials, for job records and logs.
+    pub fn redacted(&self) -> String {
+        self.url.to_string()
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.user.is_some() || self.password.is_some()
+    }
+}
+
+/// The checksum FetchDisk checks the uncompressed image against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    None,
+    /// Lower-case hex MD5, as `md5sum` prints it.
+    Md5(String),
+    /// Lower-case hex SHA-256 (given as `sha256:<hex>`).
+    Sha256(String),
+}
+
+impl Checksum {
+    pub fn parse(raw: Option<&str>) -> ApiResult<Self> {
+        let raw = match raw.map(str::trim) {
+            None | Some("") => return Ok(Checksum::None),
+            Some(raw) => raw,
+        };
+        // Accept a pasted `md5sum` line: "<hex>  <file>".
+        let raw = raw.split_whitespace().next().unwrap_or(raw);
+        let (kind, hex) = match raw.split_once(':') {
+            Some((kind, hex)) => (kind.to_ascii_lowercase(), hex),
+            None => ("md5".to_string(), raw),
+        };
+        let hex = hex.to_ascii_lowercase();
+        let valid = |len: usize| hex.len() == len && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        match kind.as_str() {
+            "md5" if valid(32) => Ok(Checksum::Md5(hex)),
+            "sha256" if valid(64) => Ok(Checksum::Sha256(hex)),
+            _ => Err(ApiError::invalid(
+                "checksum",
+                "must be an MD5 (32 hex digits, as md5sum prints it) or sha256:<64 hex digits>",
+            )),
+        }
+    }
+
+    /// The form kept in job parameters.
+    pub fn to_param(&self) -> Option<String> {
+        match self {
+            Checksum::None => None,
+            Checksum::Md5(hex) => Some(format!("md5:{hex}")),
+            Checksum::Sha256(hex) => Some(format!("sha256:{hex}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_are_guessed_and_credentials_moved_out_of_the_url() {
+        let s = FetchSource::parse("ftp.example.com/pub/a.img", None, None).unwrap();
+        assert_eq!(s.url.as_str(), "ftp://ftp.example.com/pub/a.img");
+        let s = FetchSource::parse("images.example.com/a.img", None, None).unwrap();
+        assert_eq!(s.url.scheme(), "http");
+        let s = FetchSource::parse("http://bob:s%40cret@h/a.img", None, None).unwrap();
+        assert_eq!(s.redacted(), "http://h/a.img");
+        assert_eq!(s.user.as_deref(), Some("bob"));
+        assert_eq!(s.password.as_deref(), Some("s@cret"));
+        let s = FetchSource::parse("http://bob:x@h/a", Some("alice"), Some("pw")).unwrap();
+        assert_eq!(
+            (s.user.as_deref(), s.password.as_deref()),
+            (Some("alice"), Some("pw"))
+        );
+        assert!(!format!("{s:?}").contains("pw"));
+    }
+
+    #[test]
+    fn other_schemes_are_refused() {
+        for url in ["file:///etc/passwd", "gopher://h/", "javascript://x"] {
+            let err = FetchSource::parse(url, None, None).unwrap_err();
+            assert_eq!(err.code(), "FETCH_REFUSED", "{url}");
+        }
+        assert_eq!(
+            FetchSource::parse("", None, None).unwrap_err().code(),
+            "INVALID_ARGUMENT"
+        );
+    }
+
+    #[test]
+    fn checksums() {
+        assert_eq!(Checksum::parse(None).unwrap(), Checksum::None);
+        assert_eq!(Checksum::parse(Some("")).unwrap(), Checksum::None);
+        let md5 = "D41D8CD98F00B204E9800998ECF8427E";
+        assert_eq!(
+            Checksum::parse(Some(md5)).unwrap(),
+            Checksum::Md5(md5.to_ascii_lowercase())
+        );
+        assert_eq!(
+            Checksum::parse(Some(&format!("{md5}  disk.img"))).unwrap(),
+            Checksum::Md5(md5.to_ascii_lowercase())
+        );
+        assert!(matches!(
+            Checksum::parse(Some(&format!("sha256:{}", "a".repeat(64)))).unwrap(),
+            Checksum::Sha256(_)
+        ));
+        assert!(Checksum::parse(Some("abc")).is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! Hypervisors: what runs a server's virtual machine.
+//!
+//! [`Hypervisor`] is the driver interface. [`none::RecordOnly`] only records state (for hosts
+//! without QEMU). Methods block (they spawn processes and talk to them), so async code calls
+//! them through `spawn_blocking`. A driver reports VMs that end on their own as [`VmEvent`]s
+//! on the channel it was built with.
+
+pub mod none;
+
+use std::path::PathBuf;
+
+use crate::storage::VolumeFormat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    Disk,
+    Iso,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmDisk {
+    pub path: PathBuf,
+    pub format: VolumeFormat,
+    pub media: Media,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmNic {
+    pub vlan_id: i64,
+    pub mac: String,
+}
+
+/// How the VM reaches its metadata document: the URL and the per-server secret that
+/// authenticates it.
+#[derive(Debug, Clone)]
+pub struct MetadataAccess {
+    pub url: String,
+    pub token: String,
+}
+
+/// Everything needed to boot a server.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub server_uuid: String,
+    pub name: String,
+    pub processors: u32,
+    pub memory_mb: u64,
+    /// In attach order. Hard disks in this order; `Media::Iso` ones as CD-ROMs. Boot order is
+    /// CD, then hard disk.
+    pub disks: Vec<VmDisk>,
+    pub nic: Option<VmNic>,
+    pub metadata: Option<MetadataAccess>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMethod {
+    /// Ask the guest to shut down (ACPI), power off after a timeout.
+    Shutdown,
+    /// Power off at once.
+    PowerOff,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmState {
+    Running,
+    Stopped,
+    /// The VM ended abnormally; the reason is for the server's status.
+    Failed(String),
+}
+
+/// A VM that changed state on its own (the guest powered off, QEMU crashed).
+#[derive(Debug, Clone)]
+pub struct VmEvent {
+    pub server_uuid: String,
+    pub state: VmState,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HypervisorError(pub String);
+
+impl From<HypervisorError> for crate::error::ApiError {
+    fn from(err: HypervisorError) -> Self {
+        crate::error::ApiError::Hypervisor(err.0)
+    }
+}
+
+pub trait Hypervisor: Send + Sync + 'static {
+    /// The driver's name, as `--hypervisor` takes it.
+    fn name(&self) -> &'static str;
+
+    /// Boots the VM; returns once it runs.
+    fn start(&self, spec: &VmSpec) -> Result<(), HypervisorError>;
+
+    /// Stops the VM; returns once nothing of it runs any more.
+    fn stop(&self, server_uuid: &str, method: StopMethod) -> Result<(), HypervisorError>;
+
+    fn state(&self, server_uuid: &str) -> VmState;
+
+    /// After `extility serve` restarts: takes a VM that may still run back under supervision
+    /// and says what it found.
+    fn adopt(&self, server_uuid: &str) -> VmState;
+
+    /// The end of the VM's serial console output, at most `max_bytes`.
+    fn console_log(&self, server_uuid: &str, max_bytes: usize) -> Result<Vec<u8>, HypervisorError>;
+}

@@ -1,0 +1,58 @@
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use extility::config::{Cli, Command, CustomerCommand};
+use extility::ops::customer;
+use extility::startup::{Application, open_database};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => Application::build(config).await?.run().await,
+        Command::Migrate(db) => {
+            open_database(&db.data_dir, &db.database_url()).await?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Customer(CustomerCommand::Add {
+            email,
+            password,
+            admin,
+            db,
+        }) => {
+            let database = open_database(&db.data_dir, &db.database_url()).await?;
+            let made = customer::create_customer(
+                &database,
+                &email,
+                &password,
+                admin,
+                customer::DEFAULT_BILLING_ENTITY,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
+            println!("customer_id={}", made.customer_id);
+            println!("customer_uuid={}", made.customer_uuid);
+            println!("billing_entity_uuid={}", made.billing_entity_uuid);
+            println!("vdc_id={}", made.vdc_id);
+            Ok(())
+        }
+        Command::Wsdl { address } => {
+            print!("{}", extility::api::wsdl::render(&address));
+            Ok(())
+        }
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(extility::api::openapi::document())?
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Customers: created by the operator (`extility customer add`), authenticated on every call.
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+use super::Caller;
+use crate::db::{Db, now_ms};
+use crate::error::{ApiError, ApiResult};
+
+/// The billing entity customers belong to when none is named.
+pub const DEFAULT_BILLING_ENTITY: &str = "Default";
+
+#[derive(Debug, Clone)]
+pub struct NewCustomer {
+    pub customer_id: i64,
+    pub customer_uuid: String,
+    pub billing_entity_uuid: String,
+    pub vdc_id: i64,
+}
+
+/// Hashes a password with argon2id. CPU-heavy: call it off the async runtime.
+pub fn hash_password(password: &str) -> ApiResult<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing a password: {e}")))
+}
+
+/// Checks a password against its stored hash. CPU-heavy: call it off the async runtime.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Creates a customer, its billing entity if new, and its "Default VDC".
+pub async fn create_customer(
+    db: &Db,
+    email: &str,
+    password: &str,
+    is_admin: bool,
+    billing_entity: &str,
+) -> ApiResult<NewCustomer> {
+    let email = email.trim().to_ascii_lowercase();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(ApiError::invalid("email", "must be an e-mail address"));
+    }
+    if password.len() < 8 {
+        return Err(ApiError::invalid(
+            "password",
+            "must have at least 8 characters",
+        ));
+    }
+    let password = password.to_string();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+    let now = now_ms();
+    let mut tx = db.begin_write().await?;
+    let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM customers WHERE email = $1")
+        .bind(&email)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if taken.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "a customer with e-mail {email} exists"
+        )));
+    }
+    let entity: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, uuid FROM billing_entities WHERE name = $1")
+            .bind(billing_entity)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (entity_id, entity_uuid) = match entity {
+        Some(found) => found,
+        None => {
+            let uuid = uuid::Uuid::new_v4().to_string();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO billing_entities (uuid, name, created) VALUES ($1, $2, $3) RETURNING id",
+            )
+            .bind(&uuid)
+            .bind(billing_entity)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            (id, uuid)
+        }
+    };
+    let customer_uuid = uuid::Uuid::new_v4().to_string();
+    let customer_id: i64 = sqlx::query_scalar(
+        "INSERT INTO customers (uuid, email, password_hash, is_admin, billing_entity_id, created) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(&customer_uuid)
+    .bind(&email)
+    .bind(&hash)
+    .bind(crate::db::flag(is_admin))
+    .bind(entity_id)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let vdc_id = super::vdc::insert_vdc(&mut tx, customer_id, "Default VDC")
+        .await?
+        .vdc_id;
+    tx.commit().await?;
+    Ok(NewCustomer {
+        customer_id,
+        customer_uuid,
+        billing_entity_uuid: entity_uuid,
+        vdc_id,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct CustomerRow {
+    id: i64,
+    uuid: String,
+    password_hash: String,
+    is_admin: i64,
+    billing_entity_id: i64,
+}
+
+/// Checks an e-mail and password. Answers the same for an unknown e-mail as for a wrong
+/// password, and takes as long (a dummy hash is checked).
+pub async fn authenticate(db: &Db, email: &str, password: &str) -> ApiResult<Caller> {
+    let row = sqlx::query_as::<_, CustomerRow>(
+        "SELECT id, uuid, password_hash, is_admin, billing_entity_id FROM customers WHERE email = $1",
+    )
+    .bind(email.trim().to_ascii_lowercase())
+    .fetch_optional(db.pool())
+    .await?;
+    let hash = row
+        .as_ref()
+        .map(|r| r.password_hash.clone())
+        .unwrap_or_else(|| DUMMY_HASH.to_string());
+    let password = password.to_string();
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await?;
+    match row {
+        Some(row) if ok => Ok(Caller {
+            customer_id: row.id,
+            customer_uuid: row.uuid,
+            billing_entity_id: row.billing_entity_id,
+            is_admin: row.is_admin != 0,
+        }),
+        _ => Err(ApiError::Unauthenticated),
+    }
+}
+
+/// An argon2id hash of a random password, checked for unknown e-mails so that they cost the
+/// same time as known ones.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0J6lrG3Hkqzqg3CpoC1y4m2hSxeHFzk2gf5m5zMVbhs";

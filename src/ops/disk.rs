@@ -1,0 +1,293 @@
+//! Disks: block devices in a VDC, attachable to one server at a time.
+
+use sqlx::AnyConnection;
+
+use super::image::ImageRow;
+use super::{Ctx, args, image, product_offer, validate, vdc};
+use crate::db::{Tx, now_ms};
+use crate::error::{ApiError, ApiResult};
+use crate::ops::wire::Timestamp;
+use crate::state::AppState;
+use crate::storage::{VolumeFile, volumes};
+use crate::wire_struct;
+
+wire_struct! {
+    /// A disk. `capacity` is in bytes; `status` is `attached` or `available`; `media` is `disk`,
+    /// or `iso` for a CD/DVD image (attached read-only as a CD-ROM).
+    pub struct Disk as "Disk" {
+        pub disk_id: i64,
+        pub disk_name: String,
+        pub disk_uuid: String,
+        pub vdc_id: i64,
+        pub capacity: i64,
+        pub server_id: Option<i64>,
+        pub status: String,
+        pub media: String,
+        pub image_id: Option<i64>,
+        pub created: Timestamp,
+    }
+}
+
+/// A disk as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DiskRow {
+    pub id: i64,
+    pub uuid: String,
+    pub customer_id: i64,
+    pub vdc_id: i64,
+    pub name: String,
+    pub capacity: i64,
+    pub media: String,
+    pub server_id: Option<i64>,
+    pub attach_index: Option<i64>,
+    pub volume_id: i64,
+    pub image_id: Option<i64>,
+    pub origin_server_id: Option<i64>,
+    pub created: i64,
+}
+
+impl DiskRow {
+    pub fn to_disk(&self) -> Disk {
+        Disk {
+            disk_id: self.id,
+            disk_name: self.name.clone(),
+            disk_uuid: self.uuid.clone(),
+            vdc_id: self.vdc_id,
+            capacity: self.capacity,
+            server_id: self.server_id,
+            status: if self.server_id.is_some() {
+                "attached"
+            } else {
+                "available"
+            }
+            .to_string(),
+            media: self.media.clone(),
+            image_id: self.image_id,
+            created: Timestamp(self.created),
+        }
+    }
+}
+
+macro_rules! select_disks {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, uuid, customer_id, vdc_id, name, capacity, media, server_id, attach_index, \
+             volume_id, image_id, origin_server_id, created FROM disks WHERE ",
+            $where
+        )
+    };
+}
+pub(crate) use select_disks;
+
+pub async fn list_disks(ctx: &Ctx, a: args::ListDisks) -> ApiResult<Vec<Disk>> {
+    let mut conn = ctx.state.db.pool().acquire().await?;
+    vdc::ensure_own(&mut conn, ctx.customer_id(), a.vdc_id).await?;
+    let rows: Vec<DiskRow> = sqlx::query_as(select_disks!(
+        "vdc_id = $1 AND customer_id = $2 ORDER BY id"
+    ))
+    .bind(a.vdc_id)
+    .bind(ctx.customer_id())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.iter().map(DiskRow::to_disk).collect())
+}
+
+pub async fn get_disk(ctx: &Ctx, a: args::GetDisk) -> ApiResult<Disk> {
+    let mut conn = ctx.state.db.pool().acquire().await?;
+    Ok(own_disk(&mut conn, ctx.customer_id(), a.disk_id)
+        .await?
+        .to_disk())
+}
+
+/// The customer's disk, or NOT_FOUND.
+pub async fn own_disk(
+    conn: &mut AnyConnection,
+    customer_id: i64,
+    disk_id: i64,
+) -> ApiResult<DiskRow> {
+    sqlx::query_as(select_disks!("id = $1 AND customer_id = $2"))
+        .bind(disk_id)
+        .bind(customer_id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(ApiError::not_found("disk", disk_id))
+}
+
+/// What a new disk is made from: nothing (blank) or an image's volume.
+pub struct DiskSource {
+    pub image: Option<ImageRow>,
+    pub backing: Option<volumes::VolumeRow>,
+}
+
+/// Looks up the image a disk of `capacity` bytes is to be made from (0: blank) and checks it
+/// fits.
+pub async fn disk_source(
+    conn: &mut AnyConnection,
+    ctx: &Ctx,
+    image_id: i64,
+    capacity: i64,
+) -> ApiResult<DiskSource> {
+    if image_id == 0 {
+        return Ok(DiskSource {
+            image: None,
+            backing: None,
+        });
+    }
+    let image = image::usable_image(&mut *conn, &ctx.caller, image_id).await?;
+    if image.size > capacity {
+        return Err(ApiError::invalid(
+            "image_id",
+            format!(
+                "image {image_id} ({} bytes) does not fit on a disk of {capacity} bytes",
+                image.size
+            ),
+        ));
+    }
+    let backing = match image.volume_id {
+        Some(volume_id) => Some(volumes::get(&mut *conn, volume_id).await?),
+        None => None,
+    };
+    Ok(DiskSource {
+        image: Some(image),
+        backing,
+    })
+}
+
+/// Makes the storage of a new disk: a thin clone of the source's volume, or a blank volume.
+pub async fn provision_volume(
+    state: &AppState,
+    source: &DiskSource,
+    capacity: i64,
+) -> ApiResult<VolumeFile> {
+    let storage = state.storage.clone();
+    let backing = source
+        .backing
+        .as_ref()
+        .map(volumes::VolumeRow::volume_file)
+        .transpose()?;
+    let size = capacity as u64;
+    let volume = tokio::task::spawn_blocking(move || match backing {
+        Some(backing) => storage.create_thin_clone(&backing, size),
+        None => storage.create_blank(size),
+    })
+    .await??;
+    Ok(volume)
+}
+
+/// What to insert for a new disk.
+pub struct NewDisk<'a> {
+    pub customer_id: i64,
+    pub vdc_id: i64,
+    pub name: &'a str,
+    pub capacity: i64,
+    pub media: &'a str,
+    pub volume_id: i64,
+    pub image_id: Option<i64>,
+    pub product_offer_id: Option<i64>,
+    pub server_id: Option<i64>,
+    pub attach_index: Option<i64>,
+    pub origin_server_id: Option<i64>,
+}
+
+pub async fn insert_disk(tx: &mut Tx, disk: NewDisk<'_>) -> ApiResult<DiskRow> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO disks (uuid, customer_id, vdc_id, name, capacity, media, server_id, \
+         attach_index, volume_id, image_id, product_offer_id, origin_server_id, created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(disk.customer_id)
+    .bind(disk.vdc_id)
+    .bind(disk.name)
+    .bind(disk.capacity)
+    .bind(disk.media)
+    .bind(disk.server_id)
+    .bind(disk.attach_index)
+    .bind(disk.volume_id)
+    .bind(disk.image_id)
+    .bind(disk.product_offer_id)
+    .bind(disk.origin_server_id)
+    .bind(now_ms())
+    .fetch_one(&mut **tx)
+    .await?;
+    own_disk(&mut *tx, disk.customer_id, id).await
+}
+
+/// Deletes volume files made for a change that then failed, so nothing half-made stays.
+pub async fn discard_volumes(state: &AppState, files: Vec<VolumeFile>) {
+    volumes::delete_files(state.storage.clone(), files).await
+}
+
+pub async fn create_disk(ctx: &Ctx, a: args::CreateDisk) -> ApiResult<Disk> {
+    let name = validate::name("name", &a.name)?;
+    let (offer, source) = {
+        let mut conn = ctx.state.db.pool().acquire().await?;
+        vdc::ensure_own(&mut conn, ctx.customer_id(), a.vdc_id).await?;
+        let offer = product_offer::offer_of_kind(
+            &mut conn,
+            a.disk_productoffer_id,
+            "disk",
+            "disk_productoffer_id",
+        )
+        .await?;
+        let source = disk_source(&mut conn, ctx, a.image_id, offer.disk_size).await?;
+        (offer, source)
+    };
+    let volume = provision_volume(&ctx.state, &source, offer.disk_size).await?;
+    let inserted = async {
+        let mut tx = ctx.state.db.begin_write().await?;
+        let volume_id =
+            volumes::insert(&mut tx, &volume, source.backing.as_ref().map(|b| b.id)).await?;
+        let disk = insert_disk(
+            &mut tx,
+            NewDisk {
+                customer_id: ctx.customer_id(),
+                vdc_id: a.vdc_id,
+                name: &name,
+                capacity: volume.size as i64,
+                media: source.image.as_ref().map_or("disk", |i| i.media.as_str()),
+                volume_id,
+                image_id: source.image.as_ref().map(|i| i.id),
+                product_offer_id: Some(offer.product_offer_id),
+                server_id: None,
+                attach_index: None,
+                origin_server_id: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(disk)
+    }
+    .await;
+    match inserted {
+        Ok(disk) => Ok(disk.to_disk()),
+        Err(err) => {
+            discard_volumes(&ctx.state, vec![volume]).await;
+            Err(err)
+        }
+    }
+}
+
+pub async fn delete_disk(ctx: &Ctx, a: args::DeleteDisk) -> ApiResult<i64> {
+    let mut tx = ctx.state.db.begin_write().await?;
+    let disk = own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
+    if let Some(server_id) = disk.server_id {
+        return Err(ApiError::Conflict(format!(
+            "disk {} is attached to server {server_id}; detach it first",
+            disk.id
+        )));
+    }
+    let garbage = remove_disk_row(&mut tx, &disk).await?;
+    tx.commit().await?;
+    discard_volumes(&ctx.state, garbage).await;
+    Ok(1)
+}
+
+/// Deletes a disk's row and releases its volume; returns the files to delete after commit.
+pub async fn remove_disk_row(tx: &mut Tx, disk: &DiskRow) -> ApiResult<Vec<VolumeFile>> {
+    sqlx::query("DELETE FROM disks WHERE id = $1")
+        .bind(disk.id)
+        .execute(&mut **tx)
+        .await?;
+    volumes::release(&mut *tx, disk.volume_id).await
+}

@@ -1,0 +1,115 @@
+//! Jobs as the API shows them: GetJob, ListJobs, CancelJob, WaitForJob.
+
+use std::time::Duration;
+
+use super::{Ctx, args};
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::queue::{self, CancelRequest};
+use crate::jobs::{JobRow, JobStatus};
+use crate::ops::wire::Timestamp;
+use crate::wire_struct;
+
+/// The longest WaitForJob waits.
+pub const MAX_WAIT_SECONDS: i64 = 300;
+
+wire_struct! {
+    /// A job. `status`: 1 successful, 2 in progress, 3 failed, 4 cancelled, 6 not started,
+    /// 7 waiting (for a free slot). `item_type`/`item_id` name what it works on or produced;
+    /// `phase`, `progress` (percent), `bytes_done` and `bytes_total` show how far it is.
+    pub struct Job as "Job" {
+        pub job_id: i64,
+        pub job_uuid: String,
+        pub job_type: String,
+        pub name: String,
+        pub status: i64,
+        pub item_type: Option<String>,
+        pub item_id: Option<i64>,
+        pub phase: Option<String>,
+        pub progress: i64,
+        pub bytes_done: i64,
+        pub bytes_total: Option<i64>,
+        pub error_code: Option<String>,
+        pub error_message: Option<String>,
+        pub created: Timestamp,
+        pub started: Option<Timestamp>,
+        pub finished: Option<Timestamp>,
+    }
+}
+
+impl From<JobRow> for Job {
+    fn from(row: JobRow) -> Job {
+        Job {
+            job_id: row.id,
+            job_uuid: row.uuid,
+            job_type: row.job_type,
+            name: row.name,
+            status: row.status,
+            item_type: row.item_type,
+            item_id: row.item_id,
+            phase: row.phase,
+            progress: row.progress,
+            bytes_done: row.bytes_done,
+            bytes_total: row.bytes_total,
+            error_code: row.error_code,
+            error_message: row.error_message,
+            created: Timestamp(row.created),
+            started: row.started.map(Timestamp),
+            finished: row.finished.map(Timestamp),
+        }
+    }
+}
+
+pub async fn get_job(ctx: &Ctx, a: args::GetJob) -> ApiResult<Job> {
+    Ok(queue::get(&ctx.state.db, a.job_id, ctx.customer_id())
+        .await?
+        .into())
+}
+
+pub async fn list_jobs(ctx: &Ctx, _: args::ListJobs) -> ApiResult<Vec<Job>> {
+    Ok(queue::list(&ctx.state.db, ctx.customer_id())
+        .await?
+        .into_iter()
+        .map(Job::from)
+        .collect())
+}
+
+pub async fn cancel_job(ctx: &Ctx, a: args::CancelJob) -> ApiResult<Job> {
+    match queue::request_cancel(&ctx.state.db, a.job_id, ctx.customer_id()).await? {
+        CancelRequest::NotFound => return Err(ApiError::not_found("job", a.job_id)),
+        CancelRequest::AlreadyFinished => {
+            return Err(ApiError::Conflict(format!(
+                "job {} has already finished",
+                a.job_id
+            )));
+        }
+        CancelRequest::Requested => {
+            ctx.state.jobs.cancel_local(a.job_id);
+        }
+        CancelRequest::CancelledBeforeStart => ctx.state.jobs.notify_finished(),
+    }
+    get_job(ctx, args::GetJob { job_id: a.job_id }).await
+}
+
+/// Waits for the job to finish. Jobs finishing on this node wake the wait at once; a job on
+/// another node is noticed by looking again every half second.
+pub async fn wait_for_job(ctx: &Ctx, a: args::WaitForJob) -> ApiResult<Job> {
+    if !(0..=MAX_WAIT_SECONDS).contains(&a.timeout_seconds) {
+        return Err(ApiError::invalid(
+            "timeout_seconds",
+            format!(
+                "must be between 0 and {MAX_WAIT_SECONDS}, got {}",
+                a.timeout_seconds
+            ),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout_seconds as u64);
+    let mut finished = ctx.state.jobs.subscribe_finished();
+    loop {
+        let job = queue::get(&ctx.state.db, a.job_id, ctx.customer_id()).await?;
+        if JobStatus::is_finished(job.status) || tokio::time::Instant::now() >= deadline {
+            return Ok(job.into());
+        }
+        let next_look = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
+        let _ = tokio::time::timeout_at(next_look, finished.changed()).await;
+    }
+}

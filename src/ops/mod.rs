@@ -1,0 +1,127 @@
+//! The operation layer: one function per API call.
+//!
+//! The SOAP and JSON adapters (in `crate::api`) only decode arguments into the JSON-shaped
+//! map [`registry::Operation::call`] takes and encode what it returns; everything an API call
+//! does happens in the functions listed in [`operations!`] below.
+
+pub mod registry;
+pub mod wire;
+
+pub mod customer;
+pub mod disk;
+pub mod fetch;
+pub mod image;
+pub mod job;
+pub mod product_offer;
+pub mod server;
+pub mod validate;
+pub mod vdc;
+pub mod vlan;
+
+use crate::state::AppState;
+use registry::operations;
+
+pub use disk::Disk;
+pub use image::Image;
+pub use job::Job;
+pub use product_offer::ProductOffer;
+pub use server::Server;
+pub use vdc::Vdc;
+pub use vlan::Vlan;
+
+/// The authenticated customer making a call.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub customer_id: i64,
+    pub customer_uuid: String,
+    pub billing_entity_id: i64,
+    pub is_admin: bool,
+}
+
+/// Everything an operation needs: the application and who is calling.
+pub struct Ctx {
+    pub state: AppState,
+    pub caller: Caller,
+}
+
+impl Ctx {
+    pub fn customer_id(&self) -> i64 {
+        self.caller.customer_id
+    }
+}
+
+operations! {
+    /// Lists the caller's virtual data centres.
+    ListVDCs() -> vdcs: Vec<Vdc> = vdc::list_vdcs;
+    /// Creates a virtual data centre.
+    CreateVDC(vdc_name: String) -> vdc: Vdc = vdc::create_vdc;
+    /// Lists the VLANs of a VDC.
+    ListVLANs(vdc_id: i64) -> vlans: Vec<Vlan> = vlan::list_vlans;
+    /// Creates a VLAN in a VDC.
+    CreateVLAN(vdc_id: i64, vlan_name: String) -> vlan: Vlan = vlan::create_vlan;
+    /// Lists product offers of a type (`server`, `disk`), or all when the type is empty.
+    ListProductOffers(r#type: Option<String>) -> product_offers: Vec<ProductOffer> =
+        product_offer::list_product_offers;
+    /// Lists the images the caller may use: its own, those shared with it, and platform images.
+    ListImages() -> images: Vec<Image> = image::list_images;
+    /// Lists the disks of a VDC.
+    ListDisks(vdc_id: i64) -> disks: Vec<Disk> = disk::list_disks;
+    /// Returns one disk.
+    GetDisk(disk_id: i64) -> disk: Disk = disk::get_disk;
+    /// Creates a disk sized by a disk product offer: blank when `image_id` is 0, otherwise a
+    /// thin copy of the image.
+    CreateDisk(vdc_id: i64, name: String, disk_productoffer_id: i64, image_id: i64) -> disk: Disk =
+        disk::create_disk;
+    /// Deletes a disk that is not attached to a server. Returns 1.
+    DeleteDisk(disk_id: i64) -> result: i64 = disk::delete_disk;
+    /// Lists the servers of a VDC.
+    ListServers(vdc_id: i64) -> servers: Vec<Server> = server::list_servers;
+    /// Returns one server, with its disks and first-boot credentials.
+    GetServer(server_id: i64) -> server: Server = server::get_server;
+    /// Creates a stopped server. `vlan_id` -1 means no VLAN. The boot disk is a thin copy of the
+    /// image sized by the first disk offer; each further offer adds a blank disk.
+    CreateServer(
+        vdc_id: i64,
+        vlan_id: i64,
+        server_name: String,
+        image_id: i64,
+        server_productoffer_id: i64,
+        disk_productoffer_ids: Vec<i64>,
+    ) -> server: Server = server::create_server;
+    /// Destroys a server (powering it off first) and the disks made with it; other disks
+    /// attached to it are detached and kept. Returns a job id.
+    DestroyServer(server_id: i64) -> job_id: i64 = server::destroy_server;
+    /// Attaches a disk to a server, at `index` (0 is the boot disk) or after its other disks.
+    /// Returns 1.
+    AttachDisk(server_id: i64, disk_id: i64, index: Option<i64>) -> result: i64 =
+        server::attach_disk;
+    /// Detaches a disk from a server. Returns 1.
+    DetachDisk(server_id: i64, disk_id: i64) -> result: i64 = server::detach_disk;
+    /// Starts a server. Returns a job id.
+    StartServer(server_id: i64) -> job_id: i64 = server::start_server;
+    /// Stops a server: `stop_method` 1 asks the guest to shut down, 2 powers off at once.
+    /// Returns a job id.
+    StopServer(server_id: i64, stop_method: i64) -> job_id: i64 = server::stop_server;
+    /// Fetches a disk image from a URL into a new disk (or, with `make_image`, a new private
+    /// image). `checksum` is the MD5 of the uncompressed image. Returns a job id.
+    FetchDisk(
+        url: String,
+        checksum: Option<String>,
+        conn_user: Option<String>,
+        conn_pass: Option<String>,
+        name: String,
+        disk_productoffer_id: i64,
+        vdc_id: i64,
+        make_image: bool,
+        image_default_username: Option<String>,
+    ) -> job_id: i64 = fetch::fetch_disk;
+    /// Returns one job.
+    GetJob(job_id: i64) -> job: Job = job::get_job;
+    /// Lists the caller's jobs, newest first.
+    ListJobs() -> jobs: Vec<Job> = job::list_jobs;
+    /// Cancels a job that has not finished. Returns the job.
+    CancelJob(job_id: i64) -> job: Job = job::cancel_job;
+    /// Waits until a job has finished or `timeout_seconds` (at most 300) have passed, and
+    /// returns the job as it then is.
+    WaitForJob(job_id: i64, timeout_seconds: i64) -> job: Job = job::wait_for_job;
+}

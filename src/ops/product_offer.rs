@@ -1,0 +1,92 @@
+//! Product offers: the sizes servers and disks are sold in.
+
+use sqlx::AnyConnection;
+
+use super::{Ctx, args};
+use crate::error::{ApiError, ApiResult};
+use crate::wire_struct;
+
+wire_struct! {
+    /// Something the platform sells: a server size (`processors`, `memory` in MiB) or a disk
+    /// size (`disk_size` in bytes).
+    pub struct ProductOffer as "ProductOffer" {
+        pub product_offer_id: i64,
+        pub product_offer_uuid: String,
+        pub name: String,
+        pub r#type: String,
+        pub processors: i64,
+        pub memory: i64,
+        pub disk_size: i64,
+    }
+}
+
+type OfferRow = (i64, String, String, String, i64, i64, i64);
+
+fn from_row(row: OfferRow) -> ProductOffer {
+    let (product_offer_id, product_offer_uuid, name, r#type, processors, memory, disk_size) = row;
+    ProductOffer {
+        product_offer_id,
+        product_offer_uuid,
+        name,
+        r#type,
+        processors,
+        memory,
+        disk_size,
+    }
+}
+
+macro_rules! select_offer {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, uuid, name, type, processors, memory, disk_size FROM product_offers WHERE ",
+            $where
+        )
+    };
+}
+
+pub async fn list_product_offers(
+    ctx: &Ctx,
+    a: args::ListProductOffers,
+) -> ApiResult<Vec<ProductOffer>> {
+    let wanted = a.r#type.unwrap_or_default().trim().to_ascii_lowercase();
+    if !matches!(wanted.as_str(), "" | "server" | "disk") {
+        return Err(ApiError::invalid(
+            "type",
+            format!("must be 'server', 'disk' or empty, got '{wanted}'"),
+        ));
+    }
+    let rows: Vec<OfferRow> = sqlx::query_as(select_offer!(
+        "($1 = '' OR type = $1) AND type <> 'image' ORDER BY id"
+    ))
+    .bind(&wanted)
+    .fetch_all(ctx.state.db.pool())
+    .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// The offer with this id, which must be of `kind` (`server` or `disk`); `argument` names the
+/// argument in errors.
+pub async fn offer_of_kind(
+    conn: &mut AnyConnection,
+    id: i64,
+    kind: &str,
+    argument: &str,
+) -> ApiResult<ProductOffer> {
+    let row: Option<OfferRow> = sqlx::query_as(select_offer!("id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    let offer = row
+        .map(from_row)
+        .ok_or(ApiError::not_found("product offer", id))?;
+    if offer.r#type != kind {
+        return Err(ApiError::invalid(
+            argument,
+            format!(
+                "must be a {kind} product offer; {id} is a {} offer",
+                offer.r#type
+            ),
+        ));
+    }
+    Ok(offer)
+}

@@ -1,0 +1,136 @@
+//! The table of API operations.
+//!
+//! [`operations!`] turns one declaration per operation into: a struct of its arguments (in
+//! `ops::args`), a type-erased entry point that decodes those arguments from a JSON-shaped map,
+//! calls the operation's function and encodes its result, and an [`Operation`] entry describing
+//! it (argument names, order and wire types) for the SOAP codec, the WSDL and OpenAPI.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
+
+use super::Ctx;
+use super::wire::WireType;
+use crate::error::ApiResult;
+
+pub type CallFn = for<'a> fn(&'a Ctx, Map<String, Value>) -> BoxFuture<'a, ApiResult<Value>>;
+
+#[derive(Debug)]
+pub struct Param {
+    pub name: &'static str,
+    pub ty: WireType,
+    pub optional: bool,
+}
+
+pub struct Operation {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub params: &'static [Param],
+    /// The name of the result part (`job_id`, `disk`, ...): the SOAP return element and the
+    /// JSON field a scalar result is wrapped in.
+    pub result_name: &'static str,
+    pub result: WireType,
+    pub call: CallFn,
+}
+
+impl std::fmt::Debug for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operation")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+macro_rules! operations {
+    ($(
+        $(#[doc = $doc:literal])*
+        $op:ident ( $($p:ident : $t:ty),* $(,)? ) -> $ret:ident : $rt:ty = $handler:path ;
+    )*) => {
+        /// The arguments of each API operation: one struct per operation, fields in wire order.
+        pub mod args {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[doc = $doc])*
+                #[derive(Debug, Clone)]
+                pub struct $op { $(pub $p: $t),* }
+            )*
+        }
+
+        mod calls {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::ops::wire::FromArg;
+            $(
+                #[allow(non_snake_case, unused_mut)]
+                pub fn $op(
+                    ctx: &$crate::ops::Ctx,
+                    mut raw: serde_json::Map<String, serde_json::Value>,
+                ) -> futures::future::BoxFuture<'_, $crate::error::ApiResult<serde_json::Value>> {
+                    Box::pin(async move {
+                        let args = args::$op {
+                            $($p: {
+                                let name = $crate::ops::registry::wire_name(stringify!($p));
+                                <$t as FromArg>::from_arg(name, raw.remove(name))?
+                            }),*
+                        };
+                        if let Some(unknown) = raw.keys().next() {
+                            return Err($crate::error::ApiError::invalid(
+                                unknown.clone(),
+                                concat!("is not an argument of ", stringify!($op)),
+                            ));
+                        }
+                        let result: $rt = $handler(ctx, args).await?;
+                        serde_json::to_value(result).map_err($crate::error::ApiError::internal)
+                    })
+                }
+            )*
+        }
+
+        /// Every API operation, in the order the WSDL lists them.
+        pub static OPERATIONS: &[$crate::ops::registry::Operation] = &[$(
+            $crate::ops::registry::Operation {
+                name: stringify!($op),
+                doc: concat!($($doc, "\n"),*),
+                params: &[$(
+                    $crate::ops::registry::Param {
+                        name: $crate::ops::registry::wire_name(stringify!($p)),
+                        ty: <$t as $crate::ops::wire::Wire>::TYPE,
+                        optional: <$t as $crate::ops::wire::Wire>::NILLABLE,
+                    }
+                ),*],
+                result_name: stringify!($ret),
+                result: <$rt as $crate::ops::wire::Wire>::TYPE,
+                call: calls::$op,
+            }
+        ),*];
+    };
+}
+pub(crate) use operations;
+
+/// The wire name of an argument: its Rust name without the `r#` of a raw identifier
+/// (`ListProductOffers(type)` is declared with `r#type`).
+pub const fn wire_name(rust_name: &'static str) -> &'static str {
+    match rust_name.as_bytes() {
+        [b'r', b'#', rest @ ..] => match std::str::from_utf8(rest) {
+            Ok(name) => name,
+            Err(_) => rust_name,
+        },
+        _ => rust_name,
+    }
+}
+
+static BY_NAME: LazyLock<HashMap<String, &'static Operation>> = LazyLock::new(|| {
+    super::OPERATIONS
+        .iter()
+        .map(|op| (op.name.to_ascii_lowercase(), op))
+        .collect()
+});
+
+/// Finds an operation by name. Names are matched without regard to case, as PHP's SoapClient
+/// does (`$client->fetchDisk(...)` calls `FetchDisk`).
+pub fn find(name: &str) -> Option<&'static Operation> {
+    BY_NAME.get(&name.to_ascii_lowercase()).copied()
+}

@@ -1,0 +1,203 @@
+//! Building and running a serving node.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::api::auth::CredentialCache;
+use crate::config::{Config, HypervisorKind};
+use crate::db::{Db, seed};
+use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
+use crate::jobs::{JobQueue, queue, worker};
+use crate::ops::server;
+use crate::state::{AppState, Inner};
+use crate::storage::Storage;
+use crate::storage::files::FileStorage;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    vm_events: mpsc::UnboundedReceiver<VmEvent>,
+}
+
+/// Opens the database named by the configuration, migrated.
+pub async fn open_database(data_dir: &Path, url: &str) -> anyhow::Result<Db> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let db = Db::connect(url).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// Reads a value kept in a file of the data directory, creating it on first use.
+fn kept_in_file(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_string()),
+        _ => {
+            let value = make();
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            writeln!(file, "{value}")?;
+            Ok(value)
+        }
+    }
+}
+
+/// The key sealing job secrets: `EXTILITY_SECRET_KEY` (64 hex digits, the same on every node
+/// sharing a database), else a random key kept in `<data-dir>/secret.key`.
+fn secret_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let hex_key = match std::env::var("EXTILITY_SECRET_KEY") {
+        Ok(key) => key,
+        Err(_) => kept_in_file(&data_dir.join("secret.key"), || {
+            hex::encode(rand::random::<[u8; 32]>())
+        })?,
+    };
+    let bytes = hex::decode(hex_key.trim()).context("the secret key must be hex")?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the secret key must be 32 bytes (64 hex digits)"))
+}
+
+fn hypervisor(
+    kind: HypervisorKind,
+    _data_dir: &Path,
+    _events: mpsc::UnboundedSender<VmEvent>,
+) -> anyhow::Result<Arc<dyn Hypervisor>> {
+    match kind {
+        HypervisorKind::None | HypervisorKind::Auto => {
+            tracing::warn!("hypervisor 'none': server state is only recorded, no VM runs");
+            Ok(Arc::new(RecordOnly::default()))
+        }
+        HypervisorKind::Qemu => anyhow::bail!("the QEMU driver is not available in this build"),
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let data_dir = config.db.data_dir.clone();
+        let db = open_database(&data_dir, &config.db.database_url()).await?;
+        if !config.no_demo && seed::demo_catalogue(&db).await? {
+            tracing::info!("created the demo catalogue");
+        }
+        let node_id = match &config.node_id {
+            Some(id) => id.clone(),
+            None => kept_in_file(&data_dir.join("node-id"), || {
+                format!("node-{}", uuid::Uuid::new_v4())
+            })?,
+        };
+        let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(&data_dir)?);
+        let (events_tx, vm_events) = mpsc::unbounded_channel();
+        let hypervisor = hypervisor(config.hypervisor, &data_dir, events_tx)?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let local_url = format!("http://{}", listener.local_addr()?);
+        let state = AppState::new(Inner {
+            secret_key: secret_key(&data_dir)?,
+            config,
+            db,
+            storage,
+            hypervisor,
+            jobs: JobQueue::new(node_id),
+            credentials: CredentialCache::default(),
+            local_url,
+        });
+        Ok(Application {
+            listener,
+            state,
+            vm_events,
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            mut vm_events,
+        } = self;
+        recover(&state).await?;
+
+        let shutdown = CancellationToken::new();
+        let workers = worker::spawn_pool(state.clone(), shutdown.clone());
+        let events_state = state.clone();
+        tokio::spawn(async move {
+            while let Some(event) = vm_events.recv().await {
+                if let Err(err) = server::record_vm_event(&events_state, event).await {
+                    tracing::error!(error = %err, "recording a VM's state failed");
+                }
+            }
+        });
+
+        println!("extility listening on {}", state.local_url);
+        tracing::info!(
+            url = %state.local_url,
+            node = %state.jobs.node_id,
+            hypervisor = state.hypervisor.name(),
+            "serving"
+        );
+        let router = api::router(state.clone());
+        let stop = shutdown.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                stop.cancel();
+            })
+            .await?;
+        shutdown.cancel();
+        let _ = workers.await;
+        state.db.close().await;
+        Ok(())
+    }
+}
+
+/// What a restarting node puts right: its running jobs become claimable again, its servers
+/// are checked against what really runs, and staged files no running job owns are removed.
+async fn recover(state: &AppState) -> anyhow::Result<()> {
+    let released = queue::release_own_leases(&state.db, &state.jobs.node_id).await?;
+    if released > 0 {
+        tracing::info!(jobs = released, "taking back jobs interrupted by a restart");
+    }
+    server::recover_servers(state).await?;
+    let running: Vec<String> = sqlx::query_scalar("SELECT uuid FROM jobs WHERE status = 2")
+        .fetch_all(state.db.pool())
+        .await?;
+    let storage = state.storage.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        storage.sweep_staging(&|name| running.iter().any(|uuid| name.starts_with(uuid.as_str())))
+    })
+    .await??;
+    if removed > 0 {
+        tracing::info!(
+            files = removed,
+            "removed staged files left by interrupted jobs"
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,53 @@
+//! The application state every request handler and job shares.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::api::auth::CredentialCache;
+use crate::config::Config;
+use crate::db::Db;
+use crate::hypervisor::Hypervisor;
+use crate::jobs::JobQueue;
+use crate::storage::Storage;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub db: Db,
+    pub storage: Arc<dyn Storage>,
+    pub hypervisor: Arc<dyn Hypervisor>,
+    pub jobs: JobQueue,
+    pub credentials: CredentialCache,
+    /// The key that seals job secrets (fetch credentials); nodes sharing a queue share it.
+    pub secret_key: [u8; 32],
+    /// `http://<address this node is bound to>`.
+    pub local_url: String,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl Inner {
+    /// The URL this node is reached at: `--public-url`, else its bound address.
+    pub fn base_url(&self) -> String {
+        self.config
+            .public_url
+            .as_deref()
+            .unwrap_or(&self.local_url)
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

@@ -1,0 +1,103 @@
+//! Hypervisor storage: where the bytes of disks, images and snapshots live.
+//!
+//! [`Storage`] is the backend (by default [`files::FileStorage`]: raw sparse files, with thin
+//! clones as qcow2 overlays on them). Its methods block on I/O, so async code calls them
+//! through `spawn_blocking`. [`volumes`] keeps the database's side: which volume backs which,
+//! so that a volume lives exactly as long as something depends on it.
+
+pub mod files;
+pub mod volumes;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeFormat {
+    Raw,
+    Qcow2,
+}
+
+impl VolumeFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeFormat::Raw => "raw",
+            VolumeFormat::Qcow2 => "qcow2",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "raw" => Some(VolumeFormat::Raw),
+            "qcow2" => Some(VolumeFormat::Qcow2),
+            _ => None,
+        }
+    }
+}
+
+/// A volume's file, as the storage backend names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeFile {
+    pub file: String,
+    pub format: VolumeFormat,
+    /// The size the guest sees, in bytes.
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tool(String),
+}
+
+impl StorageError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<StorageError> for crate::error::ApiError {
+    fn from(err: StorageError) -> Self {
+        crate::error::ApiError::Storage(err.to_string())
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A storage backend. Every method may block.
+pub trait Storage: Send + Sync + 'static {
+    /// A new volume of `size` bytes, all zeros, taking no space.
+    fn create_blank(&self, size: u64) -> StorageResult<VolumeFile>;
+
+    /// A new volume of `size` bytes (at least the backing volume's size) that reads as
+    /// `backing` and shares its blocks: only what is written to it afterwards takes space.
+    fn create_thin_clone(&self, backing: &VolumeFile, size: u64) -> StorageResult<VolumeFile>;
+
+    /// A new raw volume with the contents of `source` that depends on nothing. Only the data is
+    /// copied: time and space follow the data, not the size.
+    fn copy_flat(&self, source: &VolumeFile) -> StorageResult<VolumeFile>;
+
+    /// Where a job assembles data that is not yet a volume (`name` is unique to the job).
+    fn staging_path(&self, name: &str) -> PathBuf;
+
+    /// Turns a staged file into a raw volume of `size` bytes.
+    fn adopt_staged(&self, staged: &Path, size: u64) -> StorageResult<VolumeFile>;
+
+    /// Removes staged files whose names `keep` does not accept (left by interrupted jobs).
+    fn sweep_staging(&self, keep: &dyn Fn(&str) -> bool) -> StorageResult<usize>;
+
+    fn delete(&self, volume: &VolumeFile) -> StorageResult<()>;
+
+    /// The path a hypervisor opens.
+    fn path(&self, volume: &VolumeFile) -> PathBuf;
+
+    /// Bytes the volume's own file takes on disk (not counting what it shares).
+    fn allocated_bytes(&self, volume: &VolumeFile) -> StorageResult<u64>;
+}

@@ -1,0 +1,32 @@
+//! A first walk through the JSON API on both engines.
+
+mod common;
+
+use common::{Backend, TestApp};
+use serde_json::json;
+
+async fn create_server_and_start_it(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let alice = app.alice();
+    let vdcs = alice.call("ListVDCs", json!({})).await;
+    assert_eq!(vdcs.as_array().unwrap().len(), 1);
+    assert_eq!(vdcs[0]["vdc_name"], "Default VDC");
+    let vdc = vdcs[0]["vdc_id"].as_i64().unwrap();
+    let server = alice
+        .call(
+            "CreateServer",
+            json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "web", "image_id": 66,
+                   "server_productoffer_id": 18, "disk_productoffer_ids": [31]}),
+        )
+        .await;
+    assert_eq!(server["status"], 5);
+    let job = alice
+        .call("StartServer", json!({"server_id": server["server_id"]}))
+        .await;
+    alice.job_ok(job["job_id"].as_i64().unwrap()).await;
+    let got = alice
+        .call("GetServer", json!({"server_id": server["server_id"]}))
+        .await;
+    assert_eq!(got["status"], 2);
+}
+db_test!(create_server_and_start_it, create_server_and_start_it);

@@ -1,0 +1,469 @@
+//! Test harness: starts the real `extility` binary on a free port against a fresh database
+//! (SQLite in a temporary data directory, or a new PostgreSQL database), and talks to it over
+//! HTTP.
+//!
+//! Every test that touches the database runs on both engines through [`db_test!`].
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an async test body once on SQLite and once on PostgreSQL:
+/// `db_test!(name, body_fn);` where `async fn body_fn(backend: Backend)`.
+#[macro_export]
+macro_rules! db_test {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body($crate::common::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("EXTILITY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+fn postgres_url_for(database: &str) -> String {
+    let admin = postgres_admin_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{database}")
+}
+
+async fn create_postgres_database() -> String {
+    let name = format!("extility_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
+        .await
+        .expect("PostgreSQL must run for the PostgreSQL tests (see scripts/test.sh)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test database");
+    name
+}
+
+fn drop_postgres_database(name: String) {
+    // Drop runs outside any runtime the test may still be driving: use a thread of our own.
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        })
+    })
+    .join();
+}
+
+/// The database a test's servers use: one per test, shared by all the nodes the test starts.
+pub struct TestDatabase {
+    pub backend: Backend,
+    pub url: String,
+    pg_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend, data_dir: &Path) -> Self {
+        match backend {
+            Backend::Sqlite => TestDatabase {
+                backend,
+                url: format!(
+                    "sqlite://{}?mode=rwc",
+                    data_dir.join("extility.db").display()
+                ),
+                pg_name: None,
+            },
+            Backend::Postgres => {
+                let name = create_postgres_database().await;
+                TestDatabase {
+                    backend,
+                    url: postgres_url_for(&name),
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            drop_postgres_database(name);
+        }
+    }
+}
+
+/// Options for starting a server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Node id (default: kept in the data directory).
+    pub node_id: Option<String>,
+}
+
+/// A running `extility serve`.
+pub struct TestServer {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub db_url: String,
+    options: ServerOptions,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_extility")
+}
+
+impl TestServer {
+    /// Starts a server on `db` with its files in `data_dir`.
+    pub fn spawn(db: &TestDatabase, data_dir: &Path, options: ServerOptions) -> TestServer {
+        let mut server = TestServer {
+            url: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            db_url: db.url.clone(),
+            options,
+            child: None,
+            log: data_dir.join(format!("server-{}.log", uuid::Uuid::new_v4().simple())),
+        };
+        server.start();
+        server
+    }
+
+    fn start(&mut self) {
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        let log = std::fs::File::create(&self.log).unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--database-url")
+            .arg(&self.db_url)
+            .args(&self.options.args)
+            .env("RUST_LOG", "info,sqlx=warn,tower_http=warn")
+            .env_remove("DATABASE_URL")
+            .env_remove("EXTILITY_HYPERVISOR")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if let Some(node) = &self.options.node_id {
+            cmd.arg("--node-id").arg(node);
+        }
+        for (k, v) in &self.options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting extility serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("extility listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                _ => {
+                    let _ = child.wait();
+                    panic!("the server did not start:\n{}", self.log_text());
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data directory and database.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.start();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `extility customer add` against this server's database.
+    pub fn add_customer(&self, email: &str, password: &str) -> Customer {
+        add_customer(&self.data_dir, &self.db_url, email, password, &[])
+    }
+
+    pub fn api(&self, email: &str, password: &str) -> Api {
+        Api::new(&self.url, email, password)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- server log ({}) ----\n{}", self.url, self.log_text());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub email: String,
+    pub password: String,
+    pub customer_id: i64,
+    pub customer_uuid: String,
+    pub billing_entity_uuid: String,
+    pub vdc_id: i64,
+}
+
+pub fn add_customer(
+    data_dir: &Path,
+    db_url: &str,
+    email: &str,
+    password: &str,
+    extra: &[&str],
+) -> Customer {
+    let out = Command::new(binary())
+        .args(["customer", "add", "--email", email, "--password", password])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--database-url")
+        .arg(db_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running extility customer add");
+    assert!(
+        out.status.success(),
+        "customer add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("customer add printed no {key}: {text}"))
+            .trim()
+            .to_string()
+    };
+    Customer {
+        email: email.to_string(),
+        password: password.to_string(),
+        customer_id: field("customer_id").parse().unwrap(),
+        customer_uuid: field("customer_uuid"),
+        billing_entity_uuid: field("billing_entity_uuid"),
+        vdc_id: field("vdc_id").parse().unwrap(),
+    }
+}
+
+/// A started server with its database and data directory, and two customers.
+pub struct TestApp {
+    pub server: TestServer,
+    pub db: TestDatabase,
+    pub dir: tempfile::TempDir,
+    pub alice: Customer,
+    pub bob: Customer,
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> TestApp {
+        Self::start_with(backend, ServerOptions::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, options: ServerOptions) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let db = TestDatabase::new(backend, &data_dir).await;
+        let server = TestServer::spawn(&db, &data_dir, options);
+        let alice = server.add_customer("alice@example.com", "alice-password");
+        let bob = server.add_customer("bob@example.com", "bob-password");
+        TestApp {
+            server,
+            db,
+            dir,
+            alice,
+            bob,
+        }
+    }
+
+    pub fn alice(&self) -> Api {
+        self.server.api(&self.alice.email, &self.alice.password)
+    }
+
+    pub fn bob(&self) -> Api {
+        self.server.api(&self.bob.email, &self.bob.password)
+    }
+
+    pub fn customer(&self, email: &str, password: &str) -> Customer {
+        self.server.add_customer(email, password)
+    }
+}
+
+/// An error the JSON API answered with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+/// A JSON API client for one customer.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub email: String,
+    pub password: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str, email: &str, password: &str) -> Api {
+        Api {
+            base: base.to_string(),
+            email: email.to_string(),
+            password: password.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Calls an operation; `Err` carries the API's error.
+    pub async fn try_call(&self, op: &str, args: Value) -> Result<Value, ApiError> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/{op}", self.base))
+            .basic_auth(&self.email, Some(&self.password))
+            .json(&args)
+            .send()
+            .await
+            .expect("sending a request");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("a JSON body");
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err(ApiError {
+                status,
+                code: body["error"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                message: body["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            })
+        }
+    }
+
+    /// Calls an operation that must succeed.
+    pub async fn call(&self, op: &str, args: Value) -> Value {
+        match self.try_call(op, args.clone()).await {
+            Ok(v) => v,
+            Err(e) => panic!("{op}({args}) failed: {e:?}"),
+        }
+    }
+
+    /// Calls an operation that must fail, and returns its error.
+    pub async fn fail(&self, op: &str, args: Value) -> ApiError {
+        match self.try_call(op, args.clone()).await {
+            Ok(v) => panic!("{op}({args}) should have failed, returned {v}"),
+            Err(e) => e,
+        }
+    }
+
+    /// Waits (server side) until the job has finished, and returns it.
+    pub async fn wait_job(&self, job_id: i64) -> Value {
+        for _ in 0..10 {
+            let job = self
+                .call(
+                    "WaitForJob",
+                    json!({"job_id": job_id, "timeout_seconds": 60}),
+                )
+                .await;
+            let status = job["status"].as_i64().unwrap();
+            if [1, 3, 4].contains(&status) {
+                return job;
+            }
+        }
+        panic!("job {job_id} did not finish in 10 minutes");
+    }
+
+    /// Waits for a job that must succeed.
+    pub async fn job_ok(&self, job_id: i64) -> Value {
+        let job = self.wait_job(job_id).await;
+        assert_eq!(job["status"], 1, "job {job_id} did not succeed: {job}");
+        job
+    }
+}
+
+/// Runs a PHP script from `tests/php/` with the given environment; returns its output and
+/// fails the test if it exits non-zero.
+pub fn run_php(script: &str, env: &[(&str, &str)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/php")
+        .join(script);
+    let out = Command::new("php")
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .expect("running php (install php-cli and php-soap: scripts/test.sh does)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -120,3 +120,62 @@ pub async fn usable_image(
         .await?
         .ok_or(ApiError::not_found("image", image_id))
 }
+
+/// What to insert for a new image.
+pub struct NewImage<'a> {
+    /// `None` for a platform image.
+    pub customer_id: Option<i64>,
+    pub name: &'a str,
+    pub size: i64,
+    pub media: &'a str,
+    pub default_username: Option<&'a str>,
+    pub generate_password: bool,
+    pub volume_id: Option<i64>,
+}
+
+/// Inserts an image and returns it as the owner sees it.
+pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiResult<Image> {
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let now = crate::db::now_ms();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO images (uuid, customer_id, name, size, media, default_username, \
+         generate_password, volume_id, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         RETURNING id",
+    )
+    .bind(&uuid)
+    .bind(image.customer_id)
+    .bind(image.name)
+    .bind(image.size)
+    .bind(image.media)
+    .bind(image.default_username)
+    .bind(crate::db::flag(image.generate_password))
+    .bind(image.volume_id)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    let owner: Option<String> = match image.customer_id {
+        Some(customer_id) => {
+            sqlx::query_scalar("SELECT uuid FROM customers WHERE id = $1")
+                .bind(customer_id)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+        None => None,
+    };
+    Ok(ImageRow {
+        id,
+        uuid,
+        customer_id: image.customer_id,
+        name: image.name.to_string(),
+        size: image.size,
+        media: image.media.to_string(),
+        default_username: image.default_username.map(str::to_string),
+        volume_id: image.volume_id,
+        product_offer_id: None,
+        created: now,
+        owner_uuid: owner,
+        share_count: 0,
+        public: 0,
+    }
+    .to_image())
+}

@@ -27,7 +27,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .route("/metadata/v1/server.xml", get(metadata::serve))
         .route("/health", get(|| async { "ok" }))
-        .layer(TraceLayer::new_for_http())
+        // SOAP faults travel as HTTP 500 by the standard: they are not server failures to log.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }
 

@@ -75,7 +75,12 @@ pub struct JobQueue {
     wake_workers: Notify,
     running: Mutex<HashMap<i64, Arc<JobProgress>>>,
     finished: watch::Sender<u64>,
+    /// Finished jobs never change again, so polling clients are answered from here.
+    finished_rows: Mutex<HashMap<i64, JobRow>>,
 }
+
+/// How many finished jobs are remembered; the memory is cleared when it is full.
+const FINISHED_ROWS_KEPT: usize = 10_000;
 
 impl JobQueue {
     pub fn new(node_id: String) -> Self {
@@ -84,6 +89,7 @@ impl JobQueue {
             wake_workers: Notify::new(),
             running: Mutex::new(HashMap::new()),
             finished: watch::channel(0).0,
+            finished_rows: Mutex::new(HashMap::new()),
         }
     }
 
@@ -120,6 +126,29 @@ impl JobQueue {
             }
             None => false,
         }
+    }
+
+    /// A job of the customer, from memory when it has finished, else from the database.
+    pub async fn get(
+        &self,
+        db: &crate::db::Db,
+        job_id: i64,
+        customer_id: i64,
+    ) -> ApiResult<JobRow> {
+        if let Some(row) = self.finished_rows.lock().unwrap().get(&job_id)
+            && row.customer_id == customer_id
+        {
+            return Ok(row.clone());
+        }
+        let row = queue::get(db, job_id, customer_id).await?;
+        if JobStatus::is_finished(row.status) {
+            let mut kept = self.finished_rows.lock().unwrap();
+            if kept.len() >= FINISHED_ROWS_KEPT {
+                kept.clear();
+            }
+            kept.insert(job_id, row.clone());
+        }
+        Ok(row)
     }
 
     /// A receiver that changes whenever a job finishes on this node.

@@ -60,9 +60,12 @@ impl From<JobRow> for Job {
 }
 
 pub async fn get_job(ctx: &Ctx, a: args::GetJob) -> ApiResult<Job> {
-    Ok(queue::get(&ctx.state.db, a.job_id, ctx.customer_id())
-        .await?
-        .into())
+    let row = ctx
+        .state
+        .jobs
+        .get(&ctx.state.db, a.job_id, ctx.customer_id())
+        .await?;
+    Ok(row.into())
 }
 
 pub async fn list_jobs(ctx: &Ctx, _: args::ListJobs) -> ApiResult<Vec<Job>> {
@@ -105,7 +108,11 @@ pub async fn wait_for_job(ctx: &Ctx, a: args::WaitForJob) -> ApiResult<Job> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout_seconds as u64);
     let mut finished = ctx.state.jobs.subscribe_finished();
     loop {
-        let job = queue::get(&ctx.state.db, a.job_id, ctx.customer_id()).await?;
+        let job = ctx
+            .state
+            .jobs
+            .get(&ctx.state.db, a.job_id, ctx.customer_id())
+            .await?;
         if JobStatus::is_finished(job.status) || tokio::time::Instant::now() >= deadline {
             return Ok(job.into());
         }

@@ -214,7 +214,7 @@ pub fn encode_fault(err: &ApiError) -> String {
     let _ = write!(
         out,
         "<SOAP-ENV:Fault><faultcode>{code}</faultcode><faultstring>{message}</faultstring>\
-         <detail><tns:ExtilityException xsi:type=\"tns:ExtilityException\">\
+         <detail><tns:ExtilityException>\
          <errorCode xsi:type=\"xsd:string\">{}</errorCode>\
          <errorType xsi:type=\"xsd:string\">{}</errorType>\
          <message xsi:type=\"xsd:string\">{message}</message>\

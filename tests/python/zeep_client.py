@@ -1,0 +1,80 @@
+"""Loads the WSDL with Python zeep and calls every operation of the control API.
+
+Optional arguments left out are sent as nil (`xsd.Nil`): rpc/encoded parts are always sent.
+Environment: EXTILITY_WSDL, ALICE_EMAIL, ALICE_PASSWORD. Exits non-zero on the first failure.
+"""
+import os
+import sys
+
+import zeep
+from requests import Session
+from zeep import xsd
+from zeep.transports import Transport
+
+
+def check(condition, what):
+    if not condition:
+        print(f"FAILED: {what}", file=sys.stderr)
+        sys.exit(1)
+    print(f"ok: {what}")
+
+
+session = Session()
+session.auth = (os.environ["ALICE_EMAIL"], os.environ["ALICE_PASSWORD"])
+client = zeep.Client(os.environ["EXTILITY_WSDL"], transport=Transport(session=session))
+api = client.service
+
+declared = {op for op in client.wsdl.bindings[next(iter(client.wsdl.bindings))]._operations}
+called = set()
+
+
+def call(op, *args):
+    called.add(op)
+    return getattr(api, op)(*args)
+
+
+def wait(job_id):
+    job = call("WaitForJob", job_id, 60)
+    check(job.status in (1, 3, 4), f"job {job_id} finished")
+    return job
+
+
+vdcs = call("ListVDCs")
+vdc = vdcs[0].vdc_id
+check(vdcs[0].vdc_name == "Default VDC", "ListVDCs")
+check(call("CreateVDC", "zeep vdc").vdc_name == "zeep vdc", "CreateVDC")
+vlan = call("CreateVLAN", vdc, "zeep vlan")
+check(len(call("ListVLANs", vdc)) == 1, "CreateVLAN, ListVLANs")
+check(any(o.product_offer_id == 18 for o in call("ListProductOffers", "server")), "ListProductOffers")
+check(any(i.image_id == 66 for i in call("ListImages")), "ListImages")
+disk = call("CreateDisk", vdc, "zeep disk", 29, 0)
+check(call("GetDisk", disk.disk_id).disk_name == "zeep disk", "CreateDisk, GetDisk")
+check(len(call("ListDisks", vdc)) == 1, "ListDisks")
+server = call("CreateServer", vdc, vlan.vlan_id, "zeep server", 66, 18, {"item": [31, 29]})
+check(len(server.disks) == 2, "CreateServer with two disk offers")
+check(call("GetServer", server.server_id).server_name == "zeep server", "GetServer")
+check(len(call("ListServers", vdc)) == 1, "ListServers")
+check(call("AttachDisk", server.server_id, disk.disk_id, xsd.Nil) == 1, "AttachDisk")
+check(call("DetachDisk", server.server_id, disk.disk_id) == 1, "DetachDisk")
+job = call("StartServer", server.server_id)
+check(call("GetJob", job).job_type == "StartServer", "StartServer, GetJob")
+check(wait(job).status == 1, "the server started")
+check(wait(call("StopServer", server.server_id, 2)).status == 1, "StopServer")
+fetch = call("FetchDisk", "http://images.example.com/a.img", xsd.Nil, xsd.Nil, xsd.Nil, "f", 31, vdc, False, xsd.Nil)
+try:
+    check(call("CancelJob", fetch).status in (2, 3, 4), "FetchDisk, CancelJob")
+except zeep.exceptions.Fault as fault:  # the fetch may already have failed: there is no such host
+    check("already finished" in fault.message, "FetchDisk, CancelJob of a finished job")
+check(len(call("ListJobs")) == 3, "ListJobs")
+check(wait(call("DestroyServer", server.server_id)).status == 1, "DestroyServer")
+check(call("DeleteDisk", disk.disk_id) == 1, "DeleteDisk")
+try:
+    call("GetDisk", disk.disk_id)
+    check(False, "a deleted disk is gone")
+except zeep.exceptions.Fault as fault:
+    check(fault.message == f"disk {disk.disk_id} does not exist", "faults carry the message")
+    check(fault.detail is not None and "NOT_FOUND" in zeep.helpers.etree.tostring(fault.detail).decode(),
+          "and the ExtilityException detail")
+
+check(called == declared, f"every operation was called (missing: {declared - called})")
+print("all done")

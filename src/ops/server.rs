@@ -196,13 +196,13 @@ fn generate_password() -> String {
 pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server> {
     let name = validate::name("server_name", &a.server_name)?;
     let customer_id = ctx.customer_id();
-    let (first_offer, extra_offers) = a.disk_productoffer_ids.split_first().ok_or_else(|| {
-        ApiError::invalid(
+    if a.disk_productoffer_ids.is_empty() {
+        return Err(ApiError::invalid(
             "disk_productoffer_ids",
             "must name at least one disk product offer (the boot disk)",
-        )
-    })?;
-    if extra_offers.len() > 15 {
+        ));
+    }
+    if a.disk_productoffer_ids.len() > 16 {
         return Err(ApiError::invalid(
             "disk_productoffer_ids",
             "may name at most 16 disk product offers",
@@ -250,7 +250,6 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
             disk::disk_source(&mut conn, ctx, a.image_id, disk_offers[0].disk_size).await?;
         (server_offer, disk_offers, source)
     };
-    let _ = first_offer;
 
     // Storage: the boot disk from the image, then blank disks.
     let mut made = Vec::new();

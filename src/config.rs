@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// This node's name in the job queue. Default: kept in `<data-dir>/node-id`.
     #[arg(long, env = "EXTILITY_NODE_ID")]
     pub node_id: Option<String>,
+    /// Seconds a node's claim on a job lasts without a heartbeat (every half second): how long
+    /// the jobs of a node that died wait before another node takes them.
+    #[arg(long, env = "EXTILITY_JOB_LEASE_SECONDS", default_value_t = 30)]
+    pub job_lease_seconds: u64,
     #[arg(long, env = "EXTILITY_HYPERVISOR", value_enum, default_value = "auto")]
     pub hypervisor: HypervisorKind,
     /// Let FetchDisk reach addresses in this range even though it is private, loopback or

@@ -97,6 +97,7 @@ impl Application {
                 format!("node-{}", uuid::Uuid::new_v4())
             })?,
         };
+        let lease_ms = (config.job_lease_seconds.max(2) * 1000) as i64;
         let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(&data_dir)?);
         let (events_tx, vm_events) = mpsc::unbounded_channel();
         let hypervisor = hypervisor(config.hypervisor, &data_dir, events_tx)?;
@@ -110,7 +111,7 @@ impl Application {
             db,
             storage,
             hypervisor,
-            jobs: JobQueue::new(node_id),
+            jobs: JobQueue::new(node_id, lease_ms),
             credentials: CredentialCache::default(),
             local_url,
         });

@@ -37,16 +37,27 @@ async fn two_nodes_run_each_job_once(backend: Backend) {
     }
     // Queue the starts through both nodes at once, so both claim from the same queue.
     let starts = servers.iter().enumerate().map(|(i, id)| {
-        let api = if i % 2 == 0 { via_a.clone() } else { via_b.clone() };
+        let api = if i % 2 == 0 {
+            via_a.clone()
+        } else {
+            via_b.clone()
+        };
         let id = *id;
-        async move { api.call("StartServer", json!({"server_id": id})).await["job_id"].as_i64().unwrap() }
+        async move {
+            api.call("StartServer", json!({"server_id": id})).await["job_id"]
+                .as_i64()
+                .unwrap()
+        }
     });
     let jobs = futures::future::join_all(starts).await;
     for job in &jobs {
         via_b.job_ok(*job).await;
     }
     for id in &servers {
-        assert_eq!(via_a.call("GetServer", json!({"server_id": id})).await["status"], 2);
+        assert_eq!(
+            via_a.call("GetServer", json!({"server_id": id})).await["status"],
+            2
+        );
     }
 
     // The database shows each job claimed once, and by one of the two nodes.
@@ -58,13 +69,20 @@ async fn two_nodes_run_each_job_once(backend: Backend) {
         .unwrap();
     assert_eq!(rows.len(), SERVERS);
     for (id, attempts, status) in &rows {
-        assert_eq!((*attempts, *status), (1, 1), "job {id} ran {attempts} times");
+        assert_eq!(
+            (*attempts, *status),
+            (1, 1),
+            "job {id} ran {attempts} times"
+        );
     }
     let nodes: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT node FROM servers")
         .fetch_all(&mut conn)
         .await
         .unwrap();
-    assert!(nodes.iter().all(|(n,)| n == "node-a" || n == "node-b"), "{nodes:?}");
+    assert!(
+        nodes.iter().all(|(n,)| n == "node-a" || n == "node-b"),
+        "{nodes:?}"
+    );
     conn.close().await.unwrap();
 }
 db_test!(two_nodes_run_each_job_once, two_nodes_run_each_job_once);

@@ -72,6 +72,8 @@ pub struct JobOutcome {
 /// that some job finished.
 pub struct JobQueue {
     pub node_id: String,
+    /// How long a claim lasts without a heartbeat: a node that dies loses its jobs after this.
+    pub lease_ms: i64,
     wake_workers: Notify,
     running: Mutex<HashMap<i64, Arc<JobProgress>>>,
     finished: watch::Sender<u64>,
@@ -83,9 +85,10 @@ pub struct JobQueue {
 const FINISHED_ROWS_KEPT: usize = 10_000;
 
 impl JobQueue {
-    pub fn new(node_id: String) -> Self {
+    pub fn new(node_id: String, lease_ms: i64) -> Self {
         JobQueue {
             node_id,
+            lease_ms,
             wake_workers: Notify::new(),
             running: Mutex::new(HashMap::new()),
             finished: watch::channel(0).0,

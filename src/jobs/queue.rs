@@ -7,9 +7,6 @@ use super::{JobStatus, NewJob};
 use crate::db::{Backend, Db, Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 
-/// How long a claim lasts without a heartbeat. A node that dies loses its jobs after this.
-pub const LEASE_MS: i64 = 30_000;
-
 /// A row of `jobs`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
@@ -109,7 +106,12 @@ const CLAIM_POSTGRES: &str = concat!(
 );
 
 /// Claims the oldest runnable job for `node`, or returns `None` when there is nothing to do.
-pub async fn claim(db: &Db, node: &str, limits: ConcurrencyLimits) -> ApiResult<Option<JobRow>> {
+pub async fn claim(
+    db: &Db,
+    node: &str,
+    lease_ms: i64,
+    limits: ConcurrencyLimits,
+) -> ApiResult<Option<JobRow>> {
     let now = now_ms();
     let sql = match db.backend() {
         Backend::Sqlite => CLAIM_SQLITE,
@@ -117,7 +119,7 @@ pub async fn claim(db: &Db, node: &str, limits: ConcurrencyLimits) -> ApiResult<
     };
     let row = sqlx::query_as::<_, JobRow>(sql)
         .bind(node)
-        .bind(now + LEASE_MS)
+        .bind(now + lease_ms)
         .bind(now)
         .bind(limits.fetch_global)
         .bind(limits.fetch_per_customer)
@@ -164,13 +166,14 @@ pub async fn heartbeat(
     db: &Db,
     job_id: i64,
     node: &str,
+    lease_ms: i64,
     progress: &ProgressSnapshot,
 ) -> ApiResult<Option<bool>> {
     let cancel: Option<i64> = sqlx::query_scalar(
         "UPDATE jobs SET lease_expires = $1, bytes_done = $2, bytes_total = $3, progress = $4, \
          phase = $5 WHERE id = $6 AND lease_owner = $7 AND status = 2 RETURNING cancel_requested",
     )
-    .bind(now_ms() + LEASE_MS)
+    .bind(now_ms() + lease_ms)
     .bind(progress.bytes_done as i64)
     .bind(progress.bytes_total.map(|t| t as i64))
     .bind(progress.percent)

@@ -67,7 +67,7 @@ pub fn spawn_pool(state: AppState, shutdown: CancellationToken) -> JoinHandle<()
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
                 _ = shutdown.cancelled() => return,
             };
-            match queue::claim(&state.db, &state.jobs.node_id, limits).await {
+            match queue::claim(&state.db, &state.jobs.node_id, state.jobs.lease_ms, limits).await {
                 Ok(Some(row)) => {
                     tokio::spawn(execute(state.clone(), row, permit));
                 }
@@ -173,7 +173,9 @@ async fn heartbeat_loop(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        match queue::heartbeat(&state.db, job_id, &state.jobs.node_id, &progress.snapshot()).await {
+        let snapshot = progress.snapshot();
+        let jobs = &state.jobs;
+        match queue::heartbeat(&state.db, job_id, &jobs.node_id, jobs.lease_ms, &snapshot).await {
             Ok(Some(true)) => progress.cancel(),
             Ok(Some(false)) => {}
             Ok(None) => {

@@ -24,6 +24,9 @@ const MAX_ENTRIES: usize = 10_000;
 pub struct CredentialCache {
     key: [u8; 32],
     entries: Mutex<HashMap<[u8; 32], (Caller, Instant)>>,
+    /// Password checks running at once. Each costs tens of milliseconds of CPU by design; a
+    /// flood of wrong passwords must queue here rather than take every core.
+    checks: tokio::sync::Semaphore,
 }
 
 impl Default for CredentialCache {
@@ -31,6 +34,9 @@ impl Default for CredentialCache {
         CredentialCache {
             key: rand::random(),
             entries: Mutex::new(HashMap::new()),
+            checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }
     }
 }
@@ -94,6 +100,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Ca
     if let Some(caller) = state.credentials.get(&fingerprint) {
         return Ok(caller);
     }
+    let _slot = state.credentials.checks.acquire().await.map_err(ApiError::internal)?;
     let caller = crate::ops::customer::authenticate(&state.db, &email, &password).await?;
     state.credentials.put(fingerprint, caller.clone());
     Ok(caller)

@@ -147,3 +147,20 @@ pub async fn revoke_image(ctx: &Ctx, a: args::RevokeImage) -> ApiResult<i64> {
     tx.commit().await?;
     Ok(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audiences_are_platform_or_uuids() {
+        assert_eq!(parse_audience(" Platform ").unwrap(), Audience::Platform);
+        assert_eq!(
+            parse_audience("6F9619FF-8B86-D011-B42D-00C04FC964FF").unwrap(),
+            Audience::Uuid("6f9619ff-8b86-d011-b42d-00c04fc964ff".into())
+        );
+        let err = parse_audience("everyone").unwrap_err();
+        assert_eq!(err.code(), "INVALID_ARGUMENT");
+        assert!(err.to_string().contains("publish_to"));
+    }
+}

@@ -28,6 +28,9 @@ pub enum Command {
     /// Manage customers.
     #[command(subcommand)]
     Customer(CustomerCommand),
+    /// Manage billing entities (the accounts customers belong to).
+    #[command(subcommand)]
+    BillingEntity(BillingEntityCommand),
     /// Print the WSDL (for `wsdl/extility.wsdl`).
     Wsdl {
         /// The SOAP endpoint written into `soap:address`.
@@ -49,6 +52,19 @@ pub enum CustomerCommand {
         /// Make the customer an administrator.
         #[arg(long)]
         admin: bool,
+        /// The billing entity the customer belongs to (created if there is none of that name).
+        #[arg(long, default_value = crate::ops::customer::DEFAULT_BILLING_ENTITY)]
+        billing_entity: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BillingEntityCommand {
+    /// Create a billing entity; prints its id and uuid.
+    Add {
+        name: String,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -119,6 +135,9 @@ pub struct ServeArgs {
     /// Fetches running at once for one customer.
     #[arg(long, env = "EXTILITY_MAX_FETCHES_PER_CUSTOMER", default_value_t = 2)]
     pub max_fetches_per_customer: i64,
+    /// Let customers (not only administrators) publish their images to the whole platform.
+    #[arg(long, env = "EXTILITY_CUSTOMERS_MAY_PUBLISH_TO_PLATFORM")]
+    pub customers_may_publish_to_platform: bool,
     /// Do not create the demo catalogue on an empty database.
     #[arg(long, env = "EXTILITY_NO_DEMO")]
     pub no_demo: bool,

@@ -1,8 +1,8 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use extility::config::{Cli, Command, CustomerCommand};
-use extility::ops::customer;
+use extility::config::{BillingEntityCommand, Cli, Command, CustomerCommand};
+use extility::ops::{billing, customer};
 use extility::startup::{Application, open_database};
 
 #[tokio::main]
@@ -25,22 +25,27 @@ async fn main() -> anyhow::Result<()> {
             email,
             password,
             admin,
+            billing_entity,
             db,
         }) => {
             let database = open_database(&db.data_dir, &db.database_url()).await?;
-            let made = customer::create_customer(
-                &database,
-                &email,
-                &password,
-                admin,
-                customer::DEFAULT_BILLING_ENTITY,
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
+            let made =
+                customer::create_customer(&database, &email, &password, admin, &billing_entity)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
             println!("customer_id={}", made.customer_id);
             println!("customer_uuid={}", made.customer_uuid);
             println!("billing_entity_uuid={}", made.billing_entity_uuid);
             println!("vdc_id={}", made.vdc_id);
+            Ok(())
+        }
+        Command::BillingEntity(BillingEntityCommand::Add { name, db }) => {
+            let database = open_database(&db.data_dir, &db.database_url()).await?;
+            let made = billing::create_billing_entity(&database, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
+            println!("billing_entity_id={}", made.id);
+            println!("billing_entity_uuid={}", made.uuid);
             Ok(())
         }
         Command::Wsdl { address } => {

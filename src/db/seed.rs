@@ -1,6 +1,7 @@
 //! The demo catalogue a new installation starts with. Its ids are fixed so that the seed
 //! document's Appendix 1 script runs unchanged: server offer 18 "1 CPU / 1 GB RAM", disk offer
-//! 31 "20 GB disk" and image 66 "Blank disk".
+//! 31 "20 GB disk" and image 66 "Blank disk". Offer 40 is an `image` offer administrators can
+//! bill images under (SetImageProductOffer).
 
 use super::{Backend, Db, now_ms};
 
@@ -17,6 +18,7 @@ const OFFERS: &[(i64, &str, &str, i64, i64, i64)] = &[
     (31, "20 GB disk", "disk", 0, 0, 20 * GIB),
     (32, "50 GB disk", "disk", 0, 0, 50 * GIB),
     (33, "100 GB disk", "disk", 0, 0, 100 * GIB),
+    (40, "Licensed image (per server)", "image", 0, 0, 0),
 ];
 
 /// Creates the demo catalogue when the database has no product offers yet. Two nodes starting
@@ -48,7 +50,7 @@ pub async fn demo_catalogue(db: &Db) -> anyhow::Result<bool> {
     }
     sqlx::query(
         "INSERT INTO images (id, uuid, customer_id, name, size, media, default_username, \
-         generate_password, volume_id, created) VALUES (66, $1, NULL, 'Blank disk', 0, 'disk', NULL, 0, NULL, $2)",
+         generate_password, volume_id, created) VALUES (66, $1, NULL, 'Blank disk', 0, 'disk', NULL, 1, NULL, $2)",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(now)

@@ -51,6 +51,7 @@ async fn dispatch(job: Arc<RunningJob>) -> ApiResult<JobOutcome> {
         "StartServer" => crate::ops::server::run_start_job(&job).await,
         "StopServer" => crate::ops::server::run_stop_job(&job).await,
         "DestroyServer" => crate::ops::server::run_destroy_job(&job).await,
+        crate::ops::create_image::JOB_TYPE => crate::ops::create_image::run_job(&job).await,
         other => Err(ApiError::internal(anyhow::anyhow!(
             "job {} has unknown type {other}",
             job.row.id

@@ -4,9 +4,49 @@ use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
-use super::Caller;
+use super::{Caller, Ctx, args};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::wire_struct;
+
+wire_struct! {
+    /// The calling customer: its ids, and the billing entity it belongs to (what PublishImage
+    /// takes to publish to every customer of an entity).
+    pub struct Customer as "Customer" {
+        pub customer_id: i64,
+        pub customer_uuid: String,
+        pub email: String,
+        pub billing_entity_uuid: String,
+        pub billing_entity_name: String,
+        pub is_admin: bool,
+    }
+}
+
+/// Tells callers who they are.
+pub async fn get_customer(ctx: &Ctx, _: args::GetCustomer) -> ApiResult<Customer> {
+    let (customer_id, customer_uuid, email, billing_entity_uuid, billing_entity_name, is_admin): (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        i64,
+    ) = sqlx::query_as(
+        "SELECT c.id, c.uuid, c.email, b.uuid, b.name, c.is_admin FROM customers c \
+         JOIN billing_entities b ON b.id = c.billing_entity_id WHERE c.id = $1",
+    )
+    .bind(ctx.customer_id())
+    .fetch_one(ctx.state.db.pool())
+    .await?;
+    Ok(Customer {
+        customer_id,
+        customer_uuid,
+        email,
+        billing_entity_uuid,
+        billing_entity_name,
+        is_admin: is_admin != 0,
+    })
+}
 
 /// The billing entity customers belong to when none is named.
 pub const DEFAULT_BILLING_ENTITY: &str = "Default";
@@ -69,26 +109,7 @@ pub async fn create_customer(
             "a customer with e-mail {email} exists"
         )));
     }
-    let entity: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, uuid FROM billing_entities WHERE name = $1")
-            .bind(billing_entity)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (entity_id, entity_uuid) = match entity {
-        Some(found) => found,
-        None => {
-            let uuid = uuid::Uuid::new_v4().to_string();
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO billing_entities (uuid, name, created) VALUES ($1, $2, $3) RETURNING id",
-            )
-            .bind(&uuid)
-            .bind(billing_entity)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            (id, uuid)
-        }
-    };
+    let entity = super::billing::find_or_create_billing_entity(&mut tx, billing_entity).await?;
     let customer_uuid = uuid::Uuid::new_v4().to_string();
     let customer_id: i64 = sqlx::query_scalar(
         "INSERT INTO customers (uuid, email, password_hash, is_admin, billing_entity_id, created) \
@@ -98,7 +119,7 @@ pub async fn create_customer(
     .bind(&email)
     .bind(&hash)
     .bind(crate::db::flag(is_admin))
-    .bind(entity_id)
+    .bind(entity.id)
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
@@ -109,7 +130,7 @@ pub async fn create_customer(
     Ok(NewCustomer {
         customer_id,
         customer_uuid,
-        billing_entity_uuid: entity_uuid,
+        billing_entity_uuid: entity.uuid,
         vdc_id,
     })
 }

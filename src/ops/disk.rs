@@ -3,7 +3,7 @@
 use sqlx::AnyConnection;
 
 use super::image::ImageRow;
-use super::{Ctx, args, image, product_offer, validate, vdc};
+use super::{Ctx, args, create_image, image, product_offer, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
@@ -111,6 +111,28 @@ pub async fn own_disk(
         .fetch_optional(conn)
         .await?
         .ok_or(ApiError::not_found("disk", disk_id))
+}
+
+/// Locks the customer's disk row for the rest of the transaction (on PostgreSQL; SQLite write
+/// transactions hold the database lock anyway), so that changes which check the disk and then
+/// act on it are serialized. NOT_FOUND if the disk is not the customer's.
+pub async fn lock_own_disk(
+    conn: &mut AnyConnection,
+    customer_id: i64,
+    disk_id: i64,
+) -> ApiResult<()> {
+    let locked =
+        sqlx::query("UPDATE disks SET volume_id = volume_id WHERE id = $1 AND customer_id = $2")
+            .bind(disk_id)
+            .bind(customer_id)
+            .execute(conn)
+            .await?
+            .rows_affected();
+    if locked == 1 {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("disk", disk_id))
+    }
 }
 
 /// What a new disk is made from: nothing (blank) or an image's volume.
@@ -270,6 +292,7 @@ pub async fn create_disk(ctx: &Ctx, a: args::CreateDisk) -> ApiResult<Disk> {
 
 pub async fn delete_disk(ctx: &Ctx, a: args::DeleteDisk) -> ApiResult<i64> {
     let mut tx = ctx.state.db.begin_write().await?;
+    lock_own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
     let disk = own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
     if let Some(server_id) = disk.server_id {
         return Err(ApiError::Conflict(format!(
@@ -277,17 +300,23 @@ pub async fn delete_disk(ctx: &Ctx, a: args::DeleteDisk) -> ApiResult<i64> {
             disk.id
         )));
     }
+    create_image::ensure_disk_not_being_imaged(&mut tx, disk.id).await?;
     let garbage = remove_disk_row(&mut tx, &disk).await?;
     tx.commit().await?;
     discard_volumes(&ctx.state, garbage).await;
     Ok(1)
 }
 
-/// Deletes a disk's row and releases its volume; returns the files to delete after commit.
+/// Deletes a disk's row and its snapshots, and releases their volumes; returns the files to
+/// delete after commit. Disks cloned from the snapshots keep the volumes they stand on.
 pub async fn remove_disk_row(tx: &mut Tx, disk: &DiskRow) -> ApiResult<Vec<VolumeFile>> {
+    // Snapshots first: their volumes lie below the disk's in its backing chain, so each is
+    // still held by the volume above it until the disk's own release walks down the chain.
+    let mut garbage = super::snapshot::remove_snapshot_rows(tx, disk.id).await?;
     sqlx::query("DELETE FROM disks WHERE id = $1")
         .bind(disk.id)
         .execute(&mut **tx)
         .await?;
-    volumes::release(&mut *tx, disk.volume_id).await
+    garbage.extend(volumes::release(&mut *tx, disk.volume_id).await?);
+    Ok(garbage)
 }

@@ -8,9 +8,9 @@ use crate::ops::wire::Timestamp;
 use crate::wire_struct;
 
 wire_struct! {
-    /// An image. `owner` is the owning customer's uuid, or `platform`; `visibility` is
-    /// `private`, `shared` (with customers or billing entities), `public` (shared with the whole
-    /// platform) or `platform` (a platform image).
+    /// An image. `owner` is the uuid of the customer who owns (and may have published) it, or
+    /// `platform`; `visibility` is `private`, `shared` (with customers or billing entities),
+    /// `public` (published to the whole platform) or `platform` (a platform image).
     pub struct Image as "Image" {
         pub image_id: i64,
         pub image_name: String,
@@ -20,8 +20,12 @@ wire_struct! {
         /// `disk` or `iso`.
         pub media: String,
         pub default_username: Option<String>,
+        /// Whether servers made from it get a generated first-boot password.
+        pub generate_password: bool,
         pub owner: String,
         pub visibility: String,
+        /// The product offer servers made from it are billed under, if any.
+        pub product_offer_id: Option<i64>,
         pub created: Timestamp,
     }
 }
@@ -36,6 +40,7 @@ pub struct ImageRow {
     pub size: i64,
     pub media: String,
     pub default_username: Option<String>,
+    pub generate_password: i64,
     pub volume_id: Option<i64>,
     pub product_offer_id: Option<i64>,
     pub created: i64,
@@ -62,14 +67,32 @@ impl ImageRow {
             size: self.size,
             media: self.media.clone(),
             default_username: self.default_username.clone(),
+            generate_password: self.generate_password != 0,
             owner: self
                 .owner_uuid
                 .clone()
                 .unwrap_or_else(|| "platform".to_string()),
             visibility: visibility.to_string(),
+            product_offer_id: self.product_offer_id,
             created: Timestamp(self.created),
         }
     }
+}
+
+// The columns of an [`ImageRow`], with the owner's uuid and how widely the image is shared.
+macro_rules! select_images {
+    ($where:literal) => {
+        concat!(
+            "SELECT i.id, i.uuid, i.customer_id, i.name, i.size, i.media, i.default_username, \
+             i.generate_password, i.volume_id, i.product_offer_id, i.created, \
+             c.uuid AS owner_uuid, \
+             (SELECT COUNT(*) FROM image_shares s WHERE s.image_id = i.id) AS share_count, \
+             (SELECT COUNT(*) FROM image_shares s WHERE s.image_id = i.id \
+                AND s.target_kind = 'platform') AS public \
+             FROM images i LEFT JOIN customers c ON c.id = i.customer_id WHERE ",
+            $where
+        )
+    };
 }
 
 // An image is usable by a caller when it is a platform image, the caller's own, or shared with
@@ -78,13 +101,8 @@ impl ImageRow {
 macro_rules! select_usable_images {
     ($and:literal) => {
         concat!(
-            "SELECT i.id, i.uuid, i.customer_id, i.name, i.size, i.media, i.default_username, \
-             i.volume_id, i.product_offer_id, i.created, c.uuid AS owner_uuid, \
-             (SELECT COUNT(*) FROM image_shares s WHERE s.image_id = i.id) AS share_count, \
-             (SELECT COUNT(*) FROM image_shares s WHERE s.image_id = i.id \
-                AND s.target_kind = 'platform') AS public \
-             FROM images i LEFT JOIN customers c ON c.id = i.customer_id \
-             WHERE (i.customer_id IS NULL OR i.customer_id = $1 OR EXISTS ( \
+            select_images!(""),
+            "(i.customer_id IS NULL OR i.customer_id = $1 OR EXISTS ( \
                SELECT 1 FROM image_shares s WHERE s.image_id = i.id AND ( \
                  s.target_kind = 'platform' \
                  OR (s.target_kind = 'customer' AND s.target_uuid = $2) \
@@ -119,6 +137,73 @@ pub async fn usable_image(
         .fetch_optional(conn)
         .await?
         .ok_or(ApiError::not_found("image", image_id))
+}
+
+/// Any image by id, whoever owns it (for administrators and for re-reading after a change).
+pub async fn image_by_id(conn: &mut AnyConnection, image_id: i64) -> ApiResult<ImageRow> {
+    sqlx::query_as(select_images!("i.id = $1"))
+        .bind(image_id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(ApiError::not_found("image", image_id))
+}
+
+/// An image the caller may change (rename, delete, publish): its own, or, for an
+/// administrator, a platform image. An image the caller can only use (published to it, or a
+/// platform image) answers PERMISSION_DENIED; one it cannot see, NOT_FOUND.
+pub async fn changeable_image(
+    conn: &mut AnyConnection,
+    caller: &Caller,
+    image_id: i64,
+) -> ApiResult<ImageRow> {
+    let image = usable_image(conn, caller, image_id).await?;
+    match image.customer_id {
+        Some(owner) if owner == caller.customer_id => Ok(image),
+        None if caller.is_admin => Ok(image),
+        None => Err(ApiError::PermissionDenied(format!(
+            "image {image_id} is a platform image; only administrators may change it"
+        ))),
+        Some(_) => Err(ApiError::PermissionDenied(format!(
+            "image {image_id} was published to you by its owner; only the owner may change, \
+             delete or publish it"
+        ))),
+    }
+}
+
+pub async fn rename_image(ctx: &Ctx, a: args::RenameImage) -> ApiResult<Image> {
+    let name = super::validate::name("name", &a.name)?;
+    let mut tx = ctx.state.db.begin_write().await?;
+    let image = changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
+    sqlx::query("UPDATE images SET name = $1 WHERE id = $2")
+        .bind(&name)
+        .bind(image.id)
+        .execute(&mut *tx)
+        .await?;
+    let renamed = image_by_id(&mut tx, image.id).await?;
+    tx.commit().await?;
+    Ok(renamed.to_image())
+}
+
+/// Deletes an image. Disks and servers made from it keep working: they are thin clones of its
+/// volume, which lives on (`volumes::release`) until the last of them is gone.
+pub async fn delete_image(ctx: &Ctx, a: args::DeleteImage) -> ApiResult<i64> {
+    let mut tx = ctx.state.db.begin_write().await?;
+    let image = changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
+    sqlx::query("DELETE FROM image_shares WHERE image_id = $1")
+        .bind(image.id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM images WHERE id = $1")
+        .bind(image.id)
+        .execute(&mut *tx)
+        .await?;
+    let garbage = match image.volume_id {
+        Some(volume_id) => crate::storage::volumes::release(&mut tx, volume_id).await?,
+        None => Vec::new(),
+    };
+    tx.commit().await?;
+    crate::storage::volumes::delete_files(ctx.state.storage.clone(), garbage).await;
+    Ok(1)
 }
 
 /// What to insert for a new image.
@@ -170,6 +255,7 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
         size: image.size,
         media: image.media.to_string(),
         default_username: image.default_username.map(str::to_string),
+        generate_password: crate::db::flag(image.generate_password),
         volume_id: image.volume_id,
         product_offer_id: None,
         created: now,

@@ -7,25 +7,34 @@
 pub mod registry;
 pub mod wire;
 
+pub mod billing;
+pub mod create_image;
 pub mod customer;
 pub mod disk;
 pub mod fetch;
 pub mod image;
 pub mod job;
 pub mod product_offer;
+pub mod publish;
 pub mod server;
+pub mod snapshot;
+pub mod usage;
 pub mod validate;
 pub mod vdc;
 pub mod vlan;
 
 use crate::state::AppState;
 use registry::operations;
+use wire::Timestamp;
 
+pub use customer::Customer;
 pub use disk::Disk;
 pub use image::Image;
 pub use job::Job;
 pub use product_offer::ProductOffer;
 pub use server::Server;
+pub use snapshot::Snapshot;
+pub use usage::UsageRecord;
 pub use vdc::Vdc;
 pub use vlan::Vlan;
 
@@ -59,11 +68,40 @@ operations! {
     ListVLANs(vdc_id: i64) -> vlans: Vec<Vlan> = vlan::list_vlans;
     /// Creates a VLAN in a VDC.
     CreateVLAN(vdc_id: i64, vlan_name: String) -> vlan: Vlan = vlan::create_vlan;
-    /// Lists product offers of a type (`server`, `disk`), or all when the type is empty.
+    /// Lists product offers of a type (`server`, `disk`, `image`), or the server and disk offers
+    /// when the type is empty.
     ListProductOffers(r#type: Option<String>) -> product_offers: Vec<ProductOffer> =
         product_offer::list_product_offers;
-    /// Lists the images the caller may use: its own, those shared with it, and platform images.
+    /// Lists the images the caller may use: its own, those published to it (`owner` says by
+    /// whom), and platform images.
     ListImages() -> images: Vec<Image> = image::list_images;
+    /// Makes a private image of a disk whose server is stopped: a byte-for-byte copy that keeps
+    /// no reference to the disk and takes space in proportion to the data. Until the job ends
+    /// the disk's server cannot start and the disk cannot be deleted or reverted. Returns a job
+    /// id; the job's item is the new image once it has succeeded.
+    CreateImage(
+        disk_id: i64,
+        name: String,
+        default_username: Option<String>,
+        generate_password: bool,
+    ) -> job_id: i64 = create_image::create_image;
+    /// Renames one of the caller's images.
+    RenameImage(image_id: i64, name: String) -> image: Image = image::rename_image;
+    /// Deletes one of the caller's images. Disks and servers made from it are not affected.
+    /// Returns 1.
+    DeleteImage(image_id: i64) -> result: i64 = image::delete_image;
+    /// Publishes one of the caller's images to a customer (its uuid), a billing entity (its
+    /// uuid: every customer of it) or `platform` (every customer; administrators only unless
+    /// the operator allows customers). Recipients can make servers and disks from it but not
+    /// change, delete or publish it. Returns 1.
+    PublishImage(image_id: i64, publish_to: String) -> result: i64 = publish::publish_image;
+    /// Undoes a PublishImage: the recipients can no longer make servers or disks from the
+    /// image; what they made already is untouched. Returns 1.
+    RevokeImage(image_id: i64, publish_to: String) -> result: i64 = publish::revoke_image;
+    /// Administrators: bills servers made from an image under an `image` product offer (0
+    /// removes it). Each such server then records a usage line.
+    SetImageProductOffer(image_id: i64, product_offer_id: i64) -> image: Image =
+        billing::set_image_product_offer;
     /// Lists the disks of a VDC.
     ListDisks(vdc_id: i64) -> disks: Vec<Disk> = disk::list_disks;
     /// Returns one disk.
@@ -72,8 +110,21 @@ operations! {
     /// thin copy of the image.
     CreateDisk(vdc_id: i64, name: String, disk_productoffer_id: i64, image_id: i64) -> disk: Disk =
         disk::create_disk;
-    /// Deletes a disk that is not attached to a server. Returns 1.
+    /// Deletes a disk that is not attached to a server, and its snapshots. Returns 1.
     DeleteDisk(disk_id: i64) -> result: i64 = disk::delete_disk;
+    /// Takes a snapshot of a disk (whose server, if any, is stopped): instant and thin.
+    CreateDiskSnapshot(disk_id: i64, name: String) -> snapshot: Snapshot =
+        snapshot::create_disk_snapshot;
+    /// Lists the snapshots of a disk, oldest first.
+    ListSnapshots(disk_id: i64) -> snapshots: Vec<Snapshot> = snapshot::list_snapshots;
+    /// Deletes a snapshot. Disks cloned from it are not affected. Returns 1.
+    DeleteSnapshot(snapshot_id: i64) -> result: i64 = snapshot::delete_snapshot;
+    /// Makes a new disk in a VDC with the contents of a snapshot (a thin clone).
+    CloneDisk(snapshot_id: i64, new_disk_name: String, vdc_id: i64) -> disk: Disk =
+        snapshot::clone_disk;
+    /// Puts the snapshot's contents back on its disk (whose server, if any, is stopped),
+    /// discarding what was written since. The snapshot stays, and can be reverted to again.
+    RevertDisk(snapshot_id: i64) -> disk: Disk = snapshot::revert_disk;
     /// Lists the servers of a VDC.
     ListServers(vdc_id: i64) -> servers: Vec<Server> = server::list_servers;
     /// Returns one server, with its disks and first-boot credentials.
@@ -124,4 +175,10 @@ operations! {
     /// Waits until a job has finished or `timeout_seconds` (at most 300) have passed, and
     /// returns the job as it then is.
     WaitForJob(job_id: i64, timeout_seconds: i64) -> job: Job = job::wait_for_job;
+    /// Tells the caller who it is: its customer id and uuid, and its billing entity.
+    GetCustomer() -> customer: Customer = customer::get_customer;
+    /// Lists the caller's usage lines (servers made from billed images, bytes fetched) created
+    /// at or after `from` and before `to` (RFC 3339 times; either may be omitted).
+    ListUsage(from: Option<Timestamp>, to: Option<Timestamp>) -> usage: Vec<UsageRecord> =
+        usage::list_usage;
 }

@@ -7,8 +7,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::wire_struct;
 
 wire_struct! {
-    /// Something the platform sells: a server size (`processors`, `memory` in MiB) or a disk
-    /// size (`disk_size` in bytes).
+    /// Something the platform sells: a server size (`processors`, `memory` in MiB), a disk
+    /// size (`disk_size` in bytes), or the use of a billed image (`image`).
     pub struct ProductOffer as "ProductOffer" {
         pub product_offer_id: i64,
         pub product_offer_uuid: String,
@@ -49,14 +49,15 @@ pub async fn list_product_offers(
     a: args::ListProductOffers,
 ) -> ApiResult<Vec<ProductOffer>> {
     let wanted = a.r#type.unwrap_or_default().trim().to_ascii_lowercase();
-    if !matches!(wanted.as_str(), "" | "server" | "disk") {
+    if !matches!(wanted.as_str(), "" | "server" | "disk" | "image") {
         return Err(ApiError::invalid(
             "type",
-            format!("must be 'server', 'disk' or empty, got '{wanted}'"),
+            format!("must be 'server', 'disk', 'image' or empty, got '{wanted}'"),
         ));
     }
+    // Image offers (what servers made from a billed image cost) are listed only when asked for.
     let rows: Vec<OfferRow> = sqlx::query_as(select_offer!(
-        "($1 = '' OR type = $1) AND type <> 'image' ORDER BY id"
+        "(($1 = '' AND type <> 'image') OR type = $1) ORDER BY id"
     ))
     .bind(&wanted)
     .fetch_all(ctx.state.db.pool())
@@ -64,7 +65,7 @@ pub async fn list_product_offers(
     Ok(rows.into_iter().map(from_row).collect())
 }
 
-/// The offer with this id, which must be of `kind` (`server` or `disk`); `argument` names the
+/// The offer with this id, which must be of `kind` (`server`, `disk` or `image`); `argument` names the
 /// argument in errors.
 pub async fn offer_of_kind(
     conn: &mut AnyConnection,

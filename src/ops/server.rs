@@ -6,7 +6,7 @@ use serde_json::json;
 use sqlx::AnyConnection;
 
 use super::disk::{self, Disk, DiskRow, NewDisk, select_disks};
-use super::{Ctx, args, product_offer, validate, vdc};
+use super::{Ctx, args, create_image, product_offer, usage, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hypervisor::{Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmSpec, VmState};
@@ -287,7 +287,7 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
             .bind(image.map(|i| i.id))
             .bind(server_offer.product_offer_id)
             .bind(image.and_then(|i| i.default_username.clone()))
-            .bind(generate_password())
+            .bind(image.is_none_or(|i| i.generate_password != 0).then(generate_password))
             .bind(now_ms())
             .fetch_one(&mut *tx)
             .await?;
@@ -318,6 +318,10 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
                 )
                 .await?;
             }
+            if let Some(image) = image {
+                usage::record_image_use(&mut tx, customer_id, image, server_id)
+                    .await?;
+            }
             tx.commit().await?;
             Ok(())
         }
@@ -344,6 +348,46 @@ fn require_stopped(server: &ServerRow, doing: &str) -> ApiResult<()> {
             ServerStatus::describe(server.status)
         )))
     }
+}
+
+/// Locks the server's row for the rest of the transaction (on PostgreSQL; SQLite write
+/// transactions hold the database lock anyway), so that a change which checks the server and
+/// then acts is serialized with others doing the same.
+async fn lock_server_row(conn: &mut AnyConnection, server_id: i64) -> ApiResult<()> {
+    sqlx::query("UPDATE servers SET status = status WHERE id = $1")
+        .bind(server_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Locks a server that must stay stopped (or in error: no VM) for what the caller is about to
+/// do, and fails with CONFLICT if it is not. On PostgreSQL the conditional update waits for a
+/// concurrent start to commit and then sees its status.
+pub async fn lock_stopped_server(
+    conn: &mut AnyConnection,
+    server_id: i64,
+    doing: &str,
+) -> ApiResult<()> {
+    let locked =
+        sqlx::query("UPDATE servers SET status = status WHERE id = $1 AND status IN ($2, $3)")
+            .bind(server_id)
+            .bind(ServerStatus::Stopped.code())
+            .bind(ServerStatus::Error.code())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    if locked == 1 {
+        return Ok(());
+    }
+    let status: Option<i64> = sqlx::query_scalar("SELECT status FROM servers WHERE id = $1")
+        .bind(server_id)
+        .fetch_optional(conn)
+        .await?;
+    Err(ApiError::Conflict(format!(
+        "server {server_id} is {}; stop it before {doing}",
+        ServerStatus::describe(status.unwrap_or(0))
+    )))
 }
 
 pub async fn attach_disk(ctx: &Ctx, a: args::AttachDisk) -> ApiResult<i64> {
@@ -500,6 +544,8 @@ async fn queue_server_job(
 pub async fn start_server(ctx: &Ctx, a: args::StartServer) -> ApiResult<i64> {
     let mut tx = ctx.state.db.begin_write().await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
+    lock_server_row(&mut tx, server.id).await?;
+    let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     if server.status != ServerStatus::Stopped.code() && server.status != ServerStatus::Error.code()
     {
         return Err(ApiError::Conflict(format!(
@@ -508,6 +554,7 @@ pub async fn start_server(ctx: &Ctx, a: args::StartServer) -> ApiResult<i64> {
             ServerStatus::describe(server.status)
         )));
     }
+    create_image::ensure_server_disks_not_being_imaged(&mut tx, server.id).await?;
     queue_server_job(
         ctx,
         tx,
@@ -556,6 +603,9 @@ pub async fn stop_server(ctx: &Ctx, a: args::StopServer) -> ApiResult<i64> {
 pub async fn destroy_server(ctx: &Ctx, a: args::DestroyServer) -> ApiResult<i64> {
     let mut tx = ctx.state.db.begin_write().await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
+    lock_server_row(&mut tx, server.id).await?;
+    let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
+    create_image::ensure_server_disks_not_being_imaged(&mut tx, server.id).await?;
     if server.status == ServerStatus::Starting.code()
         || server.status == ServerStatus::Stopping.code()
     {

@@ -145,6 +145,22 @@ impl FromArg for bool {
     }
 }
 
+impl FromArg for Timestamp {
+    fn from_arg(name: &str, value: Option<Value>) -> ApiResult<Self> {
+        let text = String::from_arg(name, value)?;
+        chrono::DateTime::parse_from_rfc3339(text.trim())
+            .map(|t| Timestamp(t.timestamp_millis()))
+            .map_err(|_| {
+                ApiError::invalid(
+                    name,
+                    format!(
+                        "must be an RFC 3339 time such as 2024-05-01T00:00:00Z, got \"{text}\""
+                    ),
+                )
+            })
+    }
+}
+
 impl<T: FromArg> FromArg for Option<T> {
     fn from_arg(name: &str, value: Option<Value>) -> ApiResult<Self> {
         match value {
@@ -238,5 +254,16 @@ mod tests {
     fn timestamps_are_rfc3339() {
         let v = serde_json::to_value(Timestamp(0)).unwrap();
         assert_eq!(v, json!("1970-01-01T00:00:00.000Z"));
+    }
+
+    #[test]
+    fn timestamp_arguments_are_rfc3339() {
+        let t = Timestamp::from_arg("from", Some(json!("1970-01-01T00:00:01.500+00:00"))).unwrap();
+        assert_eq!(t, Timestamp(1500));
+        let err = Timestamp::from_arg("from", Some(json!("yesterday"))).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("argument 'from' must be an RFC 3339 time")
+        );
     }
 }

@@ -1,0 +1,94 @@
+//! Billing: billing entities (the accounts customers belong to; `extility billing-entity add`)
+//! and the product offers images are billed under (SetImageProductOffer).
+
+use sqlx::AnyConnection;
+
+use super::image::{self, Image};
+use super::{Ctx, args, product_offer, validate};
+use crate::db::{Db, now_ms};
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingEntity {
+    pub id: i64,
+    pub uuid: String,
+}
+
+async fn find_billing_entity(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> ApiResult<Option<BillingEntity>> {
+    let found: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, uuid FROM billing_entities WHERE name = $1")
+            .bind(name)
+            .fetch_optional(conn)
+            .await?;
+    Ok(found.map(|(id, uuid)| BillingEntity { id, uuid }))
+}
+
+async fn insert_billing_entity(conn: &mut AnyConnection, name: &str) -> ApiResult<BillingEntity> {
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO billing_entities (uuid, name, created) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(&uuid)
+    .bind(name)
+    .bind(now_ms())
+    .fetch_one(conn)
+    .await?;
+    Ok(BillingEntity { id, uuid })
+}
+
+/// The billing entity called `name`, created if there is none.
+pub async fn find_or_create_billing_entity(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> ApiResult<BillingEntity> {
+    let name = validate::name("billing_entity", name)?;
+    match find_billing_entity(&mut *conn, &name).await? {
+        Some(entity) => Ok(entity),
+        None => insert_billing_entity(conn, &name).await,
+    }
+}
+
+/// Creates a billing entity; CONFLICT if one has the name already.
+pub async fn create_billing_entity(db: &Db, name: &str) -> ApiResult<BillingEntity> {
+    let name = validate::name("name", name)?;
+    let mut tx = db.begin_write().await?;
+    if find_billing_entity(&mut tx, &name).await?.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "a billing entity named \"{name}\" exists"
+        )));
+    }
+    let entity = insert_billing_entity(&mut tx, &name).await?;
+    tx.commit().await?;
+    Ok(entity)
+}
+
+/// Attaches an `image` product offer to any image (0 removes it): each server made from the
+/// image then records a usage line. Administrators only.
+pub async fn set_image_product_offer(ctx: &Ctx, a: args::SetImageProductOffer) -> ApiResult<Image> {
+    if !ctx.caller.is_admin {
+        return Err(ApiError::PermissionDenied(
+            "only administrators may set the product offer of an image".into(),
+        ));
+    }
+    let mut tx = ctx.state.db.begin_write().await?;
+    let image = image::image_by_id(&mut tx, a.image_id).await?;
+    let offer = match a.product_offer_id {
+        0 => None,
+        id => Some(
+            product_offer::offer_of_kind(&mut tx, id, "image", "product_offer_id")
+                .await?
+                .product_offer_id,
+        ),
+    };
+    sqlx::query("UPDATE images SET product_offer_id = $1 WHERE id = $2")
+        .bind(offer)
+        .bind(image.id)
+        .execute(&mut *tx)
+        .await?;
+    let updated = image::image_by_id(&mut tx, image.id).await?;
+    tx.commit().await?;
+    Ok(updated.to_image())
+}

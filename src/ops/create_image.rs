@@ -1,0 +1,176 @@
+//! CreateImage: a byte-for-byte copy of a disk that becomes a private image, made by a job.
+//!
+//! The image refers to nothing of the disk (that is what tells an image from a snapshot): its
+//! volume is a flat raw copy (`Storage::copy_flat`), which visits only the data, so a mostly
+//! empty 20 GB disk costs time and space in proportion to what it holds. Servers and disks made
+//! from the image are thin clones of that copy.
+//!
+//! The copy must see a disk that holds still. CreateImage is refused while the disk's server
+//! runs, and until the job ends the disk is pinned: its server cannot start and the disk cannot
+//! be deleted, destroyed with its server or reverted ([`ensure_disk_not_being_imaged`]). The job
+//! names the disk as its item while it runs, which is what the pin looks for; when it succeeds
+//! its item becomes the new image.
+
+use serde_json::json;
+use sqlx::AnyConnection;
+
+use super::image::{self, NewImage};
+use super::{Ctx, args, disk, server, validate};
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::{JobOutcome, JobQueue, JobStatus, NewJob, RunningJob};
+use crate::storage::volumes;
+
+pub const JOB_TYPE: &str = "CreateImage";
+
+pub async fn create_image(ctx: &Ctx, a: args::CreateImage) -> ApiResult<i64> {
+    let name = validate::name("name", &a.name)?;
+    let default_username = match a.default_username.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(user) => Some(validate::name("default_username", user)?),
+    };
+    let mut tx = ctx.state.db.begin_write().await?;
+    // Lock the disk's row (and below its server's) so that a concurrent DeleteDisk, RevertDisk
+    // or StartServer either sees this job or is seen by it.
+    disk::lock_own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
+    let disk = disk::own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
+    if let Some(server_id) = disk.server_id {
+        server::lock_stopped_server(&mut tx, server_id, "making an image of its disk").await?;
+    }
+    let job_id = JobQueue::enqueue(
+        &mut tx,
+        NewJob {
+            customer_id: ctx.customer_id(),
+            job_type: JOB_TYPE,
+            name: format!("Create image \"{name}\" from disk \"{}\"", disk.name),
+            item_type: Some("disk"),
+            item_id: Some(disk.id),
+            params: json!({
+                "name": name,
+                "default_username": default_username,
+                "generate_password": a.generate_password,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    ctx.state.jobs.wake();
+    Ok(job_id)
+}
+
+const PINNING_STATUSES: [JobStatus; 3] = [
+    JobStatus::InProgress,
+    JobStatus::NotStarted,
+    JobStatus::Waiting,
+];
+
+// An unfinished CreateImage job on one of the disks `$4` selects. $1..$3: pinning statuses.
+macro_rules! select_pinning_job {
+    ($disks:literal) => {
+        concat!(
+            "SELECT id FROM jobs WHERE job_type = 'CreateImage' AND item_type = 'disk' \
+             AND status IN ($1, $2, $3) AND item_id IN (",
+            $disks,
+            ") ORDER BY id LIMIT 1"
+        )
+    };
+}
+
+async fn pinning_job(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    id: i64,
+) -> ApiResult<Option<i64>> {
+    let [a, b, c] = PINNING_STATUSES.map(JobStatus::code);
+    Ok(sqlx::query_scalar(sql)
+        .bind(a)
+        .bind(b)
+        .bind(c)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// Fails with CONFLICT while an image is being made of the disk.
+pub async fn ensure_disk_not_being_imaged(conn: &mut AnyConnection, disk_id: i64) -> ApiResult<()> {
+    match pinning_job(conn, select_pinning_job!("$4"), disk_id).await? {
+        None => Ok(()),
+        Some(job_id) => Err(ApiError::Conflict(format!(
+            "an image is being made of disk {disk_id} (job {job_id}); wait until it has finished"
+        ))),
+    }
+}
+
+/// Fails with CONFLICT while an image is being made of one of the server's disks.
+pub async fn ensure_server_disks_not_being_imaged(
+    conn: &mut AnyConnection,
+    server_id: i64,
+) -> ApiResult<()> {
+    let sql = select_pinning_job!("SELECT id FROM disks WHERE server_id = $4");
+    match pinning_job(conn, sql, server_id).await? {
+        None => Ok(()),
+        Some(job_id) => Err(ApiError::Conflict(format!(
+            "an image is being made of a disk of server {server_id} (job {job_id}); \
+             wait until it has finished"
+        ))),
+    }
+}
+
+pub async fn run_job(job: &RunningJob) -> ApiResult<JobOutcome> {
+    let state = &job.state;
+    let customer_id = job.row.customer_id;
+    let disk_id = job
+        .row
+        .item_id
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("CreateImage job without a disk")))?;
+    let params = job.row.params()?;
+    let name = params["name"].as_str().unwrap_or_default().to_string();
+    let default_username = params["default_username"].as_str().map(str::to_string);
+    let generate_password = params["generate_password"].as_bool().unwrap_or(true);
+    job.check_cancelled()?;
+
+    let (disk, source) = {
+        let mut conn = state.db.pool().acquire().await?;
+        let disk = disk::own_disk(&mut conn, customer_id, disk_id).await?;
+        let source = volumes::get(&mut conn, disk.volume_id)
+            .await?
+            .volume_file()?;
+        (disk, source)
+    };
+    job.progress.set_phase("copying the disk's data");
+    job.progress.set_total(Some(disk.capacity as u64));
+    let storage = state.storage.clone();
+    let copy = tokio::task::spawn_blocking(move || storage.copy_flat(&source)).await??;
+    job.progress.set_done(disk.capacity as u64);
+
+    let saved = async {
+        job.check_cancelled()?;
+        let mut tx = state.db.begin_write().await?;
+        let volume_id = volumes::insert(&mut tx, &copy, None).await?;
+        let image = image::insert_image(
+            &mut tx,
+            NewImage {
+                customer_id: Some(customer_id),
+                name: &name,
+                size: disk.capacity,
+                media: &disk.media,
+                default_username: default_username.as_deref(),
+                generate_password,
+                volume_id: Some(volume_id),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(image)
+    }
+    .await;
+    match saved {
+        Ok(image) => Ok(JobOutcome {
+            item_type: Some("image"),
+            item_id: Some(image.image_id),
+        }),
+        Err(err) => {
+            volumes::delete_files(state.storage.clone(), vec![copy]).await;
+            Err(err)
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Usage: what a customer is billed for. A server made from an image that carries a product
+//! offer records an `image_use` line (quantity 1); FetchDisk records `bytes_fetched` lines
+//! (quantity in bytes). ListUsage shows a customer its own lines.
+
+use sqlx::AnyConnection;
+
+use super::image::ImageRow;
+use super::{Ctx, args};
+use crate::db::now_ms;
+use crate::error::{ApiError, ApiResult};
+use crate::ops::wire::Timestamp;
+use crate::wire_struct;
+
+wire_struct! {
+    /// One usage line. `kind` is `image_use` (a server made from an image with a product
+    /// offer; `quantity` 1) or `bytes_fetched` (a FetchDisk transfer; `quantity` in bytes).
+    /// `image_name` is empty once the image has been deleted.
+    pub struct UsageRecord as "UsageRecord" {
+        pub usage_id: i64,
+        pub kind: String,
+        pub image_id: Option<i64>,
+        pub image_name: Option<String>,
+        pub product_offer_id: Option<i64>,
+        pub server_id: Option<i64>,
+        pub job_id: Option<i64>,
+        pub quantity: i64,
+        pub created: Timestamp,
+    }
+}
+
+/// Records the use of an image by a new server, when the image is billed (has a product
+/// offer). Runs in the transaction that creates the server.
+pub async fn record_image_use(
+    conn: &mut AnyConnection,
+    customer_id: i64,
+    image: &ImageRow,
+    server_id: i64,
+) -> ApiResult<()> {
+    let Some(product_offer_id) = image.product_offer_id else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO usage_records (customer_id, kind, image_id, product_offer_id, server_id, \
+         quantity, created) VALUES ($1, 'image_use', $2, $3, $4, 1, $5)",
+    )
+    .bind(customer_id)
+    .bind(image.id)
+    .bind(product_offer_id)
+    .bind(server_id)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+type UsageRow = (
+    i64,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    i64,
+);
+
+/// The caller's usage lines with `from <= created < to` (either bound may be omitted), oldest
+/// first.
+pub async fn list_usage(ctx: &Ctx, a: args::ListUsage) -> ApiResult<Vec<UsageRecord>> {
+    let from = a.from.map_or(i64::MIN, |t| t.0);
+    let to = a.to.map_or(i64::MAX, |t| t.0);
+    if from > to {
+        return Err(ApiError::invalid("from", "must not be after 'to'"));
+    }
+    let rows: Vec<UsageRow> = sqlx::query_as(
+        "SELECT u.id, u.kind, u.image_id, i.name, u.product_offer_id, u.server_id, u.job_id, \
+         u.quantity, u.created FROM usage_records u LEFT JOIN images i ON i.id = u.image_id \
+         WHERE u.customer_id = $1 AND u.created >= $2 AND u.created < $3 \
+         ORDER BY u.created, u.id",
+    )
+    .bind(ctx.customer_id())
+    .bind(from)
+    .bind(to)
+    .fetch_all(ctx.state.db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                usage_id,
+                kind,
+                image_id,
+                image_name,
+                product_offer_id,
+                server_id,
+                job_id,
+                quantity,
+                created,
+            )| {
+                UsageRecord {
+                    usage_id,
+                    kind,
+                    image_id,
+                    image_name,
+                    product_offer_id,
+                    server_id,
+                    job_id,
+                    quantity,
+                    created: Timestamp(created),
+                }
+            },
+        )
+        .collect())
+}

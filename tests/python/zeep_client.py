@@ -60,12 +60,35 @@ job = call("StartServer", server.server_id)
 check(call("GetJob", job).job_type == "StartServer", "StartServer, GetJob")
 check(wait(job).status == 1, "the server started")
 check(wait(call("StopServer", server.server_id, 2)).status == 1, "StopServer")
+customer = call("GetCustomer")
+check(customer.email == os.environ["ALICE_EMAIL"] and not customer.is_admin, "GetCustomer")
+image_job = wait(call("CreateImage", server.disks[0].disk_id, "zeep image", "root", True))
+check(image_job.status == 1 and image_job.item_type == "image", "CreateImage")
+image_id = image_job.item_id
+check(call("RenameImage", image_id, "zeep image 2").image_name == "zeep image 2", "RenameImage")
+check(call("PublishImage", image_id, customer.billing_entity_uuid) == 1, "PublishImage")
+check(call("RevokeImage", image_id, customer.billing_entity_uuid) == 1, "RevokeImage")
+try:
+    call("SetImageProductOffer", image_id, 40)
+    check(False, "SetImageProductOffer is for administrators")
+except zeep.exceptions.Fault as fault:
+    check("PERMISSION_DENIED" in zeep.helpers.etree.tostring(fault.detail).decode(),
+          "SetImageProductOffer is for administrators")
+snapshot = call("CreateDiskSnapshot", disk.disk_id, "zeep snapshot")
+check(len(call("ListSnapshots", disk.disk_id)) == 1, "CreateDiskSnapshot, ListSnapshots")
+clone = call("CloneDisk", snapshot.snapshot_id, "zeep clone", vdc)
+check(clone.disk_id != disk.disk_id, "CloneDisk")
+check(call("RevertDisk", snapshot.snapshot_id).disk_id == disk.disk_id, "RevertDisk")
+check(call("DeleteDisk", clone.disk_id) == 1, "the clone can go")
+check(call("DeleteSnapshot", snapshot.snapshot_id) == 1, "DeleteSnapshot")
+check(call("DeleteImage", image_id) == 1, "DeleteImage")
+check(call("ListUsage", xsd.Nil, xsd.Nil) is not None, "ListUsage")
 fetch = call("FetchDisk", "http://images.example.com/a.img", xsd.Nil, xsd.Nil, xsd.Nil, "f", 31, vdc, False, xsd.Nil)
 try:
     check(call("CancelJob", fetch).status in (2, 3, 4), "FetchDisk, CancelJob")
 except zeep.exceptions.Fault as fault:  # the fetch may already have failed: there is no such host
     check("already finished" in fault.message, "FetchDisk, CancelJob of a finished job")
-check(len(call("ListJobs")) == 3, "ListJobs")
+check(len(call("ListJobs")) == 4, "ListJobs")
 check(wait(call("DestroyServer", server.server_id)).status == 1, "DestroyServer")
 check(call("DeleteDisk", disk.disk_id) == 1, "DeleteDisk")
 try:

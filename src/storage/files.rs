@@ -6,14 +6,12 @@
 //! relative to the volumes folder, so the data directory can move.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{Storage, StorageError, StorageResult, VolumeFile, VolumeFormat};
-use crate::sparse::SparseWriter;
+use crate::sparse::{SparseWriter, copy_extents};
 
 pub struct FileStorage {
     volumes: PathBuf,
@@ -56,43 +54,6 @@ fn qemu_img(args: &[&str]) -> StorageResult<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         )))
     }
-}
-
-/// Copies the data of a sparse file into a sparse writer, visiting only the extents that hold
-/// data (`SEEK_DATA` / `SEEK_HOLE`), so time follows the data rather than the size.
-fn copy_data_extents(src: &mut File, len: u64, out: &mut SparseWriter) -> std::io::Result<()> {
-    let fd = src.as_raw_fd();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos: u64 = 0;
-    while pos < len {
-        // SAFETY: lseek on a file descriptor we own; errors come back as -1.
-        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
-        if data < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENXIO) {
-                break; // only holes remain
-            }
-            return Err(err);
-        }
-        let data = data as u64;
-        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-        let hole = if hole < 0 {
-            len
-        } else {
-            (hole as u64).min(len)
-        };
-        out.skip_to(data)?;
-        src.seek(SeekFrom::Start(data))?;
-        let mut remaining = hole - data;
-        while remaining > 0 {
-            let n = (remaining as usize).min(buf.len());
-            src.read_exact(&mut buf[..n])?;
-            out.write(&buf[..n])?;
-            remaining -= n as u64;
-        }
-        pos = hole;
-    }
-    Ok(())
 }
 
 impl Storage for FileStorage {
@@ -164,11 +125,12 @@ impl Storage for FileStorage {
             }
             VolumeFormat::Raw => {
                 let copy = || -> std::io::Result<()> {
-                    let mut input = File::open(&src)?;
+                    let input = File::open(&src)?;
                     let out = OpenOptions::new().write(true).create_new(true).open(&dst)?;
                     out.set_len(source.size)?;
                     let mut writer = SparseWriter::new(out);
-                    copy_data_extents(&mut input, source.size, &mut writer)?;
+                    let mut buf = vec![0u8; 1 << 20];
+                    copy_extents(&input, source.size, &mut writer, 0, &mut buf, &mut |_| {})?;
                     let (file, _) = writer.finish()?;
                     file.set_len(source.size)?;
                     file.sync_all()

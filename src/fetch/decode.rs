@@ -105,9 +105,6 @@ mod tests {
     fn gzip_members_are_all_read() {
         let mut data = gzip(b"first member, ");
         data.extend(gzip(b"second member"));
-        assert_eq!(
-            decoded(data).1,
-            b"first member, second member".to_vec()
-        );
+        assert_eq!(decoded(data).1, b"first member, second member".to_vec());
     }
 }

@@ -80,7 +80,11 @@ fn connect(guard: &AddressGuard, addr: SocketAddr) -> std::io::Result<TcpStream>
 /// The file's path on the server: relative to the login directory (RFC 1738), with `%2F`
 /// at the start for an absolute path.
 fn remote_path(source: &FetchSource) -> ApiResult<String> {
-    let raw = source.url.path().strip_prefix('/').unwrap_or(source.url.path());
+    let raw = source
+        .url
+        .path()
+        .strip_prefix('/')
+        .unwrap_or(source.url.path());
     let path = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| ApiError::invalid("url", "has a path that is not UTF-8"))?
@@ -171,13 +175,16 @@ impl Attempt<'_> {
         let progress = &self.wire.progress;
         progress.set_phase("connecting");
         let mut last_error = None;
-        let control = self.addrs.iter().find_map(|&addr| match connect(self.guard, addr) {
-            Ok(stream) => Some(stream),
-            Err(e) => {
-                last_error = Some(e);
-                None
-            }
-        });
+        let control = self
+            .addrs
+            .iter()
+            .find_map(|&addr| match connect(self.guard, addr) {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    last_error = Some(e);
+                    None
+                }
+            });
         let control = control.ok_or_else(|| {
             Failure::Transient(format!(
                 "cannot connect to {}: {}",

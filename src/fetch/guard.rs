@@ -143,7 +143,11 @@ impl AddressGuard {
         }
         for addr in addrs {
             self.check(addr.ip()).map_err(|r| {
-                Refused(format!("the host {host} resolves to {}; {}", addr.ip(), r.0))
+                Refused(format!(
+                    "the host {host} resolves to {}; {}",
+                    addr.ip(),
+                    r.0
+                ))
             })?;
         }
         Ok(())

@@ -169,9 +169,10 @@ impl Download<'_> {
                         response.status()
                     ))
                 })?;
-            let next = self.url.join(location).map_err(|e| {
-                ApiError::FetchFailed(format!("a redirect to an invalid URL: {e}"))
-            })?;
+            let next = self
+                .url
+                .join(location)
+                .map_err(|e| ApiError::FetchFailed(format!("a redirect to an invalid URL: {e}")))?;
             if next.origin() != self.origin && self.credentials.take().is_some() {
                 tracing::info!(to = %next.origin().ascii_serialization(),
                     "redirected to another origin; credentials are not sent there");
@@ -299,8 +300,13 @@ mod tests {
     #[test]
     fn redirects_to_other_schemes_and_internal_literals_are_refused() {
         let guard = AddressGuard::default();
-        for url in ["file:///etc/passwd", "ftp://example.com/x", "http://10.0.0.1/x",
-            "http://[::1]/x", "http://169.254.169.254/latest/meta-data"] {
+        for url in [
+            "file:///etc/passwd",
+            "ftp://example.com/x",
+            "http://10.0.0.1/x",
+            "http://[::1]/x",
+            "http://169.254.169.254/latest/meta-data",
+        ] {
             let err = check_hop(&guard, &Url::parse(url).unwrap()).unwrap_err();
             assert_eq!(err.code(), "FETCH_REFUSED", "{url}");
         }

@@ -64,7 +64,8 @@ pub async fn run(job: &RunningJob) -> ApiResult<JobOutcome> {
     let staging = state.storage.staging_path(&job.row.uuid);
     let disk_size = params.disk_size as u64;
 
-    let (fetched, wire_bytes) = fetch_to_staging(job, &source, &checksum, disk_size, &staging).await;
+    let (fetched, wire_bytes) =
+        fetch_to_staging(job, &source, &checksum, disk_size, &staging).await;
     let result = match fetched.and_then(|written| verify(&checksum, written)) {
         Ok(written) => {
             tracing::info!(
@@ -92,7 +93,10 @@ pub async fn run(job: &RunningJob) -> ApiResult<JobOutcome> {
 }
 
 /// If an interrupted attempt committed its disk or image, that is the job's result.
-async fn committed_earlier(job: &RunningJob, params: &FetchParams) -> ApiResult<Option<JobOutcome>> {
+async fn committed_earlier(
+    job: &RunningJob,
+    params: &FetchParams,
+) -> ApiResult<Option<JobOutcome>> {
     let item_id: Option<i64> = sqlx::query_scalar("SELECT item_id FROM jobs WHERE id = $1")
         .bind(job.row.id)
         .fetch_one(job.state.db.pool())
@@ -121,7 +125,12 @@ async fn fetch_to_staging(
         .open(staging)
     {
         Ok(file) => file,
-        Err(e) => return (Err(ApiError::Storage(format!("creating the staging file: {e}"))), 0),
+        Err(e) => {
+            return (
+                Err(ApiError::Storage(format!("creating the staging file: {e}"))),
+                0,
+            );
+        }
     };
     let (wire, stages) = match pipeline::start(file, disk_size, checksum, progress.clone()) {
         Ok(started) => started,

@@ -143,11 +143,14 @@ pub fn start(
         progress,
         received: AtomicU64::new(0),
     });
-    Ok((wire, Stages {
-        decode,
-        hash,
-        write,
-    }))
+    Ok((
+        wire,
+        Stages {
+            decode,
+            hash,
+            write,
+        },
+    ))
 }
 
 impl Stages {

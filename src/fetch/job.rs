@@ -118,13 +118,14 @@ async fn fetch_to_staging(
 ) -> (ApiResult<Written>, u64) {
     let progress = job.progress.clone();
     progress.set_phase("connecting");
-    let file = match std::fs::OpenOptions::new()
+    let opened = tokio::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(staging)
-    {
-        Ok(file) => file,
+        .await;
+    let file = match opened {
+        Ok(file) => file.into_std().await,
         Err(e) => {
             return (
                 Err(ApiError::Storage(format!("creating the staging file: {e}"))),

@@ -15,6 +15,9 @@ have nasm || missing+=(nasm)
 have grub-mkimage && [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
 have mkfs.ext4 || missing+=(e2fsprogs)
 have vsftpd || [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
+# The openssl crate (FetchDisk's MD5) builds against the system's libcrypto.
+have pkg-config || missing+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 

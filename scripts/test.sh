@@ -15,6 +15,9 @@ have nasm || missing+=(nasm)
 have grub-mkimage && [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
 have mkfs.ext4 || missing+=(e2fsprogs)
 have vsftpd || [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
+# The openssl crate (FetchDisk's MD5) builds against the system's libcrypto.
+have pkg-config || missing+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 
@@ -36,6 +39,8 @@ if [ ${#missing[@]} -gt 0 ] || [ $need_qemu -eq 1 ]; then
 fi
 
 python3 -c 'import zeep' 2>/dev/null || python3 -m pip install -q zeep
+# The fetch tests' FTP server.
+python3 -c 'import pyftpdlib' 2>/dev/null || python3 -m pip install -q pyftpdlib
 
 if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
     if [ -d /etc/postgresql ]; then

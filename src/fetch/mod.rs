@@ -1,18 +1,36 @@
 //! The image writer: fetches a disk image from a URL and writes it thinly into a new disk or
 //! image.
+//!
+//! - [`source`]: the URL, its credentials and the expected checksum, as FetchDisk takes them.
+//! - [`guard`]: which addresses may be fetched from, and DNS answers pinned to checked ones.
+//! - [`http`], [`ftp`]: the downloaders (redirects, timeouts, resumption).
+//! - [`decode`]: compression recognised by magic bytes (gzip, xz, zstd).
+//! - [`pipeline`]: download → decompress → hash → thin write on threads with bounded buffers.
+//! - [`job`]: the FetchDisk job itself: staging, verification, the disk or image, usage.
 
+pub mod decode;
+pub mod ftp;
+pub mod guard;
+pub mod http;
+pub mod job;
+pub mod pipeline;
 pub mod secrets;
 mod source;
 
+pub use job::run;
 pub use source::{Checksum, FetchSource};
 
-use crate::error::{ApiError, ApiResult};
-use crate::jobs::{JobOutcome, RunningJob};
-
-/// Runs a FetchDisk job.
-pub async fn run(job: &RunningJob) -> ApiResult<JobOutcome> {
-    let _ = job;
-    Err(ApiError::FetchFailed(
-        "fetching is not implemented yet".into(),
-    ))
+/// An error and its causes on one line ("error sending request: connection refused").
+pub(crate) fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        next = cause.source();
+    }
+    text
 }

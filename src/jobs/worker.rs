@@ -113,6 +113,7 @@ async fn execute(state: AppState, row: JobRow, _slot: OwnedSemaphorePermit) {
     ));
 
     let attempts = row.attempts;
+    let job_uuid = row.uuid.clone();
     let result = if attempts > MAX_ATTEMPTS {
         Err(ApiError::Interrupted(format!(
             "the job was interrupted {} times by node restarts and was given up",
@@ -132,6 +133,9 @@ async fn execute(state: AppState, row: JobRow, _slot: OwnedSemaphorePermit) {
     };
     beating.cancel();
     let _ = heartbeat.await;
+    if result.is_err() {
+        discard_staged(&state, &job_uuid).await;
+    }
 
     let (status, error, outcome) = match result {
         Ok(outcome) => (JobStatus::Successful, None, outcome),
@@ -159,6 +163,17 @@ async fn execute(state: AppState, row: JobRow, _slot: OwnedSemaphorePermit) {
         Err(err) => tracing::error!(job_id, error = %err, "recording the end of a job failed"),
     }
     state.jobs.unregister_running(job_id);
+}
+
+/// A job's staged data never outlives it: whatever ended it (including being given up after
+/// repeated interruptions, when its code never ran), a failed job's staging file goes.
+async fn discard_staged(state: &AppState, job_uuid: &str) {
+    let path = state.storage.staging_path(job_uuid);
+    if let Err(err) = tokio::fs::remove_file(&path).await
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(file = %path.display(), error = %err, "could not remove a staged file");
+    }
 }
 
 async fn heartbeat_loop(

@@ -1,0 +1,263 @@
+//! FTP and FTPS downloads (suppaftp, blocking, on a thread of their own).
+//!
+//! `ftps://` is explicit FTPS (`AUTH TLS` on the control connection, default port 21, data
+//! protected with `PROT P`), certificates checked against the system's roots. Passive data
+//! connections go to the control connection's (checked) address whatever the server's `PASV`
+//! reply names, so a server cannot point the fetch at an internal address. A transfer that
+//! breaks off is resumed with `REST`.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use suppaftp::rustls::ClientConfig;
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, RustlsConnector, RustlsFtpStream, Status};
+use tokio::runtime::Handle;
+
+use super::FetchSource;
+use super::guard::{AddressGuard, Refused};
+use super::http::{CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_RETRIES};
+use super::pipeline::Wire;
+use crate::error::{ApiError, ApiResult};
+
+const READ_CHUNK: usize = 256 << 10;
+
+enum Failure {
+    Transient(String),
+    Fatal(ApiError),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+fn ftp_failure(what: &str, err: FtpError) -> Failure {
+    match err {
+        FtpError::ConnectionError(e) => {
+            if let Some(r) = e.get_ref().and_then(|i| i.downcast_ref::<Refused>()) {
+                return Failure::Fatal(r.clone().into());
+            }
+            Failure::Transient(format!("{what}: {e}"))
+        }
+        FtpError::UnexpectedResponse(response) => {
+            let text = String::from_utf8_lossy(&response.body).trim().to_string();
+            let message = format!("{what}: the FTP server answered {text}");
+            // 4xx replies are transient by definition; 5xx are permanent.
+            if matches!(response.status.code(), 400..=499) {
+                Failure::Transient(message)
+            } else {
+                Failure::Fatal(ApiError::FetchFailed(message))
+            }
+        }
+        other => Failure::Fatal(ApiError::FetchFailed(format!("{what}: {other}"))),
+    }
+}
+
+fn tls_config() -> ApiResult<Arc<ClientConfig>> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(suppaftp::rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_platform_verifier())
+        .map_err(ApiError::internal)?
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn connect(guard: &AddressGuard, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    guard.check(addr.ip()).map_err(std::io::Error::other)?;
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// The file's path on the server: relative to the login directory (RFC 1738), with `%2F`
+/// at the start for an absolute path.
+fn remote_path(source: &FetchSource) -> ApiResult<String> {
+    let raw = source
+        .url
+        .path()
+        .strip_prefix('/')
+        .unwrap_or(source.url.path());
+    let path = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::invalid("url", "has a path that is not UTF-8"))?
+        .into_owned();
+    if path.is_empty() || path.ends_with('/') {
+        return Err(ApiError::invalid("url", "names a directory, not a file"));
+    }
+    if path.contains(['\r', '\n']) {
+        return Err(ApiError::invalid("url", "has a line break in its path"));
+    }
+    Ok(path)
+}
+
+/// Downloads `source` into the pipeline. Blocking: run it on a blocking thread.
+pub fn download(
+    source: &FetchSource,
+    guard: &AddressGuard,
+    wire: &Wire,
+    runtime: Handle,
+) -> ApiResult<()> {
+    let host = source
+        .url
+        .host_str()
+        .ok_or_else(|| ApiError::invalid("url", "has no host"))?
+        .to_string();
+    let port = source.url.port().unwrap_or(21);
+    let path = remote_path(source)?;
+    wire.progress.set_phase("connecting");
+    let addrs = runtime.block_on(guard.resolve(&host, port))?;
+    let secure = source.url.scheme() == "ftps";
+    let tls = if secure { Some(tls_config()?) } else { None };
+    let mut offset = 0u64;
+    let mut failures = 0;
+    loop {
+        let before = offset;
+        let attempt = Attempt {
+            source,
+            guard,
+            wire,
+            host: &host,
+            addrs: &addrs,
+            path: &path,
+            tls: tls.clone(),
+        };
+        match attempt.run(&mut offset) {
+            Ok(()) => return Ok(()),
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Transient(message)) => {
+                if offset > before {
+                    failures = 0;
+                }
+                failures += 1;
+                if failures > MAX_RETRIES {
+                    return Err(ApiError::FetchFailed(format!(
+                        "{message} (gave up after {MAX_RETRIES} retries)"
+                    )));
+                }
+                tracing::warn!(url = %source.url, offset, error = %message,
+                    "FTP fetch interrupted; retrying");
+                let pause = Duration::from_millis(500 << failures);
+                let cancel = wire.progress.cancel_token();
+                runtime.block_on(async {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                });
+                if cancel.is_cancelled() {
+                    return Err(ApiError::Cancelled);
+                }
+            }
+        }
+    }
+}
+
+struct Attempt<'a> {
+    source: &'a FetchSource,
+    guard: &'a AddressGuard,
+    wire: &'a Wire,
+    host: &'a str,
+    addrs: &'a [SocketAddr],
+    path: &'a str,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl Attempt<'_> {
+    fn run(&self, offset: &mut u64) -> Result<(), Failure> {
+        let progress = &self.wire.progress;
+        progress.set_phase("connecting");
+        let mut last_error = None;
+        let control = self
+            .addrs
+            .iter()
+            .find_map(|&addr| match connect(self.guard, addr) {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    last_error = Some(e);
+                    None
+                }
+            });
+        let control = control.ok_or_else(|| {
+            Failure::Transient(format!(
+                "cannot connect to {}: {}",
+                self.host,
+                last_error.map(|e| e.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let guard = self.guard.clone();
+        let mut ftp = RustlsFtpStream::connect_with_stream(control)
+            .map_err(|e| ftp_failure("connecting", e))?
+            .passive_stream_builder(move |addr| {
+                connect(&guard, addr).map_err(FtpError::ConnectionError)
+            });
+        if let Some(tls) = &self.tls {
+            ftp = ftp
+                .into_secure(RustlsConnector::from(tls.clone()), self.host)
+                .map_err(|e| ftp_failure("starting TLS", e))?;
+        }
+        ftp.set_passive_nat_workaround(true);
+        let user = self.source.user.as_deref().unwrap_or("anonymous");
+        let password = self.source.password.as_deref().unwrap_or("anonymous@");
+        ftp.login(user, password).map_err(|e| match e {
+            FtpError::UnexpectedResponse(r) if r.status == Status::NotLoggedIn => {
+                Failure::Fatal(ApiError::FetchFailed(
+                    "the FTP server refused the login (check conn_user and conn_pass)".into(),
+                ))
+            }
+            e => ftp_failure("logging in", e),
+        })?;
+        ftp.transfer_type(FileType::Binary)
+            .map_err(|e| ftp_failure("setting binary mode", e))?;
+        if *offset == 0
+            && let Ok(size) = ftp.size(self.path)
+        {
+            progress.set_total(Some(size as u64));
+        }
+        if *offset > 0 {
+            ftp.resume_transfer(*offset as usize)
+                .map_err(|e| ftp_failure("resuming", e))?;
+        }
+        let mut stream = ftp.retr_as_stream(self.path).map_err(|e| match e {
+            FtpError::UnexpectedResponse(r) if r.status == Status::FileUnavailable => {
+                Failure::Fatal(ApiError::FetchFailed(format!(
+                    "the FTP server has no file {}",
+                    self.path
+                )))
+            }
+            e => ftp_failure("starting the transfer", e),
+        })?;
+        progress.set_phase("downloading");
+        loop {
+            if progress.is_cancelled() {
+                return Err(Failure::Fatal(ApiError::Cancelled));
+            }
+            let mut buf = BytesMut::zeroed(READ_CHUNK);
+            let n = match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Failure::Transient(format!("reading from FTP: {e}"))),
+            };
+            buf.truncate(n);
+            self.wire.received(n);
+            *offset += n as u64;
+            progress.set_done(*offset);
+            if self.wire.blocking_send(buf.freeze()).is_err() {
+                return Err(Failure::Fatal(ApiError::Cancelled));
+            }
+        }
+        stream
+            .finish()
+            .map_err(|e| ftp_failure("finishing the transfer", e))?;
+        let _ = ftp.quit();
+        Ok(())
+    }
+}

@@ -1,0 +1,395 @@
+//! The fetch pipeline: download → decompress → hash → thin write, each stage on its own thread,
+//! joined by bounded channels so memory stays flat whatever the image size.
+//!
+//! The downloader (async HTTP, or a blocking FTP thread) hands network chunks to a [`Wire`].
+//! The decode thread recognises the compression, inflates into 1 MiB buffers taken from a small
+//! pool, stops the job as soon as the image passes the disk size, and notices ISO 9660 images.
+//! The hash thread computes the checksum (only when one was given); the write thread writes
+//! the buffers thinly into the staging file and gives them back to the pool. Every stage checks
+//! the job's cancellation between buffers, so a cancel stops the work within a buffer.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::Digest;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Checksum;
+use super::decode::{self, Compression};
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::JobProgress;
+use crate::sparse::{SparseStats, SparseWriter};
+
+/// Size of the buffers between the decode, hash and write stages.
+const CHUNK: usize = 1 << 20;
+/// Buffers in flight between those stages (the pipeline's memory is about this many MiB).
+const POOL: usize = 8;
+/// Network chunks queued between the downloader and the decode stage.
+const WIRE_QUEUE: usize = 16;
+/// Where an ISO 9660 volume descriptor says `CD001`.
+const ISO_MAGIC_AT: usize = 32_769;
+
+/// The downloader's end of the pipeline: forwards network chunks and counts the bytes that
+/// came over the wire (what the customer is charged for).
+pub struct Wire {
+    tx: mpsc::Sender<Bytes>,
+    pub progress: Arc<JobProgress>,
+    received: AtomicU64,
+}
+
+impl Wire {
+    /// Counts `n` bytes received from the network (forwarded or not).
+    pub fn received(&self, n: usize) {
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn total_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Hands a chunk to the decoder; fails when the pipeline has stopped (it then has the
+    /// reason).
+    pub async fn send(&self, chunk: Bytes) -> Result<(), PipelineClosed> {
+        self.tx.send(chunk).await.map_err(|_| PipelineClosed)
+    }
+
+    pub fn blocking_send(&self, chunk: Bytes) -> Result<(), PipelineClosed> {
+        self.tx.blocking_send(chunk).map_err(|_| PipelineClosed)
+    }
+}
+
+/// The pipeline stopped taking data (it failed or was cancelled; its own result says why).
+#[derive(Debug)]
+pub struct PipelineClosed;
+
+/// What the pipeline wrote.
+#[derive(Debug)]
+pub struct Written {
+    pub compression: Compression,
+    /// Bytes of the uncompressed image.
+    pub image_bytes: u64,
+    pub is_iso: bool,
+    /// Lower-case hex of the checksum asked for, when one was.
+    pub digest: Option<String>,
+    pub stats: SparseStats,
+}
+
+/// Why a stage stopped.
+enum StageError {
+    Failed(ApiError),
+    /// A neighbouring stage went away; its own error is the one to report.
+    PeerGone,
+}
+
+impl From<ApiError> for StageError {
+    fn from(e: ApiError) -> Self {
+        StageError::Failed(e)
+    }
+}
+
+type StageResult<T> = Result<T, StageError>;
+
+/// The running stages.
+pub struct Stages {
+    decode: JoinHandle<StageResult<(Compression, u64, bool)>>,
+    hash: JoinHandle<StageResult<Option<String>>>,
+    write: JoinHandle<StageResult<SparseStats>>,
+}
+
+/// Starts the stages writing into `file`; returns the downloader's end and the stages.
+pub fn start(
+    file: File,
+    disk_size: u64,
+    checksum: &Checksum,
+    progress: Arc<JobProgress>,
+) -> io::Result<(Arc<Wire>, Stages)> {
+    let (wire_tx, wire_rx) = mpsc::channel(WIRE_QUEUE);
+    let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(POOL);
+    let (decoded_tx, decoded_rx) = sync_channel::<Vec<u8>>(POOL / 2);
+    let (hashed_tx, hashed_rx) = sync_channel::<Vec<u8>>(POOL / 2);
+    let cancel = progress.cancel_token().clone();
+    let input = ChannelReader {
+        rx: wire_rx,
+        current: Bytes::new(),
+        cancel: cancel.clone(),
+        runtime: Handle::current(),
+    };
+    let hasher = Hasher::new(checksum).map_err(io::Error::other)?;
+    let decode = {
+        let cancel = cancel.clone();
+        std::thread::Builder::new()
+            .name("fetch-decode".into())
+            .spawn(move || decode_stage(input, disk_size, pool_rx, decoded_tx, cancel))?
+    };
+    let hash = {
+        let cancel = cancel.clone();
+        std::thread::Builder::new()
+            .name("fetch-hash".into())
+            .spawn(move || hash_stage(hasher, decoded_rx, hashed_tx, cancel))?
+    };
+    let write = std::thread::Builder::new()
+        .name("fetch-write".into())
+        .spawn(move || write_stage(file, hashed_rx, pool_tx, cancel))?;
+    let wire = Arc::new(Wire {
+        tx: wire_tx,
+        progress,
+        received: AtomicU64::new(0),
+    });
+    Ok((
+        wire,
+        Stages {
+            decode,
+            hash,
+            write,
+        },
+    ))
+}
+
+impl Stages {
+    /// Waits for every stage (they end once the wire closes, a stage fails or the job is
+    /// cancelled) and returns what was written, or the error that stopped them first.
+    pub fn wait(self) -> ApiResult<Written> {
+        let decode = joined(self.decode);
+        let hash = joined(self.hash);
+        let write = joined(self.write);
+        match (decode, hash, write) {
+            (Ok((compression, image_bytes, is_iso)), Ok(digest), Ok(stats)) => Ok(Written {
+                compression,
+                image_bytes,
+                is_iso,
+                digest,
+                stats,
+            }),
+            (decode, hash, write) => {
+                let first = [decode.err(), hash.err(), write.err()]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|e| match e {
+                        StageError::Failed(e) => Some(e),
+                        StageError::PeerGone => None,
+                    });
+                Err(first.unwrap_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("the fetch pipeline stopped"))
+                }))
+            }
+        }
+    }
+}
+
+fn joined<T>(stage: JoinHandle<StageResult<T>>) -> StageResult<T> {
+    stage.join().unwrap_or_else(|_| {
+        Err(StageError::Failed(ApiError::internal(anyhow::anyhow!(
+            "a fetch pipeline thread panicked"
+        ))))
+    })
+}
+
+/// Reads the downloader's chunks as a byte stream; a cancelled job reads as an error.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+    cancel: CancellationToken,
+    runtime: Handle,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the job was cancelled")]
+struct CancelledRead;
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            let next = match self.rx.try_recv() {
+                Ok(chunk) => Some(chunk),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let (rx, cancel) = (&mut self.rx, &self.cancel);
+                    self.runtime.block_on(async {
+                        tokio::select! {
+                            chunk = rx.recv() => Ok(chunk),
+                            _ = cancel.cancelled() => Err(io::Error::other(CancelledRead)),
+                        }
+                    })?
+                }
+            };
+            match next {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+fn cancelled(cancel: &CancellationToken) -> StageResult<()> {
+    if cancel.is_cancelled() {
+        Err(StageError::Failed(ApiError::Cancelled))
+    } else {
+        Ok(())
+    }
+}
+
+fn read_error(kind: Compression, err: io::Error) -> StageError {
+    if err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<CancelledRead>())
+    {
+        return StageError::Failed(ApiError::Cancelled);
+    }
+    StageError::Failed(ApiError::FetchFailed(match kind {
+        Compression::None => format!("reading the image failed: {err}"),
+        kind => format!("the {} data is corrupt: {err}", kind.name()),
+    }))
+}
+
+/// Fills `buf` as far as the input goes; returns how much was read.
+fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Takes a buffer from the pool, allocating up to [`POOL`] of them.
+fn take_buffer(
+    pool: &Receiver<Vec<u8>>,
+    allocated: &mut usize,
+    cancel: &CancellationToken,
+) -> StageResult<Vec<u8>> {
+    match pool.try_recv() {
+        Ok(buf) => return Ok(buf),
+        Err(TryRecvError::Empty) if *allocated < POOL => {
+            *allocated += 1;
+            return Ok(vec![0u8; CHUNK]);
+        }
+        Err(TryRecvError::Empty) => {}
+        Err(TryRecvError::Disconnected) => return Err(StageError::PeerGone),
+    }
+    loop {
+        cancelled(cancel)?;
+        match pool.recv_timeout(Duration::from_millis(200)) {
+            Ok(buf) => return Ok(buf),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Err(StageError::PeerGone),
+        }
+    }
+}
+
+fn decode_stage(
+    input: ChannelReader,
+    disk_size: u64,
+    pool: Receiver<Vec<u8>>,
+    out: SyncSender<Vec<u8>>,
+    cancel: CancellationToken,
+) -> StageResult<(Compression, u64, bool)> {
+    let (kind, mut reader) = decode::open(input).map_err(|e| read_error(Compression::None, e))?;
+    let mut allocated = 0;
+    let mut total: u64 = 0;
+    let mut is_iso = false;
+    loop {
+        cancelled(&cancel)?;
+        let mut buf = take_buffer(&pool, &mut allocated, &cancel)?;
+        buf.resize(CHUNK, 0);
+        let n = fill(&mut *reader, &mut buf).map_err(|e| read_error(kind, e))?;
+        if n == 0 {
+            break;
+        }
+        if total == 0 && n >= ISO_MAGIC_AT + 5 {
+            is_iso = &buf[ISO_MAGIC_AT..ISO_MAGIC_AT + 5] == b"CD001";
+        }
+        total += n as u64;
+        if total > disk_size {
+            return Err(ApiError::ImageTooLarge { disk_size }.into());
+        }
+        buf.truncate(n);
+        out.send(buf).map_err(|_| StageError::PeerGone)?;
+    }
+    Ok((kind, total, is_iso))
+}
+
+/// The checksum being computed. MD5 is OpenSSL's: its assembly runs about twice as fast as
+/// the pure-Rust crates (0.9 GB/s against 0.45 on the development machine), and MD5 is the
+/// slowest stage of a fetch.
+enum Hasher {
+    None,
+    Md5(openssl::hash::Hasher),
+    Sha256(sha2::Sha256),
+}
+
+impl Hasher {
+    fn new(checksum: &Checksum) -> ApiResult<Self> {
+        Ok(match checksum {
+            Checksum::None => Hasher::None,
+            Checksum::Md5(_) => Hasher::Md5(
+                openssl::hash::Hasher::new(openssl::hash::MessageDigest::md5())
+                    .map_err(ApiError::internal)?,
+            ),
+            Checksum::Sha256(_) => Hasher::Sha256(sha2::Sha256::new()),
+        })
+    }
+
+    fn update(&mut self, data: &[u8]) -> ApiResult<()> {
+        match self {
+            Hasher::None => {}
+            Hasher::Md5(h) => h.update(data).map_err(ApiError::internal)?,
+            Hasher::Sha256(h) => h.update(data),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> ApiResult<Option<String>> {
+        Ok(match self {
+            Hasher::None => None,
+            Hasher::Md5(mut h) => Some(hex::encode(h.finish().map_err(ApiError::internal)?)),
+            Hasher::Sha256(h) => Some(hex::encode(h.finalize())),
+        })
+    }
+}
+
+fn hash_stage(
+    mut hasher: Hasher,
+    input: Receiver<Vec<u8>>,
+    out: SyncSender<Vec<u8>>,
+    cancel: CancellationToken,
+) -> StageResult<Option<String>> {
+    for buf in input {
+        cancelled(&cancel)?;
+        hasher.update(&buf)?;
+        out.send(buf).map_err(|_| StageError::PeerGone)?;
+    }
+    Ok(hasher.finish()?)
+}
+
+fn write_stage(
+    file: File,
+    input: Receiver<Vec<u8>>,
+    pool: SyncSender<Vec<u8>>,
+    cancel: CancellationToken,
+) -> StageResult<SparseStats> {
+    let storage_error = |e: io::Error| ApiError::Storage(format!("writing the image failed: {e}"));
+    let mut writer = SparseWriter::new(file);
+    for buf in input {
+        cancelled(&cancel)?;
+        writer.write(&buf).map_err(storage_error)?;
+        // The pool has room for every buffer; a full or closed pool just drops this one.
+        let _ = pool.try_send(buf);
+    }
+    let (_file, stats) = writer.finish().map_err(storage_error)?;
+    Ok(stats)
+}

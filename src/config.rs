@@ -98,6 +98,15 @@ pub enum HypervisorKind {
     None,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QemuAccel {
+    /// KVM when /dev/kvm is usable, otherwise TCG.
+    Auto,
+    Kvm,
+    /// QEMU's CPU emulator.
+    Tcg,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -121,6 +130,14 @@ pub struct ServeArgs {
     pub job_lease_seconds: u64,
     #[arg(long, env = "EXTILITY_HYPERVISOR", value_enum, default_value = "auto")]
     pub hypervisor: HypervisorKind,
+    /// How QEMU runs guest CPUs: KVM when /dev/kvm is usable (auto), or always the TCG
+    /// emulator.
+    #[arg(long, env = "EXTILITY_QEMU_ACCEL", value_enum, default_value = "auto")]
+    pub qemu_accel: QemuAccel,
+    /// Seconds StopServer method 1 waits for the guest to shut down (ACPI power button)
+    /// before powering it off.
+    #[arg(long, env = "EXTILITY_VM_SHUTDOWN_TIMEOUT", default_value_t = 60)]
+    pub vm_shutdown_timeout: u64,
     /// Let FetchDisk reach addresses in this range even though it is private, loopback or
     /// otherwise internal. Repeatable; the variable takes a comma-separated list.
     #[arg(

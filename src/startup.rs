@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -10,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::api::auth::CredentialCache;
-use crate::config::{Config, HypervisorKind};
+use crate::config::{Config, HypervisorKind, QemuAccel};
 use crate::db::{Db, seed};
+use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
 use crate::jobs::{JobQueue, queue, worker};
 use crate::ops::server;
@@ -71,17 +73,52 @@ fn secret_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
 }
 
 fn hypervisor(
-    kind: HypervisorKind,
-    _data_dir: &Path,
-    _events: mpsc::UnboundedSender<VmEvent>,
+    config: &Config,
+    events: mpsc::UnboundedSender<VmEvent>,
 ) -> anyhow::Result<Arc<dyn Hypervisor>> {
-    match kind {
-        HypervisorKind::None | HypervisorKind::Auto => {
-            tracing::warn!("hypervisor 'none': server state is only recorded, no VM runs");
-            Ok(Arc::new(RecordOnly::default()))
+    let binary = match config.hypervisor {
+        HypervisorKind::None => None,
+        HypervisorKind::Qemu => Some(
+            qemu::find_binary()
+                .with_context(|| format!("--hypervisor qemu: {} is not on PATH", qemu::BINARY))?,
+        ),
+        HypervisorKind::Auto => {
+            let found = qemu::find_binary();
+            if found.is_none() {
+                tracing::warn!("{} is not on PATH", qemu::BINARY);
+            }
+            found
         }
-        HypervisorKind::Qemu => anyhow::bail!("the QEMU driver is not available in this build"),
-    }
+    };
+    let Some(binary) = binary else {
+        tracing::warn!("hypervisor 'none': server state is only recorded, no VM runs");
+        return Ok(Arc::new(RecordOnly::default()));
+    };
+    let accel = match config.qemu_accel {
+        QemuAccel::Kvm => Accel::Kvm,
+        QemuAccel::Tcg => Accel::Tcg,
+        QemuAccel::Auto if qemu::kvm_usable() => Accel::Kvm,
+        QemuAccel::Auto => {
+            tracing::warn!("/dev/kvm is not usable: VMs run on QEMU's (slower) TCG emulator");
+            Accel::Tcg
+        }
+    };
+    let driver = Qemu::new(
+        QemuConfig {
+            binary,
+            vms_dir: qemu::vms_dir(&config.db.data_dir),
+            accel,
+            shutdown_timeout: Duration::from_secs(config.vm_shutdown_timeout),
+        },
+        events,
+    )?;
+    tracing::info!(
+        binary = %driver.config().binary.display(),
+        accel = accel.as_str(),
+        vms = %driver.config().vms_dir.display(),
+        "hypervisor 'qemu'"
+    );
+    Ok(Arc::new(driver))
 }
 
 impl Application {
@@ -100,7 +137,7 @@ impl Application {
         let lease_ms = (config.job_lease_seconds.max(2) * 1000) as i64;
         let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(&data_dir)?);
         let (events_tx, vm_events) = mpsc::unbounded_channel();
-        let hypervisor = hypervisor(config.hypervisor, &data_dir, events_tx)?;
+        let hypervisor = hypervisor(&config, events_tx)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;

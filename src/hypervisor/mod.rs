@@ -1,11 +1,12 @@
 //! Hypervisors: what runs a server's virtual machine.
 //!
-//! [`Hypervisor`] is the driver interface. [`none::RecordOnly`] only records state (for hosts
-//! without QEMU). Methods block (they spawn processes and talk to them), so async code calls
+//! [`Hypervisor`] is the driver interface. [`qemu::Qemu`] boots real VMs; [`none::RecordOnly`]
+//! only records state (for hosts without QEMU). Methods block (they spawn processes and talk to them), so async code calls
 //! them through `spawn_blocking`. A driver reports VMs that end on their own as [`VmEvent`]s
 //! on the channel it was built with.
 
 pub mod none;
+pub mod qemu;
 
 use std::path::PathBuf;
 
@@ -103,4 +104,10 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// The end of the VM's serial console output, at most `max_bytes`.
     fn console_log(&self, server_uuid: &str, max_bytes: usize) -> Result<Vec<u8>, HypervisorError>;
+
+    /// The server is being destroyed: powers its VM off if it runs and removes what the
+    /// driver keeps for it (console log, ...).
+    fn discard(&self, server_uuid: &str) -> Result<(), HypervisorError> {
+        self.stop(server_uuid, StopMethod::PowerOff)
+    }
 }

@@ -153,6 +153,9 @@ operations! {
     /// Stops a server: `stop_method` 1 asks the guest to shut down, 2 powers off at once.
     /// Returns a job id.
     StopServer(server_id: i64, stop_method: i64) -> job_id: i64 = server::stop_server;
+    /// Returns the last 64 KiB of a server's serial console (the current or last boot), as
+    /// text: control characters other than tab and newline appear as Unicode control pictures.
+    GetConsoleLog(server_id: i64) -> console_log: String = server::get_console_log;
     /// Fetches a disk image from a URL into a new disk (or, with `make_image`, a new private
     /// image). `checksum` is the MD5 of the uncompressed image. Returns a job id.
     FetchDisk(

@@ -512,6 +512,25 @@ async fn set_status(
     Ok(())
 }
 
+/// Records that the server's VM no longer runs. The secret it read its metadata with ends
+/// with it: the next start hands out a new one.
+async fn vm_gone(
+    conn: &mut AnyConnection,
+    server_id: i64,
+    status: ServerStatus,
+    reason: Option<&str>,
+) -> ApiResult<()> {
+    sqlx::query(
+        "UPDATE servers SET status = $1, status_reason = $2, metadata_token = NULL WHERE id = $3",
+    )
+    .bind(status.code())
+    .bind(reason)
+    .bind(server_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Moves a server into a transitional status and queues the job that finishes the move, in
 /// one transaction.
 async fn queue_server_job(
@@ -709,16 +728,22 @@ pub async fn run_start_job(job: &RunningJob) -> ApiResult<JobOutcome> {
         let hypervisor = state.hypervisor.clone();
         let started = tokio::task::spawn_blocking(move || hypervisor.start(&spec)).await?;
         if let Err(err) = started {
-            set_status(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
+            vm_gone(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
             return Err(err.into());
         }
     }
-    sqlx::query("UPDATE servers SET status = $1, status_reason = NULL, node = $2 WHERE id = $3")
-        .bind(ServerStatus::Running.code())
-        .bind(&state.jobs.node_id)
-        .bind(server.id)
-        .execute(&mut *conn)
-        .await?;
+    // Only from "starting": a VM that has already ended on its own was recorded as such by
+    // `record_vm_event`, and stays so.
+    sqlx::query(
+        "UPDATE servers SET status = $1, status_reason = NULL, node = $2 WHERE id = $3 \
+         AND status = $4",
+    )
+    .bind(ServerStatus::Running.code())
+    .bind(&state.jobs.node_id)
+    .bind(server.id)
+    .bind(ServerStatus::Starting.code())
+    .execute(&mut *conn)
+    .await?;
     Ok(outcome(&server))
 }
 
@@ -747,7 +772,7 @@ pub async fn run_stop_job(job: &RunningJob) -> ApiResult<JobOutcome> {
         .await?;
         return Err(err);
     }
-    set_status(&mut conn, server.id, ServerStatus::Stopped, None).await?;
+    vm_gone(&mut conn, server.id, ServerStatus::Stopped, None).await?;
     Ok(outcome(&server))
 }
 
@@ -756,9 +781,11 @@ pub async fn run_destroy_job(job: &RunningJob) -> ApiResult<JobOutcome> {
     let server = job_server(job).await?;
     let hypervisor = state.hypervisor.clone();
     let uuid = server.uuid.clone();
-    let vm = tokio::task::spawn_blocking(move || hypervisor.state(&uuid)).await?;
-    if vm == VmState::Running {
-        power_off(state, &server, StopMethod::PowerOff).await?;
+    // Powers the VM off if it runs and removes its files (console log, ...).
+    if let Err(err) = tokio::task::spawn_blocking(move || hypervisor.discard(&uuid)).await? {
+        let mut conn = state.db.pool().acquire().await?;
+        set_status(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
+        return Err(err.into());
     }
     let mut tx = state.db.begin_write().await?;
     let mut garbage = Vec::new();
@@ -785,23 +812,30 @@ pub async fn run_destroy_job(job: &RunningJob) -> ApiResult<JobOutcome> {
     Ok(outcome(&server))
 }
 
-/// Records a VM that ended on its own: a running server becomes stopped, or in error with the
-/// reason. A server being stopped or destroyed is left to its job.
+/// Records a VM that ended on its own: a running server (or one whose start job has not yet
+/// recorded it running) becomes stopped, or in error with the reason. A server being stopped
+/// or destroyed is left to its job.
 pub async fn record_vm_event(state: &AppState, event: VmEvent) -> ApiResult<()> {
     let (status, reason) = match &event.state {
         VmState::Running => return Ok(()),
         VmState::Stopped => (ServerStatus::Stopped, None),
         VmState::Failed(reason) => (ServerStatus::Error, Some(reason.as_str())),
     };
-    sqlx::query(
-        "UPDATE servers SET status = $1, status_reason = $2 WHERE uuid = $3 AND status = $4",
+    let recorded = sqlx::query(
+        "UPDATE servers SET status = $1, status_reason = $2, metadata_token = NULL \
+         WHERE uuid = $3 AND (status = $4 OR status = $5)",
     )
     .bind(status.code())
     .bind(reason)
     .bind(&event.server_uuid)
     .bind(ServerStatus::Running.code())
+    .bind(ServerStatus::Starting.code())
     .execute(state.db.pool())
     .await?;
+    if recorded.rows_affected() > 0 {
+        tracing::info!(server = %event.server_uuid, status = status.code(), reason,
+            "a server's VM ended on its own");
+    }
     Ok(())
 }
 
@@ -824,12 +858,60 @@ pub async fn recover_servers(state: &AppState) -> ApiResult<()> {
             }
             VmState::Stopped => {
                 tracing::info!(server_id = id, "server's VM is gone; marking it stopped");
-                set_status(&mut conn, id, ServerStatus::Stopped, None).await?;
+                vm_gone(&mut conn, id, ServerStatus::Stopped, None).await?;
             }
             VmState::Failed(reason) => {
-                set_status(&mut conn, id, ServerStatus::Error, Some(&reason)).await?;
+                tracing::warn!(server_id = id, %reason, "server's VM could not be taken back");
+                vm_gone(&mut conn, id, ServerStatus::Error, Some(&reason)).await?;
             }
         }
     }
     Ok(())
+}
+
+/// How much of the serial console GetConsoleLog returns.
+pub const CONSOLE_LOG_BYTES: usize = 64 * 1024;
+
+pub async fn get_console_log(ctx: &Ctx, a: args::GetConsoleLog) -> ApiResult<String> {
+    let server = {
+        let mut conn = ctx.state.db.pool().acquire().await?;
+        own_server(&mut conn, ctx.customer_id(), a.server_id).await?
+    };
+    let hypervisor = ctx.state.hypervisor.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        hypervisor.console_log(&server.uuid, CONSOLE_LOG_BYTES)
+    })
+    .await??;
+    Ok(console_text(&bytes))
+}
+
+/// Console output as text any JSON or XML reader takes: bytes that are not UTF-8 become
+/// U+FFFD, line ends become `\n`, and control characters other than tab and newline (which XML
+/// 1.0 cannot carry, like the ESC of terminal colours) become their Unicode control pictures
+/// (`␛`).
+fn console_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .replace("\r\n", "\n")
+        .chars()
+        .map(|c| match c {
+            '\t' | '\n' => c,
+            '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            '\u{7f}' => '\u{2421}',
+            _ => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_text;
+
+    #[test]
+    fn console_text_is_safe_for_xml() {
+        assert_eq!(console_text(b"boot\r\nok\tdone\n"), "boot\nok\tdone\n");
+        assert_eq!(
+            console_text(b"\x1b[1mX\x00\xff"),
+            "\u{241b}[1mX\u{2400}\u{fffd}"
+        );
+    }
 }

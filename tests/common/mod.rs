@@ -247,8 +247,56 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
+        // VMs outlive `extility serve` (that is the point), so the test's end must end them.
+        kill_vms(&self.data_dir.join("vms"));
         if std::thread::panicking() {
             eprintln!("---- server log ({}) ----\n{}", self.url, self.log_text());
+        }
+    }
+}
+
+/// The QEMU processes running for VMs under `vms_dir` (`<data-dir>/vms`): every process
+/// whose command line names a file there, found in /proc (a QEMU still starting has no pid
+/// file yet).
+pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    // The QEMU driver names its files by the canonical path.
+    let Ok(vms_dir) = vms_dir.canonicalize() else {
+        return Vec::new();
+    };
+    let mut prefix = vms_dir.as_os_str().as_bytes().to_vec();
+    prefix.push(b'/');
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    processes
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let mut args = cmdline.split(|b| *b == 0);
+            let program = args.next()?;
+            let is_qemu = program.ends_with(b"qemu-system-x86_64");
+            let names_a_vm_file = args.any(|arg| arg.windows(prefix.len()).any(|w| w == prefix));
+            (is_qemu && names_a_vm_file).then_some(pid)
+        })
+        .collect()
+}
+
+/// Kills (SIGKILL) the QEMU processes running for VMs under `vms_dir`, until none is left:
+/// one being started when extility died may still fork its daemon.
+pub fn kill_vms(vms_dir: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pids = running_vms(vms_dir);
+        if pids.is_empty() || std::time::Instant::now() > deadline {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: kill(2) on a pid just found to be one of this test's QEMUs.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
         }
     }
 }

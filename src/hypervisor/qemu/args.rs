@@ -1,0 +1,300 @@
+//! QEMU's command line for a server.
+//!
+//! The machine is a plain i440FX PC with SeaBIOS. Hard disks are virtio-blk in attach order
+//! (SeaBIOS boots the first one; up to 16 fit, unlike IDE's 4). ISO disks are IDE CD-ROMs,
+//! which every installer can read. Boot order is CD, then hard disk, as the platform
+//! documents: each device gets a `bootindex` (CDs first) and `-boot order=dc` says the same to
+//! firmware that only reads the legacy order. The serial console goes to a log file, the
+//! metadata URL and secret to the guest through fw_cfg files (read from files of the VM's
+//! directory, so the secret never shows in the process list).
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use super::files::{VmFiles, option_path};
+use crate::hypervisor::{HypervisorError, Media, VmSpec};
+
+/// The fw_cfg names a guest reads its metadata URL and secret from
+/// (`/sys/firmware/qemu_fw_cfg/by_name/opt/com.extility/metadata-token/raw` on Linux).
+pub const FW_CFG_METADATA_URL: &str = "opt/com.extility/metadata-url";
+pub const FW_CFG_METADATA_TOKEN: &str = "opt/com.extility/metadata-token";
+
+/// The PC's two IDE channels hold four drives.
+pub const MAX_CDROMS: usize = 4;
+
+/// How the guest's CPUs are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+    /// QEMU's emulator: slower, works anywhere.
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Builds the argument list (without the program name).
+pub fn command_line(
+    spec: &VmSpec,
+    files: &VmFiles,
+    accel: Accel,
+) -> Result<Vec<OsString>, HypervisorError> {
+    let mut args = Args::default();
+    args.push("-name")
+        .push(format!("extility-{}", spec.server_uuid));
+    if uuid::Uuid::parse_str(&spec.server_uuid).is_ok() {
+        // The guest sees the server's uuid as its SMBIOS system uuid.
+        args.push("-uuid").push(&spec.server_uuid);
+    }
+    args.push("-no-user-config").push("-nodefaults");
+    args.push("-machine").push("pc");
+    // QEMU's default CPU model: `-cpu host` would pass more features on, but it fails to
+    // start on some (nested) KVM hosts that report MSRs they cannot set.
+    args.push("-accel").push(accel.as_str());
+    args.push("-smp").push(spec.processors.max(1).to_string());
+    args.push("-m").push(format!("{}M", spec.memory_mb.max(16)));
+    args.push("-display").push("none");
+    args.push("-vga").push("std");
+    args.push("-device").push("pvpanic");
+
+    // Daemonized in a session of its own, so the VM outlives `extility serve`.
+    args.push("-daemonize");
+    args.push("-pidfile").push(files.pid_file());
+    for socket in [files.events_socket(), files.control_socket()] {
+        args.push("-qmp")
+            .push(option("unix:", &socket, ",server=on,wait=off"));
+    }
+    args.push("-chardev").push(option(
+        "file,id=console,path=",
+        &files.console_log(),
+        ",append=on",
+    ));
+    args.push("-serial").push("chardev:console");
+    if spec.metadata.is_some() {
+        for (name, path) in [
+            (FW_CFG_METADATA_URL, files.metadata_url()),
+            (FW_CFG_METADATA_TOKEN, files.metadata_token()),
+        ] {
+            args.push("-fw_cfg")
+                .push(option(&format!("name={name},file="), &path, ""));
+        }
+    }
+
+    args.push("-boot").push("order=dc");
+    let (cdroms, hard_disks): (Vec<_>, Vec<_>) =
+        spec.disks.iter().partition(|d| d.media == Media::Iso);
+    if cdroms.len() > MAX_CDROMS {
+        return Err(HypervisorError(format!(
+            "a server can have at most {MAX_CDROMS} ISO disks (CD-ROM drives), this one has {}",
+            cdroms.len()
+        )));
+    }
+    for (i, cd) in cdroms.iter().enumerate() {
+        args.push("-drive").push(option(
+            &format!(
+                "if=none,id=cd{i},media=cdrom,readonly=on,format={},file=",
+                cd.format.as_str()
+            ),
+            &cd.path,
+            "",
+        ));
+        args.push("-device").push(format!(
+            "ide-cd,drive=cd{i},bus=ide.{},unit={},bootindex={i}",
+            i / 2,
+            i % 2
+        ));
+    }
+    for (i, disk) in hard_disks.iter().enumerate() {
+        args.push("-drive").push(option(
+            &format!(
+                "if=none,id=disk{i},discard=unmap,format={},file=",
+                disk.format.as_str()
+            ),
+            &disk.path,
+            "",
+        ));
+        args.push("-device").push(format!(
+            "virtio-blk-pci,drive=disk{i},bootindex={}",
+            MAX_CDROMS + i
+        ));
+    }
+
+    if let Some(nic) = &spec.nic {
+        if !is_mac_address(&nic.mac) {
+            return Err(HypervisorError(format!(
+                "'{}' is not a MAC address",
+                nic.mac
+            )));
+        }
+        // User-mode networking: the guest reaches out through NAT, and reaches this host's
+        // loopback (the metadata service) at 10.0.2.2. No boot ROM: nothing boots from it.
+        args.push("-netdev").push("user,id=net0");
+        args.push("-device").push(format!(
+            "virtio-net-pci,netdev=net0,mac={},romfile=",
+            nic.mac
+        ));
+    }
+    Ok(args.0)
+}
+
+/// The metadata URL as the guest must use it: under user-mode networking the host's loopback
+/// (and a wildcard listen address) is 10.0.2.2 from inside the VM.
+pub fn guest_metadata_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let host_only = match parsed.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        None => false,
+    };
+    if host_only && parsed.set_host(Some("10.0.2.2")).is_ok() {
+        parsed.to_string()
+    } else {
+        url.to_string()
+    }
+}
+
+fn is_mac_address(mac: &str) -> bool {
+    let parts: Vec<&str> = mac.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `prefix` + the path with its commas doubled + `suffix`.
+fn option(prefix: &str, path: &Path, suffix: &str) -> OsString {
+    let mut value = OsString::from(prefix);
+    value.push(option_path(path));
+    value.push(suffix);
+    value
+}
+
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn push(&mut self, arg: impl Into<OsString>) -> &mut Self {
+        self.0.push(arg.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::hypervisor::{MetadataAccess, VmDisk, VmNic};
+    use crate::storage::VolumeFormat;
+
+    fn spec(disks: Vec<VmDisk>) -> VmSpec {
+        VmSpec {
+            server_uuid: "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21".into(),
+            name: "web, \"front\"".into(),
+            processors: 2,
+            memory_mb: 1024,
+            disks,
+            nic: Some(VmNic {
+                vlan_id: 3,
+                mac: "52:54:00:aa:bb:cc".into(),
+            }),
+            metadata: Some(MetadataAccess {
+                url: "http://127.0.0.1:8080/metadata/v1/server.xml".into(),
+                token: "s3cret".into(),
+            }),
+        }
+    }
+
+    fn disk(path: &str, media: Media) -> VmDisk {
+        VmDisk {
+            path: PathBuf::from(path),
+            format: VolumeFormat::Raw,
+            media,
+        }
+    }
+
+    fn render(args: &[OsString]) -> String {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn hard_disks_keep_attach_order_and_cds_boot_first() {
+        let files = VmFiles::new(
+            Path::new("/data/vms"),
+            "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21",
+        )
+        .unwrap();
+        let spec = spec(vec![
+            disk("/v/boot.raw", Media::Disk),
+            disk("/v/install.iso", Media::Iso),
+            disk("/v/data,1.raw", Media::Disk),
+        ]);
+        let line = render(&command_line(&spec, &files, Accel::Tcg).unwrap());
+        let boot = line.find("file=/v/boot.raw").unwrap();
+        let data = line.find("file=/v/data,,1.raw").unwrap();
+        assert!(boot < data, "hard disks in attach order: {line}");
+        assert!(line.contains("ide-cd,drive=cd0,bus=ide.0,unit=0,bootindex=0"));
+        assert!(line.contains("media=cdrom,readonly=on,format=raw,file=/v/install.iso"));
+        assert!(line.contains("virtio-blk-pci,drive=disk0,bootindex=4"));
+        assert!(line.contains("virtio-blk-pci,drive=disk1,bootindex=5"));
+        assert!(line.contains("-boot order=dc"));
+        assert!(line.contains("-smp 2 -m 1024M"));
+        assert!(line.contains("virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc"));
+        assert!(
+            !line.contains("s3cret"),
+            "the secret stays off the command line"
+        );
+        assert!(line.contains("name=opt/com.extility/metadata-token,file=/data/vms/"));
+        assert!(
+            !line.contains("front"),
+            "the customer's server name is not an option"
+        );
+    }
+
+    #[test]
+    fn no_nic_without_a_vlan_and_at_most_four_cdroms() {
+        let files = VmFiles::new(Path::new("/data/vms"), "abc").unwrap();
+        let mut spec = spec(vec![disk("/v/a.iso", Media::Iso); 4]);
+        spec.nic = None;
+        let line = render(&command_line(&spec, &files, Accel::Kvm).unwrap());
+        assert!(!line.contains("-netdev"));
+        assert!(line.contains("-accel kvm"));
+        assert!(line.contains("bus=ide.1,unit=1,bootindex=3"));
+        spec.disks.push(disk("/v/e.iso", Media::Iso));
+        let err = command_line(&spec, &files, Accel::Kvm).unwrap_err();
+        assert!(err.0.contains("at most 4"), "{err}");
+    }
+
+    #[test]
+    fn loopback_metadata_urls_become_the_user_network_host() {
+        assert_eq!(
+            guest_metadata_url("http://127.0.0.1:8080/metadata/v1/server.xml"),
+            "http://10.0.2.2:8080/metadata/v1/server.xml"
+        );
+        assert_eq!(
+            guest_metadata_url("http://localhost:9/m"),
+            "http://10.0.2.2:9/m"
+        );
+        assert_eq!(
+            guest_metadata_url("http://0.0.0.0:9/m"),
+            "http://10.0.2.2:9/m"
+        );
+        assert_eq!(
+            guest_metadata_url("https://api.example.com/metadata/v1/server.xml"),
+            "https://api.example.com/metadata/v1/server.xml"
+        );
+    }
+}

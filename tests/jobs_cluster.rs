@@ -1,9 +1,13 @@
 //! Several `extility serve` processes on one database share the job queue: every job is
-//! claimed and run exactly once.
+//! claimed and run exactly once, and the jobs of a node that dies are taken over.
 
 mod common;
+mod fetch_support;
+
+use std::time::Duration;
 
 use common::{Api, Backend, ServerOptions, TestDatabase, TestServer};
+use fetch_support::{ImageServer, Served, md5_hex, sparse_image};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -14,7 +18,13 @@ async fn two_nodes_run_each_job_once(backend: Backend) {
     let db = TestDatabase::new(backend, &data).await;
     let node = |name: &str| ServerOptions {
         node_id: Some(name.to_string()),
-        args: vec!["--workers".into(), "3".into()],
+        // The queue is under test here, not virtual machines.
+        args: vec![
+            "--workers".into(),
+            "3".into(),
+            "--hypervisor".into(),
+            "none".into(),
+        ],
         ..ServerOptions::default()
     };
     let a = TestServer::spawn(&db, &data, node("node-a"));
@@ -86,3 +96,94 @@ async fn two_nodes_run_each_job_once(backend: Backend) {
     conn.close().await.unwrap();
 }
 db_test!(two_nodes_run_each_job_once, two_nodes_run_each_job_once);
+
+async fn a_dead_nodes_job_is_taken_over(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = TestDatabase::new(backend, &data).await;
+    let node = |name: &str| ServerOptions {
+        node_id: Some(name.to_string()),
+        args: [
+            "--job-lease-seconds",
+            "3",
+            "--allow-fetch-from",
+            "127.0.0.0/8",
+            "--hypervisor",
+            "none",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..ServerOptions::default()
+    };
+    let mut a = TestServer::spawn(&db, &data, node("node-a"));
+    let customer = a.add_customer("dave@example.com", "dave-password");
+    let images = ImageServer::start().await;
+    let (image, _) = sparse_image(4 << 20, 2, 7);
+    // A slow link: the fetch takes a few seconds, long enough to kill the node running it.
+    images.put(
+        "slow.img",
+        Served {
+            data: image.clone().into(),
+            pace: Some((128 << 10, Duration::from_millis(40))),
+            ..Default::default()
+        },
+    );
+    let via_a = a.api(&customer.email, &customer.password);
+    let job_id = via_a
+        .call(
+            "FetchDisk",
+            json!({"url": images.url("slow.img"), "checksum": md5_hex(&image), "name": "moved",
+                   "disk_productoffer_id": 29, "vdc_id": customer.vdc_id, "make_image": false}),
+        )
+        .await["job_id"]
+        .as_i64()
+        .unwrap();
+    // Wait until node A is running it, then kill A without a word.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while via_a.call("GetJob", json!({"job_id": job_id})).await["bytes_done"] == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetch never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll interval, not synchronisation
+    }
+    a.kill9();
+
+    // Node B starts later, on the same database and storage, and takes the job over once A's
+    // lease has run out.
+    let b = TestServer::spawn(&db, &data, node("node-b"));
+    let via_b = b.api(&customer.email, &customer.password);
+    let job = via_b.job_ok(job_id).await;
+    assert_eq!(job["item_type"], "disk");
+    let disks = via_b
+        .call("ListDisks", json!({"vdc_id": customer.vdc_id}))
+        .await;
+    assert_eq!(
+        disks.as_array().unwrap().len(),
+        1,
+        "exactly one disk: {disks}"
+    );
+    assert!(
+        images
+            .seen()
+            .iter()
+            .filter(|s| s.path == "slow.img")
+            .count()
+            >= 2,
+        "node B fetched again"
+    );
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let (attempts,): (i64,) = sqlx::query_as("SELECT attempts FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2, "claimed by A, then once by B");
+    conn.close().await.unwrap();
+}
+db_test!(
+    a_dead_nodes_job_is_taken_over,
+    a_dead_nodes_job_is_taken_over
+);

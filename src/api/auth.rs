@@ -100,7 +100,12 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Ca
     if let Some(caller) = state.credentials.get(&fingerprint) {
         return Ok(caller);
     }
-    let _slot = state.credentials.checks.acquire().await.map_err(ApiError::internal)?;
+    let _slot = state
+        .credentials
+        .checks
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
     let caller = crate::ops::customer::authenticate(&state.db, &email, &password).await?;
     state.credentials.put(fingerprint, caller.clone());
     Ok(caller)

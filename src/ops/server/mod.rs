@@ -1,0 +1,202 @@
+//! Servers: virtual machines made of a server product offer and attached disks.
+//!
+//! `create` makes servers, `disks` attaches and detaches disks, `power` starts, stops and
+//! destroys them (operations and the jobs behind them), `vm` follows what their virtual
+//! machines do on their own and shows their consoles.
+
+mod create;
+mod disks;
+mod power;
+mod vm;
+
+pub use create::create_server;
+pub use disks::{attach_disk, detach_disk, lock_stopped_server};
+pub use power::{
+    destroy_server, run_destroy_job, run_start_job, run_stop_job, start_server, stop_server,
+};
+pub use vm::{get_console_log, record_vm_event, recover_servers};
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use sqlx::AnyConnection;
+
+use super::disk::{self, Disk, DiskRow, NewDisk, select_disks};
+use super::{Ctx, args, create_image, product_offer, usage, validate, vdc};
+use crate::db::{Tx, now_ms};
+use crate::error::{ApiError, ApiResult};
+use crate::hypervisor::{Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmSpec, VmState};
+use crate::jobs::{JobOutcome, JobQueue, NewJob, RunningJob};
+use crate::ops::wire::Timestamp;
+use crate::state::AppState;
+use crate::storage::volumes;
+use crate::wire_struct;
+
+/// Server status codes, as the Extility API numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i64)]
+pub enum ServerStatus {
+    Error = 1,
+    Running = 2,
+    Starting = 3,
+    Stopping = 4,
+    Stopped = 5,
+}
+
+impl ServerStatus {
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    fn describe(code: i64) -> &'static str {
+        match code {
+            1 => "in error",
+            2 => "running",
+            3 => "starting",
+            4 => "stopping",
+            5 => "stopped",
+            _ => "in an unknown state",
+        }
+    }
+}
+
+wire_struct! {
+    /// A server. `status`: 1 error, 2 running, 3 starting, 4 stopping, 5 stopped, with
+    /// `status_reason` saying why when it is in error. `memory` is in MiB. `disks` are in attach
+    /// order (the first is the boot disk). `initial_user` and `initial_password` are the
+    /// first-boot credentials.
+    pub struct Server as "Server" {
+        pub server_id: i64,
+        pub server_name: String,
+        pub server_uuid: String,
+        pub status: i64,
+        pub status_reason: Option<String>,
+        pub vdc_id: i64,
+        pub vlan_id: Option<i64>,
+        pub processors: i64,
+        pub memory: i64,
+        pub image_id: Option<i64>,
+        pub product_offer_id: i64,
+        pub disks: Vec<Disk>,
+        pub initial_user: Option<String>,
+        pub initial_password: Option<String>,
+        pub created: Timestamp,
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ServerRow {
+    pub id: i64,
+    pub uuid: String,
+    pub customer_id: i64,
+    pub vdc_id: i64,
+    pub vlan_id: Option<i64>,
+    pub name: String,
+    pub status: i64,
+    pub status_reason: Option<String>,
+    pub processors: i64,
+    pub memory: i64,
+    pub image_id: Option<i64>,
+    pub product_offer_id: i64,
+    pub initial_user: Option<String>,
+    pub initial_password: Option<String>,
+    pub node: Option<String>,
+    pub created: i64,
+}
+
+impl ServerRow {
+    fn to_server(&self, disks: Vec<Disk>) -> Server {
+        Server {
+            server_id: self.id,
+            server_name: self.name.clone(),
+            server_uuid: self.uuid.clone(),
+            status: self.status,
+            status_reason: self.status_reason.clone(),
+            vdc_id: self.vdc_id,
+            vlan_id: self.vlan_id,
+            processors: self.processors,
+            memory: self.memory,
+            image_id: self.image_id,
+            product_offer_id: self.product_offer_id,
+            disks,
+            initial_user: self.initial_user.clone(),
+            initial_password: self.initial_password.clone(),
+            created: Timestamp(self.created),
+        }
+    }
+}
+
+macro_rules! select_servers {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, uuid, customer_id, vdc_id, vlan_id, name, status, status_reason, \
+             processors, memory, image_id, product_offer_id, initial_user, initial_password, \
+             node, created FROM servers WHERE ",
+            $where
+        )
+    };
+}
+
+/// The customer's server, or NOT_FOUND.
+pub async fn own_server(
+    conn: &mut AnyConnection,
+    customer_id: i64,
+    server_id: i64,
+) -> ApiResult<ServerRow> {
+    sqlx::query_as(select_servers!("id = $1 AND customer_id = $2"))
+        .bind(server_id)
+        .bind(customer_id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(ApiError::not_found("server", server_id))
+}
+
+/// The disks attached to a server, in attach order.
+pub async fn attached_disks(conn: &mut AnyConnection, server_id: i64) -> ApiResult<Vec<DiskRow>> {
+    Ok(
+        sqlx::query_as(select_disks!("server_id = $1 ORDER BY attach_index, id"))
+            .bind(server_id)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+async fn load_server(conn: &mut AnyConnection, customer_id: i64, id: i64) -> ApiResult<Server> {
+    let row = own_server(&mut *conn, customer_id, id).await?;
+    let disks = attached_disks(&mut *conn, id).await?;
+    Ok(row.to_server(disks.iter().map(DiskRow::to_disk).collect()))
+}
+
+pub async fn get_server(ctx: &Ctx, a: args::GetServer) -> ApiResult<Server> {
+    let mut conn = ctx.state.db.pool().acquire().await?;
+    load_server(&mut conn, ctx.customer_id(), a.server_id).await
+}
+
+pub async fn list_servers(ctx: &Ctx, a: args::ListServers) -> ApiResult<Vec<Server>> {
+    let mut conn = ctx.state.db.pool().acquire().await?;
+    vdc::ensure_own(&mut conn, ctx.customer_id(), a.vdc_id).await?;
+    let rows: Vec<ServerRow> = sqlx::query_as(select_servers!(
+        "vdc_id = $1 AND customer_id = $2 ORDER BY id"
+    ))
+    .bind(a.vdc_id)
+    .bind(ctx.customer_id())
+    .fetch_all(&mut *conn)
+    .await?;
+    let disks: Vec<DiskRow> = sqlx::query_as(select_disks!(
+        "vdc_id = $1 AND customer_id = $2 AND server_id IS NOT NULL ORDER BY attach_index, id"
+    ))
+    .bind(a.vdc_id)
+    .bind(ctx.customer_id())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_server: HashMap<i64, Vec<Disk>> = HashMap::new();
+    for d in &disks {
+        if let Some(server_id) = d.server_id {
+            by_server.entry(server_id).or_default().push(d.to_disk());
+        }
+    }
+    Ok(rows
+        .iter()
+        .map(|r| r.to_server(by_server.remove(&r.id).unwrap_or_default()))
+        .collect())
+}

@@ -1,0 +1,320 @@
+//! Starting, stopping and destroying servers: the operations queue jobs, and the jobs drive
+//! the hypervisor.
+
+use super::disks::lock_server_row;
+use super::*;
+
+pub(super) async fn set_status(
+    conn: &mut AnyConnection,
+    server_id: i64,
+    status: ServerStatus,
+    reason: Option<&str>,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE servers SET status = $1, status_reason = $2 WHERE id = $3")
+        .bind(status.code())
+        .bind(reason)
+        .bind(server_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that the server's VM no longer runs. The secret it read its metadata with ends
+/// with it: the next start hands out a new one.
+pub(super) async fn vm_gone(
+    conn: &mut AnyConnection,
+    server_id: i64,
+    status: ServerStatus,
+    reason: Option<&str>,
+) -> ApiResult<()> {
+    sqlx::query(
+        "UPDATE servers SET status = $1, status_reason = $2, metadata_token = NULL WHERE id = $3",
+    )
+    .bind(status.code())
+    .bind(reason)
+    .bind(server_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves a server into a transitional status and queues the job that finishes the move, in
+/// one transaction.
+async fn queue_server_job(
+    ctx: &Ctx,
+    mut tx: Tx,
+    server: &ServerRow,
+    status: ServerStatus,
+    job_type: &'static str,
+    verb: &str,
+    params: serde_json::Value,
+) -> ApiResult<i64> {
+    set_status(&mut tx, server.id, status, None).await?;
+    let job_id = JobQueue::enqueue(
+        &mut tx,
+        NewJob {
+            customer_id: ctx.customer_id(),
+            job_type,
+            name: format!("{verb} server \"{}\"", server.name),
+            item_type: Some("server"),
+            item_id: Some(server.id),
+            params,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    ctx.state.jobs.wake();
+    Ok(job_id)
+}
+
+pub async fn start_server(ctx: &Ctx, a: args::StartServer) -> ApiResult<i64> {
+    let mut tx = ctx.state.db.begin_write().await?;
+    let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
+    lock_server_row(&mut tx, server.id).await?;
+    let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
+    if server.status != ServerStatus::Stopped.code() && server.status != ServerStatus::Error.code()
+    {
+        return Err(ApiError::Conflict(format!(
+            "server {} is {}",
+            server.id,
+            ServerStatus::describe(server.status)
+        )));
+    }
+    create_image::ensure_server_disks_not_being_imaged(&mut tx, server.id).await?;
+    queue_server_job(
+        ctx,
+        tx,
+        &server,
+        ServerStatus::Starting,
+        "StartServer",
+        "Start",
+        json!({}),
+    )
+    .await
+}
+
+pub async fn stop_server(ctx: &Ctx, a: args::StopServer) -> ApiResult<i64> {
+    let method = match a.stop_method {
+        1 => "shutdown",
+        2 => "poweroff",
+        other => {
+            return Err(ApiError::invalid(
+                "stop_method",
+                format!("must be 1 (shut down) or 2 (power off), got {other}"),
+            ));
+        }
+    };
+    let mut tx = ctx.state.db.begin_write().await?;
+    let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
+    if server.status != ServerStatus::Running.code() && server.status != ServerStatus::Error.code()
+    {
+        return Err(ApiError::Conflict(format!(
+            "server {} is {}",
+            server.id,
+            ServerStatus::describe(server.status)
+        )));
+    }
+    queue_server_job(
+        ctx,
+        tx,
+        &server,
+        ServerStatus::Stopping,
+        "StopServer",
+        "Stop",
+        json!({ "method": method }),
+    )
+    .await
+}
+
+pub async fn destroy_server(ctx: &Ctx, a: args::DestroyServer) -> ApiResult<i64> {
+    let mut tx = ctx.state.db.begin_write().await?;
+    let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
+    lock_server_row(&mut tx, server.id).await?;
+    let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
+    create_image::ensure_server_disks_not_being_imaged(&mut tx, server.id).await?;
+    if server.status == ServerStatus::Starting.code()
+        || server.status == ServerStatus::Stopping.code()
+    {
+        return Err(ApiError::Conflict(format!(
+            "server {} is {}; try again when it has finished",
+            server.id,
+            ServerStatus::describe(server.status)
+        )));
+    }
+    queue_server_job(
+        ctx,
+        tx,
+        &server,
+        ServerStatus::Stopping,
+        "DestroyServer",
+        "Destroy",
+        json!({}),
+    )
+    .await
+}
+
+/// The server a server job is about.
+async fn job_server(job: &RunningJob) -> ApiResult<ServerRow> {
+    let server_id = job
+        .row
+        .item_id
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("server job without a server")))?;
+    let mut conn = job.state.db.pool().acquire().await?;
+    own_server(&mut conn, job.row.customer_id, server_id).await
+}
+
+fn outcome(server: &ServerRow) -> JobOutcome {
+    JobOutcome {
+        item_type: Some("server"),
+        item_id: Some(server.id),
+    }
+}
+
+/// What the hypervisor needs to boot the server: its disks in attach order, its NIC, and the
+/// secret that lets the VM read its metadata. The secret is new at every start; only its hash
+/// is stored.
+async fn vm_spec(state: &AppState, server: &ServerRow) -> ApiResult<VmSpec> {
+    let mut conn = state.db.pool().acquire().await?;
+    let mut disks = Vec::new();
+    for d in attached_disks(&mut conn, server.id).await? {
+        let volume = volumes::get(&mut conn, d.volume_id).await?.volume_file()?;
+        disks.push(VmDisk {
+            path: state.storage.path(&volume),
+            format: volume.format,
+            media: if d.media == "iso" {
+                Media::Iso
+            } else {
+                Media::Disk
+            },
+        });
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    sqlx::query("UPDATE servers SET metadata_token = $1 WHERE id = $2")
+        .bind(crate::api::metadata::token_hash(&token))
+        .bind(server.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(VmSpec {
+        server_uuid: server.uuid.clone(),
+        name: server.name.clone(),
+        processors: server.processors.max(1) as u32,
+        memory_mb: server.memory.max(64) as u64,
+        disks,
+        nic: server.vlan_id.map(|vlan_id| crate::hypervisor::VmNic {
+            vlan_id,
+            mac: mac_address(&server.uuid),
+        }),
+        metadata: Some(MetadataAccess {
+            url: format!("{}/metadata/v1/server.xml", state.base_url()),
+            token,
+        }),
+    })
+}
+
+/// A stable, locally administered MAC address derived from the server's uuid.
+fn mac_address(server_uuid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(server_uuid.as_bytes());
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
+}
+
+pub async fn run_start_job(job: &RunningJob) -> ApiResult<JobOutcome> {
+    let state = &job.state;
+    let server = job_server(job).await?;
+    let mut conn = state.db.pool().acquire().await?;
+    if let Err(err) = job.check_cancelled() {
+        set_status(&mut conn, server.id, ServerStatus::Stopped, None).await?;
+        return Err(err);
+    }
+    let hypervisor = state.hypervisor.clone();
+    let uuid = server.uuid.clone();
+    // A start resumed after a restart may find the VM already up.
+    let already = tokio::task::spawn_blocking(move || hypervisor.state(&uuid)).await?;
+    if already != VmState::Running {
+        let spec = vm_spec(state, &server).await?;
+        let hypervisor = state.hypervisor.clone();
+        let started = tokio::task::spawn_blocking(move || hypervisor.start(&spec)).await?;
+        if let Err(err) = started {
+            vm_gone(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
+            return Err(err.into());
+        }
+    }
+    // Only from "starting": a VM that has already ended on its own was recorded as such by
+    // `record_vm_event`, and stays so.
+    sqlx::query(
+        "UPDATE servers SET status = $1, status_reason = NULL, node = $2 WHERE id = $3 \
+         AND status = $4",
+    )
+    .bind(ServerStatus::Running.code())
+    .bind(&state.jobs.node_id)
+    .bind(server.id)
+    .bind(ServerStatus::Starting.code())
+    .execute(&mut *conn)
+    .await?;
+    Ok(outcome(&server))
+}
+
+async fn power_off(state: &AppState, server: &ServerRow, method: StopMethod) -> ApiResult<()> {
+    let hypervisor = state.hypervisor.clone();
+    let uuid = server.uuid.clone();
+    tokio::task::spawn_blocking(move || hypervisor.stop(&uuid, method)).await??;
+    Ok(())
+}
+
+pub async fn run_stop_job(job: &RunningJob) -> ApiResult<JobOutcome> {
+    let state = &job.state;
+    let server = job_server(job).await?;
+    let method = match job.row.params()?.get("method").and_then(|m| m.as_str()) {
+        Some("shutdown") => StopMethod::Shutdown,
+        _ => StopMethod::PowerOff,
+    };
+    let mut conn = state.db.pool().acquire().await?;
+    if let Err(err) = power_off(state, &server, method).await {
+        set_status(
+            &mut conn,
+            server.id,
+            ServerStatus::Error,
+            Some(&err.to_string()),
+        )
+        .await?;
+        return Err(err);
+    }
+    vm_gone(&mut conn, server.id, ServerStatus::Stopped, None).await?;
+    Ok(outcome(&server))
+}
+
+pub async fn run_destroy_job(job: &RunningJob) -> ApiResult<JobOutcome> {
+    let state = &job.state;
+    let server = job_server(job).await?;
+    let hypervisor = state.hypervisor.clone();
+    let uuid = server.uuid.clone();
+    // Powers the VM off if it runs and removes its files (console log, ...).
+    if let Err(err) = tokio::task::spawn_blocking(move || hypervisor.discard(&uuid)).await? {
+        let mut conn = state.db.pool().acquire().await?;
+        set_status(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
+        return Err(err.into());
+    }
+    let mut tx = state.db.begin_write().await?;
+    let mut garbage = Vec::new();
+    for d in attached_disks(&mut tx, server.id).await? {
+        if d.origin_server_id == Some(server.id) {
+            garbage.extend(disk::remove_disk_row(&mut tx, &d).await?);
+        } else {
+            sqlx::query("UPDATE disks SET server_id = NULL, attach_index = NULL WHERE id = $1")
+                .bind(d.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    sqlx::query("UPDATE disks SET origin_server_id = NULL WHERE origin_server_id = $1")
+        .bind(server.id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM servers WHERE id = $1")
+        .bind(server.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    disk::discard_volumes(state, garbage).await;
+    Ok(outcome(&server))
+}

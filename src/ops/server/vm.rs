@@ -1,0 +1,109 @@
+//! What virtual machines do on their own (exits, crashes, a restart of this node), and their
+//! serial consoles.
+
+use super::power::vm_gone;
+use super::*;
+
+/// Records a VM that ended on its own: a running server (or one whose start job has not yet
+/// recorded it running) becomes stopped, or in error with the reason. A server being stopped
+/// or destroyed is left to its job.
+pub async fn record_vm_event(state: &AppState, event: VmEvent) -> ApiResult<()> {
+    let (status, reason) = match &event.state {
+        VmState::Running => return Ok(()),
+        VmState::Stopped => (ServerStatus::Stopped, None),
+        VmState::Failed(reason) => (ServerStatus::Error, Some(reason.as_str())),
+    };
+    let recorded = sqlx::query(
+        "UPDATE servers SET status = $1, status_reason = $2, metadata_token = NULL \
+         WHERE uuid = $3 AND (status = $4 OR status = $5)",
+    )
+    .bind(status.code())
+    .bind(reason)
+    .bind(&event.server_uuid)
+    .bind(ServerStatus::Running.code())
+    .bind(ServerStatus::Starting.code())
+    .execute(state.db.pool())
+    .await?;
+    if recorded.rows_affected() > 0 {
+        tracing::info!(server = %event.server_uuid, status = status.code(), reason,
+            "a server's VM ended on its own");
+    }
+    Ok(())
+}
+
+/// After a restart: servers this node ran are taken back under supervision if their VM still
+/// runs, or marked stopped: never a stale "running".
+pub async fn recover_servers(state: &AppState) -> ApiResult<()> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, uuid FROM servers WHERE status = $1 AND node = $2")
+            .bind(ServerStatus::Running.code())
+            .bind(&state.jobs.node_id)
+            .fetch_all(state.db.pool())
+            .await?;
+    for (id, uuid) in rows {
+        let hypervisor = state.hypervisor.clone();
+        let found = tokio::task::spawn_blocking(move || hypervisor.adopt(&uuid)).await?;
+        let mut conn = state.db.pool().acquire().await?;
+        match found {
+            VmState::Running => {
+                tracing::info!(server_id = id, "server still running; supervising it again")
+            }
+            VmState::Stopped => {
+                tracing::info!(server_id = id, "server's VM is gone; marking it stopped");
+                vm_gone(&mut conn, id, ServerStatus::Stopped, None).await?;
+            }
+            VmState::Failed(reason) => {
+                tracing::warn!(server_id = id, %reason, "server's VM could not be taken back");
+                vm_gone(&mut conn, id, ServerStatus::Error, Some(&reason)).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How much of the serial console GetConsoleLog returns.
+pub const CONSOLE_LOG_BYTES: usize = 64 * 1024;
+
+pub async fn get_console_log(ctx: &Ctx, a: args::GetConsoleLog) -> ApiResult<String> {
+    let server = {
+        let mut conn = ctx.state.db.pool().acquire().await?;
+        own_server(&mut conn, ctx.customer_id(), a.server_id).await?
+    };
+    let hypervisor = ctx.state.hypervisor.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        hypervisor.console_log(&server.uuid, CONSOLE_LOG_BYTES)
+    })
+    .await??;
+    Ok(console_text(&bytes))
+}
+
+/// Console output as text any JSON or XML reader takes: bytes that are not UTF-8 become
+/// U+FFFD, line ends become `\n`, and control characters other than tab and newline (which XML
+/// 1.0 cannot carry, like the ESC of terminal colours) become their Unicode control pictures
+/// (`␛`).
+fn console_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .replace("\r\n", "\n")
+        .chars()
+        .map(|c| match c {
+            '\t' | '\n' => c,
+            '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            '\u{7f}' => '\u{2421}',
+            _ => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_text;
+
+    #[test]
+    fn console_text_is_safe_for_xml() {
+        assert_eq!(console_text(b"boot\r\nok\tdone\n"), "boot\nok\tdone\n");
+        assert_eq!(
+            console_text(b"\x1b[1mX\x00\xff"),
+            "\u{241b}[1mX\u{2400}\u{fffd}"
+        );
+    }
+}

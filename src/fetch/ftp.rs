@@ -19,22 +19,11 @@ use tokio::runtime::Handle;
 
 use super::FetchSource;
 use super::guard::{AddressGuard, Refused};
-use super::http::{CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_RETRIES};
+use super::http::{CONNECT_TIMEOUT, Failure, IDLE_TIMEOUT, MAX_RETRIES};
 use super::pipeline::Wire;
 use crate::error::{ApiError, ApiResult};
 
 const READ_CHUNK: usize = 256 << 10;
-
-enum Failure {
-    Transient(String),
-    Fatal(ApiError),
-}
-
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Self {
-        Failure::Fatal(e)
-    }
-}
 
 fn ftp_failure(what: &str, err: FtpError) -> Failure {
     match err {

@@ -23,8 +23,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A connection that sends nothing for this long is given up (and retried).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Whether trying again may help.
-enum Failure {
+/// Whether trying again may help (shared with the FTP source).
+pub(super) enum Failure {
     Transient(String),
     Fatal(ApiError),
 }

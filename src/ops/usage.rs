@@ -53,17 +53,18 @@ pub async fn record_image_use(
     Ok(())
 }
 
-type UsageRow = (
-    i64,
-    String,
-    Option<i64>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    i64,
-);
+#[derive(sqlx::FromRow)]
+struct UsageRow {
+    id: i64,
+    kind: String,
+    image_id: Option<i64>,
+    image_name: Option<String>,
+    product_offer_id: Option<i64>,
+    server_id: Option<i64>,
+    job_id: Option<i64>,
+    quantity: i64,
+    created: i64,
+}
 
 /// The caller's usage lines with `from <= created < to` (either bound may be omitted), oldest
 /// first.
@@ -74,7 +75,7 @@ pub async fn list_usage(ctx: &Ctx, a: args::ListUsage) -> ApiResult<Vec<UsageRec
         return Err(ApiError::invalid("from", "must not be after 'to'"));
     }
     let rows: Vec<UsageRow> = sqlx::query_as(
-        "SELECT u.id, u.kind, u.image_id, i.name, u.product_offer_id, u.server_id, u.job_id, \
+        "SELECT u.id, u.kind, u.image_id, i.name AS image_name, u.product_offer_id, u.server_id, u.job_id, \
          u.quantity, u.created FROM usage_records u LEFT JOIN images i ON i.id = u.image_id \
          WHERE u.customer_id = $1 AND u.created >= $2 AND u.created < $3 \
          ORDER BY u.created, u.id",
@@ -86,30 +87,16 @@ pub async fn list_usage(ctx: &Ctx, a: args::ListUsage) -> ApiResult<Vec<UsageRec
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(
-                usage_id,
-                kind,
-                image_id,
-                image_name,
-                product_offer_id,
-                server_id,
-                job_id,
-                quantity,
-                created,
-            )| {
-                UsageRecord {
-                    usage_id,
-                    kind,
-                    image_id,
-                    image_name,
-                    product_offer_id,
-                    server_id,
-                    job_id,
-                    quantity,
-                    created: Timestamp(created),
-                }
-            },
-        )
+        .map(|r| UsageRecord {
+            usage_id: r.id,
+            kind: r.kind,
+            image_id: r.image_id,
+            image_name: r.image_name,
+            product_offer_id: r.product_offer_id,
+            server_id: r.server_id,
+            job_id: r.job_id,
+            quantity: r.quantity,
+            created: Timestamp(r.created),
+        })
         .collect())
 }

@@ -123,6 +123,13 @@ check($alice->DetachDisk($server->server_id, $disk->disk_id) == 1, "detach while
 $job_id = $alice->DestroyServer($server2->server_id);
 check(wait_job($alice, $job_id)->status == 1, "DestroyServer");
 check(count($alice->ListServers($vdc)) == 1, "the server is gone");
+$snapshot = $alice->CreateDiskSnapshot($disk->disk_id, "before");
+check(count($alice->ListSnapshots($disk->disk_id)) == 1, "CreateDiskSnapshot, ListSnapshots");
+check($alice->DeleteSnapshot($snapshot->snapshot_id) == 1, "DeleteSnapshot returns 1");
+check(count($alice->ListSnapshots($disk->disk_id)) == 0, "the snapshot is gone");
+$f = fault_of(function () use ($alice) { $alice->SetImageProductOffer(66, 40); });
+check($f !== null && $f->detail->ExtilityException->errorCode == "PERMISSION_DENIED",
+      "SetImageProductOffer is for administrators");
 check($alice->DeleteDisk($disk->disk_id) == 1, "DeleteDisk returns 1");
 
 // Faults: a clear message and the ExtilityException detail.

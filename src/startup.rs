@@ -173,6 +173,8 @@ impl Application {
         recover(&state).await?;
 
         let shutdown = CancellationToken::new();
+        queue::node_alive(&state.db, &state.jobs.node_id).await?;
+        tokio::spawn(show_node_alive(state.clone(), shutdown.clone()));
         let workers = worker::spawn_pool(state.clone(), shutdown.clone());
         let events_state = state.clone();
         tokio::spawn(async move {
@@ -228,6 +230,21 @@ async fn recover(state: &AppState) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Tells other nodes, every two seconds, that this one is alive: jobs aimed at it wait for it
+/// only while it does.
+async fn show_node_alive(state: AppState, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(err) = queue::node_alive(&state.db, &state.jobs.node_id).await {
+            tracing::warn!(error = %err, "recording that this node is alive failed");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -187,3 +187,119 @@ db_test!(
     a_dead_nodes_job_is_taken_over,
     a_dead_nodes_job_is_taken_over
 );
+
+/// The node that ran job `job_id`, from the servers' logs.
+fn ran_on<'a>(job_id: i64, nodes: &'a [(&'a str, &TestServer)]) -> Vec<&'a str> {
+    let line = format!("job_id={job_id} ");
+    nodes
+        .iter()
+        .filter(|(_, server)| {
+            server
+                .log_text()
+                .lines()
+                .any(|l| l.contains("job started") && l.contains(&line))
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+async fn stopping_a_server_runs_on_its_node(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = TestDatabase::new(backend, &data).await;
+    let node = |name: &str| ServerOptions {
+        node_id: Some(name.to_string()),
+        args: ["--job-lease-seconds", "3", "--hypervisor", "none"]
+            .map(String::from)
+            .to_vec(),
+        ..ServerOptions::default()
+    };
+    let mut a = TestServer::spawn(&db, &data, node("node-a"));
+    let b = TestServer::spawn(&db, &data, node("node-b"));
+    let customer = a.add_customer("erin@example.com", "erin-password");
+    let (via_a, via_b) = (
+        a.api(&customer.email, &customer.password),
+        b.api(&customer.email, &customer.password),
+    );
+    let mut servers = Vec::new();
+    for name in ["one", "two"] {
+        let server = via_a
+            .call(
+                "CreateServer",
+                json!({"vdc_id": customer.vdc_id, "vlan_id": -1, "server_name": name,
+                       "image_id": 66, "server_productoffer_id": 18, "disk_productoffer_ids": [29]}),
+            )
+            .await;
+        let job = via_a
+            .call("StartServer", json!({"server_id": server["server_id"]}))
+            .await;
+        via_a.job_ok(job["job_id"].as_i64().unwrap()).await;
+        servers.push(server["server_id"].as_i64().unwrap());
+    }
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let node_of = async |conn: &mut sqlx::AnyConnection, id: i64| -> String {
+        sqlx::query_scalar("SELECT node FROM servers WHERE id = $1")
+            .bind(id)
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    };
+    // Whichever node started the first server must stop it, though the other node is asked.
+    let home = node_of(&mut conn, servers[0]).await;
+    let (asked, other) = if home == "node-a" {
+        (&via_b, "node-b")
+    } else {
+        (&via_a, "node-a")
+    };
+    let stop = asked
+        .call(
+            "StopServer",
+            json!({"server_id": servers[0], "stop_method": 2}),
+        )
+        .await["job_id"]
+        .as_i64()
+        .unwrap();
+    asked.job_ok(stop).await;
+    let nodes = [("node-a", &a), ("node-b", &b)];
+    assert_eq!(
+        ran_on(stop, &nodes),
+        [home.as_str()],
+        "the stop ran on the server's node, not {other}"
+    );
+
+    // When a server's node dies, another node stops it once the dead node's silence is long
+    // enough (its lease time).
+    let second_home = node_of(&mut conn, servers[1]).await;
+    if second_home == "node-b" {
+        // Make node A the one that dies: move the server's record to A, as if A had started it.
+        sqlx::query("UPDATE servers SET node = 'node-a' WHERE id = $1")
+            .bind(servers[1])
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    a.kill9();
+    let stop = via_b
+        .call(
+            "StopServer",
+            json!({"server_id": servers[1], "stop_method": 2}),
+        )
+        .await["job_id"]
+        .as_i64()
+        .unwrap();
+    via_b.job_ok(stop).await;
+    assert_eq!(
+        via_b
+            .call("GetServer", json!({"server_id": servers[1]}))
+            .await["status"],
+        5
+    );
+    assert_eq!(ran_on(stop, &[("node-b", &b)]), ["node-b"]);
+    conn.close().await.unwrap();
+}
+db_test!(
+    stopping_a_server_runs_on_its_node,
+    stopping_a_server_runs_on_its_node
+);

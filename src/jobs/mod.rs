@@ -58,6 +58,8 @@ pub struct NewJob {
     pub item_id: Option<i64>,
     /// What the job needs to run. Never credentials: those go to `job_secrets`.
     pub params: Value,
+    /// The node that must run it (the one running the server's VM), if any.
+    pub target_node: Option<String>,
 }
 
 /// What a finished job produced, recorded as its item.

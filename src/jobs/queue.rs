@@ -49,7 +49,8 @@ macro_rules! job_columns {
 pub async fn insert(tx: &mut Tx, job: NewJob) -> ApiResult<i64> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (uuid, customer_id, job_type, name, status, item_type, item_id, params, \
-         phase, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9) RETURNING id",
+         phase, created, target_node) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10) RETURNING id",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(job.customer_id)
@@ -60,6 +61,7 @@ pub async fn insert(tx: &mut Tx, job: NewJob) -> ApiResult<i64> {
     .bind(job.item_id)
     .bind(job.params.to_string())
     .bind(now_ms())
+    .bind(job.target_node)
     .fetch_one(&mut **tx)
     .await?;
     Ok(id)
@@ -72,38 +74,49 @@ pub struct ConcurrencyLimits {
     pub fetch_per_customer: i64,
 }
 
-// A job is claimable when it has not started, is waiting, or its lease ran out (its node died).
-// Fetches are also held to the concurrency limits. PostgreSQL skips rows other nodes are
-// claiming; SQLite runs the statement alone, so it needs no row locks.
-const CLAIM_SQLITE: &str = concat!(
-    "UPDATE jobs SET status = 2, lease_owner = $1, lease_expires = $2, \
-     started = COALESCE(started, $3), attempts = attempts + 1, phase = 'starting' \
-     WHERE id = (SELECT j.id FROM jobs j \
-       WHERE (j.status IN (6, 7) OR (j.status = 2 AND j.lease_expires < $3)) \
-       AND (j.job_type <> 'FetchDisk' OR ( \
-         (SELECT COUNT(*) FROM jobs r WHERE r.job_type = 'FetchDisk' AND r.status = 2 \
-            AND r.lease_expires >= $3) < $4 \
-         AND (SELECT COUNT(*) FROM jobs r WHERE r.job_type = 'FetchDisk' AND r.status = 2 \
-            AND r.lease_expires >= $3 AND r.customer_id = j.customer_id) < $5)) \
-       ORDER BY j.id LIMIT 1) \
-     RETURNING ",
-    job_columns!()
-);
+// A job is claimable when it has not started, is waiting, or its lease ran out (its node
+// died). A job aimed at a node (stopping a VM that node runs) waits for that node unless the
+// node stopped showing it is alive. Fetches are also held to the concurrency limits.
+// PostgreSQL skips rows other nodes are claiming; SQLite runs the statement alone, so it needs
+// no row locks.
+// $1 node, $2 lease end, $3 now, $4 global fetch limit, $5 per-customer fetch limit,
+// $6 how long a node may stay silent and still count as alive.
+macro_rules! claim_sql {
+    ($row_lock:literal) => {
+        concat!(
+            "UPDATE jobs SET status = 2, lease_owner = $1, lease_expires = $2, \
+             started = COALESCE(started, $3), attempts = attempts + 1, phase = 'starting' \
+             WHERE id = (SELECT j.id FROM jobs j \
+               WHERE (j.status IN (6, 7) OR (j.status = 2 AND j.lease_expires < $3)) \
+               AND (j.target_node IS NULL OR j.target_node = $1 OR NOT EXISTS ( \
+                 SELECT 1 FROM nodes n WHERE n.id = j.target_node AND n.last_seen >= $3 - $6)) \
+               AND (j.job_type <> 'FetchDisk' OR ( \
+                 (SELECT COUNT(*) FROM jobs r WHERE r.job_type = 'FetchDisk' AND r.status = 2 \
+                    AND r.lease_expires >= $3) < $4 \
+                 AND (SELECT COUNT(*) FROM jobs r WHERE r.job_type = 'FetchDisk' AND r.status = 2 \
+                    AND r.lease_expires >= $3 AND r.customer_id = j.customer_id) < $5)) \
+               ORDER BY j.id LIMIT 1",
+            $row_lock,
+            ") RETURNING ",
+            job_columns!()
+        )
+    };
+}
+const CLAIM_SQLITE: &str = claim_sql!("");
+const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE OF j SKIP LOCKED");
 
-const CLAIM_POSTGRES: &str = concat!(
-    "UPDATE jobs SET status = 2, lease_owner = $1, lease_expires = $2, \
-     started = COALESCE(started, $3), attempts = attempts + 1, phase = 'starting' \
-     WHERE id = (SELECT j.id FROM jobs j \
-       WHERE (j.status IN (6, 7) OR (j.status = 2 AND j.lease_expires < $3)) \
-       AND (j.job_type <> 'FetchDisk' OR ( \
-         (SELECT COUNT(*) FROM jobs r WHERE r.job_type = 'FetchDisk' AND r.status = 2 \
-            AND r.lease_expires >= $3) < $4 \
-         AND (SELECT COUNT(*) FROM jobs r WHERE r.job_type = 'FetchDisk' AND r.status = 2 \
-            AND r.lease_expires >= $3 AND r.customer_id = j.customer_id) < $5)) \
-       ORDER BY j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED) \
-     RETURNING ",
-    job_columns!()
-);
+/// Records that `node` is alive.
+pub async fn node_alive(db: &Db, node: &str) -> ApiResult<()> {
+    sqlx::query(
+        "INSERT INTO nodes (id, last_seen) VALUES ($1, $2) \
+         ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
+    )
+    .bind(node)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
 
 /// Claims the oldest runnable job for `node`, or returns `None` when there is nothing to do.
 pub async fn claim(
@@ -123,6 +136,7 @@ pub async fn claim(
         .bind(now)
         .bind(limits.fetch_global)
         .bind(limits.fetch_per_customer)
+        .bind(lease_ms)
         .fetch_optional(db.pool())
         .await?;
     if row.is_none() {

@@ -49,6 +49,7 @@ pub async fn create_image(ctx: &Ctx, a: args::CreateImage) -> ApiResult<i64> {
                 "default_username": default_username,
                 "generate_password": a.generate_password,
             }),
+            target_node: None,
         },
     )
     .await?;

@@ -44,6 +44,7 @@ pub async fn fetch_disk(ctx: &Ctx, a: args::FetchDisk) -> ApiResult<i64> {
                 "make_image": a.make_image,
                 "image_default_username": default_username,
             }),
+            target_node: None,
         },
     )
     .await?;

@@ -59,6 +59,11 @@ async fn queue_server_job(
             item_type: Some("server"),
             item_id: Some(server.id),
             params,
+            // Stopping and destroying act on the VM, so they run where it runs.
+            target_node: match status {
+                ServerStatus::Starting => None,
+                _ => server.node.clone(),
+            },
         },
     )
     .await?;
@@ -261,6 +266,15 @@ async fn power_off(state: &AppState, server: &ServerRow, method: StopMethod) -> 
     Ok(())
 }
 
+/// The node a server's VM ran on, when that is not this node. A job aimed at that node runs
+/// here only once the node has stopped showing it is alive, and its VM went with it.
+fn vm_on_lost_node<'a>(state: &AppState, server: &'a ServerRow) -> Option<&'a str> {
+    server
+        .node
+        .as_deref()
+        .filter(|node| *node != state.jobs.node_id)
+}
+
 pub async fn run_stop_job(job: &RunningJob) -> ApiResult<JobOutcome> {
     let state = &job.state;
     let server = job_server(job).await?;
@@ -269,6 +283,11 @@ pub async fn run_stop_job(job: &RunningJob) -> ApiResult<JobOutcome> {
         _ => StopMethod::PowerOff,
     };
     let mut conn = state.db.pool().acquire().await?;
+    if let Some(node) = vm_on_lost_node(state, &server) {
+        tracing::warn!(server_id = server.id, %node, "the server's node is gone; so is its VM");
+        vm_gone(&mut conn, server.id, ServerStatus::Stopped, None).await?;
+        return Ok(outcome(&server));
+    }
     if let Err(err) = power_off(state, &server, method).await {
         set_status(
             &mut conn,
@@ -289,7 +308,9 @@ pub async fn run_destroy_job(job: &RunningJob) -> ApiResult<JobOutcome> {
     let hypervisor = state.hypervisor.clone();
     let uuid = server.uuid.clone();
     // Powers the VM off if it runs and removes its files (console log, ...).
-    if let Err(err) = tokio::task::spawn_blocking(move || hypervisor.discard(&uuid)).await? {
+    let here = vm_on_lost_node(state, &server).is_none();
+    if here && let Err(err) = tokio::task::spawn_blocking(move || hypervisor.discard(&uuid)).await?
+    {
         let mut conn = state.db.pool().acquire().await?;
         set_status(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
         return Err(err.into());

@@ -146,6 +146,14 @@ async fn image_path_from_server_to_published_image(backend: Backend) {
         .expect("carol lists the published image");
     assert_eq!(seen["owner"], app.alice.customer_uuid.as_str());
     assert_eq!(seen["visibility"], "shared");
+    // The owner sees whom the image is published to.
+    let shares = alice
+        .call("ListImageShares", json!({"image_id": image}))
+        .await;
+    assert_eq!(shares.as_array().unwrap().len(), 1, "{shares}");
+    assert_eq!(shares[0]["kind"], "billing_entity");
+    assert_eq!(shares[0]["uuid"], acme_uuid.as_str());
+    assert_eq!(shares[0]["name"], "Acme");
     let carol_vdc = carol.vdc_id;
     let carol_server = create_server(&carol_api, carol_vdc, "mine", image, DISK_20GB).await;
     let carol_boot = boot_disk(&carol_server).await;
@@ -178,6 +186,7 @@ async fn image_path_from_server_to_published_image(backend: Backend) {
             "RevokeImage",
             json!({"image_id": image, "publish_to": acme_uuid}),
         ),
+        ("ListImageShares", json!({"image_id": image})),
     ] {
         let err = carol_api.fail(op, args).await;
         assert_eq!(err.code, "PERMISSION_DENIED", "{op}: {err:?}");
@@ -455,17 +464,30 @@ async fn platform_publishing_and_billing(backend: Backend) {
     let first = create_server(&bob, app.bob.vdc_id, "one", image, DISK_1GB).await;
     let second = create_server(&bob, app.bob.vdc_id, "two", image, DISK_1GB).await;
     create_server(&bob, app.bob.vdc_id, "unbilled", BLANK_IMAGE, DISK_1GB).await;
+    // A disk made from the image is billed too: there is no way round the offer.
+    let disk = bob
+        .call(
+            "CreateDisk",
+            json!({"vdc_id": app.bob.vdc_id, "name": "bare copy", "disk_productoffer_id": DISK_1GB,
+                   "image_id": image}),
+        )
+        .await;
     let usage = bob.call("ListUsage", json!({})).await;
     let lines = usage.as_array().unwrap();
-    assert_eq!(lines.len(), 2, "{usage}");
-    for (line, server) in lines.iter().zip([&first, &second]) {
+    assert_eq!(lines.len(), 3, "{usage}");
+    for line in lines {
         assert_eq!(line["kind"], "image_use");
         assert_eq!(line["image_id"], image);
         assert_eq!(line["image_name"], "licensed os");
         assert_eq!(line["product_offer_id"], IMAGE_OFFER);
-        assert_eq!(line["server_id"], server["server_id"]);
         assert_eq!(line["quantity"], 1);
     }
+    for (line, server) in lines.iter().zip([&first, &second]) {
+        assert_eq!(line["server_id"], server["server_id"]);
+        assert_eq!(line["disk_id"], serde_json::Value::Null);
+    }
+    assert_eq!(lines[2]["disk_id"], disk["disk_id"]);
+    assert_eq!(lines[2]["server_id"], serde_json::Value::Null);
     assert_eq!(alice.call("ListUsage", json!({})).await, json!([]));
 
     // Bytes fetched (recorded by FetchDisk) show too, and the period selects lines.

@@ -3,7 +3,7 @@
 use sqlx::AnyConnection;
 
 use super::image::ImageRow;
-use super::{Ctx, args, create_image, image, product_offer, validate, vdc};
+use super::{Ctx, args, create_image, image, product_offer, usage, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
@@ -277,6 +277,10 @@ pub async fn create_disk(ctx: &Ctx, a: args::CreateDisk) -> ApiResult<Disk> {
             },
         )
         .await?;
+        if let Some(image) = &source.image {
+            let user = usage::ImageUser::Disk(disk.id);
+            usage::record_image_use(&mut tx, ctx.customer_id(), image, user).await?;
+        }
         tx.commit().await?;
         Ok::<_, ApiError>(disk)
     }

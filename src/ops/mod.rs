@@ -32,6 +32,7 @@ pub use disk::Disk;
 pub use image::Image;
 pub use job::Job;
 pub use product_offer::ProductOffer;
+pub use publish::ImageShare;
 pub use server::Server;
 pub use snapshot::Snapshot;
 pub use usage::UsageRecord;
@@ -98,6 +99,8 @@ operations! {
     /// Undoes a PublishImage: the recipients can no longer make servers or disks from the
     /// image; what they made already is untouched. Returns 1.
     RevokeImage(image_id: i64, publish_to: String) -> result: i64 = publish::revoke_image;
+    /// Lists whom one of the caller's images is published to.
+    ListImageShares(image_id: i64) -> shares: Vec<ImageShare> = publish::list_image_shares;
     /// Administrators: bills servers made from an image under an `image` product offer (0
     /// removes it). Each such server then records a usage line.
     SetImageProductOffer(image_id: i64, product_offer_id: i64) -> image: Image =

@@ -164,3 +164,49 @@ mod tests {
         assert!(err.to_string().contains("publish_to"));
     }
 }
+
+crate::wire_struct! {
+    /// Whom an image is published to: `kind` is `customer`, `billing_entity` or `platform`;
+    /// `uuid` is the customer's or billing entity's uuid (`platform` for the platform) and
+    /// `name` the customer's e-mail or the billing entity's name.
+    pub struct ImageShare as "ImageShare" {
+        pub image_id: i64,
+        pub kind: String,
+        pub uuid: String,
+        pub name: String,
+        pub created: crate::ops::wire::Timestamp,
+    }
+}
+
+/// Whom one of the caller's images is published to (its owner's view).
+pub async fn list_image_shares(ctx: &Ctx, a: args::ListImageShares) -> ApiResult<Vec<ImageShare>> {
+    let mut conn = ctx.state.db.pool().acquire().await?;
+    let image = image::changeable_image(&mut conn, &ctx.caller, a.image_id).await?;
+    let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT s.target_kind, s.target_uuid, \
+         COALESCE((SELECT email FROM customers c WHERE s.target_kind = 'customer' \
+                     AND c.uuid = s.target_uuid), \
+                  (SELECT name FROM billing_entities b WHERE s.target_kind = 'billing_entity' \
+                     AND b.uuid = s.target_uuid)), \
+         s.created FROM image_shares s WHERE s.image_id = $1 ORDER BY s.id",
+    )
+    .bind(image.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, uuid, name, created)| ImageShare {
+            image_id: image.id,
+            name: name.unwrap_or_else(|| {
+                if kind == "platform" {
+                    "the whole platform".to_string()
+                } else {
+                    String::new()
+                }
+            }),
+            kind,
+            uuid,
+            created: crate::ops::wire::Timestamp(created),
+        })
+        .collect())
+}

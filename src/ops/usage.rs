@@ -1,6 +1,6 @@
-//! Usage: what a customer is billed for. A server made from an image that carries a product
-//! offer records an `image_use` line (quantity 1); FetchDisk records `bytes_fetched` lines
-//! (quantity in bytes). ListUsage shows a customer its own lines.
+//! Usage: what a customer is billed for. A server or disk made from an image that carries a
+//! product offer records an `image_use` line (quantity 1); FetchDisk records `bytes_fetched`
+//! lines (quantity in bytes). ListUsage shows a customer its own lines.
 
 use sqlx::AnyConnection;
 
@@ -12,8 +12,9 @@ use crate::ops::wire::Timestamp;
 use crate::wire_struct;
 
 wire_struct! {
-    /// One usage line. `kind` is `image_use` (a server made from an image with a product
-    /// offer; `quantity` 1) or `bytes_fetched` (a FetchDisk transfer; `quantity` in bytes).
+    /// One usage line. `kind` is `image_use` (a server, or a disk by CreateDisk, made from an
+    /// image with a product offer; `quantity` 1) or `bytes_fetched` (a FetchDisk transfer;
+    /// `quantity` in bytes).
     /// `image_name` is empty once the image has been deleted.
     pub struct UsageRecord as "UsageRecord" {
         pub usage_id: i64,
@@ -22,31 +23,44 @@ wire_struct! {
         pub image_name: Option<String>,
         pub product_offer_id: Option<i64>,
         pub server_id: Option<i64>,
+        pub disk_id: Option<i64>,
         pub job_id: Option<i64>,
         pub quantity: i64,
         pub created: Timestamp,
     }
 }
 
-/// Records the use of an image by a new server, when the image is billed (has a product
-/// offer). Runs in the transaction that creates the server.
+/// What was made from a billed image.
+#[derive(Debug, Clone, Copy)]
+pub enum ImageUser {
+    Server(i64),
+    Disk(i64),
+}
+
+/// Records the use of an image by a new server or disk, when the image is billed (has a
+/// product offer). Runs in the transaction that makes the server or disk.
 pub async fn record_image_use(
     conn: &mut AnyConnection,
     customer_id: i64,
     image: &ImageRow,
-    server_id: i64,
+    user: ImageUser,
 ) -> ApiResult<()> {
+    let (server_id, disk_id) = match user {
+        ImageUser::Server(id) => (Some(id), None),
+        ImageUser::Disk(id) => (None, Some(id)),
+    };
     let Some(product_offer_id) = image.product_offer_id else {
         return Ok(());
     };
     sqlx::query(
         "INSERT INTO usage_records (customer_id, kind, image_id, product_offer_id, server_id, \
-         quantity, created) VALUES ($1, 'image_use', $2, $3, $4, 1, $5)",
+         disk_id, quantity, created) VALUES ($1, 'image_use', $2, $3, $4, $5, 1, $6)",
     )
     .bind(customer_id)
     .bind(image.id)
     .bind(product_offer_id)
     .bind(server_id)
+    .bind(disk_id)
     .bind(now_ms())
     .execute(conn)
     .await?;
@@ -61,6 +75,7 @@ struct UsageRow {
     image_name: Option<String>,
     product_offer_id: Option<i64>,
     server_id: Option<i64>,
+    disk_id: Option<i64>,
     job_id: Option<i64>,
     quantity: i64,
     created: i64,
@@ -75,7 +90,7 @@ pub async fn list_usage(ctx: &Ctx, a: args::ListUsage) -> ApiResult<Vec<UsageRec
         return Err(ApiError::invalid("from", "must not be after 'to'"));
     }
     let rows: Vec<UsageRow> = sqlx::query_as(
-        "SELECT u.id, u.kind, u.image_id, i.name AS image_name, u.product_offer_id, u.server_id, u.job_id, \
+        "SELECT u.id, u.kind, u.image_id, i.name AS image_name, u.product_offer_id, u.server_id, u.disk_id, u.job_id, \
          u.quantity, u.created FROM usage_records u LEFT JOIN images i ON i.id = u.image_id \
          WHERE u.customer_id = $1 AND u.created >= $2 AND u.created < $3 \
          ORDER BY u.created, u.id",
@@ -94,6 +109,7 @@ pub async fn list_usage(ctx: &Ctx, a: args::ListUsage) -> ApiResult<Vec<UsageRec
             image_name: r.image_name,
             product_offer_id: r.product_offer_id,
             server_id: r.server_id,
+            disk_id: r.disk_id,
             job_id: r.job_id,
             quantity: r.quantity,
             created: Timestamp(r.created),

@@ -112,6 +112,9 @@ check($alice->PublishImage($image_id, $carol_me->customer_uuid) == 1, "PublishIm
 $seen = find_image($carol, $image_id);
 check($seen !== null, "carol lists the published image");
 check($seen->owner == $me->customer_uuid, "carol sees who published it");
+$shares = $alice->ListImageShares($image_id);
+check(count($shares) == 1 && $shares[0]->kind == "customer" && $shares[0]->uuid == $carol_me->customer_uuid,
+      "ListImageShares shows carol");
 $carol_vdcs = $carol->ListVDCs();
 $carol_server = $carol->CreateServer($carol_vdcs[0]->vdc_id, -1, "carol's", $image_id,
     $SERVER_OFFER, array($DISK_20GB));

@@ -70,6 +70,7 @@ check(image_job.status == 1 and image_job.item_type == "image", "CreateImage")
 image_id = image_job.item_id
 check(call("RenameImage", image_id, "zeep image 2").image_name == "zeep image 2", "RenameImage")
 check(call("PublishImage", image_id, customer.billing_entity_uuid) == 1, "PublishImage")
+check(call("ListImageShares", image_id)[0].kind == "billing_entity", "ListImageShares")
 check(call("RevokeImage", image_id, customer.billing_entity_uuid) == 1, "RevokeImage")
 try:
     call("SetImageProductOffer", image_id, 40)

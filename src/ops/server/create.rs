@@ -136,7 +136,7 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
                 .await?;
             }
             if let Some(image) = image {
-                usage::record_image_use(&mut tx, customer_id, image, server_id)
+                usage::record_image_use(&mut tx, customer_id, image, usage::ImageUser::Server(server_id))
                     .await?;
             }
             tx.commit().await?;

@@ -39,8 +39,9 @@ if [ ${#missing[@]} -gt 0 ] || [ $need_qemu -eq 1 ]; then
 fi
 
 python3 -c 'import zeep' 2>/dev/null || python3 -m pip install -q zeep
-# The fetch tests' FTP server.
+# The fetch tests' FTP server, and pyOpenSSL for its FTPS (TLS_FTPHandler).
 python3 -c 'import pyftpdlib' 2>/dev/null || python3 -m pip install -q pyftpdlib
+python3 -c 'import OpenSSL' 2>/dev/null || python3 -m pip install -q pyopenssl
 
 if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
     if [ -d /etc/postgresql ]; then

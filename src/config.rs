@@ -146,6 +146,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_fetch_from: Vec<IpNet>,
+    /// A PEM file of CA certificates FetchDisk trusts for https and ftps sources, in addition
+    /// to the system's (a private image registry's CA, say). Repeatable; the variable takes a
+    /// comma-separated list. The server does not start if a file cannot be read or holds no
+    /// valid certificate.
+    #[arg(
+        long = "fetch-ca-file",
+        env = "EXTILITY_FETCH_CA_FILE",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub fetch_ca_files: Vec<PathBuf>,
     /// Fetches running at once across all nodes.
     #[arg(long, env = "EXTILITY_MAX_FETCHES", default_value_t = 8)]
     pub max_fetches: i64,

@@ -13,6 +13,7 @@ use crate::api;
 use crate::api::auth::CredentialCache;
 use crate::config::{Config, HypervisorKind, QemuAccel};
 use crate::db::{Db, seed};
+use crate::fetch::FetchTls;
 use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
 use crate::jobs::{JobQueue, queue, worker};
@@ -123,6 +124,8 @@ fn hypervisor(
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // First, so that a bad CA file stops the server before it touches anything.
+        let fetch_tls = FetchTls::load(&config.fetch_ca_files)?;
         let data_dir = config.db.data_dir.clone();
         let db = open_database(&data_dir, &config.db.database_url()).await?;
         if !config.no_demo && seed::demo_catalogue(&db).await? {
@@ -150,6 +153,7 @@ impl Application {
             hypervisor,
             jobs: JobQueue::new(node_id, lease_ms),
             credentials: CredentialCache::default(),
+            fetch_tls,
             local_url,
         });
         Ok(Application {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::api::auth::CredentialCache;
 use crate::config::Config;
 use crate::db::Db;
+use crate::fetch::FetchTls;
 use crate::hypervisor::Hypervisor;
 use crate::jobs::JobQueue;
 use crate::storage::Storage;
@@ -20,6 +21,8 @@ pub struct Inner {
     pub hypervisor: Arc<dyn Hypervisor>,
     pub jobs: JobQueue,
     pub credentials: CredentialCache,
+    /// What https and ftps fetches trust: the system's roots and `--fetch-ca-file`.
+    pub fetch_tls: FetchTls,
     /// The key that seals job secrets (fetch credentials); nodes sharing a queue share it.
     pub secret_key: [u8; 32],
     /// `http://<address this node is bound to>`.

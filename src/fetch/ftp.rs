@@ -1,7 +1,7 @@
 //! FTP and FTPS downloads (suppaftp, blocking, on a thread of their own).
 //!
 //! `ftps://` is explicit FTPS (`AUTH TLS` on the control connection, default port 21, data
-//! protected with `PROT P`), certificates checked against the system's roots. Passive data
+//! protected with `PROT P`), certificates checked like HTTPS ([`FetchTls`]). Passive data
 //! connections go to the control connection's (checked) address whatever the server's `PASV`
 //! reply names, so a server cannot point the fetch at an internal address. A transfer that
 //! breaks off is resumed with `REST`.
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use suppaftp::rustls::ClientConfig;
+use rustls::ClientConfig;
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, RustlsConnector, RustlsFtpStream, Status};
 use tokio::runtime::Handle;
@@ -21,15 +21,20 @@ use super::FetchSource;
 use super::guard::{AddressGuard, Refused};
 use super::http::{CONNECT_TIMEOUT, Failure, IDLE_TIMEOUT, MAX_RETRIES};
 use super::pipeline::Wire;
+use super::tls::{FetchTls, certificate_refused};
 use crate::error::{ApiError, ApiResult};
 
 const READ_CHUNK: usize = 256 << 10;
 
-fn ftp_failure(what: &str, err: FtpError) -> Failure {
+fn ftp_failure(what: &str, host: &str, err: FtpError) -> Failure {
     match err {
         FtpError::ConnectionError(e) => {
             if let Some(r) = e.get_ref().and_then(|i| i.downcast_ref::<Refused>()) {
                 return Failure::Fatal(r.clone().into());
+            }
+            // The TLS handshake happens on the first command after AUTH TLS.
+            if let Some(untrusted) = certificate_refused(&e, host) {
+                return Failure::Fatal(untrusted);
             }
             Failure::Transient(format!("{what}: {e}"))
         }
@@ -45,17 +50,6 @@ fn ftp_failure(what: &str, err: FtpError) -> Failure {
         }
         other => Failure::Fatal(ApiError::FetchFailed(format!("{what}: {other}"))),
     }
-}
-
-fn tls_config() -> ApiResult<Arc<ClientConfig>> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = Arc::new(suppaftp::rustls::crypto::aws_lc_rs::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_platform_verifier())
-        .map_err(ApiError::internal)?
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 fn connect(guard: &AddressGuard, addr: SocketAddr) -> std::io::Result<TcpStream> {
@@ -91,6 +85,7 @@ fn remote_path(source: &FetchSource) -> ApiResult<String> {
 pub fn download(
     source: &FetchSource,
     guard: &AddressGuard,
+    tls: &FetchTls,
     wire: &Wire,
     runtime: Handle,
 ) -> ApiResult<()> {
@@ -104,7 +99,7 @@ pub fn download(
     wire.progress.set_phase("connecting");
     let addrs = runtime.block_on(guard.resolve(&host, port))?;
     let secure = source.url.scheme() == "ftps";
-    let tls = if secure { Some(tls_config()?) } else { None };
+    let tls = secure.then(|| tls.client_config());
     let mut offset = 0u64;
     let mut failures = 0;
     loop {
@@ -183,14 +178,14 @@ impl Attempt<'_> {
         })?;
         let guard = self.guard.clone();
         let mut ftp = RustlsFtpStream::connect_with_stream(control)
-            .map_err(|e| ftp_failure("connecting", e))?
+            .map_err(|e| ftp_failure("connecting", self.host, e))?
             .passive_stream_builder(move |addr| {
                 connect(&guard, addr).map_err(FtpError::ConnectionError)
             });
         if let Some(tls) = &self.tls {
             ftp = ftp
                 .into_secure(RustlsConnector::from(tls.clone()), self.host)
-                .map_err(|e| ftp_failure("starting TLS", e))?;
+                .map_err(|e| ftp_failure("starting TLS", self.host, e))?;
         }
         ftp.set_passive_nat_workaround(true);
         let user = self.source.user.as_deref().unwrap_or("anonymous");
@@ -201,10 +196,10 @@ impl Attempt<'_> {
                     "the FTP server refused the login (check conn_user and conn_pass)".into(),
                 ))
             }
-            e => ftp_failure("logging in", e),
+            e => ftp_failure("logging in", self.host, e),
         })?;
         ftp.transfer_type(FileType::Binary)
-            .map_err(|e| ftp_failure("setting binary mode", e))?;
+            .map_err(|e| ftp_failure("setting binary mode", self.host, e))?;
         if *offset == 0
             && let Ok(size) = ftp.size(self.path)
         {
@@ -212,7 +207,7 @@ impl Attempt<'_> {
         }
         if *offset > 0 {
             ftp.resume_transfer(*offset as usize)
-                .map_err(|e| ftp_failure("resuming", e))?;
+                .map_err(|e| ftp_failure("resuming", self.host, e))?;
         }
         let mut stream = ftp.retr_as_stream(self.path).map_err(|e| match e {
             FtpError::UnexpectedResponse(r) if r.status == Status::FileUnavailable => {
@@ -221,7 +216,7 @@ impl Attempt<'_> {
                     self.path
                 )))
             }
-            e => ftp_failure("starting the transfer", e),
+            e => ftp_failure("starting the transfer", self.host, e),
         })?;
         progress.set_phase("downloading");
         loop {
@@ -233,7 +228,11 @@ impl Attempt<'_> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Failure::Transient(format!("reading from FTP: {e}"))),
+                Err(e) => {
+                    return Err(certificate_refused(&e, self.host)
+                        .map(Failure::Fatal)
+                        .unwrap_or_else(|| Failure::Transient(format!("reading from FTP: {e}"))));
+                }
             };
             buf.truncate(n);
             self.wire.received(n);
@@ -245,7 +244,7 @@ impl Attempt<'_> {
         }
         stream
             .finish()
-            .map_err(|e| ftp_failure("finishing the transfer", e))?;
+            .map_err(|e| ftp_failure("finishing the transfer", self.host, e))?;
         let _ = ftp.quit();
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! the first URL (scheme, literal addresses; names are checked by the guarded resolver the
 //! client connects through) and so that credentials are sent only to the origin they were
 //! given for. A transfer that breaks off is resumed with `Range` from where it stopped.
+//! HTTPS checks certificates against [`FetchTls`].
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use url::{Host, Url};
 
 use super::guard::{AddressGuard, GuardedResolver, find_refused};
 use super::pipeline::Wire;
+use super::tls::{FetchTls, certificate_refused};
 use super::{FetchSource, describe_error};
 use crate::error::{ApiError, ApiResult};
 
@@ -35,9 +37,12 @@ impl From<ApiError> for Failure {
     }
 }
 
-fn classify(err: reqwest::Error) -> Failure {
+fn classify(err: reqwest::Error, url: &Url) -> Failure {
     if let Some(refused) = find_refused(&err) {
         return Failure::Fatal(refused.into());
+    }
+    if let Some(untrusted) = certificate_refused(&err, url.host_str().unwrap_or_default()) {
+        return Failure::Fatal(untrusted);
     }
     let message = describe_error(&err);
     if err.is_builder() || err.is_redirect() {
@@ -47,8 +52,9 @@ fn classify(err: reqwest::Error) -> Failure {
     }
 }
 
-fn client(guard: &AddressGuard) -> ApiResult<reqwest::Client> {
+fn client(guard: &AddressGuard, tls: &FetchTls) -> ApiResult<reqwest::Client> {
     reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls.client_config()).clone())
         .dns_resolver(GuardedResolver(guard.clone()))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -95,14 +101,19 @@ struct Download<'a> {
     validator: Option<String>,
 }
 
-pub async fn download(source: &FetchSource, guard: &AddressGuard, wire: &Wire) -> ApiResult<()> {
+pub async fn download(
+    source: &FetchSource,
+    guard: &AddressGuard,
+    tls: &FetchTls,
+    wire: &Wire,
+) -> ApiResult<()> {
     let credentials = source
         .user
         .clone()
         .map(|user| (user, source.password.clone()))
         .or_else(|| source.password.clone().map(|p| (String::new(), Some(p))));
     let mut dl = Download {
-        client: client(guard)?,
+        client: client(guard, tls)?,
         guard,
         wire,
         origin: source.url.origin(),
@@ -152,7 +163,7 @@ impl Download<'_> {
             if let Some((user, password)) = &self.credentials {
                 request = request.basic_auth(user, password.as_ref());
             }
-            let response = request.send().await.map_err(classify)?;
+            let response = request.send().await.map_err(|e| classify(e, &self.url))?;
             if !response.status().is_redirection() {
                 return Ok(response);
             }
@@ -232,7 +243,7 @@ impl Download<'_> {
         let progress = &self.wire.progress;
         progress.set_total(self.total);
         progress.set_phase("downloading");
-        while let Some(mut chunk) = response.chunk().await.map_err(classify)? {
+        while let Some(mut chunk) = response.chunk().await.map_err(|e| classify(e, &self.url))? {
             self.wire.received(chunk.len());
             if skip > 0 {
                 let n = skip.min(chunk.len() as u64);

@@ -138,19 +138,21 @@ async fn fetch_to_staging(
         Err(e) => return (Err(ApiError::internal(e)), 0),
     };
     let guard = AddressGuard::new(job.state.config.allow_fetch_from.clone());
+    let tls = &job.state.fetch_tls;
     let cancel = progress.cancel_token().clone();
     let downloaded = match source.url.scheme() {
         "http" | "https" => {
             tokio::select! {
-                r = http::download(source, &guard, &wire) => r,
+                r = http::download(source, &guard, tls, &wire) => r,
                 _ = cancel.cancelled() => Err(ApiError::Cancelled),
             }
         }
         _ => {
-            let (source, wire) = (source.clone(), wire.clone());
+            let (source, wire, tls) = (source.clone(), wire.clone(), tls.clone());
             let runtime = tokio::runtime::Handle::current();
-            let task =
-                tokio::task::spawn_blocking(move || ftp::download(&source, &guard, &wire, runtime));
+            let task = tokio::task::spawn_blocking(move || {
+                ftp::download(&source, &guard, &tls, &wire, runtime)
+            });
             tokio::select! {
                 r = task => r.map_err(ApiError::from).and_then(|r| r),
                 _ = cancel.cancelled() => Err(ApiError::Cancelled),

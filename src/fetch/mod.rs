@@ -4,6 +4,7 @@
 //! - [`source`]: the URL, its credentials and the expected checksum, as FetchDisk takes them.
 //! - [`guard`]: which addresses may be fetched from, and DNS answers pinned to checked ones.
 //! - [`http`], [`ftp`]: the downloaders (redirects, timeouts, resumption).
+//! - [`tls`]: the certificates https and ftps sources are checked against.
 //! - [`decode`]: compression recognised by magic bytes (gzip, xz, zstd).
 //! - [`pipeline`]: download → decompress → hash → thin write on threads with bounded buffers.
 //! - [`job`]: the FetchDisk job itself: staging, verification, the disk or image, usage.
@@ -16,9 +17,11 @@ pub mod job;
 pub mod pipeline;
 pub mod secrets;
 mod source;
+pub mod tls;
 
 pub use job::run;
 pub use source::{Checksum, FetchSource};
+pub use tls::FetchTls;
 
 /// An error and its causes on one line ("error sending request: connection refused").
 pub(crate) fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {

@@ -1,4 +1,5 @@
-//! A real FTP server (pyftpdlib, installed by scripts/test.sh) serving a folder.
+//! A real FTP or FTPS server (pyftpdlib, and pyOpenSSL for TLS, installed by scripts/test.sh)
+//! serving a folder.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -7,18 +8,37 @@ use std::process::{Child, Command, Stdio};
 pub struct FtpServer {
     pub port: u16,
     pub root: PathBuf,
+    scheme: &'static str,
     child: Child,
 }
 
 impl FtpServer {
     /// Serves `root` to `user`/`password` on 127.0.0.1.
     pub fn start(root: &Path, user: &str, password: &str) -> FtpServer {
+        Self::spawn(root, user, password, None)
+    }
+
+    /// Serves `root` over explicit FTPS (AUTH TLS required, data protected) with the
+    /// certificate and key in these PEM files.
+    pub fn start_tls(
+        root: &Path,
+        user: &str,
+        password: &str,
+        cert: &Path,
+        key: &Path,
+    ) -> FtpServer {
+        Self::spawn(root, user, password, Some((cert, key)))
+    }
+
+    fn spawn(root: &Path, user: &str, password: &str, tls: Option<(&Path, &Path)>) -> FtpServer {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fetch_support/ftp_server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(root)
-            .args([user, password])
+        let mut command = Command::new("python3");
+        command.arg(script).arg(root).args([user, password]);
+        if let Some((cert, key)) = tls {
+            command.arg(cert).arg(key);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -35,7 +55,8 @@ impl FtpServer {
                 _ => {
                     let _ = child.kill();
                     panic!(
-                        "the FTP server did not start (is pyftpdlib installed? scripts/test.sh installs it)"
+                        "the FTP server did not start (are pyftpdlib and pyOpenSSL installed? \
+                         scripts/test.sh installs them)"
                     );
                 }
             }
@@ -44,12 +65,14 @@ impl FtpServer {
         FtpServer {
             port,
             root: root.to_path_buf(),
+            scheme: if tls.is_some() { "ftps" } else { "ftp" },
             child,
         }
     }
 
+    /// `ftp://127.0.0.1:PORT/file` (or `ftps://`)
     pub fn url(&self, file: &str) -> String {
-        format!("ftp://127.0.0.1:{}/{file}", self.port)
+        format!("{}://127.0.0.1:{}/{file}", self.scheme, self.port)
     }
 }
 

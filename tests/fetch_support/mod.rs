@@ -1,9 +1,12 @@
-//! What the fetch tests serve images from: an HTTP server inside the test process (files,
-//! Basic auth, redirects, Range, paced and broken transfers, endless zeros) and a real FTP
-//! server (pyftpdlib) on a free port, plus image generators and database look-ups.
+//! What the fetch tests serve images from: an HTTP or HTTPS server inside the test process
+//! (files, Basic auth, redirects, Range, paced and broken transfers, endless zeros) and a real
+//! FTP or FTPS server (pyftpdlib) on a free port, plus throwaway certificates, image
+//! generators and database look-ups.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod ftp;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -57,11 +60,19 @@ struct Shared {
     bytes_sent: AtomicU64,
 }
 
-/// An HTTP server on 127.0.0.1 serving what the test puts in it.
+/// An HTTP (or HTTPS) server on 127.0.0.1 serving what the test puts in it.
 #[derive(Clone)]
 pub struct ImageServer {
     pub addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/zeros/{size}", get(zeros))
+        .route("/{*path}", get(serve))
+        .with_state(shared)
 }
 
 impl ImageServer {
@@ -71,19 +82,41 @@ impl ImageServer {
 
     pub async fn start_on(bind: &str) -> ImageServer {
         let shared = Arc::new(Shared::default());
-        let app = Router::new()
-            .route("/zeros/{size}", get(zeros))
-            .route("/{*path}", get(serve))
-            .with_state(shared.clone());
+        let app = router(shared.clone());
         let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        ImageServer { addr, shared }
+        ImageServer {
+            addr,
+            scheme: "http",
+            shared,
+        }
     }
 
-    /// `http://127.0.0.1:PORT/path`
+    /// The same server over HTTPS, presenting `identity`'s certificate.
+    pub async fn start_tls_on(bind: &str, identity: &tls::ServerIdentity) -> ImageServer {
+        let shared = Arc::new(Shared::default());
+        let app = router(shared.clone());
+        let listener = std::net::TcpListener::bind(bind).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(identity.server_config());
+        let server = axum_server::from_tcp_rustls(listener, config).unwrap();
+        tokio::spawn(async move { server.serve(app.into_make_service()).await.unwrap() });
+        ImageServer {
+            addr,
+            scheme: "https",
+            shared,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/path` (or `https://`)
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
+        format!(
+            "{}://{}/{}",
+            self.scheme,
+            self.addr,
+            path.trim_start_matches('/')
+        )
     }
 
     pub fn put(&self, path: &str, served: Served) {

@@ -169,6 +169,22 @@ pub struct ServeArgs {
     /// Do not create the demo catalogue on an empty database.
     #[arg(long, env = "EXTILITY_NO_DEMO")]
     pub no_demo: bool,
+    /// Seconds between sweeps for volume files no volume refers to (README: Configuration).
+    #[arg(
+        long,
+        env = "EXTILITY_ORPHAN_SWEEP_SECONDS",
+        default_value_t = 300,
+        hide = true
+    )]
+    pub orphan_sweep_seconds: u64,
+    /// Seconds since its last change before such a file is deleted.
+    #[arg(
+        long,
+        env = "EXTILITY_ORPHAN_MIN_AGE_SECONDS",
+        default_value_t = 3600,
+        hide = true
+    )]
+    pub orphan_min_age_seconds: u64,
 }
 
 /// The resolved configuration of a serving node.

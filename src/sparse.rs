@@ -406,6 +406,23 @@ pub fn copy_extents(
     buf: &mut [u8],
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), CopyFailure> {
+    copy_extents_while(src, len, out, out_offset, buf, &mut |pos| {
+        progress(pos);
+        true
+    })
+    .map(|_| ())
+}
+
+/// [`copy_extents`] that can be stopped: `go_on` hears the source offset reached after each
+/// piece and stops the copy by answering false. Returns whether the copy went to the end.
+pub fn copy_extents_while(
+    src: &File,
+    len: u64,
+    out: &mut SparseWriter,
+    out_offset: u64,
+    buf: &mut [u8],
+    go_on: &mut dyn FnMut(u64) -> bool,
+) -> Result<bool, CopyFailure> {
     advise_sequential(src);
     for extent in data_extents(src, len) {
         let (start, end) = extent.map_err(CopyFailure::Read)?;
@@ -418,10 +435,12 @@ pub fn copy_extents(
                 .map_err(CopyFailure::Read)?;
             out.write(&buf[..n]).map_err(CopyFailure::Write)?;
             pos += n as u64;
-            progress(pos);
+            if !go_on(pos) {
+                return Ok(false);
+            }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Which side of a copy failed: tools tell "cannot read SRC" from "cannot write DST".

@@ -19,8 +19,8 @@ use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
 use crate::jobs::{JobQueue, queue, worker};
 use crate::ops::server;
 use crate::state::{AppState, Inner};
-use crate::storage::Storage;
 use crate::storage::files::FileStorage;
+use crate::storage::{Storage, orphans};
 
 pub struct Application {
     listener: TcpListener,
@@ -179,6 +179,13 @@ impl Application {
         let shutdown = CancellationToken::new();
         queue::node_alive(&state.db, &state.jobs.node_id).await?;
         tokio::spawn(show_node_alive(state.clone(), shutdown.clone()));
+        tokio::spawn(orphans::run(
+            state.db.clone(),
+            state.storage.clone(),
+            Duration::from_secs(state.config.orphan_sweep_seconds),
+            Duration::from_secs(state.config.orphan_min_age_seconds),
+            shutdown.clone(),
+        ));
         let workers = worker::spawn_pool(state.clone(), shutdown.clone());
         let events_state = state.clone();
         tokio::spawn(async move {

@@ -234,6 +234,7 @@ async fn finalise(
                     default_username: params.image_default_username.as_deref(),
                     generate_password: true,
                     volume_id: Some(volume_id),
+                    source_job_id: Some(job.row.id),
                 },
             )
             .await?

@@ -133,7 +133,8 @@ impl JobQueue {
         }
     }
 
-    /// A job of the customer, from memory when it has finished, else from the database.
+    /// A job of the customer, from memory when it has finished, else from the database; a job
+    /// running on this node shows its progress as it is now, not as the last heartbeat wrote it.
     pub async fn get(
         &self,
         db: &crate::db::Db,
@@ -145,13 +146,15 @@ impl JobQueue {
         {
             return Ok(row.clone());
         }
-        let row = queue::get(db, job_id, customer_id).await?;
+        let mut row = queue::get(db, job_id, customer_id).await?;
         if JobStatus::is_finished(row.status) {
             let mut kept = self.finished_rows.lock().unwrap();
             if kept.len() >= FINISHED_ROWS_KEPT {
                 kept.clear();
             }
             kept.insert(job_id, row.clone());
+        } else if let Some(progress) = self.running.lock().unwrap().get(&job_id) {
+            row.show_progress(&progress.snapshot());
         }
         Ok(row)
     }

@@ -88,6 +88,17 @@ impl JobProgress {
     }
 }
 
+/// A copy made by a job reports into the job's progress and stops when the job is cancelled.
+impl crate::storage::CopyProgress for JobProgress {
+    fn reached(&self, bytes: u64) {
+        self.set_done(bytes);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,14 @@ impl JobRow {
     pub fn params(&self) -> ApiResult<Value> {
         serde_json::from_str(&self.params).map_err(ApiError::internal)
     }
+
+    /// Replaces the progress columns with a running job's progress.
+    pub fn show_progress(&mut self, progress: &ProgressSnapshot) {
+        self.phase = Some(progress.phase.to_string());
+        self.progress = progress.percent;
+        self.bytes_done = progress.bytes_done as i64;
+        self.bytes_total = progress.bytes_total.map(|t| t as i64);
+    }
 }
 
 macro_rules! job_columns {
@@ -172,6 +180,26 @@ pub async fn release_own_leases(db: &Db, node: &str) -> ApiResult<u64> {
             .execute(db.pool())
             .await?;
     Ok(result.rows_affected())
+}
+
+/// Locks a running job's row in the caller's transaction if this node still holds its lease,
+/// so that what the job commits there cannot race another node that took the job over (that
+/// node's claim waits for the commit, and its attempt then sees what this one made).
+pub async fn hold_lease(
+    conn: &mut sqlx::AnyConnection,
+    job_id: i64,
+    node: &str,
+) -> ApiResult<bool> {
+    let held = sqlx::query(
+        "UPDATE jobs SET lease_owner = lease_owner WHERE id = $1 AND lease_owner = $2 \
+         AND status = 2",
+    )
+    .bind(job_id)
+    .bind(node)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(held == 1)
 }
 
 /// Renews the lease and records progress. Returns `None` when the lease was lost (another node

@@ -10,6 +10,12 @@
 //! be deleted, destroyed with its server or reverted ([`ensure_disk_not_being_imaged`]). The job
 //! names the disk as its item while it runs, which is what the pin looks for; when it succeeds
 //! its item becomes the new image.
+//!
+//! Like FetchDisk, the job makes nothing visible before it is complete: the copy goes to the
+//! job's staging file (`<data>/staging/<job uuid>.part`), reporting its progress and stopping
+//! when the job is cancelled, and becomes a volume only when it is whole. The image row names
+//! the job (`source_job_id`), so an attempt resumed after a crash that finds one reports it
+//! instead of copying again; otherwise it copies again from the start.
 
 use serde_json::json;
 use sqlx::AnyConnection;
@@ -17,7 +23,7 @@ use sqlx::AnyConnection;
 use super::image::{self, NewImage};
 use super::{Ctx, args, disk, server, validate};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{JobOutcome, JobQueue, JobStatus, NewJob, RunningJob};
+use crate::jobs::{JobOutcome, JobQueue, JobStatus, NewJob, RunningJob, queue};
 use crate::storage::volumes;
 
 pub const JOB_TYPE: &str = "CreateImage";
@@ -116,8 +122,30 @@ pub async fn ensure_server_disks_not_being_imaged(
     }
 }
 
+fn made_image(image_id: i64) -> JobOutcome {
+    JobOutcome {
+        item_type: Some("image"),
+        item_id: Some(image_id),
+    }
+}
+
 pub async fn run_job(job: &RunningJob) -> ApiResult<JobOutcome> {
     let state = &job.state;
+    if job.is_retry() {
+        let mut conn = state.db.pool().acquire().await?;
+        if let Some(image_id) = image::made_by_job(&mut conn, job.row.id).await? {
+            tracing::info!(
+                job_id = job.row.id,
+                image_id,
+                "an earlier attempt of this job made its image before it was interrupted"
+            );
+            return Ok(made_image(image_id));
+        }
+        tracing::info!(
+            job_id = job.row.id,
+            "an earlier attempt of this job was interrupted; copying again from the start"
+        );
+    }
     let customer_id = job.row.customer_id;
     let disk_id = job
         .row
@@ -137,15 +165,28 @@ pub async fn run_job(job: &RunningJob) -> ApiResult<JobOutcome> {
             .volume_file()?;
         (disk, source)
     };
-    job.progress.set_phase("copying the disk's data");
-    job.progress.set_total(Some(disk.capacity as u64));
-    let storage = state.storage.clone();
-    let copy = tokio::task::spawn_blocking(move || storage.copy_flat(&source)).await??;
-    job.progress.set_done(disk.capacity as u64);
+    let size = source.size;
+    job.progress.set_phase("copying");
+    job.progress.set_total(Some(size));
+    let staging = state.storage.staging_path(&job.row.uuid);
+    let (storage, progress, dest) = (state.storage.clone(), job.progress.clone(), staging.clone());
+    // A failed or cancelled copy removes its staging file itself.
+    tokio::task::spawn_blocking(move || storage.copy_flat(&source, &dest, &*progress)).await??;
 
+    job.progress.set_phase("finalising");
+    job.check_cancelled()?;
+    let storage = state.storage.clone();
+    let copy = tokio::task::spawn_blocking(move || storage.adopt_staged(&staging, size)).await??;
     let saved = async {
-        job.check_cancelled()?;
         let mut tx = state.db.begin_write().await?;
+        if !queue::hold_lease(&mut tx, job.row.id, &state.jobs.node_id).await? {
+            return Err(ApiError::Interrupted(
+                "another node took this job over before its image was saved".into(),
+            ));
+        }
+        if let Some(image_id) = image::made_by_job(&mut tx, job.row.id).await? {
+            return Ok((image_id, false)); // an earlier attempt's image, already saved
+        }
         let volume_id = volumes::insert(&mut tx, &copy, None).await?;
         let image = image::insert_image(
             &mut tx,
@@ -157,18 +198,20 @@ pub async fn run_job(job: &RunningJob) -> ApiResult<JobOutcome> {
                 default_username: default_username.as_deref(),
                 generate_password,
                 volume_id: Some(volume_id),
+                source_job_id: Some(job.row.id),
             },
         )
         .await?;
         tx.commit().await?;
-        Ok::<_, ApiError>(image)
+        Ok::<_, ApiError>((image.image_id, true))
     }
     .await;
     match saved {
-        Ok(image) => Ok(JobOutcome {
-            item_type: Some("image"),
-            item_id: Some(image.image_id),
-        }),
+        Ok((image_id, true)) => Ok(made_image(image_id)),
+        Ok((image_id, false)) => {
+            volumes::delete_files(state.storage.clone(), vec![copy]).await;
+            Ok(made_image(image_id))
+        }
         Err(err) => {
             volumes::delete_files(state.storage.clone(), vec![copy]).await;
             Err(err)

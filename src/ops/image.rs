@@ -216,6 +216,19 @@ pub struct NewImage<'a> {
     pub default_username: Option<&'a str>,
     pub generate_password: bool,
     pub volume_id: Option<i64>,
+    /// The job that made it (CreateImage, FetchDisk), so that the job, resumed after a
+    /// crash, finds it instead of making another.
+    pub source_job_id: Option<i64>,
+}
+
+/// The image a job made, if it got as far as committing one.
+pub async fn made_by_job(conn: &mut AnyConnection, job_id: i64) -> ApiResult<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM images WHERE source_job_id = $1 ORDER BY id LIMIT 1")
+            .bind(job_id)
+            .fetch_optional(conn)
+            .await?,
+    )
 }
 
 /// Inserts an image and returns it as the owner sees it.
@@ -224,8 +237,8 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
     let now = crate::db::now_ms();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO images (uuid, customer_id, name, size, media, default_username, \
-         generate_password, volume_id, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         RETURNING id",
+         generate_password, volume_id, source_job_id, created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
     )
     .bind(&uuid)
     .bind(image.customer_id)
@@ -235,6 +248,7 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
     .bind(image.default_username)
     .bind(crate::db::flag(image.generate_password))
     .bind(image.volume_id)
+    .bind(image.source_job_id)
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;

@@ -8,10 +8,13 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::SystemTime;
 
-use super::{Storage, StorageError, StorageResult, VolumeFile, VolumeFormat};
-use crate::sparse::{SparseWriter, copy_extents};
+use super::qemu_img::{self, convert_to_raw};
+use super::{
+    CopyProgress, Storage, StorageError, StorageResult, StoredFile, VolumeFile, VolumeFormat,
+};
+use crate::sparse::{SparseWriter, copy_extents_while};
 
 pub struct FileStorage {
     volumes: PathBuf,
@@ -34,26 +37,30 @@ impl FileStorage {
     }
 }
 
-/// Runs `qemu-img` and turns its failure into a readable error.
-fn qemu_img(args: &[&str]) -> StorageResult<()> {
-    let output = Command::new("qemu-img").args(args).output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            StorageError::Tool(
-                "qemu-img is not installed (Debian package qemu-utils); thin clones need it".into(),
-            )
-        } else {
-            StorageError::io("running qemu-img", e)
-        }
-    })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(StorageError::Tool(format!(
-            "qemu-img {} failed: {}",
-            args.first().unwrap_or(&""),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
+/// Copies a raw volume's data extents into `dest`, checking for cancellation after each buffer.
+fn copy_raw(src: &Path, dest: &Path, size: u64, progress: &dyn CopyProgress) -> StorageResult<()> {
+    let io = |e| StorageError::io("copying a volume", e);
+    let input = File::open(src).map_err(io)?;
+    // A staging file left by an interrupted attempt is replaced.
+    let out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dest)
+        .map_err(io)?;
+    out.set_len(size).map_err(io)?;
+    let mut writer = SparseWriter::new(out);
+    let mut buf = vec![0u8; 1 << 20];
+    let finished = copy_extents_while(&input, size, &mut writer, 0, &mut buf, &mut |pos| {
+        progress.reached(pos);
+        !progress.cancelled()
+    })
+    .map_err(|e| io(e.into()))?;
+    if !finished {
+        return Err(StorageError::Cancelled);
     }
+    let (file, _) = writer.finish().map_err(io)?;
+    file.set_len(size).map_err(io)
 }
 
 impl Storage for FileStorage {
@@ -81,7 +88,7 @@ impl Storage for FileStorage {
             size: size.max(backing.size),
         };
         let path = self.path(&volume);
-        qemu_img(&[
+        qemu_img::run(&[
             "create",
             "-q",
             "-f",
@@ -96,52 +103,27 @@ impl Storage for FileStorage {
         Ok(volume)
     }
 
-    fn copy_flat(&self, source: &VolumeFile) -> StorageResult<VolumeFile> {
-        let volume = VolumeFile {
-            file: Self::new_name(VolumeFormat::Raw),
-            format: VolumeFormat::Raw,
-            size: source.size,
-        };
-        let dst = self.path(&volume);
+    fn copy_flat(
+        &self,
+        source: &VolumeFile,
+        dest: &Path,
+        progress: &dyn CopyProgress,
+    ) -> StorageResult<()> {
+        if progress.cancelled() {
+            return Err(StorageError::Cancelled);
+        }
         let src = self.path(source);
-        match source.format {
-            VolumeFormat::Qcow2 => {
-                let result = qemu_img(&[
-                    "convert",
-                    "-q",
-                    "-f",
-                    "qcow2",
-                    "-O",
-                    "raw",
-                    "-S",
-                    "4k",
-                    &src.to_string_lossy(),
-                    &dst.to_string_lossy(),
-                ]);
-                if result.is_err() {
-                    let _ = fs::remove_file(&dst);
-                }
-                result?;
-            }
-            VolumeFormat::Raw => {
-                let copy = || -> std::io::Result<()> {
-                    let input = File::open(&src)?;
-                    let out = OpenOptions::new().write(true).create_new(true).open(&dst)?;
-                    out.set_len(source.size)?;
-                    let mut writer = SparseWriter::new(out);
-                    let mut buf = vec![0u8; 1 << 20];
-                    copy_extents(&input, source.size, &mut writer, 0, &mut buf, &mut |_| {})?;
-                    let (file, _) = writer.finish()?;
-                    file.set_len(source.size)?;
-                    file.sync_all()
-                };
-                if let Err(e) = copy() {
-                    let _ = fs::remove_file(&dst);
-                    return Err(StorageError::io("copying a volume", e));
-                }
+        let result = match source.format {
+            VolumeFormat::Qcow2 => convert_to_raw(&src, dest, source.size, progress),
+            VolumeFormat::Raw => copy_raw(&src, dest, source.size, progress),
+        };
+        match result {
+            Ok(()) => progress.reached(source.size),
+            Err(_) => {
+                let _ = fs::remove_file(dest);
             }
         }
-        Ok(volume)
+        result
     }
 
     fn staging_path(&self, name: &str) -> PathBuf {
@@ -160,6 +142,10 @@ impl Storage for FileStorage {
             .map_err(|e| StorageError::io("opening a staged file", e))?;
         file.set_len(size)
             .map_err(|e| StorageError::io("sizing a staged file", e))?;
+        // The orphan sweep spares young files: a staged file whose last write was long ago
+        // must not look old in the instant before its volume row is committed.
+        file.set_modified(SystemTime::now())
+            .map_err(|e| StorageError::io("touching a staged file", e))?;
         file.sync_all()
             .map_err(|e| StorageError::io("syncing a staged file", e))?;
         fs::rename(staged, self.path(&volume))
@@ -191,6 +177,37 @@ impl Storage for FileStorage {
         }
     }
 
+    fn list_files(&self) -> StorageResult<Vec<StoredFile>> {
+        let io = |e| StorageError::io("listing the volumes folder", e);
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.volumes).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            // A file deleted since the listing began is simply not there any more.
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() {
+                files.push(StoredFile {
+                    name: entry.file_name().to_string_lossy().into_owned(),
+                    modified: meta.modified().map_err(io)?,
+                });
+            }
+        }
+        Ok(files)
+    }
+
+    fn delete_file(&self, name: &str) -> StorageResult<()> {
+        if Path::new(name).file_name() != Some(name.as_ref()) {
+            return Err(StorageError::Tool(format!(
+                "{name:?} is not a volume file's name"
+            )));
+        }
+        match fs::remove_file(self.volumes.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StorageError::io(format!("deleting {name}"), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn path(&self, volume: &VolumeFile) -> PathBuf {
         self.volumes.join(&volume.file)
     }
@@ -207,9 +224,116 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     fn read_all(path: &Path) -> Vec<u8> {
         fs::read(path).unwrap()
+    }
+
+    /// Remembers the last progress report; asks to stop after `stop_after` reports.
+    #[derive(Default)]
+    struct Reports {
+        last: AtomicU64,
+        count: AtomicU64,
+        stop_after: Option<u64>,
+    }
+
+    impl Reports {
+        fn stopping_after(reports: u64) -> Self {
+            Reports {
+                stop_after: Some(reports),
+                ..Default::default()
+            }
+        }
+
+        fn last(&self) -> u64 {
+            self.last.load(Ordering::Relaxed)
+        }
+
+        fn count(&self) -> u64 {
+            self.count.load(Ordering::Relaxed)
+        }
+    }
+
+    impl CopyProgress for Reports {
+        fn reached(&self, bytes: u64) {
+            self.last.store(bytes, Ordering::Relaxed);
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn cancelled(&self) -> bool {
+            self.stop_after.is_some_and(|n| self.count() >= n)
+        }
+    }
+
+    /// A raw volume of `size` bytes holding `pieces` MiB of data spread over it.
+    fn volume_with_data(storage: &FileStorage, size: u64, pieces: u64) -> VolumeFile {
+        let volume = storage.create_blank(size).unwrap();
+        let f = OpenOptions::new()
+            .write(true)
+            .open(storage.path(&volume))
+            .unwrap();
+        for i in 0..pieces {
+            f.write_all_at(&[i as u8 + 1; 1 << 20], i * (size / pieces))
+                .unwrap();
+        }
+        volume
+    }
+
+    #[test]
+    fn a_stopped_copy_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::open(dir.path()).unwrap();
+        let src = volume_with_data(&storage, 64 << 20, 8);
+        let staged = storage.staging_path("stopped");
+        let progress = Reports::stopping_after(2);
+        let err = storage.copy_flat(&src, &staged, &progress).unwrap_err();
+        assert!(matches!(err, StorageError::Cancelled), "{err}");
+        // Stopped after the second 1 MiB piece, not at the end.
+        assert_eq!(progress.count(), 2);
+        assert!(progress.last() < 64 << 20);
+        assert!(!staged.exists());
+        assert_eq!(storage.list_files().unwrap().len(), 1, "only the source");
+    }
+
+    #[test]
+    fn qcow2_volumes_are_copied_through_their_backing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::open(dir.path()).unwrap();
+        let base = volume_with_data(&storage, 64 << 20, 4);
+        let clone = storage.create_thin_clone(&base, 64 << 20).unwrap();
+        let staged = storage.staging_path("from-qcow2");
+        // Left by an interrupted attempt: replaced.
+        fs::write(&staged, b"stale").unwrap();
+        let reached = Reports::default();
+        storage.copy_flat(&clone, &staged, &reached).unwrap();
+        assert_eq!(reached.last(), 64 << 20);
+        let copy = storage.adopt_staged(&staged, clone.size).unwrap();
+        assert_eq!(
+            read_all(&storage.path(&copy)),
+            read_all(&storage.path(&base))
+        );
+        assert!(storage.allocated_bytes(&copy).unwrap() <= 5 << 20);
+
+        let staged = storage.staging_path("stopped");
+        let err = storage
+            .copy_flat(&clone, &staged, &Reports::stopping_after(1))
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Cancelled), "{err}");
+        assert!(!staged.exists());
+    }
+
+    #[test]
+    fn volume_files_are_listed_and_deleted_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::open(dir.path()).unwrap();
+        let v = storage.create_blank(4096).unwrap();
+        let listed = storage.list_files().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, v.file);
+        assert!(storage.delete_file("../staging").is_err());
+        storage.delete_file(&v.file).unwrap();
+        assert!(storage.list_files().unwrap().is_empty());
     }
 
     #[test]
@@ -233,7 +357,11 @@ mod tests {
         f.write_all_at(b"boot", 0).unwrap();
         f.write_all_at(&[9u8; 8192], 512 << 20).unwrap();
         drop(f);
-        let copy = storage.copy_flat(&src).unwrap();
+        let staged = storage.staging_path("copy");
+        let reached = Reports::default();
+        storage.copy_flat(&src, &staged, &reached).unwrap();
+        assert_eq!(reached.last(), 1 << 30);
+        let copy = storage.adopt_staged(&staged, src.size).unwrap();
         assert_eq!(copy.size, 1 << 30);
         assert!(storage.allocated_bytes(&copy).unwrap() <= 3 * 4096);
         let data = read_all(&storage.path(&copy));

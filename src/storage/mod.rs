@@ -4,11 +4,15 @@
 //! clones as qcow2 overlays on them). Its methods block on I/O, so async code calls them
 //! through `spawn_blocking`. [`volumes`] keeps the database's side: which volume backs which,
 //! so that a volume lives exactly as long as something depends on it.
+//! [`orphans`] deletes files that no volume row names (left when a node died in between).
 
 pub mod files;
+pub mod orphans;
+mod qemu_img;
 pub mod volumes;
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VolumeFormat {
@@ -52,6 +56,9 @@ pub enum StorageError {
     },
     #[error("{0}")]
     Tool(String),
+    /// The caller asked the work to stop ([`CopyProgress::cancelled`]).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl StorageError {
@@ -65,11 +72,41 @@ impl StorageError {
 
 impl From<StorageError> for crate::error::ApiError {
     fn from(err: StorageError) -> Self {
-        crate::error::ApiError::Storage(err.to_string())
+        match err {
+            StorageError::Cancelled => crate::error::ApiError::Cancelled,
+            err => crate::error::ApiError::Storage(err.to_string()),
+        }
     }
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// What a long copy reports to, and asks whether it should go on. Called from the copying
+/// thread (and threads it starts), so it must be cheap and `Sync`.
+pub trait CopyProgress: Sync {
+    /// The copy has gone through the source up to `bytes` (of the source's size).
+    fn reached(&self, bytes: u64);
+    /// Whether to stop. A stopped copy removes what it wrote and fails with
+    /// [`StorageError::Cancelled`].
+    fn cancelled(&self) -> bool;
+}
+
+/// For copies nobody follows or stops.
+pub struct Unobserved;
+
+impl CopyProgress for Unobserved {
+    fn reached(&self, _: u64) {}
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// A file of the volume store, for finding the ones no volume row names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    pub name: String,
+    pub modified: SystemTime,
+}
 
 /// A storage backend. Every method may block.
 pub trait Storage: Send + Sync + 'static {
@@ -80,20 +117,35 @@ pub trait Storage: Send + Sync + 'static {
     /// `backing` and shares its blocks: only what is written to it afterwards takes space.
     fn create_thin_clone(&self, backing: &VolumeFile, size: u64) -> StorageResult<VolumeFile>;
 
-    /// A new raw volume with the contents of `source` that depends on nothing. Only the data is
-    /// copied: time and space follow the data, not the size.
-    fn copy_flat(&self, source: &VolumeFile) -> StorageResult<VolumeFile>;
+    /// Writes the contents of `source` into `dest` (a staging path, see [`Self::staging_path`];
+    /// replaced if it exists) as a raw file that depends on nothing; [`Self::adopt_staged`]
+    /// then makes it a volume. Only the data is copied: time and space follow the data, not
+    /// the size. `progress` hears how far the copy got and can stop it (within a buffer, or
+    /// by killing the tool doing it); a copy that fails or is stopped removes `dest`.
+    fn copy_flat(
+        &self,
+        source: &VolumeFile,
+        dest: &Path,
+        progress: &dyn CopyProgress,
+    ) -> StorageResult<()>;
 
     /// Where a job assembles data that is not yet a volume (`name` is unique to the job).
     fn staging_path(&self, name: &str) -> PathBuf;
 
-    /// Turns a staged file into a raw volume of `size` bytes.
+    /// Turns a staged file into a raw volume of `size` bytes, durably written. The volume
+    /// counts as new for [`orphans`] (its modification time is now) until a row names it.
     fn adopt_staged(&self, staged: &Path, size: u64) -> StorageResult<VolumeFile>;
 
     /// Removes staged files whose names `keep` does not accept (left by interrupted jobs).
     fn sweep_staging(&self, keep: &dyn Fn(&str) -> bool) -> StorageResult<usize>;
 
     fn delete(&self, volume: &VolumeFile) -> StorageResult<()>;
+
+    /// Every file of the volume store (volumes and anything else lying there).
+    fn list_files(&self) -> StorageResult<Vec<StoredFile>>;
+
+    /// Deletes a file of the volume store by name (one [`Self::list_files`] gave).
+    fn delete_file(&self, name: &str) -> StorageResult<()>;
 
     /// The path a hypervisor opens.
     fn path(&self, volume: &VolumeFile) -> PathBuf;

@@ -204,6 +204,69 @@ impl ServerDb {
         .unwrap()
     }
 
+    /// The files the `volumes` table names.
+    pub async fn volume_files(&self) -> std::collections::BTreeSet<String> {
+        sqlx::query_scalar::<_, String>("SELECT file FROM volumes")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
+    /// How many times a job was claimed (more than once: an attempt was interrupted).
+    pub async fn job_attempts(&self, job_id: i64) -> i64 {
+        sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The job an image records as having made it.
+    pub async fn image_source_job(&self, image_id: i64) -> Option<i64> {
+        sqlx::query_scalar("SELECT source_job_id FROM images WHERE id = $1")
+            .bind(image_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Stands in for a node that died after its CreateImage job of `disk_id` had committed
+    /// `image_id` but before it recorded the job as finished: a running job whose lease has
+    /// run out, which the image names as its maker. Returns the job's id.
+    pub async fn image_job_interrupted_after_commit(
+        &self,
+        customer_id: i64,
+        disk_id: i64,
+        image_id: i64,
+    ) -> i64 {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut tx = self.pool.begin().await.unwrap();
+        let job_id: i64 = sqlx::query_scalar(
+            "INSERT INTO jobs (uuid, customer_id, job_type, name, status, item_type, item_id, \
+             params, lease_owner, lease_expires, created, started, attempts) \
+             VALUES ($1, $2, 'CreateImage', 'Create image before a crash', 2, 'disk', $3, \
+             $4, 'a-node-that-died', 1, $5, $5, 1) RETURNING id",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(customer_id)
+        .bind(disk_id)
+        .bind(r#"{"name":"before a crash","default_username":null,"generate_password":true}"#)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE images SET source_job_id = $1 WHERE id = $2")
+            .bind(job_id)
+            .bind(image_id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        job_id
+    }
+
     /// Records a job as failed, as its node would when it ends.
     pub async fn job_failed(&self, job_id: i64) {
         sqlx::query(

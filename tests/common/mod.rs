@@ -170,6 +170,9 @@ impl TestServer {
             .arg(&self.db_url)
             .args(&self.options.args)
             .env("RUST_LOG", "info,sqlx=warn,tower_http=warn")
+            // The test VMs that boot nothing ignore ACPI: don't wait a minute to power them off.
+            // (A test's own --vm-shutdown-timeout wins over this.)
+            .env("EXTILITY_VM_SHUTDOWN_TIMEOUT", "5")
             .env_remove("DATABASE_URL")
             .env_remove("EXTILITY_HYPERVISOR")
             .stdout(Stdio::piped())

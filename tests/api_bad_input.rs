@@ -22,15 +22,18 @@ struct Raw {
 }
 
 impl Raw {
-    async fn soap(
+    /// POSTs `body`; returns the status, the body and the `WWW-Authenticate` challenge.
+    async fn post(
         &self,
+        path: &str,
+        content_type: &str,
         auth: Option<(&str, &str)>,
-        body: String,
+        body: Vec<u8>,
     ) -> (StatusCode, String, Option<String>) {
         let mut req = self
             .http
-            .post(format!("{}/", self.base))
-            .header("Content-Type", "text/xml; charset=utf-8")
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", content_type)
             .body(body);
         if let Some((user, pass)) = auth {
             req = req.basic_auth(user, Some(pass));
@@ -44,27 +47,29 @@ impl Raw {
         (status, resp.text().await.unwrap(), challenge)
     }
 
+    async fn soap(
+        &self,
+        auth: Option<(&str, &str)>,
+        body: String,
+    ) -> (StatusCode, String, Option<String>) {
+        self.post("/", "text/xml; charset=utf-8", auth, body.into_bytes())
+            .await
+    }
+
     async fn json(
         &self,
         op: &str,
         auth: Option<(&str, &str)>,
         body: Vec<u8>,
     ) -> (StatusCode, Value, Option<String>) {
-        let mut req = self
-            .http
-            .post(format!("{}/api/v1/{op}", self.base))
-            .header("Content-Type", "application/json")
-            .body(body);
-        if let Some((user, pass)) = auth {
-            req = req.basic_auth(user, Some(pass));
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let challenge = resp
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().to_string());
-        (status, resp.json().await.unwrap_or(Value::Null), challenge)
+        let (status, text, challenge) = self
+            .post(&format!("/api/v1/{op}"), "application/json", auth, body)
+            .await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            challenge,
+        )
     }
 }
 

@@ -5,16 +5,8 @@ use super::*;
 /// Refuses a change to a server's disks unless it is stopped (or in error, which means its VM
 /// is gone): the hypervisors here do not hot-plug disks.
 fn require_stopped(server: &ServerRow, doing: &str) -> ApiResult<()> {
-    if server.status == ServerStatus::Stopped.code() || server.status == ServerStatus::Error.code()
-    {
-        Ok(())
-    } else {
-        Err(ApiError::Conflict(format!(
-            "server {} is {}; stop it before {doing}",
-            server.id,
-            ServerStatus::describe(server.status)
-        )))
-    }
+    let stopped = [ServerStatus::Stopped, ServerStatus::Error];
+    server.require_status(&stopped, &format!("; stop it before {doing}"))
 }
 
 /// Locks the server's row for the rest of the transaction (on PostgreSQL; SQLite write

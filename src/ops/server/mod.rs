@@ -126,6 +126,21 @@ impl ServerRow {
     }
 }
 
+impl ServerRow {
+    /// Fails with CONFLICT, saying what the server is doing (and `then`, a hint), unless its
+    /// status is one of `allowed`.
+    fn require_status(&self, allowed: &[ServerStatus], then: &str) -> ApiResult<()> {
+        if allowed.iter().any(|s| s.code() == self.status) {
+            return Ok(());
+        }
+        Err(ApiError::Conflict(format!(
+            "server {} is {}{then}",
+            self.id,
+            ServerStatus::describe(self.status)
+        )))
+    }
+}
+
 macro_rules! select_servers {
     ($where:literal) => {
         concat!(

@@ -77,14 +77,7 @@ pub async fn start_server(ctx: &Ctx, a: args::StartServer) -> ApiResult<i64> {
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     lock_server_row(&mut tx, server.id).await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
-    if server.status != ServerStatus::Stopped.code() && server.status != ServerStatus::Error.code()
-    {
-        return Err(ApiError::Conflict(format!(
-            "server {} is {}",
-            server.id,
-            ServerStatus::describe(server.status)
-        )));
-    }
+    server.require_status(&[ServerStatus::Stopped, ServerStatus::Error], "")?;
     create_image::ensure_server_disks_not_being_imaged(&mut tx, server.id).await?;
     queue_server_job(
         ctx,
@@ -111,14 +104,7 @@ pub async fn stop_server(ctx: &Ctx, a: args::StopServer) -> ApiResult<i64> {
     };
     let mut tx = ctx.state.db.begin_write().await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
-    if server.status != ServerStatus::Running.code() && server.status != ServerStatus::Error.code()
-    {
-        return Err(ApiError::Conflict(format!(
-            "server {} is {}",
-            server.id,
-            ServerStatus::describe(server.status)
-        )));
-    }
+    server.require_status(&[ServerStatus::Running, ServerStatus::Error], "")?;
     queue_server_job(
         ctx,
         tx,
@@ -137,15 +123,12 @@ pub async fn destroy_server(ctx: &Ctx, a: args::DestroyServer) -> ApiResult<i64>
     lock_server_row(&mut tx, server.id).await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     create_image::ensure_server_disks_not_being_imaged(&mut tx, server.id).await?;
-    if server.status == ServerStatus::Starting.code()
-        || server.status == ServerStatus::Stopping.code()
-    {
-        return Err(ApiError::Conflict(format!(
-            "server {} is {}; try again when it has finished",
-            server.id,
-            ServerStatus::describe(server.status)
-        )));
-    }
+    let settled = [
+        ServerStatus::Running,
+        ServerStatus::Stopped,
+        ServerStatus::Error,
+    ];
+    server.require_status(&settled, "; try again when it has finished")?;
     queue_server_job(
         ctx,
         tx,

@@ -119,7 +119,7 @@ impl JobQueue {
 
     pub(crate) fn unregister_running(&self, job_id: i64) {
         self.running.lock().unwrap().remove(&job_id);
-        self.finished.send_modify(|n| *n = n.wrapping_add(1));
+        self.notify_finished();
     }
 
     /// Signals a job running on this node to stop. Returns whether it runs here.

@@ -151,6 +151,25 @@ const ENVELOPE_OPEN: &str = concat!(
 );
 const ENVELOPE_CLOSE: &str = "</SOAP-ENV:Body></SOAP-ENV:Envelope>";
 
+/// A string as XML 1.0 character data: markup escaped, and the control characters XML 1.0
+/// cannot carry at all (a remote server's error text, a console) shown as their Unicode
+/// control pictures, so that every response is a document clients can parse.
+fn xml_text(s: &str) -> std::borrow::Cow<'_, str> {
+    let legal = |c: char| !matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}');
+    if s.chars().all(legal) {
+        return escape(s);
+    }
+    let cleaned: String = s
+        .chars()
+        .map(|c| match c {
+            c if legal(c) => c,
+            '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            _ => '\u{fffd}',
+        })
+        .collect();
+    std::borrow::Cow::Owned(escape(cleaned.as_str()).into_owned())
+}
+
 /// The response envelope of an operation's result.
 pub fn encode_response(op: &Operation, result: &Value) -> String {
     let mut out = String::with_capacity(1024);
@@ -191,7 +210,7 @@ fn encode(out: &mut String, name: &str, ty: &WireType, value: &Value) {
         scalar => {
             let _ = write!(out, r#"<{name} xsi:type="{}">"#, scalar.xsd_name());
             match value {
-                Value::String(s) => out.push_str(&escape(s.as_str())),
+                Value::String(s) => out.push_str(&xml_text(s)),
                 other => {
                     let _ = write!(out, "{other}");
                 }
@@ -208,7 +227,7 @@ pub fn encode_fault(err: &ApiError) -> String {
         FaultCode::Server => "SOAP-ENV:Server",
     };
     let message = err.public_message();
-    let message = escape(message.as_str());
+    let message = xml_text(&message);
     let mut out = String::with_capacity(1024);
     out.push_str(ENVELOPE_OPEN);
     let _ = write!(
@@ -258,6 +277,15 @@ mod tests {
         let c = call(r#"<FetchDisk><url>u</url><checksum xsi:nil="true"/></FetchDisk>"#);
         let args = decode_args(op, &c).unwrap();
         assert_eq!(args["checksum"], Value::Null);
+    }
+
+    #[test]
+    fn strings_xml_cannot_carry_become_control_pictures() {
+        assert_eq!(xml_text("a<b\tc\n"), "a&lt;b\tc\n");
+        assert_eq!(xml_text("x\u{1b}[0m\u{0}"), "x\u{241b}[0m\u{2400}");
+        let fault = encode_fault(&ApiError::FetchFailed("server said \u{7}bell".into()));
+        assert!(parse(fault.as_bytes()).is_ok(), "{fault}");
+        assert!(fault.contains("\u{2407}bell"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Command line and environment configuration.
+//! Command line and environment configuration: plain values, depending on nothing else of
+//! the crate (startup hands each part what it needs).
 
 use std::path::PathBuf;
 
@@ -6,7 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::db::Db;
-use crate::jobs::queue::ConcurrencyLimits;
+
+/// The billing entity customers belong to unless they are given another.
+pub const DEFAULT_BILLING_ENTITY: &str = "Default";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,7 +56,7 @@ pub enum CustomerCommand {
         #[arg(long)]
         admin: bool,
         /// The billing entity the customer belongs to (created if there is none of that name).
-        #[arg(long, default_value = crate::ops::customer::DEFAULT_BILLING_ENTITY)]
+        #[arg(long, default_value = DEFAULT_BILLING_ENTITY)]
         billing_entity: String,
         #[command(flatten)]
         db: DbArgs,
@@ -189,12 +192,3 @@ pub struct ServeArgs {
 
 /// The resolved configuration of a serving node.
 pub type Config = ServeArgs;
-
-impl ServeArgs {
-    pub fn concurrency_limits(&self) -> ConcurrencyLimits {
-        ConcurrencyLimits {
-            fetch_global: self.max_fetches.max(1),
-            fetch_per_customer: self.max_fetches_per_customer.max(1),
-        }
-    }
-}

@@ -1,11 +1,10 @@
 //! The one error type of the operation layer.
 //!
 //! Every failure an API caller can see is an [`ApiError`]. Each variant has a stable `code`
-//! (what clients match on), an HTTP status for the JSON mirror and a SOAP fault code, so the
-//! two adapters render the same error the same way. Job failures use the same type: a job's
-//! `error_code` / `error_message` are `code()` and `to_string()` of the error that ended it.
-
-use axum::http::StatusCode;
+//! (what clients match on). How an error is shown (an HTTP status and JSON body, a SOAP fault)
+//! is the API adapters' business: `crate::api::error`. Job failures use the same type: a job's
+//! `error_code` / `error_message` are `code()` and `public_message()` of the error that ended
+//! it.
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -72,13 +71,6 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-/// Who is to blame, in SOAP 1.1 terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultCode {
-    Client,
-    Server,
-}
-
 impl ApiError {
     pub fn not_found(kind: &'static str, id: i64) -> Self {
         ApiError::NotFound { kind, id }
@@ -117,60 +109,6 @@ impl ApiError {
             ApiError::Cancelled => "CANCELLED",
             ApiError::Interrupted(_) => "INTERRUPTED",
             ApiError::Internal(_) => "INTERNAL_ERROR",
-        }
-    }
-
-    /// The family of the error, sent as `errorType` in SOAP faults.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            ApiError::NotFound { .. } => "NotFoundException",
-            ApiError::MissingArgument(_)
-            | ApiError::InvalidArgument { .. }
-            | ApiError::UnknownOperation(_)
-            | ApiError::MalformedRequest(_)
-            | ApiError::PayloadTooLarge(_) => "ValidationException",
-            ApiError::Unauthenticated | ApiError::PermissionDenied(_) => "PermissionException",
-            ApiError::Conflict(_) => "InvalidStateException",
-            ApiError::LimitExceeded(_) => "LimitException",
-            ApiError::ChecksumMismatch { .. }
-            | ApiError::ImageTooLarge { .. }
-            | ApiError::FetchRefused(_)
-            | ApiError::FetchFailed(_) => "FetchException",
-            ApiError::Cancelled | ApiError::Interrupted(_) => "JobException",
-            ApiError::Hypervisor(_) | ApiError::Storage(_) | ApiError::Internal(_) => {
-                "ServerException"
-            }
-        }
-    }
-
-    pub fn http_status(&self) -> StatusCode {
-        match self {
-            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::UnknownOperation(_) => StatusCode::NOT_FOUND,
-            ApiError::MissingArgument(_)
-            | ApiError::InvalidArgument { .. }
-            | ApiError::MalformedRequest(_)
-            | ApiError::ChecksumMismatch { .. }
-            | ApiError::ImageTooLarge { .. }
-            | ApiError::FetchRefused(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            ApiError::Conflict(_) | ApiError::Cancelled => StatusCode::CONFLICT,
-            ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::FetchFailed(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Interrupted(_)
-            | ApiError::Hypervisor(_)
-            | ApiError::Storage(_)
-            | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    pub fn fault_code(&self) -> FaultCode {
-        if self.http_status().is_server_error() || matches!(self, ApiError::FetchFailed(_)) {
-            FaultCode::Server
-        } else {
-            FaultCode::Client
         }
     }
 

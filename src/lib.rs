@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod hypervisor;
 pub mod jobs;
 pub mod ops;
+pub mod progress;
 pub mod sparse;
 pub mod startup;
 pub mod state;

@@ -10,14 +10,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::api::auth::CredentialCache;
 use crate::config::{Config, HypervisorKind, QemuAccel};
 use crate::db::{Db, seed};
 use crate::fetch::FetchTls;
 use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
-use crate::jobs::{JobQueue, queue, worker};
-use crate::ops::server;
+use crate::jobs::{ConcurrencyLimits, JobQueue, QueueConfig, worker};
+use crate::ops::credentials::CredentialCache;
+use crate::ops::{job, server};
 use crate::state::{AppState, Inner};
 use crate::storage::files::FileStorage;
 use crate::storage::{Storage, orphans};
@@ -145,13 +145,22 @@ impl Application {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let local_url = format!("http://{}", listener.local_addr()?);
-        let state = AppState::new(Inner {
+        let jobs = JobQueue::new(QueueConfig {
+            db: db.clone(),
+            node_id,
+            lease_ms,
             secret_key: secret_key(&data_dir)?,
+            limits: ConcurrencyLimits {
+                transfers: config.max_fetches.max(1),
+                transfers_per_customer: config.max_fetches_per_customer.max(1),
+            },
+        });
+        let state = AppState::new(Inner {
             config,
             db,
             storage,
             hypervisor,
-            jobs: JobQueue::new(node_id, lease_ms),
+            jobs,
             credentials: CredentialCache::default(),
             fetch_tls,
             local_url,
@@ -177,7 +186,7 @@ impl Application {
         recover(&state).await?;
 
         let shutdown = CancellationToken::new();
-        queue::node_alive(&state.db, &state.jobs.node_id).await?;
+        state.jobs.show_alive().await?;
         tokio::spawn(show_node_alive(state.clone(), shutdown.clone()));
         tokio::spawn(orphans::run(
             state.db.clone(),
@@ -186,7 +195,7 @@ impl Application {
             Duration::from_secs(state.config.orphan_min_age_seconds),
             shutdown.clone(),
         ));
-        let workers = worker::spawn_pool(state.clone(), shutdown.clone());
+        let workers = worker::spawn_pool(job::worker_pool(&state), shutdown.clone());
         let events_state = state.clone();
         tokio::spawn(async move {
             while let Some(event) = vm_events.recv().await {
@@ -199,7 +208,7 @@ impl Application {
         println!("extility listening on {}", state.local_url);
         tracing::info!(
             url = %state.local_url,
-            node = %state.jobs.node_id,
+            node = %state.jobs.node_id(),
             hypervisor = state.hypervisor.name(),
             "serving"
         );
@@ -219,19 +228,18 @@ impl Application {
 }
 
 /// What a restarting node puts right: its running jobs become claimable again, its servers
-/// are checked against what really runs, and staged files no running job owns are removed.
+/// are checked against what really runs, and staged files no running attempt (on another
+/// node sharing the folder) owns are removed.
 async fn recover(state: &AppState) -> anyhow::Result<()> {
-    let released = queue::release_own_leases(&state.db, &state.jobs.node_id).await?;
+    let released = state.jobs.take_back_own_jobs().await?;
     if released > 0 {
         tracing::info!(jobs = released, "taking back jobs interrupted by a restart");
     }
     server::recover_servers(state).await?;
-    let running: Vec<String> = sqlx::query_scalar("SELECT uuid FROM jobs WHERE status = 2")
-        .fetch_all(state.db.pool())
-        .await?;
+    let in_use = state.jobs.staging_names_in_use().await?;
     let storage = state.storage.clone();
     let removed = tokio::task::spawn_blocking(move || {
-        storage.sweep_staging(&|name| running.iter().any(|uuid| name.starts_with(uuid.as_str())))
+        storage.sweep_staging(&|name| in_use.iter().any(|attempt| attempt == name))
     })
     .await??;
     if removed > 0 {
@@ -252,7 +260,7 @@ async fn show_node_alive(state: AppState, stop: CancellationToken) {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(err) = queue::node_alive(&state.db, &state.jobs.node_id).await {
+        if let Err(err) = state.jobs.show_alive().await {
             tracing::warn!(error = %err, "recording that this node is alive failed");
         }
     }

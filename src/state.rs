@@ -1,14 +1,15 @@
-//! The application state every request handler and job shares.
+//! The application state every request handler and job shares: the configuration and the
+//! engines the operation layer drives (database, storage, hypervisor, job queue).
 
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::api::auth::CredentialCache;
 use crate::config::Config;
 use crate::db::Db;
 use crate::fetch::FetchTls;
 use crate::hypervisor::Hypervisor;
 use crate::jobs::JobQueue;
+use crate::ops::credentials::CredentialCache;
 use crate::storage::Storage;
 
 #[derive(Clone)]
@@ -23,8 +24,6 @@ pub struct Inner {
     pub credentials: CredentialCache,
     /// What https and ftps fetches trust: the system's roots and `--fetch-ca-file`.
     pub fetch_tls: FetchTls,
-    /// The key that seals job secrets (fetch credentials); nodes sharing a queue share it.
-    pub secret_key: [u8; 32],
     /// `http://<address this node is bound to>`.
     pub local_url: String,
 }

@@ -60,7 +60,7 @@ async fn call(
 
 pub fn error_response(err: &ApiError) -> Response {
     let body = json!({"error": {"code": err.code(), "message": err.public_message()}});
-    let mut response = (err.http_status(), Json(body)).into_response();
+    let mut response = (super::error::http_status(err), Json(body)).into_response();
     if matches!(err, ApiError::Unauthenticated) {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,

@@ -6,16 +6,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use quick_xml::escape::escape;
-use sha2::{Digest, Sha256};
 
+use crate::ops::server::metadata;
 use crate::state::AppState;
 
 /// The header carrying the VM's secret (`Authorization: Bearer <secret>` works too).
 pub const TOKEN_HEADER: &str = "x-extility-metadata-token";
-
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 fn token(headers: &HeaderMap) -> Option<&str> {
     if let Some(t) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
@@ -28,26 +24,12 @@ fn token(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-#[derive(sqlx::FromRow)]
-struct MetadataRow {
-    uuid: String,
-    name: String,
-    initial_user: Option<String>,
-    initial_password: Option<String>,
-}
-
 /// `GET /metadata/v1/server.xml`
 pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(token) = token(&headers).filter(|t| !t.is_empty()) else {
         return (StatusCode::UNAUTHORIZED, "a metadata token is required\n").into_response();
     };
-    let row: Result<Option<MetadataRow>, _> = sqlx::query_as(
-        "SELECT uuid, name, initial_user, initial_password FROM servers WHERE metadata_token = $1",
-    )
-    .bind(token_hash(token))
-    .fetch_optional(state.db.pool())
-    .await;
-    match row {
+    match metadata::for_token(&state.db, token).await {
         Ok(Some(row)) => {
             let text = |v: &Option<String>| escape(v.as_deref().unwrap_or("")).into_owned();
             let xml = format!(
@@ -72,7 +54,7 @@ pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Respons
         }
         Ok(None) => (StatusCode::FORBIDDEN, "unknown metadata token\n").into_response(),
         Err(err) => {
-            tracing::error!(error = %err, "metadata lookup failed");
+            tracing::error!(error = %err, error_detail = ?err, "metadata lookup failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }

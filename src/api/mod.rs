@@ -1,6 +1,7 @@
 //! HTTP: the SOAP endpoint, the JSON mirror, the WSDL and OpenAPI documents.
 
 pub mod auth;
+pub mod error;
 pub mod json;
 pub mod metadata;
 pub mod openapi;

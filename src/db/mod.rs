@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -30,7 +30,42 @@ pub struct Db {
     backend: Backend,
 }
 
-pub type Tx = Transaction<'static, Any>;
+/// A write transaction. It reads and writes like the connection it holds (`&mut tx` is a
+/// `&mut AnyConnection`), and runs what was registered with [`Tx::after_commit`] once it has
+/// committed: a job queued in it wakes the workers exactly when it exists for them.
+pub struct Tx {
+    inner: Transaction<'static, Any>,
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl Tx {
+    /// Runs `f` after this transaction commits; never if it rolls back.
+    pub fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(f));
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await?;
+        for f in self.after_commit {
+            f();
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
 
 impl Db {
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
@@ -101,10 +136,14 @@ impl Db {
     /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes cannot fail with
     /// SQLITE_BUSY when another writer got in between; it waits on `busy_timeout` instead.
     pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+        let inner = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx {
+            inner,
+            after_commit: Vec::new(),
+        })
     }
 
     pub async fn close(&self) {

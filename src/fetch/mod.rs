@@ -1,5 +1,5 @@
-//! The image writer: fetches a disk image from a URL and writes it thinly into a new disk or
-//! image.
+//! The image writer: fetches a disk image from a URL and writes it thinly into a file. What
+//! the file becomes is decided by FetchDisk's job kind in the operation layer.
 //!
 //! - [`source`]: the URL, its credentials and the expected checksum, as FetchDisk takes them.
 //! - [`guard`]: which addresses may be fetched from, and DNS answers pinned to checked ones.
@@ -7,21 +7,21 @@
 //! - [`tls`]: the certificates https and ftps sources are checked against.
 //! - [`decode`]: compression recognised by magic bytes (gzip, xz, zstd).
 //! - [`pipeline`]: download → decompress → hash → thin write on threads with bounded buffers.
-//! - [`job`]: the FetchDisk job itself: staging, verification, the disk or image, usage.
+//! - [`writer`]: source in, verified thin file out ([`fetch_image`]).
 
 pub mod decode;
 pub mod ftp;
 pub mod guard;
 pub mod http;
-pub mod job;
 pub mod pipeline;
-pub mod secrets;
 mod source;
 pub mod tls;
+mod writer;
 
-pub use job::run;
-pub use source::{Checksum, FetchSource};
+pub use pipeline::Written;
+pub use source::{Checksum, Credentials, FetchSource};
 pub use tls::FetchTls;
+pub use writer::{FetchPolicy, Fetched, fetch_image};
 
 /// An error and its causes on one line ("error sending request: connection refused").
 pub(crate) fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::Checksum;
 use super::decode::{self, Compression};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::JobProgress;
+use crate::progress::Progress;
 use crate::sparse::{SparseStats, SparseWriter};
 
 /// Size of the buffers between the decode, hash and write stages.
@@ -41,7 +41,7 @@ const ISO_MAGIC_AT: usize = 32_769;
 /// came over the wire (what the customer is charged for).
 pub struct Wire {
     tx: mpsc::Sender<Bytes>,
-    pub progress: Arc<JobProgress>,
+    pub progress: Arc<Progress>,
     received: AtomicU64,
 }
 
@@ -109,7 +109,7 @@ pub fn start(
     file: File,
     disk_size: u64,
     checksum: &Checksum,
-    progress: Arc<JobProgress>,
+    progress: Arc<Progress>,
 ) -> io::Result<(Arc<Wire>, Stages)> {
     let (wire_tx, wire_rx) = mpsc::channel(WIRE_QUEUE);
     let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(POOL);

@@ -1,9 +1,18 @@
 //! What FetchDisk is asked to fetch: the URL (with its scheme guessed when missing), the
 //! credentials, and the expected checksum.
 
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{ApiError, ApiResult};
+
+/// A source's user name and password: what FetchDisk keeps sealed for its job, apart from the
+/// URL.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
 
 /// A URL to fetch and the credentials for it. `url` never holds user info; credentials given
 /// in the URL are moved to `user`/`password`, and explicit arguments win over them.
@@ -89,13 +98,32 @@ impl FetchSource {
         self.url.to_string()
     }
 
-    pub fn has_credentials(&self) -> bool {
-        self.user.is_some() || self.password.is_some()
+    /// The credentials, if there are any.
+    pub fn credentials(&self) -> Option<Credentials> {
+        (self.user.is_some() || self.password.is_some()).then(|| Credentials {
+            user: self.user.clone(),
+            password: self.password.clone(),
+        })
+    }
+
+    /// The source of a URL without user info (one [`Self::parse`] made) and its credentials.
+    pub fn with_credentials(url: Url, credentials: Option<Credentials>) -> Self {
+        let Credentials { user, password } = credentials.unwrap_or(Credentials {
+            user: None,
+            password: None,
+        });
+        FetchSource {
+            url,
+            user,
+            password,
+        }
     }
 }
 
-/// The checksum FetchDisk checks the uncompressed image against.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The checksum FetchDisk checks the uncompressed image against. In job parameters it is kept
+/// as [`Checksum::to_param`] writes it (`md5:<hex>`, `sha256:<hex>` or null).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Option<String>", try_from = "Option<String>")]
 pub enum Checksum {
     None,
     /// Lower-case hex MD5, as `md5sum` prints it.
@@ -135,6 +163,20 @@ impl Checksum {
             Checksum::Md5(hex) => Some(format!("md5:{hex}")),
             Checksum::Sha256(hex) => Some(format!("sha256:{hex}")),
         }
+    }
+}
+
+impl From<Checksum> for Option<String> {
+    fn from(checksum: Checksum) -> Self {
+        checksum.to_param()
+    }
+}
+
+impl TryFrom<Option<String>> for Checksum {
+    type Error = String;
+
+    fn try_from(param: Option<String>) -> Result<Self, String> {
+        Checksum::parse(param.as_deref()).map_err(|e| e.to_string())
     }
 }
 

@@ -1,25 +1,33 @@
-//! The embedded job system.
+//! The embedded job system: the only code that writes `jobs`, `job_secrets` and `nodes`.
 //!
 //! A job is a row in `jobs`; its state lives only there, so nothing is lost on restart and
-//! several nodes on one PostgreSQL database can share the queue. Workers claim a job by
-//! taking a lease on it (`queue::claim`), keep the lease alive while they run it, and record
-//! the outcome. A node that dies stops renewing its leases and its jobs are taken back; a node
-//! that restarts (same node id) takes its own running jobs back at once.
+//! several nodes on one PostgreSQL database can share the queue. A kind of job is a typed
+//! thing ([`kind::JobKind`]); the operation layer lists its kinds with [`job_kinds!`] and
+//! queues them with [`JobQueue::enqueue`] inside its own transaction. Workers
+//! ([`worker::spawn_pool`]) claim a job by taking a lease on it, renew the lease with a
+//! heartbeat while they run it, and record the outcome.
+//!
+//! Every claim adds one to the job's `attempts`, and the attempt number fences what the claim
+//! may write: heartbeats, progress, the commit of the job's result and its end all name the
+//! attempt, so an attempt whose lease ran out and was taken over (a stalled node, a database
+//! pause longer than the lease, a node that claimed its own job again) writes nothing.
 
-pub mod progress;
+pub mod kind;
 pub mod queue;
+mod secrets;
 pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
-use crate::db::Tx;
+use crate::db::{Db, Tx};
 use crate::error::ApiResult;
-pub use progress::JobProgress;
-pub use queue::JobRow;
+use crate::progress::Progress;
+pub use kind::{JobKind, JobOutcome, KindEntry, Slot};
+pub use queue::{CancelRequest, ConcurrencyLimits, JobRow};
 pub use worker::RunningJob;
 
 /// Job status codes, as the Extility API numbers them.
@@ -39,45 +47,59 @@ impl JobStatus {
         self as i64
     }
 
+    pub const FINISHED: [JobStatus; 3] = [
+        JobStatus::Successful,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+    /// Queued or running.
+    pub const UNFINISHED: [JobStatus; 3] = [
+        JobStatus::InProgress,
+        JobStatus::NotStarted,
+        JobStatus::Waiting,
+    ];
+
     pub fn is_finished(code: i64) -> bool {
-        code == JobStatus::Successful.code()
-            || code == JobStatus::Failed.code()
-            || code == JobStatus::Cancelled.code()
+        JobStatus::FINISHED.iter().any(|s| s.code() == code)
     }
 }
 
-/// What a new job is about.
+/// A job to queue: who it is for, what it is about, and its kind's parameters.
 #[derive(Debug, Clone)]
-pub struct NewJob {
+pub struct NewJob<K> {
     pub customer_id: i64,
-    /// The API operation that queued it (`FetchDisk`, `StartServer`, ...).
-    pub job_type: &'static str,
     /// A human-readable description (`Fetch disk "ubuntu"`).
     pub name: String,
+    /// What it works on until it has a result of its own.
     pub item_type: Option<&'static str>,
     pub item_id: Option<i64>,
-    /// What the job needs to run. Never credentials: those go to `job_secrets`.
-    pub params: Value,
+    /// The kind and its parameters. Never credentials: see [`JobQueue::seal_secret`].
+    pub params: K,
     /// The node that must run it (the one running the server's VM), if any.
     pub target_node: Option<String>,
 }
 
-/// What a finished job produced, recorded as its item.
-#[derive(Debug, Clone, Default)]
-pub struct JobOutcome {
-    pub item_type: Option<&'static str>,
-    pub item_id: Option<i64>,
-}
-
-/// This node's side of the queue: wakes idle workers when a job is queued, lets `CancelJob`
-/// reach jobs running here without waiting for a heartbeat, and tells `WaitForJob` callers
-/// that some job finished.
-pub struct JobQueue {
+/// How this node takes part in the queue.
+pub struct QueueConfig {
+    pub db: Db,
     pub node_id: String,
     /// How long a claim lasts without a heartbeat: a node that dies loses its jobs after this.
     pub lease_ms: i64,
-    wake_workers: Notify,
-    running: Mutex<HashMap<i64, Arc<JobProgress>>>,
+    /// The key sealing job secrets; nodes sharing a database share it.
+    pub secret_key: [u8; 32],
+    pub limits: ConcurrencyLimits,
+}
+
+/// This node's handle on the queue (cheap to clone). Besides the SQL, it wakes idle workers
+/// when a job is queued here, lets `CancelJob` reach jobs running here without waiting for a
+/// heartbeat, and tells `WaitForJob` callers that some job finished.
+#[derive(Clone)]
+pub struct JobQueue(Arc<Shared>);
+
+struct Shared {
+    config: QueueConfig,
+    wake_workers: Arc<Notify>,
+    running: Mutex<HashMap<i64, Arc<Progress>>>,
     finished: watch::Sender<u64>,
     /// Finished jobs never change again, so polling clients are answered from here.
     finished_rows: Mutex<HashMap<i64, JobRow>>,
@@ -87,84 +109,148 @@ pub struct JobQueue {
 const FINISHED_ROWS_KEPT: usize = 10_000;
 
 impl JobQueue {
-    pub fn new(node_id: String, lease_ms: i64) -> Self {
-        JobQueue {
-            node_id,
-            lease_ms,
-            wake_workers: Notify::new(),
+    pub fn new(config: QueueConfig) -> Self {
+        JobQueue(Arc::new(Shared {
+            config,
+            wake_workers: Arc::new(Notify::new()),
             running: Mutex::new(HashMap::new()),
             finished: watch::channel(0).0,
             finished_rows: Mutex::new(HashMap::new()),
-        }
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.0.config.node_id
+    }
+
+    pub fn lease_ms(&self) -> i64 {
+        self.0.config.lease_ms
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.0.config.db
     }
 
     /// Queues a job in the caller's transaction, so that it exists exactly when the change
-    /// that asked for it is committed. Call [`JobQueue::wake`] after the commit.
-    pub async fn enqueue(tx: &mut Tx, job: NewJob) -> ApiResult<i64> {
-        queue::insert(tx, job).await
+    /// that asked for it is committed; the workers are woken when that transaction commits.
+    pub async fn enqueue<K: JobKind>(&self, tx: &mut Tx, job: NewJob<K>) -> ApiResult<i64> {
+        let id = queue::insert(tx, K::NAME, K::SLOT, job).await?;
+        let wake = self.0.wake_workers.clone();
+        tx.after_commit(move || {
+            wake.notify_waiters();
+            wake.notify_one();
+        });
+        Ok(id)
     }
 
-    pub fn wake(&self) {
-        self.wake_workers.notify_waiters();
-        self.wake_workers.notify_one();
+    /// Keeps a secret the job needs (fetch credentials) out of its record: sealed in
+    /// `job_secrets` until the job ends. [`RunningJob::secret`] reads it back.
+    pub async fn seal_secret<S: Serialize>(
+        &self,
+        tx: &mut Tx,
+        job_id: i64,
+        secret: &S,
+    ) -> ApiResult<()> {
+        secrets::store(tx, &self.0.config.secret_key, job_id, secret).await
     }
 
     pub(crate) async fn wait_for_work(&self) {
-        self.wake_workers.notified().await
+        self.0.wake_workers.notified().await
     }
 
-    pub(crate) fn register_running(&self, job_id: i64, progress: Arc<JobProgress>) {
-        self.running.lock().unwrap().insert(job_id, progress);
+    /// Claims the oldest job this node may run, if any (what a worker does).
+    pub async fn claim(&self) -> ApiResult<Option<JobRow>> {
+        let c = &self.0.config;
+        queue::claim(&c.db, &c.node_id, c.lease_ms, c.limits).await
     }
 
-    pub(crate) fn unregister_running(&self, job_id: i64) {
-        self.running.lock().unwrap().remove(&job_id);
+    fn register_running(&self, job_id: i64, progress: Arc<Progress>) {
+        self.0.running.lock().unwrap().insert(job_id, progress);
+    }
+
+    fn unregister_running(&self, job_id: i64, progress: &Arc<Progress>) {
+        let mut running = self.0.running.lock().unwrap();
+        // An attempt that lost its lease may end after this node claimed the job again.
+        if running
+            .get(&job_id)
+            .is_some_and(|p| Arc::ptr_eq(p, progress))
+        {
+            running.remove(&job_id);
+        }
+        drop(running);
         self.notify_finished();
     }
 
-    /// Signals a job running on this node to stop. Returns whether it runs here.
-    pub fn cancel_local(&self, job_id: i64) -> bool {
-        match self.running.lock().unwrap().get(&job_id) {
-            Some(progress) => {
-                progress.cancel();
-                true
+    /// Cancels a job of the customer: one that has not started is cancelled at once; a
+    /// running one is asked to stop (here at once, on another node at its next heartbeat).
+    pub async fn cancel(&self, job_id: i64, customer_id: i64) -> ApiResult<CancelRequest> {
+        let outcome = queue::request_cancel(self.db(), job_id, customer_id).await?;
+        match outcome {
+            CancelRequest::Requested => {
+                if let Some(progress) = self.0.running.lock().unwrap().get(&job_id) {
+                    progress.cancel();
+                }
             }
-            None => false,
+            CancelRequest::CancelledBeforeStart => self.notify_finished(),
+            CancelRequest::AlreadyFinished | CancelRequest::NotFound => {}
         }
+        Ok(outcome)
     }
 
     /// A job of the customer, from memory when it has finished, else from the database; a job
     /// running on this node shows its progress as it is now, not as the last heartbeat wrote it.
-    pub async fn get(
-        &self,
-        db: &crate::db::Db,
-        job_id: i64,
-        customer_id: i64,
-    ) -> ApiResult<JobRow> {
-        if let Some(row) = self.finished_rows.lock().unwrap().get(&job_id)
+    pub async fn get(&self, job_id: i64, customer_id: i64) -> ApiResult<JobRow> {
+        if let Some(row) = self.0.finished_rows.lock().unwrap().get(&job_id)
             && row.customer_id == customer_id
         {
             return Ok(row.clone());
         }
-        let mut row = queue::get(db, job_id, customer_id).await?;
+        let mut row = queue::get(self.db(), job_id, customer_id).await?;
         if JobStatus::is_finished(row.status) {
-            let mut kept = self.finished_rows.lock().unwrap();
+            let mut kept = self.0.finished_rows.lock().unwrap();
             if kept.len() >= FINISHED_ROWS_KEPT {
                 kept.clear();
             }
             kept.insert(job_id, row.clone());
-        } else if let Some(progress) = self.running.lock().unwrap().get(&job_id) {
+        } else if let Some(progress) = self.0.running.lock().unwrap().get(&job_id) {
             row.show_progress(&progress.snapshot());
         }
         Ok(row)
     }
 
-    /// A receiver that changes whenever a job finishes on this node.
-    pub fn subscribe_finished(&self) -> watch::Receiver<u64> {
-        self.finished.subscribe()
+    /// The customer's jobs, newest first (at most 1,000).
+    pub async fn list(&self, customer_id: i64) -> ApiResult<Vec<JobRow>> {
+        queue::list(self.db(), customer_id).await
     }
 
-    pub fn notify_finished(&self) {
-        self.finished.send_modify(|n| *n = n.wrapping_add(1));
+    /// A receiver that changes whenever a job finishes on this node.
+    pub fn subscribe_finished(&self) -> watch::Receiver<u64> {
+        self.0.finished.subscribe()
+    }
+
+    fn notify_finished(&self) {
+        self.0.finished.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records that this node is alive: jobs aimed at it wait for it only while it does.
+    pub async fn show_alive(&self) -> ApiResult<()> {
+        queue::node_alive(self.db(), self.node_id()).await
+    }
+
+    /// After a restart with the same node id: this node's running jobs become claimable at
+    /// once instead of after their lease runs out. Returns how many there were.
+    pub async fn take_back_own_jobs(&self) -> ApiResult<u64> {
+        queue::release_own_leases(self.db(), self.node_id()).await
+    }
+
+    /// The staging names of the attempts running on other nodes: at startup, the only
+    /// staged data that may still be in use (this node's own attempts died with it, even if
+    /// their jobs run again).
+    pub async fn staging_names_in_use(&self) -> ApiResult<Vec<String>> {
+        let running = queue::running_elsewhere(self.db(), self.node_id()).await?;
+        Ok(running
+            .iter()
+            .map(|(uuid, attempt)| worker::staging_name(uuid, *attempt))
+            .collect())
     }
 }

@@ -1,11 +1,11 @@
-//! The SQL of the job queue: insert, claim (with a lease), heartbeat, finish, cancel.
+//! The SQL of the job queue: insert, claim (with a lease), heartbeat, finish, cancel. Job
+//! statuses are bound as parameters from [`JobStatus`], never written as numbers.
 
-use serde_json::Value;
-
-use super::progress::ProgressSnapshot;
+use super::kind::{Slot, TRANSFER_SLOT};
 use super::{JobStatus, NewJob};
 use crate::db::{Backend, Db, Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::progress::ProgressSnapshot;
 
 /// A row of `jobs`.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -18,6 +18,7 @@ pub struct JobRow {
     pub status: i64,
     pub item_type: Option<String>,
     pub item_id: Option<i64>,
+    /// The kind's parameters as JSON.
     pub params: String,
     pub phase: Option<String>,
     pub progress: i64,
@@ -26,17 +27,16 @@ pub struct JobRow {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub cancel_requested: i64,
+    /// Claims so far; the claim's number is the attempt that fences its writes.
     pub attempts: i64,
+    /// 1 once an attempt has committed the job's result (its item).
+    pub result_committed: i64,
     pub created: i64,
     pub started: Option<i64>,
     pub finished: Option<i64>,
 }
 
 impl JobRow {
-    pub fn params(&self) -> ApiResult<Value> {
-        serde_json::from_str(&self.params).map_err(ApiError::internal)
-    }
-
     /// Replaces the progress columns with a running job's progress.
     pub fn show_progress(&mut self, progress: &ProgressSnapshot) {
         self.phase = Some(progress.phase.to_string());
@@ -50,60 +50,91 @@ macro_rules! job_columns {
     () => {
         "id, uuid, customer_id, job_type, name, status, item_type, item_id, params, phase, \
          progress, bytes_done, bytes_total, error_code, error_message, cancel_requested, \
-         attempts, created, started, finished"
+         attempts, result_committed, created, started, finished"
     };
 }
 
-pub async fn insert(tx: &mut Tx, job: NewJob) -> ApiResult<i64> {
+pub(super) async fn insert<K: serde::Serialize>(
+    tx: &mut Tx,
+    job_type: &'static str,
+    slot: Slot,
+    job: NewJob<K>,
+) -> ApiResult<i64> {
+    let params = serde_json::to_string(&job.params).map_err(ApiError::internal)?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (uuid, customer_id, job_type, name, status, item_type, item_id, params, \
-         phase, created, target_node) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10) RETURNING id",
+         phase, created, target_node, slot) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11) RETURNING id",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(job.customer_id)
-    .bind(job.job_type)
+    .bind(job_type)
     .bind(job.name)
     .bind(JobStatus::NotStarted.code())
     .bind(job.item_type)
     .bind(job.item_id)
-    .bind(job.params.to_string())
+    .bind(params)
     .bind(now_ms())
     .bind(job.target_node)
+    .bind(slot.column())
     .fetch_one(&mut **tx)
     .await?;
     Ok(id)
 }
 
-/// Limits on jobs of one type running at once across all nodes; extra jobs wait (status 7).
+/// Limits on transfer jobs ([`Slot::Transfer`]) running at once across all nodes; extra jobs
+/// wait (status 7).
 #[derive(Debug, Clone, Copy)]
 pub struct ConcurrencyLimits {
-    pub fetch_global: i64,
-    pub fetch_per_customer: i64,
+    pub transfers: i64,
+    pub transfers_per_customer: i64,
+}
+
+// Whether transfers running with a live lease, all of them and those of job `j`'s customer,
+// are below the limits. Arguments: the placeholders of now, the global and the per-customer
+// limit, the in-progress status and the transfer slot.
+macro_rules! transfers_below_limits {
+    ($now:literal, $global:literal, $per_customer:literal, $running:literal, $slot:literal) => {
+        concat!(
+            "(SELECT COUNT(*) FROM jobs r WHERE r.slot = ",
+            $slot,
+            " AND r.status = ",
+            $running,
+            " AND r.lease_expires >= ",
+            $now,
+            ") < ",
+            $global,
+            " AND (SELECT COUNT(*) FROM jobs r WHERE r.slot = ",
+            $slot,
+            " AND r.status = ",
+            $running,
+            " AND r.lease_expires >= ",
+            $now,
+            " AND r.customer_id = j.customer_id) < ",
+            $per_customer
+        )
+    };
 }
 
 // A job is claimable when it has not started, is waiting, or its lease ran out (its node
 // died). A job aimed at a node (stopping a VM that node runs) waits for that node unless the
-// node stopped showing it is alive. Fetches are also held to the concurrency limits.
-// PostgreSQL skips rows other nodes are claiming; SQLite runs the statement alone, so it needs
-// no row locks.
-// $1 node, $2 lease end, $3 now, $4 global fetch limit, $5 per-customer fetch limit,
-// $6 how long a node may stay silent and still count as alive.
+// node stopped showing it is alive. Transfers are also held to the concurrency limits.
+// PostgreSQL skips rows other nodes (or a CancelJob) hold locked, and rechecks the conditions
+// on a row that changed while it waited; SQLite runs the statement alone.
+// $1 node, $2 lease end, $3 now, $4/$5 limits, $6 how long a node may stay silent and still
+// count as alive, $7 in progress, $8 not started, $9 waiting, $10 the transfer slot.
 macro_rules! claim_sql {
     ($row_lock:literal) => {
         concat!(
-            "UPDATE jobs SET status = 2, lease_owner = $1, lease_expires = $2, \
+            "UPDATE jobs SET status = $7, lease_owner = $1, lease_expires = $2, \
              started = COALESCE(started, $3), attempts = attempts + 1, phase = 'starting' \
              WHERE id = (SELECT j.id FROM jobs j \
-               WHERE (j.status IN (6, 7) OR (j.status = 2 AND j.lease_expires < $3)) \
+               WHERE (j.status IN ($8, $9) OR (j.status = $7 AND j.lease_expires < $3)) \
                AND (j.target_node IS NULL OR j.target_node = $1 OR NOT EXISTS ( \
                  SELECT 1 FROM nodes n WHERE n.id = j.target_node AND n.last_seen >= $3 - $6)) \
-               AND (j.job_type <> 'FetchDisk' OR ( \
-                 (SELECT COUNT(*) FROM jobs r WHERE r.job_type = 'FetchDisk' AND r.status = 2 \
-                    AND r.lease_expires >= $3) < $4 \
-                 AND (SELECT COUNT(*) FROM jobs r WHERE r.job_type = 'FetchDisk' AND r.status = 2 \
-                    AND r.lease_expires >= $3 AND r.customer_id = j.customer_id) < $5)) \
-               ORDER BY j.id LIMIT 1",
+               AND (j.slot IS NULL OR j.slot <> $10 OR (",
+            transfers_below_limits!("$3", "$4", "$5", "$7", "$10"),
+            ")) ORDER BY j.id LIMIT 1",
             $row_lock,
             ") RETURNING ",
             job_columns!()
@@ -142,9 +173,13 @@ pub async fn claim(
         .bind(node)
         .bind(now + lease_ms)
         .bind(now)
-        .bind(limits.fetch_global)
-        .bind(limits.fetch_per_customer)
-        .bind(lease_ms)
+        .bind(limits.transfers)
+        .bind(limits.transfers_per_customer)
+        .bind(lease_ms.max(0))
+        .bind(JobStatus::InProgress.code())
+        .bind(JobStatus::NotStarted.code())
+        .bind(JobStatus::Waiting.code())
+        .bind(TRANSFER_SLOT)
         .fetch_optional(db.pool())
         .await?;
     if row.is_none() {
@@ -153,19 +188,22 @@ pub async fn claim(
     Ok(row)
 }
 
-/// Fetches that cannot start because of the limits show as waiting (7) rather than not started.
+/// Transfers that cannot start because of the limits show as waiting (7) rather than not
+/// started.
 async fn mark_waiting(db: &Db, now: i64, limits: ConcurrencyLimits) -> ApiResult<()> {
-    sqlx::query(
-        "UPDATE jobs SET status = 7, phase = 'waiting for a free transfer slot' \
-         WHERE status = 6 AND job_type = 'FetchDisk' AND ( \
-           (SELECT COUNT(*) FROM jobs r WHERE r.job_type = 'FetchDisk' AND r.status = 2 \
-              AND r.lease_expires >= $1) >= $2 \
-           OR (SELECT COUNT(*) FROM jobs r WHERE r.job_type = 'FetchDisk' AND r.status = 2 \
-              AND r.lease_expires >= $1 AND r.customer_id = jobs.customer_id) >= $3)",
-    )
+    sqlx::query(concat!(
+        "UPDATE jobs SET status = $6, phase = 'waiting for a free transfer slot' \
+         WHERE id IN (SELECT j.id FROM jobs j WHERE j.status = $5 AND j.slot = $7 AND NOT (",
+        transfers_below_limits!("$1", "$2", "$3", "$4", "$7"),
+        "))"
+    ))
     .bind(now)
-    .bind(limits.fetch_global)
-    .bind(limits.fetch_per_customer)
+    .bind(limits.transfers)
+    .bind(limits.transfers_per_customer)
+    .bind(JobStatus::InProgress.code())
+    .bind(JobStatus::NotStarted.code())
+    .bind(JobStatus::Waiting.code())
+    .bind(TRANSFER_SLOT)
     .execute(db.pool())
     .await?;
     Ok(())
@@ -175,53 +213,94 @@ async fn mark_waiting(db: &Db, now: i64, limits: ConcurrencyLimits) -> ApiResult
 /// instead of after their lease runs out.
 pub async fn release_own_leases(db: &Db, node: &str) -> ApiResult<u64> {
     let result =
-        sqlx::query("UPDATE jobs SET lease_expires = 0 WHERE status = 2 AND lease_owner = $1")
+        sqlx::query("UPDATE jobs SET lease_expires = 0 WHERE status = $1 AND lease_owner = $2")
+            .bind(JobStatus::InProgress.code())
             .bind(node)
             .execute(db.pool())
             .await?;
     Ok(result.rows_affected())
 }
 
-/// Locks a running job's row in the caller's transaction if this node still holds its lease,
-/// so that what the job commits there cannot race another node that took the job over (that
-/// node's claim waits for the commit, and its attempt then sees what this one made).
-pub async fn hold_lease(
-    conn: &mut sqlx::AnyConnection,
-    job_id: i64,
-    node: &str,
-) -> ApiResult<bool> {
+/// The uuid and attempt of every job running on a node other than `node`.
+pub async fn running_elsewhere(db: &Db, node: &str) -> ApiResult<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT uuid, attempts FROM jobs WHERE status = $1 AND lease_owner <> $2")
+            .bind(JobStatus::InProgress.code())
+            .bind(node)
+            .fetch_all(db.pool())
+            .await?,
+    )
+}
+
+/// One attempt at a job: the claim that may write to it. Every write of a running job names
+/// its attempt, so an attempt whose lease was taken over writes nothing.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub job_id: i64,
+    pub node: String,
+    pub attempt: i64,
+}
+
+/// Locks a running job's row in the caller's transaction if `lease` still holds it, so that
+/// what the job commits there cannot race another attempt (on PostgreSQL another node's claim
+/// skips the locked row until the commit, and its attempt then sees what this one made; on
+/// SQLite the write transaction runs alone).
+pub async fn hold(conn: &mut sqlx::AnyConnection, lease: &Lease) -> ApiResult<bool> {
     let held = sqlx::query(
         "UPDATE jobs SET lease_owner = lease_owner WHERE id = $1 AND lease_owner = $2 \
-         AND status = 2",
+         AND attempts = $3 AND status = $4",
     )
-    .bind(job_id)
-    .bind(node)
+    .bind(lease.job_id)
+    .bind(&lease.node)
+    .bind(lease.attempt)
+    .bind(JobStatus::InProgress.code())
     .execute(conn)
     .await?
     .rows_affected();
     Ok(held == 1)
 }
 
-/// Renews the lease and records progress. Returns `None` when the lease was lost (another node
-/// took the job), otherwise whether cancellation was requested.
+/// Records the job's result (its item) in the transaction that made it.
+pub async fn record_result(
+    conn: &mut sqlx::AnyConnection,
+    job_id: i64,
+    item_type: Option<&'static str>,
+    item_id: Option<i64>,
+) -> ApiResult<()> {
+    sqlx::query(
+        "UPDATE jobs SET result_committed = 1, item_type = COALESCE($1, item_type), \
+         item_id = COALESCE($2, item_id) WHERE id = $3",
+    )
+    .bind(item_type)
+    .bind(item_id)
+    .bind(job_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Renews the lease and records progress. Returns `None` when the lease was lost (another
+/// attempt took the job), otherwise whether cancellation was requested.
 pub async fn heartbeat(
     db: &Db,
-    job_id: i64,
-    node: &str,
+    lease: &Lease,
     lease_ms: i64,
     progress: &ProgressSnapshot,
 ) -> ApiResult<Option<bool>> {
     let cancel: Option<i64> = sqlx::query_scalar(
         "UPDATE jobs SET lease_expires = $1, bytes_done = $2, bytes_total = $3, progress = $4, \
-         phase = $5 WHERE id = $6 AND lease_owner = $7 AND status = 2 RETURNING cancel_requested",
+         phase = $5 WHERE id = $6 AND lease_owner = $7 AND attempts = $8 AND status = $9 \
+         RETURNING cancel_requested",
     )
     .bind(now_ms() + lease_ms)
     .bind(progress.bytes_done as i64)
     .bind(progress.bytes_total.map(|t| t as i64))
     .bind(progress.percent)
     .bind(progress.phase)
-    .bind(job_id)
-    .bind(node)
+    .bind(lease.job_id)
+    .bind(&lease.node)
+    .bind(lease.attempt)
+    .bind(JobStatus::InProgress.code())
     .fetch_optional(db.pool())
     .await?;
     Ok(cancel.map(|c| c != 0))
@@ -231,13 +310,13 @@ pub async fn heartbeat(
 pub struct Finish<'a> {
     pub status: JobStatus,
     pub error: Option<&'a ApiError>,
-    pub item_type: Option<&'static str>,
-    pub item_id: Option<i64>,
+    pub outcome: super::JobOutcome,
     pub progress: ProgressSnapshot,
 }
 
-/// Records the end of a job this node holds, and drops any secrets it had.
-pub async fn finish(db: &Db, job_id: i64, node: &str, end: Finish<'_>) -> ApiResult<bool> {
+/// Records the end of a job `lease` holds, and drops any secrets it had. Returns false when
+/// the lease was lost (another attempt owns the job, and its end).
+pub async fn finish(db: &Db, lease: &Lease, end: Finish<'_>) -> ApiResult<bool> {
     let (code, message) = match end.error {
         Some(err) => (Some(err.code()), Some(err.public_message())),
         None => (None, None),
@@ -257,7 +336,8 @@ pub async fn finish(db: &Db, job_id: i64, node: &str, end: Finish<'_>) -> ApiRes
         "UPDATE jobs SET status = $1, finished = $2, error_code = $3, error_message = $4, \
          progress = $5, phase = $6, bytes_done = $7, bytes_total = $8, \
          item_type = COALESCE($9, item_type), item_id = COALESCE($10, item_id), \
-         lease_owner = NULL, lease_expires = NULL WHERE id = $11 AND lease_owner = $12",
+         lease_owner = NULL, lease_expires = NULL \
+         WHERE id = $11 AND lease_owner = $12 AND attempts = $13 AND status = $14",
     )
     .bind(end.status.code())
     .bind(now_ms())
@@ -267,25 +347,34 @@ pub async fn finish(db: &Db, job_id: i64, node: &str, end: Finish<'_>) -> ApiRes
     .bind(phase)
     .bind(end.progress.bytes_done as i64)
     .bind(end.progress.bytes_total.map(|t| t as i64))
-    .bind(end.item_type)
-    .bind(end.item_id)
-    .bind(job_id)
-    .bind(node)
+    .bind(end.outcome.item_type)
+    .bind(end.outcome.item_id)
+    .bind(lease.job_id)
+    .bind(&lease.node)
+    .bind(lease.attempt)
+    .bind(JobStatus::InProgress.code())
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query("DELETE FROM job_secrets WHERE job_id = $1")
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
+    if updated == 1 {
+        delete_secrets(&mut tx, lease.job_id).await?;
+    }
     tx.commit().await?;
     Ok(updated == 1)
+}
+
+async fn delete_secrets(tx: &mut Tx, job_id: i64) -> ApiResult<()> {
+    sqlx::query("DELETE FROM job_secrets WHERE job_id = $1")
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// What a cancellation request found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CancelRequest {
-    /// It had not started: it is now cancelled.
+    /// It had not started: it is now cancelled, and will never run.
     CancelledBeforeStart,
     /// It is running: its worker has been asked to stop.
     Requested,
@@ -294,39 +383,54 @@ pub enum CancelRequest {
     NotFound,
 }
 
+/// Cancels a job that has not started, or asks a running one to stop. Each is one conditional
+/// UPDATE, so a claim at the same instant either comes first (the job runs and is asked to
+/// stop) or finds the job cancelled; a claimed job is never marked cancelled while it runs.
 pub async fn request_cancel(db: &Db, job_id: i64, customer_id: i64) -> ApiResult<CancelRequest> {
     let mut tx = db.begin_write().await?;
-    let status: Option<i64> =
-        sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1 AND customer_id = $2")
-            .bind(job_id)
-            .bind(customer_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let outcome = match status {
-        None => CancelRequest::NotFound,
-        Some(s) if JobStatus::is_finished(s) => CancelRequest::AlreadyFinished,
-        Some(s) if s == JobStatus::InProgress.code() => {
-            sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = $1")
-                .bind(job_id)
-                .execute(&mut *tx)
-                .await?;
+    let cancelled = sqlx::query(
+        "UPDATE jobs SET status = $1, cancel_requested = 1, finished = $2, \
+         phase = 'cancelled', error_code = $3, error_message = $4 \
+         WHERE id = $5 AND customer_id = $6 AND status IN ($7, $8)",
+    )
+    .bind(JobStatus::Cancelled.code())
+    .bind(now_ms())
+    .bind(ApiError::Cancelled.code())
+    .bind(ApiError::Cancelled.to_string())
+    .bind(job_id)
+    .bind(customer_id)
+    .bind(JobStatus::NotStarted.code())
+    .bind(JobStatus::Waiting.code())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let outcome = if cancelled == 1 {
+        delete_secrets(&mut tx, job_id).await?;
+        CancelRequest::CancelledBeforeStart
+    } else {
+        let asked = sqlx::query(
+            "UPDATE jobs SET cancel_requested = 1 \
+             WHERE id = $1 AND customer_id = $2 AND status = $3",
+        )
+        .bind(job_id)
+        .bind(customer_id)
+        .bind(JobStatus::InProgress.code())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if asked == 1 {
             CancelRequest::Requested
-        }
-        Some(_) => {
-            sqlx::query(
-                "UPDATE jobs SET status = 4, cancel_requested = 1, finished = $1, \
-                 phase = 'cancelled', error_code = 'CANCELLED', \
-                 error_message = 'the job was cancelled' WHERE id = $2",
-            )
-            .bind(now_ms())
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM job_secrets WHERE job_id = $1")
-                .bind(job_id)
-                .execute(&mut *tx)
-                .await?;
-            CancelRequest::CancelledBeforeStart
+        } else {
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM jobs WHERE id = $1 AND customer_id = $2")
+                    .bind(job_id)
+                    .bind(customer_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match exists {
+                Some(_) => CancelRequest::AlreadyFinished,
+                None => CancelRequest::NotFound,
+            }
         }
     };
     tx.commit().await?;

@@ -4,14 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{self, Finish, JobRow};
-use super::{JobOutcome, JobProgress, JobStatus};
+use super::kind::{self, JobOutcome, KindEntry};
+use super::queue::{self, Finish, JobRow, Lease};
+use super::{JobQueue, JobStatus, secrets};
+use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::progress::Progress;
 
 /// How often a running job's progress is written and its lease renewed.
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -21,17 +25,46 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// running again.
 pub const MAX_ATTEMPTS: i64 = 3;
 
-/// A job being run: what the job's code gets.
-pub struct RunningJob {
-    pub state: AppState,
+/// One attempt at a job, as its kind's code gets it.
+pub struct RunningJob<C> {
+    /// What the job's code works with (the application state).
+    pub state: C,
     pub row: JobRow,
-    pub progress: Arc<JobProgress>,
+    pub progress: Arc<Progress>,
+    queue: JobQueue,
+    lease: Lease,
 }
 
-impl RunningJob {
+impl<C> RunningJob<C> {
+    /// An attempt at a job `queue` has just claimed (the row [`JobQueue::claim`] returned).
+    pub fn new(state: C, row: JobRow, queue: JobQueue) -> Self {
+        let lease = Lease {
+            job_id: row.id,
+            node: queue.node_id().to_string(),
+            attempt: row.attempts,
+        };
+        let progress = Arc::new(Progress::default());
+        if row.cancel_requested != 0 {
+            progress.cancel();
+        }
+        RunningJob {
+            state,
+            row,
+            progress,
+            queue,
+            lease,
+        }
+    }
+
     /// Whether an earlier attempt at this job was interrupted (its node died or restarted).
     pub fn is_retry(&self) -> bool {
         self.row.attempts > 1
+    }
+
+    /// A name unique to this attempt, for the data it stages (`<job uuid>-<attempt>`): two
+    /// attempts of one job never write the same file.
+    pub fn staging_name(&self) -> String {
+        staging_name(&self.row.uuid, self.row.attempts)
     }
 
     /// Fails with [`ApiError::Cancelled`] once cancellation was requested.
@@ -42,40 +75,76 @@ impl RunningJob {
             Ok(())
         }
     }
-}
 
-/// Runs the job's code, by type.
-async fn dispatch(job: Arc<RunningJob>) -> ApiResult<JobOutcome> {
-    match job.row.job_type.as_str() {
-        "FetchDisk" => crate::ops::fetch::run_job(&job).await,
-        "StartServer" => crate::ops::server::run_start_job(&job).await,
-        "StopServer" => crate::ops::server::run_stop_job(&job).await,
-        "DestroyServer" => crate::ops::server::run_destroy_job(&job).await,
-        crate::ops::create_image::JOB_TYPE => crate::ops::create_image::run_job(&job).await,
-        other => Err(ApiError::internal(anyhow::anyhow!(
-            "job {} has unknown type {other}",
-            job.row.id
-        ))),
+    /// The secret the operation sealed for the job ([`JobQueue::seal_secret`]), if any.
+    pub async fn secret<S: DeserializeOwned>(&self) -> ApiResult<Option<S>> {
+        let key = &self.queue.0.config.secret_key;
+        secrets::load(self.queue.db(), key, self.row.id).await
+    }
+
+    /// Begins a transaction that can commit only while this attempt holds the job: it fails
+    /// with INTERRUPTED when another attempt has taken the job over, and holds the job's row
+    /// until it ends, so no other attempt can take it over meanwhile. Everything a job makes
+    /// visible (its result, the usage it records) is written in such a transaction.
+    pub async fn begin_fenced(&self) -> ApiResult<Tx> {
+        let mut tx = self.queue.db().begin_write().await?;
+        if !queue::hold(&mut tx, &self.lease).await? {
+            return Err(ApiError::Interrupted(format!(
+                "attempt {} of job {} lost its lease to another attempt; it saved nothing",
+                self.lease.attempt, self.row.id
+            )));
+        }
+        Ok(tx)
+    }
+
+    /// Records `outcome` as the job's result in a [`Self::begin_fenced`] transaction and
+    /// commits it: from then on the job has succeeded with it, even if this node dies before
+    /// the job's end is written (the next attempt reports it instead of running again).
+    pub async fn commit(&self, mut tx: Tx, outcome: JobOutcome) -> ApiResult<JobOutcome> {
+        queue::record_result(&mut tx, self.row.id, outcome.item_type, outcome.item_id).await?;
+        tx.commit().await?;
+        Ok(outcome)
     }
 }
 
-pub fn spawn_pool(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
+/// The staging name of attempt `attempt` of the job `uuid`.
+pub fn staging_name(job_uuid: &str, attempt: i64) -> String {
+    format!("{job_uuid}-{attempt}")
+}
+
+/// What the pool runs jobs with.
+pub struct Pool<C: 'static> {
+    pub queue: JobQueue,
+    /// What each job's code gets as [`RunningJob::state`].
+    pub state: C,
+    pub kinds: &'static [KindEntry<C>],
+    /// Jobs run at once on this node.
+    pub workers: usize,
+    /// Called after every attempt that did not succeed, with the attempt's staging name (or
+    /// the job's uuid, for a job given up before it ran): removes what the attempt staged.
+    pub discard_staged: fn(&C, &str) -> BoxFuture<'static, ()>,
+}
+
+pub fn spawn_pool<C: Clone + Send + Sync + 'static>(
+    pool: Pool<C>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let pool = Arc::new(pool);
     tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(state.config.workers.max(1)));
-        let limits = state.config.concurrency_limits();
+        let slots = Arc::new(Semaphore::new(pool.workers.max(1)));
         loop {
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
                 _ = shutdown.cancelled() => return,
             };
-            match queue::claim(&state.db, &state.jobs.node_id, state.jobs.lease_ms, limits).await {
+            match pool.queue.claim().await {
                 Ok(Some(row)) => {
-                    tokio::spawn(execute(state.clone(), row, permit));
+                    tokio::spawn(execute(pool.clone(), row, permit));
                 }
                 Ok(None) => {
                     drop(permit);
                     tokio::select! {
-                        _ = state.jobs.wait_for_work() => {}
+                        _ = pool.queue.wait_for_work() => {}
                         _ = tokio::time::sleep(IDLE_POLL) => {}
                         _ = shutdown.cancelled() => return,
                     }
@@ -93,48 +162,67 @@ pub fn spawn_pool(state: AppState, shutdown: CancellationToken) -> JoinHandle<()
     })
 }
 
-async fn execute(state: AppState, row: JobRow, _slot: OwnedSemaphorePermit) {
-    let job_id = row.id;
-    let node = state.jobs.node_id.clone();
-    let progress = Arc::new(JobProgress::default());
-    progress.set_phase("starting");
-    if row.cancel_requested != 0 {
-        progress.cancel();
+/// What the attempt amounts to before its kind's code runs, if anything.
+fn settled_before_running(row: &JobRow) -> Option<ApiResult<JobOutcome>> {
+    if row.result_committed != 0 {
+        // An earlier attempt committed the result and died before recording the job's end;
+        // the item it recorded stays the job's item.
+        return Some(Ok(JobOutcome::default()));
     }
-    state.jobs.register_running(job_id, progress.clone());
-    tracing::info!(job_id, job_type = %row.job_type, attempt = row.attempts, "job started");
+    if row.attempts > MAX_ATTEMPTS {
+        return Some(Err(ApiError::Interrupted(format!(
+            "the job was interrupted {} times by node restarts and was given up",
+            row.attempts - 1
+        ))));
+    }
+    None
+}
+
+async fn execute<C: Clone + Send + Sync + 'static>(
+    pool: Arc<Pool<C>>,
+    row: JobRow,
+    _slot: OwnedSemaphorePermit,
+) {
+    let job = Arc::new(RunningJob::new(pool.state.clone(), row, pool.queue.clone()));
+    let (job_id, attempt) = (job.row.id, job.row.attempts);
+    let progress = job.progress.clone();
+    progress.set_phase("starting");
+    pool.queue.register_running(job_id, progress.clone());
+    tracing::info!(job_id, job_type = %job.row.job_type, attempt, "job started");
 
     let beating = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat_loop(
-        state.clone(),
-        job_id,
+        pool.queue.clone(),
+        job.lease.clone(),
         progress.clone(),
         beating.clone(),
     ));
 
-    let attempts = row.attempts;
-    let job_uuid = row.uuid.clone();
-    let result = if attempts > MAX_ATTEMPTS {
-        Err(ApiError::Interrupted(format!(
-            "the job was interrupted {} times by node restarts and was given up",
-            attempts - 1
-        )))
-    } else {
-        let job = Arc::new(RunningJob {
-            state: state.clone(),
-            row,
-            progress: progress.clone(),
-        });
-        // A panic in the job's code fails the job instead of taking the worker down.
-        match tokio::spawn(dispatch(job)).await {
-            Ok(result) => result,
-            Err(join_error) => Err(ApiError::internal(join_error)),
-        }
+    let given_up = job.row.attempts > MAX_ATTEMPTS;
+    let result = match settled_before_running(&job.row) {
+        Some(result) => result,
+        None => match kind::find(pool.kinds, &job.row.job_type) {
+            None => Err(ApiError::internal(anyhow::anyhow!(
+                "job {job_id} has unknown type {}",
+                job.row.job_type
+            ))),
+            // A panic in the job's code fails the job instead of taking the worker down.
+            Some(kind) => match tokio::spawn((kind.run)(job.clone())).await {
+                Ok(result) => result,
+                Err(join_error) => Err(ApiError::internal(join_error)),
+            },
+        },
     };
     beating.cancel();
     let _ = heartbeat.await;
     if result.is_err() {
-        discard_staged(&state, &job_uuid).await;
+        // A job given up never ran this attempt: what its earlier attempts staged goes.
+        let staged = if given_up {
+            job.row.uuid.clone()
+        } else {
+            job.staging_name()
+        };
+        (pool.discard_staged)(&pool.state, &staged).await;
     }
 
     let (status, error, outcome) = match result {
@@ -153,33 +241,25 @@ async fn execute(state: AppState, row: JobRow, _slot: OwnedSemaphorePermit) {
     let end = Finish {
         status,
         error: error.as_ref(),
-        item_type: outcome.item_type,
-        item_id: outcome.item_id,
+        outcome,
         progress: progress.snapshot(),
     };
-    match queue::finish(&state.db, job_id, &node, end).await {
+    match queue::finish(pool.queue.db(), &job.lease, end).await {
         Ok(true) => {}
-        Ok(false) => tracing::warn!(job_id, "job lease was lost before it ended"),
+        Ok(false) => tracing::warn!(
+            job_id,
+            attempt,
+            "the job's lease was taken over before this attempt ended; another attempt owns it"
+        ),
         Err(err) => tracing::error!(job_id, error = %err, "recording the end of a job failed"),
     }
-    state.jobs.unregister_running(job_id);
-}
-
-/// A job's staged data never outlives it: whatever ended it (including being given up after
-/// repeated interruptions, when its code never ran), a failed job's staging file goes.
-async fn discard_staged(state: &AppState, job_uuid: &str) {
-    let path = state.storage.staging_path(job_uuid);
-    if let Err(err) = tokio::fs::remove_file(&path).await
-        && err.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(file = %path.display(), error = %err, "could not remove a staged file");
-    }
+    pool.queue.unregister_running(job_id, &progress);
 }
 
 async fn heartbeat_loop(
-    state: AppState,
-    job_id: i64,
-    progress: Arc<JobProgress>,
+    queue: JobQueue,
+    lease: Lease,
+    progress: Arc<Progress>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(HEARTBEAT);
@@ -190,16 +270,19 @@ async fn heartbeat_loop(
             _ = stop.cancelled() => return,
         }
         let snapshot = progress.snapshot();
-        let jobs = &state.jobs;
-        match queue::heartbeat(&state.db, job_id, &jobs.node_id, jobs.lease_ms, &snapshot).await {
+        match queue::heartbeat(queue.db(), &lease, queue.lease_ms(), &snapshot).await {
             Ok(Some(true)) => progress.cancel(),
             Ok(Some(false)) => {}
             Ok(None) => {
-                tracing::warn!(job_id, "job lease lost; stopping the job here");
+                tracing::warn!(
+                    job_id = lease.job_id,
+                    attempt = lease.attempt,
+                    "job lease lost to another attempt; stopping this one"
+                );
                 progress.cancel();
                 return;
             }
-            Err(err) => tracing::warn!(job_id, error = %err, "job heartbeat failed"),
+            Err(err) => tracing::warn!(job_id = lease.job_id, error = %err, "job heartbeat failed"),
         }
     }
 }

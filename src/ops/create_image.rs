@@ -12,21 +12,20 @@
 //! its item becomes the new image.
 //!
 //! Like FetchDisk, the job makes nothing visible before it is complete: the copy goes to the
-//! job's staging file (`<data>/staging/<job uuid>.part`), reporting its progress and stopping
-//! when the job is cancelled, and becomes a volume only when it is whole. The image row names
-//! the job (`source_job_id`), so an attempt resumed after a crash that finds one reports it
-//! instead of copying again; otherwise it copies again from the start.
+//! attempt's staging file (`<data>/staging/<job uuid>-<attempt>.part`), reporting its progress
+//! and stopping when the job is cancelled, and becomes a volume only when it is whole, in the
+//! job's fenced commit. An attempt resumed after a crash whose predecessor committed the image
+//! is reported by the job system without running; otherwise it copies again from the start.
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use super::image::{self, NewImage};
 use super::{Ctx, args, disk, server, validate};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{JobOutcome, JobQueue, JobStatus, NewJob, RunningJob, queue};
+use crate::jobs::{JobKind, JobOutcome, JobStatus, NewJob, RunningJob};
+use crate::state::AppState;
 use crate::storage::volumes;
-
-pub const JOB_TYPE: &str = "CreateImage";
 
 pub async fn create_image(ctx: &Ctx, a: args::CreateImage) -> ApiResult<i64> {
     let name = validate::name("name", &a.name)?;
@@ -42,39 +41,37 @@ pub async fn create_image(ctx: &Ctx, a: args::CreateImage) -> ApiResult<i64> {
     if let Some(server_id) = disk.server_id {
         server::lock_stopped_server(&mut tx, server_id, "making an image of its disk").await?;
     }
-    let job_id = JobQueue::enqueue(
-        &mut tx,
-        NewJob {
-            customer_id: ctx.customer_id(),
-            job_type: JOB_TYPE,
-            name: format!("Create image \"{name}\" from disk \"{}\"", disk.name),
-            item_type: Some("disk"),
-            item_id: Some(disk.id),
-            params: json!({
-                "name": name,
-                "default_username": default_username,
-                "generate_password": a.generate_password,
-            }),
-            target_node: None,
-        },
-    )
-    .await?;
+    let job_id = ctx
+        .state
+        .jobs
+        .enqueue(
+            &mut tx,
+            NewJob {
+                customer_id: ctx.customer_id(),
+                name: format!("Create image \"{name}\" from disk \"{}\"", disk.name),
+                // The pin on the disk (below) looks for it as the job's item.
+                item_type: Some("disk"),
+                item_id: Some(disk.id),
+                params: CreateImageJob {
+                    disk_id: disk.id,
+                    name,
+                    default_username,
+                    generate_password: a.generate_password,
+                },
+                target_node: None,
+            },
+        )
+        .await?;
     tx.commit().await?;
-    ctx.state.jobs.wake();
     Ok(job_id)
 }
 
-const PINNING_STATUSES: [JobStatus; 3] = [
-    JobStatus::InProgress,
-    JobStatus::NotStarted,
-    JobStatus::Waiting,
-];
-
-// An unfinished CreateImage job on one of the disks `$4` selects. $1..$3: pinning statuses.
+// An unfinished CreateImage job on one of the disks `$4` selects. $1..$3: unfinished
+// statuses, $5 the kind's name.
 macro_rules! select_pinning_job {
     ($disks:literal) => {
         concat!(
-            "SELECT id FROM jobs WHERE job_type = 'CreateImage' AND item_type = 'disk' \
+            "SELECT id FROM jobs WHERE job_type = $5 AND item_type = 'disk' \
              AND status IN ($1, $2, $3) AND item_id IN (",
             $disks,
             ") ORDER BY id LIMIT 1"
@@ -87,12 +84,13 @@ async fn pinning_job(
     sql: &'static str,
     id: i64,
 ) -> ApiResult<Option<i64>> {
-    let [a, b, c] = PINNING_STATUSES.map(JobStatus::code);
+    let [a, b, c] = JobStatus::UNFINISHED.map(JobStatus::code);
     Ok(sqlx::query_scalar(sql)
         .bind(a)
         .bind(b)
         .bind(c)
         .bind(id)
+        .bind(CreateImageJob::NAME)
         .fetch_optional(conn)
         .await?)
 }
@@ -122,99 +120,74 @@ pub async fn ensure_server_disks_not_being_imaged(
     }
 }
 
-fn made_image(image_id: i64) -> JobOutcome {
-    JobOutcome {
-        item_type: Some("image"),
-        item_id: Some(image_id),
-    }
+/// A CreateImage job: a flat copy of the disk becomes a private image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateImageJob {
+    pub disk_id: i64,
+    pub name: String,
+    pub default_username: Option<String>,
+    pub generate_password: bool,
 }
 
-pub async fn run_job(job: &RunningJob) -> ApiResult<JobOutcome> {
-    let state = &job.state;
-    if job.is_retry() {
-        let mut conn = state.db.pool().acquire().await?;
-        if let Some(image_id) = image::made_by_job(&mut conn, job.row.id).await? {
+impl JobKind for CreateImageJob {
+    const NAME: &'static str = "CreateImage";
+    type Context = AppState;
+
+    async fn run(self, job: &RunningJob<AppState>) -> ApiResult<JobOutcome> {
+        let state = &job.state;
+        if job.is_retry() {
             tracing::info!(
                 job_id = job.row.id,
-                image_id,
-                "an earlier attempt of this job made its image before it was interrupted"
+                "an earlier attempt of this job was interrupted; copying again from the start"
             );
-            return Ok(made_image(image_id));
         }
-        tracing::info!(
-            job_id = job.row.id,
-            "an earlier attempt of this job was interrupted; copying again from the start"
-        );
-    }
-    let customer_id = job.row.customer_id;
-    let disk_id = job
-        .row
-        .item_id
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("CreateImage job without a disk")))?;
-    let params = job.row.params()?;
-    let name = params["name"].as_str().unwrap_or_default().to_string();
-    let default_username = params["default_username"].as_str().map(str::to_string);
-    let generate_password = params["generate_password"].as_bool().unwrap_or(true);
-    job.check_cancelled()?;
+        job.check_cancelled()?;
+        let (disk, source) = {
+            let mut conn = state.db.pool().acquire().await?;
+            let disk = disk::own_disk(&mut conn, job.row.customer_id, self.disk_id).await?;
+            let source = volumes::get(&mut conn, disk.volume_id)
+                .await?
+                .volume_file()?;
+            (disk, source)
+        };
+        let size = source.size;
+        job.progress.set_phase("copying");
+        job.progress.set_total(Some(size));
+        let staging = state.storage.staging_path(&job.staging_name());
+        let (storage, progress, dest) =
+            (state.storage.clone(), job.progress.clone(), staging.clone());
+        tokio::task::spawn_blocking(move || storage.copy_flat(&source, &dest, &*progress))
+            .await??;
 
-    let (disk, source) = {
-        let mut conn = state.db.pool().acquire().await?;
-        let disk = disk::own_disk(&mut conn, customer_id, disk_id).await?;
-        let source = volumes::get(&mut conn, disk.volume_id)
-            .await?
-            .volume_file()?;
-        (disk, source)
-    };
-    let size = source.size;
-    job.progress.set_phase("copying");
-    job.progress.set_total(Some(size));
-    let staging = state.storage.staging_path(&job.row.uuid);
-    let (storage, progress, dest) = (state.storage.clone(), job.progress.clone(), staging.clone());
-    // A failed or cancelled copy removes its staging file itself.
-    tokio::task::spawn_blocking(move || storage.copy_flat(&source, &dest, &*progress)).await??;
-
-    job.progress.set_phase("finalising");
-    job.check_cancelled()?;
-    let storage = state.storage.clone();
-    let copy = tokio::task::spawn_blocking(move || storage.adopt_staged(&staging, size)).await??;
-    let saved = async {
-        let mut tx = state.db.begin_write().await?;
-        if !queue::hold_lease(&mut tx, job.row.id, &state.jobs.node_id).await? {
-            return Err(ApiError::Interrupted(
-                "another node took this job over before its image was saved".into(),
-            ));
+        job.progress.set_phase("finalising");
+        job.check_cancelled()?;
+        let storage = state.storage.clone();
+        let copy =
+            tokio::task::spawn_blocking(move || storage.adopt_staged(&staging, size)).await??;
+        let saved = async {
+            let mut tx = job.begin_fenced().await?;
+            let volume_id = volumes::insert(&mut tx, &copy, None).await?;
+            let image = image::insert_image(
+                &mut tx,
+                NewImage {
+                    customer_id: Some(job.row.customer_id),
+                    name: &self.name,
+                    size: disk.capacity,
+                    media: &disk.media,
+                    default_username: self.default_username.as_deref(),
+                    generate_password: self.generate_password,
+                    volume_id: Some(volume_id),
+                    source_job_id: Some(job.row.id),
+                },
+            )
+            .await?;
+            job.commit(tx, JobOutcome::item("image", image.image_id))
+                .await
         }
-        if let Some(image_id) = image::made_by_job(&mut tx, job.row.id).await? {
-            return Ok((image_id, false)); // an earlier attempt's image, already saved
-        }
-        let volume_id = volumes::insert(&mut tx, &copy, None).await?;
-        let image = image::insert_image(
-            &mut tx,
-            NewImage {
-                customer_id: Some(customer_id),
-                name: &name,
-                size: disk.capacity,
-                media: &disk.media,
-                default_username: default_username.as_deref(),
-                generate_password,
-                volume_id: Some(volume_id),
-                source_job_id: Some(job.row.id),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok::<_, ApiError>((image.image_id, true))
-    }
-    .await;
-    match saved {
-        Ok((image_id, true)) => Ok(made_image(image_id)),
-        Ok((image_id, false)) => {
+        .await;
+        if saved.is_err() {
             volumes::delete_files(state.storage.clone(), vec![copy]).await;
-            Ok(made_image(image_id))
         }
-        Err(err) => {
-            volumes::delete_files(state.storage.clone(), vec![copy]).await;
-            Err(err)
-        }
+        saved
     }
 }

@@ -48,9 +48,6 @@ pub async fn get_customer(ctx: &Ctx, _: args::GetCustomer) -> ApiResult<Customer
     })
 }
 
-/// The billing entity customers belong to when none is named.
-pub const DEFAULT_BILLING_ENTITY: &str = "Default";
-
 #[derive(Debug, Clone)]
 pub struct NewCustomer {
     pub customer_id: i64,

@@ -1,12 +1,28 @@
-//! FetchDisk: checks the request and queues the fetch job. The job itself (download,
-//! decompression, verification, thin writing) is `crate::fetch`.
+//! FetchDisk: checks the request and queues a [`FetchDiskJob`], which has the image writer
+//! (`crate::fetch`) fetch the image into a staging file and then makes that file a disk or an
+//! image, in one fenced transaction with the usage line.
+//!
+//! Nothing half-made is visible: the data lives in the attempt's staging file until the job
+//! succeeds, and is removed when it fails or is cancelled (by the job system, which calls
+//! [`super::jobs::discard_staged`]). A job interrupted by a crash is claimed again after the
+//! restart; it then fetches from the start (an uncompressed prefix cannot be trusted without
+//! re-reading it, and a decompressor's state is lost), or, if the earlier attempt had already
+//! committed its result, the job system reports that result. The startup sweep removes staging
+//! files of jobs that are not running.
 
-use serde_json::json;
+use std::path::Path;
 
-use super::{Ctx, args, product_offer, validate, vdc};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::disk::{self, NewDisk};
+use super::image::{self, NewImage};
+use super::{Ctx, args, product_offer, usage, validate, vdc};
 use crate::error::ApiResult;
-use crate::fetch::{self, Checksum, FetchSource};
-use crate::jobs::{JobOutcome, JobQueue, NewJob, RunningJob};
+use crate::fetch::{self, Checksum, Credentials, FetchPolicy, FetchSource};
+use crate::jobs::{JobKind, JobOutcome, NewJob, RunningJob, Slot};
+use crate::state::AppState;
+use crate::storage::volumes;
 
 pub async fn fetch_disk(ctx: &Ctx, a: args::FetchDisk) -> ApiResult<i64> {
     let name = validate::name("name", &a.name)?;
@@ -25,35 +41,189 @@ pub async fn fetch_disk(ctx: &Ctx, a: args::FetchDisk) -> ApiResult<i64> {
         "disk_productoffer_id",
     )
     .await?;
-    let what = if a.make_image { "image" } else { "disk" };
-    let job_id = JobQueue::enqueue(
-        &mut tx,
-        NewJob {
-            customer_id: ctx.customer_id(),
-            job_type: "FetchDisk",
-            name: format!("Fetch {what} \"{name}\" from {}", source.redacted()),
-            item_type: Some(what),
-            item_id: None,
-            params: json!({
-                "url": source.redacted(),
-                "checksum": checksum.to_param(),
-                "name": name,
-                "disk_productoffer_id": offer.product_offer_id,
-                "disk_size": offer.disk_size,
-                "vdc_id": a.vdc_id,
-                "make_image": a.make_image,
-                "image_default_username": default_username,
-            }),
-            target_node: None,
-        },
-    )
-    .await?;
-    fetch::secrets::store(&mut tx, &ctx.state, job_id, &source).await?;
+    let job = FetchDiskJob {
+        url: source.url.clone(),
+        checksum,
+        name,
+        disk_productoffer_id: offer.product_offer_id,
+        disk_size: offer.disk_size,
+        vdc_id: a.vdc_id,
+        make_image: a.make_image,
+        image_default_username: default_username,
+    };
+    let job_id = ctx
+        .state
+        .jobs
+        .enqueue(
+            &mut tx,
+            NewJob {
+                customer_id: ctx.customer_id(),
+                name: format!(
+                    "Fetch {} \"{}\" from {}",
+                    job.item_type(),
+                    job.name,
+                    source.redacted()
+                ),
+                item_type: Some(job.item_type()),
+                item_id: None,
+                params: job,
+                target_node: None,
+            },
+        )
+        .await?;
+    if let Some(credentials) = source.credentials() {
+        ctx.state
+            .jobs
+            .seal_secret(&mut tx, job_id, &credentials)
+            .await?;
+    }
     tx.commit().await?;
-    ctx.state.jobs.wake();
     Ok(job_id)
 }
 
-pub async fn run_job(job: &RunningJob) -> ApiResult<JobOutcome> {
-    fetch::run(job).await
+/// A FetchDisk job: the image at `url` (credentials are sealed apart, see
+/// [`crate::jobs::JobQueue::seal_secret`]) becomes a disk of the offer's size in the VDC, or
+/// with `make_image` a private image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchDiskJob {
+    pub url: Url,
+    pub checksum: Checksum,
+    pub name: String,
+    pub disk_productoffer_id: i64,
+    pub disk_size: i64,
+    pub vdc_id: i64,
+    pub make_image: bool,
+    pub image_default_username: Option<String>,
+}
+
+impl JobKind for FetchDiskJob {
+    const NAME: &'static str = "FetchDisk";
+    const SLOT: Slot = Slot::Transfer;
+    type Context = AppState;
+
+    async fn run(self, job: &RunningJob<AppState>) -> ApiResult<JobOutcome> {
+        let state = &job.state;
+        let credentials: Option<Credentials> = job.secret().await?;
+        let source = FetchSource::with_credentials(self.url.clone(), credentials);
+        let staging = state.storage.staging_path(&job.staging_name());
+        let policy = FetchPolicy {
+            allow: state.config.allow_fetch_from.clone(),
+            tls: state.fetch_tls.clone(),
+        };
+        let fetched = fetch::fetch_image(
+            &source,
+            &self.checksum,
+            self.disk_size as u64,
+            &staging,
+            &policy,
+            job.progress.clone(),
+        )
+        .await;
+        match fetched.result {
+            Ok(written) => {
+                self.commit(job, &staging, written.is_iso, fetched.wire_bytes)
+                    .await
+            }
+            Err(err) => {
+                // The bandwidth was used even though nothing was made.
+                if let Err(usage_err) = record_failed_transfer(job, fetched.wire_bytes).await {
+                    tracing::warn!(job_id = job.row.id, error = %usage_err,
+                        "recording fetched bytes failed");
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+impl FetchDiskJob {
+    fn item_type(&self) -> &'static str {
+        if self.make_image { "image" } else { "disk" }
+    }
+
+    /// Makes the fetched file `staged` (an ISO image when `is_iso`) a volume, and the volume a
+    /// disk or an image, with the usage line of the `wire_bytes` received: all in one
+    /// transaction that commits only while this attempt holds the job, so two attempts racing
+    /// to commit make one disk and one usage line, and the loser leaves no file behind.
+    pub async fn commit(
+        &self,
+        job: &RunningJob<AppState>,
+        staged: &Path,
+        is_iso: bool,
+        wire_bytes: u64,
+    ) -> ApiResult<JobOutcome> {
+        job.progress.set_phase("finalising");
+        job.check_cancelled()?;
+        let state = &job.state;
+        let customer_id = job.row.customer_id;
+        let media = if is_iso { "iso" } else { "disk" };
+        let (storage, staged, size) = (
+            state.storage.clone(),
+            staged.to_path_buf(),
+            self.disk_size as u64,
+        );
+        let volume =
+            tokio::task::spawn_blocking(move || storage.adopt_staged(&staged, size)).await??;
+        let committed = async {
+            let mut tx = job.begin_fenced().await?;
+            let volume_id = volumes::insert(&mut tx, &volume, None).await?;
+            let item_id = if self.make_image {
+                image::insert_image(
+                    &mut tx,
+                    NewImage {
+                        customer_id: Some(customer_id),
+                        name: &self.name,
+                        size: self.disk_size,
+                        media,
+                        default_username: self.image_default_username.as_deref(),
+                        generate_password: true,
+                        volume_id: Some(volume_id),
+                        source_job_id: Some(job.row.id),
+                    },
+                )
+                .await?
+                .image_id
+            } else {
+                vdc::ensure_own(&mut tx, customer_id, self.vdc_id).await?;
+                disk::insert_disk(
+                    &mut tx,
+                    NewDisk {
+                        customer_id,
+                        vdc_id: self.vdc_id,
+                        name: &self.name,
+                        capacity: self.disk_size,
+                        media,
+                        volume_id,
+                        image_id: None,
+                        product_offer_id: Some(self.disk_productoffer_id),
+                        server_id: None,
+                        attach_index: None,
+                        origin_server_id: None,
+                    },
+                )
+                .await?
+                .id
+            };
+            usage::record_bytes_fetched(&mut tx, customer_id, job.row.id, wire_bytes).await?;
+            job.commit(tx, JobOutcome::item(self.item_type(), item_id))
+                .await
+        }
+        .await;
+        if committed.is_err() {
+            volumes::delete_files(state.storage.clone(), vec![volume]).await;
+        }
+        committed
+    }
+}
+
+/// Bills the bytes a failed fetch received, if this attempt still holds the job (an attempt
+/// that was taken over bills nothing: the job's bytes are the attempt's that owns it).
+async fn record_failed_transfer(job: &RunningJob<AppState>, wire_bytes: u64) -> ApiResult<()> {
+    if wire_bytes == 0 {
+        return Ok(());
+    }
+    let mut tx = job.begin_fenced().await?;
+    usage::record_bytes_fetched(&mut tx, job.row.customer_id, job.row.id, wire_bytes).await?;
+    tx.commit().await?;
+    Ok(())
 }

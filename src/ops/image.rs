@@ -216,19 +216,8 @@ pub struct NewImage<'a> {
     pub default_username: Option<&'a str>,
     pub generate_password: bool,
     pub volume_id: Option<i64>,
-    /// The job that made it (CreateImage, FetchDisk), so that the job, resumed after a
-    /// crash, finds it instead of making another.
+    /// The job that made it (CreateImage, FetchDisk): the image's provenance.
     pub source_job_id: Option<i64>,
-}
-
-/// The image a job made, if it got as far as committing one.
-pub async fn made_by_job(conn: &mut AnyConnection, job_id: i64) -> ApiResult<Option<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM images WHERE source_job_id = $1 ORDER BY id LIMIT 1")
-            .bind(job_id)
-            .fetch_optional(conn)
-            .await?,
-    )
 }
 
 /// Inserts an image and returns it as the owner sees it.

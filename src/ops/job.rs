@@ -1,12 +1,16 @@
-//! Jobs as the API shows them: GetJob, ListJobs, CancelJob, WaitForJob.
+//! Jobs as the API shows them (GetJob, ListJobs, CancelJob, WaitForJob), and what the
+//! operation layer gives the job system to run them with.
 
 use std::time::Duration;
 
 use super::{Ctx, args};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::queue::{self, CancelRequest};
-use crate::jobs::{JobRow, JobStatus};
+use futures::future::BoxFuture;
+
+use crate::jobs::worker::Pool;
+use crate::jobs::{CancelRequest, JobRow, JobStatus};
 use crate::ops::wire::Timestamp;
+use crate::state::AppState;
 use crate::wire_struct;
 
 /// The longest WaitForJob waits.
@@ -60,16 +64,15 @@ impl From<JobRow> for Job {
 }
 
 pub async fn get_job(ctx: &Ctx, a: args::GetJob) -> ApiResult<Job> {
-    let row = ctx
-        .state
-        .jobs
-        .get(&ctx.state.db, a.job_id, ctx.customer_id())
-        .await?;
+    let row = ctx.state.jobs.get(a.job_id, ctx.customer_id()).await?;
     Ok(row.into())
 }
 
 pub async fn list_jobs(ctx: &Ctx, _: args::ListJobs) -> ApiResult<Vec<Job>> {
-    Ok(queue::list(&ctx.state.db, ctx.customer_id())
+    Ok(ctx
+        .state
+        .jobs
+        .list(ctx.customer_id())
         .await?
         .into_iter()
         .map(Job::from)
@@ -77,7 +80,7 @@ pub async fn list_jobs(ctx: &Ctx, _: args::ListJobs) -> ApiResult<Vec<Job>> {
 }
 
 pub async fn cancel_job(ctx: &Ctx, a: args::CancelJob) -> ApiResult<Job> {
-    match queue::request_cancel(&ctx.state.db, a.job_id, ctx.customer_id()).await? {
+    match ctx.state.jobs.cancel(a.job_id, ctx.customer_id()).await? {
         CancelRequest::NotFound => return Err(ApiError::not_found("job", a.job_id)),
         CancelRequest::AlreadyFinished => {
             return Err(ApiError::Conflict(format!(
@@ -85,10 +88,7 @@ pub async fn cancel_job(ctx: &Ctx, a: args::CancelJob) -> ApiResult<Job> {
                 a.job_id
             )));
         }
-        CancelRequest::Requested => {
-            ctx.state.jobs.cancel_local(a.job_id);
-        }
-        CancelRequest::CancelledBeforeStart => ctx.state.jobs.notify_finished(),
+        CancelRequest::Requested | CancelRequest::CancelledBeforeStart => {}
     }
     get_job(ctx, args::GetJob { job_id: a.job_id }).await
 }
@@ -108,15 +108,44 @@ pub async fn wait_for_job(ctx: &Ctx, a: args::WaitForJob) -> ApiResult<Job> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout_seconds as u64);
     let mut finished = ctx.state.jobs.subscribe_finished();
     loop {
-        let job = ctx
-            .state
-            .jobs
-            .get(&ctx.state.db, a.job_id, ctx.customer_id())
-            .await?;
+        let job = ctx.state.jobs.get(a.job_id, ctx.customer_id()).await?;
         if JobStatus::is_finished(job.status) || tokio::time::Instant::now() >= deadline {
             return Ok(job.into());
         }
         let next_look = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
         let _ = tokio::time::timeout_at(next_look, finished.changed()).await;
     }
+}
+
+/// The worker pool of this node: the kinds of [`super::JOB_KINDS`], run with the application
+/// state.
+pub fn worker_pool(state: &AppState) -> Pool<AppState> {
+    Pool {
+        queue: state.jobs.clone(),
+        state: state.clone(),
+        kinds: &super::JOB_KINDS,
+        workers: state.config.workers,
+        discard_staged,
+    }
+}
+
+/// Removes what an attempt that did not succeed staged (`name` is the attempt's staging name,
+/// or the job's uuid for all of its attempts): the one place staged data of a job goes.
+fn discard_staged(state: &AppState, name: &str) -> BoxFuture<'static, ()> {
+    let storage = state.storage.clone();
+    let name = name.to_string();
+    Box::pin(async move {
+        let (all_attempts, removing) = (format!("{name}-"), name.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            storage.sweep_staging(&|file| file != removing && !file.starts_with(&all_attempts))
+        })
+        .await;
+        match swept {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(staged = %name, error = %err,
+                "could not remove staged data"),
+            Err(err) => tracing::warn!(staged = %name, error = %err,
+                "could not remove staged data"),
+        }
+    })
 }

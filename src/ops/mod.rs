@@ -1,14 +1,16 @@
-//! The operation layer: one function per API call.
+//! The operation layer: one function per API call, and the kinds of job those calls queue.
 //!
 //! The SOAP and JSON adapters (in `crate::api`) only decode arguments into the JSON-shaped
 //! map [`registry::Operation::call`] takes and encode what it returns; everything an API call
-//! does happens in the functions listed in [`operations!`] below.
+//! does happens in the functions listed in [`operations!`] below. Long work runs as jobs of
+//! the kinds listed in [`JOB_KINDS`] at the end of this file.
 
 pub mod registry;
 pub mod wire;
 
 pub mod billing;
 pub mod create_image;
+pub mod credentials;
 pub mod customer;
 pub mod disk;
 pub mod fetch;
@@ -23,6 +25,7 @@ pub mod validate;
 pub mod vdc;
 pub mod vlan;
 
+use crate::job_kinds;
 use crate::state::AppState;
 use registry::operations;
 use wire::Timestamp;
@@ -188,3 +191,11 @@ operations! {
     ListUsage(from: Option<Timestamp>, to: Option<Timestamp>) -> usage: Vec<UsageRecord> =
         usage::list_usage;
 }
+
+job_kinds!(pub static JOB_KINDS: AppState = [
+    fetch::FetchDiskJob,
+    create_image::CreateImageJob,
+    server::StartServerJob,
+    server::StopServerJob,
+    server::DestroyServerJob,
+]);

@@ -1,6 +1,7 @@
-//! Usage: what a customer is billed for. A server or disk made from an image that carries a
-//! product offer records an `image_use` line (quantity 1); FetchDisk records `bytes_fetched`
-//! lines (quantity in bytes). ListUsage shows a customer its own lines.
+//! Usage: what a customer is billed for, and the only module that writes `usage_records`. A
+//! server or disk made from an image that carries a product offer records an `image_use` line
+//! (quantity 1); FetchDisk records `bytes_fetched` lines (quantity in bytes). ListUsage shows a
+//! customer its own lines.
 
 use sqlx::AnyConnection;
 
@@ -61,6 +62,30 @@ pub async fn record_image_use(
     .bind(product_offer_id)
     .bind(server_id)
     .bind(disk_id)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the bytes a FetchDisk job received over the wire (nothing when there were none).
+/// Runs in the job's fenced transaction.
+pub async fn record_bytes_fetched(
+    conn: &mut AnyConnection,
+    customer_id: i64,
+    job_id: i64,
+    bytes: u64,
+) -> ApiResult<()> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO usage_records (customer_id, kind, job_id, quantity, created) \
+         VALUES ($1, 'bytes_fetched', $2, $3, $4)",
+    )
+    .bind(customer_id)
+    .bind(job_id)
+    .bind(bytes as i64)
     .bind(now_ms())
     .execute(conn)
     .await?;

@@ -91,6 +91,17 @@ pub trait CopyProgress: Sync {
     fn cancelled(&self) -> bool;
 }
 
+/// A copy made by a job reports into the job's progress and stops when the job is cancelled.
+impl CopyProgress for crate::progress::Progress {
+    fn reached(&self, bytes: u64) {
+        self.set_done(bytes);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+}
+
 /// For copies nobody follows or stops.
 pub struct Unobserved;
 

@@ -8,7 +8,8 @@ use quick_xml::escape::escape;
 use serde_json::{Map, Number, Value};
 
 use super::xml::Element;
-use crate::error::{ApiError, ApiResult, FaultCode};
+use crate::api::error::{FaultCode, error_type, fault_code};
+use crate::error::{ApiError, ApiResult};
 use crate::ops::registry::Operation;
 use crate::ops::wire::WireType;
 
@@ -222,7 +223,7 @@ fn encode(out: &mut String, name: &str, ty: &WireType, value: &Value) {
 
 /// A SOAP 1.1 Fault carrying an `ExtilityException` detail.
 pub fn encode_fault(err: &ApiError) -> String {
-    let code = match err.fault_code() {
+    let code = match fault_code(err) {
         FaultCode::Client => "SOAP-ENV:Client",
         FaultCode::Server => "SOAP-ENV:Server",
     };
@@ -239,7 +240,7 @@ pub fn encode_fault(err: &ApiError) -> String {
          <message xsi:type=\"xsd:string\">{message}</message>\
          </tns:ExtilityException></detail></SOAP-ENV:Fault>",
         err.code(),
-        err.error_type(),
+        error_type(err),
     );
     out.push_str(ENVELOPE_CLOSE);
     out

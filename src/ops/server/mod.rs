@@ -2,23 +2,26 @@
 //!
 //! `create` makes servers, `disks` attaches and detaches disks, `power` starts, stops and
 //! destroys them (operations and the jobs behind them), `vm` follows what their virtual
-//! machines do on their own and shows their consoles.
+//! machines do on their own and shows their consoles, `metadata` is what a VM reads about
+//! itself. This module is the only one that writes `servers`.
 
 mod create;
 mod disks;
+pub mod metadata;
 mod power;
 mod vm;
 
 pub use create::create_server;
 pub use disks::{attach_disk, detach_disk, lock_stopped_server};
 pub use power::{
-    destroy_server, run_destroy_job, run_start_job, run_stop_job, start_server, stop_server,
+    DestroyServerJob, StartServerJob, StopHow, StopServerJob, destroy_server, start_server,
+    stop_server,
 };
 pub use vm::{get_console_log, record_vm_event, recover_servers};
 
 use std::collections::HashMap;
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use super::disk::{self, Disk, DiskRow, NewDisk, select_disks};
@@ -26,7 +29,7 @@ use super::{Ctx, args, create_image, product_offer, usage, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hypervisor::{Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmSpec, VmState};
-use crate::jobs::{JobOutcome, JobQueue, NewJob, RunningJob};
+use crate::jobs::{JobKind, JobOutcome, NewJob, RunningJob};
 use crate::ops::wire::Timestamp;
 use crate::state::AppState;
 use crate::storage::volumes;

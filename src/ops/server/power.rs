@@ -38,37 +38,37 @@ pub(super) async fn vm_gone(
     Ok(())
 }
 
-/// Moves a server into a transitional status and queues the job that finishes the move, in
-/// one transaction.
-async fn queue_server_job(
+/// Moves a server into a transitional status and queues the job of kind `K` that finishes
+/// the move, in one transaction.
+async fn queue_server_job<K: JobKind>(
     ctx: &Ctx,
     mut tx: Tx,
     server: &ServerRow,
     status: ServerStatus,
-    job_type: &'static str,
     verb: &str,
-    params: serde_json::Value,
+    params: K,
 ) -> ApiResult<i64> {
     set_status(&mut tx, server.id, status, None).await?;
-    let job_id = JobQueue::enqueue(
-        &mut tx,
-        NewJob {
-            customer_id: ctx.customer_id(),
-            job_type,
-            name: format!("{verb} server \"{}\"", server.name),
-            item_type: Some("server"),
-            item_id: Some(server.id),
-            params,
-            // Stopping and destroying act on the VM, so they run where it runs.
-            target_node: match status {
-                ServerStatus::Starting => None,
-                _ => server.node.clone(),
+    let job_id = ctx
+        .state
+        .jobs
+        .enqueue(
+            &mut tx,
+            NewJob {
+                customer_id: ctx.customer_id(),
+                name: format!("{verb} server \"{}\"", server.name),
+                item_type: Some("server"),
+                item_id: Some(server.id),
+                params,
+                // Stopping and destroying act on the VM, so they run where it runs.
+                target_node: match status {
+                    ServerStatus::Starting => None,
+                    _ => server.node.clone(),
+                },
             },
-        },
-    )
-    .await?;
+        )
+        .await?;
     tx.commit().await?;
-    ctx.state.jobs.wake();
     Ok(job_id)
 }
 
@@ -79,22 +79,16 @@ pub async fn start_server(ctx: &Ctx, a: args::StartServer) -> ApiResult<i64> {
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     server.require_status(&[ServerStatus::Stopped, ServerStatus::Error], "")?;
     create_image::ensure_server_disks_not_being_imaged(&mut tx, server.id).await?;
-    queue_server_job(
-        ctx,
-        tx,
-        &server,
-        ServerStatus::Starting,
-        "StartServer",
-        "Start",
-        json!({}),
-    )
-    .await
+    let job = StartServerJob {
+        server_id: server.id,
+    };
+    queue_server_job(ctx, tx, &server, ServerStatus::Starting, "Start", job).await
 }
 
 pub async fn stop_server(ctx: &Ctx, a: args::StopServer) -> ApiResult<i64> {
     let method = match a.stop_method {
-        1 => "shutdown",
-        2 => "poweroff",
+        1 => StopHow::Shutdown,
+        2 => StopHow::Poweroff,
         other => {
             return Err(ApiError::invalid(
                 "stop_method",
@@ -105,16 +99,11 @@ pub async fn stop_server(ctx: &Ctx, a: args::StopServer) -> ApiResult<i64> {
     let mut tx = ctx.state.db.begin_write().await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     server.require_status(&[ServerStatus::Running, ServerStatus::Error], "")?;
-    queue_server_job(
-        ctx,
-        tx,
-        &server,
-        ServerStatus::Stopping,
-        "StopServer",
-        "Stop",
-        json!({ "method": method }),
-    )
-    .await
+    let job = StopServerJob {
+        server_id: server.id,
+        method,
+    };
+    queue_server_job(ctx, tx, &server, ServerStatus::Stopping, "Stop", job).await
 }
 
 pub async fn destroy_server(ctx: &Ctx, a: args::DestroyServer) -> ApiResult<i64> {
@@ -129,33 +118,20 @@ pub async fn destroy_server(ctx: &Ctx, a: args::DestroyServer) -> ApiResult<i64>
         ServerStatus::Error,
     ];
     server.require_status(&settled, "; try again when it has finished")?;
-    queue_server_job(
-        ctx,
-        tx,
-        &server,
-        ServerStatus::Stopping,
-        "DestroyServer",
-        "Destroy",
-        json!({}),
-    )
-    .await
+    let job = DestroyServerJob {
+        server_id: server.id,
+    };
+    queue_server_job(ctx, tx, &server, ServerStatus::Stopping, "Destroy", job).await
 }
 
 /// The server a server job is about.
-async fn job_server(job: &RunningJob) -> ApiResult<ServerRow> {
-    let server_id = job
-        .row
-        .item_id
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("server job without a server")))?;
+async fn job_server(job: &RunningJob<AppState>, server_id: i64) -> ApiResult<ServerRow> {
     let mut conn = job.state.db.pool().acquire().await?;
     own_server(&mut conn, job.row.customer_id, server_id).await
 }
 
 fn outcome(server: &ServerRow) -> JobOutcome {
-    JobOutcome {
-        item_type: Some("server"),
-        item_id: Some(server.id),
-    }
+    JobOutcome::item("server", server.id)
 }
 
 /// What the hypervisor needs to boot the server: its disks in attach order, its NIC, and the
@@ -178,7 +154,7 @@ async fn vm_spec(state: &AppState, server: &ServerRow) -> ApiResult<VmSpec> {
     }
     let token = hex::encode(rand::random::<[u8; 32]>());
     sqlx::query("UPDATE servers SET metadata_token = $1 WHERE id = $2")
-        .bind(crate::api::metadata::token_hash(&token))
+        .bind(super::metadata::token_hash(&token))
         .bind(server.id)
         .execute(&mut *conn)
         .await?;
@@ -206,40 +182,53 @@ fn mac_address(server_uuid: &str) -> String {
     format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
 }
 
-pub async fn run_start_job(job: &RunningJob) -> ApiResult<JobOutcome> {
-    let state = &job.state;
-    let server = job_server(job).await?;
-    let mut conn = state.db.pool().acquire().await?;
-    if let Err(err) = job.check_cancelled() {
-        set_status(&mut conn, server.id, ServerStatus::Stopped, None).await?;
-        return Err(err);
-    }
-    let hypervisor = state.hypervisor.clone();
-    let uuid = server.uuid.clone();
-    // A start resumed after a restart may find the VM already up.
-    let already = tokio::task::spawn_blocking(move || hypervisor.state(&uuid)).await?;
-    if already != VmState::Running {
-        let spec = vm_spec(state, &server).await?;
-        let hypervisor = state.hypervisor.clone();
-        let started = tokio::task::spawn_blocking(move || hypervisor.start(&spec)).await?;
-        if let Err(err) = started {
-            vm_gone(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
-            return Err(err.into());
+/// StartServer's job: boots the server's VM here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartServerJob {
+    pub server_id: i64,
+}
+
+impl JobKind for StartServerJob {
+    const NAME: &'static str = "StartServer";
+    type Context = AppState;
+
+    async fn run(self, job: &RunningJob<AppState>) -> ApiResult<JobOutcome> {
+        let state = &job.state;
+        let server = job_server(job, self.server_id).await?;
+        if let Err(err) = job.check_cancelled() {
+            let mut conn = state.db.pool().acquire().await?;
+            set_status(&mut conn, server.id, ServerStatus::Stopped, None).await?;
+            return Err(err);
         }
+        let hypervisor = state.hypervisor.clone();
+        let uuid = server.uuid.clone();
+        // A start resumed after a restart may find the VM already up.
+        let already = tokio::task::spawn_blocking(move || hypervisor.state(&uuid)).await?;
+        if already != VmState::Running {
+            let spec = vm_spec(state, &server).await?;
+            let hypervisor = state.hypervisor.clone();
+            let started = tokio::task::spawn_blocking(move || hypervisor.start(&spec)).await?;
+            if let Err(err) = started {
+                let mut conn = state.db.pool().acquire().await?;
+                vm_gone(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
+                return Err(err.into());
+            }
+        }
+        // Only from "starting": a VM that has already ended on its own was recorded as such by
+        // `record_vm_event`, and stays so.
+        let mut tx = job.begin_fenced().await?;
+        sqlx::query(
+            "UPDATE servers SET status = $1, status_reason = NULL, node = $2 WHERE id = $3 \
+             AND status = $4",
+        )
+        .bind(ServerStatus::Running.code())
+        .bind(state.jobs.node_id())
+        .bind(server.id)
+        .bind(ServerStatus::Starting.code())
+        .execute(&mut *tx)
+        .await?;
+        job.commit(tx, outcome(&server)).await
     }
-    // Only from "starting": a VM that has already ended on its own was recorded as such by
-    // `record_vm_event`, and stays so.
-    sqlx::query(
-        "UPDATE servers SET status = $1, status_reason = NULL, node = $2 WHERE id = $3 \
-         AND status = $4",
-    )
-    .bind(ServerStatus::Running.code())
-    .bind(&state.jobs.node_id)
-    .bind(server.id)
-    .bind(ServerStatus::Starting.code())
-    .execute(&mut *conn)
-    .await?;
-    Ok(outcome(&server))
 }
 
 async fn power_off(state: &AppState, server: &ServerRow, method: StopMethod) -> ApiResult<()> {
@@ -255,70 +244,97 @@ fn vm_on_lost_node<'a>(state: &AppState, server: &'a ServerRow) -> Option<&'a st
     server
         .node
         .as_deref()
-        .filter(|node| *node != state.jobs.node_id)
+        .filter(|node| *node != state.jobs.node_id())
 }
 
-pub async fn run_stop_job(job: &RunningJob) -> ApiResult<JobOutcome> {
-    let state = &job.state;
-    let server = job_server(job).await?;
-    let method = match job.row.params()?.get("method").and_then(|m| m.as_str()) {
-        Some("shutdown") => StopMethod::Shutdown,
-        _ => StopMethod::PowerOff,
-    };
-    let mut conn = state.db.pool().acquire().await?;
-    if let Some(node) = vm_on_lost_node(state, &server) {
-        tracing::warn!(server_id = server.id, %node, "the server's node is gone; so is its VM");
-        vm_gone(&mut conn, server.id, ServerStatus::Stopped, None).await?;
-        return Ok(outcome(&server));
-    }
-    if let Err(err) = power_off(state, &server, method).await {
-        set_status(
-            &mut conn,
-            server.id,
-            ServerStatus::Error,
-            Some(&err.to_string()),
-        )
-        .await?;
-        return Err(err);
-    }
-    vm_gone(&mut conn, server.id, ServerStatus::Stopped, None).await?;
-    Ok(outcome(&server))
+/// How StopServer stops the VM.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopHow {
+    /// The ACPI power button, then power off after the timeout.
+    Shutdown,
+    Poweroff,
 }
 
-pub async fn run_destroy_job(job: &RunningJob) -> ApiResult<JobOutcome> {
-    let state = &job.state;
-    let server = job_server(job).await?;
-    let hypervisor = state.hypervisor.clone();
-    let uuid = server.uuid.clone();
-    // Powers the VM off if it runs and removes its files (console log, ...).
-    let here = vm_on_lost_node(state, &server).is_none();
-    if here && let Err(err) = tokio::task::spawn_blocking(move || hypervisor.discard(&uuid)).await?
-    {
-        let mut conn = state.db.pool().acquire().await?;
-        set_status(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
-        return Err(err.into());
-    }
-    let mut tx = state.db.begin_write().await?;
-    let mut garbage = Vec::new();
-    for d in attached_disks(&mut tx, server.id).await? {
-        if d.origin_server_id == Some(server.id) {
-            garbage.extend(disk::remove_disk_row(&mut tx, &d).await?);
-        } else {
-            sqlx::query("UPDATE disks SET server_id = NULL, attach_index = NULL WHERE id = $1")
-                .bind(d.id)
-                .execute(&mut *tx)
-                .await?;
+/// StopServer's job: stops the server's VM where it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopServerJob {
+    pub server_id: i64,
+    pub method: StopHow,
+}
+
+impl JobKind for StopServerJob {
+    const NAME: &'static str = "StopServer";
+    type Context = AppState;
+
+    async fn run(self, job: &RunningJob<AppState>) -> ApiResult<JobOutcome> {
+        let state = &job.state;
+        let server = job_server(job, self.server_id).await?;
+        let method = match self.method {
+            StopHow::Shutdown => StopMethod::Shutdown,
+            StopHow::Poweroff => StopMethod::PowerOff,
+        };
+        if let Some(node) = vm_on_lost_node(state, &server) {
+            tracing::warn!(server_id = server.id, %node, "the server's node is gone; so is its VM");
+        } else if let Err(err) = power_off(state, &server, method).await {
+            let mut conn = state.db.pool().acquire().await?;
+            let reason = err.to_string();
+            set_status(&mut conn, server.id, ServerStatus::Error, Some(&reason)).await?;
+            return Err(err);
         }
+        let mut tx = job.begin_fenced().await?;
+        vm_gone(&mut tx, server.id, ServerStatus::Stopped, None).await?;
+        job.commit(tx, outcome(&server)).await
     }
-    sqlx::query("UPDATE disks SET origin_server_id = NULL WHERE origin_server_id = $1")
-        .bind(server.id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM servers WHERE id = $1")
-        .bind(server.id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    disk::discard_volumes(state, garbage).await;
-    Ok(outcome(&server))
+}
+
+/// DestroyServer's job: powers the VM off where it runs, then deletes the server and the disks
+/// made with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DestroyServerJob {
+    pub server_id: i64,
+}
+
+impl JobKind for DestroyServerJob {
+    const NAME: &'static str = "DestroyServer";
+    type Context = AppState;
+
+    async fn run(self, job: &RunningJob<AppState>) -> ApiResult<JobOutcome> {
+        let state = &job.state;
+        let server = job_server(job, self.server_id).await?;
+        let hypervisor = state.hypervisor.clone();
+        let uuid = server.uuid.clone();
+        // Powers the VM off if it runs and removes its files (console log, ...).
+        let here = vm_on_lost_node(state, &server).is_none();
+        if here
+            && let Err(err) = tokio::task::spawn_blocking(move || hypervisor.discard(&uuid)).await?
+        {
+            let mut conn = state.db.pool().acquire().await?;
+            set_status(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
+            return Err(err.into());
+        }
+        let mut tx = job.begin_fenced().await?;
+        let mut garbage = Vec::new();
+        for d in attached_disks(&mut tx, server.id).await? {
+            if d.origin_server_id == Some(server.id) {
+                garbage.extend(disk::remove_disk_row(&mut tx, &d).await?);
+            } else {
+                sqlx::query("UPDATE disks SET server_id = NULL, attach_index = NULL WHERE id = $1")
+                    .bind(d.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query("UPDATE disks SET origin_server_id = NULL WHERE origin_server_id = $1")
+            .bind(server.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM servers WHERE id = $1")
+            .bind(server.id)
+            .execute(&mut *tx)
+            .await?;
+        let done = job.commit(tx, outcome(&server)).await?;
+        disk::discard_volumes(state, garbage).await;
+        Ok(done)
+    }
 }

@@ -37,7 +37,7 @@ pub async fn recover_servers(state: &AppState) -> ApiResult<()> {
     let rows: Vec<(i64, String)> =
         sqlx::query_as("SELECT id, uuid FROM servers WHERE status = $1 AND node = $2")
             .bind(ServerStatus::Running.code())
-            .bind(&state.jobs.node_id)
+            .bind(state.jobs.node_id())
             .fetch_all(state.db.pool())
             .await?;
     for (id, uuid) in rows {

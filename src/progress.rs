@@ -1,6 +1,8 @@
-//! Progress and cancellation of a running job, shared between the code doing the work (often
-//! on a blocking thread) and the heartbeat that writes it to the database about once a second.
-//! Updating it is a few atomic stores, cheap enough to do for every buffer.
+//! Progress and cancellation of long work (a job), shared between the code doing the work
+//! (often on a blocking thread) and whoever watches it (the job's heartbeat, which writes it
+//! to the database twice a second). Updating it is a few atomic stores, cheap enough to do for
+//! every buffer. It sits in the bottom layer so that the fetch pipeline and storage copies can
+//! report into it without knowing about jobs.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 const UNKNOWN: u64 = u64::MAX;
 
 #[derive(Debug)]
-pub struct JobProgress {
+pub struct Progress {
     bytes_done: AtomicU64,
     bytes_total: AtomicU64,
     phase: Mutex<&'static str>,
@@ -26,9 +28,9 @@ pub struct ProgressSnapshot {
     pub phase: &'static str,
 }
 
-impl Default for JobProgress {
+impl Default for Progress {
     fn default() -> Self {
-        JobProgress {
+        Progress {
             bytes_done: AtomicU64::new(0),
             bytes_total: AtomicU64::new(UNKNOWN),
             phase: Mutex::new("queued"),
@@ -37,7 +39,7 @@ impl Default for JobProgress {
     }
 }
 
-impl JobProgress {
+impl Progress {
     pub fn set_phase(&self, phase: &'static str) {
         *self.phase.lock().unwrap() = phase;
     }
@@ -88,24 +90,13 @@ impl JobProgress {
     }
 }
 
-/// A copy made by a job reports into the job's progress and stops when the job is cancelled.
-impl crate::storage::CopyProgress for JobProgress {
-    fn reached(&self, bytes: u64) {
-        self.set_done(bytes);
-    }
-
-    fn cancelled(&self) -> bool {
-        self.is_cancelled()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn percent_follows_bytes_and_stays_below_100_while_running() {
-        let p = JobProgress::default();
+        let p = Progress::default();
         assert_eq!(p.snapshot().percent, 0);
         p.set_total(Some(200));
         p.add_done(50);

@@ -1,25 +1,19 @@
-//! Fetch credentials between FetchDisk and its job.
+//! Secrets a job needs (FetchDisk's credentials), between the operation that queues it and the
+//! attempt that runs it.
 //!
-//! A queued job may run on another node or after a restart, so its credentials must be in the
+//! A queued job may run on another node or after a restart, so its secrets must be in the
 //! database; they are kept out of the job record, in `job_secrets`, sealed with the cluster
 //! key (ChaCha20-Poly1305, the job id as associated data so a sealed value cannot be moved to
-//! another job), and deleted when the job ends.
+//! another job), and deleted when the job ends (`queue::finish`, `queue::request_cancel`).
 
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::FetchSource;
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
-
-#[derive(Serialize, Deserialize)]
-struct Credentials {
-    user: Option<String>,
-    password: Option<String>,
-}
 
 fn cipher(key: &[u8; 32]) -> ChaCha20Poly1305 {
     ChaCha20Poly1305::new(&Key::from(*key))
@@ -68,47 +62,38 @@ fn open(key: &[u8; 32], job_id: i64, sealed: &str) -> ApiResult<Vec<u8>> {
         })
 }
 
-/// Keeps the source's credentials for the job, if it has any.
-pub async fn store(
+/// Keeps a job's secret, sealed.
+pub(super) async fn store<S: Serialize>(
     tx: &mut Tx,
-    state: &AppState,
+    key: &[u8; 32],
     job_id: i64,
-    source: &FetchSource,
+    secret: &S,
 ) -> ApiResult<()> {
-    if !source.has_credentials() {
-        return Ok(());
-    }
-    let plain = serde_json::to_vec(&Credentials {
-        user: source.user.clone(),
-        password: source.password.clone(),
-    })
-    .map_err(ApiError::internal)?;
+    let plain = serde_json::to_vec(secret).map_err(ApiError::internal)?;
     sqlx::query("INSERT INTO job_secrets (job_id, sealed) VALUES ($1, $2)")
         .bind(job_id)
-        .bind(seal(&state.secret_key, job_id, &plain)?)
+        .bind(seal(key, job_id, &plain)?)
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
-/// The credentials kept for a job: `(user, password)`, both `None` when there are none.
-pub async fn load(
+/// The secret kept for a job, if it has one.
+pub(super) async fn load<S: DeserializeOwned>(
     db: &Db,
     key: &[u8; 32],
     job_id: i64,
-) -> ApiResult<(Option<String>, Option<String>)> {
+) -> ApiResult<Option<S>> {
     let sealed: Option<String> =
         sqlx::query_scalar("SELECT sealed FROM job_secrets WHERE job_id = $1")
             .bind(job_id)
             .fetch_optional(db.pool())
             .await?;
     match sealed {
-        None => Ok((None, None)),
-        Some(sealed) => {
-            let creds: Credentials =
-                serde_json::from_slice(&open(key, job_id, &sealed)?).map_err(ApiError::internal)?;
-            Ok((creds.user, creds.password))
-        }
+        None => Ok(None),
+        Some(sealed) => serde_json::from_slice(&open(key, job_id, &sealed)?)
+            .map(Some)
+            .map_err(ApiError::internal),
     }
 }
 

@@ -61,8 +61,8 @@ impl<C> RunningJob<C> {
         self.row.attempts > 1
     }
 
-    /// A name unique to this attempt, for the data it stages (`<job uuid>-<attempt>`): two
-    /// attempts of one job never write the same file.
+    /// A name unique to this attempt, for the data it stages ([`staging_name`]): two attempts
+    /// of one job never write the same file.
     pub fn staging_name(&self) -> String {
         staging_name(&self.row.uuid, self.row.attempts)
     }
@@ -107,9 +107,36 @@ impl<C> RunningJob<C> {
     }
 }
 
-/// The staging name of attempt `attempt` of the job `uuid`.
+/// The staging name of attempt `attempt` of the job `uuid`: the uuid for the first attempt,
+/// `<uuid>-<attempt>` for the attempts after it.
 pub fn staging_name(job_uuid: &str, attempt: i64) -> String {
-    format!("{job_uuid}-{attempt}")
+    if attempt <= 1 {
+        job_uuid.to_string()
+    } else {
+        format!("{job_uuid}-{attempt}")
+    }
+}
+
+/// What a failed attempt leaves to discard.
+#[derive(Debug, Clone)]
+pub enum Staged {
+    /// What this attempt staged: the file of this staging name.
+    Attempt(String),
+    /// What any attempt of the job staged (a job given up before this attempt ran): the files
+    /// named by the job's uuid.
+    AllOf(String),
+}
+
+impl Staged {
+    /// Whether the staged file of this name (without its extension) is to be discarded.
+    pub fn covers(&self, name: &str) -> bool {
+        match self {
+            Staged::Attempt(attempt) => name == attempt,
+            Staged::AllOf(uuid) => name
+                .strip_prefix(uuid.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-')),
+        }
+    }
 }
 
 /// What the pool runs jobs with.
@@ -120,9 +147,8 @@ pub struct Pool<C: 'static> {
     pub kinds: &'static [KindEntry<C>],
     /// Jobs run at once on this node.
     pub workers: usize,
-    /// Called after every attempt that did not succeed, with the attempt's staging name (or
-    /// the job's uuid, for a job given up before it ran): removes what the attempt staged.
-    pub discard_staged: fn(&C, &str) -> BoxFuture<'static, ()>,
+    /// Called after every attempt that did not succeed: removes what it staged.
+    pub discard_staged: fn(&C, Staged) -> BoxFuture<'static, ()>,
 }
 
 pub fn spawn_pool<C: Clone + Send + Sync + 'static>(
@@ -218,11 +244,11 @@ async fn execute<C: Clone + Send + Sync + 'static>(
     if result.is_err() {
         // A job given up never ran this attempt: what its earlier attempts staged goes.
         let staged = if given_up {
-            job.row.uuid.clone()
+            Staged::AllOf(job.row.uuid.clone())
         } else {
-            job.staging_name()
+            Staged::Attempt(job.staging_name())
         };
-        (pool.discard_staged)(&pool.state, &staged).await;
+        (pool.discard_staged)(&pool.state, staged).await;
     }
 
     let (status, error, outcome) = match result {
@@ -284,5 +310,22 @@ async fn heartbeat_loop(
             }
             Err(err) => tracing::warn!(job_id = lease.job_id, error = %err, "job heartbeat failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_data_is_discarded_per_attempt_or_for_the_whole_job() {
+        assert_eq!(staging_name("u", 1), "u");
+        assert_eq!(staging_name("u", 3), "u-3");
+        let first = Staged::Attempt(staging_name("u", 1));
+        assert!(first.covers("u") && !first.covers("u-2"));
+        let third = Staged::Attempt(staging_name("u", 3));
+        assert!(third.covers("u-3") && !third.covers("u") && !third.covers("u-30"));
+        let all = Staged::AllOf("u".into());
+        assert!(all.covers("u") && all.covers("u-2") && !all.covers("uv") && !all.covers("v"));
     }
 }

@@ -7,7 +7,7 @@ use super::{Ctx, args};
 use crate::error::{ApiError, ApiResult};
 use futures::future::BoxFuture;
 
-use crate::jobs::worker::Pool;
+use crate::jobs::worker::{Pool, Staged};
 use crate::jobs::{CancelRequest, JobRow, JobStatus};
 use crate::ops::wire::Timestamp;
 use crate::state::AppState;
@@ -129,23 +129,19 @@ pub fn worker_pool(state: &AppState) -> Pool<AppState> {
     }
 }
 
-/// Removes what an attempt that did not succeed staged (`name` is the attempt's staging name,
-/// or the job's uuid for all of its attempts): the one place staged data of a job goes.
-fn discard_staged(state: &AppState, name: &str) -> BoxFuture<'static, ()> {
+/// Removes what an attempt that did not succeed staged: the one place a job's staged data
+/// goes.
+fn discard_staged(state: &AppState, staged: Staged) -> BoxFuture<'static, ()> {
     let storage = state.storage.clone();
-    let name = name.to_string();
     Box::pin(async move {
-        let (all_attempts, removing) = (format!("{name}-"), name.clone());
-        let swept = tokio::task::spawn_blocking(move || {
-            storage.sweep_staging(&|file| file != removing && !file.starts_with(&all_attempts))
-        })
-        .await;
-        match swept {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::warn!(staged = %name, error = %err,
-                "could not remove staged data"),
-            Err(err) => tracing::warn!(staged = %name, error = %err,
-                "could not remove staged data"),
+        let sweeping = staged.clone();
+        let swept =
+            tokio::task::spawn_blocking(move || storage.sweep_staging(&|f| !sweeping.covers(f)))
+                .await
+                .map_err(ApiError::from)
+                .and_then(|r| r.map_err(ApiError::from));
+        if let Err(err) = swept {
+            tracing::warn!(?staged, error = %err, "could not remove staged data");
         }
     })
 }

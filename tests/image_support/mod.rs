@@ -263,6 +263,16 @@ impl ServerDb {
             .execute(&mut *tx)
             .await
             .unwrap();
+        // As the job's commit records its result, in the transaction that saved the image.
+        sqlx::query(
+            "UPDATE jobs SET result_committed = 1, item_type = 'image', item_id = $1 \
+             WHERE id = $2",
+        )
+        .bind(image_id)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         job_id
     }

@@ -15,17 +15,24 @@ have nasm || missing+=(nasm)
 have grub-mkimage && [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
 have mkfs.ext4 || missing+=(e2fsprogs)
 have vsftpd || [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
+# The Java SOAP client test: Apache Axis 1.4's WSDL2Java, and a JDK to compile its stubs.
+need_java=()
+have javac || need_java+=(default-jdk-headless)
+[ -f /usr/share/java/axis.jar ] || need_java+=(libaxis-java)
 # The openssl crate (FetchDisk's MD5) builds against the system's libcrypto.
 have pkg-config || missing+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 
-if [ ${#missing[@]} -gt 0 ] || [ $need_qemu -eq 1 ]; then
+if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ $need_qemu -eq 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
     if [ ${#missing[@]} -gt 0 ]; then
         as_root apt-get install -y -qq "${missing[@]}"
+    fi
+    if [ ${#need_java[@]} -gt 0 ]; then
+        as_root apt-get install -y -qq --no-install-recommends "${need_java[@]}"
     fi
     if [ $need_qemu -eq 1 ]; then
         # qemu-system-x86 and qemu-utils must come from the same release: installing the first

@@ -299,6 +299,40 @@ async fn server_lifecycle(backend: Backend) {
         .await;
     assert_eq!(got["status"], "available");
 
+    // An optional number's -1 means "not given" (clients that cannot send nil): appended.
+    let append = json!({"server_id": server_id, "disk_id": extra["disk_id"], "index": -1});
+    assert_eq!(alice.call("AttachDisk", append).await, json!({"result": 1}));
+    let got = alice
+        .call("GetServer", json!({"server_id": server_id}))
+        .await;
+    let order: Vec<&Value> = got["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["disk_id"])
+        .collect();
+    assert_eq!(
+        order,
+        [
+            &disks[0]["disk_id"],
+            &disks[1]["disk_id"],
+            &extra["disk_id"]
+        ]
+    );
+    alice
+        .call(
+            "DetachDisk",
+            json!({"server_id": server_id, "disk_id": extra["disk_id"]}),
+        )
+        .await;
+    let err = alice
+        .fail(
+            "AttachDisk",
+            json!({"server_id": server_id, "disk_id": extra["disk_id"], "index": -2}),
+        )
+        .await;
+    assert_eq!(err.code, "INVALID_ARGUMENT", "only -1 means not given");
+
     // Start, refuse changes while running, stop, destroy.
     let job = alice
         .call("StartServer", json!({"server_id": server_id}))

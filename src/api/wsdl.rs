@@ -176,10 +176,13 @@ fn generate(address: &str) -> String {
             op.result.xsd_name()
         );
     }
+    // The part is named like the fault's detail element (`<tns:ExtilityException>`, see
+    // `soap::codec::encode_fault`): Axis 1.x maps a fault to the generated exception class only
+    // when the two match, and otherwise throws a bare `AxisFault`.
     let _ = writeln!(
         out,
         r#"  <wsdl:message name="ExtilityException">
-    <wsdl:part name="fault" type="tns:ExtilityException"/>
+    <wsdl:part name="ExtilityException" type="tns:ExtilityException"/>
   </wsdl:message>"#
     );
 

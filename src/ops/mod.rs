@@ -4,6 +4,10 @@
 //! map [`registry::Operation::call`] takes and encode what it returns; everything an API call
 //! does happens in the functions listed in [`operations!`] below. Long work runs as jobs of
 //! the kinds listed in [`JOB_KINDS`] at the end of this file.
+//!
+//! An `Option` argument may be omitted or sent as nil / null; an optional number also takes -1
+//! as "not given" ([`wire::FromArg::means_not_given`]), for clients such as Axis whose stubs
+//! map `xsd:long` to a primitive that cannot be nil.
 
 pub mod registry;
 pub mod wire;
@@ -148,8 +152,8 @@ operations! {
     /// Destroys a server (powering it off first) and the disks made with it; other disks
     /// attached to it are detached and kept. Returns a job id.
     DestroyServer(server_id: i64) -> job_id: i64 = server::destroy_server;
-    /// Attaches a disk to a server, at `index` (0 is the boot disk) or after its other disks.
-    /// Returns 1.
+    /// Attaches a disk to a server, at `index` (0 is the boot disk) or, when `index` is nil or
+    /// -1, after its other disks. Returns 1.
     AttachDisk(server_id: i64, disk_id: i64, index: Option<i64>) -> result: i64 =
         server::attach_disk;
     /// Detaches a disk from a server. Returns 1.

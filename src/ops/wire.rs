@@ -103,6 +103,13 @@ impl Serialize for Timestamp {
 /// represent an explicit nil / null as `Some(Value::Null)`, which optional arguments accept.
 pub trait FromArg: Sized {
     fn from_arg(name: &str, value: Option<Value>) -> ApiResult<Self>;
+
+    /// Whether a value sent for an optional argument of this type means "not given", as nil
+    /// does. Only optional numbers have one: -1, for clients that cannot send nil (Axis maps
+    /// `xsd:long` to a Java `long`), as `vlan_id` -1 means no VLAN.
+    fn means_not_given(_value: &Value) -> bool {
+        false
+    }
 }
 
 fn present(name: &str, value: Option<Value>) -> ApiResult<Value> {
@@ -118,6 +125,10 @@ impl FromArg for i64 {
         value
             .as_i64()
             .ok_or_else(|| ApiError::invalid(name, format!("must be an integer, got {value}")))
+    }
+
+    fn means_not_given(value: &Value) -> bool {
+        value.as_i64() == Some(-1)
     }
 }
 
@@ -165,6 +176,7 @@ impl<T: FromArg> FromArg for Option<T> {
     fn from_arg(name: &str, value: Option<Value>) -> ApiResult<Self> {
         match value {
             None | Some(Value::Null) => Ok(None),
+            Some(v) if T::means_not_given(&v) => Ok(None),
             some => T::from_arg(name, some).map(Some),
         }
     }
@@ -247,6 +259,28 @@ mod tests {
         assert_eq!(
             Option::<String>::from_arg("c", Some(json!("x"))).unwrap(),
             Some("x".to_string())
+        );
+    }
+
+    #[test]
+    fn optional_numbers_take_minus_one_as_not_given() {
+        assert_eq!(
+            Option::<i64>::from_arg("index", Some(json!(-1))).unwrap(),
+            None
+        );
+        assert_eq!(
+            Option::<i64>::from_arg("index", Some(json!(0))).unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            Option::<i64>::from_arg("index", Some(json!(-2))).unwrap(),
+            Some(-2)
+        );
+        // Only optional ones: a required number keeps its -1.
+        assert_eq!(i64::from_arg("vlan_id", Some(json!(-1))).unwrap(), -1);
+        assert_eq!(
+            Option::<String>::from_arg("c", Some(json!("-1"))).unwrap(),
+            Some("-1".to_string())
         );
     }
 

@@ -11,13 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::config::{Config, HypervisorKind, QemuAccel};
-use crate::db::{Db, seed};
+use crate::db::Db;
 use crate::fetch::FetchTls;
 use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
 use crate::jobs::{ConcurrencyLimits, JobQueue, QueueConfig, worker};
 use crate::ops::credentials::CredentialCache;
-use crate::ops::{job, server};
+use crate::ops::{catalogue, job, server};
 use crate::state::{AppState, Inner};
 use crate::storage::files::FileStorage;
 use crate::storage::{Storage, orphans};
@@ -128,7 +128,7 @@ impl Application {
         let fetch_tls = FetchTls::load(&config.fetch_ca_files)?;
         let data_dir = config.db.data_dir.clone();
         let db = open_database(&data_dir, &config.db.database_url()).await?;
-        if !config.no_demo && seed::demo_catalogue(&db).await? {
+        if !config.no_demo && catalogue::demo_catalogue(&db).await? {
             tracing::info!("created the demo catalogue");
         }
         let node_id = match &config.node_id {

@@ -6,8 +6,6 @@
 //! `SKIP LOCKED`, starting write transactions) ask [`Db::backend`]. Each engine has its own
 //! migrations folder because DDL is where they differ most.
 
-pub mod seed;
-
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -157,6 +155,23 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// After rows were inserted into `table` with explicit ids (a catalogue's fixed ids): on
+/// PostgreSQL, whose identity columns do not see explicit ids, moves the table's identity past
+/// them. (`table` is one of the crate's own table names, never input.)
+pub async fn ids_after_explicit_ones(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    table: &'static str,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        let sql = format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(conn).await?;
+    }
+    Ok(())
 }
 
 /// Flags are stored as 0/1 integers on both engines.

@@ -83,11 +83,7 @@ pub async fn set_image_product_offer(ctx: &Ctx, a: args::SetImageProductOffer) -
                 .product_offer_id,
         ),
     };
-    sqlx::query("UPDATE images SET product_offer_id = $1 WHERE id = $2")
-        .bind(offer)
-        .bind(image.id)
-        .execute(&mut *tx)
-        .await?;
+    image::set_product_offer(&mut tx, image.id, offer).await?;
     let updated = image::image_by_id(&mut tx, image.id).await?;
     tx.commit().await?;
     Ok(updated.to_image())

@@ -324,3 +324,55 @@ pub async fn remove_disk_row(tx: &mut Tx, disk: &DiskRow) -> ApiResult<Vec<Volum
     garbage.extend(volumes::release(&mut *tx, disk.volume_id).await?);
     Ok(garbage)
 }
+
+/// Attaches a disk to a server at `index` (`Some`), or detaches it (`None`).
+pub async fn set_attachment(
+    conn: &mut AnyConnection,
+    disk_id: i64,
+    attachment: Option<(i64, i64)>,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE disks SET server_id = $1, attach_index = $2 WHERE id = $3")
+        .bind(attachment.map(|(server_id, _)| server_id))
+        .bind(attachment.map(|(_, index)| index))
+        .bind(disk_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves an attached disk to another place in its server's order.
+pub async fn set_attach_index(conn: &mut AnyConnection, disk_id: i64, index: i64) -> ApiResult<()> {
+    sqlx::query("UPDATE disks SET attach_index = $1 WHERE id = $2")
+        .bind(index)
+        .bind(disk_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Disks made with a server that is going away but kept (detached earlier) forget it.
+pub async fn forget_origin_server(conn: &mut AnyConnection, server_id: i64) -> ApiResult<()> {
+    sqlx::query("UPDATE disks SET origin_server_id = NULL WHERE origin_server_id = $1")
+        .bind(server_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Points a disk at another volume if it is still on `from` (what the caller read); returns
+/// whether it was.
+pub async fn switch_volume(
+    conn: &mut AnyConnection,
+    disk_id: i64,
+    from: i64,
+    to: i64,
+) -> ApiResult<bool> {
+    let switched = sqlx::query("UPDATE disks SET volume_id = $1 WHERE id = $2 AND volume_id = $3")
+        .bind(to)
+        .bind(disk_id)
+        .bind(from)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(switched == 1)
+}

@@ -189,10 +189,7 @@ pub async fn rename_image(ctx: &Ctx, a: args::RenameImage) -> ApiResult<Image> {
 pub async fn delete_image(ctx: &Ctx, a: args::DeleteImage) -> ApiResult<i64> {
     let mut tx = ctx.state.db.begin_write().await?;
     let image = changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
-    sqlx::query("DELETE FROM image_shares WHERE image_id = $1")
-        .bind(image.id)
-        .execute(&mut *tx)
-        .await?;
+    super::publish::unpublish_everywhere(&mut tx, image.id).await?;
     sqlx::query("DELETE FROM images WHERE id = $1")
         .bind(image.id)
         .execute(&mut *tx)
@@ -267,4 +264,40 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
         public: 0,
     }
     .to_image())
+}
+
+/// Bills servers and disks made from the image under an `image` product offer (`None`: not
+/// billed).
+pub async fn set_product_offer(
+    conn: &mut AnyConnection,
+    image_id: i64,
+    product_offer_id: Option<i64>,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE images SET product_offer_id = $1 WHERE id = $2")
+        .bind(product_offer_id)
+        .bind(image_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The platform's blank image (no volume: servers made from it get a blank first disk), with
+/// the fixed id scripts know it by.
+pub async fn insert_blank_platform_image(
+    conn: &mut AnyConnection,
+    backend: crate::db::Backend,
+    id: i64,
+) -> ApiResult<()> {
+    sqlx::query(
+        "INSERT INTO images (id, uuid, customer_id, name, size, media, default_username, \
+         generate_password, volume_id, created) \
+         VALUES ($1, $2, NULL, 'Blank disk', 0, 'disk', NULL, 1, NULL, $3)",
+    )
+    .bind(id)
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(crate::db::now_ms())
+    .execute(&mut *conn)
+    .await?;
+    crate::db::ids_after_explicit_ones(conn, backend, "images").await?;
+    Ok(())
 }

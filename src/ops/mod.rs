@@ -13,6 +13,7 @@ pub mod registry;
 pub mod wire;
 
 pub mod billing;
+pub mod catalogue;
 pub mod create_image;
 pub mod credentials;
 pub mod customer;

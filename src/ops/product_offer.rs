@@ -3,6 +3,7 @@
 use sqlx::AnyConnection;
 
 use super::{Ctx, args};
+use crate::db::{self, Backend, Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::wire_struct;
 
@@ -90,4 +91,47 @@ pub async fn offer_of_kind(
         ));
     }
     Ok(offer)
+}
+
+/// An offer of the catalogue, with the fixed id scripts know it by.
+pub struct CatalogueOffer<'a> {
+    pub id: i64,
+    pub name: &'a str,
+    /// `server`, `disk` or `image`.
+    pub kind: &'a str,
+    pub processors: i64,
+    /// MiB.
+    pub memory: i64,
+    /// Bytes.
+    pub disk_size: i64,
+}
+
+pub async fn any_exist(db: &Db) -> ApiResult<bool> {
+    let offers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM product_offers")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(offers > 0)
+}
+
+pub async fn insert_with_id(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    offer: CatalogueOffer<'_>,
+) -> ApiResult<()> {
+    sqlx::query(
+        "INSERT INTO product_offers (id, uuid, name, type, processors, memory, disk_size, \
+         created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(offer.id)
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(offer.name)
+    .bind(offer.kind)
+    .bind(offer.processors)
+    .bind(offer.memory)
+    .bind(offer.disk_size)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    db::ids_after_explicit_ones(conn, backend, "product_offers").await?;
+    Ok(())
 }

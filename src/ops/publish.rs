@@ -210,3 +210,12 @@ pub async fn list_image_shares(ctx: &Ctx, a: args::ListImageShares) -> ApiResult
         })
         .collect())
 }
+
+/// Withdraws every share of an image (it is being deleted).
+pub async fn unpublish_everywhere(conn: &mut AnyConnection, image_id: i64) -> ApiResult<()> {
+    sqlx::query("DELETE FROM image_shares WHERE image_id = $1")
+        .bind(image_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

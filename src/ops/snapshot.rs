@@ -131,14 +131,7 @@ async fn switch_volume(
     backing: i64,
 ) -> ApiResult<()> {
     let volume_id = volumes::insert(&mut *tx, volume, Some(backing)).await?;
-    let switched = sqlx::query("UPDATE disks SET volume_id = $1 WHERE id = $2 AND volume_id = $3")
-        .bind(volume_id)
-        .bind(disk.id)
-        .bind(disk.volume_id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    if switched == 1 {
+    if disk::switch_volume(tx, disk.id, disk.volume_id, volume_id).await? {
         Ok(())
     } else {
         Err(ApiError::Conflict(format!(

@@ -101,18 +101,9 @@ pub async fn attach_disk(ctx: &Ctx, a: args::AttachDisk) -> ApiResult<i64> {
         .iter()
         .filter(|d| d.attach_index.unwrap_or(0) >= index)
     {
-        sqlx::query("UPDATE disks SET attach_index = $1 WHERE id = $2")
-            .bind(d.attach_index.unwrap_or(0) + 1)
-            .bind(d.id)
-            .execute(&mut *tx)
-            .await?;
+        disk::set_attach_index(&mut tx, d.id, d.attach_index.unwrap_or(0) + 1).await?;
     }
-    sqlx::query("UPDATE disks SET server_id = $1, attach_index = $2 WHERE id = $3")
-        .bind(server.id)
-        .bind(index)
-        .bind(disk.id)
-        .execute(&mut *tx)
-        .await?;
+    disk::set_attachment(&mut tx, disk.id, Some((server.id, index))).await?;
     renumber_disks(&mut tx, server.id).await?;
     tx.commit().await?;
     Ok(1)
@@ -126,11 +117,7 @@ async fn renumber_disks(tx: &mut Tx, server_id: i64) -> ApiResult<()> {
         .enumerate()
     {
         if d.attach_index != Some(i as i64) {
-            sqlx::query("UPDATE disks SET attach_index = $1 WHERE id = $2")
-                .bind(i as i64)
-                .bind(d.id)
-                .execute(&mut **tx)
-                .await?;
+            disk::set_attach_index(tx, d.id, i as i64).await?;
         }
     }
     Ok(())
@@ -147,10 +134,7 @@ pub async fn detach_disk(ctx: &Ctx, a: args::DetachDisk) -> ApiResult<i64> {
         )));
     }
     require_stopped(&server, "detaching disks")?;
-    sqlx::query("UPDATE disks SET server_id = NULL, attach_index = NULL WHERE id = $1")
-        .bind(disk.id)
-        .execute(&mut *tx)
-        .await?;
+    disk::set_attachment(&mut tx, disk.id, None).await?;
     renumber_disks(&mut tx, server.id).await?;
     tx.commit().await?;
     Ok(1)

@@ -319,16 +319,10 @@ impl JobKind for DestroyServerJob {
             if d.origin_server_id == Some(server.id) {
                 garbage.extend(disk::remove_disk_row(&mut tx, &d).await?);
             } else {
-                sqlx::query("UPDATE disks SET server_id = NULL, attach_index = NULL WHERE id = $1")
-                    .bind(d.id)
-                    .execute(&mut *tx)
-                    .await?;
+                disk::set_attachment(&mut tx, d.id, None).await?;
             }
         }
-        sqlx::query("UPDATE disks SET origin_server_id = NULL WHERE origin_server_id = $1")
-            .bind(server.id)
-            .execute(&mut *tx)
-            .await?;
+        disk::forget_origin_server(&mut tx, server.id).await?;
         sqlx::query("DELETE FROM servers WHERE id = $1")
             .bind(server.id)
             .execute(&mut *tx)

@@ -1,10 +1,12 @@
 //! Extility: a server implementing the Extility cloud control API.
 //!
-//! Layout: `ops` is the operation layer (one function per API call); `api` holds the thin
-//! SOAP and JSON adapters over it; `jobs` runs long work from a queue kept in the database;
-//! `storage` and `hypervisor` are the traits behind disks and virtual machines; `fetch` is the
-//! image writer; `sparse` is the thin writer shared with the tool-chain; `tools` is that
-//! tool-chain (`sparsecopy` and `fsmaker`, whose binaries are in `src/bin/`).
+//! Layers, each depending only on those below it (ARCHITECTURE.md has the whole map):
+//! `api` holds the thin SOAP and JSON adapters; `ops` is the operation layer (one function per
+//! API call, and the kinds of job); `jobs` runs long work from a queue kept in the database,
+//! `fetch` is the image writer, `storage` and `hypervisor` are the traits behind disks and
+//! virtual machines; `db`, `sparse` (the thin writer shared with the tool-chain), `progress` and
+//! `error` are the bottom. `tools` is the tool-chain (`sparsecopy` and `fsmaker`, whose binaries
+//! are in `src/bin/`).
 
 pub mod api;
 pub mod config;

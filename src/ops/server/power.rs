@@ -130,6 +130,39 @@ async fn job_server(job: &RunningJob<AppState>, server_id: i64) -> ApiResult<Ser
     own_server(&mut conn, job.row.customer_id, server_id).await
 }
 
+/// What a failed server job knows of the VM.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vm {
+    /// It does not run (it never started, or its start failed): its metadata secret ends.
+    NotRunning,
+    /// It may still run (stopping or destroying it failed).
+    MayRun,
+}
+
+/// Records what a failed server job leaves the server as, if this attempt still holds the
+/// job: a stale attempt changes nothing. A failure to record is logged; the job's own error is
+/// what counts.
+async fn job_failed(
+    job: &RunningJob<AppState>,
+    server_id: i64,
+    (status, reason): (ServerStatus, Option<&str>),
+    vm: Vm,
+) {
+    let recorded = async {
+        let mut tx = job.begin_fenced().await?;
+        match vm {
+            Vm::NotRunning => vm_gone(&mut tx, server_id, status, reason).await?,
+            Vm::MayRun => set_status(&mut tx, server_id, status, reason).await?,
+        }
+        tx.commit().await?;
+        Ok::<_, ApiError>(())
+    };
+    if let Err(err) = recorded.await {
+        tracing::warn!(job_id = job.row.id, server_id, error = %err,
+            "recording the server's state after a failed job failed");
+    }
+}
+
 fn outcome(server: &ServerRow) -> JobOutcome {
     JobOutcome::item("server", server.id)
 }
@@ -196,8 +229,13 @@ impl JobKind for StartServerJob {
         let state = &job.state;
         let server = job_server(job, self.server_id).await?;
         if let Err(err) = job.check_cancelled() {
-            let mut conn = state.db.pool().acquire().await?;
-            set_status(&mut conn, server.id, ServerStatus::Stopped, None).await?;
+            job_failed(
+                job,
+                server.id,
+                (ServerStatus::Stopped, None),
+                Vm::NotRunning,
+            )
+            .await;
             return Err(err);
         }
         let hypervisor = state.hypervisor.clone();
@@ -209,8 +247,8 @@ impl JobKind for StartServerJob {
             let hypervisor = state.hypervisor.clone();
             let started = tokio::task::spawn_blocking(move || hypervisor.start(&spec)).await?;
             if let Err(err) = started {
-                let mut conn = state.db.pool().acquire().await?;
-                vm_gone(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
+                let failed = (ServerStatus::Error, Some(err.0.as_str()));
+                job_failed(job, server.id, failed, Vm::NotRunning).await;
                 return Err(err.into());
             }
         }
@@ -277,9 +315,9 @@ impl JobKind for StopServerJob {
         if let Some(node) = vm_on_lost_node(state, &server) {
             tracing::warn!(server_id = server.id, %node, "the server's node is gone; so is its VM");
         } else if let Err(err) = power_off(state, &server, method).await {
-            let mut conn = state.db.pool().acquire().await?;
             let reason = err.to_string();
-            set_status(&mut conn, server.id, ServerStatus::Error, Some(&reason)).await?;
+            let failed = (ServerStatus::Error, Some(reason.as_str()));
+            job_failed(job, server.id, failed, Vm::MayRun).await;
             return Err(err);
         }
         let mut tx = job.begin_fenced().await?;
@@ -309,8 +347,8 @@ impl JobKind for DestroyServerJob {
         if here
             && let Err(err) = tokio::task::spawn_blocking(move || hypervisor.discard(&uuid)).await?
         {
-            let mut conn = state.db.pool().acquire().await?;
-            set_status(&mut conn, server.id, ServerStatus::Error, Some(&err.0)).await?;
+            let failed = (ServerStatus::Error, Some(err.0.as_str()));
+            job_failed(job, server.id, failed, Vm::MayRun).await;
             return Err(err.into());
         }
         let mut tx = job.begin_fenced().await?;

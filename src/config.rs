@@ -121,9 +121,13 @@ pub struct ServeArgs {
     /// request's Host header.
     #[arg(long, env = "EXTILITY_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Jobs run at once on this node.
+    /// Long jobs (fetches, image copies) run at once on this node.
     #[arg(long, env = "EXTILITY_WORKERS", default_value_t = 4)]
     pub workers: usize,
+    /// Quick jobs (starting, stopping and destroying servers) run at once on this node, on
+    /// workers of their own that long jobs never take.
+    #[arg(long, env = "EXTILITY_QUICK_WORKERS", default_value_t = 4)]
+    pub quick_workers: usize,
     /// This node's name in the job queue. Default: kept in `<data-dir>/node-id`.
     #[arg(long, env = "EXTILITY_NODE_ID")]
     pub node_id: Option<String>,

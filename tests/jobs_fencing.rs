@@ -10,7 +10,7 @@ use clap::Parser;
 use common::{Backend, TestDatabase};
 use extility::config::{Cli, Command};
 use extility::jobs::queue::{self, Finish, Lease};
-use extility::jobs::{CancelRequest, JobOutcome, JobStatus, NewJob, RunningJob};
+use extility::jobs::{CancelRequest, JobOutcome, JobStatus, Lane, NewJob, RunningJob};
 use extility::ops::customer;
 use extility::ops::fetch::FetchDiskJob;
 use extility::ops::server::{StopHow, StopServerJob};
@@ -150,7 +150,7 @@ async fn a_stale_attempt_cannot_commit(backend: Backend) {
     let row_a = nodes
         .a
         .jobs
-        .claim()
+        .claim(Lane::Long)
         .await
         .unwrap()
         .expect("A claims the job");
@@ -159,7 +159,7 @@ async fn a_stale_attempt_cannot_commit(backend: Backend) {
     let row_b = nodes
         .b
         .jobs
-        .claim()
+        .claim(Lane::Long)
         .await
         .unwrap()
         .expect("B takes it over");
@@ -246,13 +246,13 @@ db_test!(a_stale_attempt_cannot_commit, a_stale_attempt_cannot_commit);
 async fn a_committed_result_survives_its_node(backend: Backend) {
     let nodes = two_nodes(backend).await;
     let (job_id, params) = queue_fetch(&nodes, "committed").await;
-    let row_a = nodes.a.jobs.claim().await.unwrap().unwrap();
+    let row_a = nodes.a.jobs.claim(Lane::Long).await.unwrap().unwrap();
     let attempt_a = RunningJob::new(nodes.a.clone(), row_a, nodes.a.jobs.clone());
     let staged = stage(&attempt_a, 4096);
     let outcome = params.commit(&attempt_a, &staged, false, 10).await.unwrap();
     // A dies before recording the job's end.
     lease_runs_out(&nodes.a, job_id).await;
-    let row_b = nodes.b.jobs.claim().await.unwrap().unwrap();
+    let row_b = nodes.b.jobs.claim(Lane::Long).await.unwrap().unwrap();
     assert_eq!(row_b.attempts, 2);
     assert_eq!(row_b.result_committed, 1);
     assert_eq!(row_b.item_id, outcome.item_id);
@@ -292,7 +292,7 @@ async fn cancel_racing_a_claim(backend: Backend) {
         tx.commit().await.unwrap();
 
         let (claimed, cancelled) = tokio::join!(
-            nodes.b.jobs.claim(),
+            nodes.b.jobs.claim(Lane::Quick),
             nodes.a.jobs.cancel(job_id, nodes.customer_id)
         );
         let (claimed, cancelled) = (claimed.unwrap(), cancelled.unwrap());
@@ -326,7 +326,7 @@ async fn cancel_racing_a_claim(backend: Backend) {
             None => {
                 assert_eq!(cancelled, CancelRequest::CancelledBeforeStart);
                 assert_eq!(row.status, JobStatus::Cancelled.code());
-                assert!(nodes.b.jobs.claim().await.unwrap().is_none());
+                assert!(nodes.b.jobs.claim(Lane::Quick).await.unwrap().is_none());
                 cancelled_first += 1;
             }
         }

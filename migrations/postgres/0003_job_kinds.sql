@@ -11,3 +11,10 @@ UPDATE jobs SET result_committed = 1, item_type = 'image',
     item_id = (SELECT MIN(i.id) FROM images i WHERE i.source_job_id = jobs.id)
     WHERE status = 2 AND job_type = 'CreateImage'
       AND EXISTS (SELECT 1 FROM images i WHERE i.source_job_id = jobs.id);
+-- Which worker pool runs a job ('quick': server power; 'long': fetches, image copies), from
+-- its kind: long work never takes the workers quick jobs need.
+ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'long';
+UPDATE jobs SET lane = 'quick' WHERE job_type IN ('StartServer', 'StopServer', 'DestroyServer');
+-- What the claim orders customers by: their running jobs, and when they last started one.
+CREATE INDEX jobs_by_customer_status ON jobs(customer_id, status, lease_expires);
+CREATE INDEX jobs_by_customer_started ON jobs(customer_id, started);

@@ -40,6 +40,29 @@ impl Slot {
 /// `jobs.slot` of [`Slot::Transfer`] jobs.
 pub(crate) const TRANSFER_SLOT: &str = "transfer";
 
+/// Which of a node's worker pools runs a job. Each lane has its own workers, so long work
+/// (however many customers queue of it, however slowly a remote server sends) never takes the
+/// workers that quick jobs (starting and stopping servers) need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Jobs that take seconds: server power.
+    Quick,
+    /// Jobs that may take hours: fetches, image copies.
+    Long,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Quick, Lane::Long];
+
+    /// What `jobs.lane` holds.
+    pub fn column(self) -> &'static str {
+        match self {
+            Lane::Quick => "quick",
+            Lane::Long => "long",
+        }
+    }
+}
+
 /// What a finished job produced (or works on), recorded as its item.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobOutcome {
@@ -61,6 +84,7 @@ impl JobOutcome {
 pub trait JobKind: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Stored in `jobs.job_type` and shown as GetJob's `job_type` (the operation's name).
     const NAME: &'static str;
+    const LANE: Lane;
     const SLOT: Slot = Slot::Any;
     type Context: Send + Sync + 'static;
 

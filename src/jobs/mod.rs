@@ -26,7 +26,7 @@ use tokio::sync::{Notify, watch};
 use crate::db::{Db, Tx};
 use crate::error::ApiResult;
 use crate::progress::Progress;
-pub use kind::{JobKind, JobOutcome, KindEntry, Slot};
+pub use kind::{JobKind, JobOutcome, KindEntry, Lane, Slot};
 pub use queue::{CancelRequest, ConcurrencyLimits, JobRow};
 pub use worker::RunningJob;
 
@@ -134,7 +134,7 @@ impl JobQueue {
     /// Queues a job in the caller's transaction, so that it exists exactly when the change
     /// that asked for it is committed; the workers are woken when that transaction commits.
     pub async fn enqueue<K: JobKind>(&self, tx: &mut Tx, job: NewJob<K>) -> ApiResult<i64> {
-        let id = queue::insert(tx, K::NAME, K::SLOT, job).await?;
+        let id = queue::insert(tx, K::NAME, K::LANE, K::SLOT, job).await?;
         let wake = self.0.wake_workers.clone();
         tx.after_commit(move || {
             wake.notify_waiters();
@@ -158,10 +158,11 @@ impl JobQueue {
         self.0.wake_workers.notified().await
     }
 
-    /// Claims the oldest job this node may run, if any (what a worker does).
-    pub async fn claim(&self) -> ApiResult<Option<JobRow>> {
+    /// Claims a job of `lane` this node may run, if any (what a worker does): of the
+    /// customers with jobs waiting, the one with the fewest running first, then the oldest job.
+    pub async fn claim(&self, lane: Lane) -> ApiResult<Option<JobRow>> {
         let c = &self.0.config;
-        queue::claim(&c.db, &c.node_id, c.lease_ms, c.limits).await
+        queue::claim(&c.db, &c.node_id, c.lease_ms, c.limits, lane).await
     }
 
     fn register_running(&self, job_id: i64, progress: Arc<Progress>) {

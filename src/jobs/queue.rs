@@ -1,7 +1,7 @@
 //! The SQL of the job queue: insert, claim (with a lease), heartbeat, finish, cancel. Job
 //! statuses are bound as parameters from [`JobStatus`], never written as numbers.
 
-use super::kind::{Slot, TRANSFER_SLOT};
+use super::kind::{Lane, Slot, TRANSFER_SLOT};
 use super::{JobStatus, NewJob};
 use crate::db::{Backend, Db, Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
@@ -57,14 +57,15 @@ macro_rules! job_columns {
 pub(super) async fn insert<K: serde::Serialize>(
     tx: &mut Tx,
     job_type: &'static str,
+    lane: Lane,
     slot: Slot,
     job: NewJob<K>,
 ) -> ApiResult<i64> {
     let params = serde_json::to_string(&job.params).map_err(ApiError::internal)?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (uuid, customer_id, job_type, name, status, item_type, item_id, params, \
-         phase, created, target_node, slot) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11) RETURNING id",
+         phase, created, target_node, slot, lane) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12) RETURNING id",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(job.customer_id)
@@ -77,6 +78,7 @@ pub(super) async fn insert<K: serde::Serialize>(
     .bind(now_ms())
     .bind(job.target_node)
     .bind(slot.column())
+    .bind(lane.column())
     .fetch_one(&mut **tx)
     .await?;
     Ok(id)
@@ -118,11 +120,15 @@ macro_rules! transfers_below_limits {
 
 // A job is claimable when it has not started, is waiting, or its lease ran out (its node
 // died). A job aimed at a node (stopping a VM that node runs) waits for that node unless the
-// node stopped showing it is alive. Transfers are also held to the concurrency limits.
+// node stopped showing it is alive. Transfers are also held to the concurrency limits. Of
+// the claimable jobs, those of the customer with the fewest jobs running go first, then those
+// of the customer whose last job started longest ago (round robin), then the oldest: one
+// customer's backlog never makes another's jobs wait behind all of it.
 // PostgreSQL skips rows other nodes (or a CancelJob) hold locked, and rechecks the conditions
 // on a row that changed while it waited; SQLite runs the statement alone.
 // $1 node, $2 lease end, $3 now, $4/$5 limits, $6 how long a node may stay silent and still
-// count as alive, $7 in progress, $8 not started, $9 waiting, $10 the transfer slot.
+// count as alive, $7 in progress, $8 not started, $9 waiting, $10 the transfer slot, $11 the
+// lane.
 macro_rules! claim_sql {
     ($row_lock:literal) => {
         concat!(
@@ -130,11 +136,15 @@ macro_rules! claim_sql {
              started = COALESCE(started, $3), attempts = attempts + 1, phase = 'starting' \
              WHERE id = (SELECT j.id FROM jobs j \
                WHERE (j.status IN ($8, $9) OR (j.status = $7 AND j.lease_expires < $3)) \
+               AND j.lane = $11 \
                AND (j.target_node IS NULL OR j.target_node = $1 OR NOT EXISTS ( \
                  SELECT 1 FROM nodes n WHERE n.id = j.target_node AND n.last_seen >= $3 - $6)) \
                AND (j.slot IS NULL OR j.slot <> $10 OR (",
             transfers_below_limits!("$3", "$4", "$5", "$7", "$10"),
-            ")) ORDER BY j.id LIMIT 1",
+            ")) ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.customer_id = j.customer_id \
+               AND r.status = $7 AND r.lease_expires >= $3), \
+               (SELECT COALESCE(MAX(r.started), 0) FROM jobs r \
+                WHERE r.customer_id = j.customer_id), j.id LIMIT 1",
             $row_lock,
             ") RETURNING ",
             job_columns!()
@@ -157,12 +167,14 @@ pub async fn node_alive(db: &Db, node: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Claims the oldest runnable job for `node`, or returns `None` when there is nothing to do.
+/// Claims a runnable job of `lane` for `node` (the customer with the fewest jobs running first,
+/// then the oldest job), or returns `None` when there is nothing to do.
 pub async fn claim(
     db: &Db,
     node: &str,
     lease_ms: i64,
     limits: ConcurrencyLimits,
+    lane: Lane,
 ) -> ApiResult<Option<JobRow>> {
     let now = now_ms();
     let sql = match db.backend() {
@@ -180,6 +192,7 @@ pub async fn claim(
         .bind(JobStatus::NotStarted.code())
         .bind(JobStatus::Waiting.code())
         .bind(TRANSFER_SLOT)
+        .bind(lane.column())
         .fetch_optional(db.pool())
         .await?;
     if row.is_none() {

@@ -10,7 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::kind::{self, JobOutcome, KindEntry};
+use super::kind::{self, JobOutcome, KindEntry, Lane};
 use super::queue::{self, Finish, JobRow, Lease};
 use super::{JobQueue, JobStatus, secrets};
 use crate::db::Tx;
@@ -145,47 +145,63 @@ pub struct Pool<C: 'static> {
     /// What each job's code gets as [`RunningJob::state`].
     pub state: C,
     pub kinds: &'static [KindEntry<C>],
-    /// Jobs run at once on this node.
-    pub workers: usize,
+    /// Jobs of each lane run at once on this node.
+    pub workers: fn(&C, Lane) -> usize,
     /// Called after every attempt that did not succeed: removes what it staged.
     pub discard_staged: fn(&C, Staged) -> BoxFuture<'static, ()>,
 }
 
+/// Starts the workers of every lane; they stop taking jobs when `shutdown` fires.
 pub fn spawn_pool<C: Clone + Send + Sync + 'static>(
     pool: Pool<C>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let pool = Arc::new(pool);
+    let lanes: Vec<_> = Lane::ALL
+        .into_iter()
+        .map(|lane| tokio::spawn(run_lane(pool.clone(), lane, shutdown.clone())))
+        .collect();
     tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(pool.workers.max(1)));
-        loop {
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
-                _ = shutdown.cancelled() => return,
-            };
-            match pool.queue.claim().await {
-                Ok(Some(row)) => {
-                    tokio::spawn(execute(pool.clone(), row, permit));
+        for lane in lanes {
+            let _ = lane.await;
+        }
+    })
+}
+
+/// Claims jobs of one lane while it has a free worker.
+async fn run_lane<C: Clone + Send + Sync + 'static>(
+    pool: Arc<Pool<C>>,
+    lane: Lane,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new((pool.workers)(&pool.state, lane).max(1)));
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            _ = shutdown.cancelled() => return,
+        };
+        match pool.queue.claim(lane).await {
+            Ok(Some(row)) => {
+                tokio::spawn(execute(pool.clone(), row, permit));
+            }
+            Ok(None) => {
+                drop(permit);
+                tokio::select! {
+                    _ = pool.queue.wait_for_work() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.cancelled() => return,
                 }
-                Ok(None) => {
-                    drop(permit);
-                    tokio::select! {
-                        _ = pool.queue.wait_for_work() => {}
-                        _ = tokio::time::sleep(IDLE_POLL) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-                Err(err) => {
-                    drop(permit);
-                    tracing::warn!(error = %err, error_detail = ?err, "claiming a job failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(IDLE_POLL) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
+            }
+            Err(err) => {
+                drop(permit);
+                tracing::warn!(error = %err, error_detail = ?err, "claiming a job failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.cancelled() => return,
                 }
             }
         }
-    })
+    }
 }
 
 /// What the attempt amounts to before its kind's code runs, if anything.

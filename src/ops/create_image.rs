@@ -23,7 +23,7 @@ use sqlx::AnyConnection;
 use super::image::{self, NewImage};
 use super::{Ctx, args, disk, server, validate};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{JobKind, JobOutcome, JobStatus, NewJob, RunningJob};
+use crate::jobs::{JobKind, JobOutcome, JobStatus, Lane, NewJob, RunningJob};
 use crate::state::AppState;
 use crate::storage::volumes;
 
@@ -131,6 +131,7 @@ pub struct CreateImageJob {
 
 impl JobKind for CreateImageJob {
     const NAME: &'static str = "CreateImage";
+    const LANE: Lane = Lane::Long;
     type Context = AppState;
 
     async fn run(self, job: &RunningJob<AppState>) -> ApiResult<JobOutcome> {

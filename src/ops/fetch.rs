@@ -20,7 +20,7 @@ use super::image::{self, NewImage};
 use super::{Ctx, args, product_offer, usage, validate, vdc};
 use crate::error::ApiResult;
 use crate::fetch::{self, Checksum, Credentials, FetchPolicy, FetchSource};
-use crate::jobs::{JobKind, JobOutcome, NewJob, RunningJob, Slot};
+use crate::jobs::{JobKind, JobOutcome, Lane, NewJob, RunningJob, Slot};
 use crate::state::AppState;
 use crate::storage::volumes;
 
@@ -98,6 +98,7 @@ pub struct FetchDiskJob {
 
 impl JobKind for FetchDiskJob {
     const NAME: &'static str = "FetchDisk";
+    const LANE: Lane = Lane::Long;
     const SLOT: Slot = Slot::Transfer;
     type Context = AppState;
 

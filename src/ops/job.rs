@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use futures::future::BoxFuture;
 
 use crate::jobs::worker::{Pool, Staged};
-use crate::jobs::{CancelRequest, JobRow, JobStatus};
+use crate::jobs::{CancelRequest, JobRow, JobStatus, Lane};
 use crate::ops::wire::Timestamp;
 use crate::state::AppState;
 use crate::wire_struct;
@@ -124,7 +124,10 @@ pub fn worker_pool(state: &AppState) -> Pool<AppState> {
         queue: state.jobs.clone(),
         state: state.clone(),
         kinds: &super::JOB_KINDS,
-        workers: state.config.workers,
+        workers: |state, lane| match lane {
+            Lane::Quick => state.config.quick_workers,
+            Lane::Long => state.config.workers,
+        },
         discard_staged,
     }
 }

@@ -29,7 +29,7 @@ use super::{Ctx, args, create_image, product_offer, usage, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hypervisor::{Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmSpec, VmState};
-use crate::jobs::{JobKind, JobOutcome, NewJob, RunningJob};
+use crate::jobs::{JobKind, JobOutcome, Lane, NewJob, RunningJob};
 use crate::ops::wire::Timestamp;
 use crate::state::AppState;
 use crate::storage::volumes;

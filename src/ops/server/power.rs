@@ -223,6 +223,7 @@ pub struct StartServerJob {
 
 impl JobKind for StartServerJob {
     const NAME: &'static str = "StartServer";
+    const LANE: Lane = Lane::Quick;
     type Context = AppState;
 
     async fn run(self, job: &RunningJob<AppState>) -> ApiResult<JobOutcome> {
@@ -303,6 +304,7 @@ pub struct StopServerJob {
 
 impl JobKind for StopServerJob {
     const NAME: &'static str = "StopServer";
+    const LANE: Lane = Lane::Quick;
     type Context = AppState;
 
     async fn run(self, job: &RunningJob<AppState>) -> ApiResult<JobOutcome> {
@@ -335,6 +337,7 @@ pub struct DestroyServerJob {
 
 impl JobKind for DestroyServerJob {
     const NAME: &'static str = "DestroyServer";
+    const LANE: Lane = Lane::Quick;
     type Context = AppState;
 
     async fn run(self, job: &RunningJob<AppState>) -> ApiResult<JobOutcome> {

@@ -1,11 +1,8 @@
 //! The image path over SOAP from PHP's SoapClient (tests/php/image_path.php); this side sets
 //! up the customers and checks, byte for byte, what the disks the script made read.
 
-mod common;
-mod image_support;
-
-use common::{Backend, TestApp};
-use image_support::*;
+use crate::support::images::*;
+use crate::support::{Backend, TestApp, db_test};
 use serde_json::Value;
 
 const PHP_BOOT: &[u8] = b"PHP BOOT SECTOR";
@@ -38,7 +35,7 @@ async fn image_path_over_soap_from_php(backend: Backend) {
     let (carol, _) = add_customer(&app, "carol@example.com", &["--billing-entity", "Acme"]);
     let wsdl = format!("{}/?wsdl", app.server.url);
     let volumes_dir = app.server.data_dir.join("volumes");
-    let out = common::run_php(
+    let out = crate::support::run_php(
         "image_path.php",
         &[
             ("WSDL", wsdl.as_str()),

@@ -1,13 +1,14 @@
 //! The committed WSDL and OpenAPI documents are what the server generates and serves, and the
 //! OpenAPI document names every operation of the WSDL.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 
 fn generated(args: &[&str]) -> String {
-    let out = Command::new(common::binary()).args(args).output().unwrap();
+    let out = Command::new(crate::support::binary())
+        .args(args)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }

@@ -4,8 +4,8 @@ use std::os::unix::fs::MetadataExt;
 
 use serde_json::{Value, json};
 
-use super::disk_volume_path;
-use crate::common::{Api, ServerOptions, TestApp};
+use super::image_server::disk_volume_path;
+use crate::support::{Api, ServerOptions, TestApp};
 
 /// The demo catalogue's smallest disk offer: 1 GiB.
 pub const OFFER_1G: i64 = 29;

@@ -2,15 +2,12 @@
 //! with FetchDisk from an HTTP server inside the test, attached to a server made from image 66,
 //! and booted; the test watches the serial console through GetConsoleLog.
 
-mod boot_media;
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use boot_media::{ACPI_PRESSED, ACPI_READY, BOOT_TIMEOUT, boot_sector, iso};
-use common::{Api, Backend, ServerOptions, TestApp, TestDatabase, running_vms};
+use crate::support::boot_media::{ACPI_PRESSED, ACPI_READY, BOOT_TIMEOUT, boot_sector, iso};
+use crate::support::{Api, Backend, ServerOptions, TestApp, TestDatabase, db_test, running_vms};
 use serde_json::{Value, json};
 
 /// Serves files over HTTP from inside the test process.
@@ -310,7 +307,7 @@ async fn a_running_vm_survives_a_crash_of_extility(backend: Backend) {
     start(&alice, server_id).await;
     wait_console(&alice, server_id, "STILL-RUNNING").await;
     app.server.kill9();
-    common::kill_vms(&vms_dir(&app));
+    crate::support::kill_vms(&vms_dir(&app));
     poll(
         Duration::from_secs(30),
         "the killed QEMU to be gone",
@@ -345,7 +342,7 @@ async fn a_vm_that_dies_is_noticed(backend: Backend) {
     attach(&alice, server_id, &disk, Some(0)).await;
     start(&alice, server_id).await;
     wait_console(&alice, server_id, "ABOUT-TO-DIE").await;
-    common::kill_vms(&vms_dir(&app));
+    crate::support::kill_vms(&vms_dir(&app));
     let server = poll(Duration::from_secs(60), "the server in error", || async {
         let server = status(&alice, server_id).await;
         if server["status"] == 1 {
@@ -496,7 +493,7 @@ async fn appendix1_flow_boots_the_iso(backend: Backend) {
     let wsdl = format!("{}/?wsdl", app.server.url);
     let (email, password) = (app.alice.email.clone(), app.alice.password.clone());
     let output = tokio::task::spawn_blocking(move || {
-        common::run_php(
+        crate::support::run_php(
             "appendix1_boot.php",
             &[
                 ("EXTILITY_USERNAME", &email),
@@ -547,7 +544,7 @@ db_test!(
 async fn qemu_required_but_missing_refuses_to_serve(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDatabase::new(backend, dir.path()).await;
-    let out = std::process::Command::new(common::binary())
+    let out = std::process::Command::new(crate::support::binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--hypervisor", "qemu"])
         .arg("--data-dir")
         .arg(dir.path())

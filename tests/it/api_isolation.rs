@@ -1,15 +1,13 @@
 //! A customer sees and touches only its own resources: another customer's id answers exactly
 //! like an id that does not exist, over JSON and SOAP, and changes nothing.
 
-mod common;
-
-use common::{Api, Backend, TestApp};
+use crate::support::{Api, Backend, TestApp, db_test};
 use serde_json::{Value, json};
 
 const MISSING: i64 = 8_000_000;
 
 /// Calls `op` with `args` where every `"$ID"` is replaced by `target`, as `caller`.
-async fn attempt(caller: &Api, op: &str, args: &Value, target: i64) -> common::ApiError {
+async fn attempt(caller: &Api, op: &str, args: &Value, target: i64) -> crate::support::ApiError {
     let text = args.to_string().replace("\"$ID\"", &target.to_string());
     caller.fail(op, serde_json::from_str(&text).unwrap()).await
 }

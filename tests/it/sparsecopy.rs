@@ -1,13 +1,11 @@
 //! `sparsecopy`, run as users run it.
 
-mod tool_support;
-
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::support::tools::*;
 use extility::tools::partition::{MbrEntry, mbr_sector};
-use tool_support::*;
 
 const BLOCK: u64 = 4096;
 

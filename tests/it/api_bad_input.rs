@@ -1,8 +1,6 @@
 //! Bad input gets a clear error, over JSON and SOAP, and changes nothing.
 
-mod common;
-
-use common::{Backend, TestApp};
+use crate::support::{Backend, TestApp, db_test};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

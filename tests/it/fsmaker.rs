@@ -1,12 +1,10 @@
 //! `fsmaker`, run as users run it: an ext4 image made without root (`mkfs.ext4 -d`) becomes a
 //! disk image that QEMU boots with GRUB on the serial console.
 
-mod tool_support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tool_support::*;
+use crate::support::tools::*;
 
 const MARKER_CFG: &[u8] = b"serial\nterminal_output serial\necho FSMAKER-MARKER-7f3a\n";
 

@@ -1,10 +1,8 @@
 //! Python zeep loads the WSDL (with no internet access) and calls every operation.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Backend, TestApp};
+use crate::support::{Backend, TestApp, db_test};
 
 async fn every_operation_from_zeep(backend: Backend) {
     let app = TestApp::start(backend).await;

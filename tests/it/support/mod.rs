@@ -5,6 +5,14 @@
 //! Every test that touches the database runs on both engines through [`db_test!`].
 #![allow(dead_code)]
 
+pub mod boot_media;
+pub mod fetch_disk;
+pub mod ftp_server;
+pub mod image_server;
+pub mod images;
+pub mod tls;
+pub mod tools;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,21 +29,21 @@ pub enum Backend {
 
 /// Runs an async test body once on SQLite and once on PostgreSQL:
 /// `db_test!(name, body_fn);` where `async fn body_fn(backend: Backend)`.
-#[macro_export]
 macro_rules! db_test {
     ($name:ident, $body:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$body($crate::common::Backend::Sqlite).await
+                super::$body($crate::support::Backend::Sqlite).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$body($crate::common::Backend::Postgres).await
+                super::$body($crate::support::Backend::Postgres).await
             }
         }
     };
 }
+pub(crate) use db_test;
 
 /// The PostgreSQL server tests create their databases on.
 pub fn postgres_admin_url() -> String {

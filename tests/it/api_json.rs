@@ -1,8 +1,6 @@
 //! Every operation over the JSON mirror, on SQLite and PostgreSQL.
 
-mod common;
-
-use common::{Backend, TestApp};
+use crate::support::{Backend, TestApp, db_test};
 use serde_json::{Value, json};
 
 fn id(v: &Value, field: &str) -> i64 {

@@ -1,11 +1,8 @@
 //! Disk snapshots over the JSON API: taking them, cloning them into new disks and reverting
 //! disks to them, all thin, with what each disk reads checked byte for byte.
 
-mod common;
-mod image_support;
-
-use common::{Backend, TestApp};
-use image_support::*;
+use crate::support::images::*;
+use crate::support::{Backend, TestApp, db_test};
 use serde_json::json;
 
 const BLOCK: u64 = 4096;

@@ -1,19 +1,16 @@
 //! FetchDisk end to end: the real server fetches from an HTTP server in this process and from
 //! a real FTP server, on SQLite and PostgreSQL.
 
-mod common;
-mod fetch_support;
-
 use std::time::{Duration, Instant};
 
-use common::{Api, Backend, TestApp};
-use fetch_support::api::{
+use crate::support::fetch_disk::{
     GIB, MIB, allowing, assert_thin_disk_holds, disks, fetch, fetch_args, job_fails,
 };
-use fetch_support::ftp::FtpServer;
-use fetch_support::{
+use crate::support::ftp_server::FtpServer;
+use crate::support::image_server::{
     ImageServer, Served, db_i64, files_in, gzip_two_members, make_iso, md5_hex, sparse_image,
 };
+use crate::support::{Api, Backend, TestApp, db_test};
 use serde_json::{Value, json};
 
 async fn start(backend: Backend) -> TestApp {
@@ -588,7 +585,7 @@ async fn appendix_1_fetches_an_iso_from_php(backend: Backend) {
     server.put_data("ubuntu-desktop.iso", make_iso(app.dir.path()));
     let wsdl = format!("{}/?wsdl", app.server.url);
     let iso_url = server.url("ubuntu-desktop.iso");
-    let output = common::run_php(
+    let output = crate::support::run_php(
         "appendix1.php",
         &[
             ("EXTILITY_USERNAME", &app.alice.email),

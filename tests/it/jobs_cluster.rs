@@ -1,13 +1,10 @@
 //! Several `extility serve` processes on one database share the job queue: every job is
 //! claimed and run exactly once, and the jobs of a node that dies are taken over.
 
-mod common;
-mod fetch_support;
-
 use std::time::Duration;
 
-use common::{Api, Backend, ServerOptions, TestDatabase, TestServer};
-use fetch_support::{ImageServer, Served, md5_hex, sparse_image};
+use crate::support::image_server::{ImageServer, Served, md5_hex, sparse_image};
+use crate::support::{Api, Backend, ServerOptions, TestDatabase, TestServer, db_test};
 use serde_json::json;
 use sqlx::Connection;
 

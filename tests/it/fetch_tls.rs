@@ -2,20 +2,19 @@
 //! (pyftpdlib), both with certificates from a CA made by the test, trusted only through
 //! `--fetch-ca-file`; on SQLite and PostgreSQL.
 
-mod common;
-mod fetch_support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, ServerOptions, TestApp};
-use fetch_support::api::{
+use crate::support::fetch_disk::{
     MIB, allowing, assert_thin_disk_holds, disks, fetch, fetch_args, job_fails,
 };
-use fetch_support::ftp::FtpServer;
-use fetch_support::tls::{ServerIdentity, TestCa};
-use fetch_support::{ImageServer, Served, files_in, gzip_two_members, md5_hex, sparse_image};
+use crate::support::ftp_server::FtpServer;
+use crate::support::image_server::{
+    ImageServer, Served, files_in, gzip_two_members, md5_hex, sparse_image,
+};
+use crate::support::tls::{ServerIdentity, TestCa};
+use crate::support::{Backend, ServerOptions, TestApp, db_test};
 use serde_json::json;
 
 /// A CA nobody trusts, a certificate it signed for 127.0.0.1 and localhost, and the CA's PEM
@@ -243,7 +242,7 @@ db_test!(
 /// Runs `extility serve` with these extra arguments and environment, expecting it to refuse
 /// to start; returns what it printed on stderr.
 fn serve_refuses(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut child = Command::new(common::binary())
+    let mut child = Command::new(crate::support::binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(args)

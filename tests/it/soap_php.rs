@@ -1,8 +1,6 @@
 //! The API from a real PHP SoapClient, on SQLite and PostgreSQL.
 
-mod common;
-
-use common::{Backend, TestApp, run_php};
+use crate::support::{Backend, TestApp, db_test, run_php};
 
 async fn every_operation_from_php(backend: Backend) {
     let app = TestApp::start(backend).await;

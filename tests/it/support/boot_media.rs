@@ -1,6 +1,6 @@
 //! Tiny boot media the QEMU tests build themselves, and helpers to watch VMs.
 //!
-//! `marker.asm` (next to this file) is a BIOS boot sector that prints a marker line on COM1,
+//! `tests/fixtures/marker.asm` is a BIOS boot sector that prints a marker line on COM1,
 //! then the metadata URL and secret it finds in fw_cfg, and (built with ACPI) powers the
 //! machine off when the ACPI power button is pressed. It is assembled with nasm; an ISO with it
 //! as El Torito no-emulation boot image is made with xorriso.
@@ -23,7 +23,7 @@ pub fn boot_sector(dir: &Path, marker: &str, acpi: bool) -> Vec<u8> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
         "a marker is letters, digits and dashes"
     );
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/boot_media/marker.asm");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/marker.asm");
     let out = dir.join(format!("{marker}.bin"));
     let mut nasm = Command::new("nasm");
     nasm.arg("-f")

@@ -4,10 +4,6 @@
 //! generators and database look-ups.
 #![allow(dead_code)]
 
-pub mod api;
-pub mod ftp;
-pub mod tls;
-
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -94,7 +90,7 @@ impl ImageServer {
     }
 
     /// The same server over HTTPS, presenting `identity`'s certificate.
-    pub async fn start_tls_on(bind: &str, identity: &tls::ServerIdentity) -> ImageServer {
+    pub async fn start_tls_on(bind: &str, identity: &super::tls::ServerIdentity) -> ImageServer {
         let shared = Arc::new(Shared::default());
         let app = router(shared.clone());
         let listener = std::net::TcpListener::bind(bind).unwrap();

@@ -31,8 +31,7 @@ impl FtpServer {
     }
 
     fn spawn(root: &Path, user: &str, password: &str, tls: Option<(&Path, &Path)>) -> FtpServer {
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fetch_support/ftp_server.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/ftp_server.py");
         let mut command = Command::new("python3");
         command.arg(script).arg(root).args([user, password]);
         if let Some((cert, key)) = tls {

@@ -2,15 +2,12 @@
 //! copy made by qemu-img), finishing after a kill -9 of the server, a resumed job that finds
 //! the image it already made, and the sweep of volume files no volume refers to.
 
-mod common;
-mod image_support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Api, Backend, ServerOptions, TestApp};
-use image_support::*;
+use crate::support::images::*;
+use crate::support::{Api, Backend, ServerOptions, TestApp, db_test};
 use serde_json::{Value, json};
 
 /// The disks copied hold 1.5 GiB: 96 pieces of 16 MiB spread over 20 GB, enough for the copy

@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use sqlx::{AnyPool, Row};
 
-use crate::common::{Api, Customer, TestApp};
+use crate::support::{Api, Customer, TestApp};
 
 pub const GIB: u64 = 1 << 30;
 pub const MIB: u64 = 1 << 20;
@@ -412,7 +412,7 @@ pub async fn listed_image(api: &Api, image_id: i64) -> Option<Value> {
 
 /// Runs `extility billing-entity add NAME` against the app's database.
 pub fn billing_entity_add(app: &TestApp, name: &str) -> Result<String, String> {
-    let out = Command::new(crate::common::binary())
+    let out = Command::new(crate::support::binary())
         .args(["billing-entity", "add", name, "--data-dir"])
         .arg(&app.server.data_dir)
         .arg("--database-url")
@@ -435,7 +435,7 @@ pub fn billing_entity_add(app: &TestApp, name: &str) -> Result<String, String> {
 
 /// Adds a customer with extra `customer add` arguments (`--billing-entity NAME`, `--admin`).
 pub fn add_customer(app: &TestApp, email: &str, extra: &[&str]) -> (Customer, Api) {
-    let customer = crate::common::add_customer(
+    let customer = crate::support::add_customer(
         &app.server.data_dir,
         &app.server.db_url,
         email,

@@ -1,11 +1,8 @@
 //! Images over the JSON API: from a configured server to a published image (the seed's main
 //! story), deleting images that disks depend on, platform publishing and billing.
 
-mod common;
-mod image_support;
-
-use common::{Backend, ServerOptions, TestApp};
-use image_support::*;
+use crate::support::images::*;
+use crate::support::{Backend, ServerOptions, TestApp, db_test};
 use serde_json::json;
 
 /// Server from an image, configure, stop, the seed's detach/modify/reattach workflow,
@@ -280,7 +277,7 @@ db_test!(
 );
 
 /// Whether GetDisk still finds the disk.
-async fn disk_exists(api: &common::Api, disk_id: i64) -> bool {
+async fn disk_exists(api: &crate::support::Api, disk_id: i64) -> bool {
     api.try_call("GetDisk", json!({"disk_id": disk_id}))
         .await
         .is_ok()

@@ -1,8 +1,6 @@
 //! A first walk through the JSON API on both engines.
 
-mod common;
-
-use common::{Backend, TestApp};
+use crate::support::{Backend, TestApp, db_test};
 use serde_json::json;
 
 async fn create_server_and_start_it(backend: Backend) {

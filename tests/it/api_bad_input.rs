@@ -1,5 +1,6 @@
 //! Bad input gets a clear error, over JSON and SOAP, and changes nothing.
 
+use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB};
 use crate::support::{Backend, TestApp, db_test};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -164,8 +165,8 @@ async fn json_bad_input(backend: Backend) {
         (
             "CreateServer",
             body(
-                json!({"vdc_id": 1, "vlan_id": -1, "server_name": "s", "image_id": 66,
-            "server_productoffer_id": 18, "disk_productoffer_ids": 31}),
+                json!({"vdc_id": 1, "vlan_id": -1, "server_name": "s", "image_id": BLANK_IMAGE,
+            "server_productoffer_id": SERVER_1CPU_1GB, "disk_productoffer_ids": DISK_20GB}),
             ),
             400,
             "INVALID_ARGUMENT",

@@ -1,13 +1,14 @@
 //! A customer sees and touches only its own resources: another customer's id answers exactly
 //! like an id that does not exist, over JSON and SOAP, and changes nothing.
 
-use crate::support::{Api, Backend, TestApp, db_test};
+use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB, DISK_20GB, SERVER_1CPU_1GB};
+use crate::support::{Api, ApiError, Backend, TestApp, db_test};
 use serde_json::{Value, json};
 
 const MISSING: i64 = 8_000_000;
 
 /// Calls `op` with `args` where every `"$ID"` is replaced by `target`, as `caller`.
-async fn attempt(caller: &Api, op: &str, args: &Value, target: i64) -> crate::support::ApiError {
+async fn attempt(caller: &Api, op: &str, args: &Value, target: i64) -> ApiError {
     let text = args.to_string().replace("\"$ID\"", &target.to_string());
     caller.fail(op, serde_json::from_str(&text).unwrap()).await
 }
@@ -23,13 +24,15 @@ async fn another_customers_ids_look_missing(backend: Backend) {
         .call(
             "CreateServer",
             json!({"vdc_id": vdc, "vlan_id": vlan["vlan_id"], "server_name": "secret",
-                   "image_id": 66, "server_productoffer_id": 18, "disk_productoffer_ids": [31]}),
+                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
+                   "disk_productoffer_ids": [DISK_20GB]}),
         )
         .await;
     let disk = alice
         .call(
             "CreateDisk",
-            json!({"vdc_id": vdc, "name": "loose", "disk_productoffer_id": 29, "image_id": 0}),
+            json!({"vdc_id": vdc, "name": "loose", "disk_productoffer_id": DISK_1GB,
+                   "image_id": 0}),
         )
         .await;
     let job = alice
@@ -40,7 +43,8 @@ async fn another_customers_ids_look_missing(backend: Backend) {
         .call(
             "CreateServer",
             json!({"vdc_id": app.bob.vdc_id, "vlan_id": -1, "server_name": "mine",
-                   "image_id": 66, "server_productoffer_id": 18, "disk_productoffer_ids": [31]}),
+                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
+                   "disk_productoffer_ids": [DISK_20GB]}),
         )
         .await;
 
@@ -68,26 +72,28 @@ async fn another_customers_ids_look_missing(backend: Backend) {
         (
             "CreateDisk",
             "vdc",
-            json!({"vdc_id": "$ID", "name": "x", "disk_productoffer_id": 31, "image_id": 0}),
+            json!({"vdc_id": "$ID", "name": "x", "disk_productoffer_id": DISK_20GB,
+                   "image_id": 0}),
         ),
         (
             "CreateServer",
             "vdc",
-            json!({"vdc_id": "$ID", "vlan_id": -1, "server_name": "x", "image_id": 66,
-                                         "server_productoffer_id": 18, "disk_productoffer_ids": [31]}),
+            json!({"vdc_id": "$ID", "vlan_id": -1, "server_name": "x", "image_id": BLANK_IMAGE,
+                   "server_productoffer_id": SERVER_1CPU_1GB, "disk_productoffer_ids": [DISK_20GB]}),
         ),
         (
             "CreateServer",
             "vlan",
             json!({"vdc_id": app.bob.vdc_id, "vlan_id": "$ID", "server_name": "x",
-                                          "image_id": 66, "server_productoffer_id": 18, "disk_productoffer_ids": [31]}),
+                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
+                   "disk_productoffer_ids": [DISK_20GB]}),
         ),
         (
             "FetchDisk",
             "vdc",
             json!({"url": "http://example.com/a.img", "checksum": null, "conn_user": null,
-                                      "conn_pass": null, "name": "x", "disk_productoffer_id": 31,
-                                      "vdc_id": "$ID", "make_image": false}),
+                   "conn_pass": null, "name": "x", "disk_productoffer_id": DISK_20GB,
+                   "vdc_id": "$ID", "make_image": false}),
         ),
         ("GetDisk", "disk", json!({"disk_id": "$ID"})),
         ("DeleteDisk", "disk", json!({"disk_id": "$ID"})),

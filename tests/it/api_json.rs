@@ -1,13 +1,12 @@
 //! Every operation over the JSON mirror, on SQLite and PostgreSQL.
 
-use crate::support::{Backend, TestApp, db_test};
 use serde_json::{Value, json};
 
-fn id(v: &Value, field: &str) -> i64 {
-    v[field]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no {field} in {v}"))
-}
+use crate::support::catalogue::{
+    BLANK_IMAGE, DISK_1GB, DISK_1GB_SIZE, DISK_10GB, DISK_10GB_SIZE, DISK_20GB, DISK_20GB_SIZE,
+    SERVER_1CPU_1GB, SERVER_2CPU_2GB,
+};
+use crate::support::{Backend, TestApp, db_test, id};
 
 async fn vdcs_and_vlans(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -78,25 +77,28 @@ async fn product_offers_and_images(backend: Backend) {
             .iter()
             .all(|o| o["type"] == "server")
     );
-    let offer18 = servers
+    let server_offer = servers
         .as_array()
         .unwrap()
         .iter()
-        .find(|o| o["product_offer_id"] == 18)
+        .find(|o| o["product_offer_id"] == SERVER_1CPU_1GB)
         .expect("server offer 18");
-    assert_eq!(offer18["name"], "1 CPU / 1 GB RAM");
+    assert_eq!(server_offer["name"], "1 CPU / 1 GB RAM");
     assert_eq!(
-        (offer18["processors"].as_i64(), offer18["memory"].as_i64()),
+        (
+            server_offer["processors"].as_i64(),
+            server_offer["memory"].as_i64()
+        ),
         (Some(1), Some(1024))
     );
-    let offer31 = disks
+    let disk_offer = disks
         .as_array()
         .unwrap()
         .iter()
-        .find(|o| o["product_offer_id"] == 31)
+        .find(|o| o["product_offer_id"] == DISK_20GB)
         .expect("disk offer 31");
-    assert_eq!(offer31["name"], "20 GB disk");
-    assert_eq!(offer31["disk_size"], 20i64 << 30);
+    assert_eq!(disk_offer["name"], "20 GB disk");
+    assert_eq!(disk_offer["disk_size"], DISK_20GB_SIZE);
     let err = alice
         .fail("ListProductOffers", json!({"type": "gpu"}))
         .await;
@@ -107,7 +109,7 @@ async fn product_offers_and_images(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["image_id"] == 66)
+        .find(|i| i["image_id"] == BLANK_IMAGE)
         .expect("image 66");
     assert_eq!(blank["image_name"], "Blank disk");
     assert_eq!(blank["visibility"], "platform");
@@ -122,20 +124,22 @@ async fn disks(backend: Backend) {
     let blank = alice
         .call(
             "CreateDisk",
-            json!({"vdc_id": vdc, "name": "data", "disk_productoffer_id": 30, "image_id": 0}),
+            json!({"vdc_id": vdc, "name": "data", "disk_productoffer_id": DISK_10GB,
+                   "image_id": 0}),
         )
         .await;
-    assert_eq!(blank["capacity"], 10i64 << 30);
+    assert_eq!(blank["capacity"], DISK_10GB_SIZE);
     assert_eq!(blank["status"], "available");
     assert_eq!(blank["media"], "disk");
     assert_eq!(blank["server_id"], Value::Null);
     let from_image = alice
         .call(
             "CreateDisk",
-            json!({"vdc_id": vdc, "name": "from 66", "disk_productoffer_id": 31, "image_id": 66}),
+            json!({"vdc_id": vdc, "name": "from 66", "disk_productoffer_id": DISK_20GB,
+                   "image_id": BLANK_IMAGE}),
         )
         .await;
-    assert_eq!(from_image["image_id"], 66);
+    assert_eq!(from_image["image_id"], BLANK_IMAGE);
 
     let listed = alice.call("ListDisks", json!({"vdc_id": vdc})).await;
     assert_eq!(listed.as_array().unwrap().len(), 2);
@@ -148,7 +152,8 @@ async fn disks(backend: Backend) {
     let err = alice
         .fail(
             "CreateDisk",
-            json!({"vdc_id": vdc, "name": "x", "disk_productoffer_id": 18, "image_id": 0}),
+            json!({"vdc_id": vdc, "name": "x", "disk_productoffer_id": SERVER_1CPU_1GB,
+                   "image_id": 0}),
         )
         .await;
     assert_eq!(err.code, "INVALID_ARGUMENT");
@@ -160,7 +165,8 @@ async fn disks(backend: Backend) {
     let err = alice
         .fail(
             "CreateDisk",
-            json!({"vdc_id": vdc, "name": "x", "disk_productoffer_id": 31, "image_id": 12345}),
+            json!({"vdc_id": vdc, "name": "x", "disk_productoffer_id": DISK_20GB,
+                   "image_id": 12345}),
         )
         .await;
     assert_eq!(err.code, "NOT_FOUND");
@@ -202,8 +208,8 @@ async fn server_lifecycle(backend: Backend) {
         .call(
             "CreateServer",
             json!({"vdc_id": vdc, "vlan_id": vlan["vlan_id"], "server_name": "web",
-                   "image_id": 66, "server_productoffer_id": 19,
-                   "disk_productoffer_ids": [31, 29]}),
+                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_2CPU_2GB,
+                   "disk_productoffer_ids": [DISK_20GB, DISK_1GB]}),
         )
         .await;
     let server_id = id(&server, "server_id");
@@ -215,8 +221,8 @@ async fn server_lifecycle(backend: Backend) {
     );
     let disks = server["disks"].as_array().unwrap();
     assert_eq!(disks.len(), 2);
-    assert_eq!(disks[0]["capacity"], 20i64 << 30);
-    assert_eq!(disks[1]["capacity"], 1i64 << 30);
+    assert_eq!(disks[0]["capacity"], DISK_20GB_SIZE);
+    assert_eq!(disks[1]["capacity"], DISK_1GB_SIZE);
     assert!(
         disks
             .iter()
@@ -227,8 +233,8 @@ async fn server_lifecycle(backend: Backend) {
     let other = alice
         .call(
             "CreateServer",
-            json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "db", "image_id": 66,
-                   "server_productoffer_id": 18, "disk_productoffer_ids": [31]}),
+            json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "db", "image_id": BLANK_IMAGE,
+                   "server_productoffer_id": SERVER_1CPU_1GB, "disk_productoffer_ids": [DISK_20GB]}),
         )
         .await;
     assert_eq!(other["vlan_id"], Value::Null);
@@ -247,7 +253,8 @@ async fn server_lifecycle(backend: Backend) {
     let extra = alice
         .call(
             "CreateDisk",
-            json!({"vdc_id": vdc, "name": "extra", "disk_productoffer_id": 29, "image_id": 0}),
+            json!({"vdc_id": vdc, "name": "extra", "disk_productoffer_id": DISK_1GB,
+                   "image_id": 0}),
         )
         .await;
     let attach = json!({"server_id": server_id, "disk_id": extra["disk_id"], "index": 0});
@@ -401,8 +408,9 @@ async fn create_server_refusals_make_nothing(backend: Backend) {
             json!({"vdc_id": other_vdc["vdc_id"], "vlan_name": "v"}),
         )
         .await;
-    let base = json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "s", "image_id": 66,
-                      "server_productoffer_id": 18, "disk_productoffer_ids": [31]});
+    let base = json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "s", "image_id": BLANK_IMAGE,
+                      "server_productoffer_id": SERVER_1CPU_1GB,
+                      "disk_productoffer_ids": [DISK_20GB]});
     let with = |key: &str, value: Value| {
         let mut v = base.clone();
         v[key] = value;
@@ -415,12 +423,12 @@ async fn create_server_refusals_make_nothing(backend: Backend) {
             "disk_productoffer_ids",
         ),
         (
-            with("disk_productoffer_ids", json!([31, 18])),
+            with("disk_productoffer_ids", json!([DISK_20GB, SERVER_1CPU_1GB])),
             "INVALID_ARGUMENT",
             "disk_productoffer_ids[1]",
         ),
         (
-            with("server_productoffer_id", json!(31)),
+            with("server_productoffer_id", json!(DISK_20GB)),
             "INVALID_ARGUMENT",
             "server_productoffer_id",
         ),
@@ -465,8 +473,9 @@ async fn jobs(backend: Backend) {
     let server = alice
         .call(
             "CreateServer",
-            json!({"vdc_id": app.alice.vdc_id, "vlan_id": -1, "server_name": "s", "image_id": 66,
-                   "server_productoffer_id": 18, "disk_productoffer_ids": [31]}),
+            json!({"vdc_id": app.alice.vdc_id, "vlan_id": -1, "server_name": "s",
+                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
+                   "disk_productoffer_ids": [DISK_20GB]}),
         )
         .await;
     let start = id(
@@ -528,16 +537,25 @@ async fn fetch_disk_checks_its_arguments_before_queueing(backend: Backend) {
                "name": "img", "disk_productoffer_id": offer, "vdc_id": vdc, "make_image": false})
     };
     let err = alice
-        .fail("FetchDisk", args("file:///etc/passwd", Value::Null, 31))
+        .fail(
+            "FetchDisk",
+            args("file:///etc/passwd", Value::Null, DISK_20GB),
+        )
         .await;
     assert_eq!(err.code, "FETCH_REFUSED");
     let err = alice
-        .fail("FetchDisk", args("http://h/x.img", json!("not-md5"), 31))
+        .fail(
+            "FetchDisk",
+            args("http://h/x.img", json!("not-md5"), DISK_20GB),
+        )
         .await;
     assert_eq!(err.code, "INVALID_ARGUMENT");
     assert!(err.message.contains("checksum"));
     let err = alice
-        .fail("FetchDisk", args("http://h/x.img", Value::Null, 18))
+        .fail(
+            "FetchDisk",
+            args("http://h/x.img", Value::Null, SERVER_1CPU_1GB),
+        )
         .await;
     assert_eq!(err.code, "INVALID_ARGUMENT");
     let err = alice
@@ -556,7 +574,7 @@ async fn fetch_disk_checks_its_arguments_before_queueing(backend: Backend) {
             args(
                 "http://user:hunter2@images.example.com/x.img",
                 json!("D41D8CD98F00B204E9800998ECF8427E"),
-                31,
+                DISK_20GB,
             ),
         )
         .await;

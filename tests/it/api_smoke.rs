@@ -1,5 +1,6 @@
 //! A first walk through the JSON API on both engines.
 
+use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB};
 use crate::support::{Backend, TestApp, db_test};
 use serde_json::json;
 
@@ -13,8 +14,8 @@ async fn create_server_and_start_it(backend: Backend) {
     let server = alice
         .call(
             "CreateServer",
-            json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "web", "image_id": 66,
-                   "server_productoffer_id": 18, "disk_productoffer_ids": [31]}),
+            json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "web", "image_id": BLANK_IMAGE,
+                   "server_productoffer_id": SERVER_1CPU_1GB, "disk_productoffer_ids": [DISK_20GB]}),
         )
         .await;
     assert_eq!(server["status"], 5);

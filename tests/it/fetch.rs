@@ -1,40 +1,27 @@
 //! FetchDisk end to end: the real server fetches from an HTTP server in this process and from
 //! a real FTP server, on SQLite and PostgreSQL.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use serde_json::json;
+
+use crate::support::catalogue::DISK_1GB_SIZE;
 use crate::support::fetch_disk::{
-    GIB, MIB, allowing, assert_thin_disk_holds, disks, fetch, fetch_args, job_fails,
+    allowing, assert_thin_disk_holds, disks, fetch, fetch_args, gzip_two_members, make_iso,
+    md5_hex, sparse_image,
 };
 use crate::support::ftp_server::FtpServer;
-use crate::support::image_server::{
-    ImageServer, Served, db_i64, files_in, gzip_two_members, make_iso, md5_hex, sparse_image,
-};
-use crate::support::{Api, Backend, TestApp, db_test};
-use serde_json::{Value, json};
+use crate::support::image_server::{ImageServer, Served};
+use crate::support::server_db::ServerDb;
+use crate::support::{Backend, GIB, MIB, TestApp, db_test, files_in, run_php};
 
 async fn start(backend: Backend) -> TestApp {
     TestApp::start_with(backend, allowing("127.0.0.0/8")).await
 }
 
-/// Polls GetJob until `ready` holds (or fails the test after 60 s).
-async fn job_until(api: &Api, job_id: i64, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let job = api.call("GetJob", json!({"job_id": job_id})).await;
-        if ready(&job) {
-            return job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job_id} never got there: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn plain_and_compressed_images_become_thin_disks(backend: Backend) {
     let app = start(backend).await;
+    let db = ServerDb::open(&app.server).await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
     let server = ImageServer::start().await;
@@ -76,8 +63,8 @@ async fn plain_and_compressed_images_become_thin_disks(backend: Backend) {
         assert_eq!(disk["media"], "disk");
         assert_eq!(disk["vdc_id"], vdc);
         assert_thin_disk_holds(&app, &disk, &image, data_blocks).await;
-        let charged = db_i64(
-            &app.db.url,
+        let charged = db
+            .query_i64(
             "SELECT CAST(SUM(quantity) AS BIGINT) FROM usage_records WHERE kind = 'bytes_fetched' AND job_id = $1",
             job_id,
         )
@@ -106,7 +93,7 @@ async fn a_wrong_md5_fails_and_makes_nothing(backend: Backend) {
     let mut args = fetch_args(&server.url("image.gz"), vdc, "bad");
     args["checksum"] = json!(md5_hex(b"something else"));
     let job_id = fetch(&alice, args).await;
-    let (code, message) = job_fails(&alice, job_id).await;
+    let (code, message) = alice.job_fails(job_id).await;
     assert_eq!(code, "CHECKSUM_MISMATCH");
     assert!(message.contains(&md5_hex(&image)), "{message}");
     assert!(disks(&alice, vdc).await.is_empty());
@@ -136,7 +123,7 @@ async fn http_credentials_are_used_and_never_shown(backend: Backend) {
     let url = server.url("private/disk.img");
 
     let job_id = fetch(&alice, fetch_args(&url, vdc, "no-credentials")).await;
-    let (code, message) = job_fails(&alice, job_id).await;
+    let (code, message) = alice.job_fails(job_id).await;
     assert_eq!(code, "FETCH_FAILED");
     assert!(message.contains("401"), "{message}");
 
@@ -157,19 +144,17 @@ async fn http_credentials_are_used_and_never_shown(backend: Backend) {
         !app.server.log_text().contains(PASSWORD),
         "the log shows the password"
     );
-    let leaked = db_i64(
-        &app.db.url,
+    let db = ServerDb::open(&app.server).await;
+    let leaked = db
+        .query_i64(
         "SELECT COUNT(*) FROM jobs WHERE id > $1 AND (params LIKE '%pa55%' OR name LIKE '%pa55%')",
         0,
     )
     .await;
     assert_eq!(leaked, Some(0));
-    let secrets = db_i64(
-        &app.db.url,
-        "SELECT COUNT(*) FROM job_secrets WHERE job_id > $1",
-        0,
-    )
-    .await;
+    let secrets = db
+        .query_i64("SELECT COUNT(*) FROM job_secrets WHERE job_id > $1", 0)
+        .await;
     assert_eq!(
         secrets,
         Some(0),
@@ -232,7 +217,7 @@ async fn redirects_are_followed_and_credentials_stay_at_their_origin(backend: Ba
 
     origin.redirect("loop", "/loop");
     let job_id = fetch(&alice, fetch_args(&origin.url("loop"), vdc, "loop")).await;
-    let (code, message) = job_fails(&alice, job_id).await;
+    let (code, message) = alice.job_fails(job_id).await;
     assert_eq!(code, "FETCH_FAILED");
     assert!(message.contains("redirects"), "{message}");
     let hops = origin.seen().iter().filter(|s| s.path == "loop").count();
@@ -258,7 +243,7 @@ async fn redirects_to_refused_addresses_fail(backend: Backend) {
         ("to-metadata", "169.254.169.254"),
     ] {
         let job_id = fetch(&alice, fetch_args(&origin.url(path), vdc, path)).await;
-        let (code, message) = job_fails(&alice, job_id).await;
+        let (code, message) = alice.job_fails(job_id).await;
         assert_eq!(code, "FETCH_REFUSED", "{path}: {message}");
         assert!(message.contains(address), "{message}");
     }
@@ -283,7 +268,7 @@ async fn private_addresses_and_other_schemes_are_refused(backend: Backend) {
     let by_name = server.url("disk.img").replace("127.0.0.1", "localhost");
     for url in [server.url("disk.img"), by_name] {
         let job_id = fetch(&alice, fetch_args(&url, vdc, "internal")).await;
-        let (code, message) = job_fails(&alice, job_id).await;
+        let (code, message) = alice.job_fails(job_id).await;
         assert_eq!(code, "FETCH_REFUSED", "{url}: {message}");
         assert!(message.contains("127.0.0.1"), "{message}");
     }
@@ -314,10 +299,10 @@ async fn an_image_larger_than_the_disk_stops_early(backend: Backend) {
         fetch_args(&server.url(&format!("zeros/{four_gib}")), vdc, "huge"),
     )
     .await;
-    let (code, _) = job_fails(&alice, job_id).await;
+    let (code, _) = alice.job_fails(job_id).await;
     assert_eq!(code, "IMAGE_TOO_LARGE");
     assert!(
-        server.bytes_sent() < GIB + GIB / 4,
+        server.bytes_sent() < DISK_1GB_SIZE + DISK_1GB_SIZE / 4,
         "the fetch stopped soon after the disk size, not after {} bytes",
         server.bytes_sent()
     );
@@ -398,7 +383,9 @@ async fn cancel_stops_within_two_seconds_and_removes_partial_data(backend: Backe
     let (image, _) = sparse_image(32 * MIB, 1, 11);
     server.put("slow.img", slow(image));
     let job_id = fetch(&alice, fetch_args(&server.url("slow.img"), vdc, "slow")).await;
-    let running = job_until(&alice, job_id, |j| j["bytes_done"].as_i64().unwrap() > 0).await;
+    let running = alice
+        .job_until(job_id, |j| j["bytes_done"].as_i64().unwrap() > 0)
+        .await;
     assert_eq!(running["status"], 2);
     assert_eq!(running["phase"], "downloading");
     assert_eq!(running["bytes_total"], 32 * MIB);
@@ -444,10 +431,9 @@ async fn a_killed_server_finishes_the_fetch_after_restart(backend: Backend) {
     let mut args = fetch_args(&server.url("slow.img"), vdc, "survivor");
     args["checksum"] = json!(md5_hex(&image));
     let job_id = fetch(&app.alice(), args).await;
-    job_until(&app.alice(), job_id, |j| {
-        j["bytes_done"].as_i64().unwrap() > 0
-    })
-    .await;
+    app.alice()
+        .job_until(job_id, |j| j["bytes_done"].as_i64().unwrap() > 0)
+        .await;
     let staging = app.server.data_dir.join("staging");
     assert_eq!(files_in(&staging).len(), 1);
 
@@ -544,7 +530,7 @@ async fn ftp_with_username_and_password(backend: Backend) {
     let mut args = fetch_args(&ftp.url("pub/disk.img.gz"), vdc, "wrong-password");
     args["conn_user"] = json!("ftpuser");
     args["conn_pass"] = json!("not-it");
-    let (code, message) = job_fails(&alice, fetch(&alice, args).await).await;
+    let (code, message) = alice.job_fails(fetch(&alice, args).await).await;
     assert_eq!(code, "FETCH_FAILED");
     assert!(message.contains("login"), "{message}");
     assert!(!app.server.log_text().contains("ftp-s3cret"));
@@ -566,11 +552,11 @@ async fn extra_fetches_wait_for_a_free_slot(backend: Backend) {
     let (image, _) = sparse_image(32 * MIB, 1, 23);
     server.put("slow.img", slow(image));
     let first = fetch(&alice, fetch_args(&server.url("slow.img"), vdc, "first")).await;
-    job_until(&alice, first, |j| j["status"] == 2).await;
+    alice.job_until(first, |j| j["status"] == 2).await;
     let second = fetch(&alice, fetch_args(&server.url("slow.img"), vdc, "second")).await;
-    job_until(&alice, second, |j| j["status"] == 7).await;
+    alice.job_until(second, |j| j["status"] == 7).await;
     alice.call("CancelJob", json!({"job_id": first})).await;
-    job_until(&alice, second, |j| j["status"] == 2).await;
+    alice.job_until(second, |j| j["status"] == 2).await;
     alice.call("CancelJob", json!({"job_id": second})).await;
     assert_eq!(alice.wait_job(second).await["status"], 4);
 }
@@ -585,7 +571,7 @@ async fn appendix_1_fetches_an_iso_from_php(backend: Backend) {
     server.put_data("ubuntu-desktop.iso", make_iso(app.dir.path()));
     let wsdl = format!("{}/?wsdl", app.server.url);
     let iso_url = server.url("ubuntu-desktop.iso");
-    let output = crate::support::run_php(
+    let output = run_php(
         "appendix1.php",
         &[
             ("EXTILITY_USERNAME", &app.alice.email),

@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use crate::support::fetch_disk::{
-    MIB, allowing, assert_thin_disk_holds, disks, fetch, fetch_args, job_fails,
+    allowing, assert_thin_disk_holds, disks, fetch, fetch_args, gzip_two_members, md5_hex,
+    sparse_image,
 };
 use crate::support::ftp_server::FtpServer;
-use crate::support::image_server::{
-    ImageServer, Served, files_in, gzip_two_members, md5_hex, sparse_image,
-};
+use crate::support::image_server::{ImageServer, Served};
 use crate::support::tls::{ServerIdentity, TestCa};
-use crate::support::{Backend, ServerOptions, TestApp, db_test};
-use serde_json::json;
+use crate::support::{Backend, MIB, ServerOptions, TestApp, binary, db_test, files_in};
 
 /// A CA nobody trusts, a certificate it signed for 127.0.0.1 and localhost, and the CA's PEM
 /// file (in a folder of its own, which lives as long as this).
@@ -49,7 +49,7 @@ fn trusting(ca_file: &Path) -> ServerOptions {
 /// The job failed on the server's certificate, at once, and left nothing behind.
 async fn assert_refused_certificate(app: &TestApp, job_id: i64) {
     let alice = app.alice();
-    let (code, message) = job_fails(&alice, job_id).await;
+    let (code, message) = alice.job_fails(job_id).await;
     assert_eq!(code, "FETCH_FAILED", "{message}");
     assert!(message.contains("certificate"), "{message}");
     assert!(
@@ -91,11 +91,9 @@ async fn https_with_the_ca_file_makes_the_disk(backend: Backend) {
         },
     );
     let url = https.url("private/disk.img");
-    let (code, message) = job_fails(
-        &alice,
-        fetch(&alice, fetch_args(&url, vdc, "no-credentials")).await,
-    )
-    .await;
+    let (code, message) = alice
+        .job_fails(fetch(&alice, fetch_args(&url, vdc, "no-credentials")).await)
+        .await;
     assert_eq!(code, "FETCH_FAILED");
     assert!(message.contains("401"), "{message}");
     let mut args = fetch_args(&url, vdc, "with-credentials");
@@ -118,7 +116,7 @@ async fn https_with_the_ca_file_makes_the_disk(backend: Backend) {
         fetch_args(&elsewhere.url("disk.img"), vdc, "wrong-name"),
     )
     .await;
-    let (code, message) = job_fails(&alice, job_id).await;
+    let (code, message) = alice.job_fails(job_id).await;
     assert_eq!(code, "FETCH_FAILED");
     assert!(message.contains("certificate"), "{message}");
     assert!(message.contains("127.0.0.2"), "{message}");
@@ -201,7 +199,7 @@ async fn ftps_with_the_ca_file_makes_the_disk(backend: Backend) {
     let mut args = fetch_args(&url, vdc, "wrong-password");
     args["conn_user"] = json!("ftpuser");
     args["conn_pass"] = json!("not-it");
-    let (code, message) = job_fails(&alice, fetch(&alice, args).await).await;
+    let (code, message) = alice.job_fails(fetch(&alice, args).await).await;
     assert_eq!(code, "FETCH_FAILED");
     assert!(message.contains("login"), "{message}");
     assert_eq!(disks(&alice, vdc).await.len(), 1);
@@ -242,7 +240,7 @@ db_test!(
 /// Runs `extility serve` with these extra arguments and environment, expecting it to refuse
 /// to start; returns what it printed on stderr.
 fn serve_refuses(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut child = Command::new(crate::support::binary())
+    let mut child = Command::new(binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(args)

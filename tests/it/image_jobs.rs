@@ -6,9 +6,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::images::*;
-use crate::support::{Api, Backend, ServerOptions, TestApp, db_test};
 use serde_json::{Value, json};
+
+use crate::support::catalogue::{DISK_1GB, DISK_20GB, DISK_20GB_SIZE};
+use crate::support::images::{Contents, create_image, image_ids, make_image};
+use crate::support::server_db::{ServerDb, Volume};
+use crate::support::{Api, Backend, MIB, ServerOptions, TestApp, db_test, files_in, id};
 
 /// The disks copied hold 1.5 GiB: 96 pieces of 16 MiB spread over 20 GB, enough for the copy
 /// to take a few seconds (about two for a debug build on a 2-core machine), in which the test
@@ -61,7 +64,7 @@ async fn disk_with_data(app: &TestApp, db: &ServerDb, name: &str) -> i64 {
 
 /// The volume reads the pieces where they were written, and zeros after them.
 fn assert_holds_the_pieces(volume: &Volume, what: &str) {
-    assert_eq!(volume.virtual_size(), 20 * GIB, "{what}");
+    assert_eq!(volume.virtual_size(), DISK_20GB_SIZE, "{what}");
     for i in 0..PIECES {
         assert!(
             volume.read(i * SPACING, PIECE) == piece(i),
@@ -72,33 +75,6 @@ fn assert_holds_the_pieces(volume: &Volume, what: &str) {
             vec![0u8; 4096],
             "{what}: zeros after piece {i}"
         );
-    }
-}
-
-async fn create_image(api: &Api, disk_id: i64, name: &str) -> i64 {
-    let job = api
-        .call(
-            "CreateImage",
-            json!({"disk_id": disk_id, "name": name, "default_username": "admin",
-                   "generate_password": true}),
-        )
-        .await;
-    id(&job, "job_id")
-}
-
-/// Polls GetJob until `ready` says yes (at most a minute).
-async fn job_until(api: &Api, job_id: i64, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let job = api.call("GetJob", json!({"job_id": job_id})).await;
-        if ready(&job) {
-            return job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job_id} never got there: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -119,16 +95,6 @@ async fn cancel_within_two_seconds(api: &Api, job_id: i64) {
         .await;
     assert_eq!(job["status"], 4, "the job did not stop within 2 s: {job}");
     assert_eq!(job["error_code"], "CANCELLED", "{job}");
-}
-
-fn files_in(dir: &Path) -> BTreeSet<String> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => BTreeSet::new(),
-    }
 }
 
 /// Waits (at most a minute) until `ready` says yes, looking every 20 ms.
@@ -180,7 +146,7 @@ async fn new_images(api: &Api, before: &[i64]) -> Vec<i64> {
 async fn create_image_reports_progress_and_can_be_cancelled(backend: Backend) {
     let app = TestApp::start(backend).await;
     let alice = app.alice();
-    let db = ServerDb::open(&app).await;
+    let db = ServerDb::open(&app.server).await;
     let staging = app.server.data_dir.join("staging");
     let volumes = app.server.data_dir.join("volumes");
     let raw_disk = disk_with_data(&app, &db, "raw source").await;
@@ -188,11 +154,11 @@ async fn create_image_reports_progress_and_can_be_cancelled(backend: Backend) {
     let volumes_before = files_in(&volumes);
 
     let job_id = create_image(&alice, raw_disk, "never made").await;
-    let running = job_until(&alice, job_id, copying).await;
+    let running = alice.job_until(job_id, copying).await;
     assert_eq!(running["phase"], "copying", "{running}");
-    assert_eq!(running["bytes_total"], 20 * GIB, "{running}");
+    assert_eq!(running["bytes_total"], DISK_20GB_SIZE, "{running}");
     assert!(
-        running["bytes_done"].as_u64().unwrap() < 20 * GIB,
+        running["bytes_done"].as_u64().unwrap() < DISK_20GB_SIZE,
         "{running}"
     );
     let progress = running["progress"].as_i64().unwrap();
@@ -258,7 +224,7 @@ db_test!(
 /// and finishes with exactly one image holding the disk's bytes, and no file is left over.
 async fn a_killed_server_finishes_the_image_after_restart(backend: Backend) {
     let mut app = TestApp::start(backend).await;
-    let db = ServerDb::open(&app).await;
+    let db = ServerDb::open(&app.server).await;
     let staging = app.server.data_dir.join("staging");
     let volumes = app.server.data_dir.join("volumes");
     let disk = disk_with_data(&app, &db, "survivor").await;
@@ -311,7 +277,7 @@ db_test!(
 async fn a_resumed_job_reports_the_image_it_already_made(backend: Backend) {
     let app = TestApp::start(backend).await;
     let alice = app.alice();
-    let db = ServerDb::open(&app).await;
+    let db = ServerDb::open(&app.server).await;
     let disk = alice
         .call(
             "CreateDisk",
@@ -384,7 +350,7 @@ async fn orphan_volume_files_are_swept(backend: Backend) {
         ..Default::default()
     };
     let mut app = TestApp::start_with(backend, options).await;
-    let db = ServerDb::open(&app).await;
+    let db = ServerDb::open(&app.server).await;
     let disk = app
         .alice()
         .call(

@@ -1,9 +1,16 @@
 //! Images over the JSON API: from a configured server to a published image (the seed's main
 //! story), deleting images that disks depend on, platform publishing and billing.
 
-use crate::support::images::*;
-use crate::support::{Backend, ServerOptions, TestApp, db_test};
 use serde_json::json;
+
+use crate::support::catalogue::{
+    BLANK_IMAGE, DISK_1GB, DISK_20GB, DISK_20GB_SIZE, IMAGE_OFFER, SERVER_1CPU_1GB,
+};
+use crate::support::images::{
+    Contents, boot_disk, create_server, first_vdc, image_ids, listed_image, make_image, start, stop,
+};
+use crate::support::server_db::ServerDb;
+use crate::support::{Api, Backend, MIB, ServerOptions, TestApp, db_test, id};
 
 /// Server from an image, configure, stop, the seed's detach/modify/reattach workflow,
 /// CreateImage, a new server from the image, publishing to a customer of another billing
@@ -12,14 +19,14 @@ use serde_json::json;
 async fn image_path_from_server_to_published_image(backend: Backend) {
     let app = TestApp::start(backend).await;
     let (alice, bob) = (app.alice(), app.bob());
-    let db = ServerDb::open(&app).await;
+    let db = ServerDb::open(&app.server).await;
     let vdc = first_vdc(&alice).await;
 
     // Billing entities come from the CLI; customers name theirs.
-    let acme_uuid = billing_entity_add(&app, "Acme").unwrap();
-    let again = billing_entity_add(&app, "Acme").unwrap_err();
+    let acme_uuid = app.server.add_billing_entity("Acme").unwrap();
+    let again = app.server.add_billing_entity("Acme").unwrap_err();
     assert!(again.contains("exists"), "{again}");
-    let (carol, carol_api) = add_customer(&app, "carol@example.com", &["--billing-entity", "Acme"]);
+    let (carol, carol_api) = app.add_customer("carol@example.com", &["--billing-entity", "Acme"]);
     assert_eq!(carol.billing_entity_uuid, acme_uuid);
     assert_ne!(carol.billing_entity_uuid, app.alice.billing_entity_uuid);
     assert_eq!(app.alice.billing_entity_uuid, app.bob.billing_entity_uuid);
@@ -89,13 +96,13 @@ async fn image_path_from_server_to_published_image(backend: Backend) {
     assert_eq!(listed["image_name"], "golden");
     assert_eq!(listed["owner"], app.alice.customer_uuid.as_str());
     assert_eq!(listed["visibility"], "private");
-    assert_eq!(listed["size"], 20 * GIB);
+    assert_eq!(listed["size"], DISK_20GB_SIZE);
     assert_eq!(listed["default_username"], "admin");
     assert_eq!(listed["generate_password"], true);
     let image_volume = db.of_image(image).await;
     assert_eq!(image_volume.format, "raw");
     assert_ne!(image_volume.path, db.of_disk(boot).await.path);
-    assert_eq!(image_volume.virtual_size(), 20 * GIB);
+    assert_eq!(image_volume.virtual_size(), DISK_20GB_SIZE);
     assert!(
         image_volume.allocated() < MIB,
         "a 20 GB disk holding 76 KiB made an image taking {} bytes",
@@ -233,7 +240,7 @@ async fn image_path_from_server_to_published_image(backend: Backend) {
         .fail(
             "CreateServer",
             json!({"vdc_id": carol_vdc, "vlan_id": -1, "server_name": "again", "image_id": image,
-                   "server_productoffer_id": SERVER_OFFER, "disk_productoffer_ids": [DISK_20GB]}),
+                   "server_productoffer_id": SERVER_1CPU_1GB, "disk_productoffer_ids": [DISK_20GB]}),
         )
         .await;
     assert_eq!(err.code, "NOT_FOUND", "{err:?}");
@@ -277,7 +284,7 @@ db_test!(
 );
 
 /// Whether GetDisk still finds the disk.
-async fn disk_exists(api: &crate::support::Api, disk_id: i64) -> bool {
+async fn disk_exists(api: &Api, disk_id: i64) -> bool {
     api.try_call("GetDisk", json!({"disk_id": disk_id}))
         .await
         .is_ok()
@@ -288,7 +295,7 @@ async fn disk_exists(api: &crate::support::Api, disk_id: i64) -> bool {
 async fn deleting_a_source_image_keeps_its_disks(backend: Backend) {
     let app = TestApp::start(backend).await;
     let (alice, bob) = (app.alice(), app.bob());
-    let db = ServerDb::open(&app).await;
+    let db = ServerDb::open(&app.server).await;
     let vdc = first_vdc(&alice).await;
     let source = alice
         .call(
@@ -372,8 +379,8 @@ db_test!(
 async fn platform_publishing_and_billing(backend: Backend) {
     let app = TestApp::start(backend).await;
     let (alice, bob) = (app.alice(), app.bob());
-    let (admin, admin_api) = add_customer(&app, "admin@example.com", &["--admin"]);
-    let db = ServerDb::open(&app).await;
+    let (admin, admin_api) = app.add_customer("admin@example.com", &["--admin"]);
+    let db = ServerDb::open(&app.server).await;
     assert_eq!(
         admin_api.call("GetCustomer", json!({})).await["is_admin"],
         true
@@ -535,7 +542,7 @@ async fn platform_publishing_and_billing(backend: Backend) {
         .fail(
             "CreateServer",
             json!({"vdc_id": app.bob.vdc_id, "vlan_id": -1, "server_name": "three",
-                   "image_id": image, "server_productoffer_id": SERVER_OFFER,
+                   "image_id": image, "server_productoffer_id": SERVER_1CPU_1GB,
                    "disk_productoffer_ids": [DISK_1GB]}),
         )
         .await;

@@ -1,9 +1,10 @@
 //! The image path over SOAP from PHP's SoapClient (tests/php/image_path.php); this side sets
 //! up the customers and checks, byte for byte, what the disks the script made read.
 
-use crate::support::images::*;
-use crate::support::{Backend, TestApp, db_test};
 use serde_json::Value;
+
+use crate::support::server_db::{ServerDb, Volume};
+use crate::support::{Backend, GIB, MIB, TestApp, db_test, id, run_php};
 
 const PHP_BOOT: &[u8] = b"PHP BOOT SECTOR";
 
@@ -32,10 +33,10 @@ fn check_php_contents(volume: &Volume, what: &str) {
 
 async fn image_path_over_soap_from_php(backend: Backend) {
     let app = TestApp::start(backend).await;
-    let (carol, _) = add_customer(&app, "carol@example.com", &["--billing-entity", "Acme"]);
+    let (carol, _) = app.add_customer("carol@example.com", &["--billing-entity", "Acme"]);
     let wsdl = format!("{}/?wsdl", app.server.url);
     let volumes_dir = app.server.data_dir.join("volumes");
-    let out = crate::support::run_php(
+    let out = run_php(
         "image_path.php",
         &[
             ("WSDL", wsdl.as_str()),
@@ -54,7 +55,7 @@ async fn image_path_over_soap_from_php(backend: Backend) {
         .find_map(|l| l.strip_prefix("RESULT "))
         .map(|json| serde_json::from_str(json).unwrap())
         .unwrap_or_else(|| panic!("the script printed no RESULT:\n{out}"));
-    let db = ServerDb::open(&app).await;
+    let db = ServerDb::open(&app.server).await;
     let image = db.of_image(id(&result, "image_id")).await;
     assert_eq!(image.format, "raw");
     check_php_contents(&image, "the image");

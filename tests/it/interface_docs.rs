@@ -4,11 +4,10 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use crate::support::binary;
+
 fn generated(args: &[&str]) -> String {
-    let out = Command::new(crate::support::binary())
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new(binary()).args(args).output().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }

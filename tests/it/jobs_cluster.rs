@@ -3,30 +3,20 @@
 
 use std::time::Duration;
 
-use crate::support::image_server::{ImageServer, Served, md5_hex, sparse_image};
-use crate::support::{Api, Backend, ServerOptions, TestDatabase, TestServer, db_test};
 use serde_json::json;
-use sqlx::Connection;
+
+use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB, SERVER_1CPU_1GB};
+use crate::support::fetch_disk::{fetch, fetch_args, md5_hex, sparse_image};
+use crate::support::image_server::{ImageServer, Served};
+use crate::support::server_db::ServerDb;
+use crate::support::{Api, Backend, Cluster, TestServer, db_test};
 
 async fn two_nodes_run_each_job_once(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let db = TestDatabase::new(backend, &data).await;
-    let node = |name: &str| ServerOptions {
-        node_id: Some(name.to_string()),
-        // The queue is under test here, not virtual machines.
-        args: vec![
-            "--workers".into(),
-            "3".into(),
-            "--hypervisor".into(),
-            "none".into(),
-        ],
-        ..ServerOptions::default()
-    };
-    let a = TestServer::spawn(&db, &data, node("node-a"));
-    let b = TestServer::spawn(&db, &data, node("node-b"));
-    let customer = a.add_customer("carol@example.com", "carol-password");
+    // The queue is under test here, not virtual machines.
+    let cluster = Cluster::new(backend, &["--workers", "3", "--hypervisor", "none"]).await;
+    let a = cluster.node("node-a");
+    let b = cluster.node("node-b");
+    let customer = a.add_customer("carol@example.com", "carol-password", &[]);
     let via_a = a.api(&customer.email, &customer.password);
     let via_b: Api = b.api(&customer.email, &customer.password);
 
@@ -37,7 +27,8 @@ async fn two_nodes_run_each_job_once(backend: Backend) {
             .call(
                 "CreateServer",
                 json!({"vdc_id": customer.vdc_id, "vlan_id": -1, "server_name": format!("s{i}"),
-                       "image_id": 66, "server_productoffer_id": 18, "disk_productoffer_ids": [29]}),
+                       "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
+                       "disk_productoffer_ids": [DISK_1GB]}),
             )
             .await;
         servers.push(server["server_id"].as_i64().unwrap());
@@ -68,10 +59,9 @@ async fn two_nodes_run_each_job_once(backend: Backend) {
     }
 
     // The database shows each job claimed once, and by one of the two nodes.
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let db = ServerDb::open(&a).await;
     let rows: Vec<(i64, i64, i64)> = sqlx::query_as("SELECT id, attempts, status FROM jobs")
-        .fetch_all(&mut conn)
+        .fetch_all(db.pool())
         .await
         .unwrap();
     assert_eq!(rows.len(), SERVERS);
@@ -83,38 +73,31 @@ async fn two_nodes_run_each_job_once(backend: Backend) {
         );
     }
     let nodes: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT node FROM servers")
-        .fetch_all(&mut conn)
+        .fetch_all(db.pool())
         .await
         .unwrap();
     assert!(
         nodes.iter().all(|(n,)| n == "node-a" || n == "node-b"),
         "{nodes:?}"
     );
-    conn.close().await.unwrap();
 }
 db_test!(two_nodes_run_each_job_once, two_nodes_run_each_job_once);
 
 async fn a_dead_nodes_job_is_taken_over(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let db = TestDatabase::new(backend, &data).await;
-    let node = |name: &str| ServerOptions {
-        node_id: Some(name.to_string()),
-        args: [
+    let cluster = Cluster::new(
+        backend,
+        &[
             "--job-lease-seconds",
             "3",
             "--allow-fetch-from",
             "127.0.0.0/8",
             "--hypervisor",
             "none",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ..ServerOptions::default()
-    };
-    let mut a = TestServer::spawn(&db, &data, node("node-a"));
-    let customer = a.add_customer("dave@example.com", "dave-password");
+        ],
+    )
+    .await;
+    let mut a = cluster.node("node-a");
+    let customer = a.add_customer("dave@example.com", "dave-password", &[]);
     let images = ImageServer::start().await;
     let (image, _) = sparse_image(4 << 20, 2, 7);
     // A slow link: the fetch takes a few seconds, long enough to kill the node running it.
@@ -127,29 +110,16 @@ async fn a_dead_nodes_job_is_taken_over(backend: Backend) {
         },
     );
     let via_a = a.api(&customer.email, &customer.password);
-    let job_id = via_a
-        .call(
-            "FetchDisk",
-            json!({"url": images.url("slow.img"), "checksum": md5_hex(&image), "name": "moved",
-                   "disk_productoffer_id": 29, "vdc_id": customer.vdc_id, "make_image": false}),
-        )
-        .await["job_id"]
-        .as_i64()
-        .unwrap();
+    let mut args = fetch_args(&images.url("slow.img"), customer.vdc_id, "moved");
+    args["checksum"] = json!(md5_hex(&image));
+    let job_id = fetch(&via_a, args).await;
     // Wait until node A is running it, then kill A without a word.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while via_a.call("GetJob", json!({"job_id": job_id})).await["bytes_done"] == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fetch never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await; // poll interval, not synchronisation
-    }
+    via_a.job_until(job_id, |j| j["bytes_done"] != 0).await;
     a.kill9();
 
     // Node B starts later, on the same database and storage, and takes the job over once A's
     // lease has run out.
-    let b = TestServer::spawn(&db, &data, node("node-b"));
+    let b = cluster.node("node-b");
     let via_b = b.api(&customer.email, &customer.password);
     let job = via_b.job_ok(job_id).await;
     assert_eq!(job["item_type"], "disk");
@@ -170,15 +140,8 @@ async fn a_dead_nodes_job_is_taken_over(backend: Backend) {
             >= 2,
         "node B fetched again"
     );
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
-    let (attempts,): (i64,) = sqlx::query_as("SELECT attempts FROM jobs WHERE id = $1")
-        .bind(job_id)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let attempts = ServerDb::open(&b).await.job_attempts(job_id).await;
     assert_eq!(attempts, 2, "claimed by A, then once by B");
-    conn.close().await.unwrap();
 }
 db_test!(
     a_dead_nodes_job_is_taken_over,
@@ -201,20 +164,14 @@ fn ran_on<'a>(job_id: i64, nodes: &'a [(&'a str, &TestServer)]) -> Vec<&'a str> 
 }
 
 async fn stopping_a_server_runs_on_its_node(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let db = TestDatabase::new(backend, &data).await;
-    let node = |name: &str| ServerOptions {
-        node_id: Some(name.to_string()),
-        args: ["--job-lease-seconds", "3", "--hypervisor", "none"]
-            .map(String::from)
-            .to_vec(),
-        ..ServerOptions::default()
-    };
-    let mut a = TestServer::spawn(&db, &data, node("node-a"));
-    let b = TestServer::spawn(&db, &data, node("node-b"));
-    let customer = a.add_customer("erin@example.com", "erin-password");
+    let cluster = Cluster::new(
+        backend,
+        &["--job-lease-seconds", "3", "--hypervisor", "none"],
+    )
+    .await;
+    let mut a = cluster.node("node-a");
+    let b = cluster.node("node-b");
+    let customer = a.add_customer("erin@example.com", "erin-password", &[]);
     let (via_a, via_b) = (
         a.api(&customer.email, &customer.password),
         b.api(&customer.email, &customer.password),
@@ -225,7 +182,8 @@ async fn stopping_a_server_runs_on_its_node(backend: Backend) {
             .call(
                 "CreateServer",
                 json!({"vdc_id": customer.vdc_id, "vlan_id": -1, "server_name": name,
-                       "image_id": 66, "server_productoffer_id": 18, "disk_productoffer_ids": [29]}),
+                       "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
+                       "disk_productoffer_ids": [DISK_1GB]}),
             )
             .await;
         let job = via_a
@@ -234,17 +192,16 @@ async fn stopping_a_server_runs_on_its_node(backend: Backend) {
         via_a.job_ok(job["job_id"].as_i64().unwrap()).await;
         servers.push(server["server_id"].as_i64().unwrap());
     }
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
-    let node_of = async |conn: &mut sqlx::AnyConnection, id: i64| -> String {
+    let db = ServerDb::open(&a).await;
+    let node_of = async |id: i64| -> String {
         sqlx::query_scalar("SELECT node FROM servers WHERE id = $1")
             .bind(id)
-            .fetch_one(conn)
+            .fetch_one(db.pool())
             .await
             .unwrap()
     };
     // Whichever node started the first server must stop it, though the other node is asked.
-    let home = node_of(&mut conn, servers[0]).await;
+    let home = node_of(servers[0]).await;
     let (asked, other) = if home == "node-a" {
         (&via_b, "node-b")
     } else {
@@ -268,12 +225,12 @@ async fn stopping_a_server_runs_on_its_node(backend: Backend) {
 
     // When a server's node dies, another node stops it once the dead node's silence is long
     // enough (its lease time).
-    let second_home = node_of(&mut conn, servers[1]).await;
+    let second_home = node_of(servers[1]).await;
     if second_home == "node-b" {
         // Make node A the one that dies: move the server's record to A, as if A had started it.
         sqlx::query("UPDATE servers SET node = 'node-a' WHERE id = $1")
             .bind(servers[1])
-            .execute(&mut conn)
+            .execute(db.pool())
             .await
             .unwrap();
     }
@@ -294,7 +251,6 @@ async fn stopping_a_server_runs_on_its_node(backend: Backend) {
         5
     );
     assert_eq!(ran_on(stop, &[("node-b", &b)]), ["node-b"]);
-    conn.close().await.unwrap();
 }
 db_test!(
     stopping_a_server_runs_on_its_node,

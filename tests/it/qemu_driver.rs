@@ -1,14 +1,11 @@
 //! The QEMU driver on its own: real VMs booted from boot media the tests build (see
-//! `boot_media/`), without the API or a database.
+//! `support/boot_media.rs`), without the API or a database.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::boot_media::{
-    ACPI_PRESSED, ACPI_READY, BOOT_TIMEOUT, hard_disk, iso, wait_for,
-};
 use extility::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use extility::hypervisor::{
     Hypervisor, Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmNic, VmSpec, VmState,
@@ -16,7 +13,10 @@ use extility::hypervisor::{
 use extility::storage::VolumeFormat;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-const MIB: u64 = 1 << 20;
+use crate::support::boot_media::{
+    ACPI_PRESSED, ACPI_READY, BOOT_TIMEOUT, hard_disk, iso, wait_for,
+};
+use crate::support::{MIB, kill_vms, running_vms};
 
 /// A test's directory, where its drivers keep their VMs.
 struct Bench {
@@ -26,7 +26,7 @@ struct Bench {
 /// QEMU outlives the driver that started it: whatever a test leaves running ends with it.
 impl Drop for Bench {
     fn drop(&mut self) {
-        crate::support::kill_vms(&self.vms_dir());
+        kill_vms(&self.vms_dir());
     }
 }
 
@@ -357,7 +357,7 @@ fn a_vm_that_cannot_start_says_why_and_leaves_nothing_running() {
         .unwrap_err();
     assert!(err.0.contains("no-such-disk.img"), "{err}");
     assert_eq!(driver.state(&uuid), VmState::Stopped);
-    assert!(crate::support::running_vms(&bench.vms_dir()).is_empty());
+    assert!(running_vms(&bench.vms_dir()).is_empty());
 }
 
 #[test]

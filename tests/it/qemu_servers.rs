@@ -2,51 +2,18 @@
 //! with FetchDisk from an HTTP server inside the test, attached to a server made from image 66,
 //! and booted; the test watches the serial console through GetConsoleLog.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::boot_media::{ACPI_PRESSED, ACPI_READY, BOOT_TIMEOUT, boot_sector, iso};
-use crate::support::{Api, Backend, ServerOptions, TestApp, TestDatabase, db_test, running_vms};
 use serde_json::{Value, json};
 
-/// Serves files over HTTP from inside the test process.
-struct FileServer {
-    base: String,
-    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-}
-
-impl FileServer {
-    async fn start() -> FileServer {
-        use axum::extract::{Path, State};
-        use axum::http::StatusCode;
-        type Files = Arc<Mutex<HashMap<String, Vec<u8>>>>;
-        async fn serve(
-            State(files): State<Files>,
-            Path(name): Path<String>,
-        ) -> Result<Vec<u8>, StatusCode> {
-            files
-                .lock()
-                .unwrap()
-                .get(&name)
-                .cloned()
-                .ok_or(StatusCode::NOT_FOUND)
-        }
-        let files: Files = Arc::default();
-        let router = axum::Router::new()
-            .route("/{name}", axum::routing::get(serve))
-            .with_state(files.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        FileServer { base, files }
-    }
-
-    fn put(&self, name: &str, bytes: Vec<u8>) -> String {
-        self.files.lock().unwrap().insert(name.to_string(), bytes);
-        format!("{}/{name}", self.base)
-    }
-}
+use crate::support::boot_media::{ACPI_PRESSED, ACPI_READY, BOOT_TIMEOUT, boot_sector, iso};
+use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB};
+use crate::support::fetch_disk::{disks, fetch, fetch_args};
+use crate::support::image_server::ImageServer;
+use crate::support::{
+    Api, Backend, ServerOptions, TestApp, TestDatabase, binary, db_test, kill_vms, run_php,
+    running_vms,
+};
 
 /// A server on the QEMU driver that may fetch from the test's loopback HTTP server.
 async fn start_app(backend: Backend) -> TestApp {
@@ -70,10 +37,6 @@ async fn start_app(backend: Backend) -> TestApp {
     .await
 }
 
-fn vms_dir(app: &TestApp) -> std::path::PathBuf {
-    app.server.data_dir.join("vms")
-}
-
 /// A hard disk image that boots and prints `marker`: the boot sector, padded to 4 KiB (the
 /// platform writes whole 4 KiB blocks).
 fn disk_image(app: &TestApp, marker: &str, acpi: bool) -> Vec<u8> {
@@ -88,22 +51,14 @@ fn iso_image(app: &TestApp, marker: &str, acpi: bool) -> Vec<u8> {
 
 /// FetchDisk onto a 1 GB disk offer, as a disk; returns the new disk.
 async fn fetch_disk(api: &Api, url: &str, name: &str, vdc_id: i64) -> Value {
-    let job = api
-        .call(
-            "FetchDisk",
-            json!({"url": url, "name": name, "disk_productoffer_id": 29, "vdc_id": vdc_id,
-                   "make_image": false}),
-        )
+    api.job_ok(fetch(api, fetch_args(url, vdc_id, name)).await)
         .await;
-    api.job_ok(job["job_id"].as_i64().unwrap()).await;
-    let disks = api.call("ListDisks", json!({"vdc_id": vdc_id})).await;
+    let disks = disks(api, vdc_id).await;
     disks
-        .as_array()
-        .unwrap()
         .iter()
         .find(|d| d["disk_name"] == name)
         .cloned()
-        .unwrap_or_else(|| panic!("no disk named {name} after FetchDisk: {disks}"))
+        .unwrap_or_else(|| panic!("no disk named {name} after FetchDisk: {disks:?}"))
 }
 
 /// CreateServer from image 66 (blank boot disk) with the Appendix 1 offers.
@@ -111,8 +66,9 @@ async fn create_server(api: &Api, vdc_id: i64, vlan_id: i64, name: &str) -> i64 
     let server = api
         .call(
             "CreateServer",
-            json!({"vdc_id": vdc_id, "vlan_id": vlan_id, "server_name": name, "image_id": 66,
-                   "server_productoffer_id": 18, "disk_productoffer_ids": [31]}),
+            json!({"vdc_id": vdc_id, "vlan_id": vlan_id, "server_name": name,
+                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
+                   "disk_productoffer_ids": [DISK_20GB]}),
         )
         .await;
     server["server_id"].as_i64().unwrap()
@@ -193,10 +149,10 @@ async fn wait_console(api: &Api, server_id: i64, text: &str) -> String {
 
 async fn boots_a_fetched_disk(backend: Backend) {
     let app = start_app(backend).await;
-    let files = FileServer::start().await;
+    let files = ImageServer::start().await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
-    let url = files.put("boot.img", disk_image(&app, "FETCHED-DISK-BOOTS", false));
+    let url = files.put_data("boot.img", disk_image(&app, "FETCHED-DISK-BOOTS", false));
     let disk = fetch_disk(&alice, &url, "boot sector", vdc).await;
     assert_eq!(disk["media"], "disk");
     let server_id = create_server(&alice, vdc, -1, "disk-boot").await;
@@ -204,7 +160,7 @@ async fn boots_a_fetched_disk(backend: Backend) {
     attach(&alice, server_id, &disk, Some(0)).await;
     start(&alice, server_id).await;
     wait_console(&alice, server_id, "FETCHED-DISK-BOOTS").await;
-    assert_eq!(running_vms(&vms_dir(&app)).len(), 1);
+    assert_eq!(running_vms(&app.server.vms_dir()).len(), 1);
 
     let err = app
         .bob()
@@ -225,7 +181,7 @@ async fn boots_a_fetched_disk(backend: Backend) {
 
     stop(&alice, server_id, 2).await;
     assert!(
-        running_vms(&vms_dir(&app)).is_empty(),
+        running_vms(&app.server.vms_dir()).is_empty(),
         "StopServer leaves no QEMU"
     );
     assert!(
@@ -239,11 +195,11 @@ db_test!(boots_a_fetched_disk, boots_a_fetched_disk);
 
 async fn the_cd_boots_before_the_disk(backend: Backend) {
     let app = start_app(backend).await;
-    let files = FileServer::start().await;
+    let files = ImageServer::start().await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
-    let disk_url = files.put("disk.img", disk_image(&app, "BOOTED-FROM-DISK", false));
-    let iso_url = files.put("install.iso", iso_image(&app, "BOOTED-FROM-CD", true));
+    let disk_url = files.put_data("disk.img", disk_image(&app, "BOOTED-FROM-DISK", false));
+    let iso_url = files.put_data("install.iso", iso_image(&app, "BOOTED-FROM-CD", true));
     let disk = fetch_disk(&alice, &disk_url, "system disk", vdc).await;
     let cd = fetch_disk(&alice, &iso_url, "install cd", vdc).await;
     assert_eq!(cd["media"], "iso", "FetchDisk recognises an ISO: {cd}");
@@ -262,7 +218,7 @@ async fn the_cd_boots_before_the_disk(backend: Backend) {
     // StopServer 1: the guest gets the ACPI power button and powers itself off.
     stop(&alice, server_id, 1).await;
     assert!(console(&alice, server_id).await.contains(ACPI_PRESSED));
-    assert!(running_vms(&vms_dir(&app)).is_empty());
+    assert!(running_vms(&app.server.vms_dir()).is_empty());
 
     // Installed: without the CD the hard disk boots, on a fresh console.
     alice
@@ -280,39 +236,43 @@ db_test!(the_cd_boots_before_the_disk, the_cd_boots_before_the_disk);
 
 async fn a_running_vm_survives_a_crash_of_extility(backend: Backend) {
     let mut app = start_app(backend).await;
-    let files = FileServer::start().await;
+    let files = ImageServer::start().await;
     let vdc = app.alice.vdc_id;
-    let url = files.put("boot.img", disk_image(&app, "STILL-RUNNING", false));
+    let url = files.put_data("boot.img", disk_image(&app, "STILL-RUNNING", false));
     let alice = app.alice();
     let disk = fetch_disk(&alice, &url, "boot sector", vdc).await;
     let server_id = create_server(&alice, vdc, -1, "survivor").await;
     attach(&alice, server_id, &disk, Some(0)).await;
     start(&alice, server_id).await;
     wait_console(&alice, server_id, "STILL-RUNNING").await;
-    let vms = running_vms(&vms_dir(&app));
+    let vms = running_vms(&app.server.vms_dir());
     assert_eq!(vms.len(), 1);
 
     app.server.kill9();
-    assert_eq!(running_vms(&vms_dir(&app)), vms, "the VM outlives extility");
+    assert_eq!(
+        running_vms(&app.server.vms_dir()),
+        vms,
+        "the VM outlives extility"
+    );
     app.server.restart();
     let alice = app.alice();
     assert_eq!(status(&alice, server_id).await["status"], 2);
-    assert_eq!(running_vms(&vms_dir(&app)), vms, "the same QEMU");
+    assert_eq!(running_vms(&app.server.vms_dir()), vms, "the same QEMU");
     assert!(console(&alice, server_id).await.contains("STILL-RUNNING"));
     // Under supervision again: StopServer reaches it.
     stop(&alice, server_id, 2).await;
-    assert!(running_vms(&vms_dir(&app)).is_empty());
+    assert!(running_vms(&app.server.vms_dir()).is_empty());
 
     // A VM that dies while extility is down is found stopped, never a stale "running".
     start(&alice, server_id).await;
     wait_console(&alice, server_id, "STILL-RUNNING").await;
     app.server.kill9();
-    crate::support::kill_vms(&vms_dir(&app));
+    kill_vms(&app.server.vms_dir());
     poll(
         Duration::from_secs(30),
         "the killed QEMU to be gone",
         || async {
-            let left = running_vms(&vms_dir(&app));
+            let left = running_vms(&app.server.vms_dir());
             if left.is_empty() {
                 Ok(())
             } else {
@@ -333,16 +293,16 @@ db_test!(
 
 async fn a_vm_that_dies_is_noticed(backend: Backend) {
     let app = start_app(backend).await;
-    let files = FileServer::start().await;
+    let files = ImageServer::start().await;
     let vdc = app.alice.vdc_id;
-    let url = files.put("boot.img", disk_image(&app, "ABOUT-TO-DIE", false));
+    let url = files.put_data("boot.img", disk_image(&app, "ABOUT-TO-DIE", false));
     let alice = app.alice();
     let disk = fetch_disk(&alice, &url, "boot sector", vdc).await;
     let server_id = create_server(&alice, vdc, -1, "victim").await;
     attach(&alice, server_id, &disk, Some(0)).await;
     start(&alice, server_id).await;
     wait_console(&alice, server_id, "ABOUT-TO-DIE").await;
-    crate::support::kill_vms(&vms_dir(&app));
+    kill_vms(&app.server.vms_dir());
     let server = poll(Duration::from_secs(60), "the server in error", || async {
         let server = status(&alice, server_id).await;
         if server["status"] == 1 {
@@ -391,7 +351,7 @@ fn console_value(log: &str, key: &str) -> Option<String> {
 
 async fn metadata_is_for_that_vm_alone(backend: Backend) {
     let app = start_app(backend).await;
-    let files = FileServer::start().await;
+    let files = ImageServer::start().await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
     let vlan = alice
@@ -399,7 +359,7 @@ async fn metadata_is_for_that_vm_alone(backend: Backend) {
         .await["vlan_id"]
         .as_i64()
         .unwrap();
-    let url = files.put("boot.img", disk_image(&app, "READS-METADATA", false));
+    let url = files.put_data("boot.img", disk_image(&app, "READS-METADATA", false));
     let disk = fetch_disk(&alice, &url, "boot sector", vdc).await;
     let server_id = create_server(&alice, vdc, vlan, "with-metadata").await;
     attach(&alice, server_id, &disk, Some(0)).await;
@@ -469,7 +429,8 @@ async fn metadata_is_for_that_vm_alone(backend: Backend) {
         .to_string();
     // What Bob's VM got through fw_cfg (its BIOS finds nothing to boot, so it cannot print it).
     let bob_token =
-        std::fs::read_to_string(vms_dir(&app).join(&bob_uuid).join("metadata-token")).unwrap();
+        std::fs::read_to_string(app.server.vms_dir().join(&bob_uuid).join("metadata-token"))
+            .unwrap();
     let (code, xml) = metadata(&app, Some(bob_token.trim()), None).await;
     assert_eq!(code, 200, "{xml}");
     assert!(xml.contains(&bob_uuid), "{xml}");
@@ -485,15 +446,15 @@ db_test!(metadata_is_for_that_vm_alone, metadata_is_for_that_vm_alone);
 
 async fn appendix1_flow_boots_the_iso(backend: Backend) {
     let app = start_app(backend).await;
-    let files = FileServer::start().await;
-    let iso_url = files.put(
+    let files = ImageServer::start().await;
+    let iso_url = files.put_data(
         "ubuntu-10.04-desktop-amd64.iso",
         iso_image(&app, "APPENDIX-1-CD", false),
     );
     let wsdl = format!("{}/?wsdl", app.server.url);
     let (email, password) = (app.alice.email.clone(), app.alice.password.clone());
     let output = tokio::task::spawn_blocking(move || {
-        crate::support::run_php(
+        run_php(
             "appendix1_boot.php",
             &[
                 ("EXTILITY_USERNAME", &email),
@@ -509,7 +470,7 @@ async fn appendix1_flow_boots_the_iso(backend: Backend) {
     assert!(output.contains("Disk Attached Success"), "{output}");
     assert!(output.contains("Console shows APPENDIX-1-CD"), "{output}");
     assert!(output.contains("Server stopped"), "{output}");
-    assert!(running_vms(&vms_dir(&app)).is_empty());
+    assert!(running_vms(&app.server.vms_dir()).is_empty());
 }
 db_test!(appendix1_flow_boots_the_iso, appendix1_flow_boots_the_iso);
 
@@ -534,7 +495,7 @@ async fn auto_without_qemu_only_records(backend: Backend) {
             .await
             .contains("hypervisor 'none'")
     );
-    assert!(running_vms(&vms_dir(&app)).is_empty());
+    assert!(running_vms(&app.server.vms_dir()).is_empty());
 }
 db_test!(
     auto_without_qemu_only_records,
@@ -544,7 +505,7 @@ db_test!(
 async fn qemu_required_but_missing_refuses_to_serve(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDatabase::new(backend, dir.path()).await;
-    let out = std::process::Command::new(crate::support::binary())
+    let out = std::process::Command::new(binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--hypervisor", "qemu"])
         .arg("--data-dir")
         .arg(dir.path())

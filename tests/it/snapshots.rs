@@ -1,9 +1,12 @@
 //! Disk snapshots over the JSON API: taking them, cloning them into new disks and reverting
 //! disks to them, all thin, with what each disk reads checked byte for byte.
 
-use crate::support::images::*;
-use crate::support::{Backend, TestApp, db_test};
 use serde_json::json;
+
+use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB, DISK_1GB_SIZE};
+use crate::support::images::{boot_disk, create_server, start, stop};
+use crate::support::server_db::ServerDb;
+use crate::support::{Backend, MIB, TestApp, db_test, id};
 
 const BLOCK: u64 = 4096;
 
@@ -14,7 +17,7 @@ fn block(byte: u8) -> Vec<u8> {
 async fn snapshot_clone_and_revert(backend: Backend) {
     let app = TestApp::start(backend).await;
     let (alice, bob) = (app.alice(), app.bob());
-    let db = ServerDb::open(&app).await;
+    let db = ServerDb::open(&app.server).await;
     let vdc = app.alice.vdc_id;
 
     // A blank 1 GB disk holding two blocks.
@@ -38,7 +41,7 @@ async fn snapshot_clone_and_revert(backend: Backend) {
         .await;
     assert_eq!(snapshot["disk_id"], disk);
     assert_eq!(snapshot["snapshot_name"], "before");
-    assert_eq!(snapshot["size"], GIB);
+    assert_eq!(snapshot["size"], DISK_1GB_SIZE);
     let snapshot_id = id(&snapshot, "snapshot_id");
     let listed = alice.call("ListSnapshots", json!({"disk_id": disk})).await;
     assert_eq!(listed, json!([snapshot]));
@@ -63,7 +66,7 @@ async fn snapshot_clone_and_revert(backend: Backend) {
     let clone_id = id(&clone, "disk_id");
     assert_ne!(clone_id, disk);
     assert_eq!(clone["disk_name"], "clone");
-    assert_eq!(clone["capacity"], GIB);
+    assert_eq!(clone["capacity"], DISK_1GB_SIZE);
     let clone_volume = db.of_disk(clone_id).await;
     assert!(clone_volume.allocated() < MIB);
     assert_eq!(clone_volume.read(0, BLOCK), block(0x11));
@@ -76,7 +79,7 @@ async fn snapshot_clone_and_revert(backend: Backend) {
         .call("RevertDisk", json!({"snapshot_id": snapshot_id}))
         .await;
     assert_eq!(reverted["disk_id"], disk);
-    assert_eq!(reverted["capacity"], GIB);
+    assert_eq!(reverted["capacity"], DISK_1GB_SIZE);
     let after = db.of_disk(disk).await;
     assert_eq!(after.read(0, BLOCK), block(0x11));
     assert_eq!(after.read(512 * MIB, BLOCK), block(0x12));
@@ -211,7 +214,7 @@ async fn running_servers_and_images_in_progress_hold_disks_still(backend: Backen
 
     // While a CreateImage job of the disk is unfinished (here: running on another node), the
     // disk is pinned: its server does not start or go, the disk is not deleted or reverted.
-    let db = ServerDb::open(&app).await;
+    let db = ServerDb::open(&app.server).await;
     let job = db
         .image_job_running_elsewhere(app.alice.customer_id, boot)
         .await;

@@ -4,8 +4,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::tools::*;
 use extility::tools::partition::{MbrEntry, mbr_sector};
+
+use crate::support::tools::*;
 
 const BLOCK: u64 = 4096;
 

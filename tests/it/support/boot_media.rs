@@ -4,7 +4,6 @@
 //! then the metadata URL and secret it finds in fw_cfg, and (built with ACPI) powers the
 //! machine off when the ACPI power button is pressed. It is assembled with nasm; an ISO with it
 //! as El Torito no-emulation boot image is made with xorriso.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,17 +1,18 @@
-//! FetchDisk through the API: its arguments, waiting for the job, and what the disk holds.
+//! FetchDisk through the API: its arguments, what the disk holds, and the images the tests
+//! fetch.
 
-use std::os::unix::fs::MetadataExt;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::image_server::disk_volume_path;
-use crate::support::{Api, ServerOptions, TestApp};
+use super::catalogue::{DISK_1GB, DISK_1GB_SIZE};
+use super::server_db::ServerDb;
+use super::{Api, ServerOptions, TestApp};
 
-/// The demo catalogue's smallest disk offer: 1 GiB.
-pub const OFFER_1G: i64 = 29;
-pub const GIB: u64 = 1 << 30;
-pub const MIB: usize = 1 << 20;
-
+/// Server options letting FetchDisk fetch from `cidr` (internal addresses are refused
+/// otherwise, loopback included).
 pub fn allowing(cidr: &str) -> ServerOptions {
     ServerOptions {
         args: vec!["--allow-fetch-from".into(), cidr.into()],
@@ -19,8 +20,9 @@ pub fn allowing(cidr: &str) -> ServerOptions {
     }
 }
 
+/// FetchDisk's arguments for a disk (not an image) of the 1 GB offer.
 pub fn fetch_args(url: &str, vdc: i64, name: &str) -> Value {
-    json!({"url": url, "name": name, "disk_productoffer_id": OFFER_1G, "vdc_id": vdc,
+    json!({"url": url, "name": name, "disk_productoffer_id": DISK_1GB, "vdc_id": vdc,
            "make_image": false})
 }
 
@@ -31,16 +33,7 @@ pub async fn fetch(api: &Api, args: Value) -> i64 {
         .unwrap()
 }
 
-/// Waits for a job that must fail, and returns its error code and message.
-pub async fn job_fails(api: &Api, job_id: i64) -> (String, String) {
-    let job = api.wait_job(job_id).await;
-    assert_eq!(job["status"], 3, "job {job_id} should have failed: {job}");
-    (
-        job["error_code"].as_str().unwrap().to_string(),
-        job["error_message"].as_str().unwrap().to_string(),
-    )
-}
-
+/// The disks of a VDC.
 pub async fn disks(api: &Api, vdc: i64) -> Vec<Value> {
     api.call("ListDisks", json!({"vdc_id": vdc}))
         .await
@@ -49,7 +42,7 @@ pub async fn disks(api: &Api, vdc: i64) -> Vec<Value> {
         .clone()
 }
 
-pub fn round_up_4k(n: usize) -> usize {
+fn round_up_4k(n: usize) -> usize {
     n.div_ceil(4096) * 4096
 }
 
@@ -58,15 +51,14 @@ pub fn round_up_4k(n: usize) -> usize {
 /// a 4 KiB extent block once a file has more than 4 runs of data, so test images have over
 /// 100 runs).
 pub async fn assert_thin_disk_holds(app: &TestApp, disk: &Value, image: &[u8], data_blocks: usize) {
-    assert_eq!(disk["capacity"], GIB);
-    let path = disk_volume_path(
-        &app.db.url,
-        &app.server.data_dir,
-        disk["disk_id"].as_i64().unwrap(),
-    )
-    .await;
+    assert_eq!(disk["capacity"], DISK_1GB_SIZE);
+    let path = ServerDb::open(&app.server)
+        .await
+        .of_disk(disk["disk_id"].as_i64().unwrap())
+        .await
+        .path;
     let meta = std::fs::metadata(&path).unwrap();
-    assert_eq!(meta.len(), GIB, "the volume has the disk's size");
+    assert_eq!(meta.len(), DISK_1GB_SIZE, "the volume has the disk's size");
     let allocated = meta.blocks() * 512;
     let limit = (data_blocks * 4096) as u64 * 101 / 100;
     assert!(
@@ -75,7 +67,6 @@ pub async fn assert_thin_disk_holds(app: &TestApp, disk: &Value, image: &[u8], d
         data_blocks * 4096
     );
     let mut head = vec![0u8; round_up_4k(image.len()) + 8192];
-    use std::os::unix::fs::FileExt;
     std::fs::File::open(&path)
         .unwrap()
         .read_exact_at(&mut head, 0)
@@ -88,4 +79,61 @@ pub async fn assert_thin_disk_holds(app: &TestApp, disk: &Value, image: &[u8], d
         head[image.len()..].iter().all(|&b| b == 0),
         "the rest reads as zeros"
     );
+}
+
+/// A deterministic image: `len` bytes where every `every`th 4 KiB block holds pseudo-random
+/// data and the rest are zeros. Returns the image and its count of non-zero blocks.
+pub fn sparse_image(len: u64, every: usize, seed: u64) -> (Vec<u8>, usize) {
+    let mut image = vec![0u8; len as usize];
+    let mut state = seed | 1;
+    let mut blocks = 0;
+    for (i, block) in image.chunks_mut(4096).enumerate() {
+        if i % every == 0 {
+            blocks += 1;
+            for b in block.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = (state >> 24) as u8 | 1;
+            }
+        }
+    }
+    (image, blocks)
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+
+/// gzip in two members, as `cat a.gz b.gz` makes, to check every member is read.
+pub fn gzip_two_members(data: &[u8]) -> Vec<u8> {
+    let half = data.len() / 2;
+    let mut out = Vec::new();
+    for part in [&data[..half], &data[half..]] {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(part).unwrap();
+        out.extend(enc.finish().unwrap());
+    }
+    out
+}
+
+/// A small ISO 9660 image made with `xorriso -as mkisofs` from a folder holding one file.
+pub fn make_iso(dir: &Path) -> Vec<u8> {
+    let content = dir.join("iso-content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("README.TXT"), b"an installer, say\n").unwrap();
+    let iso = dir.join("test.iso");
+    let out = std::process::Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "TESTCD", "-o"])
+        .arg(&iso)
+        .arg(&content)
+        .output()
+        .expect("running xorriso (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "xorriso failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&iso).unwrap()
 }

@@ -2,12 +2,11 @@
 //! serving a folder.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 pub struct FtpServer {
     pub port: u16,
-    pub root: PathBuf,
     scheme: &'static str,
     child: Child,
 }
@@ -63,7 +62,6 @@ impl FtpServer {
         std::thread::spawn(move || for _ in lines {});
         FtpServer {
             port,
-            root: root.to_path_buf(),
             scheme: if tls.is_some() { "ftps" } else { "ftp" },
             child,
         }

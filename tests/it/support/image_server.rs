@@ -1,13 +1,8 @@
-//! What the fetch tests serve images from: an HTTP or HTTPS server inside the test process
-//! (files, Basic auth, redirects, Range, paced and broken transfers, endless zeros) and a real
-//! FTP or FTPS server (pyftpdlib) on a free port, plus throwaway certificates, image
-//! generators and database look-ups.
-#![allow(dead_code)]
+//! An HTTP or HTTPS server inside the test process that FetchDisk fetches from (files, Basic
+//! auth, redirects, Range, paced and broken transfers, endless zeros).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use bytes::Bytes;
-use sqlx::Connection;
 
 /// How a file is served.
 #[derive(Clone, Default)]
@@ -122,7 +116,8 @@ impl ImageServer {
         );
     }
 
-    pub fn put_data(&self, path: &str, data: Vec<u8>) {
+    /// Serves `data` at `path`; returns its URL.
+    pub fn put_data(&self, path: &str, data: Vec<u8>) -> String {
         self.put(
             path,
             Served {
@@ -130,6 +125,7 @@ impl ImageServer {
                 ..Default::default()
             },
         );
+        self.url(path)
     }
 
     /// `path` answers 302 to `location`.
@@ -282,100 +278,4 @@ async fn zeros(State(shared): State<Arc<Shared>>, UrlPath(size): UrlPath<u64>) -
         .header(header::CONTENT_LENGTH, size)
         .body(Body::from_stream(stream))
         .unwrap()
-}
-
-/// A deterministic image: `len` bytes where every `every`th 4 KiB block holds pseudo-random
-/// data and the rest are zeros. Returns the image and its count of non-zero blocks.
-pub fn sparse_image(len: usize, every: usize, seed: u64) -> (Vec<u8>, usize) {
-    let mut image = vec![0u8; len];
-    let mut state = seed | 1;
-    let mut blocks = 0;
-    for (i, block) in image.chunks_mut(4096).enumerate() {
-        if i % every == 0 {
-            blocks += 1;
-            for b in block.iter_mut() {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                *b = (state >> 24) as u8 | 1;
-            }
-        }
-    }
-    (image, blocks)
-}
-
-pub fn md5_hex(data: &[u8]) -> String {
-    use md5::Digest;
-    hex::encode(md5::Md5::digest(data))
-}
-
-/// gzip in two members, as `cat a.gz b.gz` makes, to check every member is read.
-pub fn gzip_two_members(data: &[u8]) -> Vec<u8> {
-    let half = data.len() / 2;
-    let mut out = Vec::new();
-    for part in [&data[..half], &data[half..]] {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(part).unwrap();
-        out.extend(enc.finish().unwrap());
-    }
-    out
-}
-
-/// A small ISO 9660 image made with `xorriso -as mkisofs` from a folder holding one file.
-pub fn make_iso(dir: &Path) -> Vec<u8> {
-    let content = dir.join("iso-content");
-    std::fs::create_dir_all(&content).unwrap();
-    std::fs::write(content.join("README.TXT"), b"an installer, say\n").unwrap();
-    let iso = dir.join("test.iso");
-    let out = std::process::Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-V", "TESTCD", "-o"])
-        .arg(&iso)
-        .arg(&content)
-        .output()
-        .expect("running xorriso (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "xorriso failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(&iso).unwrap()
-}
-
-/// Runs one query returning a single i64 (or NULL) against the test's database.
-pub async fn db_i64(db_url: &str, sql: &'static str, id: i64) -> Option<i64> {
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(db_url).await.unwrap();
-    let value: Option<i64> = sqlx::query_scalar(sql)
-        .bind(id)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    let _ = conn.close().await;
-    value
-}
-
-/// The file of a disk's volume under `<data-dir>/volumes/`.
-pub async fn disk_volume_path(db_url: &str, data_dir: &Path, disk_id: i64) -> PathBuf {
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(db_url).await.unwrap();
-    let file: String = sqlx::query_scalar(
-        "SELECT v.file FROM disks d JOIN volumes v ON v.id = d.volume_id WHERE d.id = $1",
-    )
-    .bind(disk_id)
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    let _ = conn.close().await;
-    data_dir.join("volumes").join(file)
-}
-
-/// Files in a folder of the data directory.
-pub fn files_in(dir: &Path) -> Vec<String> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
 }

@@ -3,23 +3,35 @@
 //! HTTP.
 //!
 //! Every test that touches the database runs on both engines through [`db_test!`].
-#![allow(dead_code)]
+//!
+//! Here: servers ([`TestApp`], [`TestServer`], [`Cluster`]), the JSON client [`Api`] with the
+//! job waits (`wait_job`, `job_ok`, `job_fails`, `job_until`), and small helpers. In the
+//! submodules: the demo catalogue's ids and sizes ([`catalogue`]), the server's database and
+//! the volume files behind disks, images and snapshots ([`server_db`]), FetchDisk and what it
+//! fetches from ([`fetch_disk`], [`image_server`], [`ftp_server`], [`tls`]), images and servers
+//! ([`images`]), QEMU boot media ([`boot_media`]) and the tool-chain binaries ([`tools`]).
 
 pub mod boot_media;
+pub mod catalogue;
 pub mod fetch_disk;
 pub mod ftp_server;
 pub mod image_server;
 pub mod images;
+pub mod server_db;
 pub mod tls;
 pub mod tools;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::Connection;
+
+pub const GIB: u64 = 1 << 30;
+pub const MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -91,7 +103,6 @@ fn drop_postgres_database(name: String) {
 
 /// The database a test's servers use: one per test, shared by all the nodes the test starts.
 pub struct TestDatabase {
-    pub backend: Backend,
     pub url: String,
     pg_name: Option<String>,
 }
@@ -100,7 +111,6 @@ impl TestDatabase {
     pub async fn new(backend: Backend, data_dir: &Path) -> Self {
         match backend {
             Backend::Sqlite => TestDatabase {
-                backend,
                 url: format!(
                     "sqlite://{}?mode=rwc",
                     data_dir.join("extility.db").display()
@@ -110,7 +120,6 @@ impl TestDatabase {
             Backend::Postgres => {
                 let name = create_postgres_database().await;
                 TestDatabase {
-                    backend,
                     url: postgres_url_for(&name),
                     pg_name: Some(name),
                 }
@@ -221,33 +230,78 @@ impl TestServer {
         }
     }
 
-    /// Stops the server with SIGTERM and waits for it to exit.
-    pub fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let _ = child.wait();
-        }
-    }
-
     /// Starts the server again on the same data directory and database.
     pub fn restart(&mut self) {
         self.kill9();
         self.start();
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Runs `extility customer add` against this server's database.
-    pub fn add_customer(&self, email: &str, password: &str) -> Customer {
-        add_customer(&self.data_dir, &self.db_url, email, password, &[])
+    /// Where the QEMU driver keeps this server's VMs.
+    pub fn vms_dir(&self) -> PathBuf {
+        self.data_dir.join("vms")
+    }
+
+    /// Runs `extility ARGS` against this server's data directory and database.
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--database-url")
+            .arg(&self.db_url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap_or_else(|e| panic!("running extility {args:?}: {e}"))
+    }
+
+    /// Runs `extility customer add` against this server's database, with `extra` arguments
+    /// (`--billing-entity NAME`, `--admin`).
+    pub fn add_customer(&self, email: &str, password: &str, extra: &[&str]) -> Customer {
+        let mut args = vec!["customer", "add", "--email", email, "--password", password];
+        args.extend(extra);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "customer add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |key: &str| -> String {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("customer add printed no {key}: {text}"))
+                .trim()
+                .to_string()
+        };
+        Customer {
+            email: email.to_string(),
+            password: password.to_string(),
+            customer_id: field("customer_id").parse().unwrap(),
+            customer_uuid: field("customer_uuid"),
+            billing_entity_uuid: field("billing_entity_uuid"),
+            vdc_id: field("vdc_id").parse().unwrap(),
+        }
+    }
+
+    /// Runs `extility billing-entity add NAME`; returns the new entity's uuid, or what the
+    /// command printed on stderr when it failed.
+    pub fn add_billing_entity(&self, name: &str) -> Result<String, String> {
+        let out = self.cli(&["billing-entity", "add", name]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("billing_entity_id="), "{text}");
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("billing_entity_uuid="))
+            .expect("billing_entity_uuid= line")
+            .trim()
+            .to_string())
     }
 
     pub fn api(&self, email: &str, password: &str) -> Api {
@@ -259,7 +313,7 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
         // VMs outlive `extility serve` (that is the point), so the test's end must end them.
-        kill_vms(&self.data_dir.join("vms"));
+        kill_vms(&self.vms_dir());
         if std::thread::panicking() {
             eprintln!("---- server log ({}) ----\n{}", self.url, self.log_text());
         }
@@ -322,50 +376,11 @@ pub struct Customer {
     pub vdc_id: i64,
 }
 
-pub fn add_customer(
-    data_dir: &Path,
-    db_url: &str,
-    email: &str,
-    password: &str,
-    extra: &[&str],
-) -> Customer {
-    let out = Command::new(binary())
-        .args(["customer", "add", "--email", email, "--password", password])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--database-url")
-        .arg(db_url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running extility customer add");
-    assert!(
-        out.status.success(),
-        "customer add failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |key: &str| -> String {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("customer add printed no {key}: {text}"))
-            .trim()
-            .to_string()
-    };
-    Customer {
-        email: email.to_string(),
-        password: password.to_string(),
-        customer_id: field("customer_id").parse().unwrap(),
-        customer_uuid: field("customer_uuid"),
-        billing_entity_uuid: field("billing_entity_uuid"),
-        vdc_id: field("vdc_id").parse().unwrap(),
-    }
-}
-
 /// A started server with its database and data directory, and two customers.
 pub struct TestApp {
     pub server: TestServer,
-    pub db: TestDatabase,
+    /// Held for its drop, which comes after the server's (`server.db_url` names it).
+    _db: TestDatabase,
     pub dir: tempfile::TempDir,
     pub alice: Customer,
     pub bob: Customer,
@@ -377,16 +392,13 @@ impl TestApp {
     }
 
     pub async fn start_with(backend: Backend, options: ServerOptions) -> TestApp {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        std::fs::create_dir_all(&data_dir).unwrap();
-        let db = TestDatabase::new(backend, &data_dir).await;
+        let (dir, data_dir, db) = data_dir_and_database(backend).await;
         let server = TestServer::spawn(&db, &data_dir, options);
-        let alice = server.add_customer("alice@example.com", "alice-password");
-        let bob = server.add_customer("bob@example.com", "bob-password");
+        let alice = server.add_customer("alice@example.com", "alice-password", &[]);
+        let bob = server.add_customer("bob@example.com", "bob-password", &[]);
         TestApp {
             server,
-            db,
+            _db: db,
             dir,
             alice,
             bob,
@@ -401,8 +413,54 @@ impl TestApp {
         self.server.api(&self.bob.email, &self.bob.password)
     }
 
-    pub fn customer(&self, email: &str, password: &str) -> Customer {
-        self.server.add_customer(email, password)
+    /// Adds a customer with `extra` arguments for `customer add` (`--billing-entity NAME`,
+    /// `--admin`); returns it and its client.
+    pub fn add_customer(&self, email: &str, extra: &[&str]) -> (Customer, Api) {
+        let customer = self
+            .server
+            .add_customer(email, "long-enough-password", extra);
+        let api = self.server.api(&customer.email, &customer.password);
+        (customer, api)
+    }
+}
+
+/// A fresh data directory (`data` in a new temporary folder) and a database for it.
+async fn data_dir_and_database(backend: Backend) -> (tempfile::TempDir, PathBuf, TestDatabase) {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let db = TestDatabase::new(backend, &data_dir).await;
+    (dir, data_dir, db)
+}
+
+/// Nodes of one cluster: `extility serve` processes on one database and data directory, each
+/// with its node id and the same arguments.
+pub struct Cluster {
+    db: TestDatabase,
+    data_dir: PathBuf,
+    args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn new(backend: Backend, args: &[&str]) -> Cluster {
+        let (dir, data_dir, db) = data_dir_and_database(backend).await;
+        Cluster {
+            db,
+            data_dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            _dir: dir,
+        }
+    }
+
+    /// Starts node `name`.
+    pub fn node(&self, name: &str) -> TestServer {
+        let options = ServerOptions {
+            node_id: Some(name.to_string()),
+            args: self.args.clone(),
+            ..ServerOptions::default()
+        };
+        TestServer::spawn(&self.db, &self.data_dir, options)
     }
 }
 
@@ -503,6 +561,50 @@ impl Api {
         let job = self.wait_job(job_id).await;
         assert_eq!(job["status"], 1, "job {job_id} did not succeed: {job}");
         job
+    }
+
+    /// Waits for a job that must fail, and returns its error code and message.
+    pub async fn job_fails(&self, job_id: i64) -> (String, String) {
+        let job = self.wait_job(job_id).await;
+        assert_eq!(job["status"], 3, "job {job_id} should have failed: {job}");
+        (
+            job["error_code"].as_str().unwrap().to_string(),
+            job["error_message"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Polls GetJob until `ready` says yes (at most a minute), and returns the job as it was.
+    pub async fn job_until(&self, job_id: i64, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self.call("GetJob", json!({"job_id": job_id})).await;
+            if ready(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} never got there: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The integer `field` of an API answer.
+pub fn id(value: &Value, field: &str) -> i64 {
+    value[field]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no {field} in {value}"))
+}
+
+/// The names of the files in a folder (none if it does not exist).
+pub fn files_in(dir: &Path) -> BTreeSet<String> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => BTreeSet::new(),
     }
 }
 

@@ -1,6 +1,5 @@
 //! Helpers for the tool-chain tests (`sparsecopy`, `fsmaker`): they run the real binaries and
 //! the system tools a user would, and need no database.
-#![allow(dead_code)] // each test file uses its own part
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;

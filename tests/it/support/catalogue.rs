@@ -1,5 +1,5 @@
-//! The demo catalogue every test server starts with (`src/db/seed.rs`): the ids the tests use,
-//! by name, and the sizes of the disks its offers make.
+//! The demo catalogue every test server starts with (the server's `demo_catalogue`, in
+//! `src/db/seed.rs`): the ids the tests use, by name, and the sizes of the disks its offers make.
 
 use super::GIB;
 

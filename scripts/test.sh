@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the system packages the tests
 # use, starts PostgreSQL if it is installed but not running, then runs `cargo test`.
-# Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test api_json`).
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test it api_json::`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,0 +1,28 @@
+//! The integration tests, as one test binary (`cargo test --test it`): each module below was a
+//! test file of its own; `support` holds the helpers they share. A module's tests run with
+//! `cargo test --test it fetch::` (its path is the test names' prefix).
+
+mod support;
+
+mod api_bad_input;
+mod api_isolation;
+mod api_json;
+mod api_smoke;
+mod fair_scheduling;
+mod fetch;
+mod fetch_tls;
+mod fsmaker;
+mod image_jobs;
+mod images;
+mod images_soap;
+mod interface_docs;
+mod jobs_cluster;
+mod jobs_fencing;
+mod layers;
+mod qemu_driver;
+mod qemu_servers;
+mod snapshots;
+mod soap_axis;
+mod soap_php;
+mod soap_zeep;
+mod sparsecopy;

@@ -1,0 +1,309 @@
+//! The server's database as the tests read it (and write it, to stand in for work done
+//! elsewhere), and the volume files it names: the one place that finds the file behind a disk,
+//! image or snapshot ([`ServerDb::of_disk`], [`ServerDb::of_image`], [`ServerDb::of_snapshot`]).
+
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+use sqlx::{AnyPool, Row};
+
+use super::TestServer;
+
+/// A volume file of the server's storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub path: PathBuf,
+    pub format: String,
+}
+
+impl Volume {
+    /// Writes bytes as a guest would: straight into a raw file, through qemu-io into a qcow2
+    /// overlay (which then holds them in its own clusters).
+    pub fn write(&self, offset: u64, bytes: &[u8]) {
+        if self.format == "raw" {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .unwrap();
+            file.write_all_at(bytes, offset).unwrap();
+            file.sync_all().unwrap();
+        } else {
+            let first = bytes[0];
+            assert!(
+                bytes.iter().all(|b| *b == first),
+                "qcow2 volumes are written with a fill pattern"
+            );
+            self.write_pattern(offset, bytes.len() as u64, first);
+        }
+    }
+
+    /// Fills `len` bytes at `offset` with `byte`.
+    pub fn write_pattern(&self, offset: u64, len: u64, byte: u8) {
+        if self.format == "raw" {
+            self.write(offset, &vec![byte; len as usize]);
+            return;
+        }
+        let out = Command::new("qemu-io")
+            .args(["-f", &self.format, "-c"])
+            .arg(format!("write -P {byte} {offset} {len}"))
+            .arg(&self.path)
+            .output()
+            .expect("running qemu-io (Debian package qemu-utils)");
+        assert!(
+            out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("error"),
+            "qemu-io write failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// What the volume reads at `offset`, through its backing chain.
+    pub fn read(&self, offset: u64, len: u64) -> Vec<u8> {
+        if self.format == "raw" {
+            let file = std::fs::File::open(&self.path).unwrap();
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, offset).unwrap();
+            return buf;
+        }
+        // qemu's raw driver takes sector-aligned windows: read one and cut the range out.
+        let start = offset / 512 * 512;
+        let end = (offset + len).div_ceil(512) * 512;
+        let dir = tempfile::tempdir().unwrap();
+        let out_path = dir.path().join("range.raw");
+        let out = Command::new("qemu-img")
+            .args(["convert", "-U", "--image-opts"])
+            .arg(format!(
+                "driver=raw,offset={start},size={},file.driver={},file.file.filename={}",
+                end - start,
+                self.format,
+                self.path.display()
+            ))
+            .args(["-O", "raw"])
+            .arg(&out_path)
+            .output()
+            .expect("running qemu-img");
+        assert!(
+            out.status.success(),
+            "qemu-img convert failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let window = std::fs::read(&out_path).unwrap();
+        window[(offset - start) as usize..(offset - start + len) as usize].to_vec()
+    }
+
+    /// Bytes the file takes on disk (not counting its backing files).
+    pub fn allocated(&self) -> u64 {
+        std::fs::metadata(&self.path).unwrap().blocks() * 512
+    }
+
+    /// The size the guest sees.
+    pub fn virtual_size(&self) -> u64 {
+        if self.format == "raw" {
+            return std::fs::metadata(&self.path).unwrap().len();
+        }
+        let out = Command::new("qemu-img")
+            .args(["info", "-U", "--output=json"])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+        info["virtual-size"].as_u64().unwrap()
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+}
+
+/// The server's database, read to find volume files (and written to stand in for work done
+/// elsewhere).
+pub struct ServerDb {
+    pool: AnyPool,
+    dir: PathBuf,
+}
+
+impl ServerDb {
+    pub async fn open(server: &TestServer) -> ServerDb {
+        sqlx::any::install_default_drivers();
+        ServerDb {
+            pool: AnyPool::connect(&server.db_url).await.unwrap(),
+            dir: server.data_dir.join("volumes"),
+        }
+    }
+
+    /// For the test's own queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Runs a query taking one id and returning one integer (or NULL).
+    pub async fn query_i64(&self, sql: &'static str, id: i64) -> Option<i64> {
+        sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn find(&self, sql: &'static str, id: i64) -> Volume {
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("no volume for {id}: {e}"));
+        Volume {
+            path: self.dir.join(row.get::<String, _>(0)),
+            format: row.get(1),
+        }
+    }
+
+    /// The volume file behind a disk.
+    pub async fn of_disk(&self, disk_id: i64) -> Volume {
+        self.find(
+            "SELECT v.file, v.format FROM disks d JOIN volumes v ON v.id = d.volume_id \
+             WHERE d.id = $1",
+            disk_id,
+        )
+        .await
+    }
+
+    pub async fn of_image(&self, image_id: i64) -> Volume {
+        self.find(
+            "SELECT v.file, v.format FROM images i JOIN volumes v ON v.id = i.volume_id \
+             WHERE i.id = $1",
+            image_id,
+        )
+        .await
+    }
+
+    pub async fn of_snapshot(&self, snapshot_id: i64) -> Volume {
+        self.find(
+            "SELECT v.file, v.format FROM snapshots s JOIN volumes v ON v.id = s.volume_id \
+             WHERE s.id = $1",
+            snapshot_id,
+        )
+        .await
+    }
+
+    /// Records a CreateImage job of `disk_id` as running on another node (its lease far from
+    /// running out), so that it stays unfinished for as long as the test needs.
+    pub async fn image_job_running_elsewhere(&self, customer_id: i64, disk_id: i64) -> i64 {
+        let now = chrono::Utc::now().timestamp_millis();
+        sqlx::query_scalar(
+            "INSERT INTO jobs (uuid, customer_id, job_type, name, status, item_type, item_id, \
+             lease_owner, lease_expires, created, started, attempts) \
+             VALUES ($1, $2, 'CreateImage', 'Create image elsewhere', 2, 'disk', $3, \
+             'another-node', $4, $5, $5, 1) RETURNING id",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(customer_id)
+        .bind(disk_id)
+        .bind(now + 3_600_000)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// The files the `volumes` table names.
+    pub async fn volume_files(&self) -> std::collections::BTreeSet<String> {
+        sqlx::query_scalar::<_, String>("SELECT file FROM volumes")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
+    /// How many times a job was claimed (more than once: an attempt was interrupted).
+    pub async fn job_attempts(&self, job_id: i64) -> i64 {
+        sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The job an image records as having made it.
+    pub async fn image_source_job(&self, image_id: i64) -> Option<i64> {
+        sqlx::query_scalar("SELECT source_job_id FROM images WHERE id = $1")
+            .bind(image_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Stands in for a node that died after its CreateImage job of `disk_id` had committed
+    /// `image_id` but before it recorded the job as finished: a running job whose lease has
+    /// run out, which the image names as its maker. Returns the job's id.
+    pub async fn image_job_interrupted_after_commit(
+        &self,
+        customer_id: i64,
+        disk_id: i64,
+        image_id: i64,
+    ) -> i64 {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut tx = self.pool.begin().await.unwrap();
+        let job_id: i64 = sqlx::query_scalar(
+            "INSERT INTO jobs (uuid, customer_id, job_type, name, status, item_type, item_id, \
+             params, lease_owner, lease_expires, created, started, attempts) \
+             VALUES ($1, $2, 'CreateImage', 'Create image before a crash', 2, 'disk', $3, \
+             $4, 'a-node-that-died', 1, $5, $5, 1) RETURNING id",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(customer_id)
+        .bind(disk_id)
+        .bind(r#"{"name":"before a crash","default_username":null,"generate_password":true}"#)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE images SET source_job_id = $1 WHERE id = $2")
+            .bind(job_id)
+            .bind(image_id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // As the job's commit records its result, in the transaction that saved the image.
+        sqlx::query(
+            "UPDATE jobs SET result_committed = 1, item_type = 'image', item_id = $1 \
+             WHERE id = $2",
+        )
+        .bind(image_id)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        job_id
+    }
+
+    /// Records a job as failed, as its node would when it ends.
+    pub async fn job_failed(&self, job_id: i64) {
+        sqlx::query(
+            "UPDATE jobs SET status = 3, lease_owner = NULL, lease_expires = NULL, \
+             finished = $1 WHERE id = $2",
+        )
+        .bind(chrono::Utc::now().timestamp_millis())
+        .bind(job_id)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
+    /// Adds a usage line as the FetchDisk job records one (FetchDisk is built elsewhere).
+    pub async fn record_bytes_fetched(&self, customer_id: i64, bytes: i64, at_ms: i64) {
+        sqlx::query(
+            "INSERT INTO usage_records (customer_id, kind, quantity, created) \
+             VALUES ($1, 'bytes_fetched', $2, $3)",
+        )
+        .bind(customer_id)
+        .bind(bytes)
+        .bind(at_ms)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+}

@@ -63,6 +63,25 @@ fn copy_raw(src: &Path, dest: &Path, size: u64, progress: &dyn CopyProgress) -> 
     file.set_len(size).map_err(io)
 }
 
+impl FileStorage {
+    /// Makes a volume file just created durable before its row is committed: its contents
+    /// and size, and its name in the volumes folder.
+    fn made_durable(&self, path: &Path) -> StorageResult<()> {
+        File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StorageError::io(format!("syncing {}", path.display()), e))?;
+        self.sync_volumes_dir()
+    }
+
+    /// A name added to (or moved into) the volumes folder survives a power cut once the
+    /// folder itself is synced.
+    fn sync_volumes_dir(&self) -> StorageResult<()> {
+        File::open(&self.volumes)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::io("syncing the volumes folder", e))
+    }
+}
+
 impl Storage for FileStorage {
     fn create_blank(&self, size: u64) -> StorageResult<VolumeFile> {
         let volume = VolumeFile {
@@ -78,6 +97,7 @@ impl Storage for FileStorage {
             .map_err(|e| StorageError::io(format!("creating {}", path.display()), e))?;
         file.set_len(size)
             .map_err(|e| StorageError::io("sizing a blank volume", e))?;
+        self.made_durable(&path)?;
         Ok(volume)
     }
 
@@ -100,6 +120,7 @@ impl Storage for FileStorage {
             &path.to_string_lossy(),
             &volume.size.to_string(),
         ])?;
+        self.made_durable(&path)?;
         Ok(volume)
     }
 
@@ -150,6 +171,7 @@ impl Storage for FileStorage {
             .map_err(|e| StorageError::io("syncing a staged file", e))?;
         fs::rename(staged, self.path(&volume))
             .map_err(|e| StorageError::io("moving a staged file into place", e))?;
+        self.sync_volumes_dir()?;
         Ok(volume)
     }
 

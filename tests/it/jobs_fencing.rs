@@ -4,43 +4,17 @@
 
 use std::path::Path;
 
-use clap::Parser;
-use extility::config::{Cli, Command};
 use extility::jobs::queue::{self, Finish, Lease};
 use extility::jobs::{CancelRequest, JobOutcome, JobStatus, Lane, NewJob, RunningJob};
 use extility::ops::customer;
 use extility::ops::fetch::FetchDiskJob;
 use extility::ops::server::{StopHow, StopServerJob};
 use extility::progress::ProgressSnapshot;
-use extility::startup::Application;
 use extility::state::AppState;
 
 use crate::support::catalogue::{DISK_20GB, DISK_20GB_SIZE};
+use crate::support::in_process::in_process_node;
 use crate::support::{Backend, TestDatabase, db_test};
-
-/// A node on `db` with its files in `data_dir`; it runs no workers (the test claims).
-async fn node(db: &TestDatabase, data_dir: &Path, node_id: &str) -> Application {
-    let data_dir = data_dir.to_str().unwrap();
-    let cli = Cli::try_parse_from([
-        "extility",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data_dir,
-        "--database-url",
-        &db.url,
-        "--hypervisor",
-        "none",
-        "--node-id",
-        node_id,
-    ])
-    .unwrap();
-    let Command::Serve(config) = cli.command else {
-        unreachable!("parsed a serve command")
-    };
-    Application::build(config).await.unwrap()
-}
 
 struct TwoNodes {
     a: AppState,
@@ -54,8 +28,8 @@ struct TwoNodes {
 async fn two_nodes(backend: Backend) -> TwoNodes {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDatabase::new(backend, dir.path()).await;
-    let a = node(&db, &dir.path().join("a"), "node-a").await;
-    let b = node(&db, &dir.path().join("b"), "node-b").await;
+    let a = in_process_node(&db, &dir.path().join("a"), "node-a").await;
+    let b = in_process_node(&db, &dir.path().join("b"), "node-b").await;
     let made = customer::create_customer(
         &a.state().db,
         "alice@example.com",

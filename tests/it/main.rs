@@ -12,6 +12,7 @@ mod fair_scheduling;
 mod fetch;
 mod fetch_tls;
 mod fsmaker;
+mod fuzz;
 mod image_jobs;
 mod images;
 mod images_soap;

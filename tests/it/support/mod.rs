@@ -17,6 +17,7 @@ pub mod fetch_disk;
 pub mod ftp_server;
 pub mod image_server;
 pub mod images;
+pub mod in_process;
 pub mod server_db;
 pub mod tls;
 pub mod tools;

@@ -170,6 +170,17 @@ pub struct ServeArgs {
     /// Fetches running at once for one customer.
     #[arg(long, env = "EXTILITY_MAX_FETCHES_PER_CUSTOMER", default_value_t = 2)]
     pub max_fetches_per_customer: i64,
+    /// Memory one fetch's xz or zstd decoder may use: an image whose dictionary (xz) or window
+    /// (zstd) needs more fails with DECOMPRESSION_LIMIT before any of it is decoded. A size
+    /// such as 256M, 1G or a number of bytes; at least 1M.
+    #[arg(
+        long,
+        env = "EXTILITY_MAX_DECOMPRESSION_MEMORY",
+        value_name = "SIZE",
+        default_value = "256M",
+        value_parser = memory_size
+    )]
+    pub max_decompression_memory: u64,
     /// Let customers (not only administrators) publish their images to the whole platform.
     #[arg(long, env = "EXTILITY_CUSTOMERS_MAY_PUBLISH_TO_PLATFORM")]
     pub customers_may_publish_to_platform: bool,
@@ -196,3 +207,64 @@ pub struct ServeArgs {
 
 /// The resolved configuration of a serving node.
 pub type Config = ServeArgs;
+
+/// A memory size: bytes, or a whole number with a binary suffix (`K`, `M`, `G`, `T`, also as
+/// `MiB`, `MB` or lower case, as `crate::tools::size` reads them), of at least 1 MiB.
+fn memory_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let bad = || format!("'{text}' is not a size (examples: 256M, 1G, 268435456)");
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let bytes = number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("'{text}' is less than 1M"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_take_binary_suffixes_or_bytes() {
+        assert_eq!(memory_size("256M"), Ok(256 << 20));
+        assert_eq!(memory_size("256MiB"), Ok(256 << 20));
+        assert_eq!(memory_size("1g"), Ok(1 << 30));
+        assert_eq!(memory_size("268435456"), Ok(256 << 20));
+        assert_eq!(memory_size("1024K"), Ok(1 << 20));
+        for bad in ["", "M", "-1M", "1.5G", "256X", "two"] {
+            let err = memory_size(bad).unwrap_err();
+            assert!(err.contains("not a size"), "{bad}: {err}");
+        }
+        assert!(memory_size("1000K").unwrap_err().contains("less than 1M"));
+        assert!(memory_size("99999999T").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn the_decompression_limit_defaults_to_256_mib() {
+        let cli = Cli::parse_from(["extility", "serve"]);
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(serve.max_decompression_memory, 256 << 20);
+        let cli = Cli::parse_from(["extility", "serve", "--max-decompression-memory", "1G"]);
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(serve.max_decompression_memory, 1 << 30);
+    }
+}

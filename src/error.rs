@@ -47,6 +47,19 @@ pub enum ApiError {
     #[error("the image is larger than the disk ({disk_size} bytes)")]
     ImageTooLarge { disk_size: u64 },
 
+    /// An xz stream or a zstd frame asks for more decoder memory (its dictionary or window)
+    /// than the server allows (`--max-decompression-memory`).
+    #[error(
+        "decompressing the {compression} data needs more than {} of memory, this server's limit: \
+         recompress it with a smaller {}",
+        mebibytes(*.limit),
+        smaller_what(.compression)
+    )]
+    DecompressionLimit {
+        compression: &'static str,
+        limit: u64,
+    },
+
     /// The URL or an address it resolves to is not allowed (scheme, private range, ...).
     #[error("{0}")]
     FetchRefused(String),
@@ -102,6 +115,7 @@ impl ApiError {
             ApiError::LimitExceeded(_) => "LIMIT_EXCEEDED",
             ApiError::ChecksumMismatch { .. } => "CHECKSUM_MISMATCH",
             ApiError::ImageTooLarge { .. } => "IMAGE_TOO_LARGE",
+            ApiError::DecompressionLimit { .. } => "DECOMPRESSION_LIMIT",
             ApiError::FetchRefused(_) => "FETCH_REFUSED",
             ApiError::FetchFailed(_) => "FETCH_FAILED",
             ApiError::Hypervisor(_) => "HYPERVISOR_ERROR",
@@ -123,6 +137,24 @@ impl ApiError {
             }
             other => other.to_string(),
         }
+    }
+}
+
+/// `256 MiB`, or bytes when not a whole number of MiB.
+fn mebibytes(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// What to make smaller, with what the common settings take.
+fn smaller_what(compression: &str) -> &'static str {
+    match compression {
+        "xz" => "dictionary (xz -9 uses 64 MiB)",
+        "zstd" => "window (zstd --long uses 128 MiB)",
+        _ => "window",
     }
 }
 

@@ -27,6 +27,7 @@ pub fn error_type(err: &ApiError) -> &'static str {
         ApiError::LimitExceeded(_) => "LimitException",
         ApiError::ChecksumMismatch { .. }
         | ApiError::ImageTooLarge { .. }
+        | ApiError::DecompressionLimit { .. }
         | ApiError::FetchRefused(_)
         | ApiError::FetchFailed(_) => "FetchException",
         ApiError::Cancelled | ApiError::Interrupted(_) => "JobException",
@@ -43,6 +44,7 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         | ApiError::MalformedRequest(_)
         | ApiError::ChecksumMismatch { .. }
         | ApiError::ImageTooLarge { .. }
+        | ApiError::DecompressionLimit { .. }
         | ApiError::FetchRefused(_) => StatusCode::BAD_REQUEST,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -62,5 +64,39 @@ pub fn fault_code(err: &ApiError) -> FaultCode {
         FaultCode::Server
     } else {
         FaultCode::Client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decompression_limit_is_the_callers_fetch_problem() {
+        let err = ApiError::DecompressionLimit {
+            compression: "xz",
+            limit: 256 << 20,
+        };
+        assert_eq!(err.code(), "DECOMPRESSION_LIMIT");
+        assert_eq!(http_status(&err), StatusCode::BAD_REQUEST);
+        assert_eq!(fault_code(&err), FaultCode::Client);
+        assert_eq!(error_type(&err), "FetchException");
+        assert_eq!(
+            err.public_message(),
+            "decompressing the xz data needs more than 256 MiB of memory, this server's limit: \
+             recompress it with a smaller dictionary (xz -9 uses 64 MiB)"
+        );
+        let err = ApiError::DecompressionLimit {
+            compression: "zstd",
+            limit: 3 << 19,
+        };
+        assert!(
+            err.to_string()
+                .contains("more than 1572864 bytes of memory")
+        );
+        assert!(
+            err.to_string()
+                .ends_with("smaller window (zstd --long uses 128 MiB)")
+        );
     }
 }

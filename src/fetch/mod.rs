@@ -5,7 +5,8 @@
 //! - [`guard`]: which addresses may be fetched from, and DNS answers pinned to checked ones.
 //! - [`http`], [`ftp`]: the downloaders (redirects, timeouts, resumption).
 //! - [`tls`]: the certificates https and ftps sources are checked against.
-//! - [`decode`]: compression recognised by magic bytes (gzip, xz, zstd).
+//! - [`decode`]: compression recognised by magic bytes (gzip, xz, zstd); xz and zstd decoders
+//!   under a memory limit.
 //! - [`pipeline`]: download → decompress → hash → thin write on threads with bounded buffers.
 //! - [`writer`]: source in, verified thin file out ([`fetch_image`]).
 

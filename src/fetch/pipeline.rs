@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Checksum;
-use super::decode::{self, Compression};
+use super::decode::{self, Compression, MemoryLimitExceeded};
 use crate::error::{ApiError, ApiResult};
 use crate::progress::Progress;
 use crate::sparse::{SparseStats, SparseWriter};
@@ -104,10 +104,12 @@ pub struct Stages {
     write: JoinHandle<StageResult<SparseStats>>,
 }
 
-/// Starts the stages writing into `file`; returns the downloader's end and the stages.
+/// Starts the stages writing into `file`; returns the downloader's end and the stages. The
+/// decompressor may use `decompression_memory` bytes (see [`decode`]).
 pub fn start(
     file: File,
     disk_size: u64,
+    decompression_memory: u64,
     checksum: &Checksum,
     progress: Arc<Progress>,
 ) -> io::Result<(Arc<Wire>, Stages)> {
@@ -127,7 +129,16 @@ pub fn start(
         let cancel = cancel.clone();
         std::thread::Builder::new()
             .name("fetch-decode".into())
-            .spawn(move || decode_stage(input, disk_size, pool_rx, decoded_tx, cancel))?
+            .spawn(move || {
+                decode_stage(
+                    input,
+                    disk_size,
+                    decompression_memory,
+                    pool_rx,
+                    decoded_tx,
+                    cancel,
+                )
+            })?
     };
     let hash = {
         let cancel = cancel.clone();
@@ -240,11 +251,15 @@ fn cancelled(cancel: &CancellationToken) -> StageResult<()> {
 }
 
 fn read_error(kind: Compression, err: io::Error) -> StageError {
-    if err
-        .get_ref()
-        .is_some_and(|inner| inner.is::<CancelledRead>())
-    {
+    let inner = err.get_ref();
+    if inner.is_some_and(|inner| inner.is::<CancelledRead>()) {
         return StageError::Failed(ApiError::Cancelled);
+    }
+    if let Some(over) = inner.and_then(|inner| inner.downcast_ref::<MemoryLimitExceeded>()) {
+        return StageError::Failed(ApiError::DecompressionLimit {
+            compression: over.compression.name(),
+            limit: over.limit,
+        });
     }
     StageError::Failed(ApiError::FetchFailed(match kind {
         Compression::None => format!("reading the image failed: {err}"),
@@ -294,11 +309,13 @@ fn take_buffer(
 fn decode_stage(
     input: ChannelReader,
     disk_size: u64,
+    decompression_memory: u64,
     pool: Receiver<Vec<u8>>,
     out: SyncSender<Vec<u8>>,
     cancel: CancellationToken,
 ) -> StageResult<(Compression, u64, bool)> {
-    let (kind, mut reader) = decode::open(input).map_err(|e| read_error(Compression::None, e))?;
+    let (kind, mut reader) =
+        decode::open(input, decompression_memory).map_err(|e| read_error(Compression::None, e))?;
     let mut allocated = 0;
     let mut total: u64 = 0;
     let mut is_iso = false;

@@ -17,12 +17,15 @@ use super::{Checksum, FetchSource, FetchTls, ftp, http};
 use crate::error::{ApiError, ApiResult};
 use crate::progress::Progress;
 
-/// Where fetches may connect and which certificates they trust.
+/// Where fetches may connect, which certificates they trust and what decompressing may cost.
 #[derive(Debug, Clone)]
 pub struct FetchPolicy {
     /// Ranges opened with `--allow-fetch-from`, although internal.
     pub allow: Vec<IpNet>,
     pub tls: FetchTls,
+    /// Bytes of memory the xz or zstd decoder may use (`--max-decompression-memory`); data
+    /// that needs more fails with `DECOMPRESSION_LIMIT`.
+    pub max_decompression_memory: u64,
 }
 
 /// What a fetch did.
@@ -88,7 +91,14 @@ async fn download_into(
             );
         }
     };
-    let (wire, stages) = match pipeline::start(file, max_size, checksum, progress.clone()) {
+    let started = pipeline::start(
+        file,
+        max_size,
+        policy.max_decompression_memory,
+        checksum,
+        progress.clone(),
+    );
+    let (wire, stages) = match started {
         Ok(started) => started,
         Err(e) => return (Err(ApiError::internal(e)), 0),
     };

@@ -110,6 +110,7 @@ impl JobKind for FetchDiskJob {
         let policy = FetchPolicy {
             allow: state.config.allow_fetch_from.clone(),
             tls: state.fetch_tls.clone(),
+            max_decompression_memory: state.config.max_decompression_memory,
         };
         let fetched = fetch::fetch_image(
             &source,

@@ -7,21 +7,19 @@
 //! limit is checked against what the header asks for, and the decoders touch only the memory
 //! the data fills, so letting one through with a raised limit costs this test next to nothing.
 
-mod common;
-mod fetch_support;
-
 use std::io::Write;
 
-use common::{Backend, ServerOptions, TestApp};
-use fetch_support::api::{
-    MIB, allowing, assert_thin_disk_holds, disks, fetch, fetch_args, job_fails,
-};
-use fetch_support::{ImageServer, files_in, sparse_image};
 use liblzma::stream::{Check, Filters, LzmaOptions, Stream};
 use serde_json::json;
 
+use crate::support::fetch_disk::{
+    allowing, assert_thin_disk_holds, disks, fetch, fetch_args, sparse_image,
+};
+use crate::support::image_server::ImageServer;
+use crate::support::{Backend, MIB, ServerOptions, TestApp, db_test, files_in};
+
 /// What follows a hostile header in the served file, never to be downloaded in full.
-const TAIL: usize = 64 * MIB;
+const TAIL: usize = 64 * MIB as usize;
 
 /// An xz stream of `data` whose LZMA2 header asks for a dictionary of `dict_size` bytes.
 fn xz_with_dictionary(data: &[u8], dict_size: u32) -> Vec<u8> {
@@ -79,7 +77,7 @@ async fn hostile_dictionaries_and_windows_fail_at_once_and_make_nothing(backend:
         server.put_data(path, served);
         let sent_before = server.bytes_sent();
         let job_id = fetch(&alice, fetch_args(&server.url(path), vdc, path)).await;
-        let (code, message) = job_fails(&alice, job_id).await;
+        let (code, message) = alice.job_fails(job_id).await;
         assert_eq!(code, "DECOMPRESSION_LIMIT", "{path}: {message}");
         assert!(
             message.starts_with(&format!(
@@ -139,7 +137,7 @@ async fn the_limit_is_the_servers_to_set(backend: Backend) {
         fetch_args(&server.url("xz9-ish.xz"), vdc, "lowered"),
     )
     .await;
-    let (code, message) = job_fails(&alice, job_id).await;
+    let (code, message) = alice.job_fails(job_id).await;
     assert_eq!(code, "DECOMPRESSION_LIMIT", "{message}");
     assert!(message.contains("more than 64 MiB"), "{message}");
     assert!(disks(&alice, vdc).await.is_empty());

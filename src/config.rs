@@ -61,6 +61,35 @@ pub enum CustomerCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Give a customer limits of its own, in place of the platform's defaults (the `serve
+    /// --quota-*` flags); prints the customer's own limits. Values as for those flags, or
+    /// `unlimited`.
+    SetQuota {
+        #[arg(long)]
+        email: String,
+        /// Bytes of disks and images, by the size promised (`500G`, `2T`).
+        #[arg(long, value_name = "SIZE")]
+        storage_bytes: Option<String>,
+        /// Servers, running or not.
+        #[arg(long, value_name = "N")]
+        servers: Option<String>,
+        /// vCPUs of servers starting, running or stopping.
+        #[arg(long, value_name = "N")]
+        running_vcpus: Option<String>,
+        /// Memory of servers starting, running or stopping (`64G`; a bare number is MiB).
+        #[arg(long, value_name = "SIZE")]
+        running_memory: Option<String>,
+        /// Jobs queued or running.
+        #[arg(long, value_name = "N")]
+        concurrent_jobs: Option<String>,
+        /// Drop the customer's own limit of a quota (storage_bytes, servers, running_vcpus,
+        /// running_memory_mb, concurrent_jobs): the platform default applies again.
+        /// Repeatable.
+        #[arg(long, value_name = "QUOTA")]
+        unset: Vec<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +213,59 @@ pub struct ServeArgs {
     /// Let customers (not only administrators) publish their images to the whole platform.
     #[arg(long, env = "EXTILITY_CUSTOMERS_MAY_PUBLISH_TO_PLATFORM")]
     pub customers_may_publish_to_platform: bool,
+    /// Default quota of every customer: bytes of disks and images, by the size promised, not
+    /// by the blocks written (`2T`, `500G`), or `unlimited`. `extility customer set-quota`
+    /// overrides the defaults for one customer.
+    #[arg(
+        long,
+        env = "EXTILITY_QUOTA_STORAGE_BYTES",
+        value_name = "SIZE",
+        default_value = "unlimited"
+    )]
+    pub quota_storage_bytes: String,
+    /// Default quota of every customer: servers, running or not, or `unlimited`.
+    #[arg(
+        long,
+        env = "EXTILITY_QUOTA_SERVERS",
+        value_name = "N",
+        default_value = "unlimited"
+    )]
+    pub quota_servers: String,
+    /// Default quota of every customer: vCPUs of servers starting, running or stopping, or
+    /// `unlimited`.
+    #[arg(
+        long,
+        env = "EXTILITY_QUOTA_RUNNING_VCPUS",
+        value_name = "N",
+        default_value = "unlimited"
+    )]
+    pub quota_running_vcpus: String,
+    /// Default quota of every customer: memory of servers starting, running or stopping (`64G`;
+    /// a bare number is MiB), or `unlimited`.
+    #[arg(
+        long,
+        env = "EXTILITY_QUOTA_RUNNING_MEMORY",
+        value_name = "SIZE",
+        default_value = "unlimited"
+    )]
+    pub quota_running_memory: String,
+    /// Default quota of every customer: jobs queued or running at once, or `unlimited`.
+    #[arg(
+        long,
+        env = "EXTILITY_QUOTA_CONCURRENT_JOBS",
+        value_name = "N",
+        default_value = "100"
+    )]
+    pub quota_concurrent_jobs: String,
+    /// Fetches and image copies refuse to start on this node while its volume file system has
+    /// less free space than this (`1G`, `50G`; 0: no reserve).
+    #[arg(
+        long,
+        env = "EXTILITY_MIN_FREE_SPACE",
+        value_name = "SIZE",
+        default_value = "1G"
+    )]
+    pub min_free_space: String,
     /// Do not create the demo catalogue on an empty database.
     #[arg(long, env = "EXTILITY_NO_DEMO")]
     pub no_demo: bool,

@@ -40,6 +40,25 @@ pub enum ApiError {
     #[error("{0}")]
     LimitExceeded(String),
 
+    /// A call or job would take the customer past one of its quotas (`crate::ops::quota`);
+    /// nothing was made. `quota` is the quota's name, `would_use` what would then be in use,
+    /// in `unit`s.
+    #[error("quota {quota} exceeded: {would_use} of {limit} {unit} would be in use")]
+    QuotaExceeded {
+        quota: &'static str,
+        limit: i64,
+        would_use: i64,
+        unit: &'static str,
+    },
+
+    /// The node's volume file system has less free space than the reserve it keeps
+    /// (`--min-free-space`): it takes on no new fetches or copies.
+    #[error(
+        "this node's volume storage is nearly full: {free} bytes free, below the {reserve} \
+         bytes it keeps in reserve; nothing was written"
+    )]
+    InsufficientStorage { free: u64, reserve: u64 },
+
     // ---- failures of long-running work (job error codes) ----
     #[error("checksum mismatch: expected {expected}, computed {actual}")]
     ChecksumMismatch { expected: String, actual: String },
@@ -113,6 +132,8 @@ impl ApiError {
             ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::LimitExceeded(_) => "LIMIT_EXCEEDED",
+            ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
+            ApiError::InsufficientStorage { .. } => "INSUFFICIENT_STORAGE",
             ApiError::ChecksumMismatch { .. } => "CHECKSUM_MISMATCH",
             ApiError::ImageTooLarge { .. } => "IMAGE_TOO_LARGE",
             ApiError::DecompressionLimit { .. } => "DECOMPRESSION_LIMIT",

@@ -2,8 +2,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use extility::config::{BillingEntityCommand, Cli, Command, CustomerCommand};
+use extility::ops::quota::{self, QuotaChange, QuotaName};
 use extility::ops::{billing, customer};
-use extility::startup::{Application, open_database};
+use extility::startup::{Application, open_database, parse_quota};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -39,6 +40,66 @@ async fn main() -> anyhow::Result<()> {
             println!("customer_uuid={}", made.customer_uuid);
             println!("billing_entity_uuid={}", made.billing_entity_uuid);
             println!("vdc_id={}", made.vdc_id);
+            Ok(())
+        }
+        Command::Customer(CustomerCommand::SetQuota {
+            email,
+            storage_bytes,
+            servers,
+            running_vcpus,
+            running_memory,
+            concurrent_jobs,
+            unset,
+            db,
+        }) => {
+            let mut changes = Vec::new();
+            for (quota, flag, value) in [
+                (QuotaName::StorageBytes, "--storage-bytes", storage_bytes),
+                (QuotaName::Servers, "--servers", servers),
+                (QuotaName::RunningVcpus, "--running-vcpus", running_vcpus),
+                (
+                    QuotaName::RunningMemoryMb,
+                    "--running-memory",
+                    running_memory,
+                ),
+                (
+                    QuotaName::ConcurrentJobs,
+                    "--concurrent-jobs",
+                    concurrent_jobs,
+                ),
+            ] {
+                if let Some(text) = value {
+                    let limit =
+                        parse_quota(quota, &text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+                    changes.push(QuotaChange::Set(quota, limit));
+                }
+            }
+            for name in unset {
+                let quota = QuotaName::parse(&name).ok_or_else(|| {
+                    let names: Vec<_> = QuotaName::ALL.iter().map(|q| q.as_str()).collect();
+                    anyhow::anyhow!("--unset: no quota is named '{name}' ({})", names.join(", "))
+                })?;
+                if changes
+                    .iter()
+                    .any(|c| matches!(c, QuotaChange::Set(q, _) if *q == quota))
+                {
+                    anyhow::bail!("--unset {}: the quota is also set", quota.as_str());
+                }
+                changes.push(QuotaChange::Unset(quota));
+            }
+            let database = open_database(&db.data_dir, &db.database_url()).await?;
+            let own = quota::set_customer_quotas(&database, &email, &changes)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
+            // The customer's own limits; the others are the server's defaults (`--quota-*`).
+            for quota in QuotaName::ALL {
+                let shown = match own.iter().find(|(q, _)| *q == quota) {
+                    None => "default".to_string(),
+                    Some((_, None)) => "unlimited".to_string(),
+                    Some((_, Some(limit))) => limit.to_string(),
+                };
+                println!("{}={shown}", quota.as_str());
+            }
             Ok(())
         }
         Command::BillingEntity(BillingEntityCommand::Add { name, db }) => {

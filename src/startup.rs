@@ -17,10 +17,12 @@ use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
 use crate::jobs::{ConcurrencyLimits, JobQueue, QueueConfig, worker};
 use crate::ops::credentials::CredentialCache;
+use crate::ops::quota::{Limits, QuotaName};
 use crate::ops::{catalogue, job, server};
 use crate::state::{AppState, Inner};
 use crate::storage::files::FileStorage;
 use crate::storage::{Storage, orphans};
+use crate::tools::size::parse_size;
 
 pub struct Application {
     listener: TcpListener,
@@ -122,10 +124,66 @@ fn hypervisor(
     Ok(Arc::new(driver))
 }
 
+/// A quota's value as the `--quota-*` flags and `extility customer set-quota` take it:
+/// `unlimited` (or -1) for no limit, else a size for storage (`500G`, `2T`), a size or a
+/// number of MiB for memory (`64G`, `65536`), and a whole number for the others.
+pub fn parse_quota(quota: QuotaName, text: &str) -> Result<Option<i64>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("unlimited") || text == "-1" {
+        return Ok(None);
+    }
+    let number = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let not_a_number = || format!("'{text}' is not a whole number (or unlimited)");
+    let value: u64 = match quota {
+        QuotaName::StorageBytes => parse_size(text)?,
+        QuotaName::RunningMemoryMb if number => text.parse().map_err(|_| not_a_number())?,
+        QuotaName::RunningMemoryMb => parse_size(text)? >> 20,
+        _ => text.parse().map_err(|_| not_a_number())?,
+    };
+    i64::try_from(value)
+        .map(Some)
+        .map_err(|_| format!("'{text}' is too large"))
+}
+
+/// The quotas of customers without limits of their own, from the `--quota-*` flags.
+fn quota_defaults(config: &Config) -> anyhow::Result<Limits> {
+    let mut limits = Limits::default();
+    for (quota, flag, text) in [
+        (
+            QuotaName::StorageBytes,
+            "--quota-storage-bytes",
+            &config.quota_storage_bytes,
+        ),
+        (QuotaName::Servers, "--quota-servers", &config.quota_servers),
+        (
+            QuotaName::RunningVcpus,
+            "--quota-running-vcpus",
+            &config.quota_running_vcpus,
+        ),
+        (
+            QuotaName::RunningMemoryMb,
+            "--quota-running-memory",
+            &config.quota_running_memory,
+        ),
+        (
+            QuotaName::ConcurrentJobs,
+            "--quota-concurrent-jobs",
+            &config.quota_concurrent_jobs,
+        ),
+    ] {
+        let limit = parse_quota(quota, text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        limits.set(quota, limit);
+    }
+    Ok(limits)
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        // First, so that a bad CA file stops the server before it touches anything.
+        // First, so that a bad CA file or value stops the server before it touches anything.
         let fetch_tls = FetchTls::load(&config.fetch_ca_files)?;
+        let quota_defaults = quota_defaults(&config)?;
+        let min_free_space = parse_size(&config.min_free_space)
+            .map_err(|e| anyhow::anyhow!("--min-free-space: {e}"))?;
         let data_dir = config.db.data_dir.clone();
         let db = open_database(&data_dir, &config.db.database_url()).await?;
         if !config.no_demo && catalogue::demo_catalogue(&db).await? {
@@ -164,6 +222,8 @@ impl Application {
             credentials: CredentialCache::default(),
             fetch_tls,
             local_url,
+            quota_defaults,
+            min_free_space,
         });
         Ok(Application {
             listener,
@@ -273,5 +333,35 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_values_are_sizes_numbers_or_unlimited() {
+        let parse = parse_quota;
+        assert_eq!(parse(QuotaName::StorageBytes, "2T"), Ok(Some(2 << 40)));
+        assert_eq!(parse(QuotaName::StorageBytes, "500G"), Ok(Some(500 << 30)));
+        assert_eq!(parse(QuotaName::StorageBytes, "4096"), Ok(Some(4096)));
+        assert_eq!(parse(QuotaName::Servers, "10"), Ok(Some(10)));
+        assert_eq!(parse(QuotaName::Servers, "0"), Ok(Some(0)));
+        assert_eq!(parse(QuotaName::RunningMemoryMb, "64G"), Ok(Some(65536)));
+        assert_eq!(parse(QuotaName::RunningMemoryMb, "2048"), Ok(Some(2048)));
+        assert_eq!(parse(QuotaName::RunningMemoryMb, "1.5G"), Ok(Some(1536)));
+        for unlimited in ["unlimited", "Unlimited", " -1 "] {
+            assert_eq!(parse(QuotaName::ConcurrentJobs, unlimited), Ok(None));
+        }
+        for (quota, bad) in [
+            (QuotaName::Servers, "2G"),
+            (QuotaName::Servers, "-2"),
+            (QuotaName::RunningVcpus, ""),
+            (QuotaName::StorageBytes, "lots"),
+            (QuotaName::StorageBytes, "16000P"),
+        ] {
+            assert!(parse(quota, bad).is_err(), "{quota:?} {bad}");
+        }
     }
 }

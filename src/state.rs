@@ -10,6 +10,7 @@ use crate::fetch::FetchTls;
 use crate::hypervisor::Hypervisor;
 use crate::jobs::JobQueue;
 use crate::ops::credentials::CredentialCache;
+use crate::ops::quota;
 use crate::storage::Storage;
 
 #[derive(Clone)]
@@ -26,6 +27,11 @@ pub struct Inner {
     pub fetch_tls: FetchTls,
     /// `http://<address this node is bound to>`.
     pub local_url: String,
+    /// The quotas of customers without limits of their own (`--quota-*`).
+    pub quota_defaults: quota::Limits,
+    /// Bytes the volume file system keeps free: fetches and copies refuse to start below it
+    /// (`--min-free-space`).
+    pub min_free_space: u64,
 }
 
 impl AppState {

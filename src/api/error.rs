@@ -24,14 +24,17 @@ pub fn error_type(err: &ApiError) -> &'static str {
         | ApiError::PayloadTooLarge(_) => "ValidationException",
         ApiError::Unauthenticated | ApiError::PermissionDenied(_) => "PermissionException",
         ApiError::Conflict(_) => "InvalidStateException",
-        ApiError::LimitExceeded(_) => "LimitException",
+        ApiError::LimitExceeded(_) | ApiError::QuotaExceeded { .. } => "LimitException",
         ApiError::ChecksumMismatch { .. }
         | ApiError::ImageTooLarge { .. }
         | ApiError::DecompressionLimit { .. }
         | ApiError::FetchRefused(_)
         | ApiError::FetchFailed(_) => "FetchException",
         ApiError::Cancelled | ApiError::Interrupted(_) => "JobException",
-        ApiError::Hypervisor(_) | ApiError::Storage(_) | ApiError::Internal(_) => "ServerException",
+        ApiError::Hypervisor(_)
+        | ApiError::Storage(_)
+        | ApiError::InsufficientStorage { .. }
+        | ApiError::Internal(_) => "ServerException",
     }
 }
 
@@ -48,10 +51,15 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         | ApiError::FetchRefused(_) => StatusCode::BAD_REQUEST,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-        ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        // A quota is what this customer is allowed, like a permission: retrying the same call
+        // does not help until the customer frees something or the operator raises it (429
+        // would invite retries; 409 here means the resource's state).
+        ApiError::PermissionDenied(_) | ApiError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
         ApiError::Conflict(_) | ApiError::Cancelled => StatusCode::CONFLICT,
         ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         ApiError::FetchFailed(_) => StatusCode::BAD_GATEWAY,
+        // The node's own disk is short of space: the platform's trouble, not the caller's.
+        ApiError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
         ApiError::Interrupted(_)
         | ApiError::Hypervisor(_)
         | ApiError::Storage(_)

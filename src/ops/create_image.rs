@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use super::image::{self, NewImage};
+use super::quota::{self, Need};
 use super::{Ctx, args, disk, server, validate};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{JobKind, JobOutcome, JobStatus, Lane, NewJob, RunningJob};
@@ -41,6 +42,9 @@ pub async fn create_image(ctx: &Ctx, a: args::CreateImage) -> ApiResult<i64> {
     if let Some(server_id) = disk.server_id {
         server::lock_stopped_server(&mut tx, server_id, "making an image of its disk").await?;
     }
+    // The image will have the disk's capacity; the queued job reserves it.
+    let need = Need::job_making(disk.capacity);
+    quota::ensure_room(&mut tx, &ctx.state, ctx.customer_id(), need).await?;
     let job_id = ctx
         .state
         .jobs
@@ -143,6 +147,8 @@ impl JobKind for CreateImageJob {
             );
         }
         job.check_cancelled()?;
+        // A nearly full node writes nothing new.
+        quota::ensure_node_free_space(state).await?;
         let (disk, source) = {
             let mut conn = state.db.pool().acquire().await?;
             let disk = disk::own_disk(&mut conn, job.row.customer_id, self.disk_id).await?;

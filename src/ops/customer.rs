@@ -4,6 +4,8 @@ use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
+use sqlx::AnyConnection;
+
 use super::{Caller, Ctx, args};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
@@ -130,6 +132,27 @@ pub async fn create_customer(
         billing_entity_uuid: entity.uuid,
         vdc_id,
     })
+}
+
+/// The id of the customer with this e-mail, if there is one.
+pub async fn id_by_email(conn: &mut AnyConnection, email: &str) -> ApiResult<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM customers WHERE email = $1")
+            .bind(email.trim().to_ascii_lowercase())
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Locks the customer's row for the rest of the transaction (on PostgreSQL; SQLite write
+/// transactions hold the database lock anyway): what serializes the quota checks of one
+/// customer's concurrent calls (`super::quota::ensure_room`).
+pub async fn lock_customer(conn: &mut AnyConnection, customer_id: i64) -> ApiResult<()> {
+    sqlx::query("UPDATE customers SET created = created WHERE id = $1")
+        .bind(customer_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]

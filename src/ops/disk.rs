@@ -3,6 +3,7 @@
 use sqlx::AnyConnection;
 
 use super::image::ImageRow;
+use super::quota::{self, Need};
 use super::{Ctx, args, create_image, image, product_offer, usage, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
@@ -253,11 +254,15 @@ pub async fn create_disk(ctx: &Ctx, a: args::CreateDisk) -> ApiResult<Disk> {
         )
         .await?;
         let source = disk_source(&mut conn, ctx, a.image_id, offer.disk_size).await?;
+        let need = Need::storage(offer.disk_size);
+        quota::precheck(&mut conn, &ctx.state, ctx.customer_id(), need).await?;
         (offer, source)
     };
     let volume = provision_volume(&ctx.state, &source, offer.disk_size).await?;
     let inserted = async {
         let mut tx = ctx.state.db.begin_write().await?;
+        let need = Need::storage(volume.size as i64);
+        quota::ensure_room(&mut tx, &ctx.state, ctx.customer_id(), need).await?;
         let volume_id =
             volumes::insert(&mut tx, &volume, source.backing.as_ref().map(|b| b.id)).await?;
         let disk = insert_disk(

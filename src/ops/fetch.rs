@@ -17,6 +17,7 @@ use url::Url;
 
 use super::disk::{self, NewDisk};
 use super::image::{self, NewImage};
+use super::quota::{self, Need};
 use super::{Ctx, args, product_offer, usage, validate, vdc};
 use crate::error::ApiResult;
 use crate::fetch::{self, Checksum, Credentials, FetchPolicy, FetchSource};
@@ -41,6 +42,9 @@ pub async fn fetch_disk(ctx: &Ctx, a: args::FetchDisk) -> ApiResult<i64> {
         "disk_productoffer_id",
     )
     .await?;
+    // The disk or image the job will make counts from now on: a queued fetch reserves it.
+    let need = Need::job_making(offer.disk_size);
+    quota::ensure_room(&mut tx, &ctx.state, ctx.customer_id(), need).await?;
     let job = FetchDiskJob {
         url: source.url.clone(),
         checksum,
@@ -104,6 +108,8 @@ impl JobKind for FetchDiskJob {
 
     async fn run(self, job: &RunningJob<AppState>) -> ApiResult<JobOutcome> {
         let state = &job.state;
+        // A nearly full node writes nothing new.
+        quota::ensure_node_free_space(state).await?;
         let credentials: Option<Credentials> = job.secret().await?;
         let source = FetchSource::with_credentials(self.url.clone(), credentials);
         let staging = state.storage.staging_path(&job.staging_name());

@@ -23,6 +23,7 @@ pub mod image;
 pub mod job;
 pub mod product_offer;
 pub mod publish;
+pub mod quota;
 pub mod server;
 pub mod snapshot;
 pub mod usage;
@@ -41,6 +42,7 @@ pub use image::Image;
 pub use job::Job;
 pub use product_offer::ProductOffer;
 pub use publish::ImageShare;
+pub use quota::Quota;
 pub use server::Server;
 pub use snapshot::Snapshot;
 pub use usage::UsageRecord;
@@ -191,6 +193,10 @@ operations! {
     WaitForJob(job_id: i64, timeout_seconds: i64) -> job: Job = job::wait_for_job;
     /// Tells the caller who it is: its customer id and uuid, and its billing entity.
     GetCustomer() -> customer: Customer = customer::get_customer;
+    /// Shows the caller's quotas: for each, the limit (-1: no limit) and what is in use now.
+    /// A call that would go past a limit fails with QUOTA_EXCEEDED, naming the quota, and
+    /// makes nothing.
+    GetQuota() -> quota: Quota = quota::get_quota;
     /// Lists the caller's usage lines (servers made from billed images, bytes fetched) created
     /// at or after `from` and before `to` (RFC 3339 times; either may be omitted).
     ListUsage(from: Option<Timestamp>, to: Option<Timestamp>) -> usage: Vec<UsageRecord> =

@@ -16,6 +16,7 @@
 use sqlx::AnyConnection;
 
 use super::disk::{self, Disk, NewDisk};
+use super::quota::{self, Need};
 use super::{Ctx, args, create_image, server, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
@@ -233,11 +234,15 @@ pub async fn clone_disk(ctx: &Ctx, a: args::CloneDisk) -> ApiResult<Disk> {
         vdc::ensure_own(&mut conn, customer_id, a.vdc_id).await?;
         let source = disk::own_disk(&mut conn, customer_id, snapshot.disk_id).await?;
         let base = volumes::get(&mut conn, snapshot.volume_id).await?;
+        let need = Need::storage(snapshot.size);
+        quota::precheck(&mut conn, &ctx.state, customer_id, need).await?;
         (snapshot, source, base)
     };
     let overlay = new_overlay(&ctx.state, &base, snapshot.size).await?;
     let result = async {
         let mut tx = ctx.state.db.begin_write().await?;
+        let need = Need::storage(overlay.size as i64);
+        quota::ensure_room(&mut tx, &ctx.state, customer_id, need).await?;
         let volume_id = volumes::insert(&mut tx, &overlay, Some(base.id)).await?;
         let product_offer_id: Option<i64> =
             sqlx::query_scalar("SELECT product_offer_id FROM disks WHERE id = $1")

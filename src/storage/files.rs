@@ -239,6 +239,16 @@ impl Storage for FileStorage {
             .map(|m| m.blocks() * 512)
             .map_err(|e| StorageError::io(format!("reading volume {}", volume.file), e))
     }
+
+    fn free_bytes(&self) -> StorageResult<u64> {
+        let stats = rustix::fs::statvfs(&self.volumes).map_err(|e| {
+            StorageError::io(
+                format!("reading the free space of {}", self.volumes.display()),
+                e.into(),
+            )
+        })?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
 }
 
 #[cfg(test)]
@@ -403,5 +413,22 @@ mod tests {
         let v = storage.adopt_staged(&staged, 4096).unwrap();
         assert_eq!(&read_all(&storage.path(&v))[..4], b"data");
         assert!(!staged.exists());
+    }
+
+    #[test]
+    fn free_space_is_that_of_the_volume_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::open(dir.path()).unwrap();
+        let free = storage.free_bytes().unwrap();
+        assert!(free > 0);
+        storage.ensure_free_space(0).unwrap();
+        storage.ensure_free_space(1).unwrap();
+        match storage.ensure_free_space(u64::MAX) {
+            Err(StorageError::LowSpace { free: f, reserve }) => {
+                assert!(f > 0 && f < u64::MAX);
+                assert_eq!(reserve, u64::MAX);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -59,6 +59,9 @@ pub enum StorageError {
     /// The caller asked the work to stop ([`CopyProgress::cancelled`]).
     #[error("cancelled")]
     Cancelled,
+    /// The volume file system has less than the reserve free ([`Storage::ensure_free_space`]).
+    #[error("{free} bytes free, below the reserve of {reserve}")]
+    LowSpace { free: u64, reserve: u64 },
 }
 
 impl StorageError {
@@ -74,6 +77,9 @@ impl From<StorageError> for crate::error::ApiError {
     fn from(err: StorageError) -> Self {
         match err {
             StorageError::Cancelled => crate::error::ApiError::Cancelled,
+            StorageError::LowSpace { free, reserve } => {
+                crate::error::ApiError::InsufficientStorage { free, reserve }
+            }
             err => crate::error::ApiError::Storage(err.to_string()),
         }
     }
@@ -163,4 +169,22 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Bytes the volume's own file takes on disk (not counting what it shares).
     fn allocated_bytes(&self, volume: &VolumeFile) -> StorageResult<u64>;
+
+    /// Bytes an unprivileged writer may still write on the file system holding the volumes
+    /// (and the staging files that become volumes).
+    fn free_bytes(&self) -> StorageResult<u64>;
+
+    /// Fails with [`StorageError::LowSpace`] when fewer than `reserve` bytes are free: what a
+    /// job checks before it starts writing a new volume, so that a nearly full node refuses
+    /// new work instead of filling up (and failing the writes of running guests).
+    fn ensure_free_space(&self, reserve: u64) -> StorageResult<()> {
+        if reserve == 0 {
+            return Ok(());
+        }
+        let free = self.free_bytes()?;
+        if free < reserve {
+            return Err(StorageError::LowSpace { free, reserve });
+        }
+        Ok(())
+    }
 }

@@ -40,7 +40,7 @@ foreach (array("ListVDCs", "CreateVDC", "ListVLANs", "CreateVLAN", "ListProductO
                "ListImages", "ListDisks", "GetDisk", "CreateDisk", "DeleteDisk", "ListServers",
                "GetServer", "CreateServer", "DestroyServer", "AttachDisk", "DetachDisk",
                "StartServer", "StopServer", "FetchDisk", "GetJob", "ListJobs", "CancelJob",
-               "WaitForJob") as $op) {
+               "WaitForJob", "GetQuota") as $op) {
     check(strpos($functions, " $op(") !== false, "the WSDL declares $op");
 }
 
@@ -109,6 +109,10 @@ check($f->detail->ExtilityException->errorCode == "CONFLICT", "with errorCode CO
 $job_id = $alice->StopServer($server->server_id, 2);
 check(wait_job($alice, $job_id)->status == 1, "StopServer");
 check($alice->GetServer($server->server_id)->status == 5, "the server is stopped");
+$quota = $alice->GetQuota();
+check($quota->servers_used == 2 && $quota->servers_limit == -1 && $quota->running_vcpus_used == 0
+      && $quota->storage_bytes_used == 42 * 1024 * 1024 * 1024 && $quota->concurrent_jobs_limit == 100,
+      "GetQuota: limits and use");
 $jobs = $alice->ListJobs();
 check(count($jobs) == 2 && $jobs[0]->job_id == $job_id, "ListJobs, newest first");
 $f = fault_of(function () use ($alice, $job_id) { $alice->CancelJob($job_id); });

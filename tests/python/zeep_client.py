@@ -65,6 +65,9 @@ check(console is None or isinstance(console, str), "GetConsoleLog")
 check(wait(call("StopServer", server.server_id, 2)).status == 1, "StopServer")
 customer = call("GetCustomer")
 check(customer.email == os.environ["ALICE_EMAIL"] and not customer.is_admin, "GetCustomer")
+quota = call("GetQuota")
+check(quota.servers_used == 1 and quota.running_vcpus_used == 0 and quota.servers_limit == -1
+      and quota.concurrent_jobs_limit == 100, "GetQuota")
 image_job = wait(call("CreateImage", server.disks[0].disk_id, "zeep image", "root", True))
 check(image_job.status == 1 and image_job.item_type == "image", "CreateImage")
 image_id = image_job.item_id

@@ -65,6 +65,12 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
         }
         let source =
             disk::disk_source(&mut conn, ctx, a.image_id, disk_offers[0].disk_size).await?;
+        let need = Need {
+            servers: 1,
+            storage_bytes: disk_offers.iter().map(|o| o.disk_size).sum(),
+            ..Need::default()
+        };
+        quota::precheck(&mut conn, &ctx.state, customer_id, need).await?;
         (server_offer, disk_offers, source)
     };
 
@@ -88,6 +94,12 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
     if provisioned.is_ok() {
         provisioned = async {
             let mut tx = ctx.state.db.begin_write().await?;
+            let need = Need {
+                servers: 1,
+                storage_bytes: made.iter().map(|v| v.size as i64).sum(),
+                ..Need::default()
+            };
+            quota::ensure_room(&mut tx, &ctx.state, customer_id, need).await?;
             server_id = sqlx::query_scalar(
                 "INSERT INTO servers (uuid, customer_id, vdc_id, vlan_id, name, status, processors, \
                  memory, image_id, product_offer_id, initial_user, initial_password, created) \

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use super::disk::{self, Disk, DiskRow, NewDisk, select_disks};
+use super::quota::{self, Need};
 use super::{Ctx, args, create_image, product_offer, usage, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};

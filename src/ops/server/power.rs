@@ -79,6 +79,14 @@ pub async fn start_server(ctx: &Ctx, a: args::StartServer) -> ApiResult<i64> {
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     server.require_status(&[ServerStatus::Stopped, ServerStatus::Error], "")?;
     create_image::ensure_server_disks_not_being_imaged(&mut tx, server.id).await?;
+    // From now on the server counts as running.
+    let need = Need {
+        running_vcpus: server.processors,
+        running_memory_mb: server.memory,
+        concurrent_jobs: 1,
+        ..Need::default()
+    };
+    quota::ensure_room(&mut tx, &ctx.state, ctx.customer_id(), need).await?;
     let job = StartServerJob {
         server_id: server.id,
     };

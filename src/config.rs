@@ -290,29 +290,12 @@ pub struct ServeArgs {
 /// The resolved configuration of a serving node.
 pub type Config = ServeArgs;
 
-/// A memory size: bytes, or a whole number with a binary suffix (`K`, `M`, `G`, `T`, also as
-/// `MiB`, `MB` or lower case, as `crate::tools::size` reads them), of at least 1 MiB.
+/// A memory size ([`crate::size::parse_size`]: bytes, or a number with a binary suffix, `256M`,
+/// `1G`), of at least 1 MiB.
 fn memory_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let bad = || format!("'{text}' is not a size (examples: 256M, 1G, 268435456)");
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(bad()),
-    };
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let bytes = number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("'{text}' is too large"))?;
+    let bytes = crate::size::parse_size(text)?;
     if bytes < 1 << 20 {
-        return Err(format!("'{text}' is less than 1M"));
+        return Err(format!("'{}' is less than 1M", text.trim()));
     }
     Ok(bytes)
 }
@@ -328,7 +311,8 @@ mod tests {
         assert_eq!(memory_size("1g"), Ok(1 << 30));
         assert_eq!(memory_size("268435456"), Ok(256 << 20));
         assert_eq!(memory_size("1024K"), Ok(1 << 20));
-        for bad in ["", "M", "-1M", "1.5G", "256X", "two"] {
+        assert_eq!(memory_size("1.5G"), Ok(3 << 29));
+        for bad in ["", "M", "-1M", "256X", "two"] {
             let err = memory_size(bad).unwrap_err();
             assert!(err.contains("not a size"), "{bad}: {err}");
         }

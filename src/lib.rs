@@ -17,6 +17,7 @@ pub mod hypervisor;
 pub mod jobs;
 pub mod ops;
 pub mod progress;
+pub mod size;
 pub mod sparse;
 pub mod startup;
 pub mod state;

@@ -19,10 +19,10 @@ use crate::jobs::{ConcurrencyLimits, JobQueue, QueueConfig, worker};
 use crate::ops::credentials::CredentialCache;
 use crate::ops::quota::{Limits, QuotaName};
 use crate::ops::{catalogue, job, server};
+use crate::size::parse_size;
 use crate::state::{AppState, Inner};
 use crate::storage::files::FileStorage;
 use crate::storage::{Storage, orphans};
-use crate::tools::size::parse_size;
 
 pub struct Application {
     listener: TcpListener,

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use extility::size::{human, parse_size};
 use extility::tools::fsmaker::{self, ConfigSource, DEFAULT_GRUB_DIR, Options};
-use extility::tools::size::{human, parse_size};
 
 /// Makes a root file system image bootable: writes DISKIMAGE with an MBR, partition 1 at 1 MiB
 /// holding FSIMAGE (an ext2/3/4 image, copied sparsely), and GRUB for BIOS booting the kernel

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use extility::tools::size::parse_size;
+use extility::size::parse_size;
 use extility::tools::sparsecopy::{Options, Plan};
 
 /// Copies a disk image like dd, keeping it sparse: zero blocks become holes in a file and are

@@ -4,5 +4,4 @@
 pub mod device;
 pub mod fsmaker;
 pub mod partition;
-pub mod size;
 pub mod sparsecopy;

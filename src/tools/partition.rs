@@ -9,7 +9,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use super::size::human;
+use crate::size::human;
 
 /// Logical sector size of an MBR disk image, and of GPT unless the header says otherwise.
 pub const SECTOR: u64 = 512;

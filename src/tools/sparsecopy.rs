@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::device::{self, Kind, describe};
 use super::partition::{HEAD_LEN, PartitionTable, Scheme};
-use super::size::human;
+use crate::size::human;
 use crate::sparse::{self, CopyFailure, Holes, SparseStats, SparseWriter};
 
 /// Size of each read: large enough that system calls cost little, small enough to stay in

@@ -42,12 +42,13 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("storage", &["db", "sparse", "progress", "error"]),
     // The one type the engines share: a disk's format.
     ("hypervisor", &["storage", "error"]),
-    ("config", &["db"]),
+    ("config", &["db", "size"]),
     ("db", &[]),
     ("sparse", &[]),
     ("progress", &[]),
+    ("size", &[]),
     ("error", &[]),
-    ("tools", &["sparse", "error"]),
+    ("tools", &["sparse", "size", "error"]),
 ];
 
 /// The top-level modules a file names with `crate::`, outside comments.

@@ -23,6 +23,7 @@ mod jobs_fencing;
 mod layers;
 mod qemu_driver;
 mod qemu_servers;
+mod quotas;
 mod snapshots;
 mod soap_axis;
 mod soap_php;

@@ -22,7 +22,7 @@ use self::config::Kernel;
 use self::ext::{ExtImage, Step, Superblock};
 use super::device::{self, Kind, describe};
 use super::partition::{self, MbrEntry, PartitionTable, SECTOR};
-use super::size::human;
+use crate::size::human;
 use crate::sparse::{self, SparseWriter};
 
 pub const DEFAULT_GRUB_DIR: &str = "/usr/lib/grub/i386-pc";

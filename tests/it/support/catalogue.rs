@@ -3,6 +3,8 @@
 
 use super::GIB;
 
+/// Server offer "1 CPU / 512 MB RAM", the smallest.
+pub const SERVER_1CPU_512MB: i64 = 17;
 /// Server offer "1 CPU / 1 GB RAM" (the one Appendix 1 uses).
 pub const SERVER_1CPU_1GB: i64 = 18;
 /// Server offer "2 CPU / 2 GB RAM".

@@ -6,22 +6,17 @@
 //!
 //! Servers run with `--hypervisor none`: starting one only records its state.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Api, ApiError, Backend, ServerOptions, TestApp};
 use serde_json::{Value, json};
 
+use crate::support::catalogue::{
+    BLANK_IMAGE, DISK_1GB, DISK_10GB, DISK_20GB, SERVER_1CPU_1GB, SERVER_1CPU_512MB,
+    SERVER_2CPU_2GB,
+};
+use crate::support::{Api, ApiError, Backend, ServerOptions, TestApp, db_test, id};
+
 const GIB: i64 = 1 << 30;
-// The demo catalogue.
-const DISK_1G: i64 = 29;
-const DISK_10G: i64 = 30;
-const DISK_20G: i64 = 31;
-const SERVER_1CPU_512M: i64 = 17;
-const SERVER_1CPU_1G: i64 = 18;
-const SERVER_2CPU_2G: i64 = 19;
-const BLANK_IMAGE: i64 = 66;
 
 async fn start(backend: Backend, args: &[&str]) -> TestApp {
     let mut all = vec!["--hypervisor", "none"];
@@ -38,7 +33,7 @@ async fn start(backend: Backend, args: &[&str]) -> TestApp {
 
 /// Runs `extility customer set-quota --email <email> <args>` on the app's database.
 fn try_set_quota(app: &TestApp, email: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(common::binary())
+    let out = Command::new(crate::support::binary())
         .args(["customer", "set-quota", "--email", email])
         .args(args)
         .arg("--data-dir")
@@ -72,12 +67,6 @@ fn assert_exceeded(err: &ApiError, quota: &str) {
 
 async fn quota(api: &Api) -> Value {
     api.call("GetQuota", json!({})).await
-}
-
-fn id(value: &Value, field: &str) -> i64 {
-    value[field]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no {field} in {value}"))
 }
 
 async fn try_create_disk(api: &Api, vdc: i64, name: &str, offer: i64) -> Result<Value, ApiError> {
@@ -177,11 +166,13 @@ async fn storage_quota(backend: Backend) {
 
     // Disks count their capacity, not the blocks they take.
     let big = id(
-        &try_create_disk(&alice, vdc, "big", DISK_20G).await.unwrap(),
+        &try_create_disk(&alice, vdc, "big", DISK_20GB)
+            .await
+            .unwrap(),
         "disk_id",
     );
     assert_eq!(quota(&alice).await["storage_bytes_used"], 20 * GIB);
-    let err = try_create_disk(&alice, vdc, "more", DISK_10G)
+    let err = try_create_disk(&alice, vdc, "more", DISK_10GB)
         .await
         .unwrap_err();
     assert_exceeded(&err, "storage_bytes");
@@ -192,7 +183,7 @@ async fn storage_quota(backend: Backend) {
     assert_eq!(count(&alice, "ListDisks", vdc).await, 1);
 
     // A server's disks count.
-    let err = try_create_server(&alice, vdc, "web", SERVER_1CPU_1G, &[DISK_1G, DISK_20G])
+    let err = try_create_server(&alice, vdc, "web", SERVER_1CPU_1GB, &[DISK_1GB, DISK_20GB])
         .await
         .unwrap_err();
     assert_exceeded(&err, "storage_bytes");
@@ -204,13 +195,13 @@ async fn storage_quota(backend: Backend) {
 
     // A fetch reserves its offer's size when it is queued; one that does not fit is not.
     let err = alice
-        .fail("FetchDisk", fetch_args(&stalling, vdc, DISK_10G, false))
+        .fail("FetchDisk", fetch_args(&stalling, vdc, DISK_10GB, false))
         .await;
     assert_exceeded(&err, "storage_bytes");
     assert_eq!(jobs(&alice).await, 0, "no job was queued");
     let fetch = id(
         &alice
-            .call("FetchDisk", fetch_args(&stalling, vdc, DISK_1G, true))
+            .call("FetchDisk", fetch_args(&stalling, vdc, DISK_1GB, true))
             .await,
         "job_id",
     );
@@ -218,7 +209,7 @@ async fn storage_quota(backend: Backend) {
     assert_eq!(q["storage_bytes_used"], 21 * GIB, "{q}");
     assert_eq!(q["concurrent_jobs_used"], 1, "{q}");
     let small = id(
-        &try_create_disk(&alice, vdc, "small", DISK_1G)
+        &try_create_disk(&alice, vdc, "small", DISK_1GB)
             .await
             .unwrap(),
         "disk_id",
@@ -280,7 +271,7 @@ async fn storage_quota(backend: Backend) {
 
     // Another customer's use is its own.
     let bob = app.bob();
-    try_create_disk(&bob, app.bob.vdc_id, "bob's", DISK_20G)
+    try_create_disk(&bob, app.bob.vdc_id, "bob's", DISK_20GB)
         .await
         .unwrap();
     assert_eq!(quota(&bob).await["storage_bytes_used"], 20 * GIB);
@@ -293,10 +284,10 @@ async fn servers_quota_and_overrides(backend: Backend) {
     let (alice, vdc) = (app.alice(), app.alice.vdc_id);
     let (bob, bob_vdc) = (app.bob(), app.bob.vdc_id);
 
-    let first = try_create_server(&alice, vdc, "one", SERVER_1CPU_1G, &[DISK_20G])
+    let first = try_create_server(&alice, vdc, "one", SERVER_1CPU_1GB, &[DISK_20GB])
         .await
         .unwrap();
-    let err = try_create_server(&alice, vdc, "two", SERVER_1CPU_1G, &[DISK_20G])
+    let err = try_create_server(&alice, vdc, "two", SERVER_1CPU_1GB, &[DISK_20GB])
         .await
         .unwrap_err();
     assert_exceeded(&err, "servers");
@@ -315,7 +306,7 @@ async fn servers_quota_and_overrides(backend: Backend) {
     let printed = set_quota(&app, &app.alice.email, &["--servers", "3"]);
     assert!(printed.contains("servers=3\n"), "{printed}");
     assert!(printed.contains("storage_bytes=default\n"), "{printed}");
-    let second = try_create_server(&alice, vdc, "two", SERVER_1CPU_1G, &[DISK_20G])
+    let second = try_create_server(&alice, vdc, "two", SERVER_1CPU_1GB, &[DISK_20GB])
         .await
         .unwrap();
     let q = quota(&alice).await;
@@ -326,17 +317,17 @@ async fn servers_quota_and_overrides(backend: Backend) {
     assert_eq!(q["storage_bytes_used"], 40 * GIB, "{q}");
 
     // Others keep the default.
-    try_create_server(&bob, bob_vdc, "one", SERVER_1CPU_1G, &[DISK_20G])
+    try_create_server(&bob, bob_vdc, "one", SERVER_1CPU_1GB, &[DISK_20GB])
         .await
         .unwrap();
-    let err = try_create_server(&bob, bob_vdc, "two", SERVER_1CPU_1G, &[DISK_1G])
+    let err = try_create_server(&bob, bob_vdc, "two", SERVER_1CPU_1GB, &[DISK_1GB])
         .await
         .unwrap_err();
     assert_exceeded(&err, "servers");
 
     // An override lowers a default (here: no limit).
     set_quota(&app, &app.bob.email, &["--storage-bytes", "10G"]);
-    let err = try_create_disk(&bob, bob_vdc, "data", DISK_1G)
+    let err = try_create_disk(&bob, bob_vdc, "data", DISK_1GB)
         .await
         .unwrap_err();
     assert_eq!(
@@ -348,12 +339,12 @@ async fn servers_quota_and_overrides(backend: Backend) {
     assert!(printed.contains("servers=unlimited\n"), "{printed}");
     assert!(printed.contains("storage_bytes=10737418240\n"), "{printed}");
     assert_eq!(quota(&bob).await["servers_limit"], -1);
-    let err = try_create_server(&bob, bob_vdc, "two", SERVER_1CPU_1G, &[DISK_1G])
+    let err = try_create_server(&bob, bob_vdc, "two", SERVER_1CPU_1GB, &[DISK_1GB])
         .await
         .unwrap_err();
     assert_exceeded(&err, "storage_bytes");
     set_quota(&app, &app.bob.email, &["--storage-bytes", "unlimited"]);
-    try_create_server(&bob, bob_vdc, "two", SERVER_1CPU_1G, &[DISK_1G])
+    try_create_server(&bob, bob_vdc, "two", SERVER_1CPU_1GB, &[DISK_1GB])
         .await
         .unwrap();
     assert_eq!(quota(&bob).await["servers_used"], 2);
@@ -367,7 +358,7 @@ async fn servers_quota_and_overrides(backend: Backend) {
         (&q["servers_limit"], &q["servers_used"]),
         (&json!(1), &json!(2))
     );
-    let err = try_create_server(&alice, vdc, "three", SERVER_1CPU_1G, &[DISK_1G])
+    let err = try_create_server(&alice, vdc, "three", SERVER_1CPU_1GB, &[DISK_1GB])
         .await
         .unwrap_err();
     assert_eq!(
@@ -388,7 +379,7 @@ async fn servers_quota_and_overrides(backend: Backend) {
         (&q["servers_used"], &q["storage_bytes_used"]),
         (&json!(0), &json!(0))
     );
-    try_create_server(&alice, vdc, "three", SERVER_1CPU_1G, &[DISK_1G])
+    try_create_server(&alice, vdc, "three", SERVER_1CPU_1GB, &[DISK_1GB])
         .await
         .unwrap();
 
@@ -426,10 +417,10 @@ async fn server_status(api: &Api, server: i64) -> i64 {
 async fn running_vcpus_and_memory(backend: Backend) {
     let app = start(backend, &["--quota-running-vcpus", "2"]).await;
     let (alice, vdc) = (app.alice(), app.alice.vdc_id);
-    let big = try_create_server(&alice, vdc, "big", SERVER_2CPU_2G, &[DISK_1G])
+    let big = try_create_server(&alice, vdc, "big", SERVER_2CPU_2GB, &[DISK_1GB])
         .await
         .unwrap();
-    let small = try_create_server(&alice, vdc, "small", SERVER_1CPU_512M, &[DISK_1G])
+    let small = try_create_server(&alice, vdc, "small", SERVER_1CPU_512MB, &[DISK_1GB])
         .await
         .unwrap();
     let (big, small) = (id(&big, "server_id"), id(&small, "server_id"));
@@ -500,7 +491,7 @@ async fn concurrent_jobs(backend: Backend) {
     .await;
     let (alice, vdc) = (app.alice(), app.alice.vdc_id);
     let stalling = stalling_url().await;
-    let server = try_create_server(&alice, vdc, "web", SERVER_1CPU_1G, &[DISK_1G])
+    let server = try_create_server(&alice, vdc, "web", SERVER_1CPU_1GB, &[DISK_1GB])
         .await
         .unwrap();
     let disk = id(&server["disks"][0], "disk_id");
@@ -508,7 +499,7 @@ async fn concurrent_jobs(backend: Backend) {
 
     let fetch = id(
         &alice
-            .call("FetchDisk", fetch_args(&stalling, vdc, DISK_1G, false))
+            .call("FetchDisk", fetch_args(&stalling, vdc, DISK_1GB, false))
             .await,
         "job_id",
     );
@@ -525,7 +516,7 @@ async fn concurrent_jobs(backend: Backend) {
     );
     assert_eq!(server_status(&alice, server).await, 5);
     let err = alice
-        .fail("FetchDisk", fetch_args(&stalling, vdc, DISK_1G, false))
+        .fail("FetchDisk", fetch_args(&stalling, vdc, DISK_1GB, false))
         .await;
     assert_exceeded(&err, "concurrent_jobs");
     let err = alice
@@ -547,7 +538,7 @@ async fn concurrent_jobs(backend: Backend) {
     // Stopping (and destroying) give resources back, and are never refused.
     let fetch = id(
         &alice
-            .call("FetchDisk", fetch_args(&stalling, vdc, DISK_1G, false))
+            .call("FetchDisk", fetch_args(&stalling, vdc, DISK_1GB, false))
             .await,
         "job_id",
     );
@@ -569,7 +560,7 @@ async fn concurrent_calls_never_exceed_a_quota(backend: Backend) {
     for n in 0..8 {
         let alice = alice.clone();
         calls.spawn(
-            async move { try_create_disk(&alice, vdc, &format!("disk {n}"), DISK_1G).await },
+            async move { try_create_disk(&alice, vdc, &format!("disk {n}"), DISK_1GB).await },
         );
     }
     let (mut made, mut refused) = (0, 0);
@@ -600,7 +591,7 @@ async fn min_free_space(backend: Backend) {
     let staging = app.server.data_dir.join("staging");
 
     for make_image in [false, true] {
-        let args = fetch_args("http://images.example.com/a.img", vdc, DISK_1G, make_image);
+        let args = fetch_args("http://images.example.com/a.img", vdc, DISK_1GB, make_image);
         let job = alice
             .wait_job(id(&alice.call("FetchDisk", args).await, "job_id"))
             .await;
@@ -616,7 +607,9 @@ async fn min_free_space(backend: Backend) {
 
     // Disks are thin and made at once; copying one into an image is refused.
     let disk = id(
-        &try_create_disk(&alice, vdc, "data", DISK_1G).await.unwrap(),
+        &try_create_disk(&alice, vdc, "data", DISK_1GB)
+            .await
+            .unwrap(),
         "disk_id",
     );
     let job = alice
@@ -643,7 +636,7 @@ fn bad_quota_values_stop_the_server() {
         ("--quota-servers", "lots", "is not a whole number"),
         ("--min-free-space", "plenty", "is not a size"),
     ] {
-        let out = Command::new(common::binary())
+        let out = Command::new(crate::support::binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args([flag, value])

@@ -1,4 +1,6 @@
-//! Sizes on the command line (`-f2G`, `--size 512M`) and in messages.
+//! Sizes on the command line (`-f2G`, `--size 512M`, `--max-decompression-memory 256M`,
+//! `--quota-storage-bytes 2T`) and in messages: the one parser of byte sizes, for the server's
+//! flags and the tool-chain alike.
 //!
 //! Suffixes are binary, as dd and the seed use them: `K` = 1024, `M` = 1024², `G`, `T`, `P`;
 //! `KiB`/`KB` and lower case mean the same. A bare number is bytes; `s` is 512-byte sectors.

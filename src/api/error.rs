@@ -24,7 +24,7 @@ pub fn error_type(err: &ApiError) -> &'static str {
         | ApiError::PayloadTooLarge(_) => "ValidationException",
         ApiError::Unauthenticated | ApiError::PermissionDenied(_) => "PermissionException",
         ApiError::Conflict(_) => "InvalidStateException",
-        ApiError::LimitExceeded(_) => "LimitException",
+        ApiError::LimitExceeded(_) | ApiError::TooManyLoginAttempts { .. } => "LimitException",
         ApiError::ChecksumMismatch { .. }
         | ApiError::ImageTooLarge { .. }
         | ApiError::FetchRefused(_)
@@ -48,7 +48,9 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
         ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
         ApiError::Conflict(_) | ApiError::Cancelled => StatusCode::CONFLICT,
-        ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::LimitExceeded(_) | ApiError::TooManyLoginAttempts { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         ApiError::FetchFailed(_) => StatusCode::BAD_GATEWAY,
         ApiError::Interrupted(_)
         | ApiError::Hypervisor(_)

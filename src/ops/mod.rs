@@ -25,6 +25,7 @@ pub mod product_offer;
 pub mod publish;
 pub mod server;
 pub mod snapshot;
+pub mod throttle;
 pub mod usage;
 pub mod validate;
 pub mod vdc;

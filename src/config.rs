@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the SOAP and JSON APIs and run jobs.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
     /// Manage customers.
@@ -269,6 +269,40 @@ pub struct ServeArgs {
     /// Do not create the demo catalogue on an empty database.
     #[arg(long, env = "EXTILITY_NO_DEMO")]
     pub no_demo: bool,
+    /// Failed logins one client address may make in the login window before its logins are
+    /// refused (HTTP 429) without checking the password; 0: no limit.
+    #[arg(
+        long,
+        env = "EXTILITY_LOGIN_FAILURES_PER_ADDRESS",
+        default_value_t = 50
+    )]
+    pub login_failures_per_address: u32,
+    /// Failed logins for one account from one client address in the login window before that
+    /// account's logins from that address are refused; 0: no limit. The same account from
+    /// other addresses is not refused.
+    #[arg(
+        long,
+        env = "EXTILITY_LOGIN_FAILURES_PER_ACCOUNT",
+        default_value_t = 10
+    )]
+    pub login_failures_per_account: u32,
+    /// The login window: failures are forgotten at the limit's pace over this many seconds.
+    #[arg(long, env = "EXTILITY_LOGIN_WINDOW_SECONDS", default_value_t = 300)]
+    pub login_window_seconds: u64,
+    /// Password checks that may wait for a core in each line (callers without recent
+    /// failures, and the others); more are refused at once (HTTP 429).
+    #[arg(long, env = "EXTILITY_LOGIN_QUEUE", default_value_t = 64)]
+    pub login_queue: usize,
+    /// A reverse proxy's address range: requests from it are counted under the client
+    /// address its `X-Forwarded-For` names. Repeatable; the variable takes a comma-separated
+    /// list.
+    #[arg(
+        long = "trusted-proxy",
+        env = "EXTILITY_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpNet>,
     /// Seconds between sweeps for volume files no volume refers to (README: Configuration).
     #[arg(
         long,

@@ -59,6 +59,16 @@ pub enum ApiError {
     )]
     InsufficientStorage { free: u64, reserve: u64 },
 
+    /// The login throttle refused to check a password (too many recent failures from the
+    /// client's address, or for the account from that address, or too many checks waiting).
+    /// Shown with HTTP 429 and `Retry-After`.
+    #[error("{reason}: retry in {retry_after} s")]
+    TooManyLoginAttempts {
+        reason: &'static str,
+        /// Seconds until the client may try again.
+        retry_after: u64,
+    },
+
     // ---- failures of long-running work (job error codes) ----
     #[error("checksum mismatch: expected {expected}, computed {actual}")]
     ChecksumMismatch { expected: String, actual: String },
@@ -134,6 +144,7 @@ impl ApiError {
             ApiError::LimitExceeded(_) => "LIMIT_EXCEEDED",
             ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             ApiError::InsufficientStorage { .. } => "INSUFFICIENT_STORAGE",
+            ApiError::TooManyLoginAttempts { .. } => "TOO_MANY_LOGIN_ATTEMPTS",
             ApiError::ChecksumMismatch { .. } => "CHECKSUM_MISMATCH",
             ApiError::ImageTooLarge { .. } => "IMAGE_TOO_LARGE",
             ApiError::DecompressionLimit { .. } => "DECOMPRESSION_LIMIT",
@@ -144,6 +155,14 @@ impl ApiError {
             ApiError::Cancelled => "CANCELLED",
             ApiError::Interrupted(_) => "INTERRUPTED",
             ApiError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// Seconds the client should wait before trying again (HTTP `Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyLoginAttempts { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 

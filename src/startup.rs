@@ -18,6 +18,7 @@ use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
 use crate::jobs::{ConcurrencyLimits, JobQueue, QueueConfig, worker};
 use crate::ops::credentials::CredentialCache;
 use crate::ops::quota::{Limits, QuotaName};
+use crate::ops::throttle::LoginLimits;
 use crate::ops::{catalogue, job, server};
 use crate::size::parse_size;
 use crate::state::{AppState, Inner};
@@ -213,13 +214,20 @@ impl Application {
                 transfers_per_customer: config.max_fetches_per_customer.max(1),
             },
         });
+        let credentials = CredentialCache::new(LoginLimits {
+            failures_per_address: config.login_failures_per_address,
+            failures_per_account: config.login_failures_per_account,
+            window_seconds: config.login_window_seconds,
+            queue: config.login_queue,
+            ..LoginLimits::default()
+        });
         let state = AppState::new(Inner {
             config,
             db,
             storage,
             hypervisor,
             jobs,
-            credentials: CredentialCache::default(),
+            credentials,
             fetch_tls,
             local_url,
             quota_defaults,
@@ -274,12 +282,16 @@ impl Application {
         );
         let router = api::router(state.clone());
         let stop = shutdown.clone();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                stop.cancel();
-            })
-            .await?;
+        // The client's address counts logins (`ops::throttle`).
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        })
+        .await?;
         shutdown.cancel();
         let _ = workers.await;
         state.db.close().await;

@@ -1,9 +1,16 @@
 //! HTTP Basic authentication of customers: the credentials are read from the request and
-//! checked by the operation layer (`crate::ops::credentials`).
+//! checked by the operation layer (`crate::ops::credentials`), which throttles failed logins
+//! by the client's address (read here too).
 
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use base64::Engine;
+use ipnet::IpNet;
 
 use crate::error::{ApiError, ApiResult};
 use crate::ops::{Caller, credentials};
@@ -31,10 +38,115 @@ fn basic_credentials(headers: &HeaderMap) -> ApiResult<(String, String)> {
 }
 
 /// Who is calling, from the request's Basic credentials.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: ClientAddress,
+) -> ApiResult<Caller> {
     let (email, password) = basic_credentials(headers)?;
-    credentials::authenticate(state, &email, &password).await
+    credentials::authenticate(state, &email, &password, client.0).await
+}
+
+/// The address a request comes from, as failed logins are counted: the peer's, or, when the
+/// peer is a trusted reverse proxy (`--trusted-proxy`), the address its `X-Forwarded-For`
+/// names (the last one that is not itself a trusted proxy: what comes before it is the
+/// client's to write).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+        // Served without connection info (as in tests of the router alone), every request is
+        // one unknown address.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        Ok(ClientAddress(client_address(
+            peer,
+            &parts.headers,
+            &state.config.trusted_proxies,
+        )))
+    }
+}
+
+fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| {
+        let ip = ip.to_canonical();
+        trusted.iter().any(|net| net.contains(&ip))
+    };
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return client;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        // Some proxies write the client's port too.
+        let hop = hop.trim();
+        let Ok(ip) = hop
+            .parse::<IpAddr>()
+            .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
+        else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(&client) {
+            break;
+        }
+    }
+    client
 }
 
 /// The header a 401 carries.
 pub const WWW_AUTHENTICATE: &str = "Basic realm=\"extility\", charset=\"UTF-8\"";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(peer: &str, forwarded: &[&str], trusted: &[&str]) -> String {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        let trusted: Vec<IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        client_address(peer.parse().unwrap(), &headers, &trusted).to_string()
+    }
+
+    #[test]
+    fn the_client_address_trusts_only_trusted_proxies() {
+        // No trusted proxy: the header is the client's to write, and ignored.
+        assert_eq!(from("192.0.2.1", &["10.9.9.9"], &[]), "192.0.2.1");
+        assert_eq!(from("::ffff:192.0.2.1", &[], &[]), "192.0.2.1");
+        // From a trusted proxy: the last address it did not add itself.
+        let proxy = ["10.0.0.0/8"];
+        assert_eq!(from("10.0.0.1", &["198.51.100.7"], &proxy), "198.51.100.7");
+        assert_eq!(
+            from("10.0.0.1", &["1.2.3.4, 198.51.100.7, 10.0.0.2"], &proxy),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            from("10.0.0.1", &["1.2.3.4", "198.51.100.7"], &proxy),
+            "198.51.100.7"
+        );
+        assert_eq!(from("10.0.0.1", &["junk, 10.0.0.3"], &proxy), "10.0.0.3");
+        assert_eq!(
+            from("10.0.0.1", &["198.51.100.7:4321"], &proxy),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            from("10.0.0.1", &["[2001:db8::7]:4321"], &proxy),
+            "2001:db8::7"
+        );
+        assert_eq!(from("10.0.0.1", &[], &proxy), "10.0.0.1");
+        // Not from the proxy: the header is ignored.
+        assert_eq!(from("192.0.2.1", &["198.51.100.7"], &proxy), "192.0.2.1");
+    }
+}

@@ -24,7 +24,9 @@ pub fn error_type(err: &ApiError) -> &'static str {
         | ApiError::PayloadTooLarge(_) => "ValidationException",
         ApiError::Unauthenticated | ApiError::PermissionDenied(_) => "PermissionException",
         ApiError::Conflict(_) => "InvalidStateException",
-        ApiError::LimitExceeded(_) | ApiError::QuotaExceeded { .. } => "LimitException",
+        ApiError::LimitExceeded(_)
+        | ApiError::QuotaExceeded { .. }
+        | ApiError::TooManyLoginAttempts { .. } => "LimitException",
         ApiError::ChecksumMismatch { .. }
         | ApiError::ImageTooLarge { .. }
         | ApiError::DecompressionLimit { .. }
@@ -56,7 +58,9 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         // would invite retries; 409 here means the resource's state).
         ApiError::PermissionDenied(_) | ApiError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
         ApiError::Conflict(_) | ApiError::Cancelled => StatusCode::CONFLICT,
-        ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::LimitExceeded(_) | ApiError::TooManyLoginAttempts { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         ApiError::FetchFailed(_) => StatusCode::BAD_GATEWAY,
         // The node's own disk is short of space: the platform's trouble, not the caller's.
         ApiError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,

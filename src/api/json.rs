@@ -18,10 +18,11 @@ use crate::state::AppState;
 pub async fn handle(
     State(state): State<AppState>,
     Path(operation): Path<String>,
+    client: auth::ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match call(state, &operation, &headers, body).await {
+    match call(state, &operation, &headers, client, body).await {
         Ok(value) => Json(value).into_response(),
         Err(err) => error_response(&err),
     }
@@ -31,9 +32,10 @@ async fn call(
     state: AppState,
     operation: &str,
     headers: &HeaderMap,
+    client: auth::ClientAddress,
     body: Body,
 ) -> ApiResult<Value> {
-    let caller = auth::authenticate(&state, headers).await?;
+    let caller = auth::authenticate(&state, headers, client).await?;
     let op = registry::find(operation)
         .ok_or_else(|| ApiError::UnknownOperation(operation.to_string()))?;
     let bytes = read_body(body).await?;
@@ -66,6 +68,11 @@ pub fn error_response(err: &ApiError) -> Response {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(auth::WWW_AUTHENTICATE),
         );
+    }
+    if let Some(seconds) = err.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }

@@ -164,32 +164,59 @@ struct CustomerRow {
     billing_entity_id: i64,
 }
 
-/// Checks an e-mail and password. Answers the same for an unknown e-mail as for a wrong
-/// password, and takes as long (a dummy hash is checked).
-pub async fn authenticate(db: &Db, email: &str, password: &str) -> ApiResult<Caller> {
+/// What checking a password against an e-mail needs, read from the database: the customer
+/// and its hash, or for an unknown e-mail a dummy hash, so that both cost the same.
+pub struct Login {
+    row: Option<CustomerRow>,
+}
+
+impl Login {
+    /// Checks the password. Answers the same for an unknown e-mail as for a wrong password,
+    /// and takes as long. CPU-heavy (argon2): call it off the async runtime.
+    pub fn check(self, password: &str) -> ApiResult<Caller> {
+        let hash = self
+            .row
+            .as_ref()
+            .map_or(DUMMY_HASH, |row| row.password_hash.as_str());
+        let ok = verify_password(password, hash);
+        match self.row {
+            Some(row) if ok => Ok(Caller {
+                customer_id: row.id,
+                customer_uuid: row.uuid,
+                billing_entity_id: row.billing_entity_id,
+                is_admin: row.is_admin != 0,
+            }),
+            _ => Err(ApiError::Unauthenticated),
+        }
+    }
+}
+
+/// Reads what checking a password for `email` needs.
+pub async fn find_login(db: &Db, email: &str) -> ApiResult<Login> {
     let row = sqlx::query_as::<_, CustomerRow>(
         "SELECT id, uuid, password_hash, is_admin, billing_entity_id FROM customers WHERE email = $1",
     )
     .bind(email.trim().to_ascii_lowercase())
     .fetch_optional(db.pool())
     .await?;
-    let hash = row
-        .as_ref()
-        .map(|r| r.password_hash.clone())
-        .unwrap_or_else(|| DUMMY_HASH.to_string());
-    let password = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await?;
-    match row {
-        Some(row) if ok => Ok(Caller {
-            customer_id: row.id,
-            customer_uuid: row.uuid,
-            billing_entity_id: row.billing_entity_id,
-            is_admin: row.is_admin != 0,
-        }),
-        _ => Err(ApiError::Unauthenticated),
-    }
+    Ok(Login { row })
 }
 
 /// An argon2id hash of a random password, checked for unknown e-mails so that they cost the
 /// same time as known ones.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0J6lrG3Hkqzqg3CpoC1y4m2hSxeHFzk2gf5m5zMVbhs";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unknown e-mail costs what a known one does only while the dummy hash has the
+    /// parameters real hashes get.
+    #[test]
+    fn the_dummy_hash_costs_what_a_real_one_does() {
+        let params = |hash: &str| hash.rsplitn(3, '$').nth(2).unwrap().to_string();
+        let real = hash_password("a password").unwrap();
+        assert_eq!(params(DUMMY_HASH), params(&real));
+        assert!(!verify_password("a password", DUMMY_HASH));
+    }
+}

@@ -26,6 +26,7 @@ pub mod publish;
 pub mod quota;
 pub mod server;
 pub mod snapshot;
+pub mod throttle;
 pub mod usage;
 pub mod validate;
 pub mod vdc;

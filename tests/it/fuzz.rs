@@ -144,7 +144,7 @@ fn bounded(op: &str, mut args: Map<String, Value>) -> Map<String, Value> {
 async fn ctx(backend: Backend) -> (Ctx, tempfile::TempDir, TestDatabase) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDatabase::new(backend, dir.path()).await;
-    let node = in_process_node(&db, &dir.path().join("node"), "fuzz").await;
+    let node = in_process_node(&db, &dir.path().join("node"), "fuzz", &[]).await;
     let state = node.state().clone();
     customer::create_customer(
         &state.db,
@@ -155,8 +155,10 @@ async fn ctx(backend: Backend) -> (Ctx, tempfile::TempDir, TestDatabase) {
     )
     .await
     .unwrap();
-    let caller = customer::authenticate(&state.db, "fuzz@example.com", "fuzz-password")
+    let caller = customer::find_login(&state.db, "fuzz@example.com")
         .await
+        .unwrap()
+        .check("fuzz-password")
         .unwrap();
     let ctx = Ctx { state, caller };
     seed(&ctx).await;

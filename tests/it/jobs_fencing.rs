@@ -28,8 +28,8 @@ struct TwoNodes {
 async fn two_nodes(backend: Backend) -> TwoNodes {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDatabase::new(backend, dir.path()).await;
-    let a = in_process_node(&db, &dir.path().join("a"), "node-a").await;
-    let b = in_process_node(&db, &dir.path().join("b"), "node-b").await;
+    let a = in_process_node(&db, &dir.path().join("a"), "node-a", &[]).await;
+    let b = in_process_node(&db, &dir.path().join("b"), "node-b", &[]).await;
     let made = customer::create_customer(
         &a.state().db,
         "alice@example.com",

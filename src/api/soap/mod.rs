@@ -14,15 +14,25 @@ use crate::error::{ApiError, ApiResult};
 use crate::ops::{Ctx, registry};
 use crate::state::AppState;
 
-pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match call(state, &headers, body).await {
+pub async fn handle(
+    State(state): State<AppState>,
+    client: auth::ClientAddress,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match call(state, &headers, client, body).await {
         Ok(xml) => xml_response(StatusCode::OK, xml),
         Err(err) => fault_response(&err),
     }
 }
 
-async fn call(state: AppState, headers: &HeaderMap, body: Body) -> ApiResult<String> {
-    let caller = auth::authenticate(&state, headers).await?;
+async fn call(
+    state: AppState,
+    headers: &HeaderMap,
+    client: auth::ClientAddress,
+    body: Body,
+) -> ApiResult<String> {
+    let caller = auth::authenticate(&state, headers, client).await?;
     let bytes = read_body(body).await?;
     let call = codec::read_call(xml::parse(&bytes)?)?;
     let op = registry::find(&call.operation)
@@ -43,11 +53,14 @@ fn xml_response(status: StatusCode, xml: String) -> Response {
 }
 
 /// SOAP 1.1 sends every fault with HTTP 500, except that a missing or wrong password is a
-/// plain 401 challenge, which HTTP clients (and PHP's SoapClient) understand.
+/// plain 401 challenge, which HTTP clients (and PHP's SoapClient) understand, and a refused
+/// login a 429 with `Retry-After`, which HTTP clients and proxies understand too (the fault
+/// in the body says the same, with its `errorCode`).
 pub fn fault_response(err: &ApiError) -> Response {
     let status = match err {
         ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ApiError::TooManyLoginAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut response = xml_response(status, codec::encode_fault(err));
@@ -56,6 +69,11 @@ pub fn fault_response(err: &ApiError) -> Response {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(auth::WWW_AUTHENTICATE),
         );
+    }
+    if let Some(seconds) = err.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }

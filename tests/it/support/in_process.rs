@@ -9,10 +9,16 @@ use extility::startup::Application;
 
 use super::TestDatabase;
 
-/// A node on `db` with its files in `data_dir`; it runs no workers (the test claims).
-pub async fn in_process_node(db: &TestDatabase, data_dir: &Path, node_id: &str) -> Application {
+/// A node on `db` with its files in `data_dir`, named `node_id`, with `extra` arguments of
+/// `serve`; it runs no workers and serves nothing (the test drives it).
+pub async fn in_process_node(
+    db: &TestDatabase,
+    data_dir: &Path,
+    node_id: &str,
+    extra: &[&str],
+) -> Application {
     let data_dir = data_dir.to_str().unwrap();
-    let cli = Cli::try_parse_from([
+    let mut args = vec![
         "extility",
         "serve",
         "--listen",
@@ -25,10 +31,10 @@ pub async fn in_process_node(db: &TestDatabase, data_dir: &Path, node_id: &str) 
         "none",
         "--node-id",
         node_id,
-    ])
-    .unwrap();
-    let Command::Serve(config) = cli.command else {
+    ];
+    args.extend_from_slice(extra);
+    let Command::Serve(config) = Cli::try_parse_from(args).unwrap().command else {
         unreachable!("parsed a serve command")
     };
-    Application::build(config).await.unwrap()
+    Application::build(*config).await.unwrap()
 }

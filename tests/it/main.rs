@@ -21,6 +21,7 @@ mod interface_docs;
 mod jobs_cluster;
 mod jobs_fencing;
 mod layers;
+mod provenance;
 mod qemu_driver;
 mod qemu_servers;
 mod quotas;

@@ -185,6 +185,9 @@ impl JobKind for CreateImageJob {
                     generate_password: self.generate_password,
                     volume_id: Some(volume_id),
                     source_job_id: Some(job.row.id),
+                    // Provenance: the copy carries the bits of the image the disk was made
+                    // from (its product offer and its publication's limits follow them).
+                    source_image_id: disk.image_id,
                 },
             )
             .await?;

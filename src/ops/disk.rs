@@ -4,7 +4,7 @@ use sqlx::AnyConnection;
 
 use super::image::ImageRow;
 use super::quota::{self, Need};
-use super::{Ctx, args, create_image, image, product_offer, usage, validate, vdc};
+use super::{Ctx, args, create_image, image, product_offer, provenance, usage, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
@@ -157,6 +157,9 @@ pub async fn disk_source(
         });
     }
     let image = image::usable_image(&mut *conn, &ctx.caller, image_id).await?;
+    // An image derived from another owner's is usable only while that owner still lets its
+    // bits reach the caller (revoking the source reaches every derivative).
+    provenance::ensure_usable(&mut *conn, image.id, ctx.customer_id()).await?;
     if image.size > capacity {
         return Err(ApiError::invalid(
             "image_id",
@@ -205,6 +208,8 @@ pub struct NewDisk<'a> {
     pub capacity: i64,
     pub media: &'a str,
     pub volume_id: i64,
+    /// The image whose bits the disk carries (its provenance): the one it is made from, or, for
+    /// a clone, its source disk's.
     pub image_id: Option<i64>,
     pub product_offer_id: Option<i64>,
     pub server_id: Option<i64>,

@@ -187,6 +187,8 @@ impl FetchDiskJob {
                         generate_password: true,
                         volume_id: Some(volume_id),
                         source_job_id: Some(job.row.id),
+                        // Fetched bits come from outside: the image is a root.
+                        source_image_id: None,
                     },
                 )
                 .await?

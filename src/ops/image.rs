@@ -24,8 +24,12 @@ wire_struct! {
         pub generate_password: bool,
         pub owner: String,
         pub visibility: String,
-        /// The product offer servers made from it are billed under, if any.
+        /// The product offer servers and disks made from it are billed under, if any: its own,
+        /// else the one of the nearest image its bits were copied from.
         pub product_offer_id: Option<i64>,
+        /// The image whose bits this one's were copied from (CreateImage of a disk made from
+        /// it), if any.
+        pub source_image_id: Option<i64>,
         pub created: Timestamp,
     }
 }
@@ -43,13 +47,23 @@ pub struct ImageRow {
     pub generate_password: i64,
     pub volume_id: Option<i64>,
     pub product_offer_id: Option<i64>,
+    pub source_image_id: Option<i64>,
     pub created: i64,
     pub owner_uuid: Option<String>,
     pub share_count: i64,
     pub public: i64,
+    /// The offer inherited from the image's source ([`with_inherited_offers`]), for an image
+    /// without one of its own.
+    #[sqlx(default)]
+    pub inherited_offer_id: Option<i64>,
 }
 
 impl ImageRow {
+    /// The product offer servers and disks made from the image are billed under.
+    pub fn billed_offer(&self) -> Option<i64> {
+        self.product_offer_id.or(self.inherited_offer_id)
+    }
+
     pub fn to_image(&self) -> Image {
         let visibility = if self.customer_id.is_none() {
             "platform"
@@ -73,23 +87,26 @@ impl ImageRow {
                 .clone()
                 .unwrap_or_else(|| "platform".to_string()),
             visibility: visibility.to_string(),
-            product_offer_id: self.product_offer_id,
+            product_offer_id: self.billed_offer(),
+            source_image_id: self.source_image_id,
             created: Timestamp(self.created),
         }
     }
 }
 
 // The columns of an [`ImageRow`], with the owner's uuid and how widely the image is shared.
+// Tombstones of deleted images (kept for provenance) are never selected.
 macro_rules! select_images {
     ($where:literal) => {
         concat!(
             "SELECT i.id, i.uuid, i.customer_id, i.name, i.size, i.media, i.default_username, \
-             i.generate_password, i.volume_id, i.product_offer_id, i.created, \
+             i.generate_password, i.volume_id, i.product_offer_id, i.source_image_id, i.created, \
              c.uuid AS owner_uuid, \
              (SELECT COUNT(*) FROM image_shares s WHERE s.image_id = i.id) AS share_count, \
              (SELECT COUNT(*) FROM image_shares s WHERE s.image_id = i.id \
                 AND s.target_kind = 'platform') AS public \
-             FROM images i LEFT JOIN customers c ON c.id = i.customer_id WHERE ",
+             FROM images i LEFT JOIN customers c ON c.id = i.customer_id \
+             WHERE i.deleted IS NULL AND ",
             $where
         )
     };
@@ -114,13 +131,36 @@ macro_rules! select_usable_images {
 }
 
 pub async fn list_images(ctx: &Ctx, _: args::ListImages) -> ApiResult<Vec<Image>> {
+    let mut conn = ctx.state.db.pool().acquire().await?;
     let rows: Vec<ImageRow> = sqlx::query_as(select_usable_images!("ORDER BY i.id"))
         .bind(ctx.caller.customer_id)
         .bind(&ctx.caller.customer_uuid)
         .bind(ctx.caller.billing_entity_id)
-        .fetch_all(ctx.state.db.pool())
+        .fetch_all(&mut *conn)
         .await?;
+    let rows = with_inherited_offers(&mut conn, rows).await?;
     Ok(rows.iter().map(ImageRow::to_image).collect())
+}
+
+/// Fills in the offer each image without one of its own inherits from its source
+/// (`provenance::inherited_offer`).
+async fn with_inherited_offers(
+    conn: &mut AnyConnection,
+    mut rows: Vec<ImageRow>,
+) -> ApiResult<Vec<ImageRow>> {
+    for row in &mut rows {
+        if row.product_offer_id.is_none() && row.source_image_id.is_some() {
+            row.inherited_offer_id =
+                super::provenance::inherited_offer(&mut *conn, row.source_image_id).await?;
+        }
+    }
+    Ok(rows)
+}
+
+/// One image row, with the offer it inherits filled in.
+async fn with_inherited_offer(conn: &mut AnyConnection, row: ImageRow) -> ApiResult<ImageRow> {
+    let mut rows = with_inherited_offers(conn, vec![row]).await?;
+    Ok(rows.remove(0))
 }
 
 /// An image the caller may make disks and servers from; NOT_FOUND otherwise.
@@ -129,23 +169,25 @@ pub async fn usable_image(
     caller: &Caller,
     image_id: i64,
 ) -> ApiResult<ImageRow> {
-    sqlx::query_as(select_usable_images!("AND i.id = $4"))
+    let row = sqlx::query_as(select_usable_images!("AND i.id = $4"))
         .bind(caller.customer_id)
         .bind(&caller.customer_uuid)
         .bind(caller.billing_entity_id)
         .bind(image_id)
-        .fetch_optional(conn)
+        .fetch_optional(&mut *conn)
         .await?
-        .ok_or(ApiError::not_found("image", image_id))
+        .ok_or(ApiError::not_found("image", image_id))?;
+    with_inherited_offer(conn, row).await
 }
 
 /// Any image by id, whoever owns it (for administrators and for re-reading after a change).
 pub async fn image_by_id(conn: &mut AnyConnection, image_id: i64) -> ApiResult<ImageRow> {
-    sqlx::query_as(select_images!("i.id = $1"))
+    let row = sqlx::query_as(select_images!("i.id = $1"))
         .bind(image_id)
-        .fetch_optional(conn)
+        .fetch_optional(&mut *conn)
         .await?
-        .ok_or(ApiError::not_found("image", image_id))
+        .ok_or(ApiError::not_found("image", image_id))?;
+    with_inherited_offer(conn, row).await
 }
 
 /// An image the caller may change (rename, delete, publish): its own, or, for an
@@ -186,11 +228,16 @@ pub async fn rename_image(ctx: &Ctx, a: args::RenameImage) -> ApiResult<Image> {
 
 /// Deletes an image. Disks and servers made from it keep working: they are thin clones of its
 /// volume, which lives on (`volumes::release`) until the last of them is gone.
+///
+/// The row stays as a tombstone (`deleted` set, no volume, no shares) that nothing lists or
+/// uses: what was derived from the image still finds its owner and its product offer
+/// (`provenance`).
 pub async fn delete_image(ctx: &Ctx, a: args::DeleteImage) -> ApiResult<i64> {
     let mut tx = ctx.state.db.begin_write().await?;
     let image = changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
     super::publish::unpublish_everywhere(&mut tx, image.id).await?;
-    sqlx::query("DELETE FROM images WHERE id = $1")
+    sqlx::query("UPDATE images SET deleted = $1, volume_id = NULL WHERE id = $2")
+        .bind(crate::db::now_ms())
         .bind(image.id)
         .execute(&mut *tx)
         .await?;
@@ -213,8 +260,11 @@ pub struct NewImage<'a> {
     pub default_username: Option<&'a str>,
     pub generate_password: bool,
     pub volume_id: Option<i64>,
-    /// The job that made it (CreateImage, FetchDisk): the image's provenance.
+    /// The job that made it (CreateImage, FetchDisk).
     pub source_job_id: Option<i64>,
+    /// The image whose bits it carries (CreateImage of a disk made from an image): its
+    /// provenance.
+    pub source_image_id: Option<i64>,
 }
 
 /// Inserts an image and returns it as the owner sees it.
@@ -223,8 +273,8 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
     let now = crate::db::now_ms();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO images (uuid, customer_id, name, size, media, default_username, \
-         generate_password, volume_id, source_job_id, created) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+         generate_password, volume_id, source_job_id, source_image_id, created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
     )
     .bind(&uuid)
     .bind(image.customer_id)
@@ -235,6 +285,7 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
     .bind(crate::db::flag(image.generate_password))
     .bind(image.volume_id)
     .bind(image.source_job_id)
+    .bind(image.source_image_id)
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
@@ -258,10 +309,13 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
         generate_password: crate::db::flag(image.generate_password),
         volume_id: image.volume_id,
         product_offer_id: None,
+        source_image_id: image.source_image_id,
         created: now,
         owner_uuid: owner,
         share_count: 0,
         public: 0,
+        inherited_offer_id: super::provenance::inherited_offer(&mut *conn, image.source_image_id)
+            .await?,
     }
     .to_image())
 }

@@ -22,6 +22,7 @@ pub mod fetch;
 pub mod image;
 pub mod job;
 pub mod product_offer;
+pub mod provenance;
 pub mod publish;
 pub mod quota;
 pub mod server;
@@ -105,15 +106,23 @@ operations! {
     /// Publishes one of the caller's images to a customer (its uuid), a billing entity (its
     /// uuid: every customer of it) or `platform` (every customer; administrators only unless
     /// the operator allows customers). Recipients can make servers and disks from it but not
-    /// change, delete or publish it. Returns 1.
-    PublishImage(image_id: i64, publish_to: String) -> result: i64 = publish::publish_image;
+    /// change, delete or publish it. `allow_republish` (optional, false for a new
+    /// publication; given again, it replaces the publication's) lets them publish the images
+    /// they make of disks made from it; without it, publishing such an image is
+    /// PERMISSION_DENIED. An image derived from one published to the caller is published only
+    /// if that image's owner allowed it. Returns 1.
+    PublishImage(image_id: i64, publish_to: String, allow_republish: Option<bool>) -> result: i64 =
+        publish::publish_image;
     /// Undoes a PublishImage: the recipients can no longer make servers or disks from the
-    /// image; what they made already is untouched. Returns 1.
+    /// image, nor anyone from the images they derived from it; what was made already is
+    /// untouched. Returns 1.
     RevokeImage(image_id: i64, publish_to: String) -> result: i64 = publish::revoke_image;
-    /// Lists whom one of the caller's images is published to.
+    /// Lists whom one of the caller's images is published to (uuids and names, never e-mail
+    /// addresses), and whether each publication allows re-publication.
     ListImageShares(image_id: i64) -> shares: Vec<ImageShare> = publish::list_image_shares;
     /// Administrators: bills servers made from an image under an `image` product offer (0
-    /// removes it). Each such server then records a usage line.
+    /// removes it). Each such server then records a usage line, and so does each server made
+    /// from an image derived from it that has no offer of its own.
     SetImageProductOffer(image_id: i64, product_offer_id: i64) -> image: Image =
         billing::set_image_product_offer;
     /// Lists the disks of a VDC.

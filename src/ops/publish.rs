@@ -6,11 +6,15 @@
 //! ListImages and make servers and disks from it; only the owner changes, deletes, publishes or
 //! revokes it (`image::changeable_image`). Revoking stops new use: servers and disks already
 //! made are thin clones of the image's volume, which lives on while they do.
+//!
+//! A publication may allow re-publication (`allow_republish`): only then may its recipients
+//! publish the images they make (CreateImage) of disks made from it. Revoking it stops new use
+//! of those derivatives too, whoever they reached (`provenance`).
 
 use sqlx::AnyConnection;
 
 use super::image::{self, ImageRow};
-use super::{Ctx, args};
+use super::{Ctx, args, provenance};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
 
@@ -87,6 +91,9 @@ pub async fn publish_image(ctx: &Ctx, a: args::PublishImage) -> ApiResult<i64> {
     let mut tx = ctx.state.db.begin_write().await?;
     let image = image::changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
     ensure_customer_image(&image)?;
+    // An image derived from an image another owner published to the caller goes no further
+    // than that owner allows.
+    provenance::ensure_may_publish(&mut tx, image.id).await?;
     let (kind, target) = match audience {
         Audience::Platform => ("platform", PLATFORM.to_string()),
         Audience::Uuid(uuid) => {
@@ -100,15 +107,21 @@ pub async fn publish_image(ctx: &Ctx, a: args::PublishImage) -> ApiResult<i64> {
             (kind, uuid)
         }
     };
-    // Publishing twice to the same audience is not an error: the image simply stays published.
+    // Publishing twice to the same audience is not an error: the image simply stays published,
+    // and `allow_republish`, when given, replaces what the publication allowed (left out, it
+    // stays as it was; a new publication does not allow re-publication).
+    let allow = a.allow_republish.map(crate::db::flag);
     sqlx::query(
-        "INSERT INTO image_shares (image_id, target_kind, target_uuid, created) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (image_id, target_kind, target_uuid) DO NOTHING",
+        "INSERT INTO image_shares (image_id, target_kind, target_uuid, created, allow_republish) \
+         VALUES ($1, $2, $3, $4, COALESCE($5, 0)) \
+         ON CONFLICT (image_id, target_kind, target_uuid) \
+         DO UPDATE SET allow_republish = COALESCE($5, image_shares.allow_republish)",
     )
     .bind(image.id)
     .bind(kind)
     .bind(&target)
     .bind(now_ms())
+    .bind(allow)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -168,12 +181,15 @@ mod tests {
 crate::wire_struct! {
     /// Whom an image is published to: `kind` is `customer`, `billing_entity` or `platform`;
     /// `uuid` is the customer's or billing entity's uuid (`platform` for the platform) and
-    /// `name` the customer's e-mail or the billing entity's name.
+    /// `name` the billing entity's name, the customer's uuid (never an e-mail address) or
+    /// "the whole platform". `allow_republish`: whether the recipients may publish the images
+    /// they derive from it.
     pub struct ImageShare as "ImageShare" {
         pub image_id: i64,
         pub kind: String,
         pub uuid: String,
         pub name: String,
+        pub allow_republish: bool,
         pub created: crate::ops::wire::Timestamp,
     }
 }
@@ -182,32 +198,32 @@ crate::wire_struct! {
 pub async fn list_image_shares(ctx: &Ctx, a: args::ListImageShares) -> ApiResult<Vec<ImageShare>> {
     let mut conn = ctx.state.db.pool().acquire().await?;
     let image = image::changeable_image(&mut conn, &ctx.caller, a.image_id).await?;
-    let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+    // Customers are named by their uuid: an e-mail address is a login, not a name to show.
+    let rows: Vec<(String, String, Option<String>, i64, i64)> = sqlx::query_as(
         "SELECT s.target_kind, s.target_uuid, \
-         COALESCE((SELECT email FROM customers c WHERE s.target_kind = 'customer' \
-                     AND c.uuid = s.target_uuid), \
-                  (SELECT name FROM billing_entities b WHERE s.target_kind = 'billing_entity' \
-                     AND b.uuid = s.target_uuid)), \
-         s.created FROM image_shares s WHERE s.image_id = $1 ORDER BY s.id",
+         (SELECT name FROM billing_entities b WHERE s.target_kind = 'billing_entity' \
+            AND b.uuid = s.target_uuid), \
+         s.allow_republish, s.created FROM image_shares s WHERE s.image_id = $1 ORDER BY s.id",
     )
     .bind(image.id)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(kind, uuid, name, created)| ImageShare {
-            image_id: image.id,
-            name: name.unwrap_or_else(|| {
-                if kind == "platform" {
-                    "the whole platform".to_string()
-                } else {
-                    String::new()
-                }
-            }),
-            kind,
-            uuid,
-            created: crate::ops::wire::Timestamp(created),
-        })
+        .map(
+            |(kind, uuid, entity_name, allow_republish, created)| ImageShare {
+                image_id: image.id,
+                name: match kind.as_str() {
+                    "platform" => "the whole platform".to_string(),
+                    "billing_entity" => entity_name.unwrap_or_default(),
+                    _ => uuid.clone(),
+                },
+                kind,
+                uuid,
+                allow_republish: allow_republish != 0,
+                created: crate::ops::wire::Timestamp(created),
+            },
+        )
         .collect())
 }
 

@@ -214,12 +214,13 @@ pub async fn used(conn: &mut AnyConnection, customer_id: i64, quota: QuotaName) 
     .map(ServerStatus::code);
     let used = match quota {
         QuotaName::StorageBytes => {
-            // Disks, own images, and the disks unfinished CreateImage jobs are copying (each
+            // Disks, own images (not tombstones of deleted ones), and the disks unfinished CreateImage jobs are copying (each
             // job's item; the image will have the disk's capacity). A job whose result is
             // committed (it has not ended yet) counts through the image it made, not twice.
             let made: i64 = sqlx::query_scalar(
                 "SELECT CAST(COALESCE((SELECT SUM(capacity) FROM disks WHERE customer_id = $1), 0) \
-                 + COALESCE((SELECT SUM(size) FROM images WHERE customer_id = $1), 0) \
+                 + COALESCE((SELECT SUM(size) FROM images WHERE customer_id = $1 \
+                   AND deleted IS NULL), 0) \
                  + COALESCE((SELECT SUM(d.capacity) FROM jobs j JOIN disks d ON d.id = j.item_id \
                    WHERE j.customer_id = $1 AND j.job_type = $5 AND j.item_type = 'disk' \
                    AND j.status IN ($2, $3, $4) AND j.result_committed = 0), 0) AS BIGINT)",

@@ -4,7 +4,9 @@
 //! is instant and thin: the volume the disk was writing becomes the snapshot's (nothing writes
 //! it again), and the disk carries on in a new, empty qcow2 overlay on top of it.
 //!
-//! A clone is a new disk: an overlay on the snapshot's volume.
+//! A clone is a new disk: an overlay on the snapshot's volume. It carries the bits, and so the
+//! provenance, of its disk: the image the disk was made from (`provenance`), under whose
+//! product offer the clone records a usage line like a disk made from that image.
 //!
 //! Reverting must not point the disk at the snapshot's volume itself (the guest's writes would
 //! then change the snapshot, and a second revert would not go back to it), nor copy the
@@ -17,7 +19,7 @@ use sqlx::AnyConnection;
 
 use super::disk::{self, Disk, NewDisk};
 use super::quota::{self, Need};
-use super::{Ctx, args, create_image, server, validate, vdc};
+use super::{Ctx, args, create_image, server, usage, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
@@ -267,6 +269,11 @@ pub async fn clone_disk(ctx: &Ctx, a: args::CloneDisk) -> ApiResult<Disk> {
             },
         )
         .await?;
+        // The clone carries the bits of the image its disk was made from: billed likewise.
+        if let Some(image_id) = source.image_id {
+            let user = usage::ImageUser::Disk(clone.id);
+            usage::record_inherited_use(&mut tx, customer_id, image_id, user).await?;
+        }
         tx.commit().await?;
         Ok(clone.to_disk())
     }

@@ -1,7 +1,11 @@
 //! Usage: what a customer is billed for, and the only module that writes `usage_records`. A
-//! server or disk made from an image that carries a product offer records an `image_use` line
-//! (quantity 1); FetchDisk records `bytes_fetched` lines (quantity in bytes). ListUsage shows a
-//! customer its own lines.
+//! server or disk made from an image that is billed records an `image_use` line (quantity 1),
+//! and so does a disk cloned from a snapshot of such a disk; FetchDisk records `bytes_fetched`
+//! lines (quantity in bytes). ListUsage shows a customer its own lines.
+//!
+//! Billing follows the bits: an image without a product offer of its own is billed under the
+//! nearest one up its lineage (`provenance`), so a copy of a copy of a billed image records its
+//! lines under the original's offer, naming the image that was used.
 
 use sqlx::AnyConnection;
 
@@ -13,9 +17,10 @@ use crate::ops::wire::Timestamp;
 use crate::wire_struct;
 
 wire_struct! {
-    /// One usage line. `kind` is `image_use` (a server, or a disk by CreateDisk, made from an
-    /// image with a product offer; `quantity` 1) or `bytes_fetched` (a FetchDisk transfer;
-    /// `quantity` in bytes).
+    /// One usage line. `kind` is `image_use` (a server, or a disk by CreateDisk or CloneDisk,
+    /// made from a billed image: `image_id` is the image used, `product_offer_id` the offer it
+    /// is billed under, its own or inherited from the image it was copied from; `quantity` 1)
+    /// or `bytes_fetched` (a FetchDisk transfer; `quantity` in bytes).
     /// `image_name` is empty once the image has been deleted.
     pub struct UsageRecord as "UsageRecord" {
         pub usage_id: i64,
@@ -39,18 +44,41 @@ pub enum ImageUser {
 }
 
 /// Records the use of an image by a new server or disk, when the image is billed (has a
-/// product offer). Runs in the transaction that makes the server or disk.
+/// product offer of its own or inherited: [`ImageRow::billed_offer`]). Runs in the transaction
+/// that makes the server or disk.
 pub async fn record_image_use(
     conn: &mut AnyConnection,
     customer_id: i64,
     image: &ImageRow,
     user: ImageUser,
 ) -> ApiResult<()> {
+    record_use(conn, customer_id, image.id, image.billed_offer(), user).await
+}
+
+/// Records the use of the bits of image `image_id` (which may have been deleted since) by a
+/// new disk that copies a disk made from it (CloneDisk), when they are billed.
+pub async fn record_inherited_use(
+    conn: &mut AnyConnection,
+    customer_id: i64,
+    image_id: i64,
+    user: ImageUser,
+) -> ApiResult<()> {
+    let offer = super::provenance::billed_offer(&mut *conn, image_id).await?;
+    record_use(conn, customer_id, image_id, offer, user).await
+}
+
+async fn record_use(
+    conn: &mut AnyConnection,
+    customer_id: i64,
+    image_id: i64,
+    product_offer_id: Option<i64>,
+    user: ImageUser,
+) -> ApiResult<()> {
     let (server_id, disk_id) = match user {
         ImageUser::Server(id) => (Some(id), None),
         ImageUser::Disk(id) => (None, Some(id)),
     };
-    let Some(product_offer_id) = image.product_offer_id else {
+    let Some(product_offer_id) = product_offer_id else {
         return Ok(());
     };
     sqlx::query(
@@ -58,7 +86,7 @@ pub async fn record_image_use(
          disk_id, quantity, created) VALUES ($1, 'image_use', $2, $3, $4, $5, 1, $6)",
     )
     .bind(customer_id)
-    .bind(image.id)
+    .bind(image_id)
     .bind(product_offer_id)
     .bind(server_id)
     .bind(disk_id)
@@ -116,7 +144,8 @@ pub async fn list_usage(ctx: &Ctx, a: args::ListUsage) -> ApiResult<Vec<UsageRec
     }
     let rows: Vec<UsageRow> = sqlx::query_as(
         "SELECT u.id, u.kind, u.image_id, i.name AS image_name, u.product_offer_id, u.server_id, u.disk_id, u.job_id, \
-         u.quantity, u.created FROM usage_records u LEFT JOIN images i ON i.id = u.image_id \
+         u.quantity, u.created FROM usage_records u \
+         LEFT JOIN images i ON i.id = u.image_id AND i.deleted IS NULL \
          WHERE u.customer_id = $1 AND u.created >= $2 AND u.created < $3 \
          ORDER BY u.created, u.id",
     )

@@ -22,6 +22,7 @@ mod jobs_cluster;
 mod jobs_fencing;
 mod layers;
 mod login_throttling;
+mod provenance;
 mod qemu_driver;
 mod qemu_servers;
 mod quotas;

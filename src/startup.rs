@@ -1,5 +1,6 @@
 //! Building and running a serving node.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::fetch::FetchTls;
 use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
 use crate::jobs::{ConcurrencyLimits, JobQueue, QueueConfig, worker};
+use crate::ops::audit::AuditLog;
 use crate::ops::credentials::CredentialCache;
 use crate::ops::quota::{Limits, QuotaName};
 use crate::ops::{catalogue, job, server};
@@ -213,6 +215,7 @@ impl Application {
                 transfers_per_customer: config.max_fetches_per_customer.max(1),
             },
         });
+        let audit = AuditLog::start(db.clone());
         let state = AppState::new(Inner {
             config,
             db,
@@ -220,6 +223,7 @@ impl Application {
             hypervisor,
             jobs,
             credentials: CredentialCache::default(),
+            audit,
             fetch_tls,
             local_url,
             quota_defaults,
@@ -272,7 +276,8 @@ impl Application {
             hypervisor = state.hypervisor.name(),
             "serving"
         );
-        let router = api::router(state.clone());
+        // The peer's address is what the audit trail records a call as coming from.
+        let router = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {

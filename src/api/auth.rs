@@ -6,7 +6,7 @@ use axum::http::header::AUTHORIZATION;
 use base64::Engine;
 
 use crate::error::{ApiError, ApiResult};
-use crate::ops::{Caller, credentials};
+use crate::ops::{Caller, Origin, audit, credentials};
 use crate::state::AppState;
 
 /// Reads `Authorization: Basic ...` into an e-mail and a password.
@@ -30,10 +30,19 @@ fn basic_credentials(headers: &HeaderMap) -> ApiResult<(String, String)> {
     Ok((email.to_string(), password.to_string()))
 }
 
-/// Who is calling, from the request's Basic credentials.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+/// Who is calling, from the request's Basic credentials. Credentials that were given and are
+/// wrong are a failed login for the audit trail (no credentials at all are not a login).
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    origin: Origin,
+) -> ApiResult<Caller> {
     let (email, password) = basic_credentials(headers)?;
-    credentials::authenticate(state, &email, &password).await
+    let caller = credentials::authenticate(state, &email, &password).await;
+    if let Err(ApiError::Unauthenticated) = caller {
+        audit::failed_login(state, &email, origin);
+    }
+    caller
 }
 
 /// The header a 401 carries.

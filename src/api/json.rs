@@ -9,19 +9,24 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::{auth, read_body};
+use super::{ClientAddress, auth, read_body};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::WireType;
-use crate::ops::{Ctx, registry};
+use crate::ops::{Ctx, Origin, Via, registry};
 use crate::state::AppState;
 
 pub async fn handle(
     State(state): State<AppState>,
     Path(operation): Path<String>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match call(state, &operation, &headers, body).await {
+    let origin = Origin {
+        address,
+        via: Via::Json,
+    };
+    match call(state, &operation, origin, &headers, body).await {
         Ok(value) => Json(value).into_response(),
         Err(err) => error_response(&err),
     }
@@ -30,10 +35,11 @@ pub async fn handle(
 async fn call(
     state: AppState,
     operation: &str,
+    origin: Origin,
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<Value> {
-    let caller = auth::authenticate(&state, headers).await?;
+    let caller = auth::authenticate(&state, headers, origin).await?;
     let op = registry::find(operation)
         .ok_or_else(|| ApiError::UnknownOperation(operation.to_string()))?;
     let bytes = read_body(body).await?;
@@ -50,7 +56,11 @@ async fn call(
             Err(e) => return Err(ApiError::MalformedRequest(format!("invalid JSON: {e}"))),
         }
     };
-    let ctx = Ctx { state, caller };
+    let ctx = Ctx {
+        state,
+        caller,
+        origin,
+    };
     let result = (op.call)(&ctx, args).await?;
     Ok(match op.result {
         WireType::Struct(_) | WireType::Array(_) => result,

@@ -8,8 +8,13 @@ pub mod openapi;
 pub mod soap;
 pub mod wsdl;
 
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+
 use axum::Router;
 use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
@@ -31,6 +36,23 @@ pub fn router(state: AppState) -> Router {
         // SOAP faults travel as HTTP 500 by the standard: they are not server failures to log.
         .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
+}
+
+/// The address of the client a request came from (the TCP peer), when the server was started
+/// with connect info (`startup` does); never a header a client could set.
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(ClientAddress(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip().to_canonical()),
+        ))
+    }
 }
 
 /// Reads a request body of at most [`MAX_BODY_BYTES`].

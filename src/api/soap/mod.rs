@@ -9,26 +9,44 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{auth, read_body};
+use super::{ClientAddress, auth, read_body};
 use crate::error::{ApiError, ApiResult};
-use crate::ops::{Ctx, registry};
+use crate::ops::{Ctx, Origin, Via, registry};
 use crate::state::AppState;
 
-pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match call(state, &headers, body).await {
+pub async fn handle(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let origin = Origin {
+        address,
+        via: Via::Soap,
+    };
+    match call(state, origin, &headers, body).await {
         Ok(xml) => xml_response(StatusCode::OK, xml),
         Err(err) => fault_response(&err),
     }
 }
 
-async fn call(state: AppState, headers: &HeaderMap, body: Body) -> ApiResult<String> {
-    let caller = auth::authenticate(&state, headers).await?;
+async fn call(
+    state: AppState,
+    origin: Origin,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<String> {
+    let caller = auth::authenticate(&state, headers, origin).await?;
     let bytes = read_body(body).await?;
     let call = codec::read_call(xml::parse(&bytes)?)?;
     let op = registry::find(&call.operation)
         .ok_or_else(|| ApiError::UnknownOperation(call.operation.clone()))?;
     let args = codec::decode_args(op, &call)?;
-    let ctx = Ctx { state, caller };
+    let ctx = Ctx {
+        state,
+        caller,
+        origin,
+    };
     let result = (op.call)(&ctx, args).await?;
     Ok(codec::encode_response(op, &result))
 }

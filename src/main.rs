@@ -3,7 +3,7 @@ use tracing_subscriber::EnvFilter;
 
 use extility::config::{BillingEntityCommand, Cli, Command, CustomerCommand};
 use extility::ops::quota::{self, QuotaChange, QuotaName};
-use extility::ops::{billing, customer};
+use extility::ops::{audit, billing, customer};
 use extility::startup::{Application, open_database, parse_quota};
 
 #[tokio::main]
@@ -34,8 +34,13 @@ async fn main() -> anyhow::Result<()> {
             let database = open_database(&db.data_dir, &db.database_url()).await?;
             let made =
                 customer::create_customer(&database, &email, &password, admin, &billing_entity)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
+                    .await;
+            let ids = match &made {
+                Ok(made) => vec![("customer_id", made.customer_id), ("vdc_id", made.vdc_id)],
+                Err(_) => Vec::new(),
+            };
+            audit::record_command(&database, "customer add", &ids, &made).await;
+            let made = made.map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
             println!("customer_id={}", made.customer_id);
             println!("customer_uuid={}", made.customer_uuid);
             println!("billing_entity_uuid={}", made.billing_entity_uuid);
@@ -88,9 +93,18 @@ async fn main() -> anyhow::Result<()> {
                 changes.push(QuotaChange::Unset(quota));
             }
             let database = open_database(&db.data_dir, &db.database_url()).await?;
-            let own = quota::set_customer_quotas(&database, &email, &changes)
+            let own = quota::set_customer_quotas(&database, &email, &changes).await;
+            let mut conn = database.pool().acquire().await?;
+            let ids: Vec<_> = customer::id_by_email(&mut conn, &email)
                 .await
-                .map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
+                .ok()
+                .flatten()
+                .map(|id| ("customer_id", id))
+                .into_iter()
+                .collect();
+            drop(conn);
+            audit::record_command(&database, "customer set-quota", &ids, &own).await;
+            let own = own.map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
             // The customer's own limits; the others are the server's defaults (`--quota-*`).
             for quota in QuotaName::ALL {
                 let shown = match own.iter().find(|(q, _)| *q == quota) {
@@ -104,9 +118,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::BillingEntity(BillingEntityCommand::Add { name, db }) => {
             let database = open_database(&db.data_dir, &db.database_url()).await?;
-            let made = billing::create_billing_entity(&database, &name)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
+            let made = billing::create_billing_entity(&database, &name).await;
+            let ids: Vec<_> = made
+                .as_ref()
+                .map(|made| ("billing_entity_id", made.id))
+                .into_iter()
+                .collect();
+            audit::record_command(&database, "billing-entity add", &ids, &made).await;
+            let made = made.map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
             println!("billing_entity_id={}", made.id);
             println!("billing_entity_uuid={}", made.uuid);
             Ok(())

@@ -1,5 +1,6 @@
 //! Building and running a serving node.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::fetch::FetchTls;
 use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
 use crate::jobs::{ConcurrencyLimits, JobQueue, QueueConfig, worker};
+use crate::ops::audit::AuditLog;
 use crate::ops::credentials::CredentialCache;
 use crate::ops::quota::{Limits, QuotaName};
 use crate::ops::throttle::LoginLimits;
@@ -221,6 +223,7 @@ impl Application {
             queue: config.login_queue,
             ..LoginLimits::default()
         });
+        let audit = AuditLog::start(db.clone());
         let state = AppState::new(Inner {
             config,
             db,
@@ -228,6 +231,7 @@ impl Application {
             hypervisor,
             jobs,
             credentials,
+            audit,
             fetch_tls,
             local_url,
             quota_defaults,
@@ -280,13 +284,11 @@ impl Application {
             hypervisor = state.hypervisor.name(),
             "serving"
         );
-        let router = api::router(state.clone());
+        // The client's address counts failed logins (`ops::throttle`) and is what the audit
+        // trail records a call as coming from.
+        let router = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
-        // The client's address counts logins (`ops::throttle`).
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
+        axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             stop.cancel();

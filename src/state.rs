@@ -1,5 +1,6 @@
 //! The application state every request handler and job shares: the configuration and the
-//! engines the operation layer drives (database, storage, hypervisor, job queue).
+//! engines the operation layer drives (database, storage, hypervisor, job queue), and the
+//! audit trail's queue of failed logins.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use crate::db::Db;
 use crate::fetch::FetchTls;
 use crate::hypervisor::Hypervisor;
 use crate::jobs::JobQueue;
+use crate::ops::audit::AuditLog;
 use crate::ops::credentials::CredentialCache;
 use crate::ops::quota;
 use crate::storage::Storage;
@@ -23,6 +25,8 @@ pub struct Inner {
     pub hypervisor: Arc<dyn Hypervisor>,
     pub jobs: JobQueue,
     pub credentials: CredentialCache,
+    /// The failed logins waiting for the audit trail's writer.
+    pub audit: AuditLog,
     /// What https and ftps fetches trust: the system's roots and `--fetch-ca-file`.
     pub fetch_tls: FetchTls,
     /// `http://<address this node is bound to>`.

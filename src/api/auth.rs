@@ -13,7 +13,7 @@ use base64::Engine;
 use ipnet::IpNet;
 
 use crate::error::{ApiError, ApiResult};
-use crate::ops::{Caller, credentials};
+use crate::ops::{Caller, Origin, Via, audit, credentials};
 use crate::state::AppState;
 
 /// Reads `Authorization: Basic ...` into an e-mail and a password.
@@ -37,14 +37,20 @@ fn basic_credentials(headers: &HeaderMap) -> ApiResult<(String, String)> {
     Ok((email.to_string(), password.to_string()))
 }
 
-/// Who is calling, from the request's Basic credentials.
+/// Who is calling, from the request's Basic credentials. Credentials that were given and are
+/// wrong are a failed login for the audit trail (no credentials at all are not a login).
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-    client: ClientAddress,
+    origin: Origin,
 ) -> ApiResult<Caller> {
     let (email, password) = basic_credentials(headers)?;
-    credentials::authenticate(state, &email, &password, client.0).await
+    let address = origin.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let caller = credentials::authenticate(state, &email, &password, address).await;
+    if let Err(ApiError::Unauthenticated) = caller {
+        audit::failed_login(state, &email, origin);
+    }
+    caller
 }
 
 /// The address a request comes from, as failed logins are counted: the peer's, or, when the
@@ -53,6 +59,17 @@ pub async fn authenticate(
 /// client's to write).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddress(pub IpAddr);
+
+impl ClientAddress {
+    /// Where a call comes from, for the audit trail (no address when the server runs without
+    /// connection info).
+    pub fn origin(self, via: Via) -> Origin {
+        Origin {
+            address: (!self.0.is_unspecified()).then_some(self.0),
+            via,
+        }
+    }
+}
 
 impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = Infallible;

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::{auth, read_body};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::WireType;
-use crate::ops::{Ctx, registry};
+use crate::ops::{Ctx, Origin, Via, registry};
 use crate::state::AppState;
 
 pub async fn handle(
@@ -22,7 +22,8 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match call(state, &operation, &headers, client, body).await {
+    let origin = client.origin(Via::Json);
+    match call(state, &operation, origin, &headers, body).await {
         Ok(value) => Json(value).into_response(),
         Err(err) => error_response(&err),
     }
@@ -31,11 +32,11 @@ pub async fn handle(
 async fn call(
     state: AppState,
     operation: &str,
+    origin: Origin,
     headers: &HeaderMap,
-    client: auth::ClientAddress,
     body: Body,
 ) -> ApiResult<Value> {
-    let caller = auth::authenticate(&state, headers, client).await?;
+    let caller = auth::authenticate(&state, headers, origin).await?;
     let op = registry::find(operation)
         .ok_or_else(|| ApiError::UnknownOperation(operation.to_string()))?;
     let bytes = read_body(body).await?;
@@ -52,7 +53,11 @@ async fn call(
             Err(e) => return Err(ApiError::MalformedRequest(format!("invalid JSON: {e}"))),
         }
     };
-    let ctx = Ctx { state, caller };
+    let ctx = Ctx {
+        state,
+        caller,
+        origin,
+    };
     let result = (op.call)(&ctx, args).await?;
     Ok(match op.result {
         WireType::Struct(_) | WireType::Array(_) => result,

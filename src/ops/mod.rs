@@ -8,10 +8,15 @@
 //! An `Option` argument may be omitted or sent as nil / null; an optional number also takes -1
 //! as "not given" ([`wire::FromArg::means_not_given`]), for clients such as Axis whose stubs
 //! map `xsd:long` to a primitive that cannot be nil.
+//!
+//! Each row of the table says whether the operation only reads (`read`) or changes something
+//! (`write`); every call of a `write` operation leaves one row in the audit trail
+//! ([`audit`]), whatever its outcome.
 
 pub mod registry;
 pub mod wire;
 
+pub mod audit;
 pub mod billing;
 pub mod catalogue;
 pub mod create_image;
@@ -38,6 +43,7 @@ use crate::state::AppState;
 use registry::operations;
 use wire::Timestamp;
 
+pub use audit::{AuditEvent, Origin, Via};
 pub use customer::Customer;
 pub use disk::Disk;
 pub use image::Image;
@@ -60,10 +66,12 @@ pub struct Caller {
     pub is_admin: bool,
 }
 
-/// Everything an operation needs: the application and who is calling.
+/// Everything an operation needs: the application, who is calling, and from where.
 pub struct Ctx {
     pub state: AppState,
     pub caller: Caller,
+    /// The adapter and the client's address, which the audit trail records.
+    pub origin: Origin,
 }
 
 impl Ctx {
@@ -74,35 +82,35 @@ impl Ctx {
 
 operations! {
     /// Lists the caller's virtual data centres.
-    ListVDCs() -> vdcs: Vec<Vdc> = vdc::list_vdcs;
+    read ListVDCs() -> vdcs: Vec<Vdc> = vdc::list_vdcs;
     /// Creates a virtual data centre.
-    CreateVDC(vdc_name: String) -> vdc: Vdc = vdc::create_vdc;
+    write CreateVDC(vdc_name: String) -> vdc: Vdc = vdc::create_vdc;
     /// Lists the VLANs of a VDC.
-    ListVLANs(vdc_id: i64) -> vlans: Vec<Vlan> = vlan::list_vlans;
+    read ListVLANs(vdc_id: i64) -> vlans: Vec<Vlan> = vlan::list_vlans;
     /// Creates a VLAN in a VDC.
-    CreateVLAN(vdc_id: i64, vlan_name: String) -> vlan: Vlan = vlan::create_vlan;
+    write CreateVLAN(vdc_id: i64, vlan_name: String) -> vlan: Vlan = vlan::create_vlan;
     /// Lists product offers of a type (`server`, `disk`, `image`), or the server and disk offers
     /// when the type is empty.
-    ListProductOffers(r#type: Option<String>) -> product_offers: Vec<ProductOffer> =
+    read ListProductOffers(r#type: Option<String>) -> product_offers: Vec<ProductOffer> =
         product_offer::list_product_offers;
     /// Lists the images the caller may use: its own, those published to it (`owner` says by
     /// whom), and platform images.
-    ListImages() -> images: Vec<Image> = image::list_images;
+    read ListImages() -> images: Vec<Image> = image::list_images;
     /// Makes a private image of a disk whose server is stopped: a byte-for-byte copy that keeps
     /// no reference to the disk and takes space in proportion to the data. Until the job ends
     /// the disk's server cannot start and the disk cannot be deleted or reverted. Returns a job
     /// id; the job's item is the new image once it has succeeded.
-    CreateImage(
+    write CreateImage(
         disk_id: i64,
         name: String,
         default_username: Option<String>,
         generate_password: bool,
     ) -> job_id: i64 = create_image::create_image;
     /// Renames one of the caller's images.
-    RenameImage(image_id: i64, name: String) -> image: Image = image::rename_image;
+    write RenameImage(image_id: i64, name: String) -> image: Image = image::rename_image;
     /// Deletes one of the caller's images. Disks and servers made from it are not affected.
     /// Returns 1.
-    DeleteImage(image_id: i64) -> result: i64 = image::delete_image;
+    write DeleteImage(image_id: i64) -> result: i64 = image::delete_image;
     /// Publishes one of the caller's images to a customer (its uuid), a billing entity (its
     /// uuid: every customer of it) or `platform` (every customer; administrators only unless
     /// the operator allows customers). Recipients can make servers and disks from it but not
@@ -111,50 +119,54 @@ operations! {
     /// they make of disks made from it; without it, publishing such an image is
     /// PERMISSION_DENIED. An image derived from one published to the caller is published only
     /// if that image's owner allowed it. Returns 1.
-    PublishImage(image_id: i64, publish_to: String, allow_republish: Option<bool>) -> result: i64 =
+    write PublishImage(image_id: i64, publish_to: String, allow_republish: Option<bool>) -> result: i64 =
         publish::publish_image;
     /// Undoes a PublishImage: the recipients can no longer make servers or disks from the
     /// image, nor anyone from the images they derived from it; what was made already is
     /// untouched. Returns 1.
-    RevokeImage(image_id: i64, publish_to: String) -> result: i64 = publish::revoke_image;
+    write RevokeImage(image_id: i64, publish_to: String) -> result: i64 = publish::revoke_image;
     /// Lists whom one of the caller's images is published to (uuids and names, never e-mail
     /// addresses), and whether each publication allows re-publication.
-    ListImageShares(image_id: i64) -> shares: Vec<ImageShare> = publish::list_image_shares;
+    read ListImageShares(image_id: i64) -> shares: Vec<ImageShare> = publish::list_image_shares;
     /// Administrators: bills servers made from an image under an `image` product offer (0
     /// removes it). Each such server then records a usage line, and so does each server made
     /// from an image derived from it that has no offer of its own.
-    SetImageProductOffer(image_id: i64, product_offer_id: i64) -> image: Image =
+    write SetImageProductOffer(image_id: i64, product_offer_id: i64) -> image: Image =
         billing::set_image_product_offer;
     /// Lists the disks of a VDC.
-    ListDisks(vdc_id: i64) -> disks: Vec<Disk> = disk::list_disks;
+    read ListDisks(vdc_id: i64) -> disks: Vec<Disk> = disk::list_disks;
     /// Returns one disk.
-    GetDisk(disk_id: i64) -> disk: Disk = disk::get_disk;
+    read GetDisk(disk_id: i64) -> disk: Disk = disk::get_disk;
     /// Creates a disk sized by a disk product offer: blank when `image_id` is 0, otherwise a
     /// thin copy of the image.
-    CreateDisk(vdc_id: i64, name: String, disk_productoffer_id: i64, image_id: i64) -> disk: Disk =
-        disk::create_disk;
+    write CreateDisk(
+        vdc_id: i64,
+        name: String,
+        disk_productoffer_id: i64,
+        image_id: i64,
+    ) -> disk: Disk = disk::create_disk;
     /// Deletes a disk that is not attached to a server, and its snapshots. Returns 1.
-    DeleteDisk(disk_id: i64) -> result: i64 = disk::delete_disk;
+    write DeleteDisk(disk_id: i64) -> result: i64 = disk::delete_disk;
     /// Takes a snapshot of a disk (whose server, if any, is stopped): instant and thin.
-    CreateDiskSnapshot(disk_id: i64, name: String) -> snapshot: Snapshot =
+    write CreateDiskSnapshot(disk_id: i64, name: String) -> snapshot: Snapshot =
         snapshot::create_disk_snapshot;
     /// Lists the snapshots of a disk, oldest first.
-    ListSnapshots(disk_id: i64) -> snapshots: Vec<Snapshot> = snapshot::list_snapshots;
+    read ListSnapshots(disk_id: i64) -> snapshots: Vec<Snapshot> = snapshot::list_snapshots;
     /// Deletes a snapshot. Disks cloned from it are not affected. Returns 1.
-    DeleteSnapshot(snapshot_id: i64) -> result: i64 = snapshot::delete_snapshot;
+    write DeleteSnapshot(snapshot_id: i64) -> result: i64 = snapshot::delete_snapshot;
     /// Makes a new disk in a VDC with the contents of a snapshot (a thin clone).
-    CloneDisk(snapshot_id: i64, new_disk_name: String, vdc_id: i64) -> disk: Disk =
+    write CloneDisk(snapshot_id: i64, new_disk_name: String, vdc_id: i64) -> disk: Disk =
         snapshot::clone_disk;
     /// Puts the snapshot's contents back on its disk (whose server, if any, is stopped),
     /// discarding what was written since. The snapshot stays, and can be reverted to again.
-    RevertDisk(snapshot_id: i64) -> disk: Disk = snapshot::revert_disk;
+    write RevertDisk(snapshot_id: i64) -> disk: Disk = snapshot::revert_disk;
     /// Lists the servers of a VDC.
-    ListServers(vdc_id: i64) -> servers: Vec<Server> = server::list_servers;
+    read ListServers(vdc_id: i64) -> servers: Vec<Server> = server::list_servers;
     /// Returns one server, with its disks and first-boot credentials.
-    GetServer(server_id: i64) -> server: Server = server::get_server;
+    read GetServer(server_id: i64) -> server: Server = server::get_server;
     /// Creates a stopped server. `vlan_id` -1 means no VLAN. The boot disk is a thin copy of the
     /// image sized by the first disk offer; each further offer adds a blank disk.
-    CreateServer(
+    write CreateServer(
         vdc_id: i64,
         vlan_id: i64,
         server_name: String,
@@ -164,24 +176,24 @@ operations! {
     ) -> server: Server = server::create_server;
     /// Destroys a server (powering it off first) and the disks made with it; other disks
     /// attached to it are detached and kept. Returns a job id.
-    DestroyServer(server_id: i64) -> job_id: i64 = server::destroy_server;
+    write DestroyServer(server_id: i64) -> job_id: i64 = server::destroy_server;
     /// Attaches a disk to a server, at `index` (0 is the boot disk) or, when `index` is nil or
     /// -1, after its other disks. Returns 1.
-    AttachDisk(server_id: i64, disk_id: i64, index: Option<i64>) -> result: i64 =
+    write AttachDisk(server_id: i64, disk_id: i64, index: Option<i64>) -> result: i64 =
         server::attach_disk;
     /// Detaches a disk from a server. Returns 1.
-    DetachDisk(server_id: i64, disk_id: i64) -> result: i64 = server::detach_disk;
+    write DetachDisk(server_id: i64, disk_id: i64) -> result: i64 = server::detach_disk;
     /// Starts a server. Returns a job id.
-    StartServer(server_id: i64) -> job_id: i64 = server::start_server;
+    write StartServer(server_id: i64) -> job_id: i64 = server::start_server;
     /// Stops a server: `stop_method` 1 asks the guest to shut down, 2 powers off at once.
     /// Returns a job id.
-    StopServer(server_id: i64, stop_method: i64) -> job_id: i64 = server::stop_server;
+    write StopServer(server_id: i64, stop_method: i64) -> job_id: i64 = server::stop_server;
     /// Returns the last 64 KiB of a server's serial console (the current or last boot), as
     /// text: control characters other than tab and newline appear as Unicode control pictures.
-    GetConsoleLog(server_id: i64) -> console_log: String = server::get_console_log;
+    read GetConsoleLog(server_id: i64) -> console_log: String = server::get_console_log;
     /// Fetches a disk image from a URL into a new disk (or, with `make_image`, a new private
     /// image). `checksum` is the MD5 of the uncompressed image. Returns a job id.
-    FetchDisk(
+    write FetchDisk(
         url: String,
         checksum: Option<String>,
         conn_user: Option<String>,
@@ -193,24 +205,33 @@ operations! {
         image_default_username: Option<String>,
     ) -> job_id: i64 = fetch::fetch_disk;
     /// Returns one job.
-    GetJob(job_id: i64) -> job: Job = job::get_job;
+    read GetJob(job_id: i64) -> job: Job = job::get_job;
     /// Lists the caller's jobs, newest first.
-    ListJobs() -> jobs: Vec<Job> = job::list_jobs;
+    read ListJobs() -> jobs: Vec<Job> = job::list_jobs;
     /// Cancels a job that has not finished. Returns the job.
-    CancelJob(job_id: i64) -> job: Job = job::cancel_job;
+    write CancelJob(job_id: i64) -> job: Job = job::cancel_job;
     /// Waits until a job has finished or `timeout_seconds` (at most 300) have passed, and
     /// returns the job as it then is.
-    WaitForJob(job_id: i64, timeout_seconds: i64) -> job: Job = job::wait_for_job;
+    read WaitForJob(job_id: i64, timeout_seconds: i64) -> job: Job = job::wait_for_job;
     /// Tells the caller who it is: its customer id and uuid, and its billing entity.
-    GetCustomer() -> customer: Customer = customer::get_customer;
+    read GetCustomer() -> customer: Customer = customer::get_customer;
     /// Shows the caller's quotas: for each, the limit (-1: no limit) and what is in use now.
     /// A call that would go past a limit fails with QUOTA_EXCEEDED, naming the quota, and
     /// makes nothing.
-    GetQuota() -> quota: Quota = quota::get_quota;
+    read GetQuota() -> quota: Quota = quota::get_quota;
     /// Lists the caller's usage lines (servers made from billed images, bytes fetched) created
     /// at or after `from` and before `to` (RFC 3339 times; either may be omitted).
-    ListUsage(from: Option<Timestamp>, to: Option<Timestamp>) -> usage: Vec<UsageRecord> =
+    read ListUsage(from: Option<Timestamp>, to: Option<Timestamp>) -> usage: Vec<UsageRecord> =
         usage::list_usage;
+    /// Lists audit events, newest first: one for each call that changed something or tried to
+    /// (over SOAP, JSON or the command line) and for each failed login. Customers see their
+    /// own (including failed logins with their e-mail), administrators everyone's. At most
+    /// `page_size` events (1 to 1000, 100 when omitted) with `audit_id` below `before_id`
+    /// (omitted: from the newest): pass the last `audit_id` of a page to get the next.
+    read ListAuditEvents(
+        page_size: Option<i64>,
+        before_id: Option<i64>,
+    ) -> events: Vec<AuditEvent> = audit::list_audit_events;
 }
 
 job_kinds!(pub static JOB_KINDS: AppState = [

@@ -4,6 +4,11 @@
 //! `ops::args`), a type-erased entry point that decodes those arguments from a JSON-shaped map,
 //! calls the operation's function and encodes its result, and an [`Operation`] entry describing
 //! it (argument names, order and wire types) for the SOAP codec, the WSDL and OpenAPI.
+//!
+//! Each row starts with `read` or `write`: whether the operation changes something. The entry
+//! point of a `write` operation leaves one row in the audit trail (`super::audit`) once the
+//! operation has returned, whatever its outcome; a `read` one leaves none. The marker changes
+//! nothing in the WSDL or the OpenAPI document.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -32,6 +37,8 @@ pub struct Operation {
     /// JSON field a scalar result is wrapped in.
     pub result_name: &'static str,
     pub result: WireType,
+    /// Whether the operation changes something (`write` in the table): its calls are audited.
+    pub mutates: bool,
     pub call: CallFn,
 }
 
@@ -43,10 +50,22 @@ impl std::fmt::Debug for Operation {
     }
 }
 
+/// `read` or `write`, the first word of a row of [`operations!`], as a flag: does it change
+/// something? Any other word does not compile.
+macro_rules! mutates {
+    (read) => {
+        false
+    };
+    (write) => {
+        true
+    };
+}
+pub(crate) use mutates;
+
 macro_rules! operations {
     ($(
         $(#[doc = $doc:literal])*
-        $op:ident ( $($p:ident : $t:ty),* $(,)? ) -> $ret:ident : $rt:ty = $handler:path ;
+        $kind:ident $op:ident ( $($p:ident : $t:ty),* $(,)? ) -> $ret:ident : $rt:ty = $handler:path ;
     )*) => {
         /// The arguments of each API operation: one struct per operation, fields in wire order.
         pub mod args {
@@ -70,20 +89,42 @@ macro_rules! operations {
                     mut raw: serde_json::Map<String, serde_json::Value>,
                 ) -> futures::future::BoxFuture<'_, $crate::error::ApiResult<serde_json::Value>> {
                     Box::pin(async move {
-                        let args = args::$op {
-                            $($p: {
-                                let name = $crate::ops::registry::wire_name(stringify!($p));
-                                <$t as FromArg>::from_arg(name, raw.remove(name))?
-                            }),*
-                        };
-                        if let Some(unknown) = raw.keys().next() {
-                            return Err($crate::error::ApiError::invalid(
-                                unknown.clone(),
-                                concat!("is not an argument of ", stringify!($op)),
-                            ));
+                        // The ids the arguments name, read before decoding takes them.
+                        let audit = $crate::ops::registry::mutates!($kind).then(|| {
+                            $crate::ops::audit::CallRecord::begin(
+                                stringify!($op),
+                                &[$($crate::ops::registry::wire_name(stringify!($p))),*],
+                                &raw,
+                            )
+                        });
+                        let outcome: $crate::error::ApiResult<serde_json::Value> = async {
+                            let args = args::$op {
+                                $($p: {
+                                    let name = $crate::ops::registry::wire_name(stringify!($p));
+                                    <$t as FromArg>::from_arg(name, raw.remove(name))?
+                                }),*
+                            };
+                            if let Some(unknown) = raw.keys().next() {
+                                return Err($crate::error::ApiError::invalid(
+                                    unknown.clone(),
+                                    concat!("is not an argument of ", stringify!($op)),
+                                ));
+                            }
+                            let result: $rt = $handler(ctx, args).await?;
+                            serde_json::to_value(result).map_err($crate::error::ApiError::internal)
                         }
-                        let result: $rt = $handler(ctx, args).await?;
-                        serde_json::to_value(result).map_err($crate::error::ApiError::internal)
+                        .await;
+                        if let Some(audit) = audit {
+                            audit
+                                .finish(
+                                    ctx,
+                                    stringify!($ret),
+                                    &<$rt as $crate::ops::wire::Wire>::TYPE,
+                                    &outcome,
+                                )
+                                .await;
+                        }
+                        outcome
                     })
                 }
             )*
@@ -103,6 +144,7 @@ macro_rules! operations {
                 ),*],
                 result_name: stringify!($ret),
                 result: <$rt as $crate::ops::wire::Wire>::TYPE,
+                mutates: $crate::ops::registry::mutates!($kind),
                 call: calls::$op,
             }
         ),*];
@@ -133,4 +175,25 @@ static BY_NAME: LazyLock<HashMap<String, &'static Operation>> = LazyLock::new(||
 /// does (`$client->fetchDisk(...)` calls `FetchDisk`).
 pub fn find(name: &str) -> Option<&'static Operation> {
     BY_NAME.get(&name.to_ascii_lowercase()).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::OPERATIONS;
+
+    #[test]
+    fn gets_lists_and_waits_read_everything_else_writes() {
+        for op in OPERATIONS {
+            let reads = ["Get", "List", "Wait"]
+                .iter()
+                .any(|prefix| op.name.starts_with(prefix));
+            assert_eq!(
+                op.mutates,
+                !reads,
+                "{} is marked {} in operations!",
+                op.name,
+                if op.mutates { "write" } else { "read" }
+            );
+        }
+    }
 }

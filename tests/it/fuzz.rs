@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use extility::api::soap::{codec, xml};
 use extility::ops::registry;
 use extility::ops::wire::WireType;
-use extility::ops::{Ctx, OPERATIONS, customer};
+use extility::ops::{Ctx, OPERATIONS, Origin, Via, customer};
 
 use crate::support::in_process::in_process_node;
 use crate::support::{Backend, TestDatabase, db_test};
@@ -160,7 +160,15 @@ async fn ctx(backend: Backend) -> (Ctx, tempfile::TempDir, TestDatabase) {
         .unwrap()
         .check("fuzz-password")
         .unwrap();
-    let ctx = Ctx { state, caller };
+    let origin = Origin {
+        address: None,
+        via: Via::Json,
+    };
+    let ctx = Ctx {
+        state,
+        caller,
+        origin,
+    };
     seed(&ctx).await;
     (ctx, dir, db)
 }

@@ -8,6 +8,7 @@ mod api_bad_input;
 mod api_isolation;
 mod api_json;
 mod api_smoke;
+mod audit;
 mod decompression_limits;
 mod fair_scheduling;
 mod fetch;

@@ -3,6 +3,7 @@
 // Environment: EXTILITY_URL (the SOAP endpoint), ALICE_EMAIL, ALICE_PASSWORD.
 // Prints "ok: ..." per check and "all done" at the end; exits non-zero on the first failure.
 
+import com.flexiant.extility.AuditEvent;
 import com.flexiant.extility.Disk;
 import com.flexiant.extility.ExtilityBindingStub;
 import com.flexiant.extility.ExtilityException;
@@ -94,6 +95,13 @@ public class AxisClient {
         from.add(Calendar.HOUR, -1);
         UsageRecord[] usage = api.listUsage(from, null);
         check(usage != null && usage.length == 0, "ListUsage with a Calendar and a nil time");
+
+        // Optional numbers as -1 (not given): the default page of audit events, newest first.
+        AuditEvent[] events = api.listAuditEvents(-1L, -1L);
+        check(events.length >= 1 && "FetchDisk".equals(events[0].getOperation())
+              && "soap".equals(events[0].getVia()) && "OK".equals(events[0].getOutcome())
+              && events[0].getIds().endsWith("job_id=" + fetch) && recent(events[0].getTime()),
+              "ListAuditEvents(-1, -1): the FetchDisk call, newest first");
 
         // Faults arrive as the generated ExtilityException, with the detail's fields.
         try {

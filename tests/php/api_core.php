@@ -40,7 +40,7 @@ foreach (array("ListVDCs", "CreateVDC", "ListVLANs", "CreateVLAN", "ListProductO
                "ListImages", "ListDisks", "GetDisk", "CreateDisk", "DeleteDisk", "ListServers",
                "GetServer", "CreateServer", "DestroyServer", "AttachDisk", "DetachDisk",
                "StartServer", "StopServer", "FetchDisk", "GetJob", "ListJobs", "CancelJob",
-               "WaitForJob", "GetQuota") as $op) {
+               "WaitForJob", "GetQuota", "ListAuditEvents") as $op) {
     check(strpos($functions, " $op(") !== false, "the WSDL declares $op");
 }
 
@@ -135,6 +135,10 @@ $f = fault_of(function () use ($alice) { $alice->SetImageProductOffer(66, 40); }
 check($f !== null && $f->detail->ExtilityException->errorCode == "PERMISSION_DENIED",
       "SetImageProductOffer is for administrators");
 check($alice->DeleteDisk($disk->disk_id) == 1, "DeleteDisk returns 1");
+$events = $alice->ListAuditEvents(null, null);
+check(is_array($events) && $events[0]->operation == "DeleteDisk" && $events[0]->via == "soap"
+      && $events[0]->outcome == "OK" && $events[0]->ids == "disk_id=" . $disk->disk_id
+      && $events[0]->address == "127.0.0.1", "ListAuditEvents: the newest first");
 
 // Faults: a clear message and the ExtilityException detail.
 $f = fault_of(function () use ($alice) { $alice->GetDisk(987654); });

@@ -109,6 +109,10 @@ except zeep.exceptions.Fault as fault:
     check(fault.message == f"disk {disk.disk_id} does not exist", "faults carry the message")
     check(fault.detail is not None and "NOT_FOUND" in zeep.helpers.etree.tostring(fault.detail).decode(),
           "and the ExtilityException detail")
+events = call("ListAuditEvents", xsd.Nil, xsd.Nil)
+check(events[0].operation == "DeleteDisk" and events[0].via == "soap"
+      and events[0].ids == f"disk_id={disk.disk_id}" and events[0].outcome == "OK", "ListAuditEvents")
+check(len(call("ListAuditEvents", 2, events[0].audit_id)) == 2, "ListAuditEvents, a page")
 
 check(called == declared, f"every operation was called (missing: {declared - called})")
 print("all done")

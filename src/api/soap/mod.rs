@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{auth, read_body};
 use crate::error::{ApiError, ApiResult};
-use crate::ops::{Ctx, registry};
+use crate::ops::{Ctx, Origin, Via, registry};
 use crate::state::AppState;
 
 pub async fn handle(
@@ -20,7 +20,8 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match call(state, &headers, client, body).await {
+    let origin = client.origin(Via::Soap);
+    match call(state, origin, &headers, body).await {
         Ok(xml) => xml_response(StatusCode::OK, xml),
         Err(err) => fault_response(&err),
     }
@@ -28,17 +29,21 @@ pub async fn handle(
 
 async fn call(
     state: AppState,
+    origin: Origin,
     headers: &HeaderMap,
-    client: auth::ClientAddress,
     body: Body,
 ) -> ApiResult<String> {
-    let caller = auth::authenticate(&state, headers, client).await?;
+    let caller = auth::authenticate(&state, headers, origin).await?;
     let bytes = read_body(body).await?;
     let call = codec::read_call(xml::parse(&bytes)?)?;
     let op = registry::find(&call.operation)
         .ok_or_else(|| ApiError::UnknownOperation(call.operation.clone()))?;
     let args = codec::decode_args(op, &call)?;
-    let ctx = Ctx { state, caller };
+    let ctx = Ctx {
+        state,
+        caller,
+        origin,
+    };
     let result = (op.call)(&ctx, args).await?;
     Ok(codec::encode_response(op, &result))
 }

@@ -247,7 +247,7 @@ impl TestServer {
     }
 
     /// Runs `extility ARGS` against this server's data directory and database.
-    fn cli(&self, args: &[&str]) -> Output {
+    pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(binary())
             .args(args)
             .arg("--data-dir")

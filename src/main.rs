@@ -10,7 +10,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::MetadataProxy { service, path } = &cli.command {
         // A process per guest connection: no runtime, no logging (stderr is the connection).
-        std::process::exit(extility::hypervisor::qemu::metadata_proxy::run(service, path));
+        std::process::exit(extility::hypervisor::qemu::metadata_proxy::run(
+            service, path,
+        ));
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

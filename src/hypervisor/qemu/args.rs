@@ -199,7 +199,9 @@ pub fn metadata_service(url: &str) -> Result<(String, String), HypervisorError> 
     let bad = |why: &str| HypervisorError(format!("metadata URL '{url}': {why}"));
     let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     if parsed.scheme() != "http" {
-        return Err(bad("the metadata forward speaks plain HTTP to this node's listener"));
+        return Err(bad(
+            "the metadata forward speaks plain HTTP to this node's listener",
+        ));
     }
     let port = parsed
         .port_or_known_default()
@@ -379,8 +381,13 @@ mod tests {
         assert_eq!(args[at + 1], "user,id=net0,restrict=on,ipv6=off");
 
         // The program's path is quoted for libslirp and its commas doubled for QEMU.
-        let args = command_line(&spec, &files, Accel::Tcg, Path::new("/opt/it's,here/extility"))
-            .unwrap();
+        let args = command_line(
+            &spec,
+            &files,
+            Accel::Tcg,
+            Path::new("/opt/it's,here/extility"),
+        )
+        .unwrap();
         let at = args.iter().position(|a| a == "-netdev").unwrap();
         assert!(
             args[at + 1]

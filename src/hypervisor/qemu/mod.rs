@@ -214,7 +214,8 @@ impl Qemu {
             write_private(&files.metadata_token(), metadata.token.as_bytes())
                 .map_err(io("writing the metadata secret"))?;
         }
-        let args = args::command_line(spec, &files, self.config.accel, &self.config.metadata_proxy)?;
+        let args =
+            args::command_line(spec, &files, self.config.accel, &self.config.metadata_proxy)?;
         let startup_log = OpenOptions::new()
             .append(true)
             .open(files.startup_log())

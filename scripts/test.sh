@@ -22,10 +22,15 @@ have javac || need_java+=(default-jdk-headless)
 # The openssl crate (FetchDisk's MD5) builds against the system's libcrypto.
 have pkg-config || missing+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+# The guest network test boots a real Linux guest: Debian's kernel and a static busybox.
+need_guest=()
+compgen -G '/boot/vmlinuz-*' >/dev/null || need_guest+=(linux-image-amd64)
+dpkg -s busybox-static >/dev/null 2>&1 || need_guest+=(busybox-static)
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 
-if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ $need_qemu -eq 1 ]; then
+if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ ${#need_guest[@]} -gt 0 ] \
+    || [ $need_qemu -eq 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
     if [ ${#missing[@]} -gt 0 ]; then
@@ -33,6 +38,9 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ $need_qemu -eq 1 
     fi
     if [ ${#need_java[@]} -gt 0 ]; then
         as_root apt-get install -y -qq --no-install-recommends "${need_java[@]}"
+    fi
+    if [ ${#need_guest[@]} -gt 0 ]; then
+        as_root apt-get install -y -qq --no-install-recommends "${need_guest[@]}"
     fi
     if [ $need_qemu -eq 1 ]; then
         # qemu-system-x86 and qemu-utils must come from the same release: installing the first

@@ -42,6 +42,10 @@ pub enum Command {
     },
     /// Print the OpenAPI document of the JSON mirror (for `openapi/openapi.json`).
     Openapi,
+    /// What QEMU runs for each connection a guest opens to its metadata address: passes one
+    /// `GET PATH` from stdin to SERVICE (`host:port`) and the answer back to stdout.
+    #[command(hide = true)]
+    MetadataProxy { service: String, path: String },
 }
 
 #[derive(Debug, Subcommand)]

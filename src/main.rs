@@ -6,8 +6,21 @@ use extility::ops::quota::{self, QuotaChange, QuotaName};
 use extility::ops::{audit, billing, customer};
 use extility::startup::{Application, open_database, parse_quota};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::MetadataProxy { service, path } = &cli.command {
+        // A process per guest connection: no runtime, no logging (stderr is the connection).
+        std::process::exit(extility::hypervisor::qemu::metadata_proxy::run(
+            service, path,
+        ));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -16,7 +29,6 @@ async fn main() -> anyhow::Result<()> {
         // Colours only for a terminal: log files and pipes get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => Application::build(*config).await?.run().await,
         Command::Migrate(db) => {
@@ -134,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", extility::api::wsdl::render(&address));
             Ok(())
         }
+        Command::MetadataProxy { .. } => unreachable!("handled before logging starts"),
         Command::Openapi => {
             println!(
                 "{}",

@@ -109,12 +109,15 @@ fn hypervisor(
             Accel::Tcg
         }
     };
+    let metadata_proxy =
+        std::env::current_exe().context("finding this program (the VMs' metadata forward)")?;
     let driver = Qemu::new(
         QemuConfig {
             binary,
             vms_dir: qemu::vms_dir(&config.db.data_dir),
             accel,
             shutdown_timeout: Duration::from_secs(config.vm_shutdown_timeout),
+            metadata_proxy,
         },
         events,
     )?;
@@ -123,6 +126,12 @@ fn hypervisor(
         accel = accel.as_str(),
         vms = %driver.config().vms_dir.display(),
         "hypervisor 'qemu'"
+    );
+    // Until tenant networks (bridges, taps, firewall rules per VLAN) exist, every NIC is this.
+    tracing::info!(
+        metadata = %format!("http://{}:{}", qemu::METADATA_GUEST_ADDR, qemu::METADATA_GUEST_PORT),
+        "guests get confined user-mode networking: DHCP and the metadata service only; \
+         no egress, no DNS, nothing of this host's loopback or networks (until tenant networks exist)"
     );
     Ok(Arc::new(driver))
 }

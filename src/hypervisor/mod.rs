@@ -35,6 +35,8 @@ pub struct VmNic {
 /// authenticates it.
 #[derive(Debug, Clone)]
 pub struct MetadataAccess {
+    /// Where this node serves the document (its own API listener, plain HTTP). The guest does
+    /// not use it directly: QEMU's driver forwards the guest's metadata address to it.
     pub url: String,
     pub token: String,
 }

@@ -15,6 +15,7 @@ mod fetch;
 mod fetch_tls;
 mod fsmaker;
 mod fuzz;
+mod guest_network;
 mod image_jobs;
 mod images;
 mod images_soap;

@@ -62,6 +62,7 @@ impl Bench {
                 vms_dir: self.vms_dir(),
                 accel,
                 shutdown_timeout,
+                metadata_proxy: env!("CARGO_BIN_EXE_extility").into(),
             },
             events,
         )
@@ -170,8 +171,8 @@ fn boots_a_hard_disk_and_hands_over_the_metadata_secret() {
     let log = wait_console(&driver, &uuid, "metadata-token=0123456789abcdef-secret");
     assert!(log.contains("DISK-BOOTED"), "{log}");
     assert!(
-        log.contains("metadata-url=http://10.0.2.2:8080/metadata/v1/server.xml"),
-        "the guest reaches the host's loopback at 10.0.2.2: {log}"
+        log.contains("metadata-url=http://10.0.2.100/metadata/v1/server.xml"),
+        "the guest reaches the metadata service at its forward, 10.0.2.100: {log}"
     );
 
     let pid = bench.qemu_pid(&uuid);

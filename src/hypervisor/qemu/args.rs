@@ -7,17 +7,31 @@
 //! firmware that only reads the legacy order. The serial console goes to a log file, the
 //! metadata URL and secret to the guest through fw_cfg files (read from files of the VM's
 //! directory, so the secret never shows in the process list).
+//!
+//! The NIC is on QEMU's user-mode network, confined (`restrict=on`): the guest gets its address
+//! by DHCP and reaches one thing, the metadata service at [`METADATA_GUEST_ADDR`]:80, which
+//! QEMU forwards per connection to `extility metadata-proxy` (see [`super::metadata_proxy`]).
+//! No egress, nothing of the host's loopback or networks, no DNS: until tenant networks exist.
 
 use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use super::files::{VmFiles, option_path};
-use crate::hypervisor::{HypervisorError, Media, VmSpec};
+use crate::hypervisor::{HypervisorError, Media, MetadataAccess, VmSpec};
 
 /// The fw_cfg names a guest reads its metadata URL and secret from
 /// (`/sys/firmware/qemu_fw_cfg/by_name/opt/com.extility/metadata-token/raw` on Linux).
 pub const FW_CFG_METADATA_URL: &str = "opt/com.extility/metadata-url";
 pub const FW_CFG_METADATA_TOKEN: &str = "opt/com.extility/metadata-token";
+
+/// Where the guest reaches the metadata service on its user-mode network (port 80). Not the
+/// network's host (10.0.2.2) nor its DNS (10.0.2.3), which QEMU does not let a forward take,
+/// and outside the addresses its DHCP hands out (10.0.2.15 on).
+pub const METADATA_GUEST_ADDR: &str = "10.0.2.100";
+pub const METADATA_GUEST_PORT: u16 = 80;
+/// The hidden subcommand of `extility` that QEMU runs for each metadata connection.
+pub const METADATA_PROXY_COMMAND: &str = "metadata-proxy";
 
 /// The PC's two IDE channels hold four drives.
 pub const MAX_CDROMS: usize = 4;
@@ -41,10 +55,13 @@ impl Accel {
 }
 
 /// Builds the argument list (without the program name).
+/// `metadata_proxy` is the `extility` program QEMU runs for each connection the guest opens to
+/// the metadata service.
 pub fn command_line(
     spec: &VmSpec,
     files: &VmFiles,
     accel: Accel,
+    metadata_proxy: &Path,
 ) -> Result<Vec<OsString>, HypervisorError> {
     let mut args = Args::default();
     args.push("-name")
@@ -133,9 +150,11 @@ pub fn command_line(
                 nic.mac
             )));
         }
-        // User-mode networking: the guest reaches out through NAT, and reaches this host's
-        // loopback (the metadata service) at 10.0.2.2. No boot ROM: nothing boots from it.
-        args.push("-netdev").push("user,id=net0");
+        // Confined user-mode networking: DHCP, and the metadata forward if the VM has
+        // metadata; no route anywhere else (restrict=on), no IPv6. No boot ROM: nothing boots
+        // from the NIC.
+        args.push("-netdev")
+            .push(netdev(spec.metadata.as_ref(), metadata_proxy)?);
         args.push("-device").push(format!(
             "virtio-net-pci,netdev=net0,mac={},romfile=",
             nic.mac
@@ -144,23 +163,83 @@ pub fn command_line(
     Ok(args.0)
 }
 
-/// The metadata URL as the guest must use it: under user-mode networking the host's loopback
-/// (and a wildcard listen address) is 10.0.2.2 from inside the VM.
-pub fn guest_metadata_url(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return url.to_string();
-    };
-    let host_only = match parsed.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified(),
-        None => false,
-    };
-    if host_only && parsed.set_host(Some("10.0.2.2")).is_ok() {
-        parsed.to_string()
-    } else {
-        url.to_string()
+/// The `-netdev` value: `user,id=net0,restrict=on,ipv6=off` and, for a VM with metadata,
+/// `guestfwd=tcp:10.0.2.100:80-cmd:'PROXY' metadata-proxy 'SERVICE' 'PATH'`.
+fn netdev(
+    metadata: Option<&MetadataAccess>,
+    metadata_proxy: &Path,
+) -> Result<OsString, HypervisorError> {
+    let mut value = b"user,id=net0,restrict=on,ipv6=off".to_vec();
+    if let Some(metadata) = metadata {
+        let (service, path) = metadata_service(&metadata.url)?;
+        // QEMU's libslirp splits the command into arguments as a shell would (quotes, no
+        // expansion) and runs it without a shell.
+        let mut command = shell_quote(metadata_proxy.as_os_str().as_bytes());
+        for arg in [METADATA_PROXY_COMMAND, service.as_str(), path.as_str()] {
+            command.push(b' ');
+            command.extend(shell_quote(arg.as_bytes()));
+        }
+        value.extend(
+            format!(",guestfwd=tcp:{METADATA_GUEST_ADDR}:{METADATA_GUEST_PORT}-cmd:").as_bytes(),
+        );
+        // Commas are doubled in a QEMU option value.
+        for b in command {
+            value.push(b);
+            if b == b',' {
+                value.push(b',');
+            }
+        }
     }
+    Ok(OsString::from_vec(value))
+}
+
+/// Where the proxy connects to (`host:port` of the service's URL, a wildcard address being
+/// this host's loopback) and the document's path.
+pub fn metadata_service(url: &str) -> Result<(String, String), HypervisorError> {
+    let bad = |why: &str| HypervisorError(format!("metadata URL '{url}': {why}"));
+    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if parsed.scheme() != "http" {
+        return Err(bad(
+            "the metadata forward speaks plain HTTP to this node's listener",
+        ));
+    }
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| bad("no port"))?;
+    let host = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        Some(url::Host::Ipv6(ip)) if ip.is_unspecified() => "[::1]".to_string(),
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        Some(host) => host.to_string(),
+        None => return Err(bad("no host")),
+    };
+    if parsed.query().is_some() {
+        return Err(bad("a query"));
+    }
+    Ok((format!("{host}:{port}"), parsed.path().to_string()))
+}
+
+/// The metadata URL as the guest uses it: the service's path at the metadata address of its
+/// user-mode network.
+pub fn guest_metadata_url(url: &str) -> String {
+    let path = url::Url::parse(url)
+        .map(|u| u.path().to_string())
+        .unwrap_or_else(|_| "/".to_string());
+    format!("http://{METADATA_GUEST_ADDR}{path}")
+}
+
+/// One argument in single quotes (a quote inside becomes `'\''`).
+fn shell_quote(arg: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'\''];
+    for &b in arg {
+        if b == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
+    out
 }
 
 fn is_mac_address(mac: &str) -> bool {
@@ -196,6 +275,8 @@ mod tests {
     use super::*;
     use crate::hypervisor::{MetadataAccess, VmDisk, VmNic};
     use crate::storage::VolumeFormat;
+
+    const PROXY: &str = "/usr/local/bin/extility";
 
     fn spec(disks: Vec<VmDisk>) -> VmSpec {
         VmSpec {
@@ -242,7 +323,7 @@ mod tests {
             disk("/v/install.iso", Media::Iso),
             disk("/v/data,1.raw", Media::Disk),
         ]);
-        let line = render(&command_line(&spec, &files, Accel::Tcg).unwrap());
+        let line = render(&command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).unwrap());
         let boot = line.find("file=/v/boot.raw").unwrap();
         let data = line.find("file=/v/data,,1.raw").unwrap();
         assert!(boot < data, "hard disks in attach order: {line}");
@@ -269,32 +350,81 @@ mod tests {
         let files = VmFiles::new(Path::new("/data/vms"), "abc").unwrap();
         let mut spec = spec(vec![disk("/v/a.iso", Media::Iso); 4]);
         spec.nic = None;
-        let line = render(&command_line(&spec, &files, Accel::Kvm).unwrap());
+        let line = render(&command_line(&spec, &files, Accel::Kvm, Path::new(PROXY)).unwrap());
         assert!(!line.contains("-netdev"));
         assert!(line.contains("-accel kvm"));
         assert!(line.contains("bus=ide.1,unit=1,bootindex=3"));
         spec.disks.push(disk("/v/e.iso", Media::Iso));
-        let err = command_line(&spec, &files, Accel::Kvm).unwrap_err();
+        let err = command_line(&spec, &files, Accel::Kvm, Path::new(PROXY)).unwrap_err();
         assert!(err.0.contains("at most 4"), "{err}");
     }
 
     #[test]
-    fn loopback_metadata_urls_become_the_user_network_host() {
+    fn the_nic_is_confined_to_dhcp_and_the_metadata_forward() {
+        let files = VmFiles::new(Path::new("/data/vms"), "abc").unwrap();
+        let spec = spec(vec![]);
+        let args = command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).unwrap();
+        let at = args.iter().position(|a| a == "-netdev").unwrap();
         assert_eq!(
-            guest_metadata_url("http://127.0.0.1:8080/metadata/v1/server.xml"),
-            "http://10.0.2.2:8080/metadata/v1/server.xml"
+            args[at + 1],
+            "user,id=net0,restrict=on,ipv6=off,\
+             guestfwd=tcp:10.0.2.100:80-cmd:'/usr/local/bin/extility' 'metadata-proxy' \
+             '127.0.0.1:8080' '/metadata/v1/server.xml'"
+        );
+        assert_eq!(args.iter().filter(|a| *a == "-netdev").count(), 1);
+
+        // Without metadata: no forward at all.
+        let mut bare = spec.clone();
+        bare.metadata = None;
+        let args = command_line(&bare, &files, Accel::Tcg, Path::new(PROXY)).unwrap();
+        let at = args.iter().position(|a| a == "-netdev").unwrap();
+        assert_eq!(args[at + 1], "user,id=net0,restrict=on,ipv6=off");
+
+        // The program's path is quoted for libslirp and its commas doubled for QEMU.
+        let args = command_line(
+            &spec,
+            &files,
+            Accel::Tcg,
+            Path::new("/opt/it's,here/extility"),
+        )
+        .unwrap();
+        let at = args.iter().position(|a| a == "-netdev").unwrap();
+        assert!(
+            args[at + 1]
+                .to_string_lossy()
+                .contains("-cmd:'/opt/it'\\''s,,here/extility' 'metadata-proxy'"),
+            "{:?}",
+            args[at + 1]
+        );
+    }
+
+    #[test]
+    fn the_forward_goes_to_this_nodes_listener() {
+        assert_eq!(
+            metadata_service("http://0.0.0.0:8080/metadata/v1/server.xml").unwrap(),
+            ("127.0.0.1:8080".into(), "/metadata/v1/server.xml".into())
         );
         assert_eq!(
-            guest_metadata_url("http://localhost:9/m"),
-            "http://10.0.2.2:9/m"
+            metadata_service("http://[::]:9/m").unwrap(),
+            ("[::1]:9".into(), "/m".into())
+        );
+        assert_eq!(
+            metadata_service("http://192.0.2.7/m").unwrap(),
+            ("192.0.2.7:80".into(), "/m".into())
+        );
+        assert!(metadata_service("https://api.example.com/m").is_err());
+        assert!(metadata_service("http://127.0.0.1:1/m?x=1").is_err());
+    }
+
+    #[test]
+    fn the_guest_reads_its_metadata_at_the_forward() {
+        assert_eq!(
+            guest_metadata_url("http://127.0.0.1:8080/metadata/v1/server.xml"),
+            "http://10.0.2.100/metadata/v1/server.xml"
         );
         assert_eq!(
             guest_metadata_url("http://0.0.0.0:9/m"),
-            "http://10.0.2.2:9/m"
-        );
-        assert_eq!(
-            guest_metadata_url("https://api.example.com/metadata/v1/server.xml"),
-            "https://api.example.com/metadata/v1/server.xml"
+            "http://10.0.2.100/m"
         );
     }
 }

@@ -6,9 +6,13 @@
 //! supervisor thread per VM ([`supervisor`]) listens on one QMP socket and notices the VM
 //! ending; commands (ACPI power button, quit) go over the other. After a restart,
 //! [`Hypervisor::adopt`] takes a VM that still runs back under supervision.
+//!
+//! A VM with a NIC is on QEMU's user-mode network, confined: DHCP and the metadata service,
+//! reached through [`metadata_proxy`] (see [`args`]), and nothing else.
 
 mod args;
 mod files;
+pub mod metadata_proxy;
 mod process;
 mod qmp;
 mod supervisor;
@@ -25,7 +29,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-pub use args::{Accel, FW_CFG_METADATA_TOKEN, FW_CFG_METADATA_URL, guest_metadata_url};
+pub use args::{
+    Accel, FW_CFG_METADATA_TOKEN, FW_CFG_METADATA_URL, METADATA_GUEST_ADDR, METADATA_GUEST_PORT,
+    METADATA_PROXY_COMMAND, guest_metadata_url,
+};
 use files::{VmFiles, write_private};
 use process::QemuProcess;
 use qmp::Qmp;
@@ -53,6 +60,9 @@ pub struct QemuConfig {
     pub accel: Accel,
     /// How long `StopServer` method 1 waits for the guest to shut down before powering off.
     pub shutdown_timeout: Duration,
+    /// The `extility` program QEMU runs (`metadata-proxy`) for each connection a guest opens
+    /// to the metadata service: `serve` passes its own executable.
+    pub metadata_proxy: PathBuf,
 }
 
 /// `qemu-system-x86_64` on `PATH`, if installed.
@@ -204,7 +214,8 @@ impl Qemu {
             write_private(&files.metadata_token(), metadata.token.as_bytes())
                 .map_err(io("writing the metadata secret"))?;
         }
-        let args = args::command_line(spec, &files, self.config.accel)?;
+        let args =
+            args::command_line(spec, &files, self.config.accel, &self.config.metadata_proxy)?;
         let startup_log = OpenOptions::new()
             .append(true)
             .open(files.startup_log())

@@ -210,7 +210,8 @@ async fn vm_spec(state: &AppState, server: &ServerRow) -> ApiResult<VmSpec> {
             mac: mac_address(&server.uuid),
         }),
         metadata: Some(MetadataAccess {
-            url: format!("{}/metadata/v1/server.xml", state.base_url()),
+            // This node's own listener: the VM runs here, and its forward connects here.
+            url: format!("{}/metadata/v1/server.xml", state.local_url),
             token,
         }),
     })

@@ -1,0 +1,262 @@
+//! The one door of a VM's confined user-mode network: the forward to the metadata service.
+//!
+//! QEMU's user-mode network runs `extility metadata-proxy SERVICE PATH` for each TCP
+//! connection the guest opens to the metadata address (`guestfwd=tcp:ADDR:PORT-cmd:...`), with
+//! that connection as its stdin, stdout and stderr. The proxy passes on one request, `GET PATH`,
+//! to this node's own API listener (SERVICE, `host:port`) and copies the answer back; any other
+//! request gets `403` and no connection to the host at all. The guest therefore reaches the
+//! metadata document and nothing else of the API (no SOAP, no JSON, no logins from a loopback
+//! address). The process ends with its connection, and after [`DEADLINE`] in any case.
+//!
+//! Nothing may be written to stderr here: it is the guest's connection.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// The longest request head passed on.
+pub const REQUEST_HEAD_LIMIT: usize = 8 * 1024;
+/// A connection lives at most this long (a guest that opens one and sends nothing included).
+pub const DEADLINE: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hop-by-hop and body headers the proxy does not pass on (it sets `Connection: close`).
+const DROPPED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// `extility metadata-proxy SERVICE PATH`: serves the connection on stdin/stdout; the exit
+/// status.
+pub fn run(service: &str, path: &str) -> i32 {
+    std::thread::spawn(|| {
+        std::thread::sleep(DEADLINE);
+        std::process::exit(2);
+    });
+    let mut guest_in = io::stdin().lock();
+    let mut guest_out = io::stdout().lock();
+    match proxy(&mut guest_in, &mut guest_out, service, path) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// Reads one request head from the guest, passes it to `service` if it is `GET path`, and
+/// copies the answer back.
+pub fn proxy(
+    guest_in: &mut impl Read,
+    guest_out: &mut impl Write,
+    service: &str,
+    path: &str,
+) -> io::Result<()> {
+    let Some(head) = read_head(guest_in)? else {
+        return Ok(());
+    };
+    let request = match forwarded_request(&head, path) {
+        Ok(request) => request,
+        Err(reason) => return respond(guest_out, "403 Forbidden", reason),
+    };
+    let mut upstream = match connect(service) {
+        Ok(stream) => stream,
+        Err(_) => return respond(guest_out, "502 Bad Gateway", "the metadata service is down"),
+    };
+    upstream.set_read_timeout(Some(DEADLINE))?;
+    upstream.set_write_timeout(Some(DEADLINE))?;
+    upstream.write_all(&request)?;
+    io::copy(&mut upstream, guest_out)?;
+    guest_out.flush()
+}
+
+fn connect(service: &str) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in service.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
+}
+
+/// The request head up to its empty line; `None` when the guest closed before sending one.
+fn read_head(guest_in: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Some(end) = head_end(&head) {
+            head.truncate(end);
+            return Ok(Some(head));
+        }
+        if head.len() > REQUEST_HEAD_LIMIT {
+            return Ok(Some(head));
+        }
+        let n = guest_in.read(&mut buf)?;
+        if n == 0 {
+            return Ok(if head.is_empty() { None } else { Some(head) });
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Where the head ends (after `\r\n\r\n` or `\n\n`).
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    (0..bytes.len()).find_map(|i| {
+        if bytes[i..].starts_with(b"\r\n\r\n") {
+            Some(i + 4)
+        } else if bytes[i..].starts_with(b"\n\n") {
+            Some(i + 2)
+        } else {
+            None
+        }
+    })
+}
+
+/// The request passed to the service: `GET path` with the guest's headers but one request
+/// only (`Connection: close`) and no body. Anything else is refused with the reason.
+fn forwarded_request(head: &[u8], path: &str) -> Result<Vec<u8>, &'static str> {
+    if head.len() > REQUEST_HEAD_LIMIT || head_end(head).is_none() {
+        return Err("an incomplete or oversized request");
+    }
+    let text = std::str::from_utf8(head).map_err(|_| "a request that is not text")?;
+    let mut lines = text.lines();
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("a malformed request line");
+    };
+    if method != "GET" || target != path || !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
+        return Err("only the metadata document is served here");
+    }
+    let mut out = format!("GET {path} HTTP/1.1\r\n");
+    let mut host = false;
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err("a malformed header");
+        };
+        let name = name.trim();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("a malformed header");
+        }
+        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err("a malformed header");
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower == "content-length" && value.trim() != "0" || lower == "transfer-encoding" {
+            return Err("a request with a body");
+        }
+        if lower == "content-length" || DROPPED_HEADERS.contains(&lower.as_str()) {
+            continue;
+        }
+        host |= lower == "host";
+        out.push_str(&format!("{name}: {}\r\n", value.trim()));
+    }
+    if !host {
+        out.push_str("Host: metadata\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    Ok(out.into_bytes())
+}
+
+fn respond(guest_out: &mut impl Write, status: &str, reason: &str) -> io::Result<()> {
+    let body = format!("{reason}\n");
+    write!(
+        guest_out,
+        "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    guest_out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    const PATH: &str = "/metadata/v1/server.xml";
+
+    fn forwarded(head: &str) -> Result<String, &'static str> {
+        forwarded_request(head.as_bytes(), PATH).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn passes_on_one_get_of_the_document() {
+        let out = forwarded(
+            "GET /metadata/v1/server.xml HTTP/1.1\r\nHost: 10.0.2.100\r\n\
+             X-Extility-Metadata-Token: abc\r\nConnection: keep-alive\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "GET /metadata/v1/server.xml HTTP/1.1\r\nHost: 10.0.2.100\r\n\
+             X-Extility-Metadata-Token: abc\r\nConnection: close\r\n\r\n"
+        );
+        let out = forwarded("GET /metadata/v1/server.xml HTTP/1.0\n\n").unwrap();
+        assert!(out.contains("Host: metadata\r\n"), "{out}");
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        for head in [
+            "POST /metadata/v1/server.xml HTTP/1.1\r\n\r\n",
+            "GET /api/v1/ListServers HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET /metadata/v1/server.xml?x=1 HTTP/1.1\r\n\r\n",
+            "GET /metadata/v1/../../api HTTP/1.1\r\n\r\n",
+            "GET /metadata/v1/server.xml HTTP/1.1 x\r\n\r\n",
+            "GET /metadata/v1/server.xml HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            "GET /metadata/v1/server.xml HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /metadata/v1/server.xml HTTP/1.1\r\nno colon\r\n\r\n",
+            "GET /metadata/v1/server.xml HTTP/1.1\r\nX-A: 1\rX-B: 2\r\n\r\n",
+            "GET /metadata/v1/server.xml HTTP/1.1\r\nHost: x\r\n",
+            "SSH-2.0-OpenSSH_9.2\r\n",
+        ] {
+            assert!(forwarded(head).is_err(), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn copies_the_answer_and_sends_nothing_upstream_for_a_refusal() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let service = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let head = read_head(&mut conn).unwrap().unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nDOC\n")
+                .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        // A pipelined second request is never read, let alone passed on.
+        let mut guest_in: &[u8] =
+            b"GET /metadata/v1/server.xml HTTP/1.1\r\nHost: h\r\n\r\nGET /api HTTP/1.1\r\n\r\n";
+        let mut guest_out = Vec::new();
+        proxy(&mut guest_in, &mut guest_out, &service, PATH).unwrap();
+        assert_eq!(
+            String::from_utf8(guest_out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nDOC\n"
+        );
+        let seen = server.join().unwrap();
+        assert_eq!(
+            seen,
+            "GET /metadata/v1/server.xml HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        );
+
+        // Refused: answered here, and the (closed) service is never asked.
+        let mut guest_in: &[u8] = b"GET /api/v1/ListServers HTTP/1.1\r\n\r\n";
+        let mut guest_out = Vec::new();
+        proxy(&mut guest_in, &mut guest_out, "127.0.0.1:1", PATH).unwrap();
+        let answer = String::from_utf8(guest_out).unwrap();
+        assert!(answer.starts_with("HTTP/1.0 403 Forbidden\r\n"), "{answer}");
+        // A guest that says nothing gets nothing.
+        let mut guest_out = Vec::new();
+        proxy(&mut &b""[..], &mut guest_out, "127.0.0.1:1", PATH).unwrap();
+        assert!(guest_out.is_empty());
+    }
+}

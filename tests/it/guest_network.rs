@@ -1,0 +1,470 @@
+//! What a customer's VM can reach on its network, tried from inside a real Linux guest (issue
+//! 10): Debian's kernel and a busybox initramfs the test builds, made a bootable disk with
+//! `fsmaker`, fetched with FetchDisk, attached to a server with a VLAN and started through the
+//! API. The guest's `/init` gets an address by DHCP, reads its metadata document the way the
+//! README tells customers to (URL and secret from fw_cfg), then tries TCP connections to the
+//! host: the API's port, PostgreSQL and a port this test listens on, on the host's loopback as
+//! user-mode networking shows it (10.0.2.2) and on the host's own address. It prints what it
+//! found on the serial console and powers off; the test reads it with GetConsoleLog.
+//!
+//! Needs `linux-image-amd64` and `busybox-static` (scripts/test.sh installs them), and root
+//! (Debian's `/boot/vmlinuz-*` is readable by root only).
+
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB};
+use crate::support::fetch_disk::{disks, fetch, fetch_args};
+use crate::support::image_server::ImageServer;
+use crate::support::tools::{assert_success, ext4_image, fsmaker, output};
+use crate::support::{Backend, ServerOptions, TestApp};
+
+/// The guest's network and fw_cfg drivers, in the order they load (dependencies first).
+const MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "qemu_fw_cfg",
+];
+
+/// Boot under TCG (KVM can hang a Linux guest on nested hosts), DHCP, metadata, probes.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
+const DONE: &str = "GUEST DONE";
+
+/// The guest's `/init`. Probes come from the kernel command line (`probe=HOST:PORT`).
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+echo "GUEST INIT"
+for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko || echo "INSMOD FAILED $m"; done
+ip link set lo up
+ip link set eth0 up
+udhcpc -i eth0 -s /etc/udhcpc.sh -q -n -t 5 -T 2 >/dev/null 2>&1
+echo "ADDR $(cat /tmp/addr 2>/dev/null)"
+F=/sys/firmware/qemu_fw_cfg/by_name/opt/com.extility
+url=$(cat $F/metadata-url/raw)
+token=$(cat $F/metadata-token/raw)
+echo "URL $url"
+hp=${url#http://}; path=/${hp#*/}; hp=${hp%%/*}; host=${hp%:*}; port=${hp##*:}
+[ "$port" = "$hp" ] && port=80
+printf 'GET %s HTTP/1.0\r\nHost: %s\r\nX-Extility-Metadata-Token: %s\r\n\r\n' "$path" "$hp" "$token" | nc -w 10 "$host" "$port" > /tmp/metadata
+if grep -q '<initial-password>' /tmp/metadata; then
+  echo "METADATA OK"
+  echo "PASSWORD $(grep -o '<initial-password>[^<]*' /tmp/metadata | cut -d '>' -f 2)"
+else
+  echo "METADATA FAILED: $(head -c 300 /tmp/metadata)"
+fi
+printf 'POST /api/v1/ListServers HTTP/1.0\r\nHost: %s\r\n\r\n' "$hp" | nc -w 10 "$host" "$port" > /tmp/other
+echo "OTHER REQUEST: $(head -n 1 /tmp/other)"
+for t in $(cat /proc/cmdline); do
+  case "$t" in probe=*)
+    p=${t#probe=}; h=${p%:*}; pt=${p##*:}
+    if nc -w 3 "$h" "$pt" </dev/null >/dev/null 2>&1; then echo "OPEN $h $pt"; else echo "CLOSED $h $pt"; fi;;
+  esac
+done
+echo "GUEST DONE"
+poweroff -f
+"#;
+
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$router" ] && ip route add default via "${router%% *}"
+    echo "$ip" > /tmp/addr;;
+esac
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_reaches_its_metadata_and_nothing_of_the_host() {
+    let started = Instant::now();
+    let app = TestApp::start_with(
+        Backend::Sqlite,
+        ServerOptions {
+            args: [
+                "--hypervisor",
+                "qemu",
+                "--qemu-accel",
+                "tcg",
+                "--allow-fetch-from",
+                "127.0.0.0/8",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        app.server.log_text().contains(
+            "guests get confined user-mode networking: DHCP and the metadata service only"
+        ),
+        "the log says how guests are networked: {}",
+        app.server.log_text()
+    );
+
+    // Something of the host's that a confined guest must not reach: a port open on every
+    // address (loopback and the host's own).
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let open_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    let api_port: u16 = app.server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut probes = vec![
+        ("10.0.2.2".to_string(), api_port),
+        ("10.0.2.2".to_string(), 5432),
+        ("10.0.2.2".to_string(), open_port),
+        // The user network's DNS forwarder (TCP): cut too.
+        ("10.0.2.3".to_string(), 53),
+    ];
+    match host_address() {
+        Some(ip) => {
+            probes.push((ip.to_string(), open_port));
+            probes.push((ip.to_string(), api_port));
+        }
+        None => eprintln!(
+            "guest_network: this host has no non-loopback IPv4 address; only its loopback \
+             (10.0.2.2) is probed"
+        ),
+    }
+    let append = probes
+        .iter()
+        .map(|(h, p)| format!("probe={h}:{p}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    let disk_image = guest_disk(app.dir.path(), &format!("quiet {append}"));
+    let files = ImageServer::start().await;
+    let url = files.put_data("guest.img", std::fs::read(&disk_image).unwrap());
+    let alice = app.alice();
+    let vdc = app.alice.vdc_id;
+    alice
+        .job_ok(fetch(&alice, fetch_args(&url, vdc, "linux guest")).await)
+        .await;
+    let disk = disks(&alice, vdc)
+        .await
+        .into_iter()
+        .find(|d| d["disk_name"] == "linux guest")
+        .unwrap();
+    let vlan = alice
+        .call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": "lan"}))
+        .await["vlan_id"]
+        .as_i64()
+        .unwrap();
+    let server = alice
+        .call(
+            "CreateServer",
+            json!({"vdc_id": vdc, "vlan_id": vlan, "server_name": "probe",
+                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
+                   "disk_productoffer_ids": [DISK_20GB]}),
+        )
+        .await;
+    let server_id = server["server_id"].as_i64().unwrap();
+    let attached = alice
+        .call(
+            "AttachDisk",
+            json!({"server_id": server_id, "disk_id": disk["disk_id"], "index": 0}),
+        )
+        .await;
+    assert_eq!(attached["result"], 1);
+    let job = alice
+        .call("StartServer", json!({"server_id": server_id}))
+        .await;
+    alice.job_ok(job["job_id"].as_i64().unwrap()).await;
+    let booted = Instant::now();
+
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    let log = loop {
+        let log = alice
+            .call("GetConsoleLog", json!({"server_id": server_id}))
+            .await["console_log"]
+            .as_str()
+            .unwrap()
+            // The serial console ends lines with CR LF; GetConsoleLog shows a CR as U+240D.
+            .replace(['\r', '\u{240d}'], "");
+        if log.contains(DONE) {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no '{DONE}' on the console after {GUEST_TIMEOUT:?}: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "guest_network: the guest ran its probes {:?} after StartServer ({:?} in all)",
+        booted.elapsed(),
+        started.elapsed()
+    );
+    let lines: Vec<&str> = log.lines().map(str::trim).collect();
+    let from_init = lines.iter().position(|l| *l == "GUEST INIT").unwrap_or(0);
+    eprintln!(
+        "guest_network: the guest said:\n{}",
+        lines[from_init..].join("\n")
+    );
+
+    let addr = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("ADDR "))
+        .unwrap_or_default();
+    assert!(
+        addr.starts_with("10.0.2."),
+        "an address by DHCP ({addr:?}): {log}"
+    );
+    assert!(
+        lines.contains(&"URL http://10.0.2.100/metadata/v1/server.xml"),
+        "{log}"
+    );
+    assert!(lines.contains(&"METADATA OK"), "{log}");
+    let password = alice
+        .call("GetServer", json!({"server_id": server_id}))
+        .await["initial_password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        lines.contains(&format!("PASSWORD {password}").as_str()),
+        "the guest read its own first-boot password: {log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("OTHER REQUEST: HTTP/1.0 403")),
+        "the metadata forward serves the metadata document only: {log}"
+    );
+    for (host, port) in &probes {
+        assert!(
+            lines.contains(&format!("CLOSED {host} {port}").as_str()),
+            "{host}:{port} must be out of the guest's reach: {log}"
+        );
+    }
+    assert!(
+        !lines.iter().any(|l| l.starts_with("OPEN ")),
+        "nothing of the host is reachable: {log}"
+    );
+}
+
+/// A bootable disk: an ext4 file system with nothing in it, Debian's kernel and the test's
+/// initramfs, GRUB by `fsmaker`.
+fn guest_disk(dir: &Path, append: &str) -> PathBuf {
+    let (kernel, modules_dir) = debian_kernel();
+    let initrd = dir.join("guest-initrd.gz");
+    std::fs::write(&initrd, initramfs(&modules_dir)).unwrap();
+    let fs = ext4_image(dir, "guest-fs", "32M", &[("etc/hostname", b"guest\n")]);
+    let disk = dir.join("guest.img");
+    let out = output(
+        fsmaker()
+            .arg("--kernel")
+            .arg(&kernel)
+            .arg("--initrd")
+            .arg(&initrd)
+            .arg("--append")
+            .arg(append)
+            .arg(&fs)
+            .arg(&disk),
+    );
+    assert_success(&out);
+    disk
+}
+
+/// The newest `/boot/vmlinuz-VERSION` that has its `/lib/modules/VERSION`.
+fn debian_kernel() -> (PathBuf, PathBuf) {
+    let mut found: Vec<(PathBuf, PathBuf)> = std::fs::read_dir("/boot")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let version = name.strip_prefix("vmlinuz-")?;
+            let modules = Path::new("/lib/modules").join(version);
+            modules.is_dir().then(|| (e.path(), modules))
+        })
+        .collect();
+    found.sort();
+    found.pop().expect(
+        "no /boot/vmlinuz-* with its /lib/modules: install linux-image-amd64 \
+         (scripts/test.sh does)",
+    )
+}
+
+/// A gzipped newc cpio: static busybox, the modules of `MODULES` (decompressed), `/init`.
+fn initramfs(modules_dir: &Path) -> Vec<u8> {
+    let busybox = std::fs::read("/bin/busybox")
+        .expect("/bin/busybox: install busybox-static (scripts/test.sh does)");
+    let mut cpio = Cpio::default();
+    for dir in [
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib/modules",
+        "proc",
+        "sys",
+        "tmp",
+    ] {
+        cpio.dir(dir);
+    }
+    cpio.char_device("dev/console", 5, 1);
+    cpio.file("bin/busybox", 0o755, &busybox);
+    cpio.file("init", 0o755, INIT.as_bytes());
+    cpio.file("etc/udhcpc.sh", 0o755, UDHCPC_SCRIPT.as_bytes());
+    let builtin = std::fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default();
+    let mut loaded = Vec::new();
+    for name in MODULES {
+        match find_module(&modules_dir.join("kernel"), name) {
+            Some(path) => {
+                cpio.file(
+                    &format!("lib/modules/{name}.ko"),
+                    0o644,
+                    &module_bytes(&path),
+                );
+                loaded.push(*name);
+            }
+            None => assert!(
+                builtin.lines().any(|l| l.ends_with(&format!("/{name}.ko"))),
+                "module {name} is neither in {} nor built in",
+                modules_dir.display()
+            ),
+        }
+    }
+    cpio.file(
+        "etc/modules",
+        0o644,
+        format!("{}\n", loaded.join("\n")).as_bytes(),
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&cpio.finish()).unwrap();
+    gz.finish().unwrap()
+}
+
+/// `NAME.ko` or `NAME.ko.xz` under `dir`.
+fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_module(&path, name) {
+                return Some(found);
+            }
+        } else if let Some(file) = path.file_name().and_then(|f| f.to_str())
+            && (file == format!("{name}.ko") || file == format!("{name}.ko.xz"))
+        {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// A module as busybox's `insmod` takes it: xz-compressed ones decompressed.
+fn module_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    if path.extension().is_some_and(|e| e == "xz") {
+        let mut out = Vec::new();
+        std::io::copy(&mut liblzma::read::XzDecoder::new(&bytes[..]), &mut out).unwrap();
+        out
+    } else {
+        bytes
+    }
+}
+
+/// A non-loopback, non-link-local IPv4 address of this host, if it has one.
+fn host_address() -> Option<Ipv4Addr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, which is walked read-only and freed once.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = list;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() && !ip.is_link_local() {
+                    found = Some(ip);
+                    break;
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
+}
+
+/// A cpio archive in the "newc" format the kernel unpacks as an initramfs.
+#[derive(Default)]
+struct Cpio {
+    out: Vec<u8>,
+    inode: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+        self.inode += 1;
+        let fields = [
+            self.inode,
+            mode,
+            0, // uid
+            0, // gid
+            1, // nlink
+            0, // mtime
+            data.len() as u32,
+            0, // dev major
+            0, // dev minor
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0, // check
+        ];
+        self.out.extend_from_slice(b"070701");
+        for field in fields {
+            self.out
+                .extend_from_slice(format!("{field:08x}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+    }
+
+    fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, (0, 0), &[]);
+    }
+
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
+        self.entry(name, 0o100000 | perm, (0, 0), data);
+    }
+
+    fn char_device(&mut self, name: &str, major: u32, minor: u32) {
+        self.entry(name, 0o020600, (major, minor), &[]);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, (0, 0), &[]);
+        self.out
+    }
+}

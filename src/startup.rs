@@ -298,11 +298,11 @@ impl Application {
         let router = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            stop.cancel();
-        })
-        .await?;
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                stop.cancel();
+            })
+            .await?;
         shutdown.cancel();
         let _ = workers.await;
         state.db.close().await;

@@ -8,7 +8,6 @@ pub mod openapi;
 pub mod soap;
 pub mod wsdl;
 
-
 use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};

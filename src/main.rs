@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => Application::build(config).await?.run().await,
+        Command::Serve(config) => Application::build(*config).await?.run().await,
         Command::Migrate(db) => {
             open_database(&db.data_dir, &db.database_url()).await?;
             println!("database is up to date");

@@ -11,6 +11,7 @@ mod api_smoke;
 mod decompression_limits;
 mod fair_scheduling;
 mod fetch;
+mod fetch_budgets;
 mod fetch_tls;
 mod fsmaker;
 mod fuzz;

@@ -30,5 +30,5 @@ pub async fn in_process_node(db: &TestDatabase, data_dir: &Path, node_id: &str) 
     let Command::Serve(config) = cli.command else {
         unreachable!("parsed a serve command")
     };
-    Application::build(config).await.unwrap()
+    Application::build(*config).await.unwrap()
 }

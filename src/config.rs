@@ -24,7 +24,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the SOAP and JSON APIs and run jobs.
+    /// Serve the SOAP and JSON APIs and run jobs. (Boxed: the flags outweigh the other
+    /// commands.)
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
@@ -214,6 +215,54 @@ pub struct ServeArgs {
         value_parser = memory_size
     )]
     pub max_decompression_memory: u64,
+    /// How long one fetch may take in all, connecting, retrying and downloading, before it
+    /// fails with FETCH_TIMEOUT: seconds, or with a unit (`90s`, `30m`, `6h`); 0: no deadline.
+    #[arg(
+        long,
+        env = "EXTILITY_FETCH_DEADLINE",
+        value_name = "SECONDS",
+        default_value = "6h",
+        value_parser = seconds
+    )]
+    pub fetch_deadline: u64,
+    /// Bytes per second a fetch's source must send on average since the fetch started, checked
+    /// from `--fetch-grace` on (FETCH_TIMEOUT below it): a size such as 64K or 1M; 0: no
+    /// minimum.
+    #[arg(
+        long,
+        env = "EXTILITY_FETCH_MIN_THROUGHPUT",
+        value_name = "SIZE",
+        default_value = "64K",
+        value_parser = crate::size::parse_size
+    )]
+    pub fetch_min_throughput: u64,
+    /// How long a fetch runs before its average throughput is checked: seconds, or with a unit
+    /// (`5m`).
+    #[arg(
+        long,
+        env = "EXTILITY_FETCH_GRACE",
+        value_name = "SECONDS",
+        default_value = "5m",
+        value_parser = seconds
+    )]
+    pub fetch_grace: u64,
+    /// Retries one fetch may make in all after transient failures (broken connections,
+    /// timeouts, 5xx answers), even when each made progress; one more fails it with
+    /// FETCH_TIMEOUT. (Three in a row without progress fail it with FETCH_FAILED whatever
+    /// this says.)
+    #[arg(long, env = "EXTILITY_FETCH_MAX_RETRIES", default_value_t = 10)]
+    pub fetch_max_retries: u32,
+    /// Bytes of a fetched image's compressed data that may decode to nothing (zstd skippable
+    /// frames, xz stream padding, empty gzip members) since the last byte of image: past it the
+    /// fetch fails with FETCH_TIMEOUT. A size of at least 1M; 0: no bound.
+    #[arg(
+        long,
+        env = "EXTILITY_FETCH_MAX_PADDING",
+        value_name = "SIZE",
+        default_value = "64M",
+        value_parser = padding_size
+    )]
+    pub fetch_max_padding: u64,
     /// Let customers (not only administrators) publish their images to the whole platform.
     #[arg(long, env = "EXTILITY_CUSTOMERS_MAY_PUBLISH_TO_PLATFORM")]
     pub customers_may_publish_to_platform: bool,
@@ -338,6 +387,35 @@ fn memory_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Seconds: a number, or a number with `s`, `m` (`min`) or `h`.
+fn seconds(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || format!("'{text}' is not a duration (examples: 300, 90s, 30m, 6h)");
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return Err(bad()),
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}
+
+/// A size of at least 1 MiB, or 0 (no bound): a decoder legitimately reads up to a few hundred
+/// KiB before it produces anything.
+fn padding_size(text: &str) -> Result<u64, String> {
+    match crate::size::parse_size(text)? {
+        0 => Ok(0),
+        _ => memory_size(text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +434,48 @@ mod tests {
         }
         assert!(memory_size("1000K").unwrap_err().contains("less than 1M"));
         assert!(memory_size("99999999T").unwrap_err().contains("too large"));
+    }
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = Cli::parse_from(["extility", "serve"].iter().chain(args));
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve");
+        };
+        *serve
+    }
+
+    #[test]
+    fn fetch_budgets_have_defaults_and_take_units() {
+        let d = serve(&[]);
+        assert_eq!(d.fetch_deadline, 6 * 3600);
+        assert_eq!((d.fetch_min_throughput, d.fetch_grace), (64 << 10, 300));
+        assert_eq!((d.fetch_max_retries, d.fetch_max_padding), (10, 64 << 20));
+        let set = serve(&[
+            "--fetch-deadline",
+            "3",
+            "--fetch-min-throughput",
+            "1M",
+            "--fetch-grace",
+            "90s",
+            "--fetch-max-retries",
+            "0",
+            "--fetch-max-padding",
+            "0",
+        ]);
+        assert_eq!(set.fetch_deadline, 3);
+        assert_eq!((set.fetch_min_throughput, set.fetch_grace), (1 << 20, 90));
+        assert_eq!((set.fetch_max_retries, set.fetch_max_padding), (0, 0));
+        assert_eq!(seconds("30m"), Ok(1800));
+        assert_eq!(seconds("2 min"), Ok(120));
+        assert_eq!(seconds("6H"), Ok(21600));
+        for bad in ["", "h", "-1", "1.5h", "3d"] {
+            assert!(
+                seconds(bad).unwrap_err().contains("not a duration"),
+                "{bad}"
+            );
+        }
+        assert!(padding_size("64K").unwrap_err().contains("less than 1M"));
+        assert_eq!(padding_size("1M"), Ok(1 << 20));
     }
 
     #[test]

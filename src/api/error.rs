@@ -31,7 +31,8 @@ pub fn error_type(err: &ApiError) -> &'static str {
         | ApiError::ImageTooLarge { .. }
         | ApiError::DecompressionLimit { .. }
         | ApiError::FetchRefused(_)
-        | ApiError::FetchFailed(_) => "FetchException",
+        | ApiError::FetchFailed(_)
+        | ApiError::FetchTimeout(_) => "FetchException",
         ApiError::Cancelled | ApiError::Interrupted(_) => "JobException",
         ApiError::Hypervisor(_)
         | ApiError::Storage(_)
@@ -62,6 +63,8 @@ pub fn http_status(err: &ApiError) -> StatusCode {
             StatusCode::TOO_MANY_REQUESTS
         }
         ApiError::FetchFailed(_) => StatusCode::BAD_GATEWAY,
+        // The source was too slow or too flaky for the fetch's budgets: the upstream's fault.
+        ApiError::FetchTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         // The node's own disk is short of space: the platform's trouble, not the caller's.
         ApiError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
         ApiError::Interrupted(_)
@@ -82,6 +85,19 @@ pub fn fault_code(err: &ApiError) -> FaultCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fetch_timeout_is_the_sources_fault() {
+        let err = ApiError::FetchTimeout(crate::error::FetchBudget::Deadline { seconds: 60 });
+        assert_eq!(err.code(), "FETCH_TIMEOUT");
+        assert_eq!(http_status(&err), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(fault_code(&err), FaultCode::Server);
+        assert_eq!(error_type(&err), "FetchException");
+        assert_eq!(
+            err.public_message(),
+            "the fetch took longer than its 1 min deadline"
+        );
+    }
 
     #[test]
     fn a_decompression_limit_is_the_callers_fetch_problem() {

@@ -9,8 +9,17 @@
 //! zstd frame whose window is larger than the largest power of two within it, fails with
 //! [`MemoryLimitExceeded`] when its header is read, before anything of it is decoded. gzip's
 //! window is 32 KiB.
+//!
+//! Some input decodes to nothing: zstd skippable frames, xz stream padding, empty gzip members.
+//! Legitimate files hold little of it (a seek table, a few bytes between streams), so the
+//! decoder may read at most a given amount of input since it last produced a byte of image,
+//! and fails with [`NoImageBytes`] past it: a source cannot keep a fetch busy with data that
+//! never becomes an image. Every byte the decoder produces counts, zeros included: an image's
+//! empty stretches compress to little and are not padding.
 
 use std::io::{self, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use liblzma::stream::Stream;
 use zstd::zstd_safe::zstd_sys::ZSTD_ErrorCode;
@@ -63,9 +72,85 @@ pub struct MemoryLimitExceeded {
     pub limit: u64,
 }
 
+/// The decoder read more than `limit` bytes of input without producing a byte of image. The
+/// reader's `io::Error`s carry it.
+#[derive(Debug, thiserror::Error)]
+#[error("the data held more than {limit} bytes that decode to nothing")]
+pub struct NoImageBytes {
+    pub limit: u64,
+}
+
 /// Reads the first bytes of `input`, recognises its format and returns a reader of the
-/// uncompressed image, whose decoder may use `memory_limit` bytes (see the module's notes).
+/// uncompressed image, whose decoder may use `memory_limit` bytes and read at most
+/// `max_padding` bytes of input without producing image bytes (0: no bound; see the module's
+/// notes).
 pub fn open<R: Read + Send + 'static>(
+    input: R,
+    memory_limit: u64,
+    max_padding: u64,
+) -> io::Result<(Compression, Box<dyn Read + Send>)> {
+    let meter = Arc::new(Meter::default());
+    let input = MeteredInput {
+        inner: input,
+        meter: meter.clone(),
+        limit: max_padding,
+    };
+    let (kind, decoder) = open_decoder(input, memory_limit)?;
+    Ok((
+        kind,
+        Box::new(MeteredOutput {
+            inner: decoder,
+            meter,
+        }),
+    ))
+}
+
+/// Input read, and how much of it had been read when the decoder last produced image bytes.
+#[derive(Debug, Default)]
+struct Meter {
+    fed: AtomicU64,
+    fed_at_output: AtomicU64,
+}
+
+/// The decoder's input: refuses to give more once `limit` bytes went in since the last image
+/// byte came out.
+struct MeteredInput<R> {
+    inner: R,
+    meter: Arc<Meter>,
+    limit: u64,
+}
+
+impl<R: Read> Read for MeteredInput<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let fed = self.meter.fed.load(Ordering::Relaxed);
+        let since_output = fed - self.meter.fed_at_output.load(Ordering::Relaxed);
+        if self.limit > 0 && since_output >= self.limit {
+            return Err(io::Error::other(NoImageBytes { limit: self.limit }));
+        }
+        let n = self.inner.read(buf)?;
+        self.meter.fed.store(fed + n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The decoder's output: notes when image bytes come out.
+struct MeteredOutput {
+    inner: Box<dyn Read + Send>,
+    meter: Arc<Meter>,
+}
+
+impl Read for MeteredOutput {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            let fed = self.meter.fed.load(Ordering::Relaxed);
+            self.meter.fed_at_output.store(fed, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+fn open_decoder<R: Read + Send + 'static>(
     mut input: R,
     memory_limit: u64,
 ) -> io::Result<(Compression, Box<dyn Read + Send>)> {
@@ -164,13 +249,15 @@ mod tests {
     const MIB: u64 = 1 << 20;
     /// The server's default limit.
     const LIMIT: u64 = 256 * MIB;
+    /// The server's default bound on input that decodes to nothing.
+    const PADDING: u64 = 64 * MIB;
 
     fn decoded(data: Vec<u8>) -> (Compression, Vec<u8>) {
         decoded_within(data, LIMIT).unwrap()
     }
 
     fn decoded_within(data: Vec<u8>, limit: u64) -> io::Result<(Compression, Vec<u8>)> {
-        let (kind, mut reader) = open(io::Cursor::new(data), limit)?;
+        let (kind, mut reader) = open(io::Cursor::new(data), limit, PADDING)?;
         let mut out = Vec::new();
         reader.read_to_end(&mut out)?;
         Ok((kind, out))
@@ -178,7 +265,7 @@ mod tests {
 
     /// Opens `data` and reads once: the read must fail with the error it returns.
     fn first_read_fails(data: Vec<u8>, limit: u64) -> MemoryLimitExceeded {
-        let (_, mut reader) = open(io::Cursor::new(data), limit).unwrap();
+        let (_, mut reader) = open(io::Cursor::new(data), limit, PADDING).unwrap();
         let mut buf = vec![0u8; 1 << 16];
         match reader.read(&mut buf) {
             Ok(n) => panic!("the first read gave {n} bytes"),
@@ -298,7 +385,7 @@ mod tests {
         let limit = 32 * MIB;
         let mut data = xz_with_dictionary(b"fine", MIB);
         data.extend(xz_with_dictionary(b"hostile", 64 * MIB));
-        let (_, mut reader) = open(io::Cursor::new(data), limit).unwrap();
+        let (_, mut reader) = open(io::Cursor::new(data), limit, PADDING).unwrap();
         let mut out = Vec::new();
         let err = reader.read_to_end(&mut out).unwrap_err();
         assert!(err.get_ref().unwrap().is::<MemoryLimitExceeded>(), "{err}");
@@ -339,7 +426,7 @@ mod tests {
         let limit = 32 * MIB;
         let mut data = zstd_with_window(b"fine", 20);
         data.extend(zstd_with_window(b"hostile", 27));
-        let (_, mut reader) = open(io::Cursor::new(data), limit).unwrap();
+        let (_, mut reader) = open(io::Cursor::new(data), limit, PADDING).unwrap();
         let mut out = Vec::new();
         let err = reader.read_to_end(&mut out).unwrap_err();
         assert!(err.get_ref().unwrap().is::<MemoryLimitExceeded>(), "{err}");
@@ -377,5 +464,91 @@ mod tests {
             !err.get_ref().is_some_and(|e| e.is::<MemoryLimitExceeded>()),
             "{err}"
         );
+    }
+
+    /// A zstd skippable frame of `len` bytes of content (RFC 8878, 3.1.2).
+    fn skippable_frame(len: usize) -> Vec<u8> {
+        let mut frame = 0x184D_2A50u32.to_le_bytes().to_vec();
+        frame.extend((len as u32).to_le_bytes());
+        frame.resize(8 + len, 0xaa);
+        frame
+    }
+
+    /// Reads `data` to its end under a padding bound; the error, if it stops on one.
+    fn read_padded(data: Vec<u8>, max_padding: u64) -> Result<Vec<u8>, NoImageBytes> {
+        let (_, mut reader) = open(io::Cursor::new(data), LIMIT, max_padding).unwrap();
+        let mut out = Vec::new();
+        match reader.read_to_end(&mut out) {
+            Ok(_) => Ok(out),
+            Err(err) => Err(*err
+                .into_inner()
+                .expect("a typed error")
+                .downcast::<NoImageBytes>()
+                .unwrap_or_else(|other| panic!("not a padding bound: {other}"))),
+        }
+    }
+
+    /// The same image followed by `padding` bytes that decode to nothing, in each format.
+    fn padded(image: &[u8], padding: usize) -> Vec<(&'static str, Vec<u8>)> {
+        let mut zst = zstd::encode_all(image, 1).unwrap();
+        while zst.len() < padding {
+            zst.extend(skippable_frame(64 << 10));
+        }
+        let mut xz = liblzma::encode_all(image, 1).unwrap();
+        xz.resize(xz.len() + padding, 0);
+        let mut gz = gzip(image);
+        let empty = gzip(b"");
+        for _ in 0..padding / empty.len() {
+            gz.extend(&empty);
+        }
+        vec![("zstd", zst), ("xz", xz), ("gzip", gz)]
+    }
+
+    #[test]
+    fn input_that_decodes_to_nothing_is_bounded() {
+        let image = sample();
+        for (kind, data) in padded(&image, 4 * MIB as usize) {
+            let err = read_padded(data.clone(), MIB).unwrap_err();
+            assert_eq!(err.limit, MIB, "{kind}");
+            // Unbounded, or bounded above the padding, the image comes out whole.
+            assert_eq!(read_padded(data.clone(), 0).unwrap(), image, "{kind}");
+            assert_eq!(read_padded(data, 8 * MIB).unwrap(), image, "{kind}");
+        }
+        for (kind, data) in padded(&image, (MIB / 2) as usize) {
+            assert_eq!(read_padded(data, MIB).unwrap(), image, "{kind}");
+        }
+    }
+
+    #[test]
+    fn padding_between_frames_counts_from_the_last_image_byte() {
+        // 768 KiB of skippable frames after each of three frames: each stretch is within
+        // 1 MiB, all of them together are not.
+        let mut zst = Vec::new();
+        let mut image: Vec<u8> = Vec::new();
+        for part in [&b"one, "[..], b"two, ", b"three"] {
+            zst.extend(zstd::encode_all(part, 1).unwrap());
+            for _ in 0..12 {
+                zst.extend(skippable_frame(64 << 10));
+            }
+            image.extend_from_slice(part);
+        }
+        assert_eq!(read_padded(zst, MIB).unwrap(), image);
+    }
+
+    #[test]
+    fn zeros_and_raw_data_are_image_bytes() {
+        // 64 MiB of zeros compress to a few KiB: all of it is image, however little input.
+        let zeros = vec![0u8; 64 * MIB as usize];
+        for data in [
+            zstd::encode_all(&zeros[..], 3).unwrap(),
+            liblzma::encode_all(&zeros[..], 1).unwrap(),
+            gzip(&zeros),
+        ] {
+            let out = read_padded(data, MIB).unwrap();
+            assert!(out.len() == zeros.len() && out.iter().all(|&b| b == 0));
+        }
+        // Uncompressed data is all image, under the smallest bound allowed.
+        let raw: Vec<u8> = (0..4 * MIB as u32).map(|i| (i % 253) as u8).collect();
+        assert_eq!(read_padded(raw.clone(), MIB).unwrap(), raw);
     }
 }

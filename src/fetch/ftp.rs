@@ -4,12 +4,11 @@
 //! protected with `PROT P`), certificates checked like HTTPS ([`FetchTls`]). Passive data
 //! connections go to the control connection's (checked) address whatever the server's `PASV`
 //! reply names, so a server cannot point the fetch at an internal address. A transfer that
-//! breaks off is resumed with `REST`.
+//! breaks off is resumed with `REST`, within the fetch's retries ([`Retries`]).
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use rustls::ClientConfig;
@@ -18,8 +17,9 @@ use suppaftp::{FtpError, RustlsConnector, RustlsFtpStream, Status};
 use tokio::runtime::Handle;
 
 use super::FetchSource;
+use super::budget::{FetchLimits, Retries};
 use super::guard::{AddressGuard, Refused};
-use super::http::{CONNECT_TIMEOUT, Failure, IDLE_TIMEOUT, MAX_RETRIES};
+use super::http::{CONNECT_TIMEOUT, Failure, IDLE_TIMEOUT};
 use super::pipeline::Wire;
 use super::tls::{FetchTls, certificate_refused};
 use crate::error::{ApiError, ApiResult};
@@ -81,12 +81,14 @@ fn remote_path(source: &FetchSource) -> ApiResult<String> {
     Ok(path)
 }
 
-/// Downloads `source` into the pipeline. Blocking: run it on a blocking thread.
+/// Downloads `source` into the pipeline. Blocking: run it on a blocking thread. It gives up
+/// at its next read once the wire is stopped (cancelled, or a budget ran out).
 pub fn download(
     source: &FetchSource,
     guard: &AddressGuard,
     tls: &FetchTls,
     wire: &Wire,
+    limits: &FetchLimits,
     runtime: Handle,
 ) -> ApiResult<()> {
     let host = source
@@ -101,7 +103,7 @@ pub fn download(
     let secure = source.url.scheme() == "ftps";
     let tls = secure.then(|| tls.client_config());
     let mut offset = 0u64;
-    let mut failures = 0;
+    let mut retries = Retries::new(limits);
     loop {
         let before = offset;
         let attempt = Attempt {
@@ -117,26 +119,17 @@ pub fn download(
             Ok(()) => return Ok(()),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Transient(message)) => {
-                if offset > before {
-                    failures = 0;
-                }
-                failures += 1;
-                if failures > MAX_RETRIES {
-                    return Err(ApiError::FetchFailed(format!(
-                        "{message} (gave up after {MAX_RETRIES} retries)"
-                    )));
-                }
-                tracing::warn!(url = %source.url, offset, error = %message,
-                    "FTP fetch interrupted; retrying");
-                let pause = Duration::from_millis(500 << failures);
-                let cancel = wire.progress.cancel_token();
+                tracing::warn!(url = %source.redacted(), offset, error = %message,
+                    "FTP fetch interrupted");
+                let pause = retries.after_failure(offset > before, message)?;
+                let stop = wire.stop_token();
                 runtime.block_on(async {
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
-                        _ = cancel.cancelled() => {}
+                        _ = stop.cancelled() => {}
                     }
                 });
-                if cancel.is_cancelled() {
+                if stop.is_cancelled() {
                     return Err(ApiError::Cancelled);
                 }
             }
@@ -220,7 +213,7 @@ impl Attempt<'_> {
         })?;
         progress.set_phase("downloading");
         loop {
-            if progress.is_cancelled() {
+            if self.wire.is_stopped() {
                 return Err(Failure::Fatal(ApiError::Cancelled));
             }
             let mut buf = BytesMut::zeroed(READ_CHUNK);

@@ -3,7 +3,8 @@
 //! Redirects are followed here rather than by the client, so that every hop is checked like
 //! the first URL (scheme, literal addresses; names are checked by the guarded resolver the
 //! client connects through) and so that credentials are sent only to the origin they were
-//! given for. A transfer that breaks off is resumed with `Range` from where it stopped.
+//! given for. A transfer that breaks off is resumed with `Range` from where it stopped, within
+//! the fetch's retries ([`Retries`]).
 //! HTTPS checks certificates against [`FetchTls`].
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 use url::{Host, Url};
 
+use super::budget::{FetchLimits, Retries};
 use super::guard::{AddressGuard, GuardedResolver, find_refused};
 use super::pipeline::Wire;
 use super::tls::{FetchTls, certificate_refused};
@@ -19,8 +21,6 @@ use super::{FetchSource, describe_error};
 use crate::error::{ApiError, ApiResult};
 
 pub const MAX_REDIRECTS: usize = 5;
-/// Attempts after a transient failure (connection lost, timeout, 5xx) that made no progress.
-pub const MAX_RETRIES: u32 = 3;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A connection that sends nothing for this long is given up (and retried).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -106,6 +106,7 @@ pub async fn download(
     guard: &AddressGuard,
     tls: &FetchTls,
     wire: &Wire,
+    limits: &FetchLimits,
 ) -> ApiResult<()> {
     let credentials = source
         .user
@@ -123,25 +124,17 @@ pub async fn download(
         total: None,
         validator: None,
     };
-    let mut failures = 0;
+    let mut retries = Retries::new(limits);
     loop {
         let before = dl.offset;
         match dl.transfer().await {
             Ok(()) => return Ok(()),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Transient(message)) => {
-                if dl.offset > before {
-                    failures = 0;
-                }
-                failures += 1;
-                if failures > MAX_RETRIES {
-                    return Err(ApiError::FetchFailed(format!(
-                        "{message} (gave up after {MAX_RETRIES} retries)"
-                    )));
-                }
                 tracing::warn!(url = %dl.url, offset = dl.offset, error = %message,
-                    "fetch interrupted; retrying");
-                tokio::time::sleep(Duration::from_millis(500 << failures)).await;
+                    "fetch interrupted");
+                let pause = retries.after_failure(dl.offset > before, message)?;
+                tokio::time::sleep(pause).await;
             }
         }
     }

@@ -4,12 +4,14 @@
 //! - [`source`]: the URL, its credentials and the expected checksum, as FetchDisk takes them.
 //! - [`guard`]: which addresses may be fetched from, and DNS answers pinned to checked ones.
 //! - [`http`], [`ftp`]: the downloaders (redirects, timeouts, resumption).
+//! - [`budget`]: how long, how slow and how flaky a fetch may be (`FETCH_TIMEOUT`).
 //! - [`tls`]: the certificates https and ftps sources are checked against.
 //! - [`decode`]: compression recognised by magic bytes (gzip, xz, zstd); xz and zstd decoders
-//!   under a memory limit.
+//!   under a memory limit, and a bound on input that decodes to nothing.
 //! - [`pipeline`]: download → decompress → hash → thin write on threads with bounded buffers.
 //! - [`writer`]: source in, verified thin file out ([`fetch_image`]).
 
+pub mod budget;
 pub mod decode;
 pub mod ftp;
 pub mod guard;
@@ -19,6 +21,7 @@ mod source;
 pub mod tls;
 mod writer;
 
+pub use budget::FetchLimits;
 pub use pipeline::Written;
 pub use source::{Checksum, Credentials, FetchSource};
 pub use tls::FetchTls;

@@ -6,7 +6,8 @@
 //! pool, stops the job as soon as the image passes the disk size, and notices ISO 9660 images.
 //! The hash thread computes the checksum (only when one was given); the write thread writes
 //! the buffers thinly into the staging file and gives them back to the pool. Every stage checks
-//! the job's cancellation between buffers, so a cancel stops the work within a buffer.
+//! the job's cancellation between buffers, so a cancel stops the work within a buffer; the
+//! fetch stops the stages the same way when a budget runs out ([`Wire::stop`]).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -23,8 +24,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Checksum;
-use super::decode::{self, Compression, MemoryLimitExceeded};
-use crate::error::{ApiError, ApiResult};
+use super::decode::{self, Compression, MemoryLimitExceeded, NoImageBytes};
+use crate::error::{ApiError, ApiResult, FetchBudget};
 use crate::progress::Progress;
 use crate::sparse::{SparseStats, SparseWriter};
 
@@ -43,9 +44,37 @@ pub struct Wire {
     tx: mpsc::Sender<Bytes>,
     pub progress: Arc<Progress>,
     received: AtomicU64,
+    /// Stops the stages: fires with the job's cancellation, or alone ([`Wire::stop`]).
+    stop: CancellationToken,
 }
 
 impl Wire {
+    /// Stops the pipeline and the downloader (a budget ran out; the caller has the reason).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Whether the job was cancelled or the pipeline stopped: a downloader gives up.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// A wire into nothing, for tests of what watches it.
+    #[cfg(test)]
+    pub fn detached() -> Wire {
+        Wire {
+            tx: mpsc::channel(1).0,
+            progress: Arc::default(),
+            received: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// A token that fires when [`Wire::is_stopped`] becomes true.
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
     /// Counts `n` bytes received from the network (forwarded or not).
     pub fn received(&self, n: usize) {
         self.received.fetch_add(n as u64, Ordering::Relaxed);
@@ -105,11 +134,13 @@ pub struct Stages {
 }
 
 /// Starts the stages writing into `file`; returns the downloader's end and the stages. The
-/// decompressor may use `decompression_memory` bytes (see [`decode`]).
+/// decompressor may use `decompression_memory` bytes and read at most `max_padding` bytes
+/// without producing image bytes (see [`decode`]).
 pub fn start(
     file: File,
     disk_size: u64,
     decompression_memory: u64,
+    max_padding: u64,
     checksum: &Checksum,
     progress: Arc<Progress>,
 ) -> io::Result<(Arc<Wire>, Stages)> {
@@ -117,7 +148,8 @@ pub fn start(
     let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(POOL);
     let (decoded_tx, decoded_rx) = sync_channel::<Vec<u8>>(POOL / 2);
     let (hashed_tx, hashed_rx) = sync_channel::<Vec<u8>>(POOL / 2);
-    let cancel = progress.cancel_token().clone();
+    // The stages stop when the job is cancelled, or when the fetch stops them.
+    let cancel = progress.cancel_token().child_token();
     let input = ChannelReader {
         rx: wire_rx,
         current: Bytes::new(),
@@ -134,6 +166,7 @@ pub fn start(
                     input,
                     disk_size,
                     decompression_memory,
+                    max_padding,
                     pool_rx,
                     decoded_tx,
                     cancel,
@@ -146,13 +179,17 @@ pub fn start(
             .name("fetch-hash".into())
             .spawn(move || hash_stage(hasher, decoded_rx, hashed_tx, cancel))?
     };
-    let write = std::thread::Builder::new()
-        .name("fetch-write".into())
-        .spawn(move || write_stage(file, hashed_rx, pool_tx, cancel))?;
+    let write = {
+        let cancel = cancel.clone();
+        std::thread::Builder::new()
+            .name("fetch-write".into())
+            .spawn(move || write_stage(file, hashed_rx, pool_tx, cancel))?
+    };
     let wire = Arc::new(Wire {
         tx: wire_tx,
         progress,
         received: AtomicU64::new(0),
+        stop: cancel,
     });
     Ok((
         wire,
@@ -203,7 +240,8 @@ fn joined<T>(stage: JoinHandle<StageResult<T>>) -> StageResult<T> {
     })
 }
 
-/// Reads the downloader's chunks as a byte stream; a cancelled job reads as an error.
+/// Reads the downloader's chunks as a byte stream; a cancelled job (or stopped pipeline) reads
+/// as an error.
 struct ChannelReader {
     rx: mpsc::Receiver<Bytes>,
     current: Bytes,
@@ -254,6 +292,11 @@ fn read_error(kind: Compression, err: io::Error) -> StageError {
     let inner = err.get_ref();
     if inner.is_some_and(|inner| inner.is::<CancelledRead>()) {
         return StageError::Failed(ApiError::Cancelled);
+    }
+    if let Some(spent) = inner.and_then(|inner| inner.downcast_ref::<NoImageBytes>()) {
+        return StageError::Failed(ApiError::FetchTimeout(FetchBudget::NoImageBytes {
+            limit: spent.limit,
+        }));
     }
     if let Some(over) = inner.and_then(|inner| inner.downcast_ref::<MemoryLimitExceeded>()) {
         return StageError::Failed(ApiError::DecompressionLimit {
@@ -310,12 +353,13 @@ fn decode_stage(
     input: ChannelReader,
     disk_size: u64,
     decompression_memory: u64,
+    max_padding: u64,
     pool: Receiver<Vec<u8>>,
     out: SyncSender<Vec<u8>>,
     cancel: CancellationToken,
 ) -> StageResult<(Compression, u64, bool)> {
-    let (kind, mut reader) =
-        decode::open(input, decompression_memory).map_err(|e| read_error(Compression::None, e))?;
+    let (kind, mut reader) = decode::open(input, decompression_memory, max_padding)
+        .map_err(|e| read_error(Compression::None, e))?;
     let mut allocated = 0;
     let mut total: u64 = 0;
     let mut is_iso = false;

@@ -11,13 +11,15 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use super::budget::{Budget, FetchLimits};
 use super::guard::AddressGuard;
 use super::pipeline::{self, Written};
 use super::{Checksum, FetchSource, FetchTls, ftp, http};
 use crate::error::{ApiError, ApiResult};
 use crate::progress::Progress;
 
-/// Where fetches may connect, which certificates they trust and what decompressing may cost.
+/// Where fetches may connect, which certificates they trust, what decompressing may cost and
+/// how long, how slow and how flaky a fetch may be.
 #[derive(Debug, Clone)]
 pub struct FetchPolicy {
     /// Ranges opened with `--allow-fetch-from`, although internal.
@@ -26,6 +28,8 @@ pub struct FetchPolicy {
     /// Bytes of memory the xz or zstd decoder may use (`--max-decompression-memory`); data
     /// that needs more fails with `DECOMPRESSION_LIMIT`.
     pub max_decompression_memory: u64,
+    /// The fetch's budgets (`--fetch-*`); one that runs out fails with `FETCH_TIMEOUT`.
+    pub limits: FetchLimits,
 }
 
 /// What a fetch did.
@@ -38,8 +42,9 @@ pub struct Fetched {
 }
 
 /// Fetches `source` into the file `dest` (created or truncated), an image of at most
-/// `max_size` bytes once decompressed, checking it against `checksum`. `progress` hears how
-/// far the download is and stops it when cancelled.
+/// `max_size` bytes once decompressed, checking it against `checksum`, within the policy's
+/// budgets (whose clock starts now). `progress` hears how far the download is and stops it
+/// when cancelled.
 pub async fn fetch_image(
     source: &FetchSource,
     checksum: &Checksum,
@@ -75,6 +80,7 @@ async fn download_into(
     policy: &FetchPolicy,
     progress: Arc<Progress>,
 ) -> (ApiResult<Written>, u64) {
+    let budget = Budget::start(policy.limits);
     progress.set_phase("connecting");
     let opened = tokio::fs::OpenOptions::new()
         .write(true)
@@ -95,6 +101,7 @@ async fn download_into(
         file,
         max_size,
         policy.max_decompression_memory,
+        policy.limits.max_padding,
         checksum,
         progress.clone(),
     );
@@ -105,25 +112,35 @@ async fn download_into(
     let guard = AddressGuard::new(policy.allow.clone());
     let tls = &policy.tls;
     let cancel = progress.cancel_token().clone();
+    let limits = policy.limits;
+    // The deadline and the throughput are watched beside the download, which is dropped (or,
+    // on its FTP thread, stopped at its next read) when one runs out.
     let downloaded = match source.url.scheme() {
         "http" | "https" => {
             tokio::select! {
-                r = http::download(source, &guard, tls, &wire) => r,
+                r = http::download(source, &guard, tls, &wire, &limits) => r,
                 _ = cancel.cancelled() => Err(ApiError::Cancelled),
+                spent = budget.watch(&wire) => Err(ApiError::FetchTimeout(spent)),
             }
         }
         _ => {
-            let (source, wire, tls) = (source.clone(), wire.clone(), tls.clone());
+            let (source, ftp_wire, tls) = (source.clone(), wire.clone(), tls.clone());
             let runtime = tokio::runtime::Handle::current();
             let task = tokio::task::spawn_blocking(move || {
-                ftp::download(&source, &guard, &tls, &wire, runtime)
+                ftp::download(&source, &guard, &tls, &ftp_wire, &limits, runtime)
             });
             tokio::select! {
                 r = task => r.map_err(ApiError::from).and_then(|r| r),
                 _ = cancel.cancelled() => Err(ApiError::Cancelled),
+                spent = budget.watch(&wire) => Err(ApiError::FetchTimeout(spent)),
             }
         }
     };
+    if let Err(ApiError::FetchTimeout(spent)) = &downloaded {
+        tracing::info!(url = %source.redacted(), budget = %spent, "fetch stopped");
+        // The stages stop without waiting for the rest (an FTP thread may still hold the wire).
+        wire.stop();
+    }
     let wire_bytes = wire.total_received();
     // Closing our end of the wire tells the decoder the data is complete.
     drop(wire);

@@ -11,6 +11,7 @@
 //! files of jobs that are not running.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -19,8 +20,9 @@ use super::disk::{self, NewDisk};
 use super::image::{self, NewImage};
 use super::quota::{self, Need};
 use super::{Ctx, args, product_offer, usage, validate, vdc};
+use crate::config::Config;
 use crate::error::ApiResult;
-use crate::fetch::{self, Checksum, Credentials, FetchPolicy, FetchSource};
+use crate::fetch::{self, Checksum, Credentials, FetchLimits, FetchPolicy, FetchSource};
 use crate::jobs::{JobKind, JobOutcome, Lane, NewJob, RunningJob, Slot};
 use crate::state::AppState;
 use crate::storage::volumes;
@@ -117,6 +119,7 @@ impl JobKind for FetchDiskJob {
             allow: state.config.allow_fetch_from.clone(),
             tls: state.fetch_tls.clone(),
             max_decompression_memory: state.config.max_decompression_memory,
+            limits: fetch_limits(&state.config),
         };
         let fetched = fetch::fetch_image(
             &source,
@@ -223,6 +226,17 @@ impl FetchDiskJob {
             volumes::delete_files(state.storage.clone(), vec![volume]).await;
         }
         committed
+    }
+}
+
+/// The fetch budgets the server's flags set (0 turns a deadline, minimum or bound off).
+fn fetch_limits(config: &Config) -> FetchLimits {
+    FetchLimits {
+        deadline: (config.fetch_deadline > 0).then(|| Duration::from_secs(config.fetch_deadline)),
+        min_throughput: config.fetch_min_throughput,
+        grace: Duration::from_secs(config.fetch_grace),
+        max_retries: config.fetch_max_retries,
+        max_padding: config.fetch_max_padding,
     }
 }
 

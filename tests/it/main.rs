@@ -12,6 +12,7 @@ mod audit;
 mod decompression_limits;
 mod fair_scheduling;
 mod fetch;
+mod fetch_budgets;
 mod fetch_tls;
 mod fsmaker;
 mod fuzz;

@@ -2,8 +2,11 @@
 
 Usage: ftp_server.py ROOT USER PASSWORD [CERTFILE KEYFILE]. With a certificate and key it
 serves FTPS (explicit, AUTH TLS; pyftpdlib's TLS handler needs pyOpenSSL) and refuses logins
-that have not secured the control connection. Prints "ftp listening on PORT" when ready.
+that have not secured the control connection. With FTP_WRITE_LIMIT=N in the environment (plain
+FTP only) downloads are sent at about N bytes a second. Prints "ftp listening on PORT" when
+ready.
 """
+import os
 import sys
 
 from pyftpdlib.authorizers import DummyAuthorizer
@@ -27,6 +30,16 @@ else:
 
     class Handler(FTPHandler):
         pass
+
+    write_limit = int(os.environ.get("FTP_WRITE_LIMIT", "0"))
+    if write_limit:
+        from pyftpdlib.handlers import ThrottledDTPHandler
+
+        class Throttled(ThrottledDTPHandler):
+            pass
+
+        Throttled.write_limit = write_limit
+        Handler.dtp_handler = Throttled
 
 
 Handler.authorizer = authorizer

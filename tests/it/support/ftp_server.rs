@@ -14,7 +14,17 @@ pub struct FtpServer {
 impl FtpServer {
     /// Serves `root` to `user`/`password` on 127.0.0.1.
     pub fn start(root: &Path, user: &str, password: &str) -> FtpServer {
-        Self::spawn(root, user, password, None)
+        Self::spawn(root, user, password, None, None)
+    }
+
+    /// The same, sending downloads at about `bytes_per_second` (a slow source).
+    pub fn start_throttled(
+        root: &Path,
+        user: &str,
+        password: &str,
+        bytes_per_second: u64,
+    ) -> FtpServer {
+        Self::spawn(root, user, password, None, Some(bytes_per_second))
     }
 
     /// Serves `root` over explicit FTPS (AUTH TLS required, data protected) with the
@@ -26,15 +36,24 @@ impl FtpServer {
         cert: &Path,
         key: &Path,
     ) -> FtpServer {
-        Self::spawn(root, user, password, Some((cert, key)))
+        Self::spawn(root, user, password, Some((cert, key)), None)
     }
 
-    fn spawn(root: &Path, user: &str, password: &str, tls: Option<(&Path, &Path)>) -> FtpServer {
+    fn spawn(
+        root: &Path,
+        user: &str,
+        password: &str,
+        tls: Option<(&Path, &Path)>,
+        write_limit: Option<u64>,
+    ) -> FtpServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/ftp_server.py");
         let mut command = Command::new("python3");
         command.arg(script).arg(root).args([user, password]);
         if let Some((cert, key)) = tls {
             command.arg(cert).arg(key);
+        }
+        if let Some(limit) = write_limit {
+            command.env("FTP_WRITE_LIMIT", limit.to_string());
         }
         let mut child = command
             .stdout(Stdio::piped())

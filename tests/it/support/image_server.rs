@@ -26,6 +26,9 @@ pub struct Served {
     pub pace: Option<(usize, Duration)>,
     /// On the first request only: send this many bytes, then break the connection.
     pub break_first_after: Option<usize>,
+    /// On every request: send at most this many bytes of the response, then break the
+    /// connection (a resumed request then gets the next ones).
+    pub break_every_after: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -206,7 +209,8 @@ async fn serve(
         served.break_first_after
     } else {
         None
-    };
+    }
+    .or(served.break_every_after);
     let stream_body = paced(shared.clone(), body.clone(), served.pace, break_after);
     let mut response = Response::builder()
         .header(header::CONTENT_LENGTH, body.len())
@@ -239,6 +243,9 @@ fn paced(
             if let Some(limit) = break_after
                 && sent >= limit
             {
+                // Give the connection a turn to write what was sent before it breaks (hyper
+                // drops unflushed data along with a broken connection).
+                tokio::task::yield_now().await;
                 let err = std::io::Error::other("connection broken on purpose");
                 return Some((Err(err), (Bytes::new(), sent)));
             }

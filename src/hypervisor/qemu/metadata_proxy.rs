@@ -8,6 +8,10 @@
 //! metadata document and nothing else of the API (no SOAP, no JSON, no logins from a loopback
 //! address). The process ends with its connection, and after [`DEADLINE`] in any case.
 //!
+//! A guest may open connections faster than they end; each costs the host a process. So a VM
+//! has at most [`MAX_PER_VM`] proxies at once (counted as the running proxies whose parent is
+//! its QEMU process): one beyond that answers `503` and exits at once.
+//!
 //! Nothing may be written to stderr here: it is the guest's connection.
 
 use std::io::{self, Read, Write};
@@ -19,6 +23,8 @@ pub const REQUEST_HEAD_LIMIT: usize = 8 * 1024;
 /// A connection lives at most this long (a guest that opens one and sends nothing included).
 pub const DEADLINE: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Proxies one VM may have running at once.
+pub const MAX_PER_VM: usize = 8;
 
 /// Hop-by-hop and body headers the proxy does not pass on (it sets `Connection: close`).
 const DROPPED_HEADERS: &[&str] = &[
@@ -40,6 +46,15 @@ pub fn run(service: &str, path: &str) -> i32 {
     });
     let mut guest_in = io::stdin().lock();
     let mut guest_out = io::stdout().lock();
+    let parent = rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get());
+    if proxies_of(parent) > MAX_PER_VM {
+        let _ = respond(
+            &mut guest_out,
+            "503 Service Unavailable",
+            "too many connections",
+        );
+        return 1;
+    }
     match proxy(&mut guest_in, &mut guest_out, service, path) {
         Ok(()) => 0,
         Err(_) => 1,
@@ -70,6 +85,35 @@ pub fn proxy(
     upstream.write_all(&request)?;
     io::copy(&mut upstream, guest_out)?;
     guest_out.flush()
+}
+
+/// The running metadata proxies (this one included) whose parent process is `parent`.
+fn proxies_of(parent: i32) -> usize {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    processes
+        .flatten()
+        .filter(|entry| {
+            let dir = entry.path();
+            let parent_of = std::fs::read_to_string(dir.join("stat"))
+                .ok()
+                .and_then(|stat| parent_in_stat(&stat));
+            parent_of == Some(parent)
+                && std::fs::read(dir.join("cmdline")).is_ok_and(|cmdline| {
+                    cmdline
+                        .split(|b| *b == 0)
+                        .any(|arg| arg == super::args::METADATA_PROXY_COMMAND.as_bytes())
+                })
+        })
+        .count()
+}
+
+/// The parent pid in a `/proc/<pid>/stat` line: the second field after the command, which is
+/// in parentheses and may itself hold spaces and parentheses.
+fn parent_in_stat(stat: &str) -> Option<i32> {
+    let (_, after_command) = stat.rsplit_once(')')?;
+    after_command.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn connect(service: &str) -> io::Result<TcpStream> {
@@ -181,6 +225,40 @@ mod tests {
     use super::*;
 
     const PATH: &str = "/metadata/v1/server.xml";
+
+    #[test]
+    fn the_parent_is_read_from_stat() {
+        assert_eq!(parent_in_stat("42 (qemu) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_in_stat("43 (a b) c)) R 9 1"), Some(9));
+        assert_eq!(parent_in_stat("garbage"), None);
+    }
+
+    /// Proxies are counted per parent: three children of this process that carry the proxy's
+    /// command word count, for this process and for no other.
+    #[test]
+    fn proxies_are_counted_per_parent() {
+        let me = std::process::id() as i32;
+        let before = proxies_of(me);
+        let mut children: Vec<_> = (0..3)
+            .map(|_| {
+                std::process::Command::new("sh")
+                    .args([
+                        "-c",
+                        "sleep 30; :",
+                        super::super::args::METADATA_PROXY_COMMAND,
+                    ])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        // The children exist, with their command lines, once spawn has returned (exec done).
+        assert_eq!(proxies_of(me), before + 3);
+        for child in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert_eq!(proxies_of(me), before);
+    }
 
     fn forwarded(head: &str) -> Result<String, &'static str> {
         forwarded_request(head.as_bytes(), PATH).map(|b| String::from_utf8(b).unwrap())

@@ -26,6 +26,9 @@ dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 need_guest=()
 compgen -G '/boot/vmlinuz-*' >/dev/null || need_guest+=(linux-image-amd64)
 dpkg -s busybox-static >/dev/null 2>&1 || need_guest+=(busybox-static)
+# Tenant networks: nftables and dnsmasq (bridges and taps are iproute2's, always there).
+have nft || [ -x /usr/sbin/nft ] || need_guest+=(nftables)
+have dnsmasq || [ -x /usr/sbin/dnsmasq ] || need_guest+=(dnsmasq-base)
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 

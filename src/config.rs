@@ -372,6 +372,69 @@ pub struct ServeArgs {
         hide = true
     )]
     pub orphan_min_age_seconds: u64,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+/// How guests are networked (README: Networking).
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArgs {
+    /// `bridge`: a bridge per VLAN, a tap per NIC, DHCP, the metadata service, port forwards
+    /// and firewall rules (needs root or CAP_NET_ADMIN, `ip`, `nft` and `dnsmasq`); `user`:
+    /// QEMU's user-mode network, confined to DHCP and the metadata service; `auto`: bridge
+    /// when this process can, else user.
+    #[arg(long = "network", env = "EXTILITY_NETWORK", value_enum, default_value = "auto")]
+    pub mode: NetworkMode,
+    /// Whether guests reach the world outside the host, through NAT (never the host itself,
+    /// its networks, other VLANs, loopback or link-local addresses).
+    #[arg(long, env = "EXTILITY_GUEST_EGRESS", value_enum, default_value = "on")]
+    pub guest_egress: OnOff,
+    /// The addresses VLAN subnets are cut from.
+    #[arg(long, env = "EXTILITY_VLAN_SUBNETS", default_value = "10.64.0.0/10")]
+    pub vlan_subnets: ipnet::Ipv4Net,
+    /// The prefix length of each VLAN's subnet.
+    #[arg(long, env = "EXTILITY_VLAN_PREFIX", default_value_t = 24,
+          value_parser = clap::value_parser!(u8).range(16..=29))]
+    pub vlan_prefix: u8,
+    /// The port of this node's metadata listener, where guests' connections to
+    /// 169.254.169.254:80 are redirected (only guests reach it).
+    #[arg(long, env = "EXTILITY_METADATA_PORT", default_value_t = 8775)]
+    pub metadata_port: u16,
+    /// The host ports port forwards are given from (`FIRST-LAST`).
+    #[arg(long, env = "EXTILITY_PORT_FORWARD_PORTS", default_value = "20000-29999",
+          value_parser = port_range)]
+    pub port_forward_ports: (u16, u16),
+    /// A network guests never reach even with egress on (the platform's management networks
+    /// beyond the host's own, which are always out of reach). Repeatable; the variable takes a
+    /// comma-separated list.
+    #[arg(long = "guest-deny", env = "EXTILITY_GUEST_DENY", value_name = "CIDR",
+          value_delimiter = ',')]
+    pub guest_deny: Vec<ipnet::Ipv4Net>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkMode {
+    Auto,
+    Bridge,
+    User,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+fn port_range(text: &str) -> Result<(u16, u16), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("'{text}' is not FIRST-LAST"))?;
+    let parse = |p: &str| p.trim().parse::<u16>().map_err(|e| format!("'{p}': {e}"));
+    let (first, last) = (parse(first)?, parse(last)?);
+    if first == 0 || first > last {
+        return Err(format!("'{text}': need 1 <= FIRST <= LAST"));
+    }
+    Ok((first, last))
 }
 
 /// The resolved configuration of a serving node.

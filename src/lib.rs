@@ -15,6 +15,7 @@ pub mod error;
 pub mod fetch;
 pub mod hypervisor;
 pub mod jobs;
+pub mod network;
 pub mod ops;
 pub mod progress;
 pub mod size;

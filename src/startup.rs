@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::config::{Config, HypervisorKind, QemuAccel};
+use crate::config::{Config, HypervisorKind, NetworkMode, OnOff, QemuAccel};
 use crate::db::Db;
 use crate::fetch::FetchTls;
 use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
@@ -21,7 +21,9 @@ use crate::ops::audit::AuditLog;
 use crate::ops::credentials::CredentialCache;
 use crate::ops::quota::{Limits, QuotaName};
 use crate::ops::throttle::LoginLimits;
-use crate::ops::{catalogue, job, server};
+use crate::network::linux::{BridgeConfig, LinuxBridges};
+use crate::network::{Mode, Network, UserConfined};
+use crate::ops::{self, catalogue, job, server};
 use crate::size::parse_size;
 use crate::state::{AppState, Inner};
 use crate::storage::files::FileStorage;
@@ -29,6 +31,8 @@ use crate::storage::{Storage, orphans};
 
 pub struct Application {
     listener: TcpListener,
+    /// Where guests' connections to 169.254.169.254:80 arrive (tenant networks only).
+    metadata_listener: Option<TcpListener>,
     state: AppState,
     vm_events: mpsc::UnboundedReceiver<VmEvent>,
 }
@@ -127,13 +131,44 @@ fn hypervisor(
         vms = %driver.config().vms_dir.display(),
         "hypervisor 'qemu'"
     );
-    // Until tenant networks (bridges, taps, firewall rules per VLAN) exist, every NIC is this.
-    tracing::info!(
-        metadata = %format!("http://{}:{}", qemu::METADATA_GUEST_ADDR, qemu::METADATA_GUEST_PORT),
-        "guests get confined user-mode networking: DHCP and the metadata service only; \
-         no egress, no DNS, nothing of this host's loopback or networks (until tenant networks exist)"
-    );
     Ok(Arc::new(driver))
+}
+
+/// The network engine `--network` asks for: bridges when this process can manage them (or
+/// must), else QEMU's confined user-mode network, saying so.
+fn network(config: &Config) -> anyhow::Result<Arc<dyn Network>> {
+    let args = &config.network;
+    let unavailable = match args.mode {
+        NetworkMode::User => Some("--network user".to_string()),
+        NetworkMode::Bridge | NetworkMode::Auto => LinuxBridges::unavailable(),
+    };
+    if let Some(why) = unavailable {
+        if args.mode == NetworkMode::Bridge {
+            anyhow::bail!("--network bridge: {why}");
+        }
+        tracing::warn!(
+            reason = %why,
+            metadata = %format!("http://{}:{}", qemu::METADATA_GUEST_ADDR, qemu::METADATA_GUEST_PORT),
+            "guests get confined user-mode networking: DHCP and the metadata service only; \
+             no egress, no DNS, nothing of this host's loopback or networks, no VLAN between them"
+        );
+        return Ok(Arc::new(UserConfined));
+    }
+    let bridges = LinuxBridges::new(BridgeConfig {
+        state_dir: config.db.data_dir.join("network"),
+        metadata_port: args.metadata_port,
+        egress: args.guest_egress == OnOff::On,
+        pool: args.vlan_subnets,
+        deny: args.guest_deny.clone(),
+    })?;
+    tracing::info!(
+        pool = %args.vlan_subnets,
+        egress = args.guest_egress == OnOff::On,
+        metadata_port = args.metadata_port,
+        "tenant networks: a bridge per VLAN, a tap per NIC, DHCP and DNS by dnsmasq, \
+         nftables tables 'extility'"
+    );
+    Ok(Arc::new(bridges))
 }
 
 /// A quota's value as the `--quota-*` flags and `extility customer set-quota` take it:
@@ -211,6 +246,17 @@ impl Application {
         let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(&data_dir)?);
         let (events_tx, vm_events) = mpsc::unbounded_channel();
         let hypervisor = hypervisor(&config, events_tx)?;
+        let network = network(&config)?;
+        // Only guests reach it (the firewall drops other connections to its port).
+        let metadata_listener = match network.mode() {
+            Mode::Bridged => {
+                let address = SocketAddr::from(([0, 0, 0, 0], config.network.metadata_port));
+                Some(TcpListener::bind(address).await.with_context(|| {
+                    format!("listening for guests' metadata requests on {address}")
+                })?)
+            }
+            Mode::UserConfined => None,
+        };
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
@@ -238,6 +284,7 @@ impl Application {
             db,
             storage,
             hypervisor,
+            network,
             jobs,
             credentials,
             audit,
@@ -248,6 +295,7 @@ impl Application {
         });
         Ok(Application {
             listener,
+            metadata_listener,
             state,
             vm_events,
         })
@@ -261,6 +309,7 @@ impl Application {
     pub async fn run(self) -> anyhow::Result<()> {
         let Application {
             listener,
+            metadata_listener,
             state,
             mut vm_events,
         } = self;
@@ -277,6 +326,14 @@ impl Application {
             shutdown.clone(),
         ));
         let workers = worker::spawn_pool(job::worker_pool(&state), shutdown.clone());
+        tokio::spawn(ops::network::resync(state.clone(), shutdown.clone()));
+        if let Some(listener) = metadata_listener {
+            tokio::spawn(api::metadata::serve_guests(
+                listener,
+                state.clone(),
+                shutdown.clone(),
+            ));
+        }
         let events_state = state.clone();
         tokio::spawn(async move {
             while let Some(event) = vm_events.recv().await {
@@ -319,6 +376,12 @@ async fn recover(state: &AppState) -> anyhow::Result<()> {
         tracing::info!(jobs = released, "taking back jobs interrupted by a restart");
     }
     server::recover_servers(state).await?;
+    // Tenant networks: addresses for servers made before them, then this node's bridges,
+    // taps, DHCP and firewall rebuilt from the database (VMs that kept running keep theirs).
+    server::assign_missing_addresses(state).await?;
+    if let Err(err) = ops::network::sync(state).await {
+        tracing::error!(error = %err, "applying this node's tenant networks failed");
+    }
     let in_use = state.jobs.staging_names_in_use().await?;
     let storage = state.storage.clone();
     let removed = tokio::task::spawn_blocking(move || {

@@ -10,6 +10,7 @@ use crate::db::Db;
 use crate::fetch::FetchTls;
 use crate::hypervisor::Hypervisor;
 use crate::jobs::JobQueue;
+use crate::network::Network;
 use crate::ops::audit::AuditLog;
 use crate::ops::credentials::CredentialCache;
 use crate::ops::quota;
@@ -23,6 +24,9 @@ pub struct Inner {
     pub db: Db,
     pub storage: Arc<dyn Storage>,
     pub hypervisor: Arc<dyn Hypervisor>,
+    /// What connects servers' NICs to their VLANs (bridges and taps, or QEMU's confined
+    /// user-mode network).
+    pub network: Arc<dyn Network>,
     pub jobs: JobQueue,
     pub credentials: CredentialCache,
     /// The failed logins waiting for the audit trail's writer.

@@ -2,8 +2,22 @@
 //! user and password, name and uuid, and SSH keys. The VM proves who it is with the secret its
 //! hypervisor handed it (only the secret's hash is stored); nothing else can read it.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::get;
 use axum::response::{IntoResponse, Response};
 use quick_xml::escape::escape;
 
@@ -29,7 +43,79 @@ pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Respons
     let Some(token) = token(&headers).filter(|t| !t.is_empty()) else {
         return (StatusCode::UNAUTHORIZED, "a metadata token is required\n").into_response();
     };
-    match metadata::for_token(&state.db, token).await {
+    render(metadata::for_token(&state.db, token).await)
+}
+
+/// Connections guests may hold open at once on this node's metadata listener.
+const GUEST_CONNECTIONS: usize = 256;
+/// How long one guest connection may last, request and answer.
+const GUEST_CONNECTION_TIME: Duration = Duration::from_secs(30);
+
+/// Serves guests' metadata requests on `listener` until `stop`. HTTP/1 only, with
+/// half-closed connections answered (`printf 'GET ...' | nc` shuts its side when its input
+/// ends, which axum's server takes for a client that left), a bounded number of connections
+/// and a bounded time for each.
+pub async fn serve_guests(listener: TcpListener, state: AppState, stop: CancellationToken) {
+    let router = guest_router(state);
+    let slots = Arc::new(Semaphore::new(GUEST_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "accepting a guest's metadata connection failed");
+                continue;
+            }
+        };
+        // Beyond the bound, a connection is closed at once.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |mut request: axum::extract::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(GUEST_CONNECTION_TIME, connection).await;
+            drop(slot);
+        });
+    }
+}
+
+/// What guests on tenant networks reach at 169.254.169.254:80 (this node's
+/// `--metadata-port`): the metadata document and nothing else of the API.
+pub fn guest_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metadata/v1/server.xml", get(serve_guest))
+        .with_state(state)
+}
+
+/// `GET /metadata/v1/server.xml` from a guest: by its secret when it sends one, else by the
+/// address its connection comes from (its NIC's, which its tap cannot forge).
+async fn serve_guest(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match token(&headers).filter(|t| !t.is_empty()) {
+        Some(token) => render(metadata::for_token(&state.db, token).await),
+        None => {
+            let address = peer.ip().to_canonical().to_string();
+            render(metadata::for_address(&state.db, &address, state.jobs.node_id()).await)
+        }
+    }
+}
+
+fn render(found: crate::error::ApiResult<Option<metadata::ServerMetadata>>) -> Response {
+    match found {
         Ok(Some(row)) => {
             let text = |v: &Option<String>| escape(v.as_deref().unwrap_or("")).into_owned();
             let xml = format!(
@@ -52,7 +138,8 @@ pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Respons
             )
                 .into_response()
         }
-        Ok(None) => (StatusCode::FORBIDDEN, "unknown metadata token\n").into_response(),
+        Ok(None) => (StatusCode::FORBIDDEN, "no server of this metadata token or address\n")
+            .into_response(),
         Err(err) => {
             tracing::error!(error = %err, error_detail = ?err, "metadata lookup failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -29,6 +29,9 @@ pub struct VmDisk {
 pub struct VmNic {
     pub vlan_id: i64,
     pub mac: String,
+    /// The tap device (made by the network engine, attached to the VLAN's bridge) the NIC
+    /// uses; `None`: QEMU's user-mode network, confined to DHCP and the metadata service.
+    pub tap: Option<String>,
 }
 
 /// How the VM reaches its metadata document: the URL and the per-server secret that

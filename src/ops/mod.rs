@@ -26,6 +26,8 @@ pub mod disk;
 pub mod fetch;
 pub mod image;
 pub mod job;
+pub mod network;
+pub mod port_forward;
 pub mod product_offer;
 pub mod provenance;
 pub mod publish;
@@ -48,6 +50,7 @@ pub use customer::Customer;
 pub use disk::Disk;
 pub use image::Image;
 pub use job::Job;
+pub use port_forward::PortForward;
 pub use product_offer::ProductOffer;
 pub use publish::ImageShare;
 pub use quota::Quota;
@@ -87,8 +90,11 @@ operations! {
     write CreateVDC(vdc_name: String) -> vdc: Vdc = vdc::create_vdc;
     /// Lists the VLANs of a VDC.
     read ListVLANs(vdc_id: i64) -> vlans: Vec<Vlan> = vlan::list_vlans;
-    /// Creates a VLAN in a VDC.
+    /// Creates a VLAN in a VDC: an isolated network with a subnet of its own (shown in
+    /// `subnet` and `gateway`), whose servers reach each other and nothing of other VLANs.
     write CreateVLAN(vdc_id: i64, vlan_name: String) -> vlan: Vlan = vlan::create_vlan;
+    /// Deletes a VLAN no server is on (CONFLICT otherwise). Returns 1.
+    write DeleteVLAN(vlan_id: i64) -> result: i64 = vlan::delete_vlan;
     /// Lists product offers of a type (`server`, `disk`, `image`), or the server and disk offers
     /// when the type is empty.
     read ListProductOffers(r#type: Option<String>) -> product_offers: Vec<ProductOffer> =
@@ -183,6 +189,17 @@ operations! {
         server::attach_disk;
     /// Detaches a disk from a server. Returns 1.
     write DetachDisk(server_id: i64, disk_id: i64) -> result: i64 = server::detach_disk;
+    /// Forwards a TCP port of a server on a VLAN: connections to the returned `host_port`, on
+    /// the address of the node running the server, reach `guest_port` of its NIC. At most 16
+    /// per server; they go with the server.
+    write AddPortForward(server_id: i64, guest_port: i64) -> port_forward: PortForward =
+        port_forward::add_port_forward;
+    /// Removes a port forward. Returns 1.
+    write RemovePortForward(port_forward_id: i64) -> result: i64 =
+        port_forward::remove_port_forward;
+    /// Lists a server's port forwards, by guest port.
+    read ListPortForwards(server_id: i64) -> port_forwards: Vec<PortForward> =
+        port_forward::list_port_forwards;
     /// Starts a server. Returns a job id.
     write StartServer(server_id: i64) -> job_id: i64 = server::start_server;
     /// Stops a server: `stop_method` 1 asks the guest to shut down, 2 powers off at once.

@@ -83,6 +83,7 @@ case "$1" in
   bound|renew)
     ip addr add "$ip/${mask:-24}" dev "$interface"
     [ -n "$router" ] && ip route add default via "${router%% *}"
+    echo "${router%% *}" > /tmp/router
     echo "$ip" > /tmp/addr;;
 esac
 "#;
@@ -262,9 +263,15 @@ async fn a_guest_reaches_its_metadata_and_nothing_of_the_host() {
 /// A bootable disk: an ext4 file system with nothing in it, Debian's kernel and the test's
 /// initramfs, GRUB by `fsmaker`.
 fn guest_disk(dir: &Path, append: &str) -> PathBuf {
+    guest_disk_with(dir, INIT, append)
+}
+
+/// A bootable disk whose initramfs runs `init` (a busybox shell script, with the network
+/// drivers of [`MODULES`] listed in `/etc/modules` and `/etc/udhcpc.sh` writing `/tmp/addr`).
+pub(crate) fn guest_disk_with(dir: &Path, init: &str, append: &str) -> PathBuf {
     let (kernel, modules_dir) = debian_kernel();
     let initrd = dir.join("guest-initrd.gz");
-    std::fs::write(&initrd, initramfs(&modules_dir)).unwrap();
+    std::fs::write(&initrd, initramfs(&modules_dir, init)).unwrap();
     let fs = ext4_image(dir, "guest-fs", "32M", &[("etc/hostname", b"guest\n")]);
     let disk = dir.join("guest.img");
     let out = output(
@@ -303,7 +310,7 @@ fn debian_kernel() -> (PathBuf, PathBuf) {
 }
 
 /// A gzipped newc cpio: static busybox, the modules of `MODULES` (decompressed), `/init`.
-fn initramfs(modules_dir: &Path) -> Vec<u8> {
+fn initramfs(modules_dir: &Path, init: &str) -> Vec<u8> {
     let busybox = std::fs::read("/bin/busybox")
         .expect("/bin/busybox: install busybox-static (scripts/test.sh does)");
     let mut cpio = Cpio::default();
@@ -321,7 +328,7 @@ fn initramfs(modules_dir: &Path) -> Vec<u8> {
     }
     cpio.char_device("dev/console", 5, 1);
     cpio.file("bin/busybox", 0o755, &busybox);
-    cpio.file("init", 0o755, INIT.as_bytes());
+    cpio.file("init", 0o755, init.as_bytes());
     cpio.file("etc/udhcpc.sh", 0o755, UDHCPC_SCRIPT.as_bytes());
     let builtin = std::fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default();
     let mut loaded = Vec::new();

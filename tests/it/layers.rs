@@ -18,6 +18,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "fetch",
             "storage",
             "hypervisor",
+            "network",
             "config",
             "db",
             "sparse",
@@ -34,6 +35,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "fetch",
             "storage",
             "hypervisor",
+            "network",
             "db",
         ],
     ),
@@ -42,6 +44,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("storage", &["db", "sparse", "progress", "error"]),
     // The one type the engines share: a disk's format.
     ("hypervisor", &["storage", "error"]),
+    ("network", &["error"]),
     ("config", &["db", "size"]),
     ("db", &[]),
     ("sparse", &[]),

@@ -159,6 +159,7 @@ fn boots_a_hard_disk_and_hands_over_the_metadata_secret() {
     let disk = hard_disk(bench.path(), "DISK-BOOTED", false, MIB);
     let mut spec = spec(&uuid, vec![(disk, Media::Disk)]);
     spec.nic = Some(VmNic {
+        tap: None,
         vlan_id: 1,
         mac: "52:54:00:12:34:56".into(),
     });

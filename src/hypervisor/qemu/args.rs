@@ -150,17 +150,39 @@ pub fn command_line(
                 nic.mac
             )));
         }
-        // Confined user-mode networking: DHCP, and the metadata forward if the VM has
-        // metadata; no route anywhere else (restrict=on), no IPv6. No boot ROM: nothing boots
-        // from the NIC.
-        args.push("-netdev")
-            .push(netdev(spec.metadata.as_ref(), metadata_proxy)?);
+        match &nic.tap {
+            // A tenant network: the tap the network engine made on the VLAN's bridge, opened
+            // by name; QEMU runs no script on it.
+            Some(tap) => {
+                if !is_interface_name(tap) {
+                    return Err(HypervisorError(format!("'{tap}' is not a tap device name")));
+                }
+                args.push("-netdev")
+                    .push(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
+            }
+            // Confined user-mode networking: DHCP, and the metadata forward if the VM has
+            // metadata; no route anywhere else (restrict=on), no IPv6.
+            None => {
+                args.push("-netdev")
+                    .push(netdev(spec.metadata.as_ref(), metadata_proxy)?);
+            }
+        }
+        // No boot ROM: nothing boots from the NIC.
         args.push("-device").push(format!(
             "virtio-net-pci,netdev=net0,mac={},romfile=",
             nic.mac
         ));
     }
     Ok(args.0)
+}
+
+/// A Linux interface name that needs no quoting in a QEMU option: 1 to 15 letters, digits,
+/// `-` or `_`.
+fn is_interface_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The `-netdev` value: `user,id=net0,restrict=on,ipv6=off` and, for a VM with metadata,
@@ -228,6 +250,18 @@ pub fn guest_metadata_url(url: &str) -> String {
     format!("http://{METADATA_GUEST_ADDR}{path}")
 }
 
+/// The metadata URL as a guest on a tap (tenant network) uses it: the service's path at the
+/// conventional 169.254.169.254, which the network redirects to this node's metadata listener.
+pub fn tap_metadata_url(url: &str) -> String {
+    let path = url::Url::parse(url)
+        .map(|u| u.path().to_string())
+        .unwrap_or_else(|_| "/".to_string());
+    format!("http://{TAP_METADATA_ADDR}{path}")
+}
+
+/// Where a guest on a tenant network reaches the metadata service (port 80).
+pub const TAP_METADATA_ADDR: &str = "169.254.169.254";
+
 /// One argument in single quotes (a quote inside becomes `'\''`).
 fn shell_quote(arg: &[u8]) -> Vec<u8> {
     let mut out = vec![b'\''];
@@ -286,6 +320,7 @@ mod tests {
             memory_mb: 1024,
             disks,
             nic: Some(VmNic {
+                tap: None,
                 vlan_id: 3,
                 mac: "52:54:00:aa:bb:cc".into(),
             }),
@@ -342,6 +377,26 @@ mod tests {
         assert!(
             !line.contains("front"),
             "the customer's server name is not an option"
+        );
+    }
+
+    #[test]
+    fn a_nic_on_a_tenant_network_opens_its_tap_and_nothing_else() {
+        let files = VmFiles::new(Path::new("/data/vms"), "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21")
+            .unwrap();
+        let mut spec = spec(vec![disk("/v/boot.raw", Media::Disk)]);
+        spec.nic.as_mut().unwrap().tap = Some("extap12".into());
+        let line = render(&command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).unwrap());
+        assert!(
+            line.contains("-netdev tap,id=net0,ifname=extap12,script=no,downscript=no -device"),
+            "{line}"
+        );
+        assert!(!line.contains("guestfwd") && !line.contains("user,"), "{line}");
+        spec.nic.as_mut().unwrap().tap = Some("x,script=/tmp/evil".into());
+        assert!(command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).is_err());
+        assert_eq!(
+            tap_metadata_url("http://127.0.0.1:8080/metadata/v1/server.xml"),
+            "http://169.254.169.254/metadata/v1/server.xml"
         );
     }
 

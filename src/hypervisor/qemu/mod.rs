@@ -31,7 +31,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 pub use args::{
     Accel, FW_CFG_METADATA_TOKEN, FW_CFG_METADATA_URL, METADATA_GUEST_ADDR, METADATA_GUEST_PORT,
-    METADATA_PROXY_COMMAND, guest_metadata_url,
+    METADATA_PROXY_COMMAND, guest_metadata_url, tap_metadata_url,
 };
 use files::{VmFiles, write_private};
 use process::QemuProcess;
@@ -208,7 +208,11 @@ impl Qemu {
         if let Some(metadata) = &spec.metadata {
             write_private(
                 &files.metadata_url(),
-                guest_metadata_url(&metadata.url).as_bytes(),
+                match spec.nic.as_ref().and_then(|n| n.tap.as_ref()) {
+                    Some(_) => tap_metadata_url(&metadata.url),
+                    None => guest_metadata_url(&metadata.url),
+                }
+                .as_bytes(),
             )
             .map_err(io("writing the metadata URL"))?;
             write_private(&files.metadata_token(), metadata.token.as_bytes())

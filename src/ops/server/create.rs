@@ -120,6 +120,9 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
             .bind(now_ms())
             .fetch_one(&mut *tx)
             .await?;
+            if a.vlan_id != -1 {
+                assign_address(&mut tx, &ctx.state, server_id, a.vlan_id).await?;
+            }
             for (index, (volume, offer)) in made.iter().zip(&disk_offers).enumerate() {
                 let boot = index == 0;
                 let backing = if boot { source.backing.as_ref().map(|b| b.id) } else { None };
@@ -162,4 +165,47 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
     }
     let mut conn = ctx.state.db.pool().acquire().await?;
     load_server(&mut conn, customer_id, server_id).await
+}
+
+/// Gives a server on a VLAN the first free address of the VLAN's subnet (the VLAN's row stays
+/// locked until the transaction ends, so two servers never get one address).
+async fn assign_address(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    server_id: i64,
+    vlan_id: i64,
+) -> ApiResult<()> {
+    let subnet = vlan::lock_subnet(&mut *conn, state, vlan_id).await?;
+    let taken: Vec<String> =
+        sqlx::query_scalar("SELECT ipv4 FROM servers WHERE vlan_id = $1 AND ipv4 IS NOT NULL")
+            .bind(vlan_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let taken = taken.iter().filter_map(|a| a.parse().ok()).collect();
+    let address = crate::network::addresses::free_address(subnet, &taken).ok_or_else(|| {
+        ApiError::LimitExceeded(format!(
+            "VLAN {vlan_id} ({subnet}) has no address left for another server"
+        ))
+    })?;
+    sqlx::query("UPDATE servers SET ipv4 = $1 WHERE id = $2")
+        .bind(address.to_string())
+        .bind(server_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// At startup: servers on a VLAN made before addresses existed get theirs.
+pub async fn assign_missing_addresses(state: &AppState) -> ApiResult<()> {
+    let missing: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT id, vlan_id FROM servers WHERE vlan_id IS NOT NULL AND ipv4 IS NULL ORDER BY id",
+    )
+    .fetch_all(state.db.pool())
+    .await?;
+    for (server_id, vlan_id) in missing {
+        let mut tx = state.db.begin_write().await?;
+        assign_address(&mut tx, state, server_id, vlan_id).await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }

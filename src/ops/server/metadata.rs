@@ -22,6 +22,20 @@ pub struct ServerMetadata {
     pub initial_password: Option<String>,
 }
 
+/// The metadata of the server whose NIC has `address` and whose VM runs on `node`: on a tenant
+/// network the firewall lets each tap carry its own address only, so the address a
+/// connection comes from names the server.
+pub async fn for_address(db: &Db, address: &str, node: &str) -> ApiResult<Option<ServerMetadata>> {
+    Ok(sqlx::query_as(
+        "SELECT uuid, name, initial_user, initial_password FROM servers \
+         WHERE ipv4 = $1 AND node = $2 AND metadata_token IS NOT NULL",
+    )
+    .bind(address)
+    .bind(node)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
 /// The metadata of the server whose running VM holds `token`, if any.
 pub async fn for_token(db: &Db, token: &str) -> ApiResult<Option<ServerMetadata>> {
     Ok(sqlx::query_as(

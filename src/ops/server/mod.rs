@@ -11,7 +11,7 @@ pub mod metadata;
 mod power;
 mod vm;
 
-pub use create::create_server;
+pub use create::{assign_missing_addresses, create_server};
 pub use disks::{attach_disk, detach_disk, lock_stopped_server};
 pub use power::{
     DestroyServerJob, StartServerJob, StopHow, StopServerJob, destroy_server, start_server,
@@ -26,7 +26,8 @@ use sqlx::AnyConnection;
 
 use super::disk::{self, Disk, DiskRow, NewDisk, select_disks};
 use super::quota::{self, Need};
-use super::{Ctx, args, create_image, product_offer, usage, validate, vdc};
+use super::port_forward::{self, PortForward};
+use super::{Ctx, args, create_image, network, product_offer, usage, validate, vdc, vlan};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hypervisor::{Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmSpec, VmState};
@@ -68,7 +69,8 @@ wire_struct! {
     /// A server. `status`: 1 error, 2 running, 3 starting, 4 stopping, 5 stopped, with
     /// `status_reason` saying why when it is in error. `memory` is in MiB. `disks` are in attach
     /// order (the first is the boot disk). `initial_user` and `initial_password` are the
-    /// first-boot credentials.
+    /// first-boot credentials. A server on a VLAN has a NIC: `mac_address`, the
+    /// `ip_address` the platform gave it (by DHCP), and its `port_forwards`.
     pub struct Server as "Server" {
         pub server_id: i64,
         pub server_name: String,
@@ -85,6 +87,9 @@ wire_struct! {
         pub initial_user: Option<String>,
         pub initial_password: Option<String>,
         pub created: Timestamp,
+        pub ip_address: Option<String>,
+        pub mac_address: Option<String>,
+        pub port_forwards: Vec<PortForward>,
     }
 }
 
@@ -106,10 +111,11 @@ pub struct ServerRow {
     pub initial_password: Option<String>,
     pub node: Option<String>,
     pub created: i64,
+    pub ipv4: Option<String>,
 }
 
 impl ServerRow {
-    fn to_server(&self, disks: Vec<Disk>) -> Server {
+    fn to_server(&self, disks: Vec<Disk>, port_forwards: Vec<PortForward>) -> Server {
         Server {
             server_id: self.id,
             server_name: self.name.clone(),
@@ -126,8 +132,18 @@ impl ServerRow {
             initial_user: self.initial_user.clone(),
             initial_password: self.initial_password.clone(),
             created: Timestamp(self.created),
+            ip_address: self.ipv4.clone(),
+            mac_address: self.vlan_id.map(|_| mac_address(&self.uuid)),
+            port_forwards,
         }
     }
+}
+
+/// A stable, locally administered MAC address derived from the server's uuid.
+pub fn mac_address(server_uuid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(server_uuid.as_bytes());
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
 }
 
 impl ServerRow {
@@ -150,7 +166,7 @@ macro_rules! select_servers {
         concat!(
             "SELECT id, uuid, customer_id, vdc_id, vlan_id, name, status, status_reason, \
              processors, memory, image_id, product_offer_id, initial_user, initial_password, \
-             node, created FROM servers WHERE ",
+             node, created, ipv4 FROM servers WHERE ",
             $where
         )
     };
@@ -183,7 +199,8 @@ pub async fn attached_disks(conn: &mut AnyConnection, server_id: i64) -> ApiResu
 async fn load_server(conn: &mut AnyConnection, customer_id: i64, id: i64) -> ApiResult<Server> {
     let row = own_server(&mut *conn, customer_id, id).await?;
     let disks = attached_disks(&mut *conn, id).await?;
-    Ok(row.to_server(disks.iter().map(DiskRow::to_disk).collect()))
+    let forwards = port_forward::of_server(&mut *conn, id).await?;
+    Ok(row.to_server(disks.iter().map(DiskRow::to_disk).collect(), forwards))
 }
 
 pub async fn get_server(ctx: &Ctx, a: args::GetServer) -> ApiResult<Server> {
@@ -208,6 +225,7 @@ pub async fn list_servers(ctx: &Ctx, a: args::ListServers) -> ApiResult<Vec<Serv
     .bind(ctx.customer_id())
     .fetch_all(&mut *conn)
     .await?;
+    let mut forwards = port_forward::of_vdc(&mut conn, ctx.customer_id(), a.vdc_id).await?;
     let mut by_server: HashMap<i64, Vec<Disk>> = HashMap::new();
     for d in &disks {
         if let Some(server_id) = d.server_id {
@@ -216,6 +234,11 @@ pub async fn list_servers(ctx: &Ctx, a: args::ListServers) -> ApiResult<Vec<Serv
     }
     Ok(rows
         .iter()
-        .map(|r| r.to_server(by_server.remove(&r.id).unwrap_or_default()))
+        .map(|r| {
+            r.to_server(
+                by_server.remove(&r.id).unwrap_or_default(),
+                forwards.remove(&r.id).unwrap_or_default(),
+            )
+        })
         .collect())
 }

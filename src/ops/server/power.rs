@@ -208,6 +208,10 @@ async fn vm_spec(state: &AppState, server: &ServerRow) -> ApiResult<VmSpec> {
         nic: server.vlan_id.map(|vlan_id| crate::hypervisor::VmNic {
             vlan_id,
             mac: mac_address(&server.uuid),
+            // On a tenant network the NIC is the tap the network engine made; without one,
+            // QEMU's confined user-mode network.
+            tap: (state.network.mode() == crate::network::Mode::Bridged)
+                .then(|| crate::network::tap_name(server.id)),
         }),
         metadata: Some(MetadataAccess {
             // This node's own listener: the VM runs here, and its forward connects here.
@@ -217,12 +221,6 @@ async fn vm_spec(state: &AppState, server: &ServerRow) -> ApiResult<VmSpec> {
     })
 }
 
-/// A stable, locally administered MAC address derived from the server's uuid.
-fn mac_address(server_uuid: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(server_uuid.as_bytes());
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
-}
 
 /// StartServer's job: boots the server's VM here.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,12 +251,21 @@ impl JobKind for StartServerJob {
         // A start resumed after a restart may find the VM already up.
         let already = tokio::task::spawn_blocking(move || hypervisor.state(&uuid)).await?;
         if already != VmState::Running {
+            // The VM will run here: its NIC's tap, bridge, DHCP and rules must exist first.
+            if let Err(err) = claim_and_network(state, &server).await {
+                let reason = err.to_string();
+                let failed = (ServerStatus::Error, Some(reason.as_str()));
+                job_failed(job, server.id, failed, Vm::NotRunning).await;
+                network::sync_logged(state).await;
+                return Err(err);
+            }
             let spec = vm_spec(state, &server).await?;
             let hypervisor = state.hypervisor.clone();
             let started = tokio::task::spawn_blocking(move || hypervisor.start(&spec)).await?;
             if let Err(err) = started {
                 let failed = (ServerStatus::Error, Some(err.0.as_str()));
                 job_failed(job, server.id, failed, Vm::NotRunning).await;
+                network::sync_logged(state).await;
                 return Err(err.into());
             }
         }
@@ -277,6 +284,18 @@ impl JobKind for StartServerJob {
         .await?;
         job.commit(tx, outcome(&server)).await
     }
+}
+
+/// Records this node as the one running the server (so its NIC is in this node's network
+/// plan) and applies the plan.
+async fn claim_and_network(state: &AppState, server: &ServerRow) -> ApiResult<()> {
+    sqlx::query("UPDATE servers SET node = $1 WHERE id = $2 AND status = $3")
+        .bind(state.jobs.node_id())
+        .bind(server.id)
+        .bind(ServerStatus::Starting.code())
+        .execute(state.db.pool())
+        .await?;
+    network::sync(state).await
 }
 
 async fn power_off(state: &AppState, server: &ServerRow, method: StopMethod) -> ApiResult<()> {
@@ -333,7 +352,9 @@ impl JobKind for StopServerJob {
         }
         let mut tx = job.begin_fenced().await?;
         vm_gone(&mut tx, server.id, ServerStatus::Stopped, None).await?;
-        job.commit(tx, outcome(&server)).await
+        let done = job.commit(tx, outcome(&server)).await?;
+        network::sync_logged(state).await;
+        Ok(done)
     }
 }
 
@@ -373,11 +394,13 @@ impl JobKind for DestroyServerJob {
             }
         }
         disk::forget_origin_server(&mut tx, server.id).await?;
+        port_forward::delete_of_server(&mut tx, server.id).await?;
         sqlx::query("DELETE FROM servers WHERE id = $1")
             .bind(server.id)
             .execute(&mut *tx)
             .await?;
         let done = job.commit(tx, outcome(&server)).await?;
+        network::sync_logged(state).await;
         disk::discard_volumes(state, garbage).await;
         Ok(done)
     }

@@ -27,6 +27,8 @@ pub async fn record_vm_event(state: &AppState, event: VmEvent) -> ApiResult<()> 
     if recorded.rows_affected() > 0 {
         tracing::info!(server = %event.server_uuid, status = status.code(), reason,
             "a server's VM ended on its own");
+        // Its tap and rules go with it.
+        network::sync_logged(state).await;
     }
     Ok(())
 }

@@ -31,6 +31,9 @@ pub async fn in_process_node(
         "none",
         "--node-id",
         node_id,
+        // Tests share the host's network namespace: no bridges or firewall rules of theirs.
+        "--network",
+        "user",
     ];
     args.extend_from_slice(extra);
     let Command::Serve(config) = Cli::try_parse_from(args).unwrap().command else {

@@ -141,6 +141,11 @@ impl Drop for TestDatabase {
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
     pub args: Vec<String>,
+    /// Run the server in this network namespace (`ip netns exec`), listening on `listen`; a
+    /// server whose args say no `--network` gets `--network user` (tests share the host's
+    /// network namespace otherwise).
+    pub netns: Option<String>,
+    pub listen: Option<String>,
     pub env: Vec<(String, String)>,
     /// Node id (default: kept in the data directory).
     pub node_id: Option<String>,
@@ -178,15 +183,25 @@ impl TestServer {
     fn start(&mut self) {
         std::fs::create_dir_all(&self.data_dir).unwrap();
         let log = std::fs::File::create(&self.log).unwrap();
-        let mut cmd = Command::new(binary());
+        let mut cmd = match &self.options.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(binary());
+                cmd
+            }
+            None => Command::new(binary()),
+        };
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(self.options.listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--database-url")
             .arg(&self.db_url)
             .args(&self.options.args)
+            .args(
+                (!self.options.args.iter().any(|a| a == "--network")).then_some(["--network", "user"]).into_iter().flatten(),
+            )
             .env("RUST_LOG", "info,sqlx=warn,tower_http=warn")
             // The test VMs that boot nothing ignore ACPI: don't wait a minute to power them off.
             // (A test's own --vm-shutdown-timeout wins over this.)

@@ -1,0 +1,245 @@
+//! `--network bridge`: Linux bridges, persistent taps, dnsmasq and nftables, driven by the
+//! `ip`, `nft` and `dnsmasq` programs (as Proxmox and libvirt do).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use ipnet::Ipv4Net;
+
+use super::nft::{self, FirewallConfig};
+use super::{Mode, Network, NetworkError, NetworkPlan, Nic, VlanNet, dnsmasq, is_own_link};
+
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// dnsmasq's files (`<data-dir>/network`).
+    pub state_dir: PathBuf,
+    pub metadata_port: u16,
+    pub egress: bool,
+    pub pool: Ipv4Net,
+    /// Networks guests never reach besides the host's own (`--guest-deny`).
+    pub deny: Vec<Ipv4Net>,
+}
+
+pub struct LinuxBridges {
+    config: BridgeConfig,
+    /// One change at a time: each makes the whole host match its plan.
+    applying: Mutex<()>,
+}
+
+/// The programs this engine runs.
+const TOOLS: &[&str] = &["ip", "nft", dnsmasq::BINARY];
+
+impl LinuxBridges {
+    /// Why this process cannot manage bridges here, if it cannot.
+    pub fn unavailable() -> Option<String> {
+        if !has_net_admin() {
+            return Some("this process is not root and lacks CAP_NET_ADMIN".into());
+        }
+        TOOLS
+            .iter()
+            .find(|tool| !on_path(tool))
+            .map(|tool| format!("`{tool}` is not installed"))
+    }
+
+    pub fn new(config: BridgeConfig) -> Result<Self, NetworkError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+            NetworkError(format!("creating {}: {e}", config.state_dir.display()))
+        })?;
+        // Routing between the VLANs' gateways and the world (the firewall decides what may).
+        write_sysctl("net/ipv4/ip_forward", "1")?;
+        Ok(LinuxBridges {
+            config,
+            applying: Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &BridgeConfig {
+        &self.config
+    }
+
+    fn ensure_bridge(&self, vlan: &VlanNet, exists: bool) -> Result<(), NetworkError> {
+        let bridge = vlan.bridge();
+        if !exists {
+            ip(&["link", "add", "name", &bridge, "type", "bridge"])?;
+        }
+        // The host is on the VLAN as its gateway, over IPv4 only.
+        let _ = write_sysctl(&format!("net/ipv6/conf/{bridge}/disable_ipv6"), "1");
+        let address = format!("{}/{}", vlan.gateway(), vlan.subnet.prefix_len());
+        ip(&["addr", "replace", &address, "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        Ok(())
+    }
+
+    fn ensure_tap(&self, nic: &Nic, bridge: &str, exists: bool) -> Result<(), NetworkError> {
+        let tap = nic.tap();
+        if !exists {
+            // Persistent: it outlives QEMU's open file and this process, so a VM keeps its
+            // network across a restart of `extility serve`.
+            ip(&["tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"])?;
+        }
+        let _ = write_sysctl(&format!("net/ipv6/conf/{tap}/disable_ipv6"), "1");
+        ip(&["link", "set", &tap, "master", bridge])?;
+        ip(&["link", "set", &tap, "up"])?;
+        Ok(())
+    }
+
+    fn firewall(&self, plan: &NetworkPlan) -> Result<(), NetworkError> {
+        if plan.is_empty() {
+            return nft_script(&nft::removal());
+        }
+        let mut deny = host_networks()?;
+        deny.extend(self.config.deny.iter().copied());
+        let config = FirewallConfig {
+            metadata_port: self.config.metadata_port,
+            egress: self.config.egress,
+            pool: self.config.pool,
+            deny,
+        };
+        nft_script(&nft::ruleset(plan, &config))
+    }
+}
+
+impl Network for LinuxBridges {
+    fn mode(&self) -> Mode {
+        Mode::Bridged
+    }
+
+    fn apply(&self, plan: &NetworkPlan) -> Result<(), NetworkError> {
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        let links = own_links()?;
+        // Rules first: a new tap is guarded before it carries a packet, and what goes away
+        // stops being reachable at once.
+        self.firewall(plan)?;
+        let mut wanted = BTreeSet::new();
+        for vlan in &plan.vlans {
+            let bridge = vlan.bridge();
+            self.ensure_bridge(vlan, links.contains(&bridge))?;
+            for nic in &vlan.nics {
+                self.ensure_tap(nic, &bridge, links.contains(&nic.tap()))?;
+                wanted.insert(nic.tap());
+            }
+            dnsmasq::ensure(&self.config.state_dir, vlan, self.config.egress)?;
+            wanted.insert(bridge);
+        }
+        // Taps before bridges: a bridge goes once nothing is attached to it.
+        let mut stale: Vec<&String> = links.difference(&wanted).collect();
+        stale.sort_by_key(|name| !name.starts_with("extap"));
+        for link in stale {
+            if link.starts_with("extbr") {
+                dnsmasq::remove(&self.config.state_dir, link);
+            }
+            ip(&["link", "del", link])?;
+        }
+        for bridge in dnsmasq::known_bridges(&self.config.state_dir) {
+            if !wanted.contains(&bridge) {
+                dnsmasq::remove(&self.config.state_dir, &bridge);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The links of this product on the host.
+fn own_links() -> Result<BTreeSet<String>, NetworkError> {
+    let out = ip(&["-j", "link", "show"])?;
+    let links: Vec<serde_json::Value> = serde_json::from_str(&out)
+        .map_err(|e| NetworkError(format!("reading `ip -j link show`: {e}")))?;
+    Ok(links
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|name| is_own_link(name))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The IPv4 networks of the host's own interfaces (its LANs, the platform's networks): no
+/// guest reaches them.
+fn host_networks() -> Result<Vec<Ipv4Net>, NetworkError> {
+    let out = ip(&["-j", "-4", "addr", "show"])?;
+    let links: Vec<serde_json::Value> = serde_json::from_str(&out)
+        .map_err(|e| NetworkError(format!("reading `ip -j addr show`: {e}")))?;
+    let mut nets = Vec::new();
+    for link in &links {
+        if link["ifname"].as_str().is_some_and(is_own_link) {
+            continue;
+        }
+        for addr in link["addr_info"].as_array().into_iter().flatten() {
+            let (Some(local), Some(prefix)) = (addr["local"].as_str(), addr["prefixlen"].as_u64())
+            else {
+                continue;
+            };
+            if let Ok(net) = format!("{local}/{prefix}").parse::<Ipv4Net>() {
+                nets.push(net.trunc());
+            }
+        }
+    }
+    nets.sort();
+    nets.dedup();
+    Ok(nets)
+}
+
+fn ip(args: &[&str]) -> Result<String, NetworkError> {
+    run(Command::new("ip").args(args), None)
+}
+
+fn nft_script(script: &str) -> Result<(), NetworkError> {
+    run(Command::new("nft").args(["-f", "-"]), Some(script)).map(|_| ())
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String, NetworkError> {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetworkError(format!("{shown}: {e}")))?;
+    if let Some(text) = stdin
+        && let Some(mut pipe) = child.stdin.take()
+    {
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| NetworkError(format!("{shown}: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetworkError(format!("{shown}: {e}")))?;
+    if !out.status.success() {
+        return Err(NetworkError(format!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn write_sysctl(key: &str, value: &str) -> Result<(), NetworkError> {
+    let path = format!("/proc/sys/{key}");
+    std::fs::write(&path, value).map_err(|e| NetworkError(format!("writing {path}: {e}")))
+}
+
+/// CAP_NET_ADMIN (bit 12) among this process's effective capabilities.
+fn has_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+    })
+}

@@ -1,0 +1,184 @@
+//! Tenant networks: what connects a server's NIC to its VLAN and nothing else.
+//!
+//! Two engines implement [`Network`]:
+//! - [`linux::LinuxBridges`] (`--network bridge`, the default when this process may manage
+//!   links): one Linux bridge per VLAN with the VLAN's gateway address, one persistent tap
+//!   per NIC, one dnsmasq per bridge handing each NIC the address the platform chose, and
+//!   the `extility` nftables tables: isolation, the metadata redirect, port forwards and
+//!   egress NAT. [`linux::LinuxBridges::apply`] makes the host match a [`NetworkPlan`]: what
+//!   the plan does not name (a stopped server's tap, a VLAN left empty) is removed.
+//! - [`UserConfined`] (`--network user`, or without the privileges): QEMU's user-mode
+//!   network with `restrict=on`; the hypervisor does everything and there is nothing to apply.
+//!
+//! The engine knows nothing of the database: the operation layer (`ops::network`) reads
+//! what should exist on this node into a plan. Methods block (they run `ip`, `nft` and
+//! `dnsmasq`), so async code calls them through `spawn_blocking`.
+
+pub mod addresses;
+pub mod dnsmasq;
+pub mod linux;
+pub mod nft;
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+/// Where guests reach the metadata service, as every cloud has it.
+pub const METADATA_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+pub const METADATA_PORT: u16 = 80;
+
+/// The bridge of a VLAN on every node: `extbr<vlan id>` (at most 15 characters for any id
+/// below 10^10).
+pub fn bridge_name(vlan_id: i64) -> String {
+    format!("extbr{vlan_id}")
+}
+
+/// The tap device of a server's NIC: `extap<server id>`.
+pub fn tap_name(server_id: i64) -> String {
+    format!("extap{server_id}")
+}
+
+/// Whether a link name is one this product made (and may remove).
+pub fn is_own_link(name: &str) -> bool {
+    ["extbr", "extap"].iter().any(|prefix| {
+        name.strip_prefix(prefix)
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// What should exist on this node: the VLANs that have a NIC here, and the port forwards to
+/// those NICs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkPlan {
+    pub vlans: Vec<VlanNet>,
+    pub forwards: Vec<Forward>,
+}
+
+impl NetworkPlan {
+    pub fn is_empty(&self) -> bool {
+        self.vlans.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlanNet {
+    pub vlan_id: i64,
+    pub subnet: Ipv4Net,
+    pub nics: Vec<Nic>,
+}
+
+impl VlanNet {
+    pub fn bridge(&self) -> String {
+        bridge_name(self.vlan_id)
+    }
+
+    pub fn gateway(&self) -> Ipv4Addr {
+        addresses::gateway(self.subnet)
+    }
+}
+
+/// A server's NIC on its VLAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub server_id: i64,
+    pub mac: String,
+    pub address: Ipv4Addr,
+    /// The server's name as a DNS label.
+    pub hostname: String,
+}
+
+impl Nic {
+    pub fn tap(&self) -> String {
+        tap_name(self.server_id)
+    }
+}
+
+/// `host_port` on this node's addresses reaches `address:guest_port` (TCP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub host_port: u16,
+    pub address: Ipv4Addr,
+    pub guest_port: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NetworkError(pub String);
+
+impl From<NetworkError> for crate::error::ApiError {
+    fn from(err: NetworkError) -> Self {
+        crate::error::ApiError::Internal(anyhow::anyhow!("network: {}", err.0))
+    }
+}
+
+/// How a node connects its servers' NICs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Bridges, taps and firewall rules per VLAN.
+    Bridged,
+    /// QEMU's user-mode network, restricted to DHCP and the metadata service.
+    UserConfined,
+}
+
+pub trait Network: Send + Sync + 'static {
+    fn mode(&self) -> Mode;
+
+    /// Makes this node's networks what the plan says, removing what it does not name.
+    fn apply(&self, plan: &NetworkPlan) -> Result<(), NetworkError>;
+}
+
+/// `--network user`: nothing of the host to manage.
+#[derive(Debug, Default)]
+pub struct UserConfined;
+
+impl Network for UserConfined {
+    fn mode(&self) -> Mode {
+        Mode::UserConfined
+    }
+
+    fn apply(&self, _plan: &NetworkPlan) -> Result<(), NetworkError> {
+        Ok(())
+    }
+}
+
+/// A server name as a DNS label: lower-case letters, digits and inner hyphens, at most 63
+/// characters; `server-<id>` when nothing of the name is left.
+pub fn hostname(name: &str, server_id: i64) -> String {
+    let mut label = String::new();
+    for c in name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            label.push(c);
+        } else if !label.is_empty() && !label.ends_with('-') {
+            label.push('-');
+        }
+    }
+    let label: String = label.trim_end_matches('-').chars().take(63).collect();
+    let label = label.trim_end_matches('-').to_string();
+    if label.is_empty() || label.bytes().all(|b| b.is_ascii_digit()) {
+        format!("server-{server_id}")
+    } else {
+        label
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_linux_and_are_recognised() {
+        assert_eq!(bridge_name(9_999_999_999).len(), 15);
+        assert_eq!(tap_name(9_999_999_999).len(), 15);
+        assert!(is_own_link("extbr12") && is_own_link("extap3"));
+        assert!(!is_own_link("extbr") && !is_own_link("extbr1x") && !is_own_link("eth0"));
+    }
+
+    #[test]
+    fn hostnames_are_dns_labels() {
+        assert_eq!(hostname("Web Server #1", 4), "web-server-1");
+        assert_eq!(hostname("--", 4), "server-4");
+        assert_eq!(hostname("123", 4), "server-4");
+        assert_eq!(hostname(&"a".repeat(80), 1).len(), 63);
+    }
+}

@@ -383,7 +383,12 @@ pub struct NetworkArgs {
     /// and firewall rules (needs root or CAP_NET_ADMIN, `ip`, `nft` and `dnsmasq`); `user`:
     /// QEMU's user-mode network, confined to DHCP and the metadata service; `auto`: bridge
     /// when this process can, else user.
-    #[arg(long = "network", env = "EXTILITY_NETWORK", value_enum, default_value = "auto")]
+    #[arg(
+        long = "network",
+        env = "EXTILITY_NETWORK",
+        value_enum,
+        default_value = "auto"
+    )]
     pub mode: NetworkMode,
     /// Whether guests reach the world outside the host, through NAT (never the host itself,
     /// its networks, other VLANs, loopback or link-local addresses).
@@ -407,8 +412,12 @@ pub struct NetworkArgs {
     /// A network guests never reach even with egress on (the platform's management networks
     /// beyond the host's own, which are always out of reach). Repeatable; the variable takes a
     /// comma-separated list.
-    #[arg(long = "guest-deny", env = "EXTILITY_GUEST_DENY", value_name = "CIDR",
-          value_delimiter = ',')]
+    #[arg(
+        long = "guest-deny",
+        env = "EXTILITY_GUEST_DENY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
     pub guest_deny: Vec<ipnet::Ipv4Net>,
 }
 

@@ -14,11 +14,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::get;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
 use quick_xml::escape::escape;
 
 use crate::ops::server::metadata;
@@ -74,10 +74,14 @@ pub async fn serve_guests(listener: TcpListener, state: AppState, stop: Cancella
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let router = router.clone();
         tokio::spawn(async move {
             let service = service_fn(move |mut request: axum::extract::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(ArrivedAt(local));
                 router.clone().oneshot(request.map(axum::body::Body::new))
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -103,16 +107,24 @@ pub fn guest_router(state: AppState) -> Router {
 async fn serve_guest(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ArrivedAt(local)): Extension<ArrivedAt>,
     headers: HeaderMap,
 ) -> Response {
     match token(&headers).filter(|t| !t.is_empty()) {
         Some(token) => render(metadata::for_token(&state.db, token).await),
         None => {
             let address = peer.ip().to_canonical().to_string();
-            render(metadata::for_address(&state.db, &address, state.jobs.node_id()).await)
+            let arrived_at = local.ip().to_canonical().to_string();
+            let node = state.jobs.node_id();
+            render(metadata::for_address(&state.db, &address, &arrived_at, node).await)
         }
     }
 }
+
+/// The address on this host a guest's connection reached (its VLAN's gateway, after the
+/// redirect of 169.254.169.254).
+#[derive(Clone, Copy)]
+struct ArrivedAt(SocketAddr);
 
 fn render(found: crate::error::ApiResult<Option<metadata::ServerMetadata>>) -> Response {
     match found {
@@ -138,7 +150,10 @@ fn render(found: crate::error::ApiResult<Option<metadata::ServerMetadata>>) -> R
             )
                 .into_response()
         }
-        Ok(None) => (StatusCode::FORBIDDEN, "no server of this metadata token or address\n")
+        Ok(None) => (
+            StatusCode::FORBIDDEN,
+            "no server of this metadata token or address\n",
+        )
             .into_response(),
         Err(err) => {
             tracing::error!(error = %err, error_detail = ?err, "metadata lookup failed");

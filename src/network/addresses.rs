@@ -61,7 +61,10 @@ mod tests {
         taken.insert(a);
         assert_eq!(free_address(net, &taken).unwrap().to_string(), "10.64.3.11");
         let small: Ipv4Net = "10.64.3.0/30".parse().unwrap();
-        assert_eq!(free_address(small, &HashSet::new()).unwrap().to_string(), "10.64.3.2");
+        assert_eq!(
+            free_address(small, &HashSet::new()).unwrap().to_string(),
+            "10.64.3.2"
+        );
         let full: HashSet<_> = ["10.64.3.2".parse().unwrap()].into();
         assert_eq!(free_address(small, &full), None);
     }

@@ -103,7 +103,11 @@ pub fn names(vlan: &VlanNet) -> String {
 
 /// The pid of the dnsmasq running with this configuration, if one does.
 pub fn running(files: &Files) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(&files.pid).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(&files.pid)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let conf = files.conf.to_string_lossy();
     let ours = cmdline

@@ -45,9 +45,8 @@ impl LinuxBridges {
     }
 
     pub fn new(config: BridgeConfig) -> Result<Self, NetworkError> {
-        std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-            NetworkError(format!("creating {}: {e}", config.state_dir.display()))
-        })?;
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(|e| NetworkError(format!("creating {}: {e}", config.state_dir.display())))?;
         // Routing between the VLANs' gateways and the world (the firewall decides what may).
         write_sysctl("net/ipv4/ip_forward", "1")?;
         Ok(LinuxBridges {
@@ -239,7 +238,6 @@ fn has_net_admin() -> bool {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

@@ -35,12 +35,7 @@ pub struct FirewallConfig {
 }
 
 /// Networks no guest reaches whatever the configuration.
-const ALWAYS_DENIED: &[&str] = &[
-    "0.0.0.0/8",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "224.0.0.0/3",
-];
+const ALWAYS_DENIED: &[&str] = &["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3"];
 
 /// The script that removes both tables (if they exist).
 pub fn removal() -> String {
@@ -253,7 +248,11 @@ mod tests {
         let rules = ruleset(&plan(), &config(false));
         assert!(!rules.contains("masquerade"));
         let from_guest = rules.split("chain from_guest {").nth(1).unwrap();
-        let last = from_guest.lines().map(str::trim).take_while(|l| *l != "}").last();
+        let last = from_guest
+            .lines()
+            .map(str::trim)
+            .take_while(|l| *l != "}")
+            .last();
         assert_eq!(last, Some("drop"), "{from_guest}");
     }
 }

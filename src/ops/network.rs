@@ -43,7 +43,11 @@ pub async fn plan(state: &AppState) -> ApiResult<NetworkPlan> {
     for (server_id, uuid, name, address, vlan_id, subnet) in rows {
         let (Ok(address), Ok(subnet)) = (address.parse::<Ipv4Addr>(), subnet.parse::<Ipv4Net>())
         else {
-            tracing::error!(server_id, vlan_id, "a server's address or its VLAN's subnet is unreadable");
+            tracing::error!(
+                server_id,
+                vlan_id,
+                "a server's address or its VLAN's subnet is unreadable"
+            );
             continue;
         };
         vlans

@@ -68,7 +68,10 @@ pub async fn add_port_forward(ctx: &Ctx, a: args::AddPortForward) -> ApiResult<P
         if server.vlan_id.is_none() {
             return Err(ApiError::invalid(
                 "server_id",
-                format!("server {} is on no VLAN: it has no NIC to forward to", server.id),
+                format!(
+                    "server {} is on no VLAN: it has no NIC to forward to",
+                    server.id
+                ),
             ));
         }
         let existing = of_server(&mut tx, server.id).await?;
@@ -113,7 +116,13 @@ pub async fn add_port_forward(ctx: &Ctx, a: args::AddPortForward) -> ApiResult<P
         };
         tx.commit().await?;
         network::sync_for(&ctx.state, server.node.as_deref()).await?;
-        return Ok(to_forward((id, server.id, a.guest_port, host_port, created)));
+        return Ok(to_forward((
+            id,
+            server.id,
+            a.guest_port,
+            host_port,
+            created,
+        )));
     }
     Err(ApiError::Conflict(
         "host ports are being taken too fast; try again".into(),

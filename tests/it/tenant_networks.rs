@@ -103,11 +103,27 @@ impl Netns {
             listeners: Vec::new(),
         };
         sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]);
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
         sh(&["ip", "link", "set", &ns_if, "netns", &name]);
-        sh(&["ip", "addr", "add", &format!("{}/30", ns.outside), "dev", &host_if]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/30", ns.outside),
+            "dev",
+            &host_if,
+        ]);
         sh(&["ip", "link", "set", &host_if, "up"]);
-        ns.exec(&["ip", "addr", "add", &format!("{}/30", ns.inside), "dev", &ns_if]);
+        ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/30", ns.inside),
+            "dev",
+            &ns_if,
+        ]);
         ns.exec(&["ip", "link", "set", &ns_if, "up"]);
         ns.exec(&["ip", "link", "set", "lo", "up"]);
         ns
@@ -132,7 +148,10 @@ impl Netns {
         // Reachable from outside: what guests are refused, the host's own side is not.
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect((self.inside.as_str(), port)).is_err() {
-            assert!(Instant::now() < deadline, "the namespace's listener on {port} never came up");
+            assert!(
+                Instant::now() < deadline,
+                "the namespace's listener on {port} never came up"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -162,12 +181,17 @@ impl Drop for Netns {
             let _ = child.wait();
         }
         // VMs and dnsmasq daemons the server left (a failed test) go with the namespace.
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-9", pid]).status();
             }
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -197,7 +221,12 @@ async fn server(api: Api, vdc: i64, vlan: &Value, name: &str) -> Guest {
         subnet.contains(&address.parse::<std::net::Ipv4Addr>().unwrap()),
         "{name}'s address {address} is in its VLAN's subnet {subnet}"
     );
-    assert!(server["mac_address"].as_str().unwrap().starts_with("52:54:00:"));
+    assert!(
+        server["mac_address"]
+            .as_str()
+            .unwrap()
+            .starts_with("52:54:00:")
+    );
     Guest {
         api,
         id: server["server_id"].as_i64().unwrap(),
@@ -301,7 +330,9 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
     )
     .await;
     assert!(
-        app.server.log_text().contains("tenant networks: a bridge per VLAN"),
+        app.server
+            .log_text()
+            .contains("tenant networks: a bridge per VLAN"),
         "{}",
         app.server.log_text()
     );
@@ -358,7 +389,12 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
     let url = files.put_data("guest.img", std::fs::read(&disk).unwrap());
 
     let started = Instant::now();
-    let guests = [(&a1, alice_vdc), (&a2, alice_vdc), (&a3, alice_vdc), (&b1, bob_vdc)];
+    let guests = [
+        (&a1, alice_vdc),
+        (&a2, alice_vdc),
+        (&a3, alice_vdc),
+        (&b1, bob_vdc),
+    ];
     futures::future::join_all(guests.iter().map(|(g, vdc)| boot(g, *vdc, &url))).await;
     let consoles = futures::future::join_all(guests.iter().map(|(g, _)| console(g))).await;
     eprintln!(
@@ -366,7 +402,11 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
         started.elapsed()
     );
     for ((guest, _), lines) in guests.iter().zip(&consoles) {
-        eprintln!("tenant_networks: guest {} said:\n{}", guest.id, lines.join("\n"));
+        eprintln!(
+            "tenant_networks: guest {} said:\n{}",
+            guest.id,
+            lines.join("\n")
+        );
         let has = |line: &str| lines.iter().any(|l| l == line);
         assert!(
             has(&format!("ADDR {}", guest.address)),
@@ -412,7 +452,10 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
     // Inbound: a port forward reaches a1's web server from outside the host.
     let forward = app
         .alice()
-        .call("AddPortForward", json!({"server_id": a1.id, "guest_port": 7000}))
+        .call(
+            "AddPortForward",
+            json!({"server_id": a1.id, "guest_port": 7000}),
+        )
         .await;
     let host_port = forward["host_port"].as_u64().unwrap() as u16;
     assert!((20000..20100).contains(&host_port), "{forward}");
@@ -424,12 +467,18 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
     assert_eq!(listed[0]["host_port"], host_port, "{listed}");
     let error = app
         .bob()
-        .try_call("AddPortForward", json!({"server_id": a1.id, "guest_port": 22}))
+        .try_call(
+            "AddPortForward",
+            json!({"server_id": a1.id, "guest_port": 22}),
+        )
         .await
         .unwrap_err();
     assert_eq!(error.code, "NOT_FOUND", "{error:?}");
     let page = http_get(&ns.inside, host_port).unwrap();
-    assert!(page.contains(&format!("hello from {}", a1.address)), "{page}");
+    assert!(
+        page.contains(&format!("hello from {}", a1.address)),
+        "{page}"
+    );
 
     // A restart of the server keeps the VMs, their taps and the forward.
     app.server.restart();
@@ -437,7 +486,10 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
         guest.api.base = app.server.url.clone();
     }
     let page = http_get(&ns.inside, host_port).unwrap();
-    assert!(page.contains(&format!("hello from {}", a1.address)), "{page}");
+    assert!(
+        page.contains(&format!("hello from {}", a1.address)),
+        "{page}"
+    );
     let running = app
         .alice()
         .call("GetServer", json!({"server_id": a1.id}))
@@ -450,7 +502,11 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
         .call("DestroyServer", json!({"server_id": a1.id}))
         .await;
     app.alice().job_ok(job["job_id"].as_i64().unwrap()).await;
-    assert!(!ns.links().contains(&format!("extap{} ", a1.id)), "{}", ns.links());
+    assert!(
+        !ns.links().contains(&format!("extap{} ", a1.id)),
+        "{}",
+        ns.links()
+    );
     assert!(
         !ns.ruleset().contains(&format!("dport {host_port} ")),
         "{}",
@@ -471,11 +527,16 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
             .await;
     }
     let links = ns.links();
-    assert!(!links.contains("extbr") && !links.contains("extap"), "{links}");
+    assert!(
+        !links.contains("extbr") && !links.contains("extap"),
+        "{links}"
+    );
     assert!(!ns.ruleset().contains("extility"), "{}", ns.ruleset());
     let processes = ns.processes();
     assert!(
-        !processes.iter().any(|p| p == "dnsmasq" || p.starts_with("qemu")),
+        !processes
+            .iter()
+            .any(|p| p == "dnsmasq" || p.starts_with("qemu")),
         "{processes:?}"
     );
 }
@@ -519,7 +580,10 @@ fn the_kernel_takes_the_generated_rules() {
             pool: "10.64.0.0/10".parse().unwrap(),
             deny: vec!["192.168.1.0/24".parse().unwrap()],
         };
-        for script in [ruleset(&plan, &config), ruleset(&NetworkPlan::default(), &config)] {
+        for script in [
+            ruleset(&plan, &config),
+            ruleset(&NetworkPlan::default(), &config),
+        ] {
             let mut child = Command::new("ip")
                 .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
                 .stdin(Stdio::piped())

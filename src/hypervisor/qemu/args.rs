@@ -382,8 +382,11 @@ mod tests {
 
     #[test]
     fn a_nic_on_a_tenant_network_opens_its_tap_and_nothing_else() {
-        let files = VmFiles::new(Path::new("/data/vms"), "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21")
-            .unwrap();
+        let files = VmFiles::new(
+            Path::new("/data/vms"),
+            "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21",
+        )
+        .unwrap();
         let mut spec = spec(vec![disk("/v/boot.raw", Media::Disk)]);
         spec.nic.as_mut().unwrap().tap = Some("extap12".into());
         let line = render(&command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).unwrap());
@@ -391,7 +394,10 @@ mod tests {
             line.contains("-netdev tap,id=net0,ifname=extap12,script=no,downscript=no -device"),
             "{line}"
         );
-        assert!(!line.contains("guestfwd") && !line.contains("user,"), "{line}");
+        assert!(
+            !line.contains("guestfwd") && !line.contains("user,"),
+            "{line}"
+        );
         spec.nic.as_mut().unwrap().tap = Some("x,script=/tmp/evil".into());
         assert!(command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).is_err());
         assert_eq!(

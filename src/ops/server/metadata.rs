@@ -22,18 +22,51 @@ pub struct ServerMetadata {
     pub initial_password: Option<String>,
 }
 
-/// The metadata of the server whose NIC has `address` and whose VM runs on `node`: on a tenant
-/// network the firewall lets each tap carry its own address only, so the address a
-/// connection comes from names the server.
-pub async fn for_address(db: &Db, address: &str, node: &str) -> ApiResult<Option<ServerMetadata>> {
-    Ok(sqlx::query_as(
-        "SELECT uuid, name, initial_user, initial_password FROM servers \
-         WHERE ipv4 = $1 AND node = $2 AND metadata_token IS NOT NULL",
+/// A server's metadata and its VLAN's subnet.
+type MetadataAndSubnet = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The metadata of the server whose NIC has `address` and whose VM runs on `node`, asked on
+/// `arrived_at`, the address the connection reached on this host, which must be the gateway
+/// of that NIC's VLAN (a redirected guest connection; never one from another network that
+/// happens to use the same address). On a tenant network the firewall lets each tap carry
+/// its own address only, so the address a connection comes from names the server.
+pub async fn for_address(
+    db: &Db,
+    address: &str,
+    arrived_at: &str,
+    node: &str,
+) -> ApiResult<Option<ServerMetadata>> {
+    let row: Option<MetadataAndSubnet> = sqlx::query_as(
+        "SELECT s.uuid, s.name, s.initial_user, s.initial_password, v.subnet FROM servers s \
+             JOIN vlans v ON v.id = s.vlan_id \
+             WHERE s.ipv4 = $1 AND s.node = $2 AND s.metadata_token IS NOT NULL",
     )
     .bind(address)
     .bind(node)
     .fetch_optional(db.pool())
-    .await?)
+    .await?;
+    let Some((uuid, name, initial_user, initial_password, Some(subnet))) = row else {
+        return Ok(None);
+    };
+    let gateway = subnet
+        .parse::<ipnet::Ipv4Net>()
+        .ok()
+        .map(|net| crate::network::addresses::gateway(net).to_string());
+    if gateway.as_deref() != Some(arrived_at) {
+        return Ok(None);
+    }
+    Ok(Some(ServerMetadata {
+        uuid,
+        name,
+        initial_user,
+        initial_password,
+    }))
 }
 
 /// The metadata of the server whose running VM holds `token`, if any.

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use super::disk::{self, Disk, DiskRow, NewDisk, select_disks};
-use super::quota::{self, Need};
 use super::port_forward::{self, PortForward};
+use super::quota::{self, Need};
 use super::{Ctx, args, create_image, network, product_offer, usage, validate, vdc, vlan};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};

@@ -221,7 +221,6 @@ async fn vm_spec(state: &AppState, server: &ServerRow) -> ApiResult<VmSpec> {
     })
 }
 
-
 /// StartServer's job: boots the server's VM here.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartServerJob {

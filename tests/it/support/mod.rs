@@ -200,7 +200,10 @@ impl TestServer {
             .arg(&self.db_url)
             .args(&self.options.args)
             .args(
-                (!self.options.args.iter().any(|a| a == "--network")).then_some(["--network", "user"]).into_iter().flatten(),
+                (!self.options.args.iter().any(|a| a == "--network"))
+                    .then_some(["--network", "user"])
+                    .into_iter()
+                    .flatten(),
             )
             .env("RUST_LOG", "info,sqlx=warn,tower_http=warn")
             // The test VMs that boot nothing ignore ACPI: don't wait a minute to power them off.

@@ -28,7 +28,9 @@ const METADATA_PORT: u16 = 8775;
 
 /// Probes come from the kernel command line: `probe=FROM,HOST,PORT,TRIES` runs on the guest
 /// whose address is FROM, trying up to TRIES times, a second apart, and printing `OPEN HOST
-/// PORT` at the first connection or `CLOSED HOST PORT`; `dns=FROM,NAME` looks NAME up.
+/// PORT` at the first connection or `CLOSED HOST PORT`; `dns=FROM,NAME` looks NAME up; once
+/// done, `world=FROM,HOST,PORT` tries HOST:PORT every second until it connects and prints
+/// `WORLD OPEN`.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -68,6 +70,13 @@ for t in $(cat /proc/cmdline); do
 done
 wait
 echo "GUEST DONE"
+for t in $(cat /proc/cmdline); do
+  case "$t" in world=$ADDR,*)
+    set -- $(echo "${t#world=}" | tr ',' ' ')
+    until nc -w 2 "$2" "$3" </dev/null >/dev/null 2>&1; do sleep 1; done
+    echo "WORLD OPEN";;
+  esac
+done
 while :; do sleep 3600; done
 "#;
 
@@ -77,8 +86,15 @@ struct Netns {
     name: String,
     outside: String,
     inside: String,
+    /// A second namespace beyond the first: the world outside the host, reached only by
+    /// routing through it (`WORLD` on its loopback).
+    world: String,
     listeners: Vec<Child>,
 }
+
+/// An address of the world outside the host (TEST-NET-2), and a port listening there.
+const WORLD: &str = "198.51.100.1";
+const WORLD_PORT: u16 = 8000;
 
 fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -100,6 +116,7 @@ impl Netns {
             name: name.clone(),
             outside: format!("10.250.{k}.1"),
             inside: format!("10.250.{k}.2"),
+            world: format!("ext-world-{tag}"),
             listeners: Vec::new(),
         };
         sh(&["ip", "netns", "add", &name]);
@@ -126,6 +143,54 @@ impl Netns {
         ]);
         ns.exec(&["ip", "link", "set", &ns_if, "up"]);
         ns.exec(&["ip", "link", "set", "lo", "up"]);
+        // The world: a namespace routed through the host's namespace, as the internet is.
+        let (to_world, from_host) = (format!("xw{tag}n"), format!("xw{tag}w"));
+        sh(&["ip", "netns", "add", &ns.world]);
+        ns.exec(&[
+            "ip", "link", "add", &to_world, "type", "veth", "peer", "name", &from_host,
+        ]);
+        ns.exec(&["ip", "link", "set", &from_host, "netns", &ns.world]);
+        ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.251.{k}.1/30"),
+            "dev",
+            &to_world,
+        ]);
+        ns.exec(&["ip", "link", "set", &to_world, "up"]);
+        ns.exec(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{WORLD}/32"),
+            "via",
+            &format!("10.251.{k}.2"),
+        ]);
+        let world = |args: &[&str]| {
+            let mut all = vec!["ip", "netns", "exec", ns.world.as_str()];
+            all.extend_from_slice(args);
+            sh(&all);
+        };
+        world(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.251.{k}.2/30"),
+            "dev",
+            &from_host,
+        ]);
+        world(&["ip", "link", "set", &from_host, "up"]);
+        world(&["ip", "link", "set", "lo", "up"]);
+        world(&["ip", "addr", "add", &format!("{WORLD}/32"), "dev", "lo"]);
+        world(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("10.251.{k}.1"),
+        ]);
         ns
     }
 
@@ -137,14 +202,7 @@ impl Netns {
 
     /// A TCP listener on every address of the namespace, answering HTTP.
     fn listen(&mut self, port: u16) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "python3", "-m", "http.server"])
-            .args([&port.to_string(), "--bind", "0.0.0.0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.listeners.push(child);
+        self.listen_in(&self.name.clone(), port);
         // Reachable from outside: what guests are refused, the host's own side is not.
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect((self.inside.as_str(), port)).is_err() {
@@ -154,6 +212,38 @@ impl Netns {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A TCP listener in the world.
+    fn listen_in_world(&mut self, port: u16) {
+        self.listen_in(&self.world.clone(), port);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.world_listening(port) {
+            assert!(
+                Instant::now() < deadline,
+                "the world's listener on {port} never came up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn world_listening(&self, port: u16) -> bool {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.world, "ss", "-Hltn"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} "))
+    }
+
+    fn listen_in(&mut self, netns: &str, port: u16) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "python3", "-m", "http.server"])
+            .args([&port.to_string(), "--bind", "0.0.0.0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.listeners.push(child);
     }
 
     fn links(&self) -> String {
@@ -302,6 +392,7 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
     let mut ns = Netns::create();
     ns.listen(HOST_PORT);
     ns.listen(POSTGRES_PORT);
+    ns.listen_in_world(WORLD_PORT);
     let mut app = TestApp::start_with(
         Backend::Sqlite,
         ServerOptions {
@@ -377,6 +468,8 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
         }
         // Another VLAN's gateway is the host too.
         probes.push((guest, gateway(&dmz), HOST_PORT));
+        // The world, with egress off.
+        probes.push((guest, WORLD.to_string(), WORLD_PORT));
     }
     let mut append: Vec<String> = probes
         .iter()
@@ -384,6 +477,7 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
         .collect();
     append.push(format!("dns={},a2.internal", a1.address));
     append.push(format!("dns={},b1.internal", a1.address));
+    append.push(format!("world={},{WORLD},{WORLD_PORT}", a1.address));
     let disk = guest_disk_with(app.dir.path(), INIT, &format!("quiet {}", append.join(" ")));
     let files = ImageServer::start_on(&format!("{}:0", ns.outside)).await;
     let url = files.put_data("guest.img", std::fs::read(&disk).unwrap());
@@ -480,7 +574,10 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
         "{page}"
     );
 
-    // A restart of the server keeps the VMs, their taps and the forward.
+    // A restart of the server keeps the VMs, their taps and the forward; turned on, egress
+    // lets a1 reach the world, where it was refused until then.
+    assert!(!console(&a1).await.contains(&"WORLD OPEN".to_string()));
+    app.server.set_option("--guest-egress", "on");
     app.server.restart();
     for guest in [&mut a1, &mut a2, &mut a3, &mut b1] {
         guest.api.base = app.server.url.clone();
@@ -495,6 +592,14 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
         .call("GetServer", json!({"server_id": a1.id}))
         .await;
     assert_eq!(running["status"], 2, "{running}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !console(&a1).await.contains(&"WORLD OPEN".to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "with egress on, a1 reaches the world"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Destroying a1 takes its tap and its rules.
     let job = app

@@ -255,6 +255,15 @@ impl TestServer {
         self.start();
     }
 
+    /// Gives `flag` (one of the server's own options) `value` from the next (re)start on.
+    pub fn set_option(&mut self, flag: &str, value: &str) {
+        let args = &mut self.options.args;
+        match args.iter().position(|a| a == flag) {
+            Some(at) => args[at + 1] = value.to_string(),
+            None => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

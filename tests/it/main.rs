@@ -34,3 +34,4 @@ mod soap_axis;
 mod soap_php;
 mod soap_zeep;
 mod sparsecopy;
+mod tokens;

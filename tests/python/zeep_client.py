@@ -114,5 +114,22 @@ check(events[0].operation == "DeleteDisk" and events[0].via == "soap"
       and events[0].ids == f"disk_id={disk.disk_id}" and events[0].outcome == "OK", "ListAuditEvents")
 check(len(call("ListAuditEvents", 2, events[0].audit_id)) == 2, "ListAuditEvents, a page")
 
+token = call("GetAuthenticationToken", 600, "zeep script")
+check(token.token.startswith("ext_") and token.name == "zeep script", "GetAuthenticationToken")
+token_session = Session()
+token_session.auth = (token.token, "")
+scripted = zeep.Client(os.environ["EXTILITY_WSDL"], transport=Transport(session=token_session))
+check(scripted.service.GetCustomer().email == os.environ["ALICE_EMAIL"], "a token as the Basic user name")
+tokens = call("ListAuthenticationTokens")
+check(len(tokens) == 1 and tokens[0].token_id == token.token_id and tokens[0].last_used is not None
+      and not tokens[0].current, "ListAuthenticationTokens")
+check(call("RevokeAuthenticationToken", token.token_id, xsd.Nil).revoked is not None,
+      "RevokeAuthenticationToken")
+try:
+    scripted.service.GetCustomer()
+    check(False, "a revoked token is refused")
+except (zeep.exceptions.Fault, zeep.exceptions.TransportError):
+    check(True, "a revoked token is refused")
+
 check(called == declared, f"every operation was called (missing: {declared - called})")
 print("all done")

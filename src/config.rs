@@ -346,6 +346,32 @@ pub struct ServeArgs {
     /// failures, and the others); more are refused at once (HTTP 429).
     #[arg(long, env = "EXTILITY_LOGIN_QUEUE", default_value_t = 64)]
     pub login_queue: usize,
+    /// How long an authentication token lives when GetAuthenticationToken is not told
+    /// (`expiry_seconds`): seconds, or with a unit (`30m`, `1h`, `7d`); at most
+    /// `--max-token-lifetime`.
+    #[arg(
+        long,
+        env = "EXTILITY_DEFAULT_TOKEN_LIFETIME",
+        value_name = "SECONDS",
+        default_value = "1h",
+        value_parser = positive_seconds
+    )]
+    pub default_token_lifetime: u64,
+    /// The longest an authentication token may live: GetAuthenticationToken refuses a longer
+    /// `expiry_seconds` (INVALID_ARGUMENT), and a token made with a token never outlives it.
+    /// Seconds, or with a unit (`30m`, `24h`, `30d`).
+    #[arg(
+        long,
+        env = "EXTILITY_MAX_TOKEN_LIFETIME",
+        value_name = "SECONDS",
+        default_value = "24h",
+        value_parser = positive_seconds
+    )]
+    pub max_token_lifetime: u64,
+    /// Authentication tokens one customer may hold at once (neither expired nor revoked);
+    /// GetAuthenticationToken beyond it fails with LIMIT_EXCEEDED.
+    #[arg(long, env = "EXTILITY_MAX_TOKENS_PER_CUSTOMER", default_value_t = 100)]
+    pub max_tokens_per_customer: i64,
     /// A reverse proxy's address range: requests from it are counted under the client
     /// address its `X-Forwarded-For` names. Repeatable; the variable takes a comma-separated
     /// list.
@@ -466,17 +492,27 @@ fn seconds(text: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let bad = || format!("'{text}' is not a duration (examples: 300, 90s, 30m, 6h)");
+    let bad = || format!("'{text}' is not a duration (examples: 300, 90s, 30m, 6h, 7d)");
     let scale = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "s" => 1,
         "m" | "min" => 60,
         "h" => 3600,
+        "d" => 86400,
         _ => return Err(bad()),
     };
     let number: u64 = number.parse().map_err(|_| bad())?;
     number
         .checked_mul(scale)
         .ok_or_else(|| format!("'{text}' is too long"))
+}
+
+/// A duration ([`seconds`]) of at least one second, at most 100 years.
+fn positive_seconds(text: &str) -> Result<u64, String> {
+    match seconds(text)? {
+        0 => Err(format!("'{}' must be at least 1 s", text.trim())),
+        s if s > 100 * 365 * 86400 => Err(format!("'{}' is too long", text.trim())),
+        s => Ok(s),
+    }
 }
 
 /// A size of at least 1 MiB, or 0 (no bound): a decoder legitimately reads up to a few hundred
@@ -540,7 +576,8 @@ mod tests {
         assert_eq!(seconds("30m"), Ok(1800));
         assert_eq!(seconds("2 min"), Ok(120));
         assert_eq!(seconds("6H"), Ok(21600));
-        for bad in ["", "h", "-1", "1.5h", "3d"] {
+        assert_eq!(seconds("7d"), Ok(7 * 86400));
+        for bad in ["", "h", "-1", "1.5h", "3w"] {
             assert!(
                 seconds(bad).unwrap_err().contains("not a duration"),
                 "{bad}"
@@ -548,6 +585,32 @@ mod tests {
         }
         assert!(padding_size("64K").unwrap_err().contains("less than 1M"));
         assert_eq!(padding_size("1M"), Ok(1 << 20));
+    }
+
+    #[test]
+    fn token_lifetimes_have_defaults_and_take_units() {
+        let d = serve(&[]);
+        assert_eq!(
+            (d.default_token_lifetime, d.max_token_lifetime),
+            (3600, 86400)
+        );
+        assert_eq!(d.max_tokens_per_customer, 100);
+        let set = serve(&[
+            "--max-token-lifetime",
+            "30d",
+            "--default-token-lifetime",
+            "10m",
+        ]);
+        assert_eq!(
+            (set.default_token_lifetime, set.max_token_lifetime),
+            (600, 30 * 86400)
+        );
+        assert!(positive_seconds("0").unwrap_err().contains("at least 1 s"));
+        assert!(
+            positive_seconds("99999999d")
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 
     #[test]

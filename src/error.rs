@@ -27,7 +27,10 @@ pub enum ApiError {
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
 
-    #[error("authentication required: send HTTP Basic credentials (customer e-mail and password)")]
+    #[error(
+        "authentication required: send HTTP Basic credentials (customer e-mail and password, or \
+         an authentication token as the user name) or a Bearer token"
+    )]
     Unauthenticated,
 
     #[error("{0}")]

@@ -1,6 +1,8 @@
-//! HTTP Basic authentication of customers: the credentials are read from the request and
-//! checked by the operation layer (`crate::ops::credentials`), which throttles failed logins
-//! by the client's address (read here too).
+//! Authentication of customers: HTTP Basic credentials (an e-mail and a password, or an
+//! authentication token as the user name with any password) or `Authorization: Bearer
+//! <token>` are read from the request and checked by the operation layer
+//! (`crate::ops::credentials`), which throttles failed logins by the client's address (read
+//! here too).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,11 +15,34 @@ use base64::Engine;
 use ipnet::IpNet;
 
 use crate::error::{ApiError, ApiResult};
-use crate::ops::{Caller, Origin, Via, audit, credentials};
+use crate::ops::{Caller, Origin, Via, audit, credentials, token};
 use crate::state::AppState;
 
-/// Reads `Authorization: Basic ...` into an e-mail and a password.
-fn basic_credentials(headers: &HeaderMap) -> ApiResult<(String, String)> {
+/// What a request authenticates with.
+#[derive(PartialEq, Eq)]
+enum Credentials {
+    Password {
+        email: String,
+        password: String,
+    },
+    /// An authentication token: a Basic user name that looks like one (its password is not
+    /// looked at), or whatever a Bearer header carries.
+    Token(String),
+}
+
+// By hand, so that no debug output ever shows a password or a token.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Password { email, .. } => write!(f, "Password({email})"),
+            Credentials::Token(_) => f.write_str("Token"),
+        }
+    }
+}
+
+/// Reads `Authorization: Basic ...` (an e-mail and a password, or a token and anything) or
+/// `Authorization: Bearer <token>`.
+fn read_credentials(headers: &HeaderMap) -> ApiResult<Credentials> {
     let value = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -26,6 +51,13 @@ fn basic_credentials(headers: &HeaderMap) -> ApiResult<(String, String)> {
         .trim()
         .split_once(' ')
         .ok_or(ApiError::Unauthenticated)?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let token = encoded.trim();
+        if token.is_empty() {
+            return Err(ApiError::Unauthenticated);
+        }
+        return Ok(Credentials::Token(token.to_string()));
+    }
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(ApiError::Unauthenticated);
     }
@@ -33,24 +65,39 @@ fn basic_credentials(headers: &HeaderMap) -> ApiResult<(String, String)> {
         .decode(encoded.trim())
         .map_err(|_| ApiError::Unauthenticated)?;
     let decoded = String::from_utf8(decoded).map_err(|_| ApiError::Unauthenticated)?;
-    let (email, password) = decoded.split_once(':').ok_or(ApiError::Unauthenticated)?;
-    Ok((email.to_string(), password.to_string()))
+    // FCO's clients send a token as the user name, some with no password and no colon.
+    let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+    if token::looks_like_token(user) {
+        return Ok(Credentials::Token(user.to_string()));
+    }
+    if !decoded.contains(':') {
+        return Err(ApiError::Unauthenticated);
+    }
+    Ok(Credentials::Password {
+        email: user.to_string(),
+        password: password.to_string(),
+    })
 }
 
-/// Who is calling, from the request's Basic credentials. Credentials that were given and are
-/// wrong are a failed login for the audit trail (no credentials at all are not a login).
+/// Who is calling, from the request's Basic credentials or Bearer token. Credentials that were
+/// given and are wrong are a failed login for the audit trail (no credentials at all are not a
+/// login).
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     origin: Origin,
 ) -> ApiResult<Caller> {
-    let (email, password) = basic_credentials(headers)?;
-    let address = origin.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let caller = credentials::authenticate(state, &email, &password, address).await;
-    if let Err(ApiError::Unauthenticated) = caller {
-        audit::failed_login(state, &email, origin);
+    match read_credentials(headers)? {
+        Credentials::Token(token) => credentials::authenticate_token(state, &token, origin).await,
+        Credentials::Password { email, password } => {
+            let address = origin.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let caller = credentials::authenticate(state, &email, &password, address).await;
+            if let Err(ApiError::Unauthenticated) = caller {
+                audit::failed_login(state, &email, origin);
+            }
+            caller
+        }
     }
-    caller
 }
 
 /// The address a request comes from, as failed logins are counted: the peer's, or, when the
@@ -127,6 +174,54 @@ pub const WWW_AUTHENTICATE: &str = "Basic realm=\"extility\", charset=\"UTF-8\""
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    fn basic(user_and_password: &str) -> HeaderMap {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(user_and_password);
+        with_authorization(&format!("Basic {encoded}"))
+    }
+
+    #[test]
+    fn tokens_come_as_basic_user_names_or_bearer_headers() {
+        let token = |t: &str| Credentials::Token(t.to_string());
+        assert_eq!(
+            read_credentials(&basic("ext_abc:")).unwrap(),
+            token("ext_abc")
+        );
+        assert_eq!(
+            read_credentials(&basic("ext_abc:anything")).unwrap(),
+            token("ext_abc")
+        );
+        assert_eq!(
+            read_credentials(&basic("ext_abc")).unwrap(),
+            token("ext_abc")
+        );
+        assert_eq!(
+            read_credentials(&with_authorization("Bearer  ext_abc ")).unwrap(),
+            token("ext_abc")
+        );
+        assert_eq!(
+            read_credentials(&with_authorization("bearer whatever")).unwrap(),
+            token("whatever")
+        );
+        assert_eq!(
+            read_credentials(&basic("ext_bob@example.com:pw")).unwrap(),
+            Credentials::Password {
+                email: "ext_bob@example.com".into(),
+                password: "pw".into()
+            }
+        );
+        assert!(read_credentials(&basic("alice@example.com")).is_err());
+        assert!(read_credentials(&with_authorization("Bearer ")).is_err());
+        assert!(read_credentials(&with_authorization("Digest x")).is_err());
+        assert!(read_credentials(&HeaderMap::new()).is_err());
+        assert_eq!(format!("{:?}", token("ext_secret")), "Token");
+    }
 
     fn from(peer: &str, forwarded: &[&str], trusted: &[&str]) -> String {
         let mut headers = HeaderMap::new();

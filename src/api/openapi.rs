@@ -137,12 +137,15 @@ fn generate() -> Value {
         "info": {
             "title": "Extility JSON API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The JSON mirror of the Extility SOAP API: every WSDL operation, with the same names and arguments, as POST /api/v1/<Operation>. HTTP Basic authentication with the customer's e-mail and password.",
+            "description": "The JSON mirror of the Extility SOAP API: every WSDL operation, with the same names and arguments, as POST /api/v1/<Operation>. HTTP Basic authentication with the customer's e-mail and password, or with an authentication token (GetAuthenticationToken) as the user name and any password, or the token as a Bearer token.",
         },
-        "security": [{"basic": []}],
+        "security": [{"basic": []}, {"bearer": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
             "schemas": structs,
             "responses": {
                 "Error": {

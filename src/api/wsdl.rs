@@ -98,7 +98,7 @@ fn generate(address: &str) -> String {
     documentation(
         &mut out,
         "  ",
-        "The Extility cloud control API. HTTP Basic authentication: customer e-mail and password.",
+        "The Extility cloud control API. HTTP Basic authentication: customer e-mail and password, or an authentication token (GetAuthenticationToken) as the user name with any password; or the token as `Authorization: Bearer`.",
     );
     let _ = writeln!(out, "  <wsdl:types>");
     let _ = writeln!(out, r#"    <xsd:schema targetNamespace="{NAMESPACE}">"#);

@@ -4,13 +4,14 @@
 //! its entry point records the call once the operation has returned, whatever the outcome),
 //! for each command-line command that changes something (`customer add`, `customer
 //! set-quota`, `billing-entity add`) and for each failed login. A row says when, which customer
-//! called (none for the command line), from which address and through which adapter, the
-//! operation, the ids it touched, and its outcome: `OK` or the error code.
+//! called (none for the command line) and with which authentication token (none for a
+//! password), from which address and through which adapter, the operation, the ids it touched,
+//! and its outcome: `OK` or the error code.
 //!
 //! The ids are the only values taken from a call: those of the arguments whose names end in
 //! `_id` or `_ids`, and the id of what the result is (a `job_id`, or the first field of a
 //! returned record when it is its id: `disk_id`, `server_id` and the `disk_id`s of its
-//! disks). Names, URLs, credentials and passwords never reach the table.
+//! disks). Names, URLs, credentials, passwords and tokens never reach the table.
 //!
 //! Failed logins come from anyone, as fast as they like, so nobody waits for them to be
 //! written: they go through a bounded queue to one background writer, which writes them in
@@ -63,7 +64,9 @@ wire_struct! {
     /// (`customer add`) or `Login` (a failed login); `via` is `soap`, `json` or `cli`;
     /// `address` is the client's IP address (nil for the command line). `customer_uuid` is the
     /// caller (nil for the command line, and for a failed login whose e-mail is no
-    /// customer's); `email` is the e-mail a failed login gave (never the password). `ids` are
+    /// customer's); `email` is the e-mail a failed login gave (never the password);
+    /// `token_id` is the authentication token the call was made with, or that a failed login
+    /// sent when it was one (expired or revoked; nil for a password). `ids` are
     /// the ids the call named and made, as `name=value` pairs separated by spaces, several
     /// values of a name separated by commas (`vdc_id=1 server_id=7 disk_id=8,9`). `outcome`
     /// is `OK` or the error code (`NOT_FOUND`, `UNAUTHENTICATED`, ...).
@@ -77,6 +80,7 @@ wire_struct! {
         pub address: Option<String>,
         pub ids: String,
         pub outcome: String,
+        pub token_id: Option<i64>,
     }
 }
 
@@ -208,6 +212,7 @@ fn outcome_code<T>(outcome: &ApiResult<T>) -> &'static str {
 /// One row of `audit_events`, about to be written.
 struct NewEvent<'a> {
     customer_id: Option<i64>,
+    token_id: Option<i64>,
     operation: &'a str,
     via: Via,
     address: Option<IpAddr>,
@@ -217,8 +222,9 @@ struct NewEvent<'a> {
 
 async fn insert(db: &Db, event: NewEvent<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO audit_events (created, customer_id, operation, via, address, ids, outcome) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO audit_events \
+         (created, customer_id, operation, via, address, ids, outcome, token_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(now_ms())
     .bind(event.customer_id)
@@ -227,6 +233,7 @@ async fn insert(db: &Db, event: NewEvent<'_>) -> Result<(), sqlx::Error> {
     .bind(event.address.map(|a| a.to_string()))
     .bind(event.ids)
     .bind(event.outcome)
+    .bind(event.token_id)
     .execute(db.pool())
     .await?;
     Ok(())
@@ -273,6 +280,7 @@ impl CallRecord {
         }
         let event = NewEvent {
             customer_id: Some(ctx.caller.customer_id),
+            token_id: ctx.caller.token_id,
             operation: self.operation,
             via: ctx.origin.via,
             address: ctx.origin.address,
@@ -304,6 +312,7 @@ pub async fn record_command<T>(
     }
     let event = NewEvent {
         customer_id: None,
+        token_id: None,
         operation: command,
         via: Via::Cli,
         address: None,
@@ -325,7 +334,10 @@ const MAX_EMAIL: usize = 254;
 #[derive(Debug)]
 struct FailedLogin {
     at: i64,
-    email: String,
+    /// The e-mail a password login gave; none for a token.
+    email: Option<String>,
+    /// The customer and the token, when a token that was one (expired or revoked) was sent.
+    token: Option<(i64, i64)>,
     origin: Origin,
 }
 
@@ -374,7 +386,20 @@ pub fn failed_login(state: &AppState, email: &str, origin: Origin) {
     }
     state.audit.queue(FailedLogin {
         at: now_ms(),
-        email,
+        email: Some(email),
+        token: None,
+        origin,
+    });
+}
+
+/// Records a failed login with an authentication token (never the token itself): when it was
+/// a token, expired or revoked, its customer's event naming it (`customer_id`, `token_id`).
+/// Returns at once, as [`failed_login`] does.
+pub fn failed_token_login(state: &AppState, token: Option<(i64, i64)>, origin: Origin) {
+    state.audit.queue(FailedLogin {
+        at: now_ms(),
+        email: None,
+        token,
         origin,
     });
 }
@@ -410,19 +435,30 @@ async fn write_failed_logins(
 async fn insert_failed_logins(db: &Db, batch: &[FailedLogin]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
     for login in batch {
-        sqlx::query(
-            "INSERT INTO audit_events \
-             (created, customer_id, email, operation, via, address, ids, outcome) \
-             VALUES ($1, (SELECT id FROM customers WHERE email = $2), $2, 'Login', $3, $4, '', \
-             $5)",
-        )
-        .bind(login.at)
-        .bind(&login.email)
-        .bind(login.origin.via.as_str())
-        .bind(login.origin.address.map(|a| a.to_string()))
-        .bind(ApiError::Unauthenticated.code())
-        .execute(&mut *tx)
-        .await?;
+        let query = match (&login.email, login.token) {
+            (Some(email), _) => sqlx::query(
+                "INSERT INTO audit_events \
+                 (created, customer_id, email, operation, via, address, ids, outcome) \
+                 VALUES ($1, (SELECT id FROM customers WHERE email = $2), $2, 'Login', $3, $4, \
+                 '', $5)",
+            )
+            .bind(login.at)
+            .bind(email.as_str()),
+            (None, token) => sqlx::query(
+                "INSERT INTO audit_events \
+                 (created, customer_id, token_id, operation, via, address, ids, outcome) \
+                 VALUES ($1, $2, $3, 'Login', $4, $5, '', $6)",
+            )
+            .bind(login.at)
+            .bind(token.map(|(customer_id, _)| customer_id))
+            .bind(token.map(|(_, token_id)| token_id)),
+        };
+        query
+            .bind(login.origin.via.as_str())
+            .bind(login.origin.address.map(|a| a.to_string()))
+            .bind(ApiError::Unauthenticated.code())
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await
 }
@@ -433,6 +469,7 @@ pub const DEFAULT_PAGE: i64 = 100;
 
 #[derive(sqlx::FromRow)]
 struct EventRow {
+    token_id: Option<i64>,
     id: i64,
     created: i64,
     customer_uuid: Option<String>,
@@ -467,7 +504,7 @@ pub async fn list_audit_events(ctx: &Ctx, a: args::ListAuditEvents) -> ApiResult
     let rows: Vec<EventRow> = if ctx.caller.is_admin {
         sqlx::query_as(
             "SELECT a.id, a.created, c.uuid AS customer_uuid, a.email, a.operation, a.via, \
-             a.address, a.ids, a.outcome \
+             a.address, a.ids, a.outcome, a.token_id \
              FROM audit_events a LEFT JOIN customers c ON c.id = a.customer_id \
              WHERE a.id < $1 ORDER BY a.id DESC LIMIT $2",
         )
@@ -478,7 +515,7 @@ pub async fn list_audit_events(ctx: &Ctx, a: args::ListAuditEvents) -> ApiResult
     } else {
         sqlx::query_as(
             "SELECT a.id, a.created, c.uuid AS customer_uuid, a.email, a.operation, a.via, \
-             a.address, a.ids, a.outcome \
+             a.address, a.ids, a.outcome, a.token_id \
              FROM audit_events a LEFT JOIN customers c ON c.id = a.customer_id \
              WHERE a.customer_id = $1 AND a.id < $2 ORDER BY a.id DESC LIMIT $3",
         )
@@ -500,6 +537,7 @@ pub async fn list_audit_events(ctx: &Ctx, a: args::ListAuditEvents) -> ApiResult
             address: r.address,
             ids: r.ids,
             outcome: r.outcome,
+            token_id: r.token_id,
         })
         .collect())
 }
@@ -605,7 +643,8 @@ mod tests {
         for n in 0..5 {
             log.queue(FailedLogin {
                 at: n,
-                email: "x@example.com".into(),
+                email: Some("x@example.com".into()),
+                token: None,
                 origin,
             });
         }

@@ -11,6 +11,13 @@
 //! that were right within the last day are never refused by the throttle (their fingerprint
 //! proves the caller knew the password), so a customer sharing an address with an attacker
 //! keeps working. Concurrent requests with the same credentials share one check.
+//!
+//! Authentication tokens (`super::token`) take none of this: checking one is a SHA-256 and one
+//! indexed lookup, so they are never cached (a revoked token is refused by the next call) and
+//! never wait in the argon2 lines. A token that is not right counts as a failed login of the
+//! client's address (an address at its limit is answered `TOO_MANY_LOGIN_ATTEMPTS`); a right
+//! one is never refused by the throttle, as credentials known to be right are not: it proves
+//! the caller holds a secret nobody can guess.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::Caller;
 use super::throttle::{Line, LoginLimits, LoginThrottle, PasswordChecks};
+use super::token::{self, Check};
+use super::{Caller, Origin, audit};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -231,6 +239,31 @@ async fn check_password(
                 })
                 .map_err(ApiError::internal)?;
             result.await.map_err(ApiError::internal)?
+        }
+    }
+}
+
+/// Who is calling, from an authentication token (the Basic user name or a Bearer token) and
+/// where the call comes from. An unknown, expired or revoked token is `UNAUTHENTICATED`, as a
+/// wrong password is, counts as a failure of the client's address, and is queued as a failed
+/// login for the audit trail; from an address at its limit it is `TOO_MANY_LOGIN_ATTEMPTS`.
+pub async fn authenticate_token(
+    state: &AppState,
+    token: &str,
+    origin: Origin,
+) -> ApiResult<Caller> {
+    match token::check(&state.db, token, state.config.max_token_lifetime).await? {
+        Check::Valid(caller) => Ok(caller),
+        Check::Refused {
+            customer_id,
+            token_id,
+        } => {
+            let client = origin
+                .address
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            state.credentials.throttle.admit_address(client)?.failed();
+            audit::failed_token_login(state, customer_id.zip(token_id), origin);
+            Err(ApiError::Unauthenticated)
         }
     }
 }

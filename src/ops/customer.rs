@@ -185,6 +185,7 @@ impl Login {
                 customer_uuid: row.uuid,
                 billing_entity_id: row.billing_entity_id,
                 is_admin: row.is_admin != 0,
+                token_id: None,
             }),
             _ => Err(ApiError::Unauthenticated),
         }

@@ -35,6 +35,7 @@ pub mod quota;
 pub mod server;
 pub mod snapshot;
 pub mod throttle;
+pub mod token;
 pub mod usage;
 pub mod validate;
 pub mod vdc;
@@ -56,6 +57,7 @@ pub use publish::ImageShare;
 pub use quota::Quota;
 pub use server::Server;
 pub use snapshot::Snapshot;
+pub use token::{AuthenticationToken, AuthenticationTokenInfo};
 pub use usage::UsageRecord;
 pub use vdc::Vdc;
 pub use vlan::Vlan;
@@ -67,6 +69,8 @@ pub struct Caller {
     pub customer_uuid: String,
     pub billing_entity_id: i64,
     pub is_admin: bool,
+    /// The authentication token the call was made with (`token`); `None` for a password.
+    pub token_id: Option<i64>,
 }
 
 /// Everything an operation needs: the application, who is calling, and from where.
@@ -249,6 +253,23 @@ operations! {
         page_size: Option<i64>,
         before_id: Option<i64>,
     ) -> events: Vec<AuditEvent> = audit::list_audit_events;
+    /// Makes an authentication token: send it as the HTTP Basic user name (with any password,
+    /// or none) or as `Authorization: Bearer <token>` instead of the e-mail and password; calls
+    /// made with it act as the caller. It lives `expiry_seconds` (omitted: the server's
+    /// default, 1 hour unless the operator changed it; more than the server's maximum is
+    /// INVALID_ARGUMENT); a token made with a token expires no later than it. `name` (up to
+    /// 100 characters) is only for telling tokens apart. The token is shown this once.
+    write GetAuthenticationToken(expiry_seconds: Option<i64>, name: Option<String>) ->
+        authentication_token: AuthenticationToken = token::get_authentication_token;
+    /// Lists the caller's authentication tokens that have neither expired nor been revoked,
+    /// oldest first, without their secrets.
+    read ListAuthenticationTokens() -> authentication_tokens: Vec<AuthenticationTokenInfo> =
+        token::list_authentication_tokens;
+    /// Revokes one of the caller's authentication tokens, named by `token_id` or by the token
+    /// itself (`token`), and every token made with it: they are refused from the next call
+    /// on. Returns the token, without its secret.
+    write RevokeAuthenticationToken(token_id: Option<i64>, token: Option<String>) ->
+        authentication_token: AuthenticationTokenInfo = token::revoke_authentication_token;
 }
 
 job_kinds!(pub static JOB_KINDS: AppState = [

@@ -181,12 +181,16 @@ pub fn find(name: &str) -> Option<&'static Operation> {
 mod tests {
     use super::super::OPERATIONS;
 
+    /// Operations named like reads that change something: FCO's names, kept.
+    const WRITES_NAMED_LIKE_READS: &[&str] = &["GetAuthenticationToken"];
+
     #[test]
     fn gets_lists_and_waits_read_everything_else_writes() {
         for op in OPERATIONS {
             let reads = ["Get", "List", "Wait"]
                 .iter()
-                .any(|prefix| op.name.starts_with(prefix));
+                .any(|prefix| op.name.starts_with(prefix))
+                && !WRITES_NAMED_LIKE_READS.contains(&op.name);
             assert_eq!(
                 op.mutates,
                 !reads,

@@ -17,7 +17,8 @@
 //!   by the limit per (account, address) on each of them, by the limit per address, and by the
 //!   argon2 capacity below; the owner, from their own address, is never refused because of
 //!   what other addresses sent. (Credentials that were right within the last day skip the
-//!   limits altogether, see `credentials`.)
+//!   limits altogether, see `credentials`.) An authentication token that is not right (unknown,
+//!   expired or revoked) counts as a failure of its address only: it names no account.
 //!
 //! - [`PasswordChecks`] runs at most one argon2 check per core, and lets a bounded number wait
 //!   in two lines: callers whose address has no recent failure and no other check running
@@ -236,28 +237,36 @@ impl LoginThrottle {
     /// with `TOO_MANY_LOGIN_ATTEMPTS` when the address or the (account, address) is at its
     /// limit. The check counts as running until the returned [`Attempt`] is finished.
     pub fn admit(self: &Arc<Self>, account: &str, client: IpAddr) -> Result<Attempt, ApiError> {
-        self.enter(account, client, true)
+        self.enter(Some(account), client, true)
     }
 
     /// Like [`Self::admit`], but never refuses: for credentials known to have been right.
     pub fn admit_known(self: &Arc<Self>, account: &str, client: IpAddr) -> Attempt {
-        self.enter(account, client, false)
+        self.enter(Some(account), client, false)
             .expect("admitting without limits cannot fail")
+    }
+
+    /// Counts a login that names no account (an authentication token that was not right, see
+    /// `super::token`) against `client`'s address, or refuses it with
+    /// `TOO_MANY_LOGIN_ATTEMPTS` when that address is at its limit. Its failure counts for
+    /// the address only.
+    pub fn admit_address(self: &Arc<Self>, client: IpAddr) -> Result<Attempt, ApiError> {
+        self.enter(None, client, true)
     }
 
     fn enter(
         self: &Arc<Self>,
-        account: &str,
+        account: Option<&str>,
         client: IpAddr,
         limited: bool,
     ) -> Result<Attempt, ApiError> {
         let address = address_key(client);
-        let pair = self.pair_key(account, address);
+        let pair = account.map(|account| self.pair_key(account, address));
         let now = Instant::now();
         let mut tables = self.tables.lock().unwrap();
         let Tables { addresses, pairs } = &mut *tables;
         let by_address = *addresses.bucket(address, now);
-        let by_pair = *pairs.bucket(pair, now);
+        let by_pair = pair.map(|pair| *pairs.bucket(pair, now));
         if limited {
             if let Some(seconds) = addresses.refusal(&by_address) {
                 return Err(ApiError::TooManyLoginAttempts {
@@ -265,20 +274,23 @@ impl LoginThrottle {
                     retry_after: seconds,
                 });
             }
-            if let Some(seconds) = pairs.refusal(&by_pair) {
+            if let Some(seconds) = by_pair.and_then(|by_pair| pairs.refusal(&by_pair)) {
                 return Err(ApiError::TooManyLoginAttempts {
                     reason: "too many failed logins for this account from this address",
                     retry_after: seconds,
                 });
             }
         }
-        let quiet =
-            by_address.failures == 0.0 && by_address.running == 0 && by_pair.failures == 0.0;
+        let quiet = by_address.failures == 0.0
+            && by_address.running == 0
+            && by_pair.is_none_or(|by_pair| by_pair.failures == 0.0);
         addresses.bucket(address, now).running += 1;
-        pairs.bucket(pair, now).running += 1;
+        if let Some(pair) = pair {
+            pairs.bucket(pair, now).running += 1;
+        }
         Ok(Attempt {
             throttle: self.clone(),
-            account: account.to_string(),
+            account: account.unwrap_or_default().to_string(),
             address,
             pair,
             line: if quiet || !limited {
@@ -304,10 +316,11 @@ impl LoginThrottle {
 /// (the caller went away before the check started), it counts as nothing.
 pub struct Attempt {
     throttle: Arc<LoginThrottle>,
-    /// The account (normalized e-mail, for the log).
+    /// The account (normalized e-mail, for the log; empty for a token).
     account: String,
     address: IpAddr,
-    pair: PairKey,
+    /// None for a login that names no account.
+    pair: Option<PairKey>,
     line: Line,
     finished: bool,
 }
@@ -338,9 +351,12 @@ impl Attempt {
         let failed = outcome == Outcome::Failed;
         let mut tables = self.throttle.tables.lock().unwrap();
         let address_limited = tables.addresses.finish(self.address, now, failed);
-        let pair_limited = tables.pairs.finish(self.pair, now, failed);
+        let pair_limited = self
+            .pair
+            .is_some_and(|pair| tables.pairs.finish(pair, now, failed));
         if outcome == Outcome::Succeeded
-            && let Some(bucket) = tables.pairs.buckets.get_mut(&self.pair)
+            && let Some(pair) = self.pair
+            && let Some(bucket) = tables.pairs.buckets.get_mut(&pair)
         {
             bucket.failures = 0.0;
         }
@@ -585,6 +601,21 @@ mod tests {
         assert!(throttle.admit("a@x", ip("10.0.0.1")).is_err());
         let attempt = throttle.admit_known("a@x", ip("10.0.0.1"));
         assert_eq!(attempt.line(), Line::Quiet);
+    }
+
+    #[test]
+    fn logins_without_an_account_count_for_the_address_only() {
+        let throttle = Arc::new(LoginThrottle::new(&limits(3, 1)));
+        for _ in 0..2 {
+            throttle.admit_address(ip("10.0.0.1")).unwrap().failed();
+        }
+        // The limit per (account, address) is 1: no account was charged.
+        assert!(throttle.admit("a@x", ip("10.0.0.1")).is_ok());
+        throttle.admit_address(ip("10.0.0.1")).unwrap().failed();
+        assert!(throttle.failures_from(ip("10.0.0.1")) > 2.9);
+        assert!(code(throttle.admit_address(ip("10.0.0.1"))).is_some());
+        assert!(code(throttle.admit("a@x", ip("10.0.0.1"))).is_some());
+        assert!(throttle.admit_address(ip("10.0.0.2")).is_ok());
     }
 
     #[test]

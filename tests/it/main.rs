@@ -35,3 +35,4 @@ mod soap_php;
 mod soap_zeep;
 mod sparsecopy;
 mod tenant_networks;
+mod tokens;

@@ -40,7 +40,8 @@ foreach (array("ListVDCs", "CreateVDC", "ListVLANs", "CreateVLAN", "ListProductO
                "ListImages", "ListDisks", "GetDisk", "CreateDisk", "DeleteDisk", "ListServers",
                "GetServer", "CreateServer", "DestroyServer", "AttachDisk", "DetachDisk",
                "StartServer", "StopServer", "FetchDisk", "GetJob", "ListJobs", "CancelJob",
-               "WaitForJob", "GetQuota", "ListAuditEvents") as $op) {
+               "WaitForJob", "GetQuota", "ListAuditEvents", "GetAuthenticationToken",
+               "ListAuthenticationTokens", "RevokeAuthenticationToken") as $op) {
     check(strpos($functions, " $op(") !== false, "the WSDL declares $op");
 }
 
@@ -139,6 +140,19 @@ $events = $alice->ListAuditEvents(null, null);
 check(is_array($events) && $events[0]->operation == "DeleteDisk" && $events[0]->via == "soap"
       && $events[0]->outcome == "OK" && $events[0]->ids == "disk_id=" . $disk->disk_id
       && $events[0]->address == "127.0.0.1", "ListAuditEvents: the newest first");
+
+// A token as the SoapClient's login, with an empty password, until it is revoked.
+$token = $alice->GetAuthenticationToken(600, "php script");
+check(strpos($token->token, "ext_") === 0 && $token->name == "php script", "GetAuthenticationToken");
+$scripted = client($token->token, "");
+check($scripted->GetCustomer()->email == getenv("ALICE_EMAIL"), "a token as the SoapClient login");
+$tokens = $scripted->ListAuthenticationTokens();
+check(is_array($tokens) && count($tokens) == 1 && $tokens[0]->current === true
+      && !isset($tokens[0]->token), "ListAuthenticationTokens: one, without its secret");
+check($alice->RevokeAuthenticationToken($token->token_id, null)->token_id == $token->token_id,
+      "RevokeAuthenticationToken");
+$f = fault_of(function () use ($scripted) { $scripted->ListVDCs(); });
+check($f !== null, "a revoked token is refused");
 
 // Faults: a clear message and the ExtilityException detail.
 $f = fault_of(function () use ($alice) { $alice->GetDisk(987654); });

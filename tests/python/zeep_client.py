@@ -53,6 +53,12 @@ check(len(call("ListDisks", vdc)) == 1, "ListDisks")
 server = call("CreateServer", vdc, vlan.vlan_id, "zeep server", 66, 18, {"item": [31, 29]})
 check(len(server.disks) == 2, "CreateServer with two disk offers")
 check(call("GetServer", server.server_id).server_name == "zeep server", "GetServer")
+check(server.ip_address is not None and server.mac_address.startswith("52:54:00:"),
+      "a server on a VLAN has an address")
+forward = call("AddPortForward", server.server_id, 22)
+check(forward.guest_port == 22 and forward.host_port >= 1, "AddPortForward")
+check(len(call("ListPortForwards", server.server_id)) == 1, "ListPortForwards")
+check(call("RemovePortForward", forward.port_forward_id) == 1, "RemovePortForward")
 check(len(call("ListServers", vdc)) == 1, "ListServers")
 check(call("AttachDisk", server.server_id, disk.disk_id, xsd.Nil) == 1, "AttachDisk")
 check(call("DetachDisk", server.server_id, disk.disk_id) == 1, "DetachDisk")
@@ -101,6 +107,7 @@ except zeep.exceptions.Fault as fault:  # the fetch may already have failed: the
     check("already finished" in fault.message, "FetchDisk, CancelJob of a finished job")
 check(len(call("ListJobs")) == 4, "ListJobs")
 check(wait(call("DestroyServer", server.server_id)).status == 1, "DestroyServer")
+check(call("DeleteVLAN", vlan.vlan_id) == 1, "DeleteVLAN")
 check(call("DeleteDisk", disk.disk_id) == 1, "DeleteDisk")
 try:
     call("GetDisk", disk.disk_id)
@@ -113,6 +120,23 @@ events = call("ListAuditEvents", xsd.Nil, xsd.Nil)
 check(events[0].operation == "DeleteDisk" and events[0].via == "soap"
       and events[0].ids == f"disk_id={disk.disk_id}" and events[0].outcome == "OK", "ListAuditEvents")
 check(len(call("ListAuditEvents", 2, events[0].audit_id)) == 2, "ListAuditEvents, a page")
+
+token = call("GetAuthenticationToken", 600, "zeep script")
+check(token.token.startswith("ext_") and token.name == "zeep script", "GetAuthenticationToken")
+token_session = Session()
+token_session.auth = (token.token, "")
+scripted = zeep.Client(os.environ["EXTILITY_WSDL"], transport=Transport(session=token_session))
+check(scripted.service.GetCustomer().email == os.environ["ALICE_EMAIL"], "a token as the Basic user name")
+tokens = call("ListAuthenticationTokens")
+check(len(tokens) == 1 and tokens[0].token_id == token.token_id and tokens[0].last_used is not None
+      and not tokens[0].current, "ListAuthenticationTokens")
+check(call("RevokeAuthenticationToken", token.token_id, xsd.Nil).revoked is not None,
+      "RevokeAuthenticationToken")
+try:
+    scripted.service.GetCustomer()
+    check(False, "a revoked token is refused")
+except (zeep.exceptions.Fault, zeep.exceptions.TransportError):
+    check(True, "a revoked token is refused")
 
 check(called == declared, f"every operation was called (missing: {declared - called})")
 print("all done")

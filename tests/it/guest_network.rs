@@ -90,6 +90,7 @@ esac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_reaches_its_metadata_and_nothing_of_the_host() {
+    let _heavy = crate::support::CPU_HEAVY.read().await;
     let started = Instant::now();
     let app = TestApp::start_with(
         Backend::Sqlite,

@@ -389,6 +389,7 @@ fn http_get(host: &str, port: u16) -> std::io::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
+    let _heavy = crate::support::CPU_HEAVY.read().await;
     let mut ns = Netns::create();
     ns.listen(HOST_PORT);
     ns.listen(POSTGRES_PORT);

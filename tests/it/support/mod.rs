@@ -656,3 +656,8 @@ pub fn run_php(script: &str, env: &[(&str, &str)]) -> String {
     );
     stdout
 }
+
+/// Tests that keep the machine's cores busy for minutes (Linux guests under TCG) hold this
+/// for reading; the one test that measures wall-clock time holds it for writing, so it never
+/// measures them.
+pub static CPU_HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());

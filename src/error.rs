@@ -168,6 +168,31 @@ impl ApiError {
         }
     }
 
+    /// Whether this is the database being out of reach (restarting, failing over, a dropped
+    /// connection) rather than anything the request or job did. A write that failed so may or
+    /// may not have been committed: its outcome is unknown until the database answers again.
+    pub fn is_database_unavailable(&self) -> bool {
+        let ApiError::Internal(cause) = self else {
+            return false;
+        };
+        cause
+            .chain()
+            .any(|e| match e.downcast_ref::<sqlx::Error>() {
+                Some(
+                    sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed,
+                ) => true,
+                // PostgreSQL's SQLSTATE classes 08 (connection exception) and 57P (the server
+                // shutting down, crashed, or not accepting connections yet).
+                Some(sqlx::Error::Database(db)) => db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+                _ => false,
+            })
+    }
+
     /// Seconds the client should wait before trying again (HTTP `Retry-After`), if any.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
@@ -298,6 +323,19 @@ pub type ApiResult<T> = Result<T, ApiError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_connection_is_the_database_being_unavailable() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(ApiError::from(sqlx::Error::Io(reset)).is_database_unavailable());
+        assert!(ApiError::from(sqlx::Error::PoolTimedOut).is_database_unavailable());
+        // Wrapped with context, as `anyhow` callers do.
+        let wrapped = anyhow::Error::from(sqlx::Error::PoolClosed).context("claiming a job");
+        assert!(ApiError::Internal(wrapped).is_database_unavailable());
+        assert!(!ApiError::from(sqlx::Error::RowNotFound).is_database_unavailable());
+        assert!(!ApiError::internal(anyhow::anyhow!("a bug")).is_database_unavailable());
+        assert!(!ApiError::Cancelled.is_database_unavailable());
+    }
 
     #[test]
     fn budget_messages_say_which_budget_ran_out() {

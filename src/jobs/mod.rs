@@ -154,6 +154,11 @@ impl JobQueue {
         secrets::store(tx, &self.0.config.secret_key, job_id, secret).await
     }
 
+    /// Wakes this node's idle workers (a job became claimable).
+    pub(crate) fn wake_workers(&self) {
+        self.0.wake_workers.notify_waiters();
+    }
+
     pub(crate) async fn wait_for_work(&self) {
         self.0.wake_workers.notified().await
     }

@@ -234,6 +234,22 @@ pub async fn release_own_leases(db: &Db, node: &str) -> ApiResult<u64> {
     Ok(result.rows_affected())
 }
 
+/// Makes a job `lease` holds claimable at once (its attempt gave up without ending it).
+/// Returns false when the lease no longer holds it.
+pub async fn release_lease(db: &Db, lease: &Lease) -> ApiResult<bool> {
+    let result = sqlx::query(
+        "UPDATE jobs SET lease_expires = 0 WHERE id = $1 AND lease_owner = $2 AND attempts = $3 \
+         AND status = $4",
+    )
+    .bind(lease.job_id)
+    .bind(&lease.node)
+    .bind(lease.attempt)
+    .bind(JobStatus::InProgress.code())
+    .execute(db.pool())
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
 /// The uuid and attempt of every job running on a node other than `node`.
 pub async fn running_elsewhere(db: &Db, node: &str) -> ApiResult<Vec<(String, i64)>> {
     Ok(
@@ -329,7 +345,7 @@ pub struct Finish<'a> {
 
 /// Records the end of a job `lease` holds, and drops any secrets it had. Returns false when
 /// the lease was lost (another attempt owns the job, and its end).
-pub async fn finish(db: &Db, lease: &Lease, end: Finish<'_>) -> ApiResult<bool> {
+pub async fn finish(db: &Db, lease: &Lease, end: &Finish<'_>) -> ApiResult<bool> {
     let (code, message) = match end.error {
         Some(err) => (Some(err.code()), Some(err.public_message())),
         None => (None, None),

@@ -257,6 +257,14 @@ async fn execute<C: Clone + Send + Sync + 'static>(
     };
     beating.cancel();
     let _ = heartbeat.await;
+    if let Err(err) = &result
+        && err.is_database_unavailable()
+        && !progress.is_cancelled()
+    {
+        abandon(&pool, &job, err).await;
+        pool.queue.unregister_running(job_id, &progress);
+        return;
+    }
     if result.is_err() {
         // A job given up never ran this attempt: what its earlier attempts staged goes.
         let staged = if given_up {
@@ -286,7 +294,7 @@ async fn execute<C: Clone + Send + Sync + 'static>(
         outcome,
         progress: progress.snapshot(),
     };
-    match queue::finish(pool.queue.db(), &job.lease, end).await {
+    match finish_retrying(&pool.queue, &job.lease, end).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
             job_id,
@@ -296,6 +304,60 @@ async fn execute<C: Clone + Send + Sync + 'static>(
         Err(err) => tracing::error!(job_id, error = %err, "recording the end of a job failed"),
     }
     pool.queue.unregister_running(job_id, &progress);
+}
+
+/// Gives up an attempt that lost the database (a restart, a failover): what it did is as
+/// unknown as if this node had died, so the job is left to the path that resumes a dead node's
+/// jobs instead of failing. Its staged data goes; its lease is released as soon as the
+/// database answers (or runs out), and the next attempt, here or elsewhere, resumes the job:
+/// the kinds resume after a crash, and a result this attempt committed is reported, not made
+/// again.
+async fn abandon<C: Clone + Send + Sync + 'static>(
+    pool: &Pool<C>,
+    job: &RunningJob<C>,
+    err: &ApiError,
+) {
+    tracing::warn!(job_id = job.lease.job_id, attempt = job.lease.attempt, error = ?err,
+        "the database went away under the job; it will be resumed by another attempt");
+    (pool.discard_staged)(&pool.state, Staged::Attempt(job.staging_name())).await;
+    let deadline = tokio::time::Instant::now() + lease_duration(&pool.queue);
+    loop {
+        match queue::release_lease(pool.queue.db(), &job.lease).await {
+            Ok(_) => {
+                pool.queue.wake_workers();
+                return;
+            }
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(DATABASE_RETRY).await;
+            }
+            // The lease runs out by itself.
+            Err(_) => return,
+        }
+    }
+}
+
+/// How often an attempt that lost the database tries it again (to release or end the job).
+const DATABASE_RETRY: Duration = Duration::from_millis(250);
+
+fn lease_duration(queue: &JobQueue) -> Duration {
+    Duration::from_millis(queue.lease_ms().max(0) as u64)
+}
+
+/// Records the job's end, trying again while the database is out of reach and the lease
+/// could still hold (the heartbeat has stopped, so after that another attempt owns the job,
+/// and `finish`, fenced by the attempt, changes nothing).
+async fn finish_retrying(queue: &JobQueue, lease: &Lease, end: Finish<'_>) -> ApiResult<bool> {
+    let deadline = tokio::time::Instant::now() + lease_duration(queue);
+    loop {
+        match queue::finish(queue.db(), lease, &end).await {
+            Err(err) if err.is_database_unavailable() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(job_id = lease.job_id, error = %err,
+                    "recording the end of a job failed; trying again");
+                tokio::time::sleep(DATABASE_RETRY).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 async fn heartbeat_loop(

@@ -6,7 +6,7 @@
 use super::image;
 use super::product_offer::{self, CatalogueOffer};
 use crate::db::Db;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 
 const GIB: i64 = 1 << 30;
 
@@ -28,29 +28,36 @@ const OFFERS: &[(i64, &str, &str, i64, i64, i64)] = &[
 ];
 
 /// Creates the demo catalogue when the database has no product offers yet. Two nodes starting
-/// together may race here; the loser's insert fails on the fixed ids and it carries on.
+/// together may race here: the loser's insert (or commit) fails on the fixed ids, and it
+/// carries on with the winner's catalogue.
 pub async fn demo_catalogue(db: &Db) -> ApiResult<bool> {
     if product_offer::any_exist(db).await? {
         return Ok(false);
     }
-    let mut tx = db.begin_write().await?;
-    for &(id, name, kind, processors, memory, disk_size) in OFFERS {
-        let offer = CatalogueOffer {
-            id,
-            name,
-            kind,
-            processors,
-            memory,
-            disk_size,
-        };
-        product_offer::insert_with_id(&mut tx, db.backend(), offer).await?;
+    let created = async {
+        let mut tx = db.begin_write().await?;
+        for &(id, name, kind, processors, memory, disk_size) in OFFERS {
+            let offer = CatalogueOffer {
+                id,
+                name,
+                kind,
+                processors,
+                memory,
+                disk_size,
+            };
+            product_offer::insert_with_id(&mut tx, db.backend(), offer).await?;
+        }
+        image::insert_blank_platform_image(&mut tx, db.backend(), BLANK_IMAGE_ID).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(())
     }
-    image::insert_blank_platform_image(&mut tx, db.backend(), BLANK_IMAGE_ID).await?;
-    match tx.commit().await {
+    .await;
+    match created {
         Ok(()) => Ok(true),
-        Err(err) => {
+        Err(err) if product_offer::any_exist(db).await? => {
             tracing::warn!(error = %err, "another node created the demo catalogue first");
             Ok(false)
         }
+        Err(err) => Err(err),
     }
 }

@@ -195,8 +195,8 @@ impl JobKind for CreateImageJob {
                 .await
         }
         .await;
-        if saved.is_err() {
-            volumes::delete_files(state.storage.clone(), vec![copy]).await;
+        if let Err(err) = &saved {
+            volumes::discard_uncommitted(state.storage.clone(), vec![copy], err).await;
         }
         saved
     }

@@ -298,7 +298,7 @@ pub async fn create_disk(ctx: &Ctx, a: args::CreateDisk) -> ApiResult<Disk> {
     match inserted {
         Ok(disk) => Ok(disk.to_disk()),
         Err(err) => {
-            discard_volumes(&ctx.state, vec![volume]).await;
+            volumes::discard_uncommitted(ctx.state.storage.clone(), vec![volume], &err).await;
             Err(err)
         }
     }

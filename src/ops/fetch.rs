@@ -222,8 +222,8 @@ impl FetchDiskJob {
                 .await
         }
         .await;
-        if committed.is_err() {
-            volumes::delete_files(state.storage.clone(), vec![volume]).await;
+        if let Err(err) = &committed {
+            volumes::discard_uncommitted(state.storage.clone(), vec![volume], err).await;
         }
         committed
     }

@@ -113,14 +113,15 @@ async fn new_overlay(
 }
 
 /// Passes `result` on; when it is a failure, first deletes the volume made for the change, so
-/// that nothing half-made stays.
+/// that nothing half-made stays (unless the database went away: see
+/// [`volumes::discard_uncommitted`]).
 async fn discard_on_error<T>(
     state: &AppState,
     made: VolumeFile,
     result: ApiResult<T>,
 ) -> ApiResult<T> {
-    if result.is_err() {
-        disk::discard_volumes(state, vec![made]).await;
+    if let Err(err) = &result {
+        volumes::discard_uncommitted(state.storage.clone(), vec![made], err).await;
     }
     result
 }

@@ -91,6 +91,25 @@ pub async fn release(conn: &mut AnyConnection, id: i64) -> ApiResult<Vec<VolumeF
     Ok(garbage)
 }
 
+/// Deletes the files made for a change that failed with `err`, unless the database went away
+/// under it: the change may then have been committed after all (a commit whose answer was
+/// lost), with rows naming the files. Those files are left to the orphan sweep, which deletes
+/// them once no row names them.
+pub async fn discard_uncommitted(
+    storage: Arc<dyn Storage>,
+    files: Vec<VolumeFile>,
+    err: &ApiError,
+) {
+    if err.is_database_unavailable() {
+        for file in &files {
+            tracing::warn!(file = %file.file, error = %err,
+                "the database went away; leaving a volume file that may be committed to the orphan sweep");
+        }
+        return;
+    }
+    delete_files(storage, files).await
+}
+
 /// Deletes released files, off the async runtime. A failure is logged, not returned: the
 /// database no longer refers to the file, so it is only wasted space.
 pub async fn delete_files(storage: Arc<dyn Storage>, files: Vec<VolumeFile>) {

@@ -199,7 +199,7 @@ async fn a_stale_attempt_cannot_commit(backend: Backend) {
         outcome: JobOutcome::default(),
         progress: progress.clone(),
     };
-    assert!(!queue::finish(&state.db, &lease_a, end).await.unwrap());
+    assert!(!queue::finish(&state.db, &lease_a, &end).await.unwrap());
     let row = nodes.b.jobs.get(job_id, nodes.customer_id).await.unwrap();
     assert_eq!(
         row.status,
@@ -291,7 +291,7 @@ async fn cancel_racing_a_claim(backend: Backend) {
                         phase: "cancelled",
                     },
                 };
-                assert!(queue::finish(&nodes.b.db, &lease, end).await.unwrap());
+                assert!(queue::finish(&nodes.b.db, &lease, &end).await.unwrap());
             }
             None => {
                 assert_eq!(cancelled, CancelRequest::CancelledBeforeStart);

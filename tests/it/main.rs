@@ -30,6 +30,7 @@ mod qemu_driver;
 mod qemu_servers;
 mod quotas;
 mod snapshots;
+mod soak_findings;
 mod soap_axis;
 mod soap_php;
 mod soap_zeep;

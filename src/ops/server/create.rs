@@ -160,7 +160,7 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
         .await;
     }
     if let Err(err) = provisioned {
-        disk::discard_volumes(&ctx.state, made).await;
+        volumes::discard_uncommitted(ctx.state.storage.clone(), made, &err).await;
         return Err(err);
     }
     let mut conn = ctx.state.db.pool().acquire().await?;

@@ -1,0 +1,102 @@
+//! Regressions for what the soak test (`benches/soak.sh`) found: nodes starting together on a
+//! new database, and jobs whose database went away under them.
+
+use extility::db::Db;
+use extility::jobs::queue::{self, Lease};
+use extility::jobs::{Lane, NewJob};
+use extility::ops::catalogue::demo_catalogue;
+use extility::ops::customer;
+use extility::ops::server::{StopHow, StopServerJob};
+
+use crate::support::in_process::in_process_node;
+use crate::support::{Backend, TestDatabase, db_test};
+
+/// Two nodes started at once on a new database both create the demo catalogue; the one that
+/// loses the race carries on with the other's instead of failing to start ("duplicate key
+/// value violates unique constraint product_offers_pkey").
+async fn nodes_starting_together_share_one_demo_catalogue(backend: Backend) {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDatabase::new(backend, dir.path()).await;
+        let a = Db::connect(&db.url).await.unwrap();
+        a.migrate().await.unwrap();
+        let b = Db::connect(&db.url).await.unwrap();
+        let (made_a, made_b) = tokio::join!(demo_catalogue(&a), demo_catalogue(&b));
+        let (made_a, made_b) = (made_a.unwrap(), made_b.unwrap());
+        assert!(
+            made_a ^ made_b,
+            "round {round}: made by a {made_a}, by b {made_b}"
+        );
+        let offers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM product_offers")
+            .fetch_one(a.pool())
+            .await
+            .unwrap();
+        assert_eq!(offers, 10, "round {round}");
+        a.pool().close().await;
+        b.pool().close().await;
+    }
+}
+db_test!(
+    nodes_starting_together_share_one_demo_catalogue,
+    nodes_starting_together_share_one_demo_catalogue
+);
+
+/// An attempt that lost the database gives its job up without ending it (what it did is
+/// unknown, as when its node dies) and releases the lease once the database answers: another
+/// node takes the job at once, as a new attempt, and the old attempt's lease can release
+/// nothing any more.
+async fn a_released_lease_is_taken_at_once_by_a_new_attempt(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::new(backend, dir.path()).await;
+    let a = in_process_node(&db, &dir.path().join("a"), "node-a", &[]).await;
+    let b = in_process_node(&db, &dir.path().join("b"), "node-b", &[]).await;
+    let (a, b) = (a.state().clone(), b.state().clone());
+    let made = customer::create_customer(&a.db, "soak@example.com", "soak-password", false, "D")
+        .await
+        .unwrap();
+    let mut tx = a.db.begin_write().await.unwrap();
+    let job_id = a
+        .jobs
+        .enqueue(
+            &mut tx,
+            NewJob {
+                customer_id: made.customer_id,
+                name: "Stop server".into(),
+                item_type: None,
+                item_id: None,
+                params: StopServerJob {
+                    server_id: 1,
+                    method: StopHow::Poweroff,
+                },
+                target_node: None,
+            },
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let row = a.jobs.claim(Lane::Quick).await.unwrap().expect("A claims");
+    assert_eq!((row.id, row.attempts), (job_id, 1));
+    // Within its lease, nobody else may take it.
+    assert!(b.jobs.claim(Lane::Quick).await.unwrap().is_none());
+    let lease_a = Lease {
+        job_id,
+        node: "node-a".into(),
+        attempt: 1,
+    };
+    assert!(queue::release_lease(&a.db, &lease_a).await.unwrap());
+    let row = b
+        .jobs
+        .claim(Lane::Quick)
+        .await
+        .unwrap()
+        .expect("B takes it at once");
+    assert_eq!((row.id, row.attempts, row.status), (job_id, 2, 2));
+    // A's stale lease releases nothing of B's attempt.
+    assert!(!queue::release_lease(&a.db, &lease_a).await.unwrap());
+    assert!(a.jobs.claim(Lane::Quick).await.unwrap().is_none());
+}
+db_test!(
+    a_released_lease_is_taken_at_once_by_a_new_attempt,
+    a_released_lease_is_taken_at_once_by_a_new_attempt
+);

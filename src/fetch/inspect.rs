@@ -821,7 +821,7 @@ impl Inspector<'_> {
         let Some((meta_at, meta_len)) = metadata else {
             return refuse("it has no metadata region");
         };
-        if meta_len > 8 * MIB || meta_len < 64 << 10 {
+        if !(64 << 10..=8 * MIB).contains(&meta_len) {
             return refuse("its metadata region's size is out of range");
         }
         let meta = self.read(meta_at, meta_len, "metadata region")?;

@@ -288,7 +288,7 @@ async fn checksums_of_every_algorithm_and_spelling(backend: Backend) {
         format!("sha256:{md5}"),
         format!("{{SHA-384}}{}", "a".repeat(96)),
         format!("sha1:{}", "z".repeat(40)),
-        format!("{}", "a".repeat(50)),
+        "a".repeat(50),
     ] {
         let mut args: Value = fetch_args(&url, vdc, "bad");
         args["checksum"] = json!(bad);

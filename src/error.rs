@@ -79,6 +79,24 @@ pub enum ApiError {
     #[error("the image is larger than the disk ({disk_size} bytes)")]
     ImageTooLarge { disk_size: u64 },
 
+    /// The image inspector refused the fetched image (`crate::fetch::inspect`): a backing or
+    /// external data file, extents in other files, a virtual size beyond the disk, tables
+    /// outside the file, two formats in one file, ... Nothing was created.
+    #[error("the image is refused as unsafe: {0}")]
+    UnsafeImage(String),
+
+    /// Converting a fetched image (qcow2, VMDK, ...) into a raw volume needs more free space
+    /// than this node has, besides its reserve (`--min-free-space`).
+    #[error(
+        "this node's volume storage has {free} bytes free; converting the image needs up to \
+         {needed} bytes and the {reserve} bytes it keeps in reserve; nothing was written"
+    )]
+    ConversionSpace {
+        free: u64,
+        needed: u64,
+        reserve: u64,
+    },
+
     /// An xz stream or a zstd frame asks for more decoder memory (its dictionary or window)
     /// than the server allows (`--max-decompression-memory`).
     #[error(
@@ -156,6 +174,8 @@ impl ApiError {
             ApiError::TooManyLoginAttempts { .. } => "TOO_MANY_LOGIN_ATTEMPTS",
             ApiError::ChecksumMismatch { .. } => "CHECKSUM_MISMATCH",
             ApiError::ImageTooLarge { .. } => "IMAGE_TOO_LARGE",
+            ApiError::UnsafeImage(_) => "UNSAFE_IMAGE",
+            ApiError::ConversionSpace { .. } => "INSUFFICIENT_STORAGE",
             ApiError::DecompressionLimit { .. } => "DECOMPRESSION_LIMIT",
             ApiError::FetchRefused(_) => "FETCH_REFUSED",
             ApiError::FetchFailed(_) => "FETCH_FAILED",

@@ -313,7 +313,8 @@ fn unsupported(e: &io::Error) -> bool {
     )
 }
 
-fn punch_hole(file: &File, start: u64, len: u64) -> io::Result<()> {
+/// Frees `len` bytes of `file` at `start` (they read as zeros; the file keeps its size).
+pub fn punch_hole(file: &File, start: u64, len: u64) -> io::Result<()> {
     // SAFETY: fallocate on a descriptor we own; failure comes back as -1 with errno.
     let r = unsafe {
         libc::fallocate(

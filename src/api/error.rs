@@ -29,6 +29,7 @@ pub fn error_type(err: &ApiError) -> &'static str {
         | ApiError::TooManyLoginAttempts { .. } => "LimitException",
         ApiError::ChecksumMismatch { .. }
         | ApiError::ImageTooLarge { .. }
+        | ApiError::UnsafeImage(_)
         | ApiError::DecompressionLimit { .. }
         | ApiError::FetchRefused(_)
         | ApiError::FetchFailed(_)
@@ -37,6 +38,7 @@ pub fn error_type(err: &ApiError) -> &'static str {
         ApiError::Hypervisor(_)
         | ApiError::Storage(_)
         | ApiError::InsufficientStorage { .. }
+        | ApiError::ConversionSpace { .. }
         | ApiError::Internal(_) => "ServerException",
     }
 }
@@ -50,6 +52,7 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         | ApiError::MalformedRequest(_)
         | ApiError::ChecksumMismatch { .. }
         | ApiError::ImageTooLarge { .. }
+        | ApiError::UnsafeImage(_)
         | ApiError::DecompressionLimit { .. }
         | ApiError::FetchRefused(_) => StatusCode::BAD_REQUEST,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -66,7 +69,9 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         // The source was too slow or too flaky for the fetch's budgets: the upstream's fault.
         ApiError::FetchTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         // The node's own disk is short of space: the platform's trouble, not the caller's.
-        ApiError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        ApiError::InsufficientStorage { .. } | ApiError::ConversionSpace { .. } => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
         ApiError::Interrupted(_)
         | ApiError::Hypervisor(_)
         | ApiError::Storage(_)
@@ -97,6 +102,16 @@ mod tests {
             err.public_message(),
             "the fetch took longer than its 1 min deadline"
         );
+    }
+
+    #[test]
+    fn an_unsafe_image_is_the_callers_fetch_problem() {
+        let err = ApiError::UnsafeImage("it names a backing file (\"/etc/passwd\")".into());
+        assert_eq!(err.code(), "UNSAFE_IMAGE");
+        assert_eq!(http_status(&err), StatusCode::BAD_REQUEST);
+        assert_eq!(fault_code(&err), FaultCode::Client);
+        assert_eq!(error_type(&err), "FetchException");
+        assert!(err.public_message().contains("/etc/passwd"));
     }
 
     #[test]

@@ -8,24 +8,33 @@
 //! - [`tls`]: the certificates https and ftps sources are checked against.
 //! - [`decode`]: compression recognised by magic bytes (gzip, xz, zstd); xz and zstd decoders
 //!   under a memory limit, and a bound on input that decodes to nothing.
-//! - [`pipeline`]: download → decompress → hash → thin write on threads with bounded buffers.
-//! - [`writer`]: source in, verified thin file out ([`fetch_image`]).
+//! - [`pipeline`]: download → decompress → hash → thin write on threads with bounded buffers;
+//!   the image's format is recognised from its first bytes.
+//! - [`inspect`]: the image inspector: the format by its bytes, and whether a qcow2, VMDK,
+//!   VHD or VHDX image is safe to convert (`UNSAFE_IMAGE` when not).
+//! - [`convert`]: `qemu-img convert -f <format> -O raw` into a thin file, with progress and
+//!   cancellation.
+//! - [`writer`]: source in, verified, inspected and converted thin raw file out
+//!   ([`fetch_image`]).
 
 pub mod budget;
+mod convert;
 pub mod decode;
 pub mod ftp;
 pub mod guard;
 pub mod http;
+pub mod inspect;
 pub mod pipeline;
 mod source;
 pub mod tls;
 mod writer;
 
 pub use budget::FetchLimits;
+pub use inspect::ImageFormat;
 pub use pipeline::Written;
-pub use source::{Checksum, Credentials, FetchSource};
+pub use source::{Algorithm, Checksum, Credentials, FetchSource};
 pub use tls::FetchTls;
-pub use writer::{FetchPolicy, Fetched, fetch_image};
+pub use writer::{FetchPolicy, Fetched, fetch_image, scratch_path};
 
 /// An error and its causes on one line ("error sending request: connection refused").
 pub(crate) fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {

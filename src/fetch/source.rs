@@ -120,48 +120,120 @@ impl FetchSource {
     }
 }
 
-/// The checksum FetchDisk checks the uncompressed image against. In job parameters it is kept
-/// as [`Checksum::to_param`] writes it (`md5:<hex>`, `sha256:<hex>` or null).
+/// A checksum algorithm FetchDisk checks the fetched image with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Md5,
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    const ALL: [Algorithm; 4] = [
+        Algorithm::Md5,
+        Algorithm::Sha1,
+        Algorithm::Sha256,
+        Algorithm::Sha512,
+    ];
+
+    /// The name in `<name>:<hex>` and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "md5",
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    /// Hex digits of a digest.
+    pub fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Md5 => 32,
+            Algorithm::Sha1 => 40,
+            Algorithm::Sha256 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+
+    /// The algorithm a name written before the digest means: `md5`, `sha1`, `sha256`,
+    /// `sha512`, with or without a hyphen (`SHA-256`), in any case.
+    fn named(name: &str) -> Option<Self> {
+        let name = name.trim().to_ascii_lowercase().replace('-', "");
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The algorithm of a bare hex digest of `len` digits.
+    fn of_length(len: usize) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.hex_len() == len)
+    }
+}
+
+/// The checksum FetchDisk checks the image against: over the file as fetched, after
+/// decompression and before any conversion (as `md5sum` of the uncompressed file prints it).
+/// In job parameters it is kept as [`Checksum::to_param`] writes it (`<algorithm>:<hex>` or
+/// null).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "Option<String>", try_from = "Option<String>")]
 pub enum Checksum {
     None,
-    /// Lower-case hex MD5, as `md5sum` prints it.
-    Md5(String),
-    /// Lower-case hex SHA-256 (given as `sha256:<hex>`).
-    Sha256(String),
+    /// The algorithm and the lower-case hex digest.
+    Digest(Algorithm, String),
 }
 
+const CHECKSUM_FORMS: &str = "must be a hex digest (32 digits MD5, 40 SHA-1, 64 SHA-256, 128 \
+     SHA-512), optionally written <algorithm>:<hex> (md5, sha1, sha256, sha512) or \
+     {<ALGORITHM>}<hex> ({MD5}, {SHA-1}, {SHA-256}, {SHA-512})";
+
 impl Checksum {
+    /// Reads a checksum as users write them: bare hex recognised by its length (an
+    /// `md5sum`/`sha256sum` line is taken too: `<hex>  <file>`), `sha256:<hex>` (Proxmox,
+    /// Glance) or `{SHA-256}<hex>` (CloudStack); case-insensitive. Anything else is
+    /// `INVALID_ARGUMENT`.
     pub fn parse(raw: Option<&str>) -> ApiResult<Self> {
         let raw = match raw.map(str::trim) {
             None | Some("") => return Ok(Checksum::None),
             Some(raw) => raw,
         };
+        let invalid = || ApiError::invalid("checksum", CHECKSUM_FORMS);
         // Accept a pasted `md5sum` line: "<hex>  <file>".
         let raw = raw.split_whitespace().next().unwrap_or(raw);
-        let (kind, hex) = match raw.split_once(':') {
-            Some((kind, hex)) => (kind.to_ascii_lowercase(), hex),
-            None => ("md5".to_string(), raw),
+        let (named, hex) = if let Some(rest) = raw.strip_prefix('{') {
+            let (name, hex) = rest.split_once('}').ok_or_else(invalid)?;
+            (Some(Algorithm::named(name).ok_or_else(invalid)?), hex)
+        } else if let Some((name, hex)) = raw.split_once(':') {
+            (Some(Algorithm::named(name).ok_or_else(invalid)?), hex)
+        } else {
+            (None, raw)
         };
         let hex = hex.to_ascii_lowercase();
-        let valid = |len: usize| hex.len() == len && hex.bytes().all(|b| b.is_ascii_hexdigit());
-        match kind.as_str() {
-            "md5" if valid(32) => Ok(Checksum::Md5(hex)),
-            "sha256" if valid(64) => Ok(Checksum::Sha256(hex)),
-            _ => Err(ApiError::invalid(
-                "checksum",
-                "must be an MD5 (32 hex digits, as md5sum prints it) or sha256:<64 hex digits>",
-            )),
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
         }
+        let algorithm = match named {
+            Some(a) if a.hex_len() == hex.len() => a,
+            Some(a) => {
+                return Err(ApiError::invalid(
+                    "checksum",
+                    format!(
+                        "is {} hex digits; a {} digest has {}",
+                        hex.len(),
+                        a.name(),
+                        a.hex_len()
+                    ),
+                ));
+            }
+            None => Algorithm::of_length(hex.len()).ok_or_else(invalid)?,
+        };
+        Ok(Checksum::Digest(algorithm, hex))
     }
 
     /// The form kept in job parameters.
     pub fn to_param(&self) -> Option<String> {
         match self {
             Checksum::None => None,
-            Checksum::Md5(hex) => Some(format!("md5:{hex}")),
-            Checksum::Sha256(hex) => Some(format!("sha256:{hex}")),
+            Checksum::Digest(algorithm, hex) => Some(format!("{}:{hex}", algorithm.name())),
         }
     }
 }
@@ -219,18 +291,54 @@ mod tests {
         assert_eq!(Checksum::parse(None).unwrap(), Checksum::None);
         assert_eq!(Checksum::parse(Some("")).unwrap(), Checksum::None);
         let md5 = "D41D8CD98F00B204E9800998ECF8427E";
+        let lower = md5.to_ascii_lowercase();
         assert_eq!(
             Checksum::parse(Some(md5)).unwrap(),
-            Checksum::Md5(md5.to_ascii_lowercase())
+            Checksum::Digest(Algorithm::Md5, lower.clone())
         );
         assert_eq!(
             Checksum::parse(Some(&format!("{md5}  disk.img"))).unwrap(),
-            Checksum::Md5(md5.to_ascii_lowercase())
+            Checksum::Digest(Algorithm::Md5, lower.clone())
         );
-        assert!(matches!(
-            Checksum::parse(Some(&format!("sha256:{}", "a".repeat(64)))).unwrap(),
-            Checksum::Sha256(_)
-        ));
-        assert!(Checksum::parse(Some("abc")).is_err());
+        for (algorithm, len) in [
+            (Algorithm::Md5, 32),
+            (Algorithm::Sha1, 40),
+            (Algorithm::Sha256, 64),
+            (Algorithm::Sha512, 128),
+        ] {
+            let hex = "Ab".repeat(len / 2);
+            let want = Checksum::Digest(algorithm, hex.to_ascii_lowercase());
+            let name = algorithm.name();
+            let braced = match algorithm {
+                Algorithm::Md5 => "MD5".to_string(),
+                _ => format!("SHA-{}", &name[3..]),
+            };
+            for written in [
+                hex.clone(),
+                format!("{name}:{hex}"),
+                format!("{}:{hex}", name.to_ascii_uppercase()),
+                format!("{{{braced}}}{hex}"),
+                format!("{{{}}}{hex}", braced.to_ascii_lowercase()),
+                format!("{{{}}}{hex}", braced.replace('-', "")),
+            ] {
+                assert_eq!(Checksum::parse(Some(&written)).unwrap(), want, "{written}");
+                let param = want.to_param();
+                assert_eq!(Checksum::parse(param.as_deref()).unwrap(), want);
+            }
+        }
+        for bad in [
+            "abc",
+            &"a".repeat(33),
+            &"g".repeat(32),
+            &format!("sha256:{}", "a".repeat(32)),
+            &format!("sha384:{}", "a".repeat(96)),
+            &format!("{{SHA-256}}{}", "a".repeat(40)),
+            &format!("{{SHA-256{}", "a".repeat(64)),
+            "md5:",
+            "{MD5}",
+        ] {
+            let err = Checksum::parse(Some(bad)).unwrap_err();
+            assert_eq!(err.code(), "INVALID_ARGUMENT", "{bad}");
+        }
     }
 }

@@ -6,13 +6,14 @@
 //! garbage that the caller discards. Whatever happened, it reports the bytes received over the
 //! wire, which the customer is billed for.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use super::budget::{Budget, FetchLimits};
 use super::guard::AddressGuard;
+use super::inspect::{self, Inspected};
 use super::pipeline::{self, Written};
 use super::{Checksum, FetchSource, FetchTls, ftp, http};
 use crate::error::{ApiError, ApiResult};
@@ -30,6 +31,9 @@ pub struct FetchPolicy {
     pub max_decompression_memory: u64,
     /// The fetch's budgets (`--fetch-*`); one that runs out fails with `FETCH_TIMEOUT`.
     pub limits: FetchLimits,
+    /// Bytes the staging file system keeps free (`--min-free-space`): a conversion that could
+    /// take it below fails with `INSUFFICIENT_STORAGE` before it starts.
+    pub min_free_space: u64,
 }
 
 /// What a fetch did.
@@ -45,6 +49,13 @@ pub struct Fetched {
 /// `max_size` bytes once decompressed, checking it against `checksum`, within the policy's
 /// budgets (whose clock starts now). `progress` hears how far the download is and stops it
 /// when cancelled.
+///
+/// The image's format is recognised by its bytes and the image inspected
+/// ([`super::inspect`]); one that is not safe fails with `UNSAFE_IMAGE`. A raw or ISO image is
+/// `dest` as fetched; a fixed VHD loses its footer; a qcow2, VMDK, dynamic VHD or VHDX image
+/// is fetched into [`scratch_path`]`(dest)` and converted from there into `dest` (phase
+/// `converting`), and the scratch file removed. Either way `dest` ends up holding the raw disk,
+/// and [`Written::format`] says what was fetched.
 pub async fn fetch_image(
     source: &FetchSource,
     checksum: &Checksum,
@@ -54,8 +65,11 @@ pub async fn fetch_image(
     progress: Arc<Progress>,
 ) -> Fetched {
     let (written, wire_bytes) =
-        download_into(source, checksum, max_size, dest, policy, progress).await;
-    let result = written.and_then(|written| verify(checksum, written));
+        download_into(source, checksum, max_size, dest, policy, progress.clone()).await;
+    let result = match written.and_then(|written| verify(checksum, written)) {
+        Ok(written) => prepare(written, max_size, dest, policy, &progress).await,
+        Err(e) => Err(e),
+    };
     if let Ok(written) = &result {
         tracing::info!(
             url = %source.redacted(),
@@ -63,7 +77,7 @@ pub async fn fetch_image(
             image_bytes = written.image_bytes,
             bytes_received = wire_bytes,
             bytes_written = written.stats.bytes_written,
-            iso = written.is_iso,
+            format = written.format.name(),
             "image fetched"
         );
     }
@@ -168,16 +182,142 @@ async fn download_into(
     (result, wire_bytes)
 }
 
+/// Where a container image is fetched to before it is converted into `dest`: beside it, with
+/// the same staging name before its first dot (`<name>.fetched.part`), so that whatever
+/// removes an attempt's staged data removes it too.
+pub fn scratch_path(dest: &Path) -> PathBuf {
+    dest.with_extension("fetched.part")
+}
+
+/// Inspects the fetched file `dest` and makes it the raw disk: refuses an unsafe image, cuts
+/// a fixed VHD's footer off, converts a container format.
+async fn prepare(
+    mut written: Written,
+    max_size: u64,
+    dest: &Path,
+    policy: &FetchPolicy,
+    progress: &Arc<Progress>,
+) -> ApiResult<Written> {
+    progress.set_phase("inspecting");
+    let (file, len) = (dest.to_path_buf(), written.image_bytes);
+    let inspected = tokio::task::spawn_blocking(move || {
+        // The thin writer leaves trailing zeros unwritten: the file gets its whole length
+        // back, as readers of its format expect.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&file)?;
+        file.set_len(len)?;
+        inspect::inspect(&file, len, max_size)
+    })
+    .await?
+    .map_err(|e| ApiError::Storage(format!("reading the staged image: {e}")))?
+    .map_err(|e| ApiError::UnsafeImage(e.0))?;
+    written.format = inspected.format;
+    if !inspected.format.is_container() {
+        if written.image_bytes > max_size {
+            return Err(ApiError::ImageTooLarge {
+                disk_size: max_size,
+            });
+        }
+        return Ok(written);
+    }
+    if inspected.fixed_vhd {
+        // The data as it is, without its footer.
+        let (path, size) = (dest.to_path_buf(), inspected.virtual_size);
+        tokio::task::spawn_blocking(move || cut_footer(&path, size))
+            .await?
+            .map_err(|e| ApiError::Storage(format!("cutting the VHD footer off: {e}")))?;
+        return Ok(written);
+    }
+    if progress.is_cancelled() {
+        return Err(ApiError::Cancelled);
+    }
+    let scratch = scratch_path(dest);
+    tokio::fs::rename(dest, &scratch)
+        .await
+        .map_err(|e| ApiError::Storage(format!("moving the fetched image aside: {e}")))?;
+    let converted = convert(&inspected, &scratch, dest, policy, progress).await;
+    if let Err(e) = tokio::fs::remove_file(&scratch).await {
+        tracing::warn!(file = %scratch.display(), error = %e, "could not remove a fetched image");
+    }
+    converted.map(|()| written)
+}
+
+/// Cuts a fixed VHD's file to its data's `size`, leaving the partial block that held the
+/// footer a hole when what remains of it is zeros (the file stays thin).
+fn cut_footer(path: &Path, size: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    file.set_len(size)?;
+    let block_start = size & !4095;
+    if block_start < size {
+        let mut rest = vec![0u8; (size - block_start) as usize];
+        file.read_exact_at(&mut rest, block_start)?;
+        if crate::sparse::is_zero(&rest) {
+            crate::sparse::punch_hole(&file, block_start, 4096)?;
+        }
+    }
+    Ok(())
+}
+
+/// Converts the inspected image `scratch` into `dest`, once the node has room for its data.
+async fn convert(
+    inspected: &Inspected,
+    scratch: &Path,
+    dest: &Path,
+    policy: &FetchPolicy,
+    progress: &Arc<Progress>,
+) -> ApiResult<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let stats = rustix::fs::statvfs(dir)
+        .map_err(|e| ApiError::Storage(format!("checking free space: {e}")))?;
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    let needed = inspected.data_bound;
+    if free < needed.saturating_add(policy.min_free_space) {
+        return Err(ApiError::ConversionSpace {
+            free,
+            needed,
+            reserve: policy.min_free_space,
+        });
+    }
+    // The download's figures come back once the conversion, which reports its share of the
+    // virtual size, is done: a finished job shows what was fetched.
+    let fetched = progress.snapshot();
+    progress.set_phase("converting");
+    progress.set_total(Some(inspected.virtual_size));
+    progress.set_done(0);
+    let (format, size) = (inspected.format, inspected.virtual_size);
+    let (src, out, job) = (scratch.to_path_buf(), dest.to_path_buf(), progress.clone());
+    let converted = tokio::task::spawn_blocking(move || {
+        super::convert::convert(format, &src, &out, size, &job)
+    })
+    .await
+    .map_err(ApiError::from)
+    .and_then(|r| r);
+    progress.set_total(fetched.bytes_total);
+    progress.set_done(fetched.bytes_done);
+    tracing::info!(
+        format = format.name(),
+        virtual_size = size,
+        ok = converted.is_ok(),
+        "image converted"
+    );
+    converted
+}
+
 fn verify(checksum: &Checksum, written: Written) -> ApiResult<Written> {
-    let (kind, expected) = match checksum {
-        Checksum::None => return Ok(written),
-        Checksum::Md5(hex) => ("md5", hex),
-        Checksum::Sha256(hex) => ("sha256", hex),
+    let Checksum::Digest(algorithm, expected) = checksum else {
+        return Ok(written);
     };
     let actual = written.digest.as_deref().unwrap_or_default();
     if actual == expected {
         Ok(written)
     } else {
+        let kind = algorithm.name();
         Err(ApiError::ChecksumMismatch {
             expected: format!("{kind} {expected}"),
             actual: format!("{kind} {actual}"),

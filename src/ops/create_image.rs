@@ -188,6 +188,7 @@ impl JobKind for CreateImageJob {
                     // Provenance: the copy carries the bits of the image the disk was made
                     // from (its product offer and its publication's limits follow them).
                     source_image_id: disk.image_id,
+                    source_format: disk.source_format.as_deref(),
                 },
             )
             .await?;

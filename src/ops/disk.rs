@@ -25,6 +25,10 @@ wire_struct! {
         pub status: String,
         pub media: String,
         pub image_id: Option<i64>,
+        /// The format the bits were fetched in (`raw`, `iso`, `qcow2`, `vmdk`, `vhd`, `vhdx`;
+        /// stored as raw whatever it was), carried to what is made from them; nil when they
+        /// never came from FetchDisk.
+        pub source_format: Option<String>,
         pub created: Timestamp,
     }
 }
@@ -44,6 +48,7 @@ pub struct DiskRow {
     pub volume_id: i64,
     pub image_id: Option<i64>,
     pub origin_server_id: Option<i64>,
+    pub source_format: Option<String>,
     pub created: i64,
 }
 
@@ -64,6 +69,7 @@ impl DiskRow {
             .to_string(),
             media: self.media.clone(),
             image_id: self.image_id,
+            source_format: self.source_format.clone(),
             created: Timestamp(self.created),
         }
     }
@@ -73,7 +79,7 @@ macro_rules! select_disks {
     ($where:literal) => {
         concat!(
             "SELECT id, uuid, customer_id, vdc_id, name, capacity, media, server_id, attach_index, \
-             volume_id, image_id, origin_server_id, created FROM disks WHERE ",
+             volume_id, image_id, origin_server_id, source_format, created FROM disks WHERE ",
             $where
         )
     };
@@ -215,13 +221,16 @@ pub struct NewDisk<'a> {
     pub server_id: Option<i64>,
     pub attach_index: Option<i64>,
     pub origin_server_id: Option<i64>,
+    /// The format its bits were fetched in (see [`Disk::source_format`]).
+    pub source_format: Option<&'a str>,
 }
 
 pub async fn insert_disk(tx: &mut Tx, disk: NewDisk<'_>) -> ApiResult<DiskRow> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO disks (uuid, customer_id, vdc_id, name, capacity, media, server_id, \
-         attach_index, volume_id, image_id, product_offer_id, origin_server_id, created) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+         attach_index, volume_id, image_id, product_offer_id, origin_server_id, source_format, \
+         created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(disk.customer_id)
@@ -235,6 +244,7 @@ pub async fn insert_disk(tx: &mut Tx, disk: NewDisk<'_>) -> ApiResult<DiskRow> {
     .bind(disk.image_id)
     .bind(disk.product_offer_id)
     .bind(disk.origin_server_id)
+    .bind(disk.source_format)
     .bind(now_ms())
     .fetch_one(&mut **tx)
     .await?;
@@ -284,6 +294,10 @@ pub async fn create_disk(ctx: &Ctx, a: args::CreateDisk) -> ApiResult<Disk> {
                 server_id: None,
                 attach_index: None,
                 origin_server_id: None,
+                source_format: source
+                    .image
+                    .as_ref()
+                    .and_then(|i| i.source_format.as_deref()),
             },
         )
         .await?;

@@ -22,7 +22,9 @@ use super::quota::{self, Need};
 use super::{Ctx, args, product_offer, usage, validate, vdc};
 use crate::config::Config;
 use crate::error::ApiResult;
-use crate::fetch::{self, Checksum, Credentials, FetchLimits, FetchPolicy, FetchSource};
+use crate::fetch::{
+    self, Checksum, Credentials, FetchLimits, FetchPolicy, FetchSource, ImageFormat,
+};
 use crate::jobs::{JobKind, JobOutcome, Lane, NewJob, RunningJob, Slot};
 use crate::state::AppState;
 use crate::storage::volumes;
@@ -120,6 +122,7 @@ impl JobKind for FetchDiskJob {
             tls: state.fetch_tls.clone(),
             max_decompression_memory: state.config.max_decompression_memory,
             limits: fetch_limits(&state.config),
+            min_free_space: state.min_free_space,
         };
         let fetched = fetch::fetch_image(
             &source,
@@ -132,7 +135,7 @@ impl JobKind for FetchDiskJob {
         .await;
         match fetched.result {
             Ok(written) => {
-                self.commit(job, &staging, written.is_iso, fetched.wire_bytes)
+                self.commit(job, &staging, written.format, fetched.wire_bytes)
                     .await
             }
             Err(err) => {
@@ -152,7 +155,8 @@ impl FetchDiskJob {
         if self.make_image { "image" } else { "disk" }
     }
 
-    /// Makes the fetched file `staged` (an ISO image when `is_iso`) a volume, and the volume a
+    /// Makes the fetched file `staged` (raw by now; an ISO image when `format` is, and
+    /// `format` the image's as fetched, shown as its `source_format`) a volume, and the volume a
     /// disk or an image, with the usage line of the `wire_bytes` received: all in one
     /// transaction that commits only while this attempt holds the job, so two attempts racing
     /// to commit make one disk and one usage line, and the loser leaves no file behind.
@@ -160,14 +164,19 @@ impl FetchDiskJob {
         &self,
         job: &RunningJob<AppState>,
         staged: &Path,
-        is_iso: bool,
+        format: ImageFormat,
         wire_bytes: u64,
     ) -> ApiResult<JobOutcome> {
         job.progress.set_phase("finalising");
         job.check_cancelled()?;
         let state = &job.state;
         let customer_id = job.row.customer_id;
-        let media = if is_iso { "iso" } else { "disk" };
+        let media = if format == ImageFormat::Iso {
+            "iso"
+        } else {
+            "disk"
+        };
+        let source_format = Some(format.name());
         let (storage, staged, size) = (
             state.storage.clone(),
             staged.to_path_buf(),
@@ -192,6 +201,7 @@ impl FetchDiskJob {
                         source_job_id: Some(job.row.id),
                         // Fetched bits come from outside: the image is a root.
                         source_image_id: None,
+                        source_format,
                     },
                 )
                 .await?
@@ -212,6 +222,7 @@ impl FetchDiskJob {
                         server_id: None,
                         attach_index: None,
                         origin_server_id: None,
+                        source_format,
                     },
                 )
                 .await?

@@ -30,6 +30,10 @@ wire_struct! {
         /// The image whose bits this one's were copied from (CreateImage of a disk made from
         /// it), if any.
         pub source_image_id: Option<i64>,
+        /// The format the bits were fetched in (`raw`, `iso`, `qcow2`, `vmdk`, `vhd`, `vhdx`;
+        /// stored as raw whatever it was), carried to what is made from them; nil when they
+        /// never came from FetchDisk.
+        pub source_format: Option<String>,
         pub created: Timestamp,
     }
 }
@@ -48,6 +52,7 @@ pub struct ImageRow {
     pub volume_id: Option<i64>,
     pub product_offer_id: Option<i64>,
     pub source_image_id: Option<i64>,
+    pub source_format: Option<String>,
     pub created: i64,
     pub owner_uuid: Option<String>,
     pub share_count: i64,
@@ -89,6 +94,7 @@ impl ImageRow {
             visibility: visibility.to_string(),
             product_offer_id: self.billed_offer(),
             source_image_id: self.source_image_id,
+            source_format: self.source_format.clone(),
             created: Timestamp(self.created),
         }
     }
@@ -100,7 +106,8 @@ macro_rules! select_images {
     ($where:literal) => {
         concat!(
             "SELECT i.id, i.uuid, i.customer_id, i.name, i.size, i.media, i.default_username, \
-             i.generate_password, i.volume_id, i.product_offer_id, i.source_image_id, i.created, \
+             i.generate_password, i.volume_id, i.product_offer_id, i.source_image_id, \
+             i.source_format, i.created, \
              c.uuid AS owner_uuid, \
              (SELECT COUNT(*) FROM image_shares s WHERE s.image_id = i.id) AS share_count, \
              (SELECT COUNT(*) FROM image_shares s WHERE s.image_id = i.id \
@@ -265,6 +272,8 @@ pub struct NewImage<'a> {
     /// The image whose bits it carries (CreateImage of a disk made from an image): its
     /// provenance.
     pub source_image_id: Option<i64>,
+    /// The format its bits were fetched in (see [`Image::source_format`]).
+    pub source_format: Option<&'a str>,
 }
 
 /// Inserts an image and returns it as the owner sees it.
@@ -273,8 +282,8 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
     let now = crate::db::now_ms();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO images (uuid, customer_id, name, size, media, default_username, \
-         generate_password, volume_id, source_job_id, source_image_id, created) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+         generate_password, volume_id, source_job_id, source_image_id, source_format, created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
     )
     .bind(&uuid)
     .bind(image.customer_id)
@@ -286,6 +295,7 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
     .bind(image.volume_id)
     .bind(image.source_job_id)
     .bind(image.source_image_id)
+    .bind(image.source_format)
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
@@ -310,6 +320,7 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
         volume_id: image.volume_id,
         product_offer_id: None,
         source_image_id: image.source_image_id,
+        source_format: image.source_format.map(str::to_string),
         created: now,
         owner_uuid: owner,
         share_count: 0,

@@ -213,7 +213,14 @@ operations! {
     /// text: control characters other than tab and newline appear as Unicode control pictures.
     read GetConsoleLog(server_id: i64) -> console_log: String = server::get_console_log;
     /// Fetches a disk image from a URL into a new disk (or, with `make_image`, a new private
-    /// image). `checksum` is the MD5 of the uncompressed image. Returns a job id.
+    /// image). The file may be gzip, xz or zstd compressed; its format is recognised by its
+    /// bytes: raw, ISO 9660 (a CD), or qcow2, VMDK, VHD or VHDX, which are inspected (an
+    /// image naming a backing or external file, or otherwise unsafe, fails with UNSAFE_IMAGE)
+    /// and converted into a raw disk (the job's phase is then `converting`); GetDisk and
+    /// ListImages show it as `source_format`. `checksum` is over the file as fetched
+    /// (uncompressed, before any conversion): hex recognised by its length (MD5, SHA-1,
+    /// SHA-256, SHA-512), or written `sha256:<hex>` or `{SHA-256}<hex>` (md5, sha1, sha256,
+    /// sha512, any case). Returns a job id.
     write FetchDisk(
         url: String,
         checksum: Option<String>,

@@ -267,6 +267,7 @@ pub async fn clone_disk(ctx: &Ctx, a: args::CloneDisk) -> ApiResult<Disk> {
                 server_id: None,
                 attach_index: None,
                 origin_server_id: None,
+                source_format: source.source_format.as_deref(),
             },
         )
         .await?;

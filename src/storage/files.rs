@@ -181,7 +181,9 @@ impl Storage for FileStorage {
             .map_err(|e| StorageError::io("listing the staging folder", e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let stem = name.strip_suffix(".part").unwrap_or(&name);
+            // A job's staged files are named after its staging name up to the first dot
+            // (`<name>.part`, `<name>.fetched.part`).
+            let stem = name.split('.').next().unwrap_or(&name);
             if !keep(stem) && fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }

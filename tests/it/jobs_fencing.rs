@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use extility::fetch::ImageFormat;
 use extility::jobs::queue::{self, Finish, Lease};
 use extility::jobs::{CancelRequest, JobOutcome, JobStatus, Lane, NewJob, RunningJob};
 use extility::ops::customer;
@@ -139,8 +140,8 @@ async fn a_stale_attempt_cannot_commit(backend: Backend) {
     let attempt_b = RunningJob::new(nodes.b.clone(), row_b, nodes.b.jobs.clone());
     let (staged_a, staged_b) = (stage(&attempt_a, 4096), stage(&attempt_b, 8192));
     let (committed_a, committed_b) = tokio::join!(
-        params.commit(&attempt_a, &staged_a, false, 1111),
-        params.commit(&attempt_b, &staged_b, false, 2222),
+        params.commit(&attempt_a, &staged_a, ImageFormat::Raw, 1111),
+        params.commit(&attempt_b, &staged_b, ImageFormat::Raw, 2222),
     );
     let err = committed_a.expect_err("the stale attempt must not commit");
     assert_eq!(err.code(), "INTERRUPTED", "{err}");
@@ -219,7 +220,10 @@ async fn a_committed_result_survives_its_node(backend: Backend) {
     let row_a = nodes.a.jobs.claim(Lane::Long).await.unwrap().unwrap();
     let attempt_a = RunningJob::new(nodes.a.clone(), row_a, nodes.a.jobs.clone());
     let staged = stage(&attempt_a, 4096);
-    let outcome = params.commit(&attempt_a, &staged, false, 10).await.unwrap();
+    let outcome = params
+        .commit(&attempt_a, &staged, ImageFormat::Raw, 10)
+        .await
+        .unwrap();
     // A dies before recording the job's end.
     lease_runs_out(&nodes.a, job_id).await;
     let row_b = nodes.b.jobs.claim(Lane::Long).await.unwrap().unwrap();

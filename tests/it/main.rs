@@ -17,6 +17,7 @@ mod fetch_tls;
 mod fsmaker;
 mod fuzz;
 mod guest_network;
+mod image_formats;
 mod image_jobs;
 mod images;
 mod images_soap;

@@ -146,6 +146,11 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
                         server_id: Some(server_id),
                         attach_index: Some(index as i64),
                         origin_server_id: Some(server_id),
+                        source_format: if boot {
+                            image.and_then(|i| i.source_format.as_deref())
+                        } else {
+                            None
+                        },
                     },
                 )
                 .await?;

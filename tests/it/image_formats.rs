@@ -321,8 +321,44 @@ fn slow_to_convert() -> &'static [u8] {
     })
 }
 
+/// A `qemu-img` first on the server's PATH whose `convert` never ends (until it is killed),
+/// and which passes anything else to the real one: a conversion that is certainly still
+/// running when the test looks, however fast the machine.
+fn stalled_conversion(dir: &Path) -> (String, String) {
+    let bin = dir.join("stalled-qemu-img");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v qemu-img"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let script = bin.join("qemu-img");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = convert ]; then exec sleep 3600; fi\nexec {} \"$@\"\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ("PATH".to_string(), path)
+}
+
 async fn a_conversion_shows_its_phase_and_can_be_cancelled(backend: Backend) {
-    let app = start(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = allowing("127.0.0.0/8");
+    options.env.push(stalled_conversion(dir.path()));
+    let app = TestApp::start_with(backend, options).await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
     let server = ImageServer::start().await;
@@ -330,7 +366,8 @@ async fn a_conversion_shows_its_phase_and_can_be_cancelled(backend: Backend) {
     let job_id = fetch(&alice, fetch_args(&server.url("ones.qcow2"), vdc, "ones")).await;
     let job = alice
         .job_until(job_id, |job| {
-            job["phase"] == "converting" || job["status"] != 2
+            // Until it converts, or ends (queued 6, waiting for a slot 7, running 2).
+            job["phase"] == "converting" || ![2, 6, 7].contains(&job["status"].as_i64().unwrap())
         })
         .await;
     assert_eq!(job["phase"], "converting", "{job}");

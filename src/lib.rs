@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod network;
 pub mod ops;
 pub mod progress;
+pub mod qemu_img;
 pub mod size;
 pub mod sparse;
 pub mod startup;

@@ -40,8 +40,11 @@ const MAY_USE: &[(&str, &[&str])] = &[
         ],
     ),
     ("jobs", &["db", "progress", "error"]),
-    ("fetch", &["sparse", "progress", "error"]),
-    ("storage", &["db", "sparse", "progress", "error"]),
+    ("fetch", &["sparse", "progress", "qemu_img", "error"]),
+    (
+        "storage",
+        &["db", "sparse", "progress", "qemu_img", "error"],
+    ),
     // The one type the engines share: a disk's format.
     ("hypervisor", &["storage", "error"]),
     ("network", &["error"]),
@@ -49,6 +52,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("db", &[]),
     ("sparse", &[]),
     ("progress", &[]),
+    ("qemu_img", &[]),
     ("size", &[]),
     ("error", &[]),
     ("tools", &["sparse", "size", "error"]),

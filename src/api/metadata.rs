@@ -2,7 +2,8 @@
 //! user and password, name and uuid, and SSH keys. The VM proves who it is with the secret its
 //! hypervisor handed it (only the secret's hash is stored); nothing else can read it.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Respons
 
 /// Connections guests may hold open at once on this node's metadata listener.
 const GUEST_CONNECTIONS: usize = 256;
+/// Connections one guest (one address) may hold open at once: one guest cannot take the
+/// others' connections.
+const CONNECTIONS_PER_GUEST: usize = 8;
 /// How long one guest connection may last, request and answer.
 const GUEST_CONNECTION_TIME: Duration = Duration::from_secs(30);
 
@@ -58,6 +62,7 @@ const GUEST_CONNECTION_TIME: Duration = Duration::from_secs(30);
 pub async fn serve_guests(listener: TcpListener, state: AppState, stop: CancellationToken) {
     let router = guest_router(state);
     let slots = Arc::new(Semaphore::new(GUEST_CONNECTIONS));
+    let per_guest = PerAddress::new(CONNECTIONS_PER_GUEST);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -71,6 +76,9 @@ pub async fn serve_guests(listener: TcpListener, state: AppState, stop: Cancella
             }
         };
         // Beyond the bound, a connection is closed at once.
+        let Some(guest_slot) = per_guest.take(peer.ip()) else {
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
@@ -89,8 +97,56 @@ pub async fn serve_guests(listener: TcpListener, state: AppState, stop: Cancella
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(GUEST_CONNECTION_TIME, connection).await;
-            drop(slot);
+            drop((slot, guest_slot));
         });
+    }
+}
+
+/// Counts the connections open from each address, up to a limit.
+#[derive(Clone)]
+struct PerAddress {
+    limit: usize,
+    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection counted in [`PerAddress`] until dropped.
+struct AddressSlot {
+    address: IpAddr,
+    of: PerAddress,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> Self {
+        PerAddress {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for one more connection from `address`, unless it has `limit` open.
+    fn take(&self, address: IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(address).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            address,
+            of: self.clone(),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.of.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -159,5 +215,28 @@ fn render(found: crate::error::ApiResult<Option<metadata::ServerMetadata>>) -> R
             tracing::error!(error = %err, error_detail = ?err, "metadata lookup failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PerAddress;
+
+    #[test]
+    fn one_address_gets_at_most_its_share_and_others_are_unaffected() {
+        let per_guest = PerAddress::new(2);
+        let (a, b) = ("10.64.0.10".parse().unwrap(), "10.64.0.11".parse().unwrap());
+        let first = per_guest.take(a).unwrap();
+        let _second = per_guest.take(a).unwrap();
+        assert!(
+            per_guest.take(a).is_none(),
+            "a third from one guest is refused"
+        );
+        assert!(per_guest.take(b).is_some(), "another guest still gets one");
+        drop(first);
+        assert!(
+            per_guest.take(a).is_some(),
+            "a closed connection frees its slot"
+        );
     }
 }

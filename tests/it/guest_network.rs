@@ -10,7 +10,6 @@
 //! Needs `linux-image-amd64` and `busybox-static` (scripts/test.sh installs them), and root
 //! (Debian's `/boot/vmlinuz-*` is readable by root only).
 
-use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,22 +18,9 @@ use serde_json::json;
 
 use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB};
 use crate::support::fetch_disk::{disks, fetch, fetch_args};
+use crate::support::guest::guest_disk_with;
 use crate::support::image_server::ImageServer;
-use crate::support::tools::{assert_success, ext4_image, fsmaker, output};
 use crate::support::{Backend, ServerOptions, TestApp};
-
-/// The guest's network and fw_cfg drivers, in the order they load (dependencies first).
-const MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio_pci",
-    "failover",
-    "net_failover",
-    "virtio_net",
-    "qemu_fw_cfg",
-];
 
 /// Boot under TCG (KVM can hang a Linux guest on nested hosts), DHCP, metadata, probes.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -76,16 +62,6 @@ for t in $(cat /proc/cmdline); do
 done
 echo "GUEST DONE"
 poweroff -f
-"#;
-
-const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
-case "$1" in
-  bound|renew)
-    ip addr add "$ip/${mask:-24}" dev "$interface"
-    [ -n "$router" ] && ip route add default via "${router%% *}"
-    echo "${router%% *}" > /tmp/router
-    echo "$ip" > /tmp/addr;;
-esac
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,128 +243,6 @@ fn guest_disk(dir: &Path, append: &str) -> PathBuf {
     guest_disk_with(dir, INIT, append)
 }
 
-/// A bootable disk whose initramfs runs `init` (a busybox shell script, with the network
-/// drivers of [`MODULES`] listed in `/etc/modules` and `/etc/udhcpc.sh` writing `/tmp/addr`).
-pub(crate) fn guest_disk_with(dir: &Path, init: &str, append: &str) -> PathBuf {
-    let (kernel, modules_dir) = debian_kernel();
-    let initrd = dir.join("guest-initrd.gz");
-    std::fs::write(&initrd, initramfs(&modules_dir, init)).unwrap();
-    let fs = ext4_image(dir, "guest-fs", "32M", &[("etc/hostname", b"guest\n")]);
-    let disk = dir.join("guest.img");
-    let out = output(
-        fsmaker()
-            .arg("--kernel")
-            .arg(&kernel)
-            .arg("--initrd")
-            .arg(&initrd)
-            .arg("--append")
-            .arg(append)
-            .arg(&fs)
-            .arg(&disk),
-    );
-    assert_success(&out);
-    disk
-}
-
-/// The newest `/boot/vmlinuz-VERSION` that has its `/lib/modules/VERSION`.
-fn debian_kernel() -> (PathBuf, PathBuf) {
-    let mut found: Vec<(PathBuf, PathBuf)> = std::fs::read_dir("/boot")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let version = name.strip_prefix("vmlinuz-")?;
-            let modules = Path::new("/lib/modules").join(version);
-            modules.is_dir().then(|| (e.path(), modules))
-        })
-        .collect();
-    found.sort();
-    found.pop().expect(
-        "no /boot/vmlinuz-* with its /lib/modules: install linux-image-amd64 \
-         (scripts/test.sh does)",
-    )
-}
-
-/// A gzipped newc cpio: static busybox, the modules of `MODULES` (decompressed), `/init`.
-fn initramfs(modules_dir: &Path, init: &str) -> Vec<u8> {
-    let busybox = std::fs::read("/bin/busybox")
-        .expect("/bin/busybox: install busybox-static (scripts/test.sh does)");
-    let mut cpio = Cpio::default();
-    for dir in [
-        "bin",
-        "dev",
-        "etc",
-        "lib",
-        "lib/modules",
-        "proc",
-        "sys",
-        "tmp",
-    ] {
-        cpio.dir(dir);
-    }
-    cpio.char_device("dev/console", 5, 1);
-    cpio.file("bin/busybox", 0o755, &busybox);
-    cpio.file("init", 0o755, init.as_bytes());
-    cpio.file("etc/udhcpc.sh", 0o755, UDHCPC_SCRIPT.as_bytes());
-    let builtin = std::fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default();
-    let mut loaded = Vec::new();
-    for name in MODULES {
-        match find_module(&modules_dir.join("kernel"), name) {
-            Some(path) => {
-                cpio.file(
-                    &format!("lib/modules/{name}.ko"),
-                    0o644,
-                    &module_bytes(&path),
-                );
-                loaded.push(*name);
-            }
-            None => assert!(
-                builtin.lines().any(|l| l.ends_with(&format!("/{name}.ko"))),
-                "module {name} is neither in {} nor built in",
-                modules_dir.display()
-            ),
-        }
-    }
-    cpio.file(
-        "etc/modules",
-        0o644,
-        format!("{}\n", loaded.join("\n")).as_bytes(),
-    );
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&cpio.finish()).unwrap();
-    gz.finish().unwrap()
-}
-
-/// `NAME.ko` or `NAME.ko.xz` under `dir`.
-fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if let Some(found) = find_module(&path, name) {
-                return Some(found);
-            }
-        } else if let Some(file) = path.file_name().and_then(|f| f.to_str())
-            && (file == format!("{name}.ko") || file == format!("{name}.ko.xz"))
-        {
-            return Some(path);
-        }
-    }
-    None
-}
-
-/// A module as busybox's `insmod` takes it: xz-compressed ones decompressed.
-fn module_bytes(path: &Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).unwrap();
-    if path.extension().is_some_and(|e| e == "xz") {
-        let mut out = Vec::new();
-        std::io::copy(&mut liblzma::read::XzDecoder::new(&bytes[..]), &mut out).unwrap();
-        out
-    } else {
-        bytes
-    }
-}
-
 /// A non-loopback, non-link-local IPv4 address of this host, if it has one.
 fn host_address() -> Option<Ipv4Addr> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -413,66 +267,5 @@ fn host_address() -> Option<Ipv4Addr> {
         }
         libc::freeifaddrs(list);
         found
-    }
-}
-
-/// A cpio archive in the "newc" format the kernel unpacks as an initramfs.
-#[derive(Default)]
-struct Cpio {
-    out: Vec<u8>,
-    inode: u32,
-}
-
-impl Cpio {
-    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
-        self.inode += 1;
-        let fields = [
-            self.inode,
-            mode,
-            0, // uid
-            0, // gid
-            1, // nlink
-            0, // mtime
-            data.len() as u32,
-            0, // dev major
-            0, // dev minor
-            rdev.0,
-            rdev.1,
-            name.len() as u32 + 1,
-            0, // check
-        ];
-        self.out.extend_from_slice(b"070701");
-        for field in fields {
-            self.out
-                .extend_from_slice(format!("{field:08x}").as_bytes());
-        }
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.push(0);
-        self.pad();
-        self.out.extend_from_slice(data);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        while !self.out.len().is_multiple_of(4) {
-            self.out.push(0);
-        }
-    }
-
-    fn dir(&mut self, name: &str) {
-        self.entry(name, 0o040755, (0, 0), &[]);
-    }
-
-    fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
-        self.entry(name, 0o100000 | perm, (0, 0), data);
-    }
-
-    fn char_device(&mut self, name: &str, major: u32, minor: u32) {
-        self.entry(name, 0o020600, (major, minor), &[]);
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.entry("TRAILER!!!", 0, (0, 0), &[]);
-        self.out
     }
 }

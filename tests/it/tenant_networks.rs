@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::guest_network::guest_disk_with;
 use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_512MB};
 use crate::support::fetch_disk::{disks, fetch, fetch_args};
+use crate::support::guest::guest_disk_with;
 use crate::support::image_server::ImageServer;
 use crate::support::{Api, Backend, ServerOptions, TestApp};
 

@@ -15,6 +15,7 @@ pub mod boot_media;
 pub mod catalogue;
 pub mod fetch_disk;
 pub mod ftp_server;
+pub mod guest;
 pub mod image_server;
 pub mod images;
 pub mod in_process;

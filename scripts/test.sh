@@ -29,6 +29,10 @@ dpkg -s busybox-static >/dev/null 2>&1 || need_guest+=(busybox-static)
 # Tenant networks: nftables and dnsmasq (bridges and taps are iproute2's, always there).
 have nft || [ -x /usr/sbin/nft ] || need_guest+=(nftables)
 have dnsmasq || [ -x /usr/sbin/dnsmasq ] || need_guest+=(dnsmasq-base)
+# cloud-init's own checks of the NoCloud documents (`cloud-init schema`, `net-convert`), and
+# ssh-keygen for the SSH key tests.
+have cloud-init || need_guest+=(cloud-init)
+have ssh-keygen || need_guest+=(openssh-client)
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 

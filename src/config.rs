@@ -44,9 +44,14 @@ pub enum Command {
     /// Print the OpenAPI document of the JSON mirror (for `openapi/openapi.json`).
     Openapi,
     /// What QEMU runs for each connection a guest opens to its metadata address: passes one
-    /// `GET PATH` from stdin to SERVICE (`host:port`) and the answer back to stdout.
+    /// `GET PATH` (or of the NoCloud files beside it) from stdin to SERVICE (`host:port`),
+    /// authenticated with the VM's secret read from TOKEN_FILE, and the answer back to stdout.
     #[command(hide = true)]
-    MetadataProxy { service: String, path: String },
+    MetadataProxy {
+        service: String,
+        path: String,
+        token_file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

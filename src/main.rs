@@ -8,10 +8,17 @@ use extility::startup::{Application, open_database, parse_quota};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::MetadataProxy { service, path } = &cli.command {
+    if let Command::MetadataProxy {
+        service,
+        path,
+        token_file,
+    } = &cli.command
+    {
         // A process per guest connection: no runtime, no logging (stderr is the connection).
         std::process::exit(extility::hypervisor::qemu::metadata_proxy::run(
-            service, path,
+            service,
+            path,
+            token_file.as_deref(),
         ));
     }
     tokio::runtime::Builder::new_multi_thread()

@@ -1,6 +1,8 @@
 //! The metadata service a server's VM reads at first boot: an XML document with its initial
-//! user and password, name and uuid, and SSH keys. The VM proves who it is with the secret its
-//! hypervisor handed it (only the secret's hash is stored); nothing else can read it.
+//! user and password, name and uuid, and SSH keys (`/metadata/v1/server.xml`), and the same
+//! as a cloud-init NoCloud datasource (`/metadata/v1/nocloud/<file>`, see [`super::nocloud`]).
+//! The VM proves who it is with the secret its hypervisor handed it (only the secret's hash is
+//! stored), or on a tenant network by its NIC's address; nothing else can read it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,15 +17,33 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use quick_xml::escape::escape;
 
-use crate::ops::server::metadata;
+use super::nocloud::{self, NoCloudFile};
+use crate::ops::server::metadata::{self, ServerMetadata};
 use crate::state::AppState;
+
+/// Where the documents are, under the API's and the guests' listeners.
+pub const DOCUMENT_PATH: &str = "/metadata/v1/server.xml";
+pub const NOCLOUD_PATH: &str = "/metadata/v1/nocloud/{file}";
+
+/// One of the documents a VM may read.
+#[derive(Debug, Clone, Copy)]
+enum Document {
+    ServerXml,
+    NoCloud(NoCloudFile),
+}
+
+impl Document {
+    fn nocloud(file: &str) -> Option<Document> {
+        NoCloudFile::from_name(file).map(Document::NoCloud)
+    }
+}
 
 /// The header carrying the VM's secret (`Authorization: Bearer <secret>` works too).
 pub const TOKEN_HEADER: &str = "x-extility-metadata-token";
@@ -39,12 +59,34 @@ fn token(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// `GET /metadata/v1/server.xml`
-pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = token(&headers).filter(|t| !t.is_empty()) else {
+/// The metadata routes of the API's own listener: by the VM's secret only (the forward of a
+/// confined VM's network adds it).
+pub fn api_routes() -> Router<AppState> {
+    Router::new()
+        .route(DOCUMENT_PATH, get(serve_xml))
+        .route(NOCLOUD_PATH, get(serve_nocloud))
+}
+
+async fn serve_xml(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    serve_by_token(&state, &headers, Document::ServerXml).await
+}
+
+async fn serve_nocloud(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match Document::nocloud(&file) {
+        Some(document) => serve_by_token(&state, &headers, document).await,
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn serve_by_token(state: &AppState, headers: &HeaderMap, document: Document) -> Response {
+    let Some(token) = token(headers).filter(|t| !t.is_empty()) else {
         return (StatusCode::UNAUTHORIZED, "a metadata token is required\n").into_response();
     };
-    render(metadata::for_token(&state.db, token).await)
+    render(document, metadata::for_token(state, token).await)
 }
 
 /// Connections guests may hold open at once on this node's metadata listener.
@@ -154,25 +196,58 @@ impl Drop for AddressSlot {
 /// `--metadata-port`): the metadata document and nothing else of the API.
 pub fn guest_router(state: AppState) -> Router {
     Router::new()
-        .route("/metadata/v1/server.xml", get(serve_guest))
+        .route(DOCUMENT_PATH, get(serve_guest_xml))
+        .route(NOCLOUD_PATH, get(serve_guest_nocloud))
         .with_state(state)
 }
 
-/// `GET /metadata/v1/server.xml` from a guest: by its secret when it sends one, else by the
-/// address its connection comes from (its NIC's, which its tap cannot forge).
-async fn serve_guest(
+/// Where a guest's connection came from and arrived.
+struct GuestConnection {
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+async fn serve_guest_xml(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(ArrivedAt(local)): Extension<ArrivedAt>,
     headers: HeaderMap,
 ) -> Response {
-    match token(&headers).filter(|t| !t.is_empty()) {
-        Some(token) => render(metadata::for_token(&state.db, token).await),
+    let connection = GuestConnection { peer, local };
+    serve_guest(&state, &connection, &headers, Document::ServerXml).await
+}
+
+async fn serve_guest_nocloud(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ArrivedAt(local)): Extension<ArrivedAt>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(document) = Document::nocloud(&file) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let connection = GuestConnection { peer, local };
+    serve_guest(&state, &connection, &headers, document).await
+}
+
+/// A document for a guest: by its secret when it sends one, else by the address its
+/// connection comes from (its NIC's, which its tap cannot forge).
+async fn serve_guest(
+    state: &AppState,
+    connection: &GuestConnection,
+    headers: &HeaderMap,
+    document: Document,
+) -> Response {
+    match token(headers).filter(|t| !t.is_empty()) {
+        Some(token) => render(document, metadata::for_token(state, token).await),
         None => {
-            let address = peer.ip().to_canonical().to_string();
-            let arrived_at = local.ip().to_canonical().to_string();
-            let node = state.jobs.node_id();
-            render(metadata::for_address(&state.db, &address, &arrived_at, node).await)
+            let address = connection.peer.ip().to_canonical().to_string();
+            let arrived_at = connection.local.ip().to_canonical().to_string();
+            render(
+                document,
+                metadata::for_address(state, &address, &arrived_at).await,
+            )
         }
     }
 }
@@ -182,30 +257,20 @@ async fn serve_guest(
 #[derive(Clone, Copy)]
 struct ArrivedAt(SocketAddr);
 
-fn render(found: crate::error::ApiResult<Option<metadata::ServerMetadata>>) -> Response {
+fn render(document: Document, found: crate::error::ApiResult<Option<ServerMetadata>>) -> Response {
     match found {
-        Ok(Some(row)) => {
-            let text = |v: &Option<String>| escape(v.as_deref().unwrap_or("")).into_owned();
-            let xml = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-                 <server-metadata xmlns=\"http://extility.flexiant.com/metadata\">\n\
-                 \x20 <server-uuid>{}</server-uuid>\n\
-                 \x20 <server-name>{}</server-name>\n\
-                 \x20 <initial-user>{}</initial-user>\n\
-                 \x20 <initial-password>{}</initial-password>\n\
-                 \x20 <ssh-public-keys/>\n\
-                 </server-metadata>\n",
-                escape(row.uuid.as_str()),
-                escape(row.name.as_str()),
-                text(&row.initial_user),
-                text(&row.initial_password),
-            );
-            (
+        Ok(Some(server)) => match document {
+            Document::ServerXml => (
                 [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-                xml,
+                server_xml(&server),
             )
-                .into_response()
-        }
+                .into_response(),
+            Document::NoCloud(file) => (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                nocloud::render(file, &server),
+            )
+                .into_response(),
+        },
         Ok(None) => (
             StatusCode::FORBIDDEN,
             "no server of this metadata token or address\n",
@@ -216,6 +281,37 @@ fn render(found: crate::error::ApiResult<Option<metadata::ServerMetadata>>) -> R
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// The Extility document.
+fn server_xml(server: &ServerMetadata) -> String {
+    let text = |v: &Option<String>| escape(v.as_deref().unwrap_or("")).into_owned();
+    let keys = if server.ssh_keys.is_empty() {
+        "  <ssh-public-keys/>\n".to_string()
+    } else {
+        let mut keys = "  <ssh-public-keys>\n".to_string();
+        for key in &server.ssh_keys {
+            keys.push_str(&format!(
+                "    <ssh-public-key>{}</ssh-public-key>\n",
+                escape(key.as_str())
+            ));
+        }
+        keys + "  </ssh-public-keys>\n"
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <server-metadata xmlns=\"http://extility.flexiant.com/metadata\">\n\
+         \x20 <server-uuid>{}</server-uuid>\n\
+         \x20 <server-name>{}</server-name>\n\
+         \x20 <initial-user>{}</initial-user>\n\
+         \x20 <initial-password>{}</initial-password>\n\
+         {keys}\
+         </server-metadata>\n",
+        escape(server.uuid.as_str()),
+        escape(server.name.as_str()),
+        text(&server.initial_user),
+        text(&server.initial_password),
+    )
 }
 
 #[cfg(test)]

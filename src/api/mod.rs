@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod json;
 pub mod metadata;
+pub mod nocloud;
 pub mod openapi;
 pub mod soap;
 pub mod wsdl;
@@ -26,7 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/schemas/soap-encoding.xsd", get(wsdl::serve_soap_encoding))
         .route("/api/v1/{operation}", post(json::handle))
         .route("/openapi.json", get(openapi::serve))
-        .route("/metadata/v1/server.xml", get(metadata::serve))
+        .merge(metadata::api_routes())
         .route("/health", get(|| async { "ok" }))
         // SOAP faults travel as HTTP 500 by the standard: they are not server failures to log.
         .layer(TraceLayer::new_for_http().on_failure(()))

@@ -34,6 +34,7 @@ pub mod publish;
 pub mod quota;
 pub mod server;
 pub mod snapshot;
+pub mod ssh_key;
 pub mod throttle;
 pub mod token;
 pub mod usage;
@@ -57,6 +58,7 @@ pub use publish::ImageShare;
 pub use quota::Quota;
 pub use server::Server;
 pub use snapshot::Snapshot;
+pub use ssh_key::SshKey;
 pub use token::{AuthenticationToken, AuthenticationTokenInfo};
 pub use usage::UsageRecord;
 pub use vdc::Vdc;
@@ -176,6 +178,9 @@ operations! {
     read GetServer(server_id: i64) -> server: Server = server::get_server;
     /// Creates a stopped server. `vlan_id` -1 means no VLAN. The boot disk is a thin copy of the
     /// image sized by the first disk offer; each further offer adds a blank disk.
+    /// `ssh_key_ids` (optional, at most 32) are the caller's SSH keys (CreateSSHKey) its first
+    /// boot installs: cloud-init reads them from the NoCloud `user-data`, `extility-firstboot`
+    /// from the metadata document.
     write CreateServer(
         vdc_id: i64,
         vlan_id: i64,
@@ -183,6 +188,7 @@ operations! {
         image_id: i64,
         server_productoffer_id: i64,
         disk_productoffer_ids: Vec<i64>,
+        ssh_key_ids: Option<Vec<i64>>,
     ) -> server: Server = server::create_server;
     /// Destroys a server (powering it off first) and the disks made with it; other disks
     /// attached to it are detached and kept. Returns a job id.
@@ -204,6 +210,16 @@ operations! {
     /// Lists a server's port forwards, by guest port.
     read ListPortForwards(server_id: i64) -> port_forwards: Vec<PortForward> =
         port_forward::list_port_forwards;
+    /// Stores an SSH public key for the caller's servers: one line in OpenSSH's format, as in
+    /// `id_ed25519.pub` (Ed25519, ECDSA, RSA of at least 2048 bits, or a FIDO security key;
+    /// not DSA). Names and keys are unique per customer; at most 100 keys.
+    write CreateSSHKey(name: String, public_key: String) -> ssh_key: SshKey =
+        ssh_key::create_ssh_key;
+    /// Lists the caller's SSH public keys, oldest first, with their SHA-256 fingerprints.
+    read ListSSHKeys() -> ssh_keys: Vec<SshKey> = ssh_key::list_ssh_keys;
+    /// Deletes one of the caller's SSH keys. Servers given it no longer offer it to their
+    /// first boot (a guest that installed it keeps it). Returns 1.
+    write DeleteSSHKey(ssh_key_id: i64) -> result: i64 = ssh_key::delete_ssh_key;
     /// Starts a server. Returns a job id.
     write StartServer(server_id: i64) -> job_id: i64 = server::start_server;
     /// Stops a server: `stop_method` 1 asks the guest to shut down, 2 powers off at once.

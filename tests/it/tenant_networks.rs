@@ -54,6 +54,12 @@ if grep -q '<initial-password>' /tmp/md; then
 else
   echo "METADATA FAILED $(head -c 200 /tmp/md | tr '\r\n' '  ')"
 fi
+seed=$(cat /sys/class/dmi/id/product_serial); seed=${seed#*;s=}
+if wget -q -O /tmp/nc "${seed}network-config"; then
+  echo "NOCLOUD $seed $(grep -o '"[0-9.]*/[0-9]*"' /tmp/nc | head -n 1 | tr -d '"')"
+else
+  echo "NOCLOUD FAILED"
+fi
 probe() {
   i=0
   while [ $i -lt $3 ]; do
@@ -519,6 +525,14 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
                 server["initial_password"].as_str().unwrap()
             )),
             "the guest read its own metadata at 169.254.169.254, known by its NIC: {lines:?}"
+        );
+        // cloud-init's datasource, announced in the SMBIOS serial, gives the NIC its address.
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!(
+                "NOCLOUD http://169.254.169.254/metadata/v1/nocloud/ {}/",
+                guest.address
+            ))),
+            "the guest's NoCloud network-config has its static address: {lines:?}"
         );
     }
     let said = |guest: &Guest| {

@@ -57,8 +57,9 @@ public class AxisClient {
         check(hasOffer(offers, 18) && hasOffer(offers, 31),
               "ListProductOffers(null) lists server and disk offers");
 
-        // An array argument, and vlan_id -1 for no VLAN.
-        Server server = api.createServer(vdc, -1, "axis server", 66, 18, new long[] {31, 29});
+        // An array argument, vlan_id -1 for no VLAN, and null for the optional SSH keys.
+        Server server =
+            api.createServer(vdc, -1, "axis server", 66, 18, new long[] {31, 29}, null);
         long serverId = server.getServer_id();
         check(server.getVlan_id() == null && server.getDisks().length == 2,
               "CreateServer with two disk offers and vlan_id -1");

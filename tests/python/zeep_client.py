@@ -50,7 +50,20 @@ check(any(i.image_id == 66 for i in call("ListImages")), "ListImages")
 disk = call("CreateDisk", vdc, "zeep disk", 29, 0)
 check(call("GetDisk", disk.disk_id).disk_name == "zeep disk", "CreateDisk, GetDisk")
 check(len(call("ListDisks", vdc)) == 1, "ListDisks")
-server = call("CreateServer", vdc, vlan.vlan_id, "zeep server", 66, 18, {"item": [31, 29]})
+KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJPq6JkZdznBikD0F5uhrPqrkPdmj7iMqIo7tz12MBpw "
+       "zeep@test")
+key = call("CreateSSHKey", "zeep key", KEY)
+check(key.fingerprint.startswith("SHA256:") and key.key_type == "ssh-ed25519"
+      and key.public_key == KEY, "CreateSSHKey")
+check([k.ssh_key_id for k in call("ListSSHKeys")] == [key.ssh_key_id], "ListSSHKeys")
+keyed = call("CreateServer", vdc, -1, "zeep keyed", 66, 18, {"item": [29]},
+             {"item": [key.ssh_key_id]})
+check(list(keyed.ssh_key_ids) == [key.ssh_key_id], "CreateServer with SSH keys")
+check(call("DeleteSSHKey", key.ssh_key_id) == 1, "DeleteSSHKey")
+check(not call("GetServer", keyed.server_id).ssh_key_ids, "a deleted key leaves its servers")
+wait(call("DestroyServer", keyed.server_id))
+server = call("CreateServer", vdc, vlan.vlan_id, "zeep server", 66, 18, {"item": [31, 29]},
+              xsd.Nil)
 check(len(server.disks) == 2, "CreateServer with two disk offers")
 check(call("GetServer", server.server_id).server_name == "zeep server", "GetServer")
 check(server.ip_address is not None and server.mac_address.startswith("52:54:00:"),
@@ -105,7 +118,7 @@ try:
     check(call("CancelJob", fetch).status in (2, 3, 4), "FetchDisk, CancelJob")
 except zeep.exceptions.Fault as fault:  # the fetch may already have failed: there is no such host
     check("already finished" in fault.message, "FetchDisk, CancelJob of a finished job")
-check(len(call("ListJobs")) == 4, "ListJobs")
+check(len(call("ListJobs")) == 5, "ListJobs")
 check(wait(call("DestroyServer", server.server_id)).status == 1, "DestroyServer")
 check(call("DeleteVLAN", vlan.vlan_id) == 1, "DeleteVLAN")
 check(call("DeleteDisk", disk.disk_id) == 1, "DeleteDisk")

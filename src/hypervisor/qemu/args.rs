@@ -104,6 +104,20 @@ pub fn command_line(
         }
     }
 
+    if let (Some(metadata), Some(nic)) = (&spec.metadata, &spec.nic) {
+        // cloud-init's NoCloud datasource, announced in the SMBIOS serial number: stock cloud
+        // images find their password, keys and network there. No secret in it (it shows in
+        // the process list): the guest's network names it (see `super::metadata_proxy`).
+        let document = match nic.tap {
+            Some(_) => tap_metadata_url(&metadata.url),
+            None => guest_metadata_url(&metadata.url),
+        };
+        args.push("-smbios").push(format!(
+            "type=1,serial=ds=nocloud-net;s={}",
+            nocloud_seed(&document).replace(',', ",,")
+        ));
+    }
+
     args.push("-boot").push("order=dc");
     let (cdroms, hard_disks): (Vec<_>, Vec<_>) =
         spec.disks.iter().partition(|d| d.media == Media::Iso);
@@ -164,7 +178,7 @@ pub fn command_line(
             // metadata; no route anywhere else (restrict=on), no IPv6.
             None => {
                 args.push("-netdev")
-                    .push(netdev(spec.metadata.as_ref(), metadata_proxy)?);
+                    .push(netdev(spec.metadata.as_ref(), files, metadata_proxy)?);
             }
         }
         // No boot ROM: nothing boots from the NIC.
@@ -186,9 +200,10 @@ fn is_interface_name(name: &str) -> bool {
 }
 
 /// The `-netdev` value: `user,id=net0,restrict=on,ipv6=off` and, for a VM with metadata,
-/// `guestfwd=tcp:10.0.2.100:80-cmd:'PROXY' metadata-proxy 'SERVICE' 'PATH'`.
+/// `guestfwd=tcp:10.0.2.100:80-cmd:'PROXY' metadata-proxy 'SERVICE' 'PATH' 'TOKEN_FILE'`.
 fn netdev(
     metadata: Option<&MetadataAccess>,
+    files: &VmFiles,
     metadata_proxy: &Path,
 ) -> Result<OsString, HypervisorError> {
     let mut value = b"user,id=net0,restrict=on,ipv6=off".to_vec();
@@ -197,9 +212,15 @@ fn netdev(
         // QEMU's libslirp splits the command into arguments as a shell would (quotes, no
         // expansion) and runs it without a shell.
         let mut command = shell_quote(metadata_proxy.as_os_str().as_bytes());
-        for arg in [METADATA_PROXY_COMMAND, service.as_str(), path.as_str()] {
+        let token_file = files.metadata_token();
+        for arg in [
+            METADATA_PROXY_COMMAND.as_bytes(),
+            service.as_bytes(),
+            path.as_bytes(),
+            token_file.as_os_str().as_bytes(),
+        ] {
             command.push(b' ');
-            command.extend(shell_quote(arg.as_bytes()));
+            command.extend(shell_quote(arg));
         }
         value.extend(
             format!(",guestfwd=tcp:{METADATA_GUEST_ADDR}:{METADATA_GUEST_PORT}-cmd:").as_bytes(),
@@ -248,6 +269,15 @@ pub fn guest_metadata_url(url: &str) -> String {
         .map(|u| u.path().to_string())
         .unwrap_or_else(|_| "/".to_string());
     format!("http://{METADATA_GUEST_ADDR}{path}")
+}
+
+/// Where cloud-init finds the NoCloud datasource (`meta-data`, `user-data`, ...) beside the
+/// Extility document at `document_url`: `nocloud/` in the document's directory.
+pub fn nocloud_seed(document_url: &str) -> String {
+    let directory = document_url
+        .rsplit_once('/')
+        .map_or(document_url, |(dir, _)| dir);
+    format!("{directory}/nocloud/")
 }
 
 /// The metadata URL as a guest on a tap (tenant network) uses it: the service's path at the
@@ -404,6 +434,12 @@ mod tests {
             tap_metadata_url("http://127.0.0.1:8080/metadata/v1/server.xml"),
             "http://169.254.169.254/metadata/v1/server.xml"
         );
+        spec.nic.as_mut().unwrap().tap = Some("extap7".into());
+        let line = render(&command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).unwrap());
+        assert!(
+            line.contains("serial=ds=nocloud-net;s=http://169.254.169.254/metadata/v1/nocloud/"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -412,7 +448,7 @@ mod tests {
         let mut spec = spec(vec![disk("/v/a.iso", Media::Iso); 4]);
         spec.nic = None;
         let line = render(&command_line(&spec, &files, Accel::Kvm, Path::new(PROXY)).unwrap());
-        assert!(!line.contains("-netdev"));
+        assert!(!line.contains("-netdev") && !line.contains("-smbios"));
         assert!(line.contains("-accel kvm"));
         assert!(line.contains("bus=ide.1,unit=1,bootindex=3"));
         spec.disks.push(disk("/v/e.iso", Media::Iso));
@@ -430,9 +466,15 @@ mod tests {
             args[at + 1],
             "user,id=net0,restrict=on,ipv6=off,\
              guestfwd=tcp:10.0.2.100:80-cmd:'/usr/local/bin/extility' 'metadata-proxy' \
-             '127.0.0.1:8080' '/metadata/v1/server.xml'"
+             '127.0.0.1:8080' '/metadata/v1/server.xml' '/data/vms/abc/metadata-token'"
         );
         assert_eq!(args.iter().filter(|a| *a == "-netdev").count(), 1);
+        // cloud-init finds its NoCloud datasource through the SMBIOS serial, without a secret.
+        let at = args.iter().position(|a| a == "-smbios").unwrap();
+        assert_eq!(
+            args[at + 1],
+            "type=1,serial=ds=nocloud-net;s=http://10.0.2.100/metadata/v1/nocloud/"
+        );
 
         // Without metadata: no forward at all.
         let mut bare = spec.clone();

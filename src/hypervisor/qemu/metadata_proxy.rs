@@ -1,12 +1,18 @@
 //! The one door of a VM's confined user-mode network: the forward to the metadata service.
 //!
-//! QEMU's user-mode network runs `extility metadata-proxy SERVICE PATH` for each TCP
+//! QEMU's user-mode network runs `extility metadata-proxy SERVICE PATH TOKEN_FILE` for each TCP
 //! connection the guest opens to the metadata address (`guestfwd=tcp:ADDR:PORT-cmd:...`), with
-//! that connection as its stdin, stdout and stderr. The proxy passes on one request, `GET PATH`,
+//! that connection as its stdin, stdout and stderr. The proxy passes on one request, `GET PATH`
+//! or a `GET` of a file of the NoCloud datasource beside it (`<PATH's directory>/nocloud/NAME`),
 //! to this node's own API listener (SERVICE, `host:port`) and copies the answer back; any other
 //! request gets `403` and no connection to the host at all. The guest therefore reaches the
-//! metadata document and nothing else of the API (no SOAP, no JSON, no logins from a loopback
+//! metadata documents and nothing else of the API (no SOAP, no JSON, no logins from a loopback
 //! address). The process ends with its connection, and after [`DEADLINE`] in any case.
+//!
+//! The request goes on with the VM's own secret, read from TOKEN_FILE (a file of the VM's
+//! directory), in place of any the guest sent: cloud-init cannot send one, and a guest can
+//! only ever read its own documents, as on a tenant network where its address names it. (A
+//! VM started before the proxy took TOKEN_FILE passes on the guest's own header.)
 //!
 //! A guest may open connections faster than they end; each costs the host a process. So a VM
 //! has at most [`MAX_PER_VM`] proxies at once (counted as the running proxies whose parent is
@@ -16,7 +22,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
+
+/// The header the service reads a VM's secret from (`crate::api::metadata::TOKEN_HEADER`,
+/// which this layer cannot name).
+const TOKEN_HEADER: &str = "x-extility-metadata-token";
 
 /// The longest request head passed on.
 pub const REQUEST_HEAD_LIMIT: usize = 8 * 1024;
@@ -39,7 +50,7 @@ const DROPPED_HEADERS: &[&str] = &[
 
 /// `extility metadata-proxy SERVICE PATH`: serves the connection on stdin/stdout; the exit
 /// status.
-pub fn run(service: &str, path: &str) -> i32 {
+pub fn run(service: &str, path: &str, token_file: Option<&Path>) -> i32 {
     std::thread::spawn(|| {
         std::thread::sleep(DEADLINE);
         std::process::exit(2);
@@ -55,28 +66,52 @@ pub fn run(service: &str, path: &str) -> i32 {
         );
         return 1;
     }
-    match proxy(&mut guest_in, &mut guest_out, service, path) {
+    let token = match token_file.map(std::fs::read_to_string) {
+        None => None,
+        Some(Ok(token)) if token.trim().bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(token.trim().to_string())
+        }
+        Some(_) => {
+            let _ = respond(
+                &mut guest_out,
+                "503 Service Unavailable",
+                "the VM's metadata secret is gone",
+            );
+            return 1;
+        }
+    };
+    let door = Door {
+        service,
+        path,
+        token: token.as_deref(),
+    };
+    match proxy(&mut guest_in, &mut guest_out, &door) {
         Ok(()) => 0,
         Err(_) => 1,
     }
 }
 
-/// Reads one request head from the guest, passes it to `service` if it is `GET path`, and
-/// copies the answer back.
-pub fn proxy(
-    guest_in: &mut impl Read,
-    guest_out: &mut impl Write,
-    service: &str,
-    path: &str,
-) -> io::Result<()> {
+/// What one proxy passes on, and where.
+pub struct Door<'a> {
+    /// The API listener, `host:port`.
+    pub service: &'a str,
+    /// The Extility document's path.
+    pub path: &'a str,
+    /// The VM's metadata secret, sent in place of the guest's.
+    pub token: Option<&'a str>,
+}
+
+/// Reads one request head from the guest, passes it to the service if it is a `GET` of a
+/// metadata document, and copies the answer back.
+pub fn proxy(guest_in: &mut impl Read, guest_out: &mut impl Write, door: &Door) -> io::Result<()> {
     let Some(head) = read_head(guest_in)? else {
         return Ok(());
     };
-    let request = match forwarded_request(&head, path) {
+    let request = match forwarded_request(&head, door) {
         Ok(request) => request,
         Err(reason) => return respond(guest_out, "403 Forbidden", reason),
     };
-    let mut upstream = match connect(service) {
+    let mut upstream = match connect(door.service) {
         Ok(stream) => stream,
         Err(_) => return respond(guest_out, "502 Bad Gateway", "the metadata service is down"),
     };
@@ -160,9 +195,26 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
     })
 }
 
-/// The request passed to the service: `GET path` with the guest's headers but one request
-/// only (`Connection: close`) and no body. Anything else is refused with the reason.
-fn forwarded_request(head: &[u8], path: &str) -> Result<Vec<u8>, &'static str> {
+/// Whether `target` is one of the documents: the Extility document at `path`, or a file of
+/// the NoCloud datasource beside it (one lower-case name; the service knows which exist).
+fn is_document(target: &str, path: &str) -> bool {
+    if target == path {
+        return true;
+    }
+    let directory = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+    target
+        .strip_prefix(directory)
+        .and_then(|rest| rest.strip_prefix("/nocloud/"))
+        .is_some_and(|name| {
+            (1..=32).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        })
+}
+
+/// The request passed to the service: a `GET` of a document with the guest's headers (its
+/// secret replaced by the VM's, when the proxy has it) but one request only
+/// (`Connection: close`) and no body. Anything else is refused with the reason.
+fn forwarded_request(head: &[u8], door: &Door) -> Result<Vec<u8>, &'static str> {
     if head.len() > REQUEST_HEAD_LIMIT || head_end(head).is_none() {
         return Err("an incomplete or oversized request");
     }
@@ -175,10 +227,13 @@ fn forwarded_request(head: &[u8], path: &str) -> Result<Vec<u8>, &'static str> {
     else {
         return Err("a malformed request line");
     };
-    if method != "GET" || target != path || !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
-        return Err("only the metadata document is served here");
+    if method != "GET"
+        || !is_document(target, door.path)
+        || !matches!(version, "HTTP/1.0" | "HTTP/1.1")
+    {
+        return Err("only the metadata documents are served here");
     }
-    let mut out = format!("GET {path} HTTP/1.1\r\n");
+    let mut out = format!("GET {target} HTTP/1.1\r\n");
     let mut host = false;
     for line in lines.take_while(|l| !l.is_empty()) {
         let Some((name, value)) = line.split_once(':') else {
@@ -198,11 +253,17 @@ fn forwarded_request(head: &[u8], path: &str) -> Result<Vec<u8>, &'static str> {
         if lower == "content-length" || DROPPED_HEADERS.contains(&lower.as_str()) {
             continue;
         }
+        if door.token.is_some() && (lower == TOKEN_HEADER || lower == "authorization") {
+            continue;
+        }
         host |= lower == "host";
         out.push_str(&format!("{name}: {}\r\n", value.trim()));
     }
     if !host {
         out.push_str("Host: metadata\r\n");
+    }
+    if let Some(token) = door.token {
+        out.push_str(&format!("{TOKEN_HEADER}: {token}\r\n"));
     }
     out.push_str("Connection: close\r\n\r\n");
     Ok(out.into_bytes())
@@ -260,8 +321,47 @@ mod tests {
         assert_eq!(proxies_of(me), before);
     }
 
+    const OLD_DOOR: Door = Door {
+        service: "127.0.0.1:1",
+        path: PATH,
+        token: None,
+    };
+
     fn forwarded(head: &str) -> Result<String, &'static str> {
-        forwarded_request(head.as_bytes(), PATH).map(|b| String::from_utf8(b).unwrap())
+        forwarded_request(head.as_bytes(), &OLD_DOOR).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn the_nocloud_files_pass_with_the_vms_own_secret() {
+        let door = Door {
+            token: Some("own"),
+            ..OLD_DOOR
+        };
+        let out = forwarded_request(
+            b"GET /metadata/v1/nocloud/user-data HTTP/1.1\r\nHost: 10.0.2.100\r\n\
+              X-Extility-Metadata-Token: stolen\r\nAuthorization: Bearer stolen\r\n\r\n",
+            &door,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /metadata/v1/nocloud/user-data HTTP/1.1\r\nHost: 10.0.2.100\r\n\
+             x-extility-metadata-token: own\r\nConnection: close\r\n\r\n"
+        );
+        for target in [
+            "/metadata/v1/nocloud/",
+            "/metadata/v1/nocloud/../server.xml",
+            "/metadata/v1/nocloud/a/b",
+            "/metadata/v1/nocloud/Meta-Data",
+            "/metadata/nocloud/meta-data",
+            "/metadata/v1/nocloudx/meta-data",
+        ] {
+            let head = format!("GET {target} HTTP/1.1\r\n\r\n");
+            assert!(
+                forwarded_request(head.as_bytes(), &door).is_err(),
+                "{target}"
+            );
+        }
     }
 
     #[test]
@@ -315,7 +415,11 @@ mod tests {
         let mut guest_in: &[u8] =
             b"GET /metadata/v1/server.xml HTTP/1.1\r\nHost: h\r\n\r\nGET /api HTTP/1.1\r\n\r\n";
         let mut guest_out = Vec::new();
-        proxy(&mut guest_in, &mut guest_out, &service, PATH).unwrap();
+        let door = Door {
+            service: &service,
+            ..OLD_DOOR
+        };
+        proxy(&mut guest_in, &mut guest_out, &door).unwrap();
         assert_eq!(
             String::from_utf8(guest_out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nDOC\n"
@@ -329,12 +433,12 @@ mod tests {
         // Refused: answered here, and the (closed) service is never asked.
         let mut guest_in: &[u8] = b"GET /api/v1/ListServers HTTP/1.1\r\n\r\n";
         let mut guest_out = Vec::new();
-        proxy(&mut guest_in, &mut guest_out, "127.0.0.1:1", PATH).unwrap();
+        proxy(&mut guest_in, &mut guest_out, &OLD_DOOR).unwrap();
         let answer = String::from_utf8(guest_out).unwrap();
         assert!(answer.starts_with("HTTP/1.0 403 Forbidden\r\n"), "{answer}");
         // A guest that says nothing gets nothing.
         let mut guest_out = Vec::new();
-        proxy(&mut &b""[..], &mut guest_out, "127.0.0.1:1", PATH).unwrap();
+        proxy(&mut &b""[..], &mut guest_out, &OLD_DOOR).unwrap();
         assert!(guest_out.is_empty());
     }
 }

@@ -25,10 +25,12 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
             "may name at most 16 disk product offers",
         ));
     }
+    let ssh_key_ids = a.ssh_key_ids.as_deref().unwrap_or_default();
     // Check everything before making any storage.
     let (server_offer, disk_offers, source) = {
         let mut conn = ctx.state.db.pool().acquire().await?;
         vdc::ensure_own(&mut conn, customer_id, a.vdc_id).await?;
+        ssh_key::own_keys(&mut conn, customer_id, ssh_key_ids).await?;
         if a.vlan_id != -1 {
             let vlan: Option<i64> =
                 sqlx::query_scalar("SELECT vdc_id FROM vlans WHERE id = $1 AND customer_id = $2")
@@ -123,6 +125,7 @@ pub async fn create_server(ctx: &Ctx, a: args::CreateServer) -> ApiResult<Server
             if a.vlan_id != -1 {
                 assign_address(&mut tx, &ctx.state, server_id, a.vlan_id).await?;
             }
+            ssh_key::give_to_server(&mut tx, customer_id, server_id, ssh_key_ids).await?;
             for (index, (volume, offer)) in made.iter().zip(&disk_offers).enumerate() {
                 let boot = index == 0;
                 let backing = if boot { source.backing.as_ref().map(|b| b.id) } else { None };

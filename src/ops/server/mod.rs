@@ -27,7 +27,7 @@ use sqlx::AnyConnection;
 use super::disk::{self, Disk, DiskRow, NewDisk, select_disks};
 use super::port_forward::{self, PortForward};
 use super::quota::{self, Need};
-use super::{Ctx, args, create_image, network, product_offer, usage, validate, vdc, vlan};
+use super::{Ctx, args, create_image, network, product_offer, ssh_key, usage, validate, vdc, vlan};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hypervisor::{Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmSpec, VmState};
@@ -70,7 +70,8 @@ wire_struct! {
     /// `status_reason` saying why when it is in error. `memory` is in MiB. `disks` are in attach
     /// order (the first is the boot disk). `initial_user` and `initial_password` are the
     /// first-boot credentials. A server on a VLAN has a NIC: `mac_address`, the
-    /// `ip_address` the platform gave it (by DHCP), and its `port_forwards`.
+    /// `ip_address` the platform gave it (by DHCP), and its `port_forwards`. `ssh_key_ids` are
+    /// the caller's SSH keys its first boot installs (a deleted key drops out).
     pub struct Server as "Server" {
         pub server_id: i64,
         pub server_name: String,
@@ -90,6 +91,7 @@ wire_struct! {
         pub ip_address: Option<String>,
         pub mac_address: Option<String>,
         pub port_forwards: Vec<PortForward>,
+        pub ssh_key_ids: Vec<i64>,
     }
 }
 
@@ -115,7 +117,12 @@ pub struct ServerRow {
 }
 
 impl ServerRow {
-    fn to_server(&self, disks: Vec<Disk>, port_forwards: Vec<PortForward>) -> Server {
+    fn to_server(
+        &self,
+        disks: Vec<Disk>,
+        port_forwards: Vec<PortForward>,
+        ssh_key_ids: Vec<i64>,
+    ) -> Server {
         Server {
             server_id: self.id,
             server_name: self.name.clone(),
@@ -135,6 +142,7 @@ impl ServerRow {
             ip_address: self.ipv4.clone(),
             mac_address: self.vlan_id.map(|_| mac_address(&self.uuid)),
             port_forwards,
+            ssh_key_ids,
         }
     }
 }
@@ -200,7 +208,8 @@ async fn load_server(conn: &mut AnyConnection, customer_id: i64, id: i64) -> Api
     let row = own_server(&mut *conn, customer_id, id).await?;
     let disks = attached_disks(&mut *conn, id).await?;
     let forwards = port_forward::of_server(&mut *conn, id).await?;
-    Ok(row.to_server(disks.iter().map(DiskRow::to_disk).collect(), forwards))
+    let keys = ssh_key::ids_of_server(&mut *conn, id).await?;
+    Ok(row.to_server(disks.iter().map(DiskRow::to_disk).collect(), forwards, keys))
 }
 
 pub async fn get_server(ctx: &Ctx, a: args::GetServer) -> ApiResult<Server> {
@@ -226,6 +235,7 @@ pub async fn list_servers(ctx: &Ctx, a: args::ListServers) -> ApiResult<Vec<Serv
     .fetch_all(&mut *conn)
     .await?;
     let mut forwards = port_forward::of_vdc(&mut conn, ctx.customer_id(), a.vdc_id).await?;
+    let mut keys = ssh_key::ids_of_vdc(&mut conn, ctx.customer_id(), a.vdc_id).await?;
     let mut by_server: HashMap<i64, Vec<Disk>> = HashMap::new();
     for d in &disks {
         if let Some(server_id) = d.server_id {
@@ -238,6 +248,7 @@ pub async fn list_servers(ctx: &Ctx, a: args::ListServers) -> ApiResult<Vec<Serv
             r.to_server(
                 by_server.remove(&r.id).unwrap_or_default(),
                 forwards.remove(&r.id).unwrap_or_default(),
+                keys.remove(&r.id).unwrap_or_default(),
             )
         })
         .collect())

@@ -394,6 +394,7 @@ impl JobKind for DestroyServerJob {
         }
         disk::forget_origin_server(&mut tx, server.id).await?;
         port_forward::delete_of_server(&mut tx, server.id).await?;
+        ssh_key::forget_server(&mut tx, server.id).await?;
         sqlx::query("DELETE FROM servers WHERE id = $1")
             .bind(server.id)
             .execute(&mut *tx)

@@ -20,6 +20,19 @@ pub const DEFAULT_BILLING_ENTITY: &str = "Default";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines are written (to stderr): `text` for people, `json` (one object per line:
+    /// timestamp, level, target, message and fields) for log collectors; `auto` is text on a
+    /// terminal and JSON otherwise.
+    #[arg(long, env = "EXTILITY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

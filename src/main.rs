@@ -1,7 +1,7 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use extility::config::{BillingEntityCommand, Cli, Command, CustomerCommand};
+use extility::config::{BillingEntityCommand, Cli, Command, CustomerCommand, LogFormat};
 use extility::ops::quota::{self, QuotaChange, QuotaName};
 use extility::ops::{audit, billing, customer};
 use extility::startup::{Application, open_database, parse_quota};
@@ -28,14 +28,26 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a terminal: log files and pipes get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match cli.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !terminal,
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        // One JSON object per line, for journald, Loki, Elasticsearch and the like.
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        // Colours only for a terminal.
+        logs.with_ansi(terminal).init();
+    }
     match cli.command {
         Command::Serve(config) => Application::build(*config).await?.run().await,
         Command::Migrate(db) => {

@@ -29,3 +29,35 @@ async fn create_server_and_start_it(backend: Backend) {
     assert_eq!(got["status"], 2);
 }
 db_test!(create_server_and_start_it, create_server_and_start_it);
+
+/// Not on a terminal, the server logs one JSON object per line (for log collectors), with the
+/// time, the level, the message and the event's fields as keys of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_lines_when_not_on_a_terminal() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    app.alice()
+        .call("CreateVDC", serde_json::json!({"vdc_name": "logged"}))
+        .await;
+    let log = app.server.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in &lines {
+        for key in ["timestamp", "level", "message", "target"] {
+            assert!(line.get(key).is_some(), "{key} in {line}");
+        }
+    }
+    let serving = lines
+        .iter()
+        .find(|l| l["message"] == "serving")
+        .unwrap_or_else(|| panic!("a 'serving' line: {log}"));
+    assert_eq!(serving["url"], app.server.url.as_str(), "{serving}");
+    assert!(
+        log.lines()
+            .all(|l| l.starts_with('{') || l.starts_with("extility listening on ")),
+        "nothing but JSON lines (and the address line on stdout): {log}"
+    );
+}

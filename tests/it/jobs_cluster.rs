@@ -148,16 +148,16 @@ db_test!(
     a_dead_nodes_job_is_taken_over
 );
 
-/// The node that ran job `job_id`, from the servers' logs.
+/// The node that ran job `job_id`, from the servers' logs (JSON lines: the server's log
+/// format when it is not writing to a terminal).
 fn ran_on<'a>(job_id: i64, nodes: &'a [(&'a str, &TestServer)]) -> Vec<&'a str> {
-    let line = format!("job_id={job_id} ");
     nodes
         .iter()
         .filter(|(_, server)| {
-            server
-                .log_text()
-                .lines()
-                .any(|l| l.contains("job started") && l.contains(&line))
+            server.log_text().lines().any(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .is_ok_and(|line| line["message"] == "job started" && line["job_id"] == job_id)
+            })
         })
         .map(|(name, _)| *name)
         .collect()

@@ -205,6 +205,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_fetch_from: Vec<IpNet>,
+    /// Clients that may read `/metrics` (Prometheus): addresses in these ranges. Repeatable;
+    /// the variable takes a comma-separated list. Others get 403: the counts are the whole
+    /// platform's, not a customer's.
+    #[arg(
+        long = "metrics-allow",
+        env = "EXTILITY_METRICS_ALLOW",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub metrics_allow: Vec<IpNet>,
     /// A PEM file of CA certificates FetchDisk trusts for https and ftps sources, in addition
     /// to the system's (a private image registry's CA, say). Repeatable; the variable takes a
     /// comma-separated list. The server does not start if a file cannot be read or holds no

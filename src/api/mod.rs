@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod json;
 pub mod metadata;
+pub mod metrics;
 pub mod nocloud;
 pub mod openapi;
 pub mod soap;
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .merge(metadata::api_routes())
         .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::serve))
         // SOAP faults travel as HTTP 500 by the standard: they are not server failures to log.
         .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)

@@ -15,6 +15,7 @@ use super::queue::{self, Finish, JobRow, Lease};
 use super::{JobQueue, JobStatus, secrets};
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::METRICS;
 use crate::progress::Progress;
 
 /// How often a running job's progress is written and its lease renewed.
@@ -231,6 +232,14 @@ async fn execute<C: Clone + Send + Sync + 'static>(
     progress.set_phase("starting");
     pool.queue.register_running(job_id, progress.clone());
     tracing::info!(job_id, job_type = %job.row.job_type, attempt, "job started");
+    let started = std::time::Instant::now();
+    if attempt == 1 {
+        let waited_ms = (crate::db::now_ms() - job.row.created).max(0);
+        METRICS
+            .job_wait_seconds
+            .with_label_values(&[job.row.job_type.as_str()])
+            .observe(waited_ms as f64 / 1000.0);
+    }
 
     let beating = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat_loop(
@@ -288,6 +297,15 @@ async fn execute<C: Clone + Send + Sync + 'static>(
         Some(err) => tracing::info!(job_id, ?status, code = err.code(), error = %err, "job ended"),
         None => tracing::info!(job_id, ?status, "job ended"),
     }
+    let ended = match status {
+        JobStatus::Successful => "succeeded",
+        JobStatus::Cancelled => "cancelled",
+        _ => "failed",
+    };
+    METRICS
+        .job_run_seconds
+        .with_label_values(&[job.row.job_type.as_str(), ended])
+        .observe(started.elapsed().as_secs_f64());
     let end = Finish {
         status,
         error: error.as_ref(),

@@ -26,6 +26,7 @@ use crate::fetch::{
     self, Checksum, Credentials, FetchLimits, FetchPolicy, FetchSource, ImageFormat,
 };
 use crate::jobs::{JobKind, JobOutcome, Lane, NewJob, RunningJob, Slot};
+use crate::metrics::METRICS;
 use crate::state::AppState;
 use crate::storage::volumes;
 
@@ -124,6 +125,7 @@ impl JobKind for FetchDiskJob {
             limits: fetch_limits(&state.config),
             min_free_space: state.min_free_space,
         };
+        let started = std::time::Instant::now();
         let fetched = fetch::fetch_image(
             &source,
             &self.checksum,
@@ -133,8 +135,15 @@ impl JobKind for FetchDiskJob {
             job.progress.clone(),
         )
         .await;
+        METRICS.fetch_bytes.inc_by(fetched.wire_bytes);
         match fetched.result {
             Ok(written) => {
+                let seconds = started.elapsed().as_secs_f64();
+                if seconds > 0.0 {
+                    METRICS
+                        .fetch_throughput
+                        .observe(written.image_bytes as f64 / seconds);
+                }
                 self.commit(job, &staging, written.format, fetched.wire_bytes)
                     .await
             }

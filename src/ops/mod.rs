@@ -26,6 +26,7 @@ pub mod disk;
 pub mod fetch;
 pub mod image;
 pub mod job;
+pub mod metrics;
 pub mod network;
 pub mod port_forward;
 pub mod product_offer;

@@ -89,6 +89,7 @@ macro_rules! operations {
                     mut raw: serde_json::Map<String, serde_json::Value>,
                 ) -> futures::future::BoxFuture<'_, $crate::error::ApiResult<serde_json::Value>> {
                     Box::pin(async move {
+                        let started = std::time::Instant::now();
                         // The ids the arguments name, read before decoding takes them.
                         let audit = $crate::ops::registry::mutates!($kind).then(|| {
                             $crate::ops::audit::CallRecord::begin(
@@ -124,6 +125,12 @@ macro_rules! operations {
                                 )
                                 .await;
                         }
+                        $crate::ops::registry::count_call(
+                            stringify!($op),
+                            ctx,
+                            &outcome,
+                            started.elapsed(),
+                        );
                         outcome
                     })
                 }
@@ -175,6 +182,28 @@ static BY_NAME: LazyLock<HashMap<String, &'static Operation>> = LazyLock::new(||
 /// does (`$client->fetchDisk(...)` calls `FetchDisk`).
 pub fn find(name: &str) -> Option<&'static Operation> {
     BY_NAME.get(&name.to_ascii_lowercase()).copied()
+}
+
+/// Counts a call in this node's metrics: by operation, adapter and outcome, and its duration.
+pub fn count_call<T>(
+    operation: &'static str,
+    ctx: &super::Ctx,
+    outcome: &crate::error::ApiResult<T>,
+    took: std::time::Duration,
+) {
+    let metrics = &crate::metrics::METRICS;
+    let code = match outcome {
+        Ok(_) => "OK",
+        Err(err) => err.code(),
+    };
+    metrics
+        .api_requests
+        .with_label_values(&[operation, ctx.origin.via.as_str(), code])
+        .inc();
+    metrics
+        .api_request_seconds
+        .with_label_values(&[operation])
+        .observe(took.as_secs_f64());
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::path::Path;
 const MAY_USE: &[(&str, &[&str])] = &[
     (
         "api",
-        &["ops", "state", "jobs", "db", "error", "progress", "config"],
+        &[
+            "ops", "state", "jobs", "db", "error", "progress", "config", "metrics",
+        ],
     ),
     (
         "ops",
@@ -23,6 +25,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "db",
             "sparse",
             "progress",
+            "metrics",
             "error",
         ],
     ),
@@ -39,7 +42,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "db",
         ],
     ),
-    ("jobs", &["db", "progress", "error"]),
+    ("jobs", &["db", "progress", "metrics", "error"]),
     ("fetch", &["sparse", "progress", "qemu_img", "error"]),
     (
         "storage",
@@ -52,6 +55,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("db", &[]),
     ("sparse", &[]),
     ("progress", &[]),
+    ("metrics", &[]),
     ("qemu_img", &[]),
     ("size", &[]),
     ("error", &[]),

@@ -7,13 +7,12 @@
 //! tests are quick; every slow source here would finish, given long enough, so a budget that
 //! is not enforced makes its test fail rather than hang.
 
-use std::io::Write;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::support::fetch_disk::{
-    allowing, assert_thin_disk_holds, disks, fetch, fetch_args, md5_hex, sparse_image,
+    allowing, assert_thin_disk_holds, disks, fetch, fetch_args, gzip, md5_hex, sparse_image,
 };
 use crate::support::ftp_server::FtpServer;
 use crate::support::image_server::{ImageServer, Served};
@@ -189,12 +188,6 @@ fn skippable_frame(len: usize) -> Vec<u8> {
     frame.extend((len as u32).to_le_bytes());
     frame.resize(8 + len, 0xaa);
     frame
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
 }
 
 /// `image` compressed, followed by at least `padding` bytes that decode to nothing: zstd

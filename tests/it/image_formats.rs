@@ -2,7 +2,6 @@
 //! inspector's refusals (`UNSAFE_IMAGE`, nothing made), and checksums of every algorithm and
 //! spelling; on SQLite and PostgreSQL.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -10,45 +9,14 @@ use openssl::hash::{MessageDigest, hash};
 use serde_json::{Value, json};
 
 use crate::support::fetch_disk::{
-    allowing, assert_thin_disk_holds, disks, fetch, fetch_args, sparse_image,
+    allowing, assert_thin_disk_holds, converted, disks, fetch, fetch_args, gzip, qemu_img,
+    sparse_image,
 };
 use crate::support::image_server::ImageServer;
 use crate::support::{Api, Backend, MIB, TestApp, db_test, files_in};
 
 async fn start(backend: Backend) -> TestApp {
     TestApp::start_with(backend, allowing("127.0.0.0/8")).await
-}
-
-/// Runs qemu-img (package qemu-utils; scripts/test.sh installs it).
-fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("running qemu-img (install qemu-utils)");
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `raw` converted by `qemu-img convert -O <options>`.
-fn converted(dir: &Path, raw: &[u8], name: &str, options: &[&str]) -> Vec<u8> {
-    let src = dir.join("source.raw");
-    std::fs::write(&src, raw).unwrap();
-    let dest = dir.join(name);
-    let mut args = vec!["convert", "-f", "raw"];
-    args.extend_from_slice(options);
-    let (src, dest_text) = (src.display().to_string(), dest.display().to_string());
-    args.extend([src.as_str(), dest_text.as_str()]);
-    qemu_img(&args);
-    std::fs::read(&dest).unwrap()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
 }
 
 fn digest(md: MessageDigest, data: &[u8]) -> String {

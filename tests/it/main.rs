@@ -32,6 +32,7 @@ mod provenance;
 mod qemu_driver;
 mod qemu_servers;
 mod quotas;
+mod real_guests;
 mod snapshots;
 mod soak_findings;
 mod soap_axis;

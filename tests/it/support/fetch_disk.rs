@@ -106,6 +106,54 @@ pub fn md5_hex(data: &[u8]) -> String {
     hex::encode(md5::Md5::digest(data))
 }
 
+/// `data` gzipped (one member, fast compression).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// The 4 KiB blocks of `image` that hold something other than zeros.
+pub fn data_blocks(image: &[u8]) -> usize {
+    image
+        .chunks(4096)
+        .filter(|block| block.iter().any(|&b| b != 0))
+        .count()
+}
+
+/// Runs qemu-img (package qemu-utils; scripts/test.sh installs it).
+pub fn qemu_img(args: &[&str]) {
+    let out = std::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("running qemu-img (install qemu-utils)");
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The raw file `src` converted into `dest` by `qemu-img convert -f raw <options>` (`-O
+/// qcow2 -c`, `-O vmdk -o subformat=streamOptimized`, `-O vpc`...).
+pub fn convert_file(src: &Path, dest: &Path, options: &[&str]) {
+    let mut args = vec!["convert", "-f", "raw"];
+    args.extend_from_slice(options);
+    let (src, dest) = (src.display().to_string(), dest.display().to_string());
+    args.extend([src.as_str(), dest.as_str()]);
+    qemu_img(&args);
+}
+
+/// `raw` converted by `qemu-img convert -O <options>` into `<dir>/<name>` (by way of
+/// `<dir>/source.raw`); returns the converted file.
+pub fn converted(dir: &Path, raw: &[u8], name: &str, options: &[&str]) -> Vec<u8> {
+    let src = dir.join("source.raw");
+    std::fs::write(&src, raw).unwrap();
+    let dest = dir.join(name);
+    convert_file(&src, &dest, options);
+    std::fs::read(&dest).unwrap()
+}
+
 /// gzip in two members, as `cat a.gz b.gz` makes, to check every member is read.
 pub fn gzip_two_members(data: &[u8]) -> Vec<u8> {
     let half = data.len() / 2;

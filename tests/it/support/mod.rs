@@ -9,7 +9,8 @@
 //! submodules: the demo catalogue's ids and sizes ([`catalogue`]), the server's database and
 //! the volume files behind disks, images and snapshots ([`server_db`]), FetchDisk and what it
 //! fetches from ([`fetch_disk`], [`image_server`], [`ftp_server`], [`tls`]), images and servers
-//! ([`images`]), QEMU boot media ([`boot_media`]) and the tool-chain binaries ([`tools`]).
+//! ([`images`]), QEMU boot media ([`boot_media`]), real Linux guests ([`guest`]) and the
+//! tool-chain binaries ([`tools`]).
 
 pub mod boot_media;
 pub mod catalogue;

@@ -63,7 +63,6 @@ impl GuestDisk {
     }
 
     /// A file of the initramfs, at `path` (relative; its directories are made).
-    #[allow(dead_code)]
     pub(crate) fn file(mut self, path: &str, mode: u32, bytes: impl Into<Vec<u8>>) -> GuestDisk {
         self.files.push((path.to_string(), mode, bytes.into()));
         self

@@ -19,6 +19,11 @@ have vsftpd || [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
 need_java=()
 have javac || need_java+=(default-jdk-headless)
 [ -f /usr/share/java/axis.jar ] || need_java+=(libaxis-java)
+# The first-boot package's tests: its script fetches with curl and wget; openssl checks the
+# password hashes it sets.
+have curl || missing+=(curl)
+have wget || missing+=(wget)
+have openssl || missing+=(openssl)
 # The openssl crate (FetchDisk's MD5) builds against the system's libcrypto.
 have pkg-config || missing+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)

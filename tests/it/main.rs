@@ -15,6 +15,7 @@ mod fair_scheduling;
 mod fetch;
 mod fetch_budgets;
 mod fetch_tls;
+mod firstboot;
 mod fsmaker;
 mod fuzz;
 mod guest_network;

@@ -662,9 +662,10 @@ echo "ADDR $(cat /tmp/addr 2>/dev/null)"
 
 /etc/init.d/extility-firstboot start; echo "FIRST EXIT $?"
 echo "SHADOW $(awk -F: '$1 == "root" { print $2 }' /etc/shadow)"
-md5sum /etc/passwd /etc/shadow /etc/group /var/lib/extility-firstboot/done > /tmp/sums
+sed 's/^/ROOT KEY /' /root/.ssh/authorized_keys
+md5sum /etc/passwd /etc/shadow /etc/group /var/lib/extility-firstboot/done /root/.ssh/authorized_keys > /tmp/sums
 /etc/init.d/extility-firstboot start; echo "SECOND EXIT $?"
-md5sum -c -s /tmp/sums && [ ! -e /root/.ssh ] && echo "SECOND RUN CHANGED NOTHING"
+md5sum -c -s /tmp/sums && echo "SECOND RUN CHANGED NOTHING"
 
 mkdir -p /tmp/www /tmp/fw/metadata-url /tmp/fw/metadata-token
 cp /etc/test-document.xml /tmp/www/server.xml
@@ -746,12 +747,20 @@ async fn a_busybox_guest_runs_it_at_first_boot_and_prints_the_hash_it_set() {
         .await["vlan_id"]
         .as_i64()
         .unwrap();
+    // The customer's SSH key, given to the server: the metadata document lists it.
+    let public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJPq6JkZdznBikD0F5uhrPqrkPdmj7iMqIo7tz12MBpw alice@laptop";
+    let key = alice
+        .call(
+            "CreateSSHKey",
+            json!({"name": "laptop", "public_key": public_key}),
+        )
+        .await;
     let server = alice
         .call(
             "CreateServer",
             json!({"vdc_id": vdc, "vlan_id": vlan, "server_name": "firstboot",
                    "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
-                   "disk_productoffer_ids": [DISK_20GB]}),
+                   "disk_productoffer_ids": [DISK_20GB], "ssh_key_ids": [key["ssh_key_id"]]}),
         )
         .await;
     let server_id = server["server_id"].as_i64().unwrap();
@@ -819,6 +828,11 @@ async fn a_busybox_guest_runs_it_at_first_boot_and_prints_the_hash_it_set() {
         .await;
     let password = got["initial_password"].as_str().unwrap().to_string();
     assert!(password.len() >= 8, "{got}");
+    assert_eq!(
+        at("ROOT KEY "),
+        [public_key],
+        "the server's SSH key, from its metadata document, is root's: {log}"
+    );
     let shadow = at("SHADOW ");
     assert_eq!(shadow.len(), 1, "{log}");
     assert!(

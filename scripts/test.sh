@@ -38,6 +38,8 @@ have dnsmasq || [ -x /usr/sbin/dnsmasq ] || need_guest+=(dnsmasq-base)
 # ssh-keygen for the SSH key tests.
 have cloud-init || need_guest+=(cloud-init)
 have ssh-keygen || need_guest+=(openssh-client)
+# `docker-compose config` checks docker-compose.yml (1.29 validates without a daemon).
+have docker-compose || need_guest+=(docker-compose)
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 

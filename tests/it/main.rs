@@ -10,6 +10,7 @@ mod api_json;
 mod api_smoke;
 mod audit;
 mod cloud_init;
+mod compose;
 mod decompression_limits;
 mod fair_scheduling;
 mod fetch;

@@ -42,6 +42,19 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
+    /// List the cluster's nodes: state (up, up without a hypervisor, down), address,
+    /// processors and memory used by running servers of what each has, servers, seconds since
+    /// the last heartbeat, version.
+    Nodes {
+        #[command(flatten)]
+        db: DbArgs,
+        /// A node is down when its last heartbeat is older than this (the nodes' job lease).
+        #[arg(long, env = "EXTILITY_JOB_LEASE_SECONDS", default_value_t = 30)]
+        job_lease_seconds: u64,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage customers.
     #[command(subcommand)]
     Customer(CustomerCommand),

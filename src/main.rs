@@ -3,7 +3,7 @@ use tracing_subscriber::EnvFilter;
 
 use extility::config::{BillingEntityCommand, Cli, Command, CustomerCommand, LogFormat};
 use extility::ops::quota::{self, QuotaChange, QuotaName};
-use extility::ops::{audit, billing, customer};
+use extility::ops::{audit, billing, customer, node};
 use extility::startup::{Application, open_database, parse_quota};
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +50,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve(config) => Application::build(*config).await?.run().await,
+        Command::Nodes {
+            db,
+            job_lease_seconds,
+            json,
+        } => {
+            let database = open_database(&db.data_dir, &db.database_url()).await?;
+            let nodes = node::list_nodes(&database, job_lease_seconds as i64 * 1000).await?;
+            if json {
+                for n in &nodes {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "node": n.id, "alive": n.alive, "address": n.address,
+                            "can_run_vms": n.can_run_vms, "vcpus": n.vcpus,
+                            "memory_mb": n.memory_mb, "servers": n.servers,
+                            "used_vcpus": n.used_vcpus, "used_memory_mb": n.used_memory_mb,
+                            "last_seen_ago_ms": n.last_seen_ago_ms, "version": n.version,
+                        })
+                    );
+                }
+            } else {
+                print!("{}", node::render_table(&nodes));
+            }
+            Ok(())
+        }
         Command::Migrate(db) => {
             open_database(&db.data_dir, &db.database_url()).await?;
             println!("database is up to date");

@@ -16,7 +16,7 @@ use crate::db::Db;
 use crate::fetch::FetchTls;
 use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
-use crate::jobs::{ConcurrencyLimits, JobQueue, QueueConfig, worker};
+use crate::jobs::{ConcurrencyLimits, JobQueue, NodeInfo, QueueConfig, worker};
 use crate::network::linux::{BridgeConfig, LinuxBridges};
 use crate::network::{Mode, Network, UserConfined};
 use crate::ops::audit::AuditLog;
@@ -316,7 +316,7 @@ impl Application {
         recover(&state).await?;
 
         let shutdown = CancellationToken::new();
-        state.jobs.show_alive().await?;
+        state.jobs.introduce(&node_info(&state)).await?;
         tokio::spawn(show_node_alive(state.clone(), shutdown.clone()));
         tokio::spawn(orphans::run(
             state.db.clone(),
@@ -395,6 +395,32 @@ async fn recover(state: &AppState) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What this node offers: its address, processors, memory, and whether it runs VMs.
+fn node_info(state: &AppState) -> NodeInfo {
+    let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    NodeInfo {
+        address: state.local_url.clone(),
+        vcpus,
+        memory_mb: memory_mb().unwrap_or(0),
+        can_run_vms: state.hypervisor.name() != "none",
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// The host's memory (`MemTotal` of /proc/meminfo), in MiB.
+fn memory_mb() -> Option<i64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: i64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
 
 /// Tells other nodes, every two seconds, that this one is alive: jobs aimed at it wait for it

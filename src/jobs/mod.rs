@@ -27,7 +27,7 @@ use crate::db::{Db, Tx};
 use crate::error::ApiResult;
 use crate::progress::Progress;
 pub use kind::{JobKind, JobOutcome, KindEntry, Lane, Slot};
-pub use queue::{CancelRequest, ConcurrencyLimits, JobRow};
+pub use queue::{CancelRequest, ConcurrencyLimits, JobRow, NodeInfo};
 pub use worker::RunningJob;
 
 /// Job status codes, as the Extility API numbers them.
@@ -236,6 +236,11 @@ impl JobQueue {
 
     fn notify_finished(&self) {
         self.0.finished.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records what this node offers, and that it is alive, as it starts.
+    pub async fn introduce(&self, info: &NodeInfo) -> ApiResult<()> {
+        queue::node_started(self.db(), self.node_id(), info).await
     }
 
     /// Records that this node is alive: jobs aimed at it wait for it only while it does.

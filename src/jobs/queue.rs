@@ -167,6 +167,41 @@ pub async fn node_alive(db: &Db, node: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// What a node offers, recorded when it starts.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// Where its API listens.
+    pub address: String,
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    /// Whether it runs VMs (its hypervisor is not `none`).
+    pub can_run_vms: bool,
+    pub version: String,
+}
+
+/// Records what `node` offers, and that it is alive, as it starts.
+pub async fn node_started(db: &Db, node: &str, info: &NodeInfo) -> ApiResult<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO nodes (id, last_seen, address, vcpus, memory_mb, can_run_vms, version, \
+         started) VALUES ($1, $2, $3, $4, $5, $6, $7, $2) \
+         ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, \
+         address = excluded.address, vcpus = excluded.vcpus, memory_mb = excluded.memory_mb, \
+         can_run_vms = excluded.can_run_vms, version = excluded.version, \
+         started = excluded.started",
+    )
+    .bind(node)
+    .bind(now)
+    .bind(&info.address)
+    .bind(info.vcpus)
+    .bind(info.memory_mb)
+    .bind(i64::from(info.can_run_vms))
+    .bind(&info.version)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
 /// Claims a runnable job of `lane` for `node` (the customer with the fewest jobs running first,
 /// then the oldest job), or returns `None` when there is nothing to do.
 pub async fn claim(

@@ -28,6 +28,7 @@ pub mod image;
 pub mod job;
 pub mod metrics;
 pub mod network;
+pub mod node;
 pub mod port_forward;
 pub mod product_offer;
 pub mod provenance;

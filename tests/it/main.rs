@@ -30,6 +30,7 @@ mod jobs_fencing;
 mod layers;
 mod login_throttling;
 mod metrics;
+mod nodes;
 mod provenance;
 mod qemu_driver;
 mod qemu_servers;

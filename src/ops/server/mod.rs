@@ -71,7 +71,8 @@ wire_struct! {
     /// order (the first is the boot disk). `initial_user` and `initial_password` are the
     /// first-boot credentials. A server on a VLAN has a NIC: `mac_address`, the
     /// `ip_address` the platform gave it (by DHCP), and its `port_forwards`. `ssh_key_ids` are
-    /// the caller's SSH keys its first boot installs (a deleted key drops out).
+    /// the caller's SSH keys its first boot installs (a deleted key drops out). `node` is the
+    /// node that runs it, or ran it last (nil: never started).
     pub struct Server as "Server" {
         pub server_id: i64,
         pub server_name: String,
@@ -92,6 +93,7 @@ wire_struct! {
         pub mac_address: Option<String>,
         pub port_forwards: Vec<PortForward>,
         pub ssh_key_ids: Vec<i64>,
+        pub node: Option<String>,
     }
 }
 
@@ -143,6 +145,7 @@ impl ServerRow {
             mac_address: self.vlan_id.map(|_| mac_address(&self.uuid)),
             port_forwards,
             ssh_key_ids,
+            node: self.node.clone(),
         }
     }
 }

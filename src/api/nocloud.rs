@@ -12,8 +12,9 @@
 //! - `meta-data`: `instance-id` (the server's uuid: cloud-init's once-per-instance modules
 //!   run on its first boot only) and `local-hostname`.
 //! - `user-data`: `#cloud-config` with the host name, the platform's first-boot password for
-//!   the first-boot user (as a SHA-512 crypt hash, never the password itself), password SSH
-//!   logins when there is a password, and the server's SSH keys for the image's default user
+//!   the first-boot user (as a SHA-512 crypt hash, never the password itself), or for the
+//!   image's default user when the image names none, password SSH logins when there is a
+//!   password, and the server's SSH keys for the image's default user
 //!   (and for the first-boot user when it is another one). A first-boot user other than
 //!   `root` or the image's default is made, with sudo, as the Extility document promises.
 //! - `network-config` (version 2): the NIC, `eth0`, by its MAC address; on a tenant network its static
@@ -111,15 +112,26 @@ fn user_data(server: &ServerMetadata) -> Value {
         // Root gets the keys too, and may log in (cloud-init's default refuses root logins).
         config.insert("disable_root".into(), json!(false));
     }
-    if let (Some(user), Some(password)) = (user, password) {
-        config.insert(
-            "chpasswd".into(),
-            json!({
-                "expire": false,
-                "users": [{"name": user, "password": hash_sha512(password), "type": "hash"}],
-            }),
-        );
-        config.insert("ssh_pwauth".into(), json!(true));
+    match (user, password) {
+        (Some(user), Some(password)) => {
+            config.insert(
+                "chpasswd".into(),
+                json!({
+                    "expire": false,
+                    "users": [{"name": user, "password": hash_sha512(password), "type": "hash"}],
+                }),
+            );
+            config.insert("ssh_pwauth".into(), json!(true));
+        }
+        // No first-boot user: the password is the image's default user's (cloud-init's
+        // `password` takes no hash; the Extility document gives the same guest the same
+        // password in the clear anyway).
+        (None, Some(password)) => {
+            config.insert("password".into(), json!(password));
+            config.insert("chpasswd".into(), json!({"expire": false}));
+            config.insert("ssh_pwauth".into(), json!(true));
+        }
+        (_, None) => {}
     }
     if !keys.is_empty() {
         config.insert("ssh_authorized_keys".into(), json!(keys));
@@ -229,11 +241,19 @@ mod tests {
     }
 
     #[test]
-    fn a_user_name_that_is_not_one_sets_no_password() {
-        let doc = parsed(&render(NoCloudFile::UserData, &server(Some("x; rm -rf /"))));
-        assert!(doc.get("chpasswd").is_none());
-        assert_eq!(doc["users"], json!(["default"]));
-        assert_eq!(doc["ssh_authorized_keys"][0], server(None).ssh_keys[0]);
+    fn without_a_first_boot_user_the_password_is_the_default_users() {
+        for user in [None, Some(""), Some("x; rm -rf /")] {
+            let doc = parsed(&render(NoCloudFile::UserData, &server(user)));
+            assert_eq!(doc["password"], "s3cret pass", "{user:?}");
+            assert_eq!(doc["chpasswd"], json!({"expire": false}));
+            assert_eq!(doc["users"], json!(["default"]));
+            assert_eq!(doc["ssh_authorized_keys"][0], server(None).ssh_keys[0]);
+        }
+        let mut no_password = server(None);
+        no_password.initial_password = None;
+        let doc = parsed(&render(NoCloudFile::UserData, &no_password));
+        assert!(doc.get("password").is_none() && doc.get("chpasswd").is_none());
+        assert!(doc.get("ssh_pwauth").is_none());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! HTTP: the SOAP endpoint, the JSON mirror, the WSDL and OpenAPI documents.
+//! HTTP: the SOAP endpoint, the JSON mirror, the WSDL and OpenAPI documents, and the web
+//! control panel (`panel`).
 
 pub mod auth;
 pub mod error;
@@ -6,6 +7,7 @@ pub mod json;
 pub mod metadata;
 pub mod nocloud;
 pub mod openapi;
+pub mod panel;
 pub mod soap;
 pub mod wsdl;
 
@@ -28,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{operation}", post(json::handle))
         .route("/openapi.json", get(openapi::serve))
         .merge(metadata::api_routes())
+        .merge(panel::routes())
         .route("/health", get(|| async { "ok" }))
         // SOAP faults travel as HTTP 500 by the standard: they are not server failures to log.
         .layer(TraceLayer::new_for_http().on_failure(()))

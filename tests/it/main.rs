@@ -27,6 +27,7 @@ mod jobs_cluster;
 mod jobs_fencing;
 mod layers;
 mod login_throttling;
+mod panel;
 mod provenance;
 mod qemu_driver;
 mod qemu_servers;

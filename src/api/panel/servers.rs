@@ -377,7 +377,11 @@ async fn server_page(panel: Panel, Path(server_id): Path<i64>) -> Response {
             )
         }
     };
-    tab_page(&panel, Tab::Servers, main).await
+    let mut response = tab_page(&panel, Tab::Servers, main).await;
+    if let Err(err) = &server {
+        *response.status_mut() = crate::api::error::http_status(err);
+    }
+    response
 }
 
 async fn create(PanelForm(panel, fields): PanelForm) -> Response {

@@ -55,10 +55,9 @@ fn driver_url() -> &'static str {
                 }
             })
             .unwrap();
-        result
-            .recv()
-            .unwrap()
-            .expect("chromedriver must be installed (Debian's chromium-driver: see scripts/test.sh)");
+        result.recv().unwrap().expect(
+            "chromedriver must be installed (Debian's chromium-driver: see scripts/test.sh)",
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
@@ -90,9 +89,9 @@ impl WebDriverCompatibleCommand for ReadLog {
         base_url.join(&format!("session/{}/se/log", session_id.unwrap_or("")))
     }
 
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
         (
-            http::Method::POST,
+            axum::http::Method::POST,
             Some(json!({"type": "browser"}).to_string()),
         )
     }
@@ -108,28 +107,44 @@ pub struct Browser {
 impl Browser {
     /// A new headless browser, `width` × `height` pixels.
     pub async fn open(width: u32, height: u32) -> Browser {
+        Self::with_options(json!({
+            "binary": chromium_binary(),
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                format!("--window-size={width},{height}"),
+                "--hide-scrollbars", "--force-device-scale-factor=1",
+            ],
+        }))
+        .await
+    }
+
+    /// A new headless browser showing pages as a phone `width` × `height` CSS pixels wide
+    /// does (a headless window is never narrower than 500 pixels: this emulates the phone).
+    pub async fn phone(width: u32, height: u32) -> Browser {
+        Self::with_options(json!({
+            "binary": chromium_binary(),
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            "mobileEmulation": {
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0},
+            },
+        }))
+        .await
+    }
+
+    async fn with_options(chrome_options: Value) -> Browser {
         let caps = json!({
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium_binary(),
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    format!("--window-size={width},{height}"),
-                    "--hide-scrollbars", "--force-device-scale-factor=1",
-                ],
-            },
+            "goog:chromeOptions": chrome_options,
             "goog:loggingPrefs": {"browser": "ALL"},
         });
         let Value::Object(caps) = caps else {
             unreachable!()
         };
-        let client = ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(driver_url())
-        .await
-        .expect("starting a chromium session");
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(driver_url())
+            .await
+            .expect("starting a chromium session");
         let session_id = client.session_id().await.unwrap().unwrap();
         Browser {
             client,
@@ -155,11 +170,7 @@ impl Browser {
         self.client
             .find(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| panic!("no {css} on {}: {e}", self.url_now()))
-    }
-
-    fn url_now(&self) -> String {
-        String::new()
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
     }
 
     /// The element `css`, once it is there (polling until [`DEADLINE`]).

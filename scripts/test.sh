@@ -33,6 +33,9 @@ have dnsmasq || [ -x /usr/sbin/dnsmasq ] || need_guest+=(dnsmasq-base)
 # ssh-keygen for the SSH key tests.
 have cloud-init || need_guest+=(cloud-init)
 have ssh-keygen || need_guest+=(openssh-client)
+# The control panel's tests drive a real browser: Debian's headless Chromium and its WebDriver.
+have chromium || need_guest+=(chromium)
+have chromedriver || need_guest+=(chromium-driver)
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 

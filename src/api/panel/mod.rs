@@ -46,8 +46,8 @@ use crate::ops::{Ctx, Via};
 use crate::state::AppState;
 use layout::Tab;
 
-/// htmx 2.0.11 (`dist/htmx.min.js` of the npm package `htmx.org`, BSD Zero Clause License),
-/// kept in the repository and served from the binary: the panel needs no CDN.
+/// htmx 2.0.11 (`dist/htmx.min.js` of the npm package `htmx.org`, Zero-Clause BSD licence;
+/// see `assets/README.md`), kept in the repository and served from the binary: no CDN.
 const HTMX_JS: &[u8] = include_bytes!("../../../assets/htmx.min.js");
 /// The panel's style sheet.
 const PANEL_CSS: &[u8] = include_bytes!("../../../assets/panel.css");

@@ -13,7 +13,7 @@ use reqwest::header;
 use serde_json::json;
 
 use crate::support::browser::{Browser, DEADLINE};
-use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB, SERVER_1CPU_512MB};
+use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB, IMAGE_OFFER, SERVER_1CPU_512MB};
 use crate::support::image_server::{ImageServer, Served};
 use crate::support::{Backend, Customer, ServerOptions, TestApp, db_test, id};
 
@@ -218,6 +218,17 @@ async fn fetch_disk_dialog_and_the_jobs_tab_follow_a_fetch_without_reloading() {
             ["disk_productoffer_id", "Disk product"],
         ])
     );
+    // An error comes back in the dialog, with the API's message and what was typed.
+    b.fill("#fetch-disk-url", "gopher://nowhere/disk.img").await;
+    b.fill("#fetch-disk-name", "fetched-in-the-panel").await;
+    b.click("#fetch-disk-form button[type=submit]").await;
+    let error = b.wait_for("#fetch-disk-error").await.text().await.unwrap();
+    assert!(error.contains("gopher"), "{error}");
+    b.wait_until(
+        "document.getElementById('fetch-disk').matches(':modal') && document.getElementById('fetch-disk-name').value === 'fetched-in-the-panel'",
+        "the dialog stays open with what was typed",
+    )
+    .await;
     b.fill("#fetch-disk-url", &source.url("disks/panel.img"))
         .await;
     b.fill("#fetch-disk-checksum", &checksum).await;
@@ -902,3 +913,46 @@ db_test!(
     forged_forms_are_refused_and_change_nothing,
     forged_forms_are_refused
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_set_an_image_product_offer() {
+    let app = app().await;
+    let base = &app.server.url;
+    let (admin, admin_api) = app.add_customer("admin@example.com", &["--admin"]);
+    let b = Browser::open(1280, 900).await;
+
+    // A customer has no such control.
+    sign_in(&b, base, &app.alice).await;
+    b.goto(&format!("{base}/panel/images")).await;
+    b.wait_for(&format!("#image-{BLANK_IMAGE}")).await;
+    assert!(
+        b.client
+            .find(fantoccini::Locator::Css(&format!("#offer-{BLANK_IMAGE}")))
+            .await
+            .is_err()
+    );
+    b.click("header .who button[type=submit]").await;
+    b.wait_until("location.pathname === '/panel/signin'", "signed out")
+        .await;
+
+    sign_in(&b, base, &admin).await;
+    b.goto(&format!("{base}/panel/images")).await;
+    b.click(&format!("#image-{BLANK_IMAGE} details > summary"))
+        .await;
+    b.choose(&format!("#offer-{BLANK_IMAGE}"), &IMAGE_OFFER.to_string())
+        .await;
+    b.click(&format!("#image-{BLANK_IMAGE}-offer button[type=submit]"))
+        .await;
+    b.wait_for(&format!("#image-{BLANK_IMAGE} .notice")).await;
+    let images = admin_api.call("ListImages", json!({})).await;
+    let blank = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image_id"] == BLANK_IMAGE)
+        .unwrap()
+        .clone();
+    assert_eq!(blank["product_offer_id"], IMAGE_OFFER);
+    b.assert_console_clean("setting an image offer").await;
+    b.close().await;
+}

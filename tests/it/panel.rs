@@ -255,8 +255,8 @@ async fn fetch_disk_dialog_and_the_jobs_tab_follow_a_fetch_without_reloading() {
     b.js("window.panelTestMarker = 'not reloaded'; return null;")
         .await;
     b.wait_until(
-        "document.querySelector('#job-rows tr[data-status=running] .figures') && /MiB of 12 MiB/.test(document.querySelector('#job-rows tr[data-status=running] .figures').textContent)",
-        "the fetch's row shows bytes done of total while it runs",
+        "document.querySelector('#job-rows tr[data-status=running] .figures') && /MiB of 12 MiB · [2-9][0-9]%/.test(document.querySelector('#job-rows tr[data-status=running] .figures').textContent)",
+        "the fetch's row shows bytes done of total, past a fifth, while it runs",
     )
     .await;
     let cell_width =

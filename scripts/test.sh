@@ -40,6 +40,9 @@ have cloud-init || need_guest+=(cloud-init)
 have ssh-keygen || need_guest+=(openssh-client)
 # `docker-compose config` checks docker-compose.yml (1.29 validates without a daemon).
 have docker-compose || need_guest+=(docker-compose)
+# The control panel's tests drive a real browser: Debian's headless Chromium and its WebDriver.
+have chromium || need_guest+=(chromium)
+have chromedriver || need_guest+=(chromium-driver)
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 

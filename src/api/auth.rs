@@ -90,14 +90,26 @@ pub async fn authenticate(
     match read_credentials(headers)? {
         Credentials::Token(token) => credentials::authenticate_token(state, &token, origin).await,
         Credentials::Password { email, password } => {
-            let address = origin.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            let caller = credentials::authenticate(state, &email, &password, address).await;
-            if let Err(ApiError::Unauthenticated) = caller {
-                audit::failed_login(state, &email, origin);
-            }
-            caller
+            authenticate_password(state, &email, &password, origin).await
         }
     }
+}
+
+/// Who is calling, from an e-mail and a password: the one check of passwords for every adapter
+/// (Basic credentials here, the control panel's sign-in form), with the login throttle, and a
+/// failed login for the audit trail when they are wrong.
+pub async fn authenticate_password(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    origin: Origin,
+) -> ApiResult<Caller> {
+    let address = origin.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let caller = credentials::authenticate(state, email, password, address).await;
+    if let Err(ApiError::Unauthenticated) = caller {
+        audit::failed_login(state, email, origin);
+    }
+    caller
 }
 
 /// The address a request comes from, as failed logins are counted: the peer's, or, when the
@@ -134,6 +146,23 @@ impl FromRequestParts<AppState> for ClientAddress {
             &state.config.trusted_proxies,
         )))
     }
+}
+
+/// Whether a request came over TLS. The server itself speaks only HTTP, so only a trusted
+/// reverse proxy (`--trusted-proxy`) terminating TLS makes it so, by `X-Forwarded-Proto:
+/// https`; the header from anyone else is ignored.
+pub fn over_tls(parts: &Parts, trusted: &[IpNet]) -> bool {
+    let Some(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return false;
+    };
+    let peer = peer.0.ip().to_canonical();
+    trusted.iter().any(|net| net.contains(&peer))
+        && parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {

@@ -1,4 +1,5 @@
-//! HTTP: the SOAP endpoint, the JSON mirror, the WSDL and OpenAPI documents.
+//! HTTP: the SOAP endpoint, the JSON mirror, the WSDL and OpenAPI documents, and the web
+//! control panel (`panel`).
 
 pub mod auth;
 pub mod error;
@@ -7,6 +8,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod nocloud;
 pub mod openapi;
+pub mod panel;
 pub mod soap;
 pub mod wsdl;
 
@@ -29,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{operation}", post(json::handle))
         .route("/openapi.json", get(openapi::serve))
         .merge(metadata::api_routes())
+        .merge(panel::routes())
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics::serve))
         // SOAP faults travel as HTTP 500 by the standard: they are not server failures to log.

@@ -276,6 +276,23 @@ pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Respons
 }
 
 /// `GET /?wsdl` gives the WSDL; `GET /` alone says where things are.
+/// Whether `GET /` comes from a browser (which is sent to the control panel): it accepts
+/// HTML and is no SOAP call. SOAP and JSON clients, which accept XML, JSON or anything, get
+/// the text below.
+fn from_a_browser(headers: &HeaderMap) -> bool {
+    !headers.contains_key("soapaction")
+        && headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|media| {
+                let media = media.split(';').next().unwrap_or("").trim();
+                media.eq_ignore_ascii_case("text/html")
+                    || media.eq_ignore_ascii_case("application/xhtml+xml")
+            })
+}
+
 pub async fn serve_root(
     State(state): State<AppState>,
     Query(query): Query<std::collections::HashMap<String, String>>,
@@ -283,6 +300,9 @@ pub async fn serve_root(
 ) -> Response {
     if query.keys().any(|k| k.eq_ignore_ascii_case("wsdl")) {
         return wsdl_response(&state, &headers);
+    }
+    if from_a_browser(&headers) {
+        return axum::response::Redirect::to("/panel/").into_response();
     }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

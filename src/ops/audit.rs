@@ -38,6 +38,8 @@ pub enum Via {
     Soap,
     Json,
     Cli,
+    /// The web control panel (`crate::api::panel`).
+    Panel,
 }
 
 impl Via {
@@ -46,6 +48,7 @@ impl Via {
             Via::Soap => "soap",
             Via::Json => "json",
             Via::Cli => "cli",
+            Via::Panel => "panel",
         }
     }
 }
@@ -61,10 +64,10 @@ pub struct Origin {
 wire_struct! {
     /// One audit event: a call that changed something or tried to, or a failed login.
     /// `operation` is the API operation (`CreateDisk`), the command-line command
-    /// (`customer add`) or `Login` (a failed login); `via` is `soap`, `json` or `cli`;
-    /// `address` is the client's IP address (nil for the command line). `customer_uuid` is the
-    /// caller (nil for the command line, and for a failed login whose e-mail is no
-    /// customer's); `email` is the e-mail a failed login gave (never the password);
+    /// (`customer add`) or `Login` (a failed login); `via` is `soap`, `json`, `panel` (the web
+    /// control panel) or `cli`; `address` is the client's IP address (nil for the command
+    /// line). `customer_uuid` is the caller (nil for the command line, and for a failed login
+    /// whose e-mail is no customer's); `email` is the e-mail a failed login gave (never the password);
     /// `token_id` is the authentication token the call was made with, or that a failed login
     /// sent when it was one (expired or revoked; nil for a password). `ids` are
     /// the ids the call named and made, as `name=value` pairs separated by spaces, several

@@ -270,8 +270,9 @@ operations! {
     read ListUsage(from: Option<Timestamp>, to: Option<Timestamp>) -> usage: Vec<UsageRecord> =
         usage::list_usage;
     /// Lists audit events, newest first: one for each call that changed something or tried to
-    /// (over SOAP, JSON or the command line) and for each failed login. Customers see their
-    /// own (including failed logins with their e-mail), administrators everyone's. At most
+    /// (over SOAP, JSON, the control panel or the command line) and for each failed login.
+    /// Customers see their own (including failed logins with their e-mail), administrators
+    /// everyone's. At most
     /// `page_size` events (1 to 1000, 100 when omitted) with `audit_id` below `before_id`
     /// (omitted: from the newest): pass the last `audit_id` of a page to get the next.
     read ListAuditEvents(

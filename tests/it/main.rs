@@ -31,6 +31,7 @@ mod layers;
 mod login_throttling;
 mod metrics;
 mod nodes;
+mod panel;
 mod provenance;
 mod qemu_driver;
 mod qemu_servers;

@@ -9,10 +9,11 @@
 //! submodules: the demo catalogue's ids and sizes ([`catalogue`]), the server's database and
 //! the volume files behind disks, images and snapshots ([`server_db`]), FetchDisk and what it
 //! fetches from ([`fetch_disk`], [`image_server`], [`ftp_server`], [`tls`]), images and servers
-//! ([`images`]), QEMU boot media ([`boot_media`]), real Linux guests ([`guest`]) and the
-//! tool-chain binaries ([`tools`]).
+//! ([`images`]), QEMU boot media ([`boot_media`]), real Linux guests ([`guest`]), the
+//! tool-chain binaries ([`tools`]) and a real browser for the control panel ([`browser`]).
 
 pub mod boot_media;
+pub mod browser;
 pub mod catalogue;
 pub mod fetch_disk;
 pub mod ftp_server;

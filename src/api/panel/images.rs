@@ -1,0 +1,389 @@
+//! The Images tab: the images the caller may use, with owner and visibility (ListImages); the
+//! **Fetch Image** dialog (FetchDisk making an image) with **Add Image**; **New Image** from a
+//! stopped server's disk (CreateImage); publish to and revoke from a customer uuid, a billing
+//! entity uuid or `platform` (PublishImage, RevokeImage, ListImageShares); rename
+//! (RenameImage); delete (DeleteImage); and, for administrators, the image product offer
+//! (SetImageProductOffer).
+
+use axum::Router;
+use axum::extract::{Path, Query};
+use axum::response::Response;
+use axum::routing::{get, post};
+use maud::{Markup, html};
+use serde_json::{Value, json};
+
+use super::disks::{dialog, dialog_button, fetch_dialog, job_notice, options};
+use super::layout::{
+    self, Tab, bytes, items, n, outcome_for, post_form, s, server_status, text_field, typed,
+    vdc_options,
+};
+use super::{Fields, Outcome, Panel, PanelForm, answer, tab_page};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/panel/images", get(page))
+        .route("/panel/images/fetch", post(fetch))
+        .route("/panel/images/new", post(new_image))
+        .route("/panel/images/{image_id}/{action}", post(action))
+}
+
+/// What the tab's page is shown by (and the rest of ListImages' arguments, when it takes more).
+const VIEW: &[&str] = &["dialog", "vdc_id", "page_size", "name", "cursor", "offset"];
+
+async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Response {
+    let view = Fields(query).only(VIEW);
+    let main = render(&panel, &view, None).await;
+    tab_page(&panel, Tab::Images, main).await
+}
+
+/// Who owns an image, in words.
+fn owner(panel: &Panel, image: &Value) -> String {
+    match s(image, "owner") {
+        o if o == panel.ctx.caller.customer_uuid => "you".into(),
+        "platform" => "the platform".into(),
+        o => format!("customer {o}"),
+    }
+}
+
+async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Markup {
+    let images = panel.call_with("ListImages", view, &[]).await;
+    let vdcs = panel.read("ListVDCs", &[]).await.unwrap_or(Value::Null);
+    let (vdc_choices, chosen) = vdc_options(&vdcs, view);
+    let disk_offers = panel
+        .read("ListProductOffers", &[("type", json!("disk"))])
+        .await;
+    let disk_offers = options(&disk_offers, "product_offer_id", "name");
+    let admin = panel.ctx.caller.is_admin;
+    let image_offers = if admin {
+        let offers = panel
+            .read("ListProductOffers", &[("type", json!("image"))])
+            .await;
+        options(&offers, "product_offer_id", "name")
+    } else {
+        Vec::new()
+    };
+    // The disks New Image can copy, by VDC, with their servers' state.
+    let mut disks: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for vdc in items(&vdcs) {
+        let vdc_arg = [("vdc_id", json!(n(vdc, "vdc_id")))];
+        let (Ok(list), servers) = (
+            panel.read("ListDisks", &vdc_arg).await,
+            panel
+                .read("ListServers", &vdc_arg)
+                .await
+                .unwrap_or(Value::Null),
+        ) else {
+            continue;
+        };
+        let choices = items(&list)
+            .iter()
+            .map(|d| {
+                let server = n(d, "server_id").and_then(|id| {
+                    items(&servers)
+                        .iter()
+                        .find(|v| n(v, "server_id") == Some(id))
+                });
+                let label = match server {
+                    Some(v) => format!(
+                        "{} (server {}, {})",
+                        s(d, "disk_name"),
+                        s(v, "server_name"),
+                        server_status(n(v, "status").unwrap_or(0))
+                    ),
+                    None => format!("{} (no server)", s(d, "disk_name")),
+                };
+                (n(d, "disk_id").unwrap_or_default().to_string(), label)
+            })
+            .collect();
+        disks.push((s(vdc, "vdc_name").to_string(), choices));
+    }
+    let mut shares = Vec::new();
+    if let Ok(list) = &images {
+        for image in items(list) {
+            if s(image, "owner") == panel.ctx.caller.customer_uuid {
+                let id = n(image, "image_id").unwrap_or_default();
+                if let Ok(list) = panel
+                    .read("ListImageShares", &[("image_id", json!(id))])
+                    .await
+                {
+                    shares.push((id, list));
+                }
+            }
+        }
+    }
+    let csrf = &panel.csrf_token;
+    layout::main(
+        "Images",
+        html! {
+            div.toolbar {
+                (dialog_button(Tab::Images.path(), view, "fetch-image", "Fetch Image"))
+                (dialog_button(Tab::Images.path(), view, "new-image", "New Image"))
+            }
+            (outcome_for(outcome, "images"))
+            @match &images {
+                Err(err) => p.error role="alert" { (err.public_message()) },
+                Ok(list) => {
+                    @if items(list).is_empty() {
+                        p { "No images yet." }
+                    } @else {
+                        div.table-wrap {
+                            table.images {
+                                thead { tr {
+                                    th scope="col" { "Name" }
+                                    th scope="col" { "Owner" }
+                                    th scope="col" { "Visibility" }
+                                    th scope="col" { "Size" }
+                                    th scope="col" { "Created" }
+                                    th scope="col" { "Actions" }
+                                } }
+                                tbody {
+                                    @for image in items(list) {
+                                        @let id = n(image, "image_id").unwrap_or_default();
+                                        @let own_shares = shares.iter().find(|(i, _)| *i == id).map(|(_, l)| l);
+                                        (image_row(panel, image, own_shares, &image_offers, outcome))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (fetch_dialog(csrf, view, "fetch-image", "Fetch Image", "/panel/images/fetch",
+                "Add Image", &vdc_choices, chosen, &disk_offers, outcome))
+            (new_image_dialog(csrf, view, &disks, outcome))
+        },
+    )
+}
+
+fn new_image_dialog(
+    csrf: &str,
+    view: &Fields,
+    disks: &[(String, Vec<(String, String)>)],
+    outcome: Option<&Outcome>,
+) -> Markup {
+    let id = "new-image";
+    let chosen = typed(outcome, id, "disk_id");
+    dialog(
+        view,
+        id,
+        "New Image",
+        outcome,
+        post_form(
+            csrf,
+            "/panel/images/new",
+            "new-image-form",
+            "dialog-form",
+            html! {
+                p.hint { "Copies a disk whose server is stopped into a new private image." }
+                (outcome_for(outcome, id))
+                div.field {
+                    label for="new-image-disk_id" { "Disk" }
+                    select #new-image-disk_id name="disk_id" {
+                        @for (vdc, choices) in disks {
+                            optgroup label=(format!("VDC {vdc}")) {
+                                @for (value, text) in choices {
+                                    option value=(value) selected[value == chosen] { (text) }
+                                }
+                            }
+                        }
+                    }
+                }
+                (text_field(id, "name", "Name", typed(outcome, id, "name"), true, None))
+                (text_field(id, "default_username", "Default user name",
+                    typed(outcome, id, "default_username"), false,
+                    Some("the user whose password servers made from it set at first boot")))
+                div.field {
+                    label.check {
+                        input type="checkbox" name="generate_password" id="new-image-generate_password";
+                        " Generate a first-boot password for each server"
+                    }
+                }
+                div.dialog-buttons {
+                    button type="button" data-close-dialog { "Cancel" }
+                    button.primary type="submit" { "Create Image" }
+                }
+            },
+        ),
+    )
+}
+
+fn image_row(
+    panel: &Panel,
+    image: &Value,
+    shares: Option<&Value>,
+    image_offers: &[(String, String)],
+    outcome: Option<&Outcome>,
+) -> Markup {
+    let csrf = &panel.csrf_token;
+    let id = n(image, "image_id").unwrap_or_default();
+    let name = s(image, "image_name");
+    let slot = format!("image-{id}");
+    let mine = s(image, "owner") == panel.ctx.caller.customer_uuid;
+    let form = |action: &str, body: Markup| {
+        post_form(
+            csrf,
+            &format!("/panel/images/{id}/{action}"),
+            &format!("image-{id}-{action}"),
+            "inline",
+            body,
+        )
+    };
+    let offer = n(image, "product_offer_id");
+    html! {
+        tr id=(slot) {
+            th scope="row" { (name) }
+            td { (owner(panel, image)) }
+            td { (s(image, "visibility")) }
+            td.nowrap { (bytes(n(image, "size").unwrap_or(0))) br; small { (s(image, "media")) } }
+            td { (layout::time(s(image, "created"))) }
+            td.actions {
+                (outcome_for(outcome, &slot))
+                @if mine || panel.ctx.caller.is_admin {
+                    details open[outcome.is_some_and(|o| o.form == slot)] {
+                        summary { "Manage " (name) }
+                        @if mine {
+                            (form("rename", html! {
+                                label for=(format!("rename-{id}")) { "New name" }
+                                input type="text" id=(format!("rename-{id}")) name="name" value=(name) required;
+                                button type="submit" { "Rename" }
+                            }))
+                            (form("publish", html! {
+                                label for=(format!("publish-{id}")) { "Publish to" }
+                                input type="text" id=(format!("publish-{id}")) name="publish_to"
+                                    placeholder="customer uuid, billing entity uuid or platform" required;
+                                label.check {
+                                    input type="checkbox" name="allow_republish";
+                                    " may republish"
+                                }
+                                button type="submit" { "Publish" }
+                            }))
+                            @if let Some(shares) = shares && !items(shares).is_empty() {
+                                p.small { "Published to:" }
+                                ul.plain {
+                                    @for share in items(shares) {
+                                        li {
+                                            (s(share, "kind")) " " code { (s(share, "uuid")) }
+                                            (form("revoke", html! {
+                                                input type="hidden" name="publish_to" value=(s(share, "uuid"));
+                                                button.small type="submit"
+                                                    aria-label=(format!("Revoke {name} from {}", s(share, "uuid"))) { "Revoke" }
+                                            }))
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        @if panel.ctx.caller.is_admin {
+                            (form("offer", html! {
+                                label for=(format!("offer-{id}")) { "Image product offer" }
+                                select id=(format!("offer-{id}")) name="product_offer_id" {
+                                    option value="0" selected[offer.is_none()] { "None" }
+                                    @for (value, text) in image_offers {
+                                        option value=(value) selected[offer.map(|o| o.to_string()).as_deref() == Some(value.as_str())] { (text) }
+                                    }
+                                }
+                                button type="submit" { "Set offer" }
+                            }))
+                        }
+                        @if mine {
+                            details.danger {
+                                summary { "Delete…" }
+                                (form("delete", html! {
+                                    button.danger type="submit" { "Delete " (name) }
+                                }))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn fetch(PanelForm(panel, fields): PanelForm) -> Response {
+    let result = panel
+        .call_with("FetchDisk", &fields, &[("make_image", json!(true))])
+        .await
+        .map(|job| {
+            job_notice(
+                html! { "Fetching image " (fields.get("name").unwrap_or("")) },
+                &job,
+            )
+        });
+    let slot = if result.is_ok() {
+        "images"
+    } else {
+        "fetch-image"
+    };
+    answer(
+        &panel,
+        Tab::Images,
+        Fields::default(),
+        slot.into(),
+        fields,
+        result,
+        render,
+    )
+    .await
+}
+
+async fn new_image(PanelForm(panel, fields): PanelForm) -> Response {
+    let result = panel
+        .call_with("CreateImage", &fields, &[])
+        .await
+        .map(|job| {
+            job_notice(
+                html! { "Making image " (fields.get("name").unwrap_or("")) },
+                &job,
+            )
+        });
+    let slot = if result.is_ok() {
+        "images"
+    } else {
+        "new-image"
+    };
+    answer(
+        &panel,
+        Tab::Images,
+        Fields::default(),
+        slot.into(),
+        fields,
+        result,
+        render,
+    )
+    .await
+}
+
+async fn action(
+    Path((image_id, action)): Path<(i64, String)>,
+    PanelForm(panel, fields): PanelForm,
+) -> Response {
+    let (operation, done) = match action.as_str() {
+        "rename" => ("RenameImage", "Renamed."),
+        "publish" => ("PublishImage", "Published."),
+        "revoke" => ("RevokeImage", "Revoked."),
+        "delete" => ("DeleteImage", "Image deleted."),
+        "offer" => ("SetImageProductOffer", "Product offer set."),
+        _ => return super::not_found(),
+    };
+    let result = panel
+        .call_with(operation, &fields, &[("image_id", json!(image_id))])
+        .await
+        .map(|_| html! { (done) });
+    let slot = if action == "delete" && result.is_ok() {
+        "images".to_string()
+    } else {
+        format!("image-{image_id}")
+    };
+    answer(
+        &panel,
+        Tab::Images,
+        Fields::default(),
+        slot,
+        fields,
+        result,
+        render,
+    )
+    .await
+}

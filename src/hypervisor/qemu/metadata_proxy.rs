@@ -312,7 +312,12 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        // The children exist, with their command lines, once spawn has returned (exec done).
+        // The children exist once spawn has returned; their command lines are read from
+        // /proc, which a loaded machine has been seen to show a moment late: wait for them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while proxies_of(me) < before + 3 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         assert_eq!(proxies_of(me), before + 3);
         for child in &mut children {
             let _ = child.kill();

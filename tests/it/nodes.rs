@@ -101,3 +101,78 @@ async fn nodes_show_capacity_load_and_liveness() {
         "{table}"
     );
 }
+
+/// StartServer places a server on a live node that runs VMs: the least loaded one, and its
+/// previous node when it starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_start_on_the_least_loaded_node_and_again_on_their_own() {
+    let _heavy = crate::support::CPU_HEAVY.read().await;
+    let cluster = Cluster::new(
+        Backend::Postgres,
+        &["--hypervisor", "qemu", "--qemu-accel", "tcg"],
+    )
+    .await;
+    let (a, _b) = (cluster.node("node-a"), cluster.node("node-b"));
+    let customer = a.add_customer("pia@example.com", "pia-password", &[]);
+    let api = a.api(&customer.email, &customer.password);
+    let vdc = customer.vdc_id;
+    let listed = nodes(&a, "30");
+    assert!(
+        listed.iter().all(|n| n["can_run_vms"] == true),
+        "{listed:?}"
+    );
+
+    let mut servers = Vec::new();
+    for name in ["first", "second"] {
+        let server = api
+            .call(
+                "CreateServer",
+                json!({"vdc_id": vdc, "vlan_id": -1, "server_name": name,
+                       "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_512MB,
+                       "disk_productoffer_ids": [DISK_1GB]}),
+            )
+            .await;
+        servers.push(server["server_id"].as_i64().unwrap());
+    }
+    let start = |id: i64| {
+        let api = api.clone();
+        async move {
+            let job = api.call("StartServer", json!({"server_id": id})).await;
+            api.job_ok(job["job_id"].as_i64().unwrap()).await;
+            api.call("GetServer", json!({"server_id": id})).await["node"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    // Equal loads: the first by id; the second on the other, now less loaded, node.
+    let first_on = start(servers[0]).await;
+    assert_eq!(first_on, "node-a");
+    let second_on = start(servers[1]).await;
+    assert_eq!(second_on, "node-b", "the least loaded node");
+
+    // Both stopped, the nodes are equally loaded again; started again, the second comes back
+    // to its node rather than to node-a, first by id.
+    let job = api
+        .call(
+            "StopServer",
+            json!({"server_id": servers[0], "stop_method": 2}),
+        )
+        .await;
+    api.job_ok(job["job_id"].as_i64().unwrap()).await;
+    let job = api
+        .call(
+            "StopServer",
+            json!({"server_id": servers[1], "stop_method": 2}),
+        )
+        .await;
+    api.job_ok(job["job_id"].as_i64().unwrap()).await;
+    assert_eq!(start(servers[1]).await, "node-b", "its previous node");
+    let job = api
+        .call(
+            "StopServer",
+            json!({"server_id": servers[1], "stop_method": 2}),
+        )
+        .await;
+    api.job_ok(job["job_id"].as_i64().unwrap()).await;
+}

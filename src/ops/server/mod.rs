@@ -1,13 +1,15 @@
 //! Servers: virtual machines made of a server product offer and attached disks.
 //!
 //! `create` makes servers, `disks` attaches and detaches disks, `power` starts, stops and
-//! destroys them (operations and the jobs behind them), `vm` follows what their virtual
+//! destroys them (operations and the jobs behind them), `placement` picks the node a start
+//! runs on, `vm` follows what their virtual
 //! machines do on their own and shows their consoles, `metadata` is what a VM reads about
 //! itself. This module is the only one that writes `servers`.
 
 mod create;
 mod disks;
 pub mod metadata;
+pub mod placement;
 mod power;
 mod vm;
 

@@ -39,7 +39,8 @@ pub(super) async fn vm_gone(
 }
 
 /// Moves a server into a transitional status and queues the job of kind `K` that finishes
-/// the move, in one transaction.
+/// the move, in one transaction. A start runs where placement put it; stopping and destroying
+/// act on the VM, so they run where it runs.
 async fn queue_server_job<K: JobKind>(
     ctx: &Ctx,
     mut tx: Tx,
@@ -48,6 +49,10 @@ async fn queue_server_job<K: JobKind>(
     verb: &str,
     params: K,
 ) -> ApiResult<i64> {
+    let target_node = match status {
+        ServerStatus::Starting => placement::choose_node(&mut tx, &ctx.state, server).await?,
+        _ => server.node.clone(),
+    };
     set_status(&mut tx, server.id, status, None).await?;
     let job_id = ctx
         .state
@@ -60,11 +65,7 @@ async fn queue_server_job<K: JobKind>(
                 item_type: Some("server"),
                 item_id: Some(server.id),
                 params,
-                // Stopping and destroying act on the VM, so they run where it runs.
-                target_node: match status {
-                    ServerStatus::Starting => None,
-                    _ => server.node.clone(),
-                },
+                target_node,
             },
         )
         .await?;

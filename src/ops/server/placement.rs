@@ -32,9 +32,10 @@ pub struct NodeLoad {
 }
 
 impl NodeLoad {
+    /// Whether a server fits; a capacity the node could not read (0) limits nothing.
     fn has_room(&self, vcpus: i64, memory_mb: i64) -> bool {
-        self.used_memory_mb + memory_mb <= self.memory_mb
-            && self.used_vcpus + vcpus <= self.vcpus * VCPU_OVERCOMMIT
+        (self.memory_mb <= 0 || self.used_memory_mb + memory_mb <= self.memory_mb)
+            && (self.vcpus <= 0 || self.used_vcpus + vcpus <= self.vcpus * VCPU_OVERCOMMIT)
     }
 
     /// The shares of memory and processors used once the server runs here, in thousandths.
@@ -179,6 +180,15 @@ mod tests {
         assert_eq!(
             pick(&[node("b", 15, 0)], 1, 512, None).unwrap().as_deref(),
             Some("b")
+        );
+        let unknown = NodeLoad {
+            vcpus: 0,
+            memory_mb: 0,
+            ..node("u", 40, 100_000)
+        };
+        assert_eq!(
+            pick(&[unknown], 1, 512, None).unwrap().as_deref(),
+            Some("u")
         );
     }
 }

@@ -3,8 +3,9 @@
 //! Queries are written once, in the SQL both engines accept (`$1` placeholders, `RETURNING`,
 //! BIGINT ids and epoch-millisecond timestamps, 0/1 integers for flags), and run through
 //! sqlx's `Any` driver. The few places where the engines differ (claiming jobs with
-//! `SKIP LOCKED`, starting write transactions) ask [`Db::backend`]. Each engine has its own
-//! migrations folder because DDL is where they differ most.
+//! `SKIP LOCKED`, starting write transactions, locking a VDC to delete it, reading a page of
+//! jobs as one row on SQLite) ask [`Db::backend`]. Each engine has its own migrations folder
+//! because DDL is where they differ most.
 
 use std::str::FromStr;
 use std::time::Duration;

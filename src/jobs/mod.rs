@@ -224,9 +224,13 @@ impl JobQueue {
         Ok(row)
     }
 
-    /// The customer's jobs, newest first (at most 1,000).
-    pub async fn list(&self, customer_id: i64) -> ApiResult<Vec<JobRow>> {
-        queue::list(self.db(), customer_id).await
+    /// A page of the customer's jobs, newest first.
+    pub async fn list(
+        &self,
+        customer_id: i64,
+        filter: &queue::ListFilter<'_>,
+    ) -> ApiResult<Vec<JobRow>> {
+        queue::list(self.db(), customer_id, filter).await
     }
 
     /// A receiver that changes whenever a job finishes on this node.

@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::progress::ProgressSnapshot;
 
 /// A row of `jobs`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct JobRow {
     pub id: i64,
     pub uuid: String,
@@ -514,13 +514,81 @@ pub async fn get(db: &Db, job_id: i64, customer_id: i64) -> ApiResult<JobRow> {
     .ok_or(ApiError::not_found("job", job_id))
 }
 
-pub async fn list(db: &Db, customer_id: i64) -> ApiResult<Vec<JobRow>> {
-    Ok(sqlx::query_as::<_, JobRow>(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE customer_id = $1 ORDER BY id DESC LIMIT 1000"
-    ))
-    .bind(customer_id)
-    .fetch_all(db.pool())
-    .await?)
+/// Which of a customer's jobs to list: at most `limit` with an id below `before_id`, newest
+/// first, of a status and of a type if given.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter<'a> {
+    pub before_id: i64,
+    pub limit: i64,
+    pub status: Option<i64>,
+    pub job_type: Option<&'a str>,
+}
+
+/// `jobs`' columns as the members of a JSON object (`json_object(...)`'s arguments), named as
+/// [`JobRow`]'s fields.
+macro_rules! job_json_members {
+    () => {
+        "'id', id, 'uuid', uuid, 'customer_id', customer_id, 'job_type', job_type, \
+         'name', name, 'status', status, 'item_type', item_type, 'item_id', item_id, \
+         'params', params, 'phase', phase, 'progress', progress, 'bytes_done', bytes_done, \
+         'bytes_total', bytes_total, 'error_code', error_code, 'error_message', error_message, \
+         'cancel_requested', cancel_requested, 'attempts', attempts, \
+         'result_committed', result_committed, 'created', created, 'started', started, \
+         'finished', finished"
+    };
+}
+
+/// A page of the customer's jobs, newest first. It is read from an index that starts with what
+/// the page is filtered by (`jobs_by_customer`, `jobs_by_customer_status_id`,
+/// `jobs_by_customer_type`) and ends with the id, so it costs the same however many jobs the
+/// customer has.
+///
+/// On SQLite the page comes back as one row, a JSON array of the jobs: sqlx's SQLite driver
+/// hands rows over one at a time from its worker thread, a thread switch each, which made a
+/// page of 1,000 jobs take 10 ms instead of 6.5, and 22 ms instead of 12 at the 99th
+/// percentile (`benches/list_jobs.sh`).
+pub async fn list(db: &Db, customer_id: i64, filter: &ListFilter<'_>) -> ApiResult<Vec<JobRow>> {
+    let filters = match (filter.status, filter.job_type) {
+        (None, None) => "",
+        (Some(_), None) => " AND status = $4",
+        (None, Some(_)) => " AND job_type = $4",
+        (Some(_), Some(_)) => " AND status = $4 AND job_type = $5",
+    };
+    let select = format!(
+        "SELECT {} FROM jobs WHERE customer_id = $1 AND id < $2{filters} \
+         ORDER BY id DESC LIMIT $3",
+        job_columns!()
+    );
+    if db.backend() == Backend::Sqlite {
+        let sql = format!(
+            "SELECT json_group_array(json_object({})) FROM ({select})",
+            job_json_members!()
+        );
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+            .bind(customer_id)
+            .bind(filter.before_id)
+            .bind(filter.limit);
+        if let Some(status) = filter.status {
+            query = query.bind(status);
+        }
+        if let Some(job_type) = filter.job_type {
+            query = query.bind(job_type);
+        }
+        let page = query.fetch_one(db.pool()).await?;
+        let mut rows: Vec<JobRow> = serde_json::from_str(&page).map_err(ApiError::internal)?;
+        // An aggregate's order is its input's in SQLite, but no standard promises it.
+        rows.sort_unstable_by_key(|row| std::cmp::Reverse(row.id));
+        return Ok(rows);
+    }
+    let mut query = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(select))
+        .bind(customer_id)
+        .bind(filter.before_id)
+        .bind(filter.limit);
+    if let Some(status) = filter.status {
+        query = query.bind(status);
+    }
+    if let Some(job_type) = filter.job_type {
+        query = query.bind(job_type);
+    }
+    Ok(query.fetch_all(db.pool()).await?)
 }

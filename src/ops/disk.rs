@@ -4,7 +4,9 @@ use sqlx::AnyConnection;
 
 use super::image::ImageRow;
 use super::quota::{self, Need};
-use super::{Ctx, args, create_image, image, product_offer, provenance, usage, validate, vdc};
+use super::{
+    Ctx, args, create_image, image, page, product_offer, provenance, usage, validate, vdc,
+};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
@@ -87,15 +89,24 @@ macro_rules! select_disks {
 pub(crate) use select_disks;
 
 pub async fn list_disks(ctx: &Ctx, a: args::ListDisks) -> ApiResult<Vec<Disk>> {
+    let page = page::ascending(a.page_size, a.after_id)?;
+    let name = page::NameFilter::parse("name", a.name.as_deref())?;
     let mut conn = ctx.state.db.pool().acquire().await?;
     vdc::ensure_own(&mut conn, ctx.customer_id(), a.vdc_id).await?;
-    let rows: Vec<DiskRow> = sqlx::query_as(select_disks!(
-        "vdc_id = $1 AND customer_id = $2 ORDER BY id"
-    ))
-    .bind(a.vdc_id)
-    .bind(ctx.customer_id())
-    .fetch_all(&mut *conn)
-    .await?;
+    let sql = format!(
+        "{}vdc_id = $1 AND customer_id = $2 AND id > $3{} ORDER BY id LIMIT $4",
+        select_disks!(""),
+        page::name_condition(&name, "name", 5)
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(a.vdc_id)
+        .bind(ctx.customer_id())
+        .bind(page.cursor)
+        .bind(page.limit);
+    if let Some(name) = name {
+        query = query.bind(name.0);
+    }
+    let rows: Vec<DiskRow> = query.fetch_all(&mut *conn).await?;
     Ok(rows.iter().map(DiskRow::to_disk).collect())
 }
 
@@ -399,4 +410,92 @@ pub async fn switch_volume(
         .await?
         .rows_affected();
     Ok(switched == 1)
+}
+
+pub async fn rename_disk(ctx: &Ctx, a: args::RenameDisk) -> ApiResult<Disk> {
+    let name = validate::name("name", &a.name)?;
+    let mut tx = ctx.state.db.begin_write().await?;
+    let renamed = sqlx::query("UPDATE disks SET name = $1 WHERE id = $2 AND customer_id = $3")
+        .bind(&name)
+        .bind(a.disk_id)
+        .bind(ctx.customer_id())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if renamed != 1 {
+        return Err(ApiError::not_found("disk", a.disk_id));
+    }
+    let disk = own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
+    tx.commit().await?;
+    Ok(disk.to_disk())
+}
+
+/// Grows a disk to the size of a disk offer, in place: its volume file grows (a raw file is
+/// lengthened, a qcow2 overlay's size raised by `qemu-img resize`), inside the transaction
+/// that records it, while the disk's row and its server's are locked and the server stopped,
+/// so that nothing has the file open. A growth whose transaction then fails stays in the file
+/// (larger than its row says, which reads as zeros and is harmless: a later growth starts from
+/// the file as it is, and nothing ever shrinks it).
+pub async fn resize_disk(ctx: &Ctx, a: args::ResizeDisk) -> ApiResult<Disk> {
+    let customer_id = ctx.customer_id();
+    let mut tx = ctx.state.db.begin_write().await?;
+    lock_own_disk(&mut tx, customer_id, a.disk_id).await?;
+    let disk = own_disk(&mut tx, customer_id, a.disk_id).await?;
+    let offer = product_offer::offer_of_kind(
+        &mut tx,
+        a.disk_productoffer_id,
+        "disk",
+        "disk_productoffer_id",
+    )
+    .await?;
+    if disk.media != "disk" {
+        return Err(ApiError::invalid(
+            "disk_id",
+            format!(
+                "disk {} is a CD image (media {}); it cannot be resized",
+                disk.id, disk.media
+            ),
+        ));
+    }
+    if offer.disk_size < disk.capacity {
+        return Err(ApiError::invalid(
+            "disk_productoffer_id",
+            format!(
+                "offer {} is {} bytes, smaller than disk {} ({} bytes); disks never shrink",
+                offer.product_offer_id, offer.disk_size, disk.id, disk.capacity
+            ),
+        ));
+    }
+    if let Some(server_id) = disk.server_id {
+        super::server::lock_stopped_server(&mut tx, server_id, "resizing its disk").await?;
+    }
+    create_image::ensure_disk_not_being_imaged(&mut tx, disk.id).await?;
+    let growth = offer.disk_size - disk.capacity;
+    quota::ensure_room(&mut tx, &ctx.state, customer_id, Need::storage(growth)).await?;
+    let volume = volumes::get(&mut tx, disk.volume_id).await?;
+    // A disk's volume is its own (a snapshot freezes it and gives the disk a new one); never
+    // grow what something else stands on.
+    if volumes::users(&mut tx, volume.id).await? != 1 {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "volume {} of disk {} is shared",
+            volume.id,
+            disk.id
+        )));
+    }
+    sqlx::query("UPDATE disks SET capacity = $1, product_offer_id = $2 WHERE id = $3")
+        .bind(offer.disk_size)
+        .bind(offer.product_offer_id)
+        .bind(disk.id)
+        .execute(&mut *tx)
+        .await?;
+    if growth > 0 {
+        let file = volume.volume_file()?;
+        let storage = ctx.state.storage.clone();
+        let size = offer.disk_size as u64;
+        tokio::task::spawn_blocking(move || storage.grow(&file, size)).await??;
+        volumes::set_size(&mut tx, volume.id, size).await?;
+    }
+    let resized = own_disk(&mut tx, customer_id, disk.id).await?;
+    tx.commit().await?;
+    Ok(resized.to_disk())
 }

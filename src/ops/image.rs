@@ -2,7 +2,7 @@
 
 use sqlx::AnyConnection;
 
-use super::{Caller, Ctx, args};
+use super::{Caller, Ctx, args, page};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
 use crate::wire_struct;
@@ -137,14 +137,25 @@ macro_rules! select_usable_images {
     };
 }
 
-pub async fn list_images(ctx: &Ctx, _: args::ListImages) -> ApiResult<Vec<Image>> {
+pub async fn list_images(ctx: &Ctx, a: args::ListImages) -> ApiResult<Vec<Image>> {
+    let page = page::ascending(a.page_size, a.after_id)?;
+    let name = page::NameFilter::parse("name", a.name.as_deref())?;
     let mut conn = ctx.state.db.pool().acquire().await?;
-    let rows: Vec<ImageRow> = sqlx::query_as(select_usable_images!("ORDER BY i.id"))
+    let sql = format!(
+        "{}AND i.id > $4{} ORDER BY i.id LIMIT $5",
+        select_usable_images!(""),
+        page::name_condition(&name, "i.name", 6)
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(ctx.caller.customer_id)
         .bind(&ctx.caller.customer_uuid)
         .bind(ctx.caller.billing_entity_id)
-        .fetch_all(&mut *conn)
-        .await?;
+        .bind(page.cursor)
+        .bind(page.limit);
+    if let Some(name) = name {
+        query = query.bind(name.0);
+    }
+    let rows: Vec<ImageRow> = query.fetch_all(&mut *conn).await?;
     let rows = with_inherited_offers(&mut conn, rows).await?;
     Ok(rows.iter().map(ImageRow::to_image).collect())
 }

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use super::{Ctx, args};
+use super::{Ctx, args, page};
 use crate::error::{ApiError, ApiResult};
 use futures::future::BoxFuture;
 
+use crate::jobs::queue::ListFilter;
 use crate::jobs::worker::{Pool, Staged};
 use crate::jobs::{CancelRequest, JobRow, JobStatus, Lane};
 use crate::ops::wire::Timestamp;
@@ -68,11 +69,50 @@ pub async fn get_job(ctx: &Ctx, a: args::GetJob) -> ApiResult<Job> {
     Ok(row.into())
 }
 
-pub async fn list_jobs(ctx: &Ctx, _: args::ListJobs) -> ApiResult<Vec<Job>> {
+/// The job statuses there are (`Job::status`), for ListJobs' filter.
+const STATUSES: [JobStatus; 6] = [
+    JobStatus::Successful,
+    JobStatus::InProgress,
+    JobStatus::Failed,
+    JobStatus::Cancelled,
+    JobStatus::NotStarted,
+    JobStatus::Waiting,
+];
+
+pub async fn list_jobs(ctx: &Ctx, a: args::ListJobs) -> ApiResult<Vec<Job>> {
+    let page = page::descending(a.page_size, a.before_id)?;
+    if let Some(status) = a.status
+        && !STATUSES.iter().any(|s| s.code() == status)
+    {
+        return Err(ApiError::invalid(
+            "status",
+            format!("must be 1, 2, 3, 4, 6 or 7 (a job status), got {status}"),
+        ));
+    }
+    // A kind of job, spelt in any case: FetchDisk, fetchdisk.
+    let job_type = match a.job_type.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(wanted) => Some(
+            super::JOB_KINDS
+                .iter()
+                .map(|kind| kind.name)
+                .find(|name| name.eq_ignore_ascii_case(wanted))
+                .ok_or_else(|| {
+                    let known: Vec<&str> = super::JOB_KINDS.iter().map(|k| k.name).collect();
+                    ApiError::invalid("job_type", format!("must be one of {}", known.join(", ")))
+                })?,
+        ),
+    };
+    let filter = ListFilter {
+        before_id: page.cursor,
+        limit: page.limit,
+        status: a.status,
+        job_type,
+    };
     Ok(ctx
         .state
         .jobs
-        .list(ctx.customer_id())
+        .list(ctx.customer_id(), &filter)
         .await?
         .into_iter()
         .map(Job::from)

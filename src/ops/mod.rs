@@ -29,6 +29,7 @@ pub mod job;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod page;
 pub mod port_forward;
 pub mod product_offer;
 pub mod provenance;
@@ -92,24 +93,48 @@ impl Ctx {
 }
 
 operations! {
-    /// Lists the caller's virtual data centres.
-    read ListVDCs() -> vdcs: Vec<Vdc> = vdc::list_vdcs;
+    /// Lists the caller's virtual data centres, by id: at most `page_size` (1 to 1000; omitted:
+    /// 1000) with an id above `after_id` (omitted: from the first); pass the last `vdc_id` of a
+    /// page as `after_id` to get the next.
+    read ListVDCs(page_size: Option<i64>, after_id: Option<i64>) -> vdcs: Vec<Vdc> =
+        vdc::list_vdcs;
     /// Creates a virtual data centre.
     write CreateVDC(vdc_name: String) -> vdc: Vdc = vdc::create_vdc;
-    /// Lists the VLANs of a VDC.
-    read ListVLANs(vdc_id: i64) -> vlans: Vec<Vlan> = vlan::list_vlans;
+    /// Deletes a VDC that holds no server, disk or VLAN (CONFLICT naming what is left; a
+    /// FetchDisk still to make a disk in it counts). Returns 1.
+    write DeleteVDC(vdc_id: i64) -> result: i64 = vdc::delete_vdc;
+    /// Lists the VLANs of a VDC, by id: at most `page_size` (1 to 1000; omitted: 1000) with an
+    /// id above `after_id` (omitted: from the first); pass the last `vlan_id` of a page as
+    /// `after_id` to get the next.
+    read ListVLANs(
+        vdc_id: i64,
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+    ) -> vlans: Vec<Vlan> = vlan::list_vlans;
     /// Creates a VLAN in a VDC: an isolated network with a subnet of its own (shown in
     /// `subnet` and `gateway`), whose servers reach each other and nothing of other VLANs.
     write CreateVLAN(vdc_id: i64, vlan_name: String) -> vlan: Vlan = vlan::create_vlan;
     /// Deletes a VLAN no server is on (CONFLICT otherwise). Returns 1.
     write DeleteVLAN(vlan_id: i64) -> result: i64 = vlan::delete_vlan;
     /// Lists product offers of a type (`server`, `disk`, `image`), or the server and disk offers
-    /// when the type is empty.
-    read ListProductOffers(r#type: Option<String>) -> product_offers: Vec<ProductOffer> =
-        product_offer::list_product_offers;
+    /// when the type is empty, by id: at most `page_size` (1 to 1000; omitted: 1000) with an id
+    /// above `after_id` (omitted: from the first); pass the last `product_offer_id` of a page
+    /// as `after_id` to get the next.
+    read ListProductOffers(
+        r#type: Option<String>,
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+    ) -> product_offers: Vec<ProductOffer> = product_offer::list_product_offers;
     /// Lists the images the caller may use: its own, those published to it (`owner` says by
-    /// whom), and platform images.
-    read ListImages() -> images: Vec<Image> = image::list_images;
+    /// whom), and platform images, by id: at most `page_size` (1 to 1000; omitted: 1000) with
+    /// an id above `after_id` (omitted: from the first); pass the last `image_id` of a page as
+    /// `after_id` to get the next. `name` (optional) keeps the images whose name contains it,
+    /// ignoring case (`%` and `_` are plain characters).
+    read ListImages(
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+        name: Option<String>,
+    ) -> images: Vec<Image> = image::list_images;
     /// Makes a private image of a disk whose server is stopped: a byte-for-byte copy that keeps
     /// no reference to the disk and takes space in proportion to the data. Until the job ends
     /// the disk's server cannot start and the disk cannot be deleted or reverted. Returns a job
@@ -140,15 +165,29 @@ operations! {
     /// untouched. Returns 1.
     write RevokeImage(image_id: i64, publish_to: String) -> result: i64 = publish::revoke_image;
     /// Lists whom one of the caller's images is published to (uuids and names, never e-mail
-    /// addresses), and whether each publication allows re-publication.
-    read ListImageShares(image_id: i64) -> shares: Vec<ImageShare> = publish::list_image_shares;
+    /// addresses), and whether each publication allows re-publication, oldest first: at most
+    /// `page_size` (1 to 1000; omitted: 1000) with a `share_id` above `after_id` (omitted: from
+    /// the first); pass the last `share_id` of a page as `after_id` to get the next.
+    read ListImageShares(
+        image_id: i64,
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+    ) -> shares: Vec<ImageShare> = publish::list_image_shares;
     /// Administrators: bills servers made from an image under an `image` product offer (0
     /// removes it). Each such server then records a usage line, and so does each server made
     /// from an image derived from it that has no offer of its own.
     write SetImageProductOffer(image_id: i64, product_offer_id: i64) -> image: Image =
         billing::set_image_product_offer;
-    /// Lists the disks of a VDC.
-    read ListDisks(vdc_id: i64) -> disks: Vec<Disk> = disk::list_disks;
+    /// Lists the disks of a VDC, by id: at most `page_size` (1 to 1000; omitted: 1000) with an
+    /// id above `after_id` (omitted: from the first); pass the last `disk_id` of a page as
+    /// `after_id` to get the next. `name` (optional) keeps the disks whose name contains it,
+    /// ignoring case (`%` and `_` are plain characters).
+    read ListDisks(
+        vdc_id: i64,
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+        name: Option<String>,
+    ) -> disks: Vec<Disk> = disk::list_disks;
     /// Returns one disk.
     read GetDisk(disk_id: i64) -> disk: Disk = disk::get_disk;
     /// Creates a disk sized by a disk product offer: blank when `image_id` is 0, otherwise a
@@ -161,11 +200,26 @@ operations! {
     ) -> disk: Disk = disk::create_disk;
     /// Deletes a disk that is not attached to a server, and its snapshots. Returns 1.
     write DeleteDisk(disk_id: i64) -> result: i64 = disk::delete_disk;
+    /// Renames one of the caller's disks.
+    write RenameDisk(disk_id: i64, name: String) -> disk: Disk = disk::rename_disk;
+    /// Grows a disk to the size of a disk product offer, which becomes its offer; never shrinks
+    /// it (an offer smaller than the disk is INVALID_ARGUMENT). The disk's server, if any, must
+    /// be stopped, and no image be being made of the disk (CONFLICT otherwise); the growth
+    /// counts against the `storage_bytes` quota.
+    /// The data stays; the guest sees the new size at its next boot (its partitions and file
+    /// systems are its own to grow).
+    write ResizeDisk(disk_id: i64, disk_productoffer_id: i64) -> disk: Disk = disk::resize_disk;
     /// Takes a snapshot of a disk (whose server, if any, is stopped): instant and thin.
     write CreateDiskSnapshot(disk_id: i64, name: String) -> snapshot: Snapshot =
         snapshot::create_disk_snapshot;
-    /// Lists the snapshots of a disk, oldest first.
-    read ListSnapshots(disk_id: i64) -> snapshots: Vec<Snapshot> = snapshot::list_snapshots;
+    /// Lists the snapshots of a disk, oldest first: at most `page_size` (1 to 1000; omitted:
+    /// 1000) with an id above `after_id` (omitted: from the first); pass the last
+    /// `snapshot_id` of a page as `after_id` to get the next.
+    read ListSnapshots(
+        disk_id: i64,
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+    ) -> snapshots: Vec<Snapshot> = snapshot::list_snapshots;
     /// Deletes a snapshot. Disks cloned from it are not affected. Returns 1.
     write DeleteSnapshot(snapshot_id: i64) -> result: i64 = snapshot::delete_snapshot;
     /// Makes a new disk in a VDC with the contents of a snapshot (a thin clone).
@@ -174,8 +228,16 @@ operations! {
     /// Puts the snapshot's contents back on its disk (whose server, if any, is stopped),
     /// discarding what was written since. The snapshot stays, and can be reverted to again.
     write RevertDisk(snapshot_id: i64) -> disk: Disk = snapshot::revert_disk;
-    /// Lists the servers of a VDC.
-    read ListServers(vdc_id: i64) -> servers: Vec<Server> = server::list_servers;
+    /// Lists the servers of a VDC, by id: at most `page_size` (1 to 1000; omitted: 1000) with an
+    /// id above `after_id` (omitted: from the first); pass the last `server_id` of a page as
+    /// `after_id` to get the next. `name` (optional) keeps the servers whose name contains it,
+    /// ignoring case (`%` and `_` are plain characters).
+    read ListServers(
+        vdc_id: i64,
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+        name: Option<String>,
+    ) -> servers: Vec<Server> = server::list_servers;
     /// Returns one server, with its disks and first-boot credentials.
     read GetServer(server_id: i64) -> server: Server = server::get_server;
     /// Creates a stopped server. `vlan_id` -1 means no VLAN. The boot disk is a thin copy of the
@@ -195,6 +257,16 @@ operations! {
     /// Destroys a server (powering it off first) and the disks made with it; other disks
     /// attached to it are detached and kept. Returns a job id.
     write DestroyServer(server_id: i64) -> job_id: i64 = server::destroy_server;
+    /// Renames one of the caller's servers (its host name on its VLAN follows within seconds;
+    /// a guest already set up keeps the name its first boot gave it).
+    write RenameServer(server_id: i64, server_name: String) -> server: Server =
+        server::rename_server;
+    /// Gives a stopped server (CONFLICT otherwise) the processors and memory of another server
+    /// product offer, from its next start. An offer with more processors or memory than the
+    /// caller's whole `running_vcpus` or `running_memory_mb` quota is QUOTA_EXCEEDED (such a
+    /// server could never start); StartServer checks the rest, as always.
+    write ChangeServerProductOffer(server_id: i64, server_productoffer_id: i64) -> server: Server =
+        server::change_server_product_offer;
     /// Attaches a disk to a server, at `index` (0 is the boot disk) or, when `index` is nil or
     /// -1, after its other disks. Returns 1.
     write AttachDisk(server_id: i64, disk_id: i64, index: Option<i64>) -> result: i64 =
@@ -209,16 +281,25 @@ operations! {
     /// Removes a port forward. Returns 1.
     write RemovePortForward(port_forward_id: i64) -> result: i64 =
         port_forward::remove_port_forward;
-    /// Lists a server's port forwards, by guest port.
-    read ListPortForwards(server_id: i64) -> port_forwards: Vec<PortForward> =
-        port_forward::list_port_forwards;
+    /// Lists a server's port forwards, by guest port: at most `page_size` (1 to 1000; omitted:
+    /// 1000) after the port forward `after_id` (omitted: from the first; one that is not among
+    /// them is INVALID_ARGUMENT); pass the last `port_forward_id` of a page as `after_id` to
+    /// get the next.
+    read ListPortForwards(
+        server_id: i64,
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+    ) -> port_forwards: Vec<PortForward> = port_forward::list_port_forwards;
     /// Stores an SSH public key for the caller's servers: one line in OpenSSH's format, as in
     /// `id_ed25519.pub` (Ed25519, ECDSA, RSA of at least 2048 bits, or a FIDO security key;
     /// not DSA). Names and keys are unique per customer; at most 100 keys.
     write CreateSSHKey(name: String, public_key: String) -> ssh_key: SshKey =
         ssh_key::create_ssh_key;
-    /// Lists the caller's SSH public keys, oldest first, with their SHA-256 fingerprints.
-    read ListSSHKeys() -> ssh_keys: Vec<SshKey> = ssh_key::list_ssh_keys;
+    /// Lists the caller's SSH public keys, oldest first, with their SHA-256 fingerprints: at
+    /// most `page_size` (1 to 1000; omitted: 1000) with an id above `after_id` (omitted: from
+    /// the first); pass the last `ssh_key_id` of a page as `after_id` to get the next.
+    read ListSSHKeys(page_size: Option<i64>, after_id: Option<i64>) -> ssh_keys: Vec<SshKey> =
+        ssh_key::list_ssh_keys;
     /// Deletes one of the caller's SSH keys. Servers given it no longer offer it to their
     /// first boot (a guest that installed it keeps it). Returns 1.
     write DeleteSSHKey(ssh_key_id: i64) -> result: i64 = ssh_key::delete_ssh_key;
@@ -252,8 +333,17 @@ operations! {
     ) -> job_id: i64 = fetch::fetch_disk;
     /// Returns one job.
     read GetJob(job_id: i64) -> job: Job = job::get_job;
-    /// Lists the caller's jobs, newest first.
-    read ListJobs() -> jobs: Vec<Job> = job::list_jobs;
+    /// Lists the caller's jobs, newest first: at most `page_size` (1 to 1000; omitted: 1000)
+    /// with a `job_id` below `before_id` (omitted: from the newest); pass the last `job_id` of
+    /// a page as `before_id` to get the next. `status` (optional: 1, 2, 3, 4, 6 or 7, see Job)
+    /// and `job_type` (optional: FetchDisk, CreateImage, StartServer, StopServer,
+    /// DestroyServer) keep the jobs of that status and of that type.
+    read ListJobs(
+        page_size: Option<i64>,
+        before_id: Option<i64>,
+        status: Option<i64>,
+        job_type: Option<String>,
+    ) -> jobs: Vec<Job> = job::list_jobs;
     /// Cancels a job that has not finished. Returns the job.
     write CancelJob(job_id: i64) -> job: Job = job::cancel_job;
     /// Waits until a job has finished or `timeout_seconds` (at most 300) have passed, and
@@ -266,9 +356,16 @@ operations! {
     /// makes nothing.
     read GetQuota() -> quota: Quota = quota::get_quota;
     /// Lists the caller's usage lines (servers made from billed images, bytes fetched) created
-    /// at or after `from` and before `to` (RFC 3339 times; either may be omitted).
-    read ListUsage(from: Option<Timestamp>, to: Option<Timestamp>) -> usage: Vec<UsageRecord> =
-        usage::list_usage;
+    /// at or after `from` and before `to` (RFC 3339 times; either may be omitted), oldest
+    /// first: at most `page_size` (1 to 1000; omitted: 1000) after the line `after_id`
+    /// (omitted: from the first; one that is not the caller's is INVALID_ARGUMENT); pass the
+    /// last `usage_id` of a page as `after_id` to get the next.
+    read ListUsage(
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+    ) -> usage: Vec<UsageRecord> = usage::list_usage;
     /// Lists audit events, newest first: one for each call that changed something or tried to
     /// (over SOAP, JSON, the control panel or the command line) and for each failed login.
     /// Customers see their own (including failed logins with their e-mail), administrators
@@ -288,8 +385,13 @@ operations! {
     write GetAuthenticationToken(expiry_seconds: Option<i64>, name: Option<String>) ->
         authentication_token: AuthenticationToken = token::get_authentication_token;
     /// Lists the caller's authentication tokens that have neither expired nor been revoked,
-    /// oldest first, without their secrets.
-    read ListAuthenticationTokens() -> authentication_tokens: Vec<AuthenticationTokenInfo> =
+    /// oldest first, without their secrets: at most `page_size` (1 to 1000; omitted: 1000)
+    /// with an id above `after_id` (omitted: from the first); pass the last `token_id` of a
+    /// page as `after_id` to get the next.
+    read ListAuthenticationTokens(
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+    ) -> authentication_tokens: Vec<AuthenticationTokenInfo> =
         token::list_authentication_tokens;
     /// Revokes one of the caller's authentication tokens, named by `token_id` or by the token
     /// itself (`token`), and every token made with it: they are refused from the next call

@@ -10,7 +10,7 @@ use sqlx::AnyConnection;
 
 use super::server::own_server;
 use super::vlan::is_unique_violation;
-use super::{Ctx, args, network};
+use super::{Ctx, args, network, page};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
@@ -155,9 +155,30 @@ pub async fn list_port_forwards(
     ctx: &Ctx,
     a: args::ListPortForwards,
 ) -> ApiResult<Vec<PortForward>> {
+    let page = page::ascending(a.page_size, a.after_id)?;
     let mut conn = ctx.state.db.pool().acquire().await?;
     let server = own_server(&mut conn, ctx.customer_id(), a.server_id).await?;
-    of_server(&mut conn, server.id).await
+    // The list is by guest port: the page goes on after the cursor's guest port.
+    let after_port = match a.after_id {
+        None => 0,
+        Some(id) => sqlx::query_scalar(
+            "SELECT guest_port FROM port_forwards WHERE id = $1 AND server_id = $2",
+        )
+        .bind(id)
+        .bind(server.id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| page::unknown_cursor("port forwards", id))?,
+    };
+    let rows: Vec<Row> = sqlx::query_as(select_forwards!(
+        "server_id = $1 AND guest_port > $2 ORDER BY guest_port LIMIT $3"
+    ))
+    .bind(server.id)
+    .bind(after_port)
+    .bind(page.limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(to_forward).collect())
 }
 
 /// A server's port forwards, by guest port.
@@ -169,18 +190,22 @@ pub async fn of_server(conn: &mut AnyConnection, server_id: i64) -> ApiResult<Ve
     Ok(rows.into_iter().map(to_forward).collect())
 }
 
-/// The port forwards of a customer's servers in a VDC, by server.
+/// The port forwards of a customer's servers in a VDC whose ids are in `first..=last` (a page
+/// of ListServers), by server.
 pub async fn of_vdc(
     conn: &mut AnyConnection,
     customer_id: i64,
     vdc_id: i64,
+    (first, last): (i64, i64),
 ) -> ApiResult<HashMap<i64, Vec<PortForward>>> {
     let rows: Vec<Row> = sqlx::query_as(select_forwards!(
         "customer_id = $1 AND server_id IN (SELECT id FROM servers WHERE vdc_id = $2) \
-         ORDER BY guest_port"
+         AND server_id BETWEEN $3 AND $4 ORDER BY guest_port"
     ))
     .bind(customer_id)
     .bind(vdc_id)
+    .bind(first)
+    .bind(last)
     .fetch_all(conn)
     .await?;
     let mut by_server: HashMap<i64, Vec<PortForward>> = HashMap::new();

@@ -2,7 +2,7 @@
 
 use sqlx::AnyConnection;
 
-use super::{Ctx, args};
+use super::{Ctx, args, page};
 use crate::db::{self, Backend, Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::wire_struct;
@@ -56,11 +56,14 @@ pub async fn list_product_offers(
             format!("must be 'server', 'disk', 'image' or empty, got '{wanted}'"),
         ));
     }
+    let page = page::ascending(a.page_size, a.after_id)?;
     // Image offers (what servers made from a billed image cost) are listed only when asked for.
     let rows: Vec<OfferRow> = sqlx::query_as(select_offer!(
-        "(($1 = '' AND type <> 'image') OR type = $1) ORDER BY id"
+        "(($1 = '' AND type <> 'image') OR type = $1) AND id > $2 ORDER BY id LIMIT $3"
     ))
     .bind(&wanted)
+    .bind(page.cursor)
+    .bind(page.limit)
     .fetch_all(ctx.state.db.pool())
     .await?;
     Ok(rows.into_iter().map(from_row).collect())

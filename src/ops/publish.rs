@@ -14,7 +14,7 @@
 use sqlx::AnyConnection;
 
 use super::image::{self, ImageRow};
-use super::{Ctx, args, provenance};
+use super::{Ctx, args, page, provenance};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
 
@@ -183,7 +183,7 @@ crate::wire_struct! {
     /// `uuid` is the customer's or billing entity's uuid (`platform` for the platform) and
     /// `name` the billing entity's name, the customer's uuid (never an e-mail address) or
     /// "the whole platform". `allow_republish`: whether the recipients may publish the images
-    /// they derive from it.
+    /// they derive from it. `share_id` names the publication (ListImageShares' `after_id`).
     pub struct ImageShare as "ImageShare" {
         pub image_id: i64,
         pub kind: String,
@@ -191,27 +191,32 @@ crate::wire_struct! {
         pub name: String,
         pub allow_republish: bool,
         pub created: crate::ops::wire::Timestamp,
+        pub share_id: i64,
     }
 }
 
 /// Whom one of the caller's images is published to (its owner's view).
 pub async fn list_image_shares(ctx: &Ctx, a: args::ListImageShares) -> ApiResult<Vec<ImageShare>> {
+    let page = page::ascending(a.page_size, a.after_id)?;
     let mut conn = ctx.state.db.pool().acquire().await?;
     let image = image::changeable_image(&mut conn, &ctx.caller, a.image_id).await?;
     // Customers are named by their uuid: an e-mail address is a login, not a name to show.
-    let rows: Vec<(String, String, Option<String>, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(String, String, Option<String>, i64, i64, i64)> = sqlx::query_as(
         "SELECT s.target_kind, s.target_uuid, \
          (SELECT name FROM billing_entities b WHERE s.target_kind = 'billing_entity' \
             AND b.uuid = s.target_uuid), \
-         s.allow_republish, s.created FROM image_shares s WHERE s.image_id = $1 ORDER BY s.id",
+         s.allow_republish, s.created, s.id FROM image_shares s \
+         WHERE s.image_id = $1 AND s.id > $2 ORDER BY s.id LIMIT $3",
     )
     .bind(image.id)
+    .bind(page.cursor)
+    .bind(page.limit)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
         .into_iter()
         .map(
-            |(kind, uuid, entity_name, allow_republish, created)| ImageShare {
+            |(kind, uuid, entity_name, allow_republish, created, share_id)| ImageShare {
                 image_id: image.id,
                 name: match kind.as_str() {
                     "platform" => "the whole platform".to_string(),
@@ -222,6 +227,7 @@ pub async fn list_image_shares(ctx: &Ctx, a: args::ListImageShares) -> ApiResult
                 uuid,
                 allow_republish: allow_republish != 0,
                 created: crate::ops::wire::Timestamp(created),
+                share_id,
             },
         )
         .collect())

@@ -356,6 +356,31 @@ async fn check(
     Ok(())
 }
 
+/// Fails with QUOTA_EXCEEDED when `need` alone is over one of the customer's limits, whatever
+/// is in use: what a change to something that uses none of a quota now (a stopped server's
+/// offer) checks, so that it never makes what could never be used.
+pub async fn ensure_within_limits(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    customer_id: i64,
+    need: Need,
+) -> ApiResult<()> {
+    let limits = limits(&mut *conn, &state.quota_defaults, customer_id).await?;
+    for quota in QuotaName::ALL {
+        if let Some(limit) = limits.get(quota)
+            && need.of(quota) > limit
+        {
+            return Err(ApiError::QuotaExceeded {
+                quota: quota.as_str(),
+                limit,
+                would_use: need.of(quota),
+                unit: quota.unit(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Shows callers their limits and use.
 pub async fn get_quota(ctx: &Ctx, _: args::GetQuota) -> ApiResult<Quota> {
     let customer_id = ctx.customer_id();

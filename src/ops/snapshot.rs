@@ -19,7 +19,7 @@ use sqlx::AnyConnection;
 
 use super::disk::{self, Disk, NewDisk};
 use super::quota::{self, Need};
-use super::{Ctx, args, create_image, server, usage, validate, vdc};
+use super::{Ctx, args, create_image, page, server, usage, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
@@ -183,13 +183,16 @@ pub async fn create_disk_snapshot(ctx: &Ctx, a: args::CreateDiskSnapshot) -> Api
 }
 
 pub async fn list_snapshots(ctx: &Ctx, a: args::ListSnapshots) -> ApiResult<Vec<Snapshot>> {
+    let page = page::ascending(a.page_size, a.after_id)?;
     let mut conn = ctx.state.db.pool().acquire().await?;
     disk::own_disk(&mut conn, ctx.customer_id(), a.disk_id).await?;
     let rows: Vec<SnapshotRow> = sqlx::query_as(select_snapshots!(
-        "s.disk_id = $1 AND s.customer_id = $2 ORDER BY s.id"
+        "s.disk_id = $1 AND s.customer_id = $2 AND s.id > $3 ORDER BY s.id LIMIT $4"
     ))
     .bind(a.disk_id)
     .bind(ctx.customer_id())
+    .bind(page.cursor)
+    .bind(page.limit)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.iter().map(SnapshotRow::to_snapshot).collect())

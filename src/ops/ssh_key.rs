@@ -28,7 +28,7 @@ use ssh_key::{Algorithm, HashAlg, PublicKey};
 
 use super::vlan::is_unique_violation;
 use super::wire::Timestamp;
-use super::{Ctx, args, validate};
+use super::{Ctx, args, page, validate};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::wire_struct;
@@ -257,12 +257,15 @@ fn duplicate(name: &str, parsed: &ParsedKey, other_name: &str, fingerprint: &str
     }
 }
 
-pub async fn list_ssh_keys(ctx: &Ctx, _: args::ListSSHKeys) -> ApiResult<Vec<SshKey>> {
+pub async fn list_ssh_keys(ctx: &Ctx, a: args::ListSSHKeys) -> ApiResult<Vec<SshKey>> {
+    let page = page::ascending(a.page_size, a.after_id)?;
     let rows: Vec<SshKeyRow> = sqlx::query_as(
         "SELECT id, uuid, name, key_type, fingerprint, public_key, created FROM ssh_keys \
-             WHERE customer_id = $1 ORDER BY id",
+             WHERE customer_id = $1 AND id > $2 ORDER BY id LIMIT $3",
     )
     .bind(ctx.customer_id())
+    .bind(page.cursor)
+    .bind(page.limit)
     .fetch_all(ctx.state.db.pool())
     .await?;
     Ok(rows.into_iter().map(from_row).collect())
@@ -360,19 +363,24 @@ pub async fn ids_of_server(conn: &mut AnyConnection, server_id: i64) -> ApiResul
     .await?)
 }
 
-/// The key ids of each server of a customer's VDC.
+/// The key ids of each server of a customer's VDC whose id is in `first..=last` (a page of
+/// ListServers).
 pub async fn ids_of_vdc(
     conn: &mut AnyConnection,
     customer_id: i64,
     vdc_id: i64,
+    (first, last): (i64, i64),
 ) -> ApiResult<HashMap<i64, Vec<i64>>> {
     let rows: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT k.server_id, k.ssh_key_id FROM server_ssh_keys k \
          JOIN servers s ON s.id = k.server_id \
-         WHERE s.vdc_id = $1 AND s.customer_id = $2 ORDER BY k.server_id, k.ssh_key_id",
+         WHERE s.vdc_id = $1 AND s.customer_id = $2 AND k.server_id BETWEEN $3 AND $4 \
+         ORDER BY k.server_id, k.ssh_key_id",
     )
     .bind(vdc_id)
     .bind(customer_id)
+    .bind(first)
+    .bind(last)
     .fetch_all(conn)
     .await?;
     let mut by_server: HashMap<i64, Vec<i64>> = HashMap::new();

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 
 use super::wire::Timestamp;
-use super::{Caller, Ctx, args};
+use super::{Caller, Ctx, args, page};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::wire_struct;
@@ -345,17 +345,20 @@ impl TokenRow {
 /// The caller's live tokens (neither expired nor revoked), oldest first.
 pub async fn list_authentication_tokens(
     ctx: &Ctx,
-    _: args::ListAuthenticationTokens,
+    a: args::ListAuthenticationTokens,
 ) -> ApiResult<Vec<AuthenticationTokenInfo>> {
+    let page = page::ascending(a.page_size, a.after_id)?;
     let now = now_ms();
     let rows: Vec<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {TOKEN_COLUMNS} FROM auth_tokens \
          WHERE customer_id = $1 AND revoked IS NULL AND expires > $2 AND created > $3 \
-         ORDER BY id"
+         AND id > $4 ORDER BY id LIMIT $5"
     )))
     .bind(ctx.customer_id())
     .bind(now)
     .bind(oldest_live(now, ctx.state.config.max_token_lifetime))
+    .bind(page.cursor)
+    .bind(page.limit)
     .fetch_all(ctx.state.db.pool())
     .await?;
     Ok(rows.into_iter().map(|row| row.info(ctx)).collect())

@@ -10,7 +10,7 @@
 use sqlx::AnyConnection;
 
 use super::image::ImageRow;
-use super::{Ctx, args};
+use super::{Ctx, args, page};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
@@ -142,17 +142,36 @@ pub async fn list_usage(ctx: &Ctx, a: args::ListUsage) -> ApiResult<Vec<UsageRec
     if from > to {
         return Err(ApiError::invalid("from", "must not be after 'to'"));
     }
+    let page = page::ascending(a.page_size, a.after_id)?;
+    let mut conn = ctx.state.db.pool().acquire().await?;
+    // The list is by time, then id: the page goes on after the cursor's line.
+    let (after_created, after_id) = match a.after_id {
+        None => (i64::MIN, 0),
+        Some(id) => sqlx::query_scalar(
+            "SELECT created FROM usage_records WHERE id = $1 AND customer_id = $2",
+        )
+        .bind(id)
+        .bind(ctx.customer_id())
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|created: i64| (created, id))
+        .ok_or_else(|| page::unknown_cursor("usage lines", id))?,
+    };
     let rows: Vec<UsageRow> = sqlx::query_as(
         "SELECT u.id, u.kind, u.image_id, i.name AS image_name, u.product_offer_id, u.server_id, u.disk_id, u.job_id, \
          u.quantity, u.created FROM usage_records u \
          LEFT JOIN images i ON i.id = u.image_id AND i.deleted IS NULL \
          WHERE u.customer_id = $1 AND u.created >= $2 AND u.created < $3 \
-         ORDER BY u.created, u.id",
+         AND (u.created > $4 OR (u.created = $4 AND u.id > $5)) \
+         ORDER BY u.created, u.id LIMIT $6",
     )
     .bind(ctx.customer_id())
     .bind(from)
     .bind(to)
-    .fetch_all(ctx.state.db.pool())
+    .bind(after_created)
+    .bind(after_id)
+    .bind(page.limit)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(rows
         .into_iter()

@@ -1,10 +1,13 @@
 //! Virtual data centres.
 
+use serde::Deserialize;
 use sqlx::AnyConnection;
 
-use super::{Ctx, args, validate};
-use crate::db::{Tx, now_ms};
+use super::fetch::FetchDiskJob;
+use super::{Ctx, args, page, validate};
+use crate::db::{Backend, Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::jobs::{JobKind, JobStatus};
 use crate::wire_struct;
 
 wire_struct! {
@@ -45,11 +48,16 @@ macro_rules! select_vdc {
     };
 }
 
-pub async fn list_vdcs(ctx: &Ctx, _: args::ListVDCs) -> ApiResult<Vec<Vdc>> {
-    let rows: Vec<VdcRow> = sqlx::query_as(select_vdc!("v.customer_id = $1 ORDER BY v.id"))
-        .bind(ctx.customer_id())
-        .fetch_all(ctx.state.db.pool())
-        .await?;
+pub async fn list_vdcs(ctx: &Ctx, a: args::ListVDCs) -> ApiResult<Vec<Vdc>> {
+    let page = page::ascending(a.page_size, a.after_id)?;
+    let rows: Vec<VdcRow> = sqlx::query_as(select_vdc!(
+        "v.customer_id = $1 AND v.id > $2 ORDER BY v.id LIMIT $3"
+    ))
+    .bind(ctx.customer_id())
+    .bind(page.cursor)
+    .bind(page.limit)
+    .fetch_all(ctx.state.db.pool())
+    .await?;
     Ok(rows.into_iter().map(from_row).collect())
 }
 
@@ -59,6 +67,89 @@ pub async fn create_vdc(ctx: &Ctx, a: args::CreateVDC) -> ApiResult<Vdc> {
     let vdc = insert_vdc(&mut tx, ctx.customer_id(), &name).await?;
     tx.commit().await?;
     Ok(vdc)
+}
+
+/// Deletes a VDC that holds nothing: no server, disk or VLAN, and no FetchDisk still to make a
+/// disk in it. Otherwise CONFLICT, naming what is left.
+pub async fn delete_vdc(ctx: &Ctx, a: args::DeleteVDC) -> ApiResult<i64> {
+    let customer_id = ctx.customer_id();
+    let mut tx = ctx.state.db.begin_write().await?;
+    // Locked, so that on PostgreSQL what is made in the VDC meanwhile (which names the row)
+    // either was committed before and is counted, or waits and then finds no VDC. (SQLite
+    // write transactions hold the database lock anyway.)
+    let lock = match ctx.state.db.backend() {
+        Backend::Postgres => "SELECT id FROM vdcs WHERE id = $1 AND customer_id = $2 FOR UPDATE",
+        Backend::Sqlite => "SELECT id FROM vdcs WHERE id = $1 AND customer_id = $2",
+    };
+    let found: Option<i64> = sqlx::query_scalar(lock)
+        .bind(a.vdc_id)
+        .bind(customer_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if found.is_none() {
+        return Err(ApiError::not_found("VDC", a.vdc_id));
+    }
+    let (servers, disks, vlans): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM servers WHERE vdc_id = $1), \
+                (SELECT COUNT(*) FROM disks WHERE vdc_id = $1), \
+                (SELECT COUNT(*) FROM vlans WHERE vdc_id = $1)",
+    )
+    .bind(a.vdc_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let fetches = fetches_into(&mut tx, customer_id, a.vdc_id).await?;
+    let left: Vec<String> = [
+        (servers, "server"),
+        (disks, "disk"),
+        (vlans, "VLAN"),
+        (fetches, "unfinished FetchDisk job"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}{}", if n == 1 { "" } else { "s" }))
+    .collect();
+    if !left.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "VDC {} still holds {}; delete them first",
+            a.vdc_id,
+            left.join(", ")
+        )));
+    }
+    sqlx::query("DELETE FROM vdcs WHERE id = $1")
+        .bind(a.vdc_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(1)
+}
+
+/// The customer's unfinished FetchDisk jobs that will make a disk (not an image) in the VDC.
+async fn fetches_into(conn: &mut AnyConnection, customer_id: i64, vdc_id: i64) -> ApiResult<i64> {
+    let [a, b, c] = JobStatus::UNFINISHED.map(JobStatus::code);
+    let params: Vec<String> = sqlx::query_scalar(
+        "SELECT params FROM jobs WHERE customer_id = $1 AND job_type = $2 \
+         AND status IN ($3, $4, $5) AND result_committed = 0",
+    )
+    .bind(customer_id)
+    .bind(FetchDiskJob::NAME)
+    .bind(a)
+    .bind(b)
+    .bind(c)
+    .fetch_all(conn)
+    .await?;
+    #[derive(Deserialize)]
+    struct Fetching {
+        vdc_id: i64,
+        make_image: bool,
+    }
+    let mut count = 0;
+    for params in params {
+        let fetching: Fetching = serde_json::from_str(&params).map_err(ApiError::internal)?;
+        if fetching.vdc_id == vdc_id && !fetching.make_image {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 pub async fn insert_vdc(tx: &mut Tx, customer_id: i64, name: &str) -> ApiResult<Vdc> {

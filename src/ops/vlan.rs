@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use ipnet::Ipv4Net;
 use sqlx::AnyConnection;
 
-use super::{Ctx, args, validate, vdc};
+use super::{Ctx, args, page, validate, vdc};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::network::addresses;
@@ -46,14 +46,17 @@ fn to_vlan((vlan_id, vlan_name, vlan_uuid, vdc_id, subnet): VlanRow) -> Vlan {
 }
 
 pub async fn list_vlans(ctx: &Ctx, a: args::ListVLANs) -> ApiResult<Vec<Vlan>> {
+    let page = page::ascending(a.page_size, a.after_id)?;
     let mut conn = ctx.state.db.pool().acquire().await?;
     vdc::ensure_own(&mut conn, ctx.customer_id(), a.vdc_id).await?;
     let rows: Vec<VlanRow> = sqlx::query_as(
         "SELECT id, name, uuid, vdc_id, subnet FROM vlans WHERE vdc_id = $1 AND customer_id = $2 \
-         ORDER BY id",
+         AND id > $3 ORDER BY id LIMIT $4",
     )
     .bind(a.vdc_id)
     .bind(ctx.customer_id())
+    .bind(page.cursor)
+    .bind(page.limit)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(to_vlan).collect())

@@ -63,6 +63,21 @@ fn copy_raw(src: &Path, dest: &Path, size: u64, progress: &dyn CopyProgress) -> 
     file.set_len(size).map_err(io)
 }
 
+/// The size a guest sees of a qcow2 file: the big-endian 64-bit number at byte 24 of its
+/// header.
+fn qcow2_size(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; 32];
+    File::open(path)?.read_exact_at(&mut header, 0)?;
+    if &header[..4] != b"QFI\xfb" {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a qcow2 file",
+        ));
+    }
+    Ok(u64::from_be_bytes(header[24..32].try_into().unwrap()))
+}
+
 impl FileStorage {
     /// Makes a volume file just created durable before its row is committed: its contents
     /// and size, and its name in the volumes folder.
@@ -189,6 +204,43 @@ impl Storage for FileStorage {
             }
         }
         Ok(removed)
+    }
+
+    fn grow(&self, volume: &VolumeFile, size: u64) -> StorageResult<VolumeFile> {
+        let path = self.path(volume);
+        let io = |e| StorageError::io(format!("growing volume {}", volume.file), e);
+        let now = match volume.format {
+            // A raw file is as large as the disk: longer, it reads zeros that take no space.
+            VolumeFormat::Raw => {
+                let file = OpenOptions::new().write(true).open(&path).map_err(io)?;
+                let now = file.metadata().map_err(io)?.len();
+                if now < size {
+                    file.set_len(size).map_err(io)?;
+                    file.sync_all().map_err(io)?;
+                }
+                now.max(size)
+            }
+            // An overlay's size is in its header; beyond its backing file it reads zeros.
+            VolumeFormat::Qcow2 => {
+                let now = qcow2_size(&path).map_err(io)?;
+                if now < size {
+                    qemu_img::run(&[
+                        "resize",
+                        "-q",
+                        "-f",
+                        "qcow2",
+                        &path.to_string_lossy(),
+                        &size.to_string(),
+                    ])?;
+                    File::open(&path).and_then(|f| f.sync_all()).map_err(io)?;
+                }
+                now.max(size)
+            }
+        };
+        Ok(VolumeFile {
+            size: now,
+            ..volume.clone()
+        })
     }
 
     fn delete(&self, volume: &VolumeFile) -> StorageResult<()> {
@@ -415,6 +467,49 @@ mod tests {
         let v = storage.adopt_staged(&staged, 4096).unwrap();
         assert_eq!(&read_all(&storage.path(&v))[..4], b"data");
         assert!(!staged.exists());
+    }
+
+    #[test]
+    fn raw_volumes_grow_and_keep_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::open(dir.path()).unwrap();
+        let v = volume_with_data(&storage, 8 << 20, 2);
+        let before = read_all(&storage.path(&v));
+        let grown = storage.grow(&v, 64 << 20).unwrap();
+        assert_eq!(grown.size, 64 << 20);
+        assert_eq!(grown.file, v.file);
+        let after = read_all(&storage.path(&grown));
+        assert_eq!(after.len(), 64 << 20);
+        assert_eq!(&after[..8 << 20], &before[..]);
+        assert!(after[8 << 20..].iter().all(|b| *b == 0));
+        assert!(storage.allocated_bytes(&grown).unwrap() <= 3 << 20, "thin");
+        // Never shrinks.
+        let same = storage.grow(&grown, 8 << 20).unwrap();
+        assert_eq!(same.size, 64 << 20);
+        assert_eq!(fs::metadata(storage.path(&same)).unwrap().len(), 64 << 20);
+    }
+
+    #[test]
+    fn qcow2_overlays_grow_past_their_backing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::open(dir.path()).unwrap();
+        let base = volume_with_data(&storage, 8 << 20, 2);
+        let clone = storage.create_thin_clone(&base, 8 << 20).unwrap();
+        assert_eq!(qcow2_size(&storage.path(&clone)).unwrap(), 8 << 20);
+        let grown = storage.grow(&clone, 32 << 20).unwrap();
+        assert_eq!(grown.size, 32 << 20);
+        assert_eq!(qcow2_size(&storage.path(&grown)).unwrap(), 32 << 20);
+        // What the guest reads: the backing file's data, then zeros.
+        let staged = storage.staging_path("grown");
+        storage
+            .copy_flat(&grown, &staged, &Reports::default())
+            .unwrap();
+        let flat = read_all(&staged);
+        assert_eq!(flat.len(), 32 << 20);
+        assert_eq!(&flat[..8 << 20], &read_all(&storage.path(&base))[..]);
+        assert!(flat[8 << 20..].iter().all(|b| *b == 0));
+        assert_eq!(storage.grow(&grown, 16 << 20).unwrap().size, 32 << 20);
+        assert_eq!(qcow2_size(&storage.path(&grown)).unwrap(), 32 << 20);
     }
 
     #[test]

@@ -156,6 +156,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes staged files whose names `keep` does not accept (left by interrupted jobs).
     fn sweep_staging(&self, keep: &dyn Fn(&str) -> bool) -> StorageResult<usize>;
 
+    /// Grows a volume nothing has open to `size` bytes (its data stays; what is added reads
+    /// as zeros and takes no space) and returns it as it now is. Never shrinks: a volume
+    /// already at least that large is left as it is. Durably written when it returns.
+    fn grow(&self, volume: &VolumeFile, size: u64) -> StorageResult<VolumeFile>;
+
     fn delete(&self, volume: &VolumeFile) -> StorageResult<()>;
 
     /// Every file of the volume store (volumes and anything else lying there).

@@ -62,22 +62,37 @@ pub async fn get(conn: &mut AnyConnection, id: i64) -> ApiResult<VolumeRow> {
     .ok_or_else(|| ApiError::internal(anyhow::anyhow!("volume {id} is missing")))
 }
 
+/// Records the size a volume was grown to ([`super::Storage::grow`]).
+pub async fn set_size(conn: &mut AnyConnection, id: i64, size: u64) -> ApiResult<()> {
+    sqlx::query("UPDATE volumes SET size = $1 WHERE id = $2")
+        .bind(size as i64)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How many things use a volume: the disks, images and snapshots on it and the volumes that
+/// are thin clones of it.
+pub async fn users(conn: &mut AnyConnection, id: i64) -> ApiResult<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM disks WHERE volume_id = $1) \
+              + (SELECT COUNT(*) FROM images WHERE volume_id = $1) \
+              + (SELECT COUNT(*) FROM snapshots WHERE volume_id = $1) \
+              + (SELECT COUNT(*) FROM volumes WHERE backing_volume_id = $1)",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Forgets `id` and then each volume down its backing chain for as long as nothing else uses
 /// them. Returns the files to delete once the transaction has committed.
 pub async fn release(conn: &mut AnyConnection, id: i64) -> ApiResult<Vec<VolumeFile>> {
     let mut garbage = Vec::new();
     let mut next = Some(id);
     while let Some(id) = next {
-        let users: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM disks WHERE volume_id = $1) \
-                  + (SELECT COUNT(*) FROM images WHERE volume_id = $1) \
-                  + (SELECT COUNT(*) FROM snapshots WHERE volume_id = $1) \
-                  + (SELECT COUNT(*) FROM volumes WHERE backing_volume_id = $1)",
-        )
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
-        if users > 0 {
+        if users(&mut *conn, id).await? > 0 {
             break;
         }
         let row = get(&mut *conn, id).await?;

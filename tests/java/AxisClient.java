@@ -46,14 +46,15 @@ public class AxisClient {
         api.setUsername(System.getenv("ALICE_EMAIL"));
         api.setPassword(System.getenv("ALICE_PASSWORD"));
 
-        // Arrays of structs.
-        VDC[] vdcs = api.listVDCs();
+        // Arrays of structs; the paging arguments not given (-1).
+        VDC[] vdcs = api.listVDCs(-1L, -1L);
         check(vdcs.length == 1 && "Default VDC".equals(vdcs[0].getVdc_name()),
               "ListVDCs returns an array of one VDC");
         long vdc = vdcs[0].getVdc_id();
-        check(hasOffer(api.listProductOffers("server"), 18), "ListProductOffers(\"server\")");
+        check(hasOffer(api.listProductOffers("server", -1L, -1L), 18),
+              "ListProductOffers(\"server\")");
         // A null String goes out as nil: the optional type is not given.
-        ProductOffer[] offers = api.listProductOffers(null);
+        ProductOffer[] offers = api.listProductOffers(null, -1L, -1L);
         check(hasOffer(offers, 18) && hasOffer(offers, 31),
               "ListProductOffers(null) lists server and disk offers");
 
@@ -88,13 +89,17 @@ public class AxisClient {
         check(done.getStatus() == 3 && recent(done.getFinished())
               && !done.getFinished().before(done.getCreated()),
               "the fetch failed (status " + done.getStatus() + "), finished after created");
-        Job[] jobs = api.listJobs();
+        Job[] jobs = api.listJobs(-1L, -1L, -1L, null);
         check(jobs.length >= 1 && jobs[0].getJob_id() == fetch, "ListJobs");
+        // A page of one, by status and type.
+        Job[] failed = api.listJobs(1L, -1L, 3L, "FetchDisk");
+        check(failed.length == 1 && failed[0].getJob_id() == fetch,
+              "ListJobs(1, -1, 3, \"FetchDisk\"): a page of the failed fetches");
 
         // A Calendar argument, and a null one (nil).
         Calendar from = Calendar.getInstance();
         from.add(Calendar.HOUR, -1);
-        UsageRecord[] usage = api.listUsage(from, null);
+        UsageRecord[] usage = api.listUsage(from, null, -1L, -1L);
         check(usage != null && usage.length == 0, "ListUsage with a Calendar and a nil time");
 
         // Optional numbers as -1 (not given): the default page of audit events, newest first.

@@ -1,6 +1,8 @@
 """Loads the WSDL with Python zeep and calls every operation of the control API.
 
-Optional arguments left out are sent as nil (`xsd.Nil`): rpc/encoded parts are always sent.
+Optional arguments left out are sent as nil (`xsd.Nil`): zeep sends every part of an rpc/encoded
+message, so `call` fills the trailing ones the script leaves out (the paging arguments of the
+List operations, say) with nil, as a script written before they existed would need to.
 Environment: EXTILITY_WSDL, ALICE_EMAIL, ALICE_PASSWORD. Exits non-zero on the first failure.
 """
 import os
@@ -28,9 +30,17 @@ declared = {op for op in client.wsdl.bindings[next(iter(client.wsdl.bindings))].
 called = set()
 
 
+binding = client.wsdl.bindings[next(iter(client.wsdl.bindings))]
+
+
 def call(op, *args):
     called.add(op)
-    return getattr(api, op)(*args)
+    parts = len(binding._operations[op].input.abstract.parts)
+    return getattr(api, op)(*args, *[xsd.Nil] * (parts - len(args)))
+
+
+def fault_code(fault):
+    return zeep.helpers.etree.tostring(fault.detail).decode()
 
 
 def wait(job_id):
@@ -42,7 +52,10 @@ def wait(job_id):
 vdcs = call("ListVDCs")
 vdc = vdcs[0].vdc_id
 check(vdcs[0].vdc_name == "Default VDC", "ListVDCs")
-check(call("CreateVDC", "zeep vdc").vdc_name == "zeep vdc", "CreateVDC")
+spare_vdc = call("CreateVDC", "zeep vdc")
+check(spare_vdc.vdc_name == "zeep vdc", "CreateVDC")
+check([v.vdc_id for v in call("ListVDCs", 1, vdc)] == [spare_vdc.vdc_id], "ListVDCs, a page")
+check(call("DeleteVDC", spare_vdc.vdc_id) == 1, "DeleteVDC")
 vlan = call("CreateVLAN", vdc, "zeep vlan")
 check(len(call("ListVLANs", vdc)) == 1, "CreateVLAN, ListVLANs")
 check(any(o.product_offer_id == 18 for o in call("ListProductOffers", "server")), "ListProductOffers")
@@ -50,6 +63,21 @@ check(any(i.image_id == 66 for i in call("ListImages")), "ListImages")
 disk = call("CreateDisk", vdc, "zeep disk", 29, 0)
 check(call("GetDisk", disk.disk_id).disk_name == "zeep disk", "CreateDisk, GetDisk")
 check(len(call("ListDisks", vdc)) == 1, "ListDisks")
+check(call("RenameDisk", disk.disk_id, "Zeep Disk").disk_name == "Zeep Disk", "RenameDisk")
+check([d.disk_id for d in call("ListDisks", vdc, 10, 0, "zEEP d")] == [disk.disk_id],
+      "ListDisks, a page by name")
+check(call("ResizeDisk", disk.disk_id, 30).capacity == 10 << 30, "ResizeDisk")
+try:
+    call("ResizeDisk", disk.disk_id, 29)
+    check(False, "ResizeDisk never shrinks")
+except zeep.exceptions.Fault as fault:
+    check("INVALID_ARGUMENT" in fault_code(fault), "ResizeDisk never shrinks")
+try:
+    call("DeleteVDC", vdc)
+    check(False, "DeleteVDC of a VDC holding a disk")
+except zeep.exceptions.Fault as fault:
+    check("CONFLICT" in fault_code(fault) and "1 disk" in fault.message,
+          "DeleteVDC of a VDC holding a disk")
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJPq6JkZdznBikD0F5uhrPqrkPdmj7iMqIo7tz12MBpw "
        "zeep@test")
 key = call("CreateSSHKey", "zeep key", KEY)
@@ -66,6 +94,12 @@ server = call("CreateServer", vdc, vlan.vlan_id, "zeep server", 66, 18, {"item":
               xsd.Nil)
 check(len(server.disks) == 2, "CreateServer with two disk offers")
 check(call("GetServer", server.server_id).server_name == "zeep server", "GetServer")
+check(call("RenameServer", server.server_id, "zeep server").server_name == "zeep server",
+      "RenameServer")
+changed = call("ChangeServerProductOffer", server.server_id, 19)
+check(changed.product_offer_id == 19 and changed.processors == 2, "ChangeServerProductOffer")
+check(call("ChangeServerProductOffer", server.server_id, 18).processors == 1,
+      "ChangeServerProductOffer back")
 check(server.ip_address is not None and server.mac_address.startswith("52:54:00:"),
       "a server on a VLAN has an address")
 forward = call("AddPortForward", server.server_id, 22)
@@ -119,6 +153,11 @@ try:
 except zeep.exceptions.Fault as fault:  # the fetch may already have failed: there is no such host
     check("already finished" in fault.message, "FetchDisk, CancelJob of a finished job")
 check(len(call("ListJobs")) == 5, "ListJobs")
+page = call("ListJobs", 2)
+rest = call("ListJobs", 1000, page[-1].job_id)
+check(len(page) == 2 and len(rest) == 3 and rest[0].job_id < page[-1].job_id, "ListJobs, pages")
+check([j.job_type for j in call("ListJobs", xsd.Nil, xsd.Nil, 1, "StartServer")] == ["StartServer"],
+      "ListJobs by status and type")
 check(wait(call("DestroyServer", server.server_id)).status == 1, "DestroyServer")
 check(call("DeleteVLAN", vlan.vlan_id) == 1, "DeleteVLAN")
 check(call("DeleteDisk", disk.disk_id) == 1, "DeleteDisk")

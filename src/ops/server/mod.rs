@@ -1,11 +1,12 @@
 //! Servers: virtual machines made of a server product offer and attached disks.
 //!
-//! `create` makes servers, `disks` attaches and detaches disks, `power` starts, stops and
-//! destroys them (operations and the jobs behind them), `placement` picks the node a start
-//! runs on, `vm` follows what their virtual
-//! machines do on their own and shows their consoles, `metadata` is what a VM reads about
-//! itself. This module is the only one that writes `servers`.
+//! `create` makes servers, `change` renames them and changes their offers, `disks` attaches
+//! and detaches disks, `power` starts, stops and destroys them (operations and the jobs behind
+//! them), `placement` picks the node a start runs on, `vm` follows what their virtual machines
+//! do on their own and shows their consoles, `metadata` is what a VM reads about itself. This
+//! module is the only one that writes `servers`.
 
+mod change;
 mod create;
 mod disks;
 pub mod metadata;
@@ -13,6 +14,7 @@ pub mod placement;
 mod power;
 mod vm;
 
+pub use change::{change_server_product_offer, rename_server};
 pub use create::{assign_missing_addresses, create_server};
 pub use disks::{attach_disk, detach_disk, lock_stopped_server};
 pub use power::{
@@ -29,7 +31,9 @@ use sqlx::AnyConnection;
 use super::disk::{self, Disk, DiskRow, NewDisk, select_disks};
 use super::port_forward::{self, PortForward};
 use super::quota::{self, Need};
-use super::{Ctx, args, create_image, network, product_offer, ssh_key, usage, validate, vdc, vlan};
+use super::{
+    Ctx, args, create_image, network, page, product_offer, ssh_key, usage, validate, vdc, vlan,
+};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hypervisor::{Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmSpec, VmState};
@@ -223,24 +227,41 @@ pub async fn get_server(ctx: &Ctx, a: args::GetServer) -> ApiResult<Server> {
 }
 
 pub async fn list_servers(ctx: &Ctx, a: args::ListServers) -> ApiResult<Vec<Server>> {
+    let page = page::ascending(a.page_size, a.after_id)?;
+    let name = page::NameFilter::parse("name", a.name.as_deref())?;
     let mut conn = ctx.state.db.pool().acquire().await?;
     vdc::ensure_own(&mut conn, ctx.customer_id(), a.vdc_id).await?;
-    let rows: Vec<ServerRow> = sqlx::query_as(select_servers!(
-        "vdc_id = $1 AND customer_id = $2 ORDER BY id"
-    ))
-    .bind(a.vdc_id)
-    .bind(ctx.customer_id())
-    .fetch_all(&mut *conn)
-    .await?;
+    let sql = format!(
+        "{}vdc_id = $1 AND customer_id = $2 AND id > $3{} ORDER BY id LIMIT $4",
+        select_servers!(""),
+        page::name_condition(&name, "name", 5)
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(a.vdc_id)
+        .bind(ctx.customer_id())
+        .bind(page.cursor)
+        .bind(page.limit);
+    if let Some(name) = name {
+        query = query.bind(name.0);
+    }
+    let rows: Vec<ServerRow> = query.fetch_all(&mut *conn).await?;
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(Vec::new());
+    };
+    // What the page's servers hold: their disks, port forwards and SSH keys.
+    let range = (first.id, last.id);
     let disks: Vec<DiskRow> = sqlx::query_as(select_disks!(
-        "vdc_id = $1 AND customer_id = $2 AND server_id IS NOT NULL ORDER BY attach_index, id"
+        "vdc_id = $1 AND customer_id = $2 AND server_id BETWEEN $3 AND $4 \
+         ORDER BY attach_index, id"
     ))
     .bind(a.vdc_id)
     .bind(ctx.customer_id())
+    .bind(range.0)
+    .bind(range.1)
     .fetch_all(&mut *conn)
     .await?;
-    let mut forwards = port_forward::of_vdc(&mut conn, ctx.customer_id(), a.vdc_id).await?;
-    let mut keys = ssh_key::ids_of_vdc(&mut conn, ctx.customer_id(), a.vdc_id).await?;
+    let mut forwards = port_forward::of_vdc(&mut conn, ctx.customer_id(), a.vdc_id, range).await?;
+    let mut keys = ssh_key::ids_of_vdc(&mut conn, ctx.customer_id(), a.vdc_id, range).await?;
     let mut by_server: HashMap<i64, Vec<Disk>> = HashMap::new();
     for d in &disks {
         if let Some(server_id) = d.server_id {

@@ -956,3 +956,72 @@ async fn administrators_set_an_image_product_offer() {
     b.assert_console_clean("setting an image offer").await;
     b.close().await;
 }
+
+/// Long lists come a page at a time: a full page links to the next (after its last item),
+/// the next to the first, and every disk appears once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_come_a_page_at_a_time() {
+    let app = app_on(Backend::Sqlite, &[]).await;
+    let base = &app.server.url;
+    let alice = app.alice();
+    let vdc = app.alice.vdc_id;
+    for n in 1..=5 {
+        alice
+            .call(
+                "CreateDisk",
+                json!({"vdc_id": vdc, "name": format!("paged disk {n}"),
+                       "disk_productoffer_id": DISK_1GB, "image_id": 0}),
+            )
+            .await;
+    }
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let session = http_sign_in(&http, base, &app.alice).await;
+    let get = |path: String| {
+        let http = http.clone();
+        let session = session.clone();
+        async move {
+            let response = http
+                .get(format!("{base}{path}"))
+                .header(header::COOKIE, format!("extility_panel={session}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.text().await.unwrap()
+        }
+    };
+    let link = |html: &str, text: &str| -> Option<String> {
+        let end = html.find(&format!(">{text}</a>"))?;
+        let start = html[..end].rfind("href=\"")? + 6;
+        Some(html[start..end].split('"').next()?.replace("&amp;", "&"))
+    };
+    let mut seen = Vec::new();
+    let mut path = format!("/panel/disks?vdc_id={vdc}&page_size=2");
+    for page in 1..=3 {
+        let html = get(path.clone()).await;
+        let names: Vec<String> = (1..=5)
+            .map(|n| format!("paged disk {n}"))
+            .filter(|name| html.contains(name.as_str()))
+            .collect();
+        assert!(names.len() <= 2, "page {page}: {names:?}");
+        seen.extend(names);
+        assert_eq!(link(&html, "First page").is_some(), page > 1, "page {page}");
+        match link(&html, "Next page") {
+            Some(next) => path = next,
+            None => {
+                assert_eq!(page, 3, "the last page is the third");
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        (1..=5)
+            .map(|n| format!("paged disk {n}"))
+            .collect::<Vec<_>>(),
+        "every disk once, in order"
+    );
+}

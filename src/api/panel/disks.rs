@@ -29,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 
 /// What the tab's page is shown by (and the rest of ListDisks' arguments, when it takes more);
 /// `dialog` names a dialog to show open (the Fetch button's link without JavaScript).
-const VIEW: &[&str] = &["vdc_id", "dialog", "page_size", "name", "cursor", "offset"];
+const VIEW: &[&str] = &["vdc_id", "dialog", "page_size", "name", "after_id"];
 
 async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Response {
     let view = Fields(query).only(VIEW);
@@ -164,7 +164,8 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
         );
     };
     let vdc = [("vdc_id", json!(vdc_id))];
-    let disks = panel.call_with("ListDisks", view, &vdc).await;
+    let paged = view.clone().paged();
+    let disks = panel.call_with("ListDisks", &paged, &vdc).await;
     let servers = panel.read("ListServers", &vdc).await;
     let disk_offers = panel
         .read("ListProductOffers", &[("type", json!("disk"))])
@@ -202,6 +203,9 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                 (dialog_button(Tab::Disks.path(), view, "fetch-disk", "Fetch Disk/Server"))
             }
             (outcome_for(outcome, "disks"))
+            @if let Ok(list) = &disks {
+                (layout::pager(Tab::Disks.path(), &paged, items(list), "disk_id", "after_id"))
+            }
             @match &disks {
                 Err(err) => p.error role="alert" { (err.public_message()) },
                 Ok(list) => {

@@ -29,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// What the tab's page is shown by (and the rest of ListImages' arguments, when it takes more).
-const VIEW: &[&str] = &["dialog", "vdc_id", "page_size", "name", "cursor", "offset"];
+const VIEW: &[&str] = &["dialog", "vdc_id", "page_size", "name", "after_id"];
 
 async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Response {
     let view = Fields(query).only(VIEW);
@@ -47,7 +47,8 @@ fn owner(panel: &Panel, image: &Value) -> String {
 }
 
 async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Markup {
-    let images = panel.call_with("ListImages", view, &[]).await;
+    let paged = view.clone().paged();
+    let images = panel.call_with("ListImages", &paged, &[]).await;
     let vdcs = panel.read("ListVDCs", &[]).await.unwrap_or(Value::Null);
     let (vdc_choices, chosen) = vdc_options(&vdcs, view);
     let disk_offers = panel
@@ -121,6 +122,9 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                 (dialog_button(Tab::Images.path(), view, "new-image", "New Image"))
             }
             (outcome_for(outcome, "images"))
+            @if let Ok(list) = &images {
+                (layout::pager(Tab::Images.path(), &paged, items(list), "image_id", "after_id"))
+            }
             @match &images {
                 Err(err) => p.error role="alert" { (err.public_message()) },
                 Ok(list) => {

@@ -23,7 +23,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The query parameters the Jobs tab keeps (and passes to ListJobs when it takes them).
-const VIEW: &[&str] = &["page_size", "status", "job_type", "cursor", "offset"];
+const VIEW: &[&str] = &["page_size", "status", "job_type", "before_id"];
 
 async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Response {
     let view = Fields(query).only(VIEW);
@@ -35,6 +35,7 @@ async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Respo
 const ACTIONS: &str = "job-actions";
 
 async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Markup {
+    let view = &view.clone().paged();
     let jobs = panel.call_with("ListJobs", view, &[]).await;
     layout::main(
         "Jobs",
@@ -52,6 +53,9 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                         "Job " (job) ": " (message)
                     },
                 }
+            }
+            @if let Ok(list) = &jobs {
+                (layout::pager(Tab::Jobs.path(), view, items(list), "job_id", "before_id"))
             }
             @match &jobs {
                 Err(err) => p.error role="alert" { (err.public_message()) },
@@ -162,7 +166,7 @@ async fn rows(
     panel: Panel,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    let view = Fields(query).only(VIEW);
+    let view = Fields(query).only(VIEW).paged();
     let markup = match panel.call_with("ListJobs", &view, &[]).await {
         Ok(jobs) => job_rows(&panel, &view, &jobs),
         // Keep polling; say what is wrong in the table.

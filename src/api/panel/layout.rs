@@ -298,6 +298,41 @@ pub fn raw(html: &'static str) -> PreEscaped<&'static str> {
     PreEscaped(html)
 }
 
+/// The links under a paged list at `path` (shown with `view`): to the next page, after the
+/// last item's `id_field`, when the page is full, and back to the first when this is not it.
+/// `cursor` is the list operation's cursor argument (`after_id`, or `before_id` for the
+/// newest-first lists).
+pub fn pager(
+    path: &str,
+    view: &super::Fields,
+    list: &[Value],
+    id_field: &str,
+    cursor: &str,
+) -> Markup {
+    let page_size = view
+        .get("page_size")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(super::PAGE_SIZE as usize);
+    let next = (list.len() >= page_size)
+        .then(|| list.last().and_then(|last| n(last, id_field)))
+        .flatten();
+    let first = view.get(cursor).is_some();
+    html! {
+        @if next.is_some() || first {
+            nav.pager aria-label="Pages" {
+                @if first {
+                    a href=(format!("{path}{}", view.set(cursor, None).query_string())) { "First page" }
+                }
+                @if let Some(last) = next {
+                    a href=(format!("{path}{}", view.set(cursor, Some(&last.to_string())).query_string())) {
+                        "Next page"
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

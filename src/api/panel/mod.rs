@@ -125,6 +125,9 @@ async fn security_headers(mut response: Response) -> Response {
 #[derive(Debug, Clone, Default)]
 pub struct Fields(Vec<(String, String)>);
 
+/// How many items a list of the panel shows at once (the operations take up to 1,000).
+pub const PAGE_SIZE: i64 = 100;
+
 impl Fields {
     pub fn parse(text: &[u8]) -> Fields {
         Fields(
@@ -159,6 +162,25 @@ impl Fields {
                 .cloned()
                 .collect(),
         )
+    }
+
+    /// These fields with `name` set to `value` alone (or without `name`, for `None`).
+    pub fn set(&self, name: &str, value: Option<&str>) -> Fields {
+        let mut fields: Vec<(String, String)> =
+            self.0.iter().filter(|(k, _)| k != name).cloned().collect();
+        if let Some(value) = value {
+            fields.push((name.to_string(), value.to_string()));
+        }
+        Fields(fields)
+    }
+
+    /// A list's view: these fields, with the panel's page size unless they name one.
+    pub fn paged(self) -> Fields {
+        if self.get("page_size").is_some() {
+            self
+        } else {
+            self.set("page_size", Some(&PAGE_SIZE.to_string()))
+        }
     }
 
     /// `?a=1&b=2`, or nothing.

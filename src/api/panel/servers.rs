@@ -29,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 
 /// What the tab's page is shown by (and the rest of ListServers' arguments, when it takes
 /// more).
-const VIEW: &[&str] = &["vdc_id", "page_size", "name", "cursor", "offset"];
+const VIEW: &[&str] = &["vdc_id", "page_size", "name", "after_id"];
 
 async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Response {
     let view = Fields(query).only(VIEW);
@@ -69,7 +69,8 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
         return layout::main("Servers", no_vdc(panel, outcome));
     };
     let vdc = [("vdc_id", json!(vdc_id))];
-    let servers = panel.call_with("ListServers", view, &vdc).await;
+    let paged = view.clone().paged();
+    let servers = panel.call_with("ListServers", &paged, &vdc).await;
     let disks = panel.read("ListDisks", &vdc).await;
     let images = panel.read("ListImages", &[]).await;
     let server_offers = panel
@@ -104,6 +105,9 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
         "Servers",
         html! {
             (vdc_picker(Tab::Servers.path(), &vdc_choices, chosen))
+            @if let Ok(list) = &servers {
+                (layout::pager(Tab::Servers.path(), &paged, items(list), "server_id", "after_id"))
+            }
             @match &servers {
                 Err(err) => p.error role="alert" { (err.public_message()) },
                 Ok(list) => {

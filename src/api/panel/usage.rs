@@ -15,7 +15,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// ListUsage's arguments (and what it may take later).
-const VIEW: &[&str] = &["from", "to", "page_size", "cursor", "offset"];
+const VIEW: &[&str] = &["from", "to", "page_size", "after_id"];
 
 async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Response {
     let view = Fields(query).only(VIEW);

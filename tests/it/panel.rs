@@ -1025,3 +1025,106 @@ async fn lists_come_a_page_at_a_time() {
         "every disk once, in order"
     );
 }
+
+/// The Disks and Servers tabs rename, grow and resize through the operations, with the
+/// session's anti-forgery token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disks_and_servers_are_renamed_and_resized_from_the_panel() {
+    let app = app_on(Backend::Sqlite, &[]).await;
+    let base = &app.server.url;
+    let alice = app.alice();
+    let vdc = app.alice.vdc_id;
+    let disk = alice
+        .call(
+            "CreateDisk",
+            json!({"vdc_id": vdc, "name": "small", "disk_productoffer_id": DISK_1GB,
+                   "image_id": 0}),
+        )
+        .await;
+    let disk_id = id(&disk, "disk_id");
+    let server = alice
+        .call(
+            "CreateServer",
+            json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "web", "image_id": BLANK_IMAGE,
+                   "server_productoffer_id": SERVER_1CPU_512MB,
+                   "disk_productoffer_ids": [DISK_1GB]}),
+        )
+        .await;
+    let server_id = id(&server, "server_id");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let session = http_sign_in(&http, base, &app.alice).await;
+    let cookie = format!("extility_panel={session}");
+    let page = http
+        .get(format!("{base}/panel/disks?vdc_id={vdc}"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Rename or grow"), "{page}");
+    let csrf = csrf_field(&page);
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        let (http, cookie, csrf) = (http.clone(), cookie.clone(), csrf.clone());
+        async move {
+            let mut form = form;
+            form.push(("_csrf", csrf));
+            form.push(("vdc_id", vdc.to_string()));
+            // As htmx sends it: the answer is the tab again, with what happened.
+            let response = http
+                .post(format!("{base}{path}"))
+                .header(header::COOKIE, cookie)
+                .header("hx-request", "true")
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.text().await.unwrap()
+        }
+    };
+    let said = post(
+        format!("/panel/disks/{disk_id}/rename"),
+        vec![("name", "data".to_string())],
+    )
+    .await;
+    assert!(said.contains("Disk renamed data."), "{said}");
+    let said = post(
+        format!("/panel/disks/{disk_id}/resize"),
+        vec![("disk_productoffer_id", "31".to_string())],
+    )
+    .await;
+    assert!(said.contains("Disk grown to"), "{said}");
+    let after = alice.call("GetDisk", json!({"disk_id": disk_id})).await;
+    assert_eq!(after["disk_name"], "data");
+    assert!(after["capacity"].as_i64().unwrap() > disk["capacity"].as_i64().unwrap());
+    // Growing back to the smaller offer is refused, with the API's message next to the disk.
+    let said = post(
+        format!("/panel/disks/{disk_id}/resize"),
+        vec![("disk_productoffer_id", DISK_1GB.to_string())],
+    )
+    .await;
+    assert!(said.contains("role=\"alert\""), "{said}");
+
+    let said = post(
+        format!("/panel/servers/{server_id}/rename"),
+        vec![("server_name", "www".to_string())],
+    )
+    .await;
+    assert!(said.contains("Server renamed."), "{said}");
+    let said = post(
+        format!("/panel/servers/{server_id}/resize"),
+        vec![("server_productoffer_id", "18".to_string())],
+    )
+    .await;
+    assert!(said.contains("Server size changed."), "{said}");
+    let after = alice
+        .call("GetServer", json!({"server_id": server_id}))
+        .await;
+    assert_eq!(after["server_name"], "www");
+    assert_eq!(after["product_offer_id"], 18);
+}

@@ -226,7 +226,7 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                                     @for disk in items(list) {
                                         @let disk_id = n(disk, "disk_id").unwrap_or_default();
                                         @let snaps = snapshots.iter().find(|(d, _)| *d == disk_id).map(|(_, l)| l);
-                                        (disk_row(csrf, vdc_id, disk, snaps, &vdc_choices, &server_name, outcome))
+                                        (disk_row(csrf, vdc_id, disk, snaps, &vdc_choices, &disk_offers, &server_name, outcome))
                                     }
                                 }
                             }
@@ -258,6 +258,7 @@ fn disk_row(
     disk: &Value,
     snapshots: Option<&Value>,
     vdcs: &[(String, String)],
+    disk_offers: &[(String, String)],
     server_name: &dyn Fn(i64) -> String,
     outcome: Option<&Outcome>,
 ) -> Markup {
@@ -324,6 +325,23 @@ fn disk_row(
                             }
                         }
                     }
+                }
+                details {
+                    summary { "Rename or grow…" }
+                    (form("rename", html! {
+                        label.visually-hidden for=(format!("rename-{id}")) { "New name of " (name) }
+                        input type="text" id=(format!("rename-{id}")) name="name" value=(name) required;
+                        button type="submit" { "Rename" }
+                    }))
+                    (form("resize", html! {
+                        label.visually-hidden for=(format!("resize-{id}")) { "Disk product to grow " (name) " to" }
+                        select id=(format!("resize-{id}")) name="disk_productoffer_id" {
+                            @for (value, text) in disk_offers {
+                                option value=(value) { (text) }
+                            }
+                        }
+                        button type="submit" { "Grow" }
+                    }))
                 }
                 @if n(disk, "server_id").is_none() {
                     details.danger {
@@ -401,6 +419,14 @@ async fn action(
             .call_with("DeleteDisk", &fields, &disk)
             .await
             .map(|_| html! { "Disk deleted." }),
+        "rename" => panel
+            .call_with("RenameDisk", &fields, &disk)
+            .await
+            .map(|d| html! { "Disk renamed " (s(&d, "disk_name")) "." }),
+        "resize" => panel
+            .call_with("ResizeDisk", &fields, &disk)
+            .await
+            .map(|d| html! { "Disk grown to " (bytes(n(&d, "capacity").unwrap_or(0))) "." }),
         _ => return super::not_found(),
     };
     // A deleted disk's row is gone: its message shows above the table.

@@ -76,6 +76,7 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
     let server_offers = panel
         .read("ListProductOffers", &[("type", json!("server"))])
         .await;
+    let sizes = offer_options(&server_offers);
     let disk_offers = panel
         .read("ListProductOffers", &[("type", json!("disk"))])
         .await;
@@ -126,7 +127,7 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                                 } }
                                 tbody {
                                     @for server in items(list) {
-                                        (server_row(csrf, vdc_id, server, &available, outcome))
+                                        (server_row(csrf, vdc_id, server, &available, &sizes, outcome))
                                     }
                                 }
                             }
@@ -158,6 +159,7 @@ fn server_row(
     vdc_id: i64,
     server: &Value,
     available: &[(String, String)],
+    sizes: &[(String, String)],
     outcome: Option<&Outcome>,
 ) -> Markup {
     let id = n(server, "server_id").unwrap_or_default();
@@ -224,6 +226,24 @@ fn server_row(
                             @for (value, text) in available { option value=(value) { (text) } }
                         }
                         button type="submit" aria-label=(format!("Attach the disk to {name}")) { "Attach" }
+                    }))
+                }
+                details {
+                    summary { "Rename or resize…" }
+                    (form("rename", html! {
+                        label.visually-hidden for=(format!("rename-{id}")) { "New name of " (name) }
+                        input type="text" id=(format!("rename-{id}")) name="server_name" value=(name) required;
+                        button type="submit" { "Rename" }
+                    }))
+                    (form("resize", html! {
+                        label.visually-hidden for=(format!("size-{id}")) { "Server size of " (name) " (stopped servers)" }
+                        select id=(format!("size-{id}")) name="server_productoffer_id" {
+                            @for (value, text) in sizes {
+                                option value=(value)
+                                    selected[*value == n(server, "product_offer_id").unwrap_or_default().to_string()] { (text) }
+                            }
+                        }
+                        button type="submit" { "Change size" }
                     }))
                 }
                 details.danger {
@@ -441,13 +461,15 @@ async fn action(
         "destroy" => ("DestroyServer", "Destroying"),
         "attach" => ("AttachDisk", "Disk attached"),
         "detach" => ("DetachDisk", "Disk detached"),
+        "rename" => ("RenameServer", "Server renamed"),
+        "resize" => ("ChangeServerProductOffer", "Server size changed"),
         _ => return super::not_found(),
     };
     let result = panel
         .call_with(operation, &fields, &[("server_id", json!(server_id))])
         .await
         .map(|v| match action.as_str() {
-            "attach" | "detach" => html! { (what) "." },
+            "attach" | "detach" | "rename" | "resize" => html! { (what) "." },
             _ => job_notice(what, &v),
         });
     let view = fields.only(&["vdc_id"]);

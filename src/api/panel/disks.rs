@@ -252,6 +252,7 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn disk_row(
     csrf: &str,
     vdc_id: i64,

@@ -145,11 +145,27 @@ async fn servers_start_on_the_least_loaded_node_and_again_on_their_own() {
                 .to_string()
         }
     };
-    // Equal loads: the first by id; the second on the other, now less loaded, node.
-    let first_on = start(servers[0]).await;
-    assert_eq!(first_on, "node-a");
-    let second_on = start(servers[1]).await;
-    assert_eq!(second_on, "node-b", "the least loaded node");
+    // Both started at once: equal loads put the first on node-a (first by id); the second,
+    // queued before the first has booted, still counts it there and goes to node-b.
+    let mut jobs = Vec::new();
+    for id in &servers {
+        let job = api.call("StartServer", json!({"server_id": id})).await;
+        jobs.push(job["job_id"].as_i64().unwrap());
+    }
+    for job in jobs {
+        api.job_ok(job).await;
+    }
+    let node_of = |id: i64| {
+        let api = api.clone();
+        async move {
+            api.call("GetServer", json!({"server_id": id})).await["node"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert_eq!(node_of(servers[0]).await, "node-a");
+    assert_eq!(node_of(servers[1]).await, "node-b", "the least loaded node");
 
     // Both stopped, the nodes are equally loaded again; started again, the second comes back
     // to its node rather than to node-a, first by id.

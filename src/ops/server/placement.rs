@@ -11,9 +11,11 @@
 //! - **Least loaded.** The node whose memory would be the smallest share used, then processors,
 //!   then its id, so that placements are repeatable.
 //!
-//! The choice is made in StartServer's transaction and aimed at the node (the job's
-//! `target_node`); if that node dies before it claims the job, another node takes it (the queue
-//! does not wait for a dead node). With the file storage every node must reach the volumes
+//! The choice is made in StartServer's transaction, recorded as the server's node (so the next
+//! placement counts it there) and aimed at the node (the job's `target_node`); if that node
+//! dies before it claims the job, another node takes it (the queue does not wait for a dead
+//! node) and records itself. On PostgreSQL the nodes' rows are locked while placing, so
+//! concurrent starts take turns. With the file storage every node must reach the volumes
 //! (one data directory, as `docker-compose.yml` shares it).
 
 use super::*;
@@ -98,6 +100,14 @@ async fn node_loads(
     state: &AppState,
     server_id: i64,
 ) -> ApiResult<Vec<NodeLoad>> {
+    // On PostgreSQL, placements take turns: the nodes' rows stay locked until the start is
+    // committed (with its server counted on the chosen node), so two starts at once cannot
+    // both take a node's last room. SQLite's write transactions take turns anyway.
+    if state.db.backend() == crate::db::Backend::Postgres {
+        sqlx::query("SELECT id FROM nodes WHERE can_run_vms = 1 ORDER BY id FOR UPDATE")
+            .execute(&mut *conn)
+            .await?;
+    }
     let alive_since = now_ms() - state.jobs.lease_ms();
     let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT n.id, n.vcpus, n.memory_mb, \

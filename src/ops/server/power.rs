@@ -50,7 +50,18 @@ async fn queue_server_job<K: JobKind>(
     params: K,
 ) -> ApiResult<i64> {
     let target_node = match status {
-        ServerStatus::Starting => placement::choose_node(&mut tx, &ctx.state, server).await?,
+        ServerStatus::Starting => {
+            let chosen = placement::choose_node(&mut tx, &ctx.state, server).await?;
+            if let Some(node) = &chosen {
+                // Counted on its node from now on, so that the next placement sees it.
+                sqlx::query("UPDATE servers SET node = $1 WHERE id = $2")
+                    .bind(node)
+                    .bind(server.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            chosen
+        }
         _ => server.node.clone(),
     };
     set_status(&mut tx, server.id, status, None).await?;

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -21,9 +21,9 @@ use sha_crypt::{PasswordHashRef, PasswordVerifier, ShaCrypt};
 
 use crate::support::catalogue::{DISK_1GB, SERVER_1CPU_1GB};
 use crate::support::fetch_disk::fetch;
-use crate::support::guest::GuestDisk;
+use crate::support::guest::{GuestDisk, console_until, qemu_options};
 use crate::support::image_server::ImageServer;
-use crate::support::{Backend, ServerOptions, TestApp};
+use crate::support::{Backend, TestApp};
 
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
 const DONE: &str = "GUEST DONE";
@@ -109,23 +109,7 @@ fn cloud_init_yaml(path: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_guest_finds_its_nocloud_datasource_and_it_passes_cloud_inits_checks() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
-    let app = TestApp::start_with(
-        Backend::Sqlite,
-        ServerOptions {
-            args: [
-                "--hypervisor",
-                "qemu",
-                "--qemu-accel",
-                "tcg",
-                "--allow-fetch-from",
-                "127.0.0.0/8",
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = TestApp::start_with(Backend::Sqlite, qemu_options(&[])).await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
     let dir = app.dir.path();
@@ -170,23 +154,7 @@ async fn a_stock_guest_finds_its_nocloud_datasource_and_it_passes_cloud_inits_ch
         .await;
     alice.job_ok(job["job_id"].as_i64().unwrap()).await;
 
-    let deadline = Instant::now() + GUEST_TIMEOUT;
-    let log = loop {
-        let log = alice
-            .call("GetConsoleLog", json!({"server_id": server_id}))
-            .await["console_log"]
-            .as_str()
-            .unwrap()
-            .replace(['\r', '\u{240d}'], "");
-        if log.contains(DONE) {
-            break log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no '{DONE}' on the console after {GUEST_TIMEOUT:?}: {log}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let log = console_until(&alice, server_id, DONE, GUEST_TIMEOUT).await;
     assert!(
         log.contains("SERIAL ds=nocloud-net;s=http://10.0.2.100/metadata/v1/nocloud/"),
         "the SMBIOS serial announces the datasource: {log}"

@@ -32,10 +32,10 @@ use serde_json::json;
 
 use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB};
 use crate::support::fetch_disk::{disks, fetch, fetch_args};
-use crate::support::guest::GuestDisk;
+use crate::support::guest::{GuestDisk, console_until, qemu_options};
 use crate::support::image_server::ImageServer;
 use crate::support::tools::{assert_success, output};
-use crate::support::{Backend, ServerOptions, TestApp};
+use crate::support::{Backend, TestApp};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -688,23 +688,7 @@ poweroff -f
 async fn a_busybox_guest_runs_it_at_first_boot_and_prints_the_hash_it_set() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
     let started = Instant::now();
-    let app = TestApp::start_with(
-        Backend::Sqlite,
-        ServerOptions {
-            args: [
-                "--hypervisor",
-                "qemu",
-                "--qemu-accel",
-                "tcg",
-                "--allow-fetch-from",
-                "127.0.0.0/8",
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = TestApp::start_with(Backend::Sqlite, qemu_options(&[])).await;
 
     // The packages, and the tarball's tree in the guest's initramfs.
     let (_, tarball) = build_packages(&app.dir.path().join("packages"));
@@ -785,24 +769,7 @@ async fn a_busybox_guest_runs_it_at_first_boot_and_prints_the_hash_it_set() {
         .unwrap_or_else(|| panic!("no metadata-token under {}", vms.display()));
     assert!(token.len() >= 16, "{token:?}");
 
-    let deadline = Instant::now() + GUEST_TIMEOUT;
-    let log = loop {
-        let log = alice
-            .call("GetConsoleLog", json!({"server_id": server_id}))
-            .await["console_log"]
-            .as_str()
-            .unwrap()
-            // The serial console ends lines with CR LF; GetConsoleLog shows a CR as U+240D.
-            .replace(['\r', '\u{240d}'], "");
-        if log.contains(DONE) {
-            break log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no '{DONE}' on the console after {GUEST_TIMEOUT:?}: {log}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let log = console_until(&alice, server_id, DONE, GUEST_TIMEOUT).await;
     eprintln!(
         "firstboot: the guest was done {:?} after StartServer ({:?} in all)",
         booted.elapsed(),

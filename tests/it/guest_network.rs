@@ -18,9 +18,9 @@ use serde_json::json;
 
 use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB};
 use crate::support::fetch_disk::{disks, fetch, fetch_args};
-use crate::support::guest::guest_disk_with;
+use crate::support::guest::{console_until, guest_disk_with, qemu_options};
 use crate::support::image_server::ImageServer;
-use crate::support::{Backend, ServerOptions, TestApp};
+use crate::support::{Backend, TestApp};
 
 /// Boot under TCG (KVM can hang a Linux guest on nested hosts), DHCP, metadata, probes.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -68,23 +68,7 @@ poweroff -f
 async fn a_guest_reaches_its_metadata_and_nothing_of_the_host() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
     let started = Instant::now();
-    let app = TestApp::start_with(
-        Backend::Sqlite,
-        ServerOptions {
-            args: [
-                "--hypervisor",
-                "qemu",
-                "--qemu-accel",
-                "tcg",
-                "--allow-fetch-from",
-                "127.0.0.0/8",
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = TestApp::start_with(Backend::Sqlite, qemu_options(&[])).await;
     assert!(
         app.server.log_text().contains(
             "guests get confined user-mode networking: DHCP and the metadata service only"
@@ -166,24 +150,7 @@ async fn a_guest_reaches_its_metadata_and_nothing_of_the_host() {
     alice.job_ok(job["job_id"].as_i64().unwrap()).await;
     let booted = Instant::now();
 
-    let deadline = Instant::now() + GUEST_TIMEOUT;
-    let log = loop {
-        let log = alice
-            .call("GetConsoleLog", json!({"server_id": server_id}))
-            .await["console_log"]
-            .as_str()
-            .unwrap()
-            // The serial console ends lines with CR LF; GetConsoleLog shows a CR as U+240D.
-            .replace(['\r', '\u{240d}'], "");
-        if log.contains(DONE) {
-            break log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no '{DONE}' on the console after {GUEST_TIMEOUT:?}: {log}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let log = console_until(&alice, server_id, DONE, GUEST_TIMEOUT).await;
     eprintln!(
         "guest_network: the guest ran its probes {:?} after StartServer ({:?} in all)",
         booted.elapsed(),

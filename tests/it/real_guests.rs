@@ -23,10 +23,10 @@ use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB, DISK_1GB_SIZE, SERVER_1CP
 use crate::support::fetch_disk::{
     assert_thin_disk_holds, convert_file, data_blocks, fetch, fetch_args, gzip,
 };
-use crate::support::guest::GuestDisk;
+use crate::support::guest::{GuestDisk, console_until, qemu_options};
 use crate::support::image_server::ImageServer;
 use crate::support::server_db::ServerDb;
-use crate::support::{Api, Backend, ServerOptions, TestApp};
+use crate::support::{Api, Backend, TestApp};
 
 /// Three guests booting at once under TCG, on a machine other tests share.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -160,7 +160,7 @@ async fn fetch_and_boot(app: &TestApp, files: &ImageServer, format: &'static For
 
     let server_id = boot(&alice, vdc, &disk, &format!("guest-{}", format.ext)).await;
     let booting = Instant::now();
-    let log = console_until_done(&alice, server_id, format.ext).await;
+    let log = console_until(&alice, server_id, DONE, GUEST_TIMEOUT).await;
     let booted_in = booting.elapsed();
     let lines: Vec<&str> = log.lines().map(str::trim).collect();
     let expected = format!("MARKER file={marker} cmdline={marker}");
@@ -202,29 +202,6 @@ async fn boot(alice: &Api, vdc: i64, disk: &Value, name: &str) -> i64 {
     server_id
 }
 
-/// Polls GetConsoleLog until the guest says it is done (or the deadline passes); returns the
-/// log, CRs removed.
-async fn console_until_done(alice: &Api, server_id: i64, what: &str) -> String {
-    let deadline = Instant::now() + GUEST_TIMEOUT;
-    loop {
-        let log = alice
-            .call("GetConsoleLog", json!({"server_id": server_id}))
-            .await["console_log"]
-            .as_str()
-            .unwrap()
-            // The serial console ends lines with CR LF; GetConsoleLog shows a CR as U+240D.
-            .replace(['\r', '\u{240d}'], "");
-        if log.lines().any(|l| l.trim() == DONE) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: no '{DONE}' on the console after {GUEST_TIMEOUT:?}: {log}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qcow2_vmdk_and_vhd_images_are_fetched_converted_and_boot() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
@@ -234,22 +211,8 @@ async fn qcow2_vmdk_and_vhd_images_are_fetched_converted_and_boot() {
     // database engine; FetchDisk's jobs and disks on PostgreSQL are image_formats's.
     let app = TestApp::start_with(
         Backend::Sqlite,
-        ServerOptions {
-            args: [
-                "--hypervisor",
-                "qemu",
-                "--qemu-accel",
-                "tcg",
-                "--allow-fetch-from",
-                "127.0.0.0/8",
-                // The three fetches at once (the default lets a customer run two).
-                "--max-fetches-per-customer",
-                "3",
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..Default::default()
-        },
+        // The three fetches at once (the default lets a customer run two).
+        qemu_options(&["--max-fetches-per-customer", "3"]),
     )
     .await;
     let files = ImageServer::start().await;

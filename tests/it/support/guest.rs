@@ -279,3 +279,51 @@ impl Cpio {
         self.out
     }
 }
+
+/// A server that boots real guests: QEMU under TCG (KVM can hang a Linux guest on nested
+/// hosts), fetching from this host's loopback, with `extra` arguments.
+pub(crate) fn qemu_options(extra: &[&str]) -> crate::support::ServerOptions {
+    let mut args: Vec<String> = [
+        "--hypervisor",
+        "qemu",
+        "--qemu-accel",
+        "tcg",
+        "--allow-fetch-from",
+        "127.0.0.0/8",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    crate::support::ServerOptions {
+        args,
+        ..Default::default()
+    }
+}
+
+/// Polls GetConsoleLog until the guest has printed `marker` (or `timeout` has passed, which
+/// fails the test); returns the log. The serial console ends lines with CR LF, which
+/// GetConsoleLog shows as U+240D: both are removed.
+pub(crate) async fn console_until(
+    api: &crate::support::Api,
+    server_id: i64,
+    marker: &str,
+    timeout: std::time::Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let log = api
+            .call("GetConsoleLog", serde_json::json!({"server_id": server_id}))
+            .await["console_log"]
+            .as_str()
+            .unwrap()
+            .replace(['\r', '\u{240d}'], "");
+        if log.contains(marker) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server {server_id}: no '{marker}' on the console after {timeout:?}: {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

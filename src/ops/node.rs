@@ -18,7 +18,8 @@ pub struct NodeStatus {
     pub alive: bool,
     /// Milliseconds since its last heartbeat.
     pub last_seen_ago_ms: i64,
-    /// Servers running or starting on it, and the processors and memory they were given.
+    /// Servers running, starting or stopping on it (what placement counts), and the
+    /// processors and memory they were given.
     pub servers: i64,
     pub used_vcpus: i64,
     pub used_memory_mb: i64,
@@ -42,11 +43,11 @@ type NodeRow = (
 pub async fn list_nodes(db: &Db, lease_ms: i64) -> ApiResult<Vec<NodeStatus>> {
     let rows: Vec<NodeRow> = sqlx::query_as(
         "SELECT n.id, n.address, n.version, n.vcpus, n.memory_mb, n.can_run_vms, n.last_seen, \
-         (SELECT COUNT(*) FROM servers s WHERE s.node = n.id AND s.status IN (2, 3)), \
+         (SELECT COUNT(*) FROM servers s WHERE s.node = n.id AND s.status IN (2, 3, 4)), \
          (SELECT CAST(COALESCE(SUM(s.processors), 0) AS BIGINT) FROM servers s \
-           WHERE s.node = n.id AND s.status IN (2, 3)), \
+           WHERE s.node = n.id AND s.status IN (2, 3, 4)), \
          (SELECT CAST(COALESCE(SUM(s.memory), 0) AS BIGINT) FROM servers s \
-           WHERE s.node = n.id AND s.status IN (2, 3)) \
+           WHERE s.node = n.id AND s.status IN (2, 3, 4)) \
          FROM nodes n ORDER BY n.id",
     )
     .fetch_all(db.pool())

@@ -1128,3 +1128,37 @@ async fn disks_and_servers_are_renamed_and_resized_from_the_panel() {
     assert_eq!(after["server_name"], "www");
     assert_eq!(after["product_offer_id"], 18);
 }
+
+/// Signing in again and again keeps at most 20 sessions of a customer: the oldest end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_keeps_a_bounded_number_of_sessions() {
+    let app = app_on(Backend::Sqlite, &[]).await;
+    let base = &app.server.url;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..21 {
+        sessions.push(http_sign_in(&http, base, &app.alice).await);
+    }
+    let status = |session: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{base}/panel/jobs"))
+                .header(header::COOKIE, format!("extility_panel={session}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        status(sessions[0].clone()).await,
+        303,
+        "the oldest has ended"
+    );
+    assert_eq!(status(sessions[1].clone()).await, 200);
+    assert_eq!(status(sessions[20].clone()).await, 200);
+}

@@ -9,7 +9,8 @@
 //! - **Expiry.** A session ends two hours after its last request ([`IDLE`]) and twelve hours
 //!   after it was made ([`ABSOLUTE`]), whichever comes first; `last_seen` is written at most
 //!   once a minute, so the Jobs tab's polling does not write on every request. Ended sessions
-//!   are deleted when met and at each sign-in. Signing out deletes the session.
+//!   are deleted when met and at each sign-in. Signing out deletes the session. A customer
+//!   keeps at most [`MAX_SESSIONS_PER_CUSTOMER`]: a new one ends the oldest.
 //! - **CSRF.** Each session has its own random anti-forgery token, rendered into every form (a
 //!   hidden field) and into htmx's request headers; every POST must carry it back
 //!   (`super::PanelForm`). The sign-in form, which has no session yet, carries a token that
@@ -31,6 +32,8 @@ pub const SIGNIN_COOKIE: &str = "extility_panel_signin";
 pub const IDLE: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
 /// A session ends this long after it was made, however busy.
 pub const ABSOLUTE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+/// The sessions a customer keeps at once; signing in again ends the oldest beyond these.
+pub const MAX_SESSIONS_PER_CUSTOMER: i64 = 20;
 /// How stale `last_seen` may be before a request writes it again.
 const LAST_SEEN_RESOLUTION_MS: i64 = 60_000;
 /// No session id is longer than this (checked before hashing what a browser sent).
@@ -75,6 +78,16 @@ pub async fn create(db: &Db, caller: &Caller) -> ApiResult<String> {
     .bind(caller.customer_id)
     .bind(random_token())
     .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    // A customer's oldest sessions go beyond the newest few: signing in in a loop cannot
+    // grow the table without bound.
+    sqlx::query(
+        "DELETE FROM panel_sessions WHERE customer_id = $1 AND id NOT IN \
+         (SELECT id FROM panel_sessions WHERE customer_id = $1 ORDER BY id DESC LIMIT $2)",
+    )
+    .bind(caller.customer_id)
+    .bind(MAX_SESSIONS_PER_CUSTOMER)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

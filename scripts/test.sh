@@ -43,6 +43,10 @@ have docker-compose || need_guest+=(docker-compose)
 # The control panel's tests drive a real browser: Debian's headless Chromium and its WebDriver.
 have chromium || need_guest+=(chromium)
 have chromedriver || need_guest+=(chromium-driver)
+# Ceph RBD storage: the tests start one monitor and one OSD of their own (16.2, Debian's).
+have ceph-mon || [ -x /usr/bin/ceph-mon ] || need_guest+=(ceph-mon)
+have ceph-osd || [ -x /usr/bin/ceph-osd ] || need_guest+=(ceph-osd)
+have rbd || need_guest+=(ceph-common)
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 

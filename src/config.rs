@@ -441,6 +441,43 @@ pub struct ServeArgs {
     pub orphan_min_age_seconds: u64,
     #[command(flatten)]
     pub network: NetworkArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Where volumes live (README: Storage).
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// `files`: raw sparse files in the data directory (thin clones are qcow2 overlays);
+    /// `rbd`: images of a Ceph RBD pool, shared by every node (thin clones are RBD clones).
+    #[arg(
+        long = "storage",
+        env = "EXTILITY_STORAGE",
+        value_enum,
+        default_value = "files"
+    )]
+    pub backend: StorageBackend,
+    /// The RBD pool volumes are made in (with `--storage rbd`; `rbd pool init` done).
+    #[arg(
+        long,
+        env = "EXTILITY_RBD_POOL",
+        required_if_eq("backend", "rbd"),
+        value_name = "POOL"
+    )]
+    pub rbd_pool: Option<String>,
+    /// The Ceph configuration file (Ceph's default, `/etc/ceph/ceph.conf`, when not given); its
+    /// keyring is found as Ceph finds it.
+    #[arg(long, env = "EXTILITY_CEPH_CONF", value_name = "FILE")]
+    pub ceph_conf: Option<PathBuf>,
+    /// The Ceph user, without `client.` (Ceph's default, `admin`, when not given).
+    #[arg(long, env = "EXTILITY_CEPH_USER", value_name = "NAME")]
+    pub ceph_user: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageBackend {
+    Files,
+    Rbd,
 }
 
 /// How guests are networked (README: Networking).

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::config::{Config, HypervisorKind, NetworkMode, OnOff, QemuAccel};
+use crate::config::{Config, HypervisorKind, NetworkMode, OnOff, QemuAccel, StorageBackend};
 use crate::db::Db;
 use crate::fetch::FetchTls;
 use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
@@ -27,6 +27,7 @@ use crate::ops::{self, catalogue, job, server};
 use crate::size::parse_size;
 use crate::state::{AppState, Inner};
 use crate::storage::files::FileStorage;
+use crate::storage::rbd::{RbdConfig, RbdStorage};
 use crate::storage::{Storage, orphans};
 
 pub struct Application {
@@ -80,6 +81,30 @@ fn secret_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|_| anyhow::anyhow!("the secret key must be 32 bytes (64 hex digits)"))
+}
+
+/// The storage backend the flags choose. RBD must answer now: a node that cannot reach its
+/// volumes should not take jobs.
+fn storage(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn Storage>> {
+    let args = &config.storage;
+    Ok(match args.backend {
+        StorageBackend::Files => Arc::new(FileStorage::open(data_dir)?),
+        StorageBackend::Rbd => {
+            let rbd = RbdConfig {
+                pool: args
+                    .rbd_pool
+                    .clone()
+                    .context("--storage rbd needs --rbd-pool")?,
+                ceph_conf: args.ceph_conf.clone(),
+                ceph_user: args.ceph_user.clone(),
+            };
+            let pool = rbd.pool.clone();
+            Arc::new(
+                RbdStorage::open(rbd, data_dir)
+                    .with_context(|| format!("opening the RBD pool {pool}"))?,
+            )
+        }
+    })
 }
 
 fn hypervisor(
@@ -243,7 +268,7 @@ impl Application {
             })?,
         };
         let lease_ms = (config.job_lease_seconds.max(2) * 1000) as i64;
-        let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(&data_dir)?);
+        let storage = storage(&config, &data_dir)?;
         let (events_tx, vm_events) = mpsc::unbounded_channel();
         let hypervisor = hypervisor(&config, events_tx)?;
         let network = network(&config)?;

@@ -8,9 +8,7 @@
 pub mod none;
 pub mod qemu;
 
-use std::path::PathBuf;
-
-use crate::storage::VolumeFormat;
+use crate::storage::{VolumeFormat, VolumeLocation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Media {
@@ -20,7 +18,7 @@ pub enum Media {
 
 #[derive(Debug, Clone)]
 pub struct VmDisk {
-    pub path: PathBuf,
+    pub location: VolumeLocation,
     pub format: VolumeFormat,
     pub media: Media,
 }

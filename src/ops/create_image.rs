@@ -160,17 +160,20 @@ impl JobKind for CreateImageJob {
         let size = source.size;
         job.progress.set_phase("copying");
         job.progress.set_total(Some(size));
-        let staging = state.storage.staging_path(&job.staging_name());
-        let (storage, progress, dest) =
-            (state.storage.clone(), job.progress.clone(), staging.clone());
-        tokio::task::spawn_blocking(move || storage.copy_flat(&source, &dest, &*progress))
-            .await??;
+        let (storage, progress, staging) = (
+            state.storage.clone(),
+            job.progress.clone(),
+            job.staging_name(),
+        );
+        let copy =
+            tokio::task::spawn_blocking(move || storage.copy_flat(&source, &staging, &*progress))
+                .await??;
 
         job.progress.set_phase("finalising");
-        job.check_cancelled()?;
-        let storage = state.storage.clone();
-        let copy =
-            tokio::task::spawn_blocking(move || storage.adopt_staged(&staging, size)).await??;
+        if let Err(err) = job.check_cancelled() {
+            volumes::delete_files(state.storage.clone(), vec![copy]).await;
+            return Err(err);
+        }
         let saved = async {
             let mut tx = job.begin_fenced().await?;
             let volume_id = volumes::insert(&mut tx, &copy, None).await?;

@@ -54,7 +54,7 @@ pub async fn render(state: &AppState) -> ApiResult<String> {
     }
     METRICS.vms_running.set(vms);
     METRICS.storage_volume_bytes.set(volume_bytes);
-    if let Ok(free) = free {
+    if let Ok(Some(free)) = free {
         METRICS.storage_free_bytes.set(free as i64);
     }
     let now = now_ms();

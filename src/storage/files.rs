@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use super::qemu_img::{self, convert_to_raw};
 use super::{
     CopyProgress, Storage, StorageError, StorageResult, StoredFile, VolumeFile, VolumeFormat,
+    VolumeLocation,
 };
 use crate::sparse::{SparseWriter, copy_extents_while};
 
@@ -79,6 +80,11 @@ fn qcow2_size(path: &Path) -> std::io::Result<u64> {
 }
 
 impl FileStorage {
+    /// The volume's file.
+    pub fn path(&self, volume: &VolumeFile) -> PathBuf {
+        self.volumes.join(&volume.file)
+    }
+
     /// Makes a volume file just created durable before its row is committed: its contents
     /// and size, and its name in the volumes folder.
     fn made_durable(&self, path: &Path) -> StorageResult<()> {
@@ -142,24 +148,24 @@ impl Storage for FileStorage {
     fn copy_flat(
         &self,
         source: &VolumeFile,
-        dest: &Path,
+        staging: &str,
         progress: &dyn CopyProgress,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<VolumeFile> {
         if progress.cancelled() {
             return Err(StorageError::Cancelled);
         }
         let src = self.path(source);
+        let dest = self.staging_path(staging);
         let result = match source.format {
-            VolumeFormat::Qcow2 => convert_to_raw(&src, dest, source.size, progress),
-            VolumeFormat::Raw => copy_raw(&src, dest, source.size, progress),
+            VolumeFormat::Qcow2 => convert_to_raw(&src, &dest, source.size, progress),
+            VolumeFormat::Raw => copy_raw(&src, &dest, source.size, progress),
         };
-        match result {
-            Ok(()) => progress.reached(source.size),
-            Err(_) => {
-                let _ = fs::remove_file(dest);
-            }
+        if let Err(err) = result {
+            let _ = fs::remove_file(&dest);
+            return Err(err);
         }
-        result
+        progress.reached(source.size);
+        self.adopt_staged(&dest, source.size)
     }
 
     fn staging_path(&self, name: &str) -> PathBuf {
@@ -284,8 +290,8 @@ impl Storage for FileStorage {
         }
     }
 
-    fn path(&self, volume: &VolumeFile) -> PathBuf {
-        self.volumes.join(&volume.file)
+    fn location(&self, volume: &VolumeFile) -> VolumeLocation {
+        VolumeLocation::File(self.path(volume))
     }
 
     fn allocated_bytes(&self, volume: &VolumeFile) -> StorageResult<u64> {
@@ -294,14 +300,14 @@ impl Storage for FileStorage {
             .map_err(|e| StorageError::io(format!("reading volume {}", volume.file), e))
     }
 
-    fn free_bytes(&self) -> StorageResult<u64> {
+    fn free_bytes(&self) -> StorageResult<Option<u64>> {
         let stats = rustix::fs::statvfs(&self.volumes).map_err(|e| {
             StorageError::io(
                 format!("reading the free space of {}", self.volumes.display()),
                 e.into(),
             )
         })?;
-        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+        Ok(Some(stats.f_bavail.saturating_mul(stats.f_frsize)))
     }
 }
 
@@ -373,7 +379,7 @@ mod tests {
         let src = volume_with_data(&storage, 64 << 20, 8);
         let staged = storage.staging_path("stopped");
         let progress = Reports::stopping_after(2);
-        let err = storage.copy_flat(&src, &staged, &progress).unwrap_err();
+        let err = storage.copy_flat(&src, "stopped", &progress).unwrap_err();
         assert!(matches!(err, StorageError::Cancelled), "{err}");
         // Stopped after the second 1 MiB piece, not at the end.
         assert_eq!(progress.count(), 2);
@@ -392,9 +398,9 @@ mod tests {
         // Left by an interrupted attempt: replaced.
         fs::write(&staged, b"stale").unwrap();
         let reached = Reports::default();
-        storage.copy_flat(&clone, &staged, &reached).unwrap();
+        let copy = storage.copy_flat(&clone, "from-qcow2", &reached).unwrap();
         assert_eq!(reached.last(), 64 << 20);
-        let copy = storage.adopt_staged(&staged, clone.size).unwrap();
+        assert!(!staged.exists());
         assert_eq!(
             read_all(&storage.path(&copy)),
             read_all(&storage.path(&base))
@@ -403,7 +409,7 @@ mod tests {
 
         let staged = storage.staging_path("stopped");
         let err = storage
-            .copy_flat(&clone, &staged, &Reports::stopping_after(1))
+            .copy_flat(&clone, "stopped", &Reports::stopping_after(1))
             .unwrap_err();
         assert!(matches!(err, StorageError::Cancelled), "{err}");
         assert!(!staged.exists());
@@ -443,11 +449,9 @@ mod tests {
         f.write_all_at(b"boot", 0).unwrap();
         f.write_all_at(&[9u8; 8192], 512 << 20).unwrap();
         drop(f);
-        let staged = storage.staging_path("copy");
         let reached = Reports::default();
-        storage.copy_flat(&src, &staged, &reached).unwrap();
+        let copy = storage.copy_flat(&src, "copy", &reached).unwrap();
         assert_eq!(reached.last(), 1 << 30);
-        let copy = storage.adopt_staged(&staged, src.size).unwrap();
         assert_eq!(copy.size, 1 << 30);
         assert!(storage.allocated_bytes(&copy).unwrap() <= 3 * 4096);
         let data = read_all(&storage.path(&copy));
@@ -500,11 +504,10 @@ mod tests {
         assert_eq!(grown.size, 32 << 20);
         assert_eq!(qcow2_size(&storage.path(&grown)).unwrap(), 32 << 20);
         // What the guest reads: the backing file's data, then zeros.
-        let staged = storage.staging_path("grown");
-        storage
-            .copy_flat(&grown, &staged, &Reports::default())
+        let flat = storage
+            .copy_flat(&grown, "grown", &Reports::default())
             .unwrap();
-        let flat = read_all(&staged);
+        let flat = read_all(&storage.path(&flat));
         assert_eq!(flat.len(), 32 << 20);
         assert_eq!(&flat[..8 << 20], &read_all(&storage.path(&base))[..]);
         assert!(flat[8 << 20..].iter().all(|b| *b == 0));
@@ -516,7 +519,7 @@ mod tests {
     fn free_space_is_that_of_the_volume_file_system() {
         let dir = tempfile::tempdir().unwrap();
         let storage = FileStorage::open(dir.path()).unwrap();
-        let free = storage.free_bytes().unwrap();
+        let free = storage.free_bytes().unwrap().unwrap();
         assert!(free > 0);
         storage.ensure_free_space(0).unwrap();
         storage.ensure_free_space(1).unwrap();

@@ -1,14 +1,16 @@
 //! Hypervisor storage: where the bytes of disks, images and snapshots live.
 //!
-//! [`Storage`] is the backend (by default [`files::FileStorage`]: raw sparse files, with thin
-//! clones as qcow2 overlays on them). Its methods block on I/O, so async code calls them
-//! through `spawn_blocking`. [`volumes`] keeps the database's side: which volume backs which,
+//! [`Storage`] is the backend: by default [`files::FileStorage`] (raw sparse files, with thin
+//! clones as qcow2 overlays on them), or [`rbd::RbdStorage`] (Ceph RBD images, with thin
+//! clones as RBD clones of a protected snapshot), which every node of a cluster shares. Its
+//! methods block on I/O, so async code calls them through `spawn_blocking`. [`volumes`] keeps the database's side: which volume backs which,
 //! so that a volume lives exactly as long as something depends on it.
 //! [`orphans`] deletes files that no volume row names (left when a node died in between).
 
 pub mod files;
 pub mod orphans;
 mod qemu_img;
+pub mod rbd;
 pub mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +46,20 @@ pub struct VolumeFile {
     pub format: VolumeFormat,
     /// The size the guest sees, in bytes.
     pub size: u64,
+}
+
+/// Where a hypervisor finds a volume's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeLocation {
+    /// A file on this node.
+    File(PathBuf),
+    /// An image of a Ceph pool, reached with the cluster's configuration file and user.
+    Rbd {
+        pool: String,
+        image: String,
+        ceph_conf: Option<PathBuf>,
+        ceph_user: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,26 +150,30 @@ pub trait Storage: Send + Sync + 'static {
     /// `backing` and shares its blocks: only what is written to it afterwards takes space.
     fn create_thin_clone(&self, backing: &VolumeFile, size: u64) -> StorageResult<VolumeFile>;
 
-    /// Writes the contents of `source` into `dest` (a staging path, see [`Self::staging_path`];
-    /// replaced if it exists) as a raw file that depends on nothing; [`Self::adopt_staged`]
-    /// then makes it a volume. Only the data is copied: time and space follow the data, not
-    /// the size. `progress` hears how far the copy got and can stop it (within a buffer, or
-    /// by killing the tool doing it); a copy that fails or is stopped removes `dest`.
+    /// A new raw volume that depends on nothing, with the contents of `source` (read through
+    /// its backing chain). It is written under the staging name `staging` (unique to the job
+    /// attempt, see [`Self::sweep_staging`]) and becomes a volume only once complete. Only
+    /// the data is copied: time and space follow the data, not the size. `progress` hears
+    /// how far the copy got and can stop it (within a buffer, or by killing the tool doing
+    /// it); a copy that fails or is stopped leaves nothing behind.
     fn copy_flat(
         &self,
         source: &VolumeFile,
-        dest: &Path,
+        staging: &str,
         progress: &dyn CopyProgress,
-    ) -> StorageResult<()>;
+    ) -> StorageResult<VolumeFile>;
 
-    /// Where a job assembles data that is not yet a volume (`name` is unique to the job).
+    /// A local file where a job assembles data that is not yet a volume (`name` is unique to
+    /// the job attempt): fetches are written, converted and checked there.
     fn staging_path(&self, name: &str) -> PathBuf;
 
-    /// Turns a staged file into a raw volume of `size` bytes, durably written. The volume
-    /// counts as new for [`orphans`] (its modification time is now) until a row names it.
+    /// Turns a staged file into a raw volume of `size` bytes, durably written (the staged
+    /// file is gone afterwards). The volume counts as new for [`orphans`] until a row names
+    /// it.
     fn adopt_staged(&self, staged: &Path, size: u64) -> StorageResult<VolumeFile>;
 
-    /// Removes staged files whose names `keep` does not accept (left by interrupted jobs).
+    /// Removes staged data (local files, and whatever the backend stages itself) whose
+    /// staging names `keep` does not accept: left by interrupted jobs.
     fn sweep_staging(&self, keep: &dyn Fn(&str) -> bool) -> StorageResult<usize>;
 
     /// Grows a volume nothing has open to `size` bytes (its data stays; what is added reads
@@ -169,15 +189,16 @@ pub trait Storage: Send + Sync + 'static {
     /// Deletes a file of the volume store by name (one [`Self::list_files`] gave).
     fn delete_file(&self, name: &str) -> StorageResult<()>;
 
-    /// The path a hypervisor opens.
-    fn path(&self, volume: &VolumeFile) -> PathBuf;
+    /// Where a hypervisor opens the volume.
+    fn location(&self, volume: &VolumeFile) -> VolumeLocation;
 
     /// Bytes the volume's own file takes on disk (not counting what it shares).
     fn allocated_bytes(&self, volume: &VolumeFile) -> StorageResult<u64>;
 
-    /// Bytes an unprivileged writer may still write on the file system holding the volumes
-    /// (and the staging files that become volumes).
-    fn free_bytes(&self) -> StorageResult<u64>;
+    /// Bytes that may still be written to the volume store (and the staging files that
+    /// become volumes), or `None` when the backend cannot tell (a Ceph cluster without a
+    /// manager keeps no pool statistics).
+    fn free_bytes(&self) -> StorageResult<Option<u64>>;
 
     /// Fails with [`StorageError::LowSpace`] when fewer than `reserve` bytes are free: what a
     /// job checks before it starts writing a new volume, so that a nearly full node refuses
@@ -186,7 +207,9 @@ pub trait Storage: Send + Sync + 'static {
         if reserve == 0 {
             return Ok(());
         }
-        let free = self.free_bytes()?;
+        let Some(free) = self.free_bytes()? else {
+            return Ok(());
+        };
         if free < reserve {
             return Err(StorageError::LowSpace { free, reserve });
         }

@@ -50,6 +50,16 @@ pub(super) fn convert_to_raw(
         .args(["convert", "-p", "-f", "qcow2", "-O", "raw", "-S", "4k"])
         .arg(src)
         .arg(dest);
+    convert(command, size, progress)
+}
+
+/// Runs a `qemu-img convert -p ...` built by the caller: its output becomes progress of
+/// `size` bytes, and it is killed when the copy is cancelled.
+pub(super) fn convert(
+    command: Command,
+    size: u64,
+    progress: &dyn CopyProgress,
+) -> StorageResult<()> {
     let reached = |bytes| progress.reached(bytes);
     let cancelled = || progress.cancelled();
     match qemu_img::run_convert(command, size, &reached, &cancelled).map_err(spawn_failure)? {

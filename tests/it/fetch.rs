@@ -13,14 +13,14 @@ use crate::support::fetch_disk::{
 use crate::support::ftp_server::FtpServer;
 use crate::support::image_server::{ImageServer, Served};
 use crate::support::server_db::ServerDb;
-use crate::support::{Backend, GIB, MIB, TestApp, db_test, files_in, run_php};
+use crate::support::{Backend, GIB, MIB, Store, TestApp, db_test, files_in, run_php, storage_test};
 
 async fn start(backend: Backend) -> TestApp {
     TestApp::start_with(backend, allowing("127.0.0.0/8")).await
 }
 
-async fn plain_and_compressed_images_become_thin_disks(backend: Backend) {
-    let app = start(backend).await;
+async fn plain_and_compressed_images_become_thin_disks(backend: Backend, store: Store) {
+    let app = TestApp::start_on_with(backend, store, allowing("127.0.0.0/8")).await;
     let db = ServerDb::open(&app.server).await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
@@ -77,14 +77,15 @@ async fn plain_and_compressed_images_become_thin_disks(backend: Backend) {
     }
     assert_eq!(disks(&alice, vdc).await.len(), 4);
     assert!(files_in(&app.server.data_dir.join("staging")).is_empty());
+    assert_eq!(db.stored().len(), 4, "four volumes, no staging left");
 }
-db_test!(
+storage_test!(
     plain_and_compressed_images_become_thin_disks,
     plain_and_compressed_images_become_thin_disks
 );
 
-async fn a_wrong_md5_fails_and_makes_nothing(backend: Backend) {
-    let app = start(backend).await;
+async fn a_wrong_md5_fails_and_makes_nothing(backend: Backend, store: Store) {
+    let app = TestApp::start_on_with(backend, store, allowing("127.0.0.0/8")).await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
     let server = ImageServer::start().await;
@@ -98,9 +99,9 @@ async fn a_wrong_md5_fails_and_makes_nothing(backend: Backend) {
     assert!(message.contains(&md5_hex(&image)), "{message}");
     assert!(disks(&alice, vdc).await.is_empty());
     assert!(files_in(&app.server.data_dir.join("staging")).is_empty());
-    assert!(files_in(&app.server.data_dir.join("volumes")).is_empty());
+    assert!(ServerDb::open(&app.server).await.stored().is_empty());
 }
-db_test!(
+storage_test!(
     a_wrong_md5_fails_and_makes_nothing,
     a_wrong_md5_fails_and_makes_nothing
 );

@@ -10,7 +10,7 @@ use extility::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use extility::hypervisor::{
     Hypervisor, Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmNic, VmSpec, VmState,
 };
-use extility::storage::VolumeFormat;
+use extility::storage::{VolumeFormat, VolumeLocation};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::support::boot_media::{
@@ -112,7 +112,7 @@ fn spec(uuid: &str, disks: Vec<(PathBuf, Media)>) -> VmSpec {
         disks: disks
             .into_iter()
             .map(|(path, media)| VmDisk {
-                path,
+                location: VolumeLocation::File(path),
                 format: VolumeFormat::Raw,
                 media,
             })

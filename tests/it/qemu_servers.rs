@@ -11,14 +11,19 @@ use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB};
 use crate::support::fetch_disk::{disks, fetch, fetch_args};
 use crate::support::image_server::ImageServer;
 use crate::support::{
-    Api, Backend, ServerOptions, TestApp, TestDatabase, binary, db_test, kill_vms, run_php,
-    running_vms,
+    Api, Backend, ServerOptions, Store, TestApp, TestDatabase, binary, db_test, kill_vms, run_php,
+    running_vms, storage_test,
 };
 
 /// A server on the QEMU driver that may fetch from the test's loopback HTTP server.
 async fn start_app(backend: Backend) -> TestApp {
-    TestApp::start_with(
+    start_app_on(backend, Store::Files).await
+}
+
+async fn start_app_on(backend: Backend, store: Store) -> TestApp {
+    TestApp::start_on_with(
         backend,
+        store,
         ServerOptions {
             args: [
                 "--hypervisor",
@@ -147,8 +152,8 @@ async fn wait_console(api: &Api, server_id: i64, text: &str) -> String {
     .await
 }
 
-async fn boots_a_fetched_disk(backend: Backend) {
-    let app = start_app(backend).await;
+async fn boots_a_fetched_disk(backend: Backend, store: Store) {
+    let app = start_app_on(backend, store).await;
     let files = ImageServer::start().await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
@@ -160,7 +165,16 @@ async fn boots_a_fetched_disk(backend: Backend) {
     attach(&alice, server_id, &disk, Some(0)).await;
     start(&alice, server_id).await;
     wait_console(&alice, server_id, "FETCHED-DISK-BOOTS").await;
-    assert_eq!(running_vms(&app.server.vms_dir()).len(), 1);
+    let vms = running_vms(&app.server.vms_dir());
+    assert_eq!(vms.len(), 1);
+    // On RBD, QEMU reads the disk from the pool through librbd, as raw.
+    let command_line = std::fs::read(format!("/proc/{}/cmdline", vms[0])).unwrap();
+    let command_line = String::from_utf8_lossy(&command_line).replace('\0', " ");
+    assert_eq!(
+        command_line.contains("format=raw,file.driver=rbd,file.pool="),
+        store == Store::Rbd,
+        "{command_line}"
+    );
 
     let err = app
         .bob()
@@ -191,10 +205,10 @@ async fn boots_a_fetched_disk(backend: Backend) {
         "the console log of the last boot stays readable"
     );
 }
-db_test!(boots_a_fetched_disk, boots_a_fetched_disk);
+storage_test!(boots_a_fetched_disk, boots_a_fetched_disk);
 
-async fn the_cd_boots_before_the_disk(backend: Backend) {
-    let app = start_app(backend).await;
+async fn the_cd_boots_before_the_disk(backend: Backend, store: Store) {
+    let app = start_app_on(backend, store).await;
     let files = ImageServer::start().await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
@@ -232,7 +246,7 @@ async fn the_cd_boots_before_the_disk(backend: Backend) {
     assert!(!log.contains("BOOTED-FROM-CD"), "{log}");
     stop(&alice, server_id, 2).await;
 }
-db_test!(the_cd_boots_before_the_disk, the_cd_boots_before_the_disk);
+storage_test!(the_cd_boots_before_the_disk, the_cd_boots_before_the_disk);
 
 async fn a_running_vm_survives_a_crash_of_extility(backend: Backend) {
     let mut app = start_app(backend).await;

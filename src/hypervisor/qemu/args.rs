@@ -19,6 +19,7 @@ use std::path::Path;
 
 use super::files::{VmFiles, option_path};
 use crate::hypervisor::{HypervisorError, Media, MetadataAccess, VmSpec};
+use crate::storage::VolumeLocation;
 
 /// The fw_cfg names a guest reads its metadata URL and secret from
 /// (`/sys/firmware/qemu_fw_cfg/by_name/opt/com.extility/metadata-token/raw` on Linux).
@@ -128,13 +129,12 @@ pub fn command_line(
         )));
     }
     for (i, cd) in cdroms.iter().enumerate() {
-        args.push("-drive").push(option(
+        args.push("-drive").push(drive(
             &format!(
-                "if=none,id=cd{i},media=cdrom,readonly=on,format={},file=",
+                "if=none,id=cd{i},media=cdrom,readonly=on,format={}",
                 cd.format.as_str()
             ),
-            &cd.path,
-            "",
+            &cd.location,
         ));
         args.push("-device").push(format!(
             "ide-cd,drive=cd{i},bus=ide.{},unit={},bootindex={i}",
@@ -143,13 +143,12 @@ pub fn command_line(
         ));
     }
     for (i, disk) in hard_disks.iter().enumerate() {
-        args.push("-drive").push(option(
+        args.push("-drive").push(drive(
             &format!(
-                "if=none,id=disk{i},discard=unmap,format={},file=",
+                "if=none,id=disk{i},discard=unmap,format={}",
                 disk.format.as_str()
             ),
-            &disk.path,
-            "",
+            &disk.location,
         ));
         args.push("-device").push(format!(
             "virtio-blk-pci,drive=disk{i},bootindex={}",
@@ -315,6 +314,34 @@ fn is_mac_address(mac: &str) -> bool {
 }
 
 /// `prefix` + the path with its commas doubled + `suffix`.
+/// A `-drive` value: `options` (which always name the format: QEMU never guesses it from the
+/// guest's bytes), then where the bytes are. An RBD image is opened through librbd with the
+/// cluster's configuration file and user, never a path the guest could choose.
+fn drive(options: &str, location: &VolumeLocation) -> OsString {
+    match location {
+        VolumeLocation::File(path) => option(&format!("{options},file="), path, ""),
+        VolumeLocation::Rbd {
+            pool,
+            image,
+            ceph_conf,
+            ceph_user,
+        } => {
+            let mut value = OsString::from(format!(
+                "{options},file.driver=rbd,file.pool={},file.image={}",
+                pool.replace(',', ",,"),
+                image.replace(',', ",,")
+            ));
+            if let Some(conf) = ceph_conf {
+                value.push(option(",file.conf=", conf, ""));
+            }
+            if let Some(user) = ceph_user {
+                value.push(format!(",file.user={}", user.replace(',', ",,")));
+            }
+            value
+        }
+    }
+}
+
 fn option(prefix: &str, path: &Path, suffix: &str) -> OsString {
     let mut value = OsString::from(prefix);
     value.push(option_path(path));
@@ -363,7 +390,7 @@ mod tests {
 
     fn disk(path: &str, media: Media) -> VmDisk {
         VmDisk {
-            path: PathBuf::from(path),
+            location: VolumeLocation::File(PathBuf::from(path)),
             format: VolumeFormat::Raw,
             media,
         }

@@ -196,7 +196,7 @@ async fn vm_spec(state: &AppState, server: &ServerRow) -> ApiResult<VmSpec> {
     for d in attached_disks(&mut conn, server.id).await? {
         let volume = volumes::get(&mut conn, d.volume_id).await?.volume_file()?;
         disks.push(VmDisk {
-            path: state.storage.path(&volume),
+            location: state.storage.location(&volume),
             format: volume.format,
             media: if d.media == "iso" {
                 Media::Iso

@@ -15,6 +15,7 @@
 pub mod boot_media;
 pub mod browser;
 pub mod catalogue;
+pub mod ceph;
 pub mod fetch_disk;
 pub mod ftp_server;
 pub mod guest;
@@ -60,6 +61,39 @@ macro_rules! db_test {
     };
 }
 pub(crate) use db_test;
+
+/// Where a test server keeps its volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// Files in its data directory (the embedded default).
+    Files,
+    /// A pool of its own on the test run's Ceph cluster ([`ceph`]).
+    Rbd,
+}
+
+/// Runs a storage test body on each database with files, and on PostgreSQL with Ceph RBD (the
+/// engines of a cluster): `storage_test!(name, body_fn);` where
+/// `async fn body_fn(backend: Backend, store: Store)`.
+macro_rules! storage_test {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use $crate::support::{Backend, Store};
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(Backend::Sqlite, Store::Files).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(Backend::Postgres, Store::Files).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_rbd() {
+                super::$body(Backend::Postgres, Store::Rbd).await
+            }
+        }
+    };
+}
+pub(crate) use storage_test;
 
 /// The PostgreSQL server tests create their databases on.
 pub fn postgres_admin_url() -> String {
@@ -170,6 +204,11 @@ pub fn binary() -> &'static str {
 
 impl TestServer {
     /// Starts a server on `db` with its files in `data_dir`.
+    /// What the server was started with.
+    pub fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
     pub fn spawn(db: &TestDatabase, data_dir: &Path, options: ServerOptions) -> TestServer {
         let mut server = TestServer {
             url: String::new(),
@@ -420,6 +459,28 @@ pub struct TestApp {
 impl TestApp {
     pub async fn start(backend: Backend) -> TestApp {
         Self::start_with(backend, ServerOptions::default()).await
+    }
+
+    /// A server keeping its volumes in `store`.
+    pub async fn start_on(backend: Backend, store: Store) -> TestApp {
+        Self::start_on_with(backend, store, ServerOptions::default()).await
+    }
+
+    pub async fn start_on_with(
+        backend: Backend,
+        store: Store,
+        mut options: ServerOptions,
+    ) -> TestApp {
+        if store == Store::Rbd {
+            let args = tokio::task::spawn_blocking(|| {
+                let cluster = ceph::cluster();
+                cluster.server_args(&cluster.new_pool())
+            })
+            .await
+            .unwrap();
+            options.args.extend(args);
+        }
+        Self::start_with(backend, options).await
     }
 
     pub async fn start_with(backend: Backend, options: ServerOptions) -> TestApp {

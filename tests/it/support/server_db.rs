@@ -11,18 +11,69 @@ use sqlx::{AnyPool, Row};
 
 use super::TestServer;
 
-/// A volume file of the server's storage.
+/// A volume of the server's storage: a file (`path`), or with RBD storage the image `path`
+/// names in the pool `rbd` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
     pub path: PathBuf,
     pub format: String,
+    pub rbd: Option<RbdPool>,
+}
+
+/// A pool of the test Ceph cluster ([`super::ceph`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbdPool {
+    pub pool: String,
+    pub conf: PathBuf,
+}
+
+impl RbdPool {
+    /// Reads the RBD flags a server was started with.
+    fn of(server: &TestServer) -> Option<RbdPool> {
+        let args = &server.options().args;
+        let flag = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .map(|i| args[i + 1].clone())
+        };
+        Some(RbdPool {
+            pool: flag("--rbd-pool")?,
+            conf: flag("--ceph-conf")?.into(),
+        })
+    }
 }
 
 impl Volume {
+    /// The RBD image as QEMU's tools open it (`--image-opts`), with `extra` raw-driver options.
+    fn image_opts(&self, rbd: &RbdPool, extra: &str) -> String {
+        format!(
+            "driver=raw{extra},file.driver=rbd,file.pool={},file.image={},file.conf={}",
+            rbd.pool,
+            self.path.display(),
+            rbd.conf.display()
+        )
+    }
+
+    fn rbd_json(&self, rbd: &RbdPool, command: &str) -> Value {
+        let out = Command::new("rbd")
+            .arg("--conf")
+            .arg(&rbd.conf)
+            .args([command, "--format", "json"])
+            .arg(format!("{}/{}", rbd.pool, self.path.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rbd {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Writes bytes as a guest would: straight into a raw file, through qemu-io into a qcow2
     /// overlay (which then holds them in its own clusters).
     pub fn write(&self, offset: u64, bytes: &[u8]) {
-        if self.format == "raw" {
+        if self.format == "raw" && self.rbd.is_none() {
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&self.path)
@@ -41,14 +92,18 @@ impl Volume {
 
     /// Fills `len` bytes at `offset` with `byte`.
     pub fn write_pattern(&self, offset: u64, len: u64, byte: u8) {
-        if self.format == "raw" {
+        if self.format == "raw" && self.rbd.is_none() {
             self.write(offset, &vec![byte; len as usize]);
             return;
         }
-        let out = Command::new("qemu-io")
-            .args(["-f", &self.format, "-c"])
+        let mut command = Command::new("qemu-io");
+        match &self.rbd {
+            Some(rbd) => command.arg("--image-opts").arg(self.image_opts(rbd, "")),
+            None => command.args(["-f", &self.format]).arg(&self.path),
+        };
+        let out = command
+            .arg("-c")
             .arg(format!("write -P {byte} {offset} {len}"))
-            .arg(&self.path)
             .output()
             .expect("running qemu-io (Debian package qemu-utils)");
         assert!(
@@ -61,7 +116,7 @@ impl Volume {
 
     /// What the volume reads at `offset`, through its backing chain.
     pub fn read(&self, offset: u64, len: u64) -> Vec<u8> {
-        if self.format == "raw" {
+        if self.format == "raw" && self.rbd.is_none() {
             let file = std::fs::File::open(&self.path).unwrap();
             let mut buf = vec![0u8; len as usize];
             file.read_exact_at(&mut buf, offset).unwrap();
@@ -72,14 +127,18 @@ impl Volume {
         let end = (offset + len).div_ceil(512) * 512;
         let dir = tempfile::tempdir().unwrap();
         let out_path = dir.path().join("range.raw");
-        let out = Command::new("qemu-img")
-            .args(["convert", "-U", "--image-opts"])
-            .arg(format!(
-                "driver=raw,offset={start},size={},file.driver={},file.file.filename={}",
-                end - start,
+        let window = format!(",offset={start},size={}", end - start);
+        let opts = match &self.rbd {
+            Some(rbd) => self.image_opts(rbd, &window),
+            None => format!(
+                "driver=raw{window},file.driver={},file.file.filename={}",
                 self.format,
                 self.path.display()
-            ))
+            ),
+        };
+        let out = Command::new("qemu-img")
+            .args(["convert", "-U", "--image-opts"])
+            .arg(opts)
             .args(["-O", "raw"])
             .arg(&out_path)
             .output()
@@ -94,12 +153,35 @@ impl Volume {
     }
 
     /// Bytes the file takes on disk (not counting its backing files).
+    /// With RBD, what `rbd du` counts: whole 4 MiB objects, and of a clone only its own.
     pub fn allocated(&self) -> u64 {
+        if let Some(rbd) = &self.rbd {
+            return self.rbd_json(rbd, "du")["images"][0]["used_size"]
+                .as_u64()
+                .unwrap();
+        }
         std::fs::metadata(&self.path).unwrap().blocks() * 512
+    }
+
+    /// The bytes of data the volume itself holds: of a file, the blocks it takes on disk; of
+    /// an RBD image, the extents `rbd diff` lists as written.
+    pub fn data_bytes(&self) -> u64 {
+        let Some(rbd) = &self.rbd else {
+            return self.allocated();
+        };
+        self.rbd_json(rbd, "diff")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|extent| extent["length"].as_u64().unwrap())
+            .sum()
     }
 
     /// The size the guest sees.
     pub fn virtual_size(&self) -> u64 {
+        if let Some(rbd) = &self.rbd {
+            return self.rbd_json(rbd, "info")["size"].as_u64().unwrap();
+        }
         if self.format == "raw" {
             return std::fs::metadata(&self.path).unwrap().len();
         }
@@ -113,7 +195,18 @@ impl Volume {
     }
 
     pub fn exists(&self) -> bool {
-        self.path.exists()
+        match &self.rbd {
+            Some(rbd) => Command::new("rbd")
+                .arg("--conf")
+                .arg(&rbd.conf)
+                .arg("info")
+                .arg(format!("{}/{}", rbd.pool, self.path.display()))
+                .output()
+                .unwrap()
+                .status
+                .success(),
+            None => self.path.exists(),
+        }
     }
 }
 
@@ -122,6 +215,7 @@ impl Volume {
 pub struct ServerDb {
     pool: AnyPool,
     dir: PathBuf,
+    rbd: Option<RbdPool>,
 }
 
 impl ServerDb {
@@ -130,6 +224,7 @@ impl ServerDb {
         ServerDb {
             pool: AnyPool::connect(&server.db_url).await.unwrap(),
             dir: server.data_dir.join("volumes"),
+            rbd: RbdPool::of(server),
         }
     }
 
@@ -153,9 +248,41 @@ impl ServerDb {
             .fetch_one(&self.pool)
             .await
             .unwrap_or_else(|e| panic!("no volume for {id}: {e}"));
+        let file = row.get::<String, _>(0);
         Volume {
-            path: self.dir.join(row.get::<String, _>(0)),
+            path: match self.rbd {
+                Some(_) => PathBuf::from(file),
+                None => self.dir.join(file),
+            },
             format: row.get(1),
+            rbd: self.rbd.clone(),
+        }
+    }
+
+    /// What the volume store holds: the files of the volumes folder, or the images of the
+    /// server's RBD pool (volumes, and staging images not yet renamed to one).
+    pub fn stored(&self) -> Vec<String> {
+        match &self.rbd {
+            Some(rbd) => {
+                let out = Command::new("rbd")
+                    .arg("--conf")
+                    .arg(&rbd.conf)
+                    .args(["ls", "--format", "json", &rbd.pool])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "rbd ls: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                serde_json::from_slice(&out.stdout).unwrap()
+            }
+            None => match std::fs::read_dir(&self.dir) {
+                Ok(entries) => entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(_) => Vec::new(),
+            },
         }
     }
 

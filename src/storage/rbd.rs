@@ -74,6 +74,17 @@ struct SnapshotInfo {
 }
 
 #[derive(Deserialize)]
+struct ImageStatus {
+    #[serde(default)]
+    watchers: Vec<Watcher>,
+}
+
+#[derive(Deserialize)]
+struct Watcher {
+    address: String,
+}
+
+#[derive(Deserialize)]
 struct ImageInfo {
     size: u64,
 }
@@ -234,6 +245,27 @@ impl RbdStorage {
         }
     }
 
+    /// Removes a staging image whose writer is gone (killed when its job was cancelled, or
+    /// dead with the attempt that ran it): the watch a killed client leaves on an image holds
+    /// `rbd rm` off for half a minute, so that client instance (its address is unique to it)
+    /// is first blocklisted, as librbd itself does when it breaks a dead owner's lock.
+    fn remove_abandoned_staging(&self, name: &str) -> StorageResult<()> {
+        debug_assert!(name.starts_with(STAGING_PREFIX));
+        let status: ImageStatus = match self.rbd_json(&["status", &self.spec(name)]) {
+            Ok(status) => status,
+            Err(StorageError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        };
+        for watcher in status.watchers {
+            self.ceph_tool("ceph", &["osd", "blocklist", "add", &watcher.address, "3600"])?;
+        }
+        self.remove_image_if_present(name)
+    }
+
     /// Deletes an image and its snapshots. Fails while a clone stands on it.
     fn delete_image(&self, name: &str) -> StorageResult<()> {
         let spec = self.spec(name);
@@ -292,7 +324,7 @@ impl RbdStorage {
         progress: &dyn CopyProgress,
     ) -> StorageResult<VolumeFile> {
         // Left by an interrupted attempt with this staging name: replaced.
-        self.remove_image_if_present(stage)?;
+        self.remove_abandoned_staging(stage)?;
         self.create_image(stage, size)?;
         let mut command = Command::new("qemu-img");
         command
@@ -310,7 +342,7 @@ impl RbdStorage {
             Ok(volume)
         });
         if written.is_err() {
-            let _ = self.remove_image_if_present(stage);
+            let _ = self.remove_abandoned_staging(stage);
         }
         written
     }
@@ -410,7 +442,7 @@ impl Storage for RbdStorage {
         for image in self.image_names()? {
             if let Some(stem) = image.strip_prefix(STAGING_PREFIX)
                 && !keep(stem)
-                && self.remove_image_if_present(&image).is_ok()
+                && self.remove_abandoned_staging(&image).is_ok()
             {
                 removed += 1;
             }

@@ -10,7 +10,7 @@ use crate::support::images::{
     Contents, boot_disk, create_server, first_vdc, image_ids, listed_image, make_image, start, stop,
 };
 use crate::support::server_db::ServerDb;
-use crate::support::{Api, Backend, MIB, ServerOptions, TestApp, db_test, id};
+use crate::support::{Api, Backend, MIB, ServerOptions, Store, TestApp, db_test, id, storage_test};
 
 /// Server from an image, configure, stop, the seed's detach/modify/reattach workflow,
 /// CreateImage, a new server from the image, publishing to a customer of another billing
@@ -292,8 +292,8 @@ async fn disk_exists(api: &Api, disk_id: i64) -> bool {
 
 /// Deleting an image leaves the disks and servers made from it readable; its data goes when
 /// the last of them does.
-async fn deleting_a_source_image_keeps_its_disks(backend: Backend) {
-    let app = TestApp::start(backend).await;
+async fn deleting_a_source_image_keeps_its_disks(backend: Backend, store: Store) {
+    let app = TestApp::start_on(backend, store).await;
     let (alice, bob) = (app.alice(), app.bob());
     let db = ServerDb::open(&app.server).await;
     let vdc = first_vdc(&alice).await;
@@ -369,7 +369,7 @@ async fn deleting_a_source_image_keeps_its_disks(backend: Backend) {
     alice.call("DeleteImage", json!({"image_id": unused})).await;
     assert!(!unused_volume.exists());
 }
-db_test!(
+storage_test!(
     deleting_a_source_image_keeps_its_disks,
     deleting_a_source_image_keeps_its_disks
 );

@@ -38,6 +38,7 @@ mod provenance;
 mod qemu_driver;
 mod qemu_servers;
 mod quotas;
+mod rbd_storage;
 mod real_guests;
 mod snapshots;
 mod soak_findings;

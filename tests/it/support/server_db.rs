@@ -29,7 +29,7 @@ pub struct RbdPool {
 
 impl RbdPool {
     /// Reads the RBD flags a server was started with.
-    fn of(server: &TestServer) -> Option<RbdPool> {
+    pub fn of(server: &TestServer) -> Option<RbdPool> {
         let args = &server.options().args;
         let flag = |name: &str| {
             args.iter()
@@ -54,7 +54,7 @@ impl Volume {
         )
     }
 
-    fn rbd_json(&self, rbd: &RbdPool, command: &str) -> Value {
+    pub fn rbd_json(&self, rbd: &RbdPool, command: &str) -> Value {
         let out = Command::new("rbd")
             .arg("--conf")
             .arg(&rbd.conf)
@@ -81,12 +81,14 @@ impl Volume {
             file.write_all_at(bytes, offset).unwrap();
             file.sync_all().unwrap();
         } else {
-            let first = bytes[0];
-            assert!(
-                bytes.iter().all(|b| *b == first),
-                "qcow2 volumes are written with a fill pattern"
-            );
-            self.write_pattern(offset, bytes.len() as u64, first);
+            // qemu-io writes them from a file (`write -s`), through the image's driver.
+            let source = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(source.path(), bytes).unwrap();
+            self.qemu_io(&format!(
+                "write -s {} {offset} {}",
+                source.path().display(),
+                bytes.len()
+            ));
         }
     }
 
@@ -96,19 +98,39 @@ impl Volume {
             self.write(offset, &vec![byte; len as usize]);
             return;
         }
+        self.qemu_io(&format!("write -P {byte} {offset} {len}"));
+    }
+
+    /// Fills each `(offset, len, byte)` range, in one run of qemu-io.
+    pub fn write_patterns(&self, writes: &[(u64, u64, u8)]) {
+        let commands: Vec<String> = writes
+            .iter()
+            .map(|(offset, len, byte)| format!("write -P {byte} {offset} {len}"))
+            .collect();
+        self.qemu_io_all(&commands);
+    }
+
+    /// Runs one qemu-io command on the volume, through its format and backing chain.
+    fn qemu_io(&self, qemu_io_command: &str) {
+        self.qemu_io_all(&[qemu_io_command.to_string()]);
+    }
+
+    fn qemu_io_all(&self, qemu_io_commands: &[String]) {
+        let qemu_io_command = qemu_io_commands.join("; ");
         let mut command = Command::new("qemu-io");
         match &self.rbd {
             Some(rbd) => command.arg("--image-opts").arg(self.image_opts(rbd, "")),
             None => command.args(["-f", &self.format]).arg(&self.path),
         };
+        for c in qemu_io_commands {
+            command.arg("-c").arg(c);
+        }
         let out = command
-            .arg("-c")
-            .arg(format!("write -P {byte} {offset} {len}"))
             .output()
             .expect("running qemu-io (Debian package qemu-utils)");
         assert!(
             out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("error"),
-            "qemu-io write failed: {}{}",
+            "qemu-io {qemu_io_command} failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -257,6 +279,11 @@ impl ServerDb {
             format: row.get(1),
             rbd: self.rbd.clone(),
         }
+    }
+
+    /// The RBD pool the server keeps its volumes in, if it uses RBD storage.
+    pub fn rbd(&self) -> Option<&RbdPool> {
+        self.rbd.as_ref()
     }
 
     /// What the volume store holds: the files of the volumes folder, or the images of the

@@ -294,6 +294,16 @@ impl Storage for FileStorage {
         VolumeLocation::File(self.path(volume))
     }
 
+    /// A node's data directory is its own; servers stay on the node that holds their disks.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// A local file is opened only by this node's VMs, which the hypervisor tracks.
+    fn fence(&self, _volume: &VolumeFile) -> StorageResult<usize> {
+        Ok(0)
+    }
+
     fn allocated_bytes(&self, volume: &VolumeFile) -> StorageResult<u64> {
         fs::metadata(self.path(volume))
             .map(|m| m.blocks() * 512)

@@ -192,6 +192,16 @@ pub trait Storage: Send + Sync + 'static {
     /// Where a hypervisor opens the volume.
     fn location(&self, volume: &VolumeFile) -> VolumeLocation;
 
+    /// Whether every node reaches the volumes, so that a server may start on any node (and
+    /// again on another one when its node is lost).
+    fn is_shared(&self) -> bool;
+
+    /// Makes sure nothing but the VM about to start writes the volume: any other client that
+    /// still has it open (a VM of a node that was lost, which may yet run) is cut off from
+    /// the storage for good. Returns how many were. Only for volumes of a server being
+    /// started, which nothing else may have open.
+    fn fence(&self, volume: &VolumeFile) -> StorageResult<usize>;
+
     /// Bytes the volume's own file takes on disk (not counting what it shares).
     fn allocated_bytes(&self, volume: &VolumeFile) -> StorageResult<u64>;
 

@@ -245,24 +245,35 @@ impl RbdStorage {
         }
     }
 
-    /// Removes a staging image whose writer is gone (killed when its job was cancelled, or
-    /// dead with the attempt that ran it): the watch a killed client leaves on an image holds
-    /// `rbd rm` off for half a minute, so that client instance (its address is unique to it)
-    /// is first blocklisted, as librbd itself does when it breaks a dead owner's lock.
-    fn remove_abandoned_staging(&self, name: &str) -> StorageResult<()> {
-        debug_assert!(name.starts_with(STAGING_PREFIX));
+    /// Blocklists every client that has the image open (a watch on it): each client
+    /// instance has an address of its own, so only those are cut off, and for good (an hour
+    /// on the cluster's list, by which time they have failed). What librbd itself does when it
+    /// breaks a dead owner's lock. Returns how many there were; none for a missing image.
+    fn blocklist_watchers(&self, name: &str) -> StorageResult<usize> {
         let status: ImageStatus = match self.rbd_json(&["status", &self.spec(name)]) {
             Ok(status) => status,
             Err(StorageError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                return Ok(());
+                return Ok(0);
             }
             Err(err) => return Err(err),
         };
-        for watcher in status.watchers {
-            self.ceph_tool("ceph", &["osd", "blocklist", "add", &watcher.address, "3600"])?;
+        for watcher in &status.watchers {
+            self.ceph_tool(
+                "ceph",
+                &["osd", "blocklist", "add", &watcher.address, "3600"],
+            )?;
         }
+        Ok(status.watchers.len())
+    }
+
+    /// Removes a staging image whose writer is gone (killed when its job was cancelled, or
+    /// dead with the attempt that ran it): the watch a killed client leaves on an image holds
+    /// `rbd rm` off for half a minute, so it is blocklisted first.
+    fn remove_abandoned_staging(&self, name: &str) -> StorageResult<()> {
+        debug_assert!(name.starts_with(STAGING_PREFIX));
+        self.blocklist_watchers(name)?;
         self.remove_image_if_present(name)
     }
 
@@ -498,6 +509,19 @@ impl Storage for RbdStorage {
             ceph_conf: self.config.ceph_conf.clone(),
             ceph_user: self.config.ceph_user.clone(),
         }
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn fence(&self, volume: &VolumeFile) -> StorageResult<usize> {
+        let fenced = self.blocklist_watchers(&volume.file)?;
+        if fenced > 0 {
+            tracing::warn!(volume = %volume.file, clients = fenced,
+                "cut off clients that still had a starting server's volume open");
+        }
+        Ok(fenced)
     }
 
     fn allocated_bytes(&self, volume: &VolumeFile) -> StorageResult<u64> {

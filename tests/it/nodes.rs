@@ -109,10 +109,17 @@ async fn servers_start_on_the_least_loaded_node_and_again_on_their_own() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
     let cluster = Cluster::new(
         Backend::Postgres,
-        &["--hypervisor", "qemu", "--qemu-accel", "tcg"],
+        &[
+            "--hypervisor",
+            "qemu",
+            "--qemu-accel",
+            "tcg",
+            "--job-lease-seconds",
+            "6",
+        ],
     )
     .await;
-    let (a, _b) = (cluster.node("node-a"), cluster.node("node-b"));
+    let (a, mut b) = (cluster.node("node-a"), cluster.node("node-b"));
     let customer = a.add_customer("pia@example.com", "pia-password", &[]);
     let api = a.api(&customer.email, &customer.password);
     let vdc = customer.vdc_id;
@@ -184,6 +191,24 @@ async fn servers_start_on_the_least_loaded_node_and_again_on_their_own() {
         .await;
     api.job_ok(job["job_id"].as_i64().unwrap()).await;
     assert_eq!(start(servers[1]).await, "node-b", "its previous node");
+
+    // With the file storage a server stays with its disks: its node lost, it does not start
+    // elsewhere (its VM may still run there, on files no other node should open).
+    b.kill9();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let err = loop {
+        let err = api
+            .fail("StartServer", json!({"server_id": servers[1]}))
+            .await;
+        assert_eq!(err.code, "CONFLICT", "{err:?}");
+        if err.message.contains("stopped answering") {
+            break err;
+        }
+        assert!(Instant::now() < deadline, "node-b never lost: {err:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(err.message.contains("node-b"), "{err:?}");
+    b.restart();
     let job = api
         .call(
             "StopServer",

@@ -15,8 +15,12 @@
 //! placement counts it there) and aimed at the node (the job's `target_node`); if that node
 //! dies before it claims the job, another node takes it (the queue does not wait for a dead
 //! node) and records itself. On PostgreSQL the nodes' rows are locked while placing, so
-//! concurrent starts take turns. With the file storage every node must reach the volumes
-//! (one data directory, as `docker-compose.yml` shares it).
+//! concurrent starts take turns.
+//! - **Storage.** With shared storage (RBD) any node will do. With the file storage a server
+//!   that has run stays on its node, which holds its disks: when that node is down or full,
+//!   StartServer is CONFLICT. (A server that never ran goes where placement puts it: every
+//!   node must then reach the files the API node made, one data directory, as
+//!   `docker-compose.yml` shares it.)
 
 use super::*;
 
@@ -141,7 +145,19 @@ pub async fn choose_node(
     state: &AppState,
     server: &ServerRow,
 ) -> ApiResult<Option<String>> {
-    let nodes = node_loads(conn, state, server.id).await?;
+    let mut nodes = node_loads(conn, state, server.id).await?;
+    if !state.storage.is_shared()
+        && let Some(home) = server.node.as_deref()
+        && !nodes.is_empty()
+    {
+        nodes.retain(|n| n.id == home);
+        if nodes.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "the server's disks are on node {home}, which is not running; start that node \
+                 again (with RBD storage servers start on any node)"
+            )));
+        }
+    }
     pick(
         &nodes,
         server.processors.max(1),

@@ -89,12 +89,15 @@ pub async fn start_server(ctx: &Ctx, a: args::StartServer) -> ApiResult<i64> {
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     lock_server_row(&mut tx, server.id).await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
-    server.require_status(&[ServerStatus::Stopped, ServerStatus::Error], "")?;
+    let lost = running_on_a_lost_node(&mut tx, &ctx.state, &server).await?;
+    if !lost {
+        server.require_status(&[ServerStatus::Stopped, ServerStatus::Error], "")?;
+    }
     create_image::ensure_server_disks_not_being_imaged(&mut tx, server.id).await?;
-    // From now on the server counts as running.
+    // From now on the server counts as running (one lost with its node already does).
     let need = Need {
-        running_vcpus: server.processors,
-        running_memory_mb: server.memory,
+        running_vcpus: if lost { 0 } else { server.processors },
+        running_memory_mb: if lost { 0 } else { server.memory },
         concurrent_jobs: 1,
         ..Need::default()
     };
@@ -103,6 +106,43 @@ pub async fn start_server(ctx: &Ctx, a: args::StartServer) -> ApiResult<i64> {
         server_id: server.id,
     };
     queue_server_job(ctx, tx, &server, ServerStatus::Starting, "Start", job).await
+}
+
+/// Whether the server is recorded running on a node that stopped answering (its heartbeat is
+/// older than the job lease), so that StartServer may start it on another node. Only with
+/// shared storage: the start fences the lost node's VM off the disks first, since it may yet
+/// run. With the file storage its disks are on that node: CONFLICT.
+async fn running_on_a_lost_node(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    server: &ServerRow,
+) -> ApiResult<bool> {
+    let Some(node) = server.node.as_deref() else {
+        return Ok(false);
+    };
+    if server.status != ServerStatus::Running.code() {
+        return Ok(false);
+    }
+    let last_seen: Option<i64> = sqlx::query_scalar("SELECT last_seen FROM nodes WHERE id = $1")
+        .bind(node)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let alive_since = now_ms() - state.jobs.lease_ms();
+    if last_seen.is_some_and(|seen| seen >= alive_since) {
+        return Ok(false);
+    }
+    if !state.storage.is_shared() {
+        return Err(ApiError::Conflict(format!(
+            "the server runs on node {node}, which stopped answering, and its disks are files \
+             there; start that node again (its VM may still run)"
+        )));
+    }
+    tracing::warn!(
+        server_id = server.id,
+        node,
+        "starting a server again whose node stopped answering; its VM there is fenced off its disks"
+    );
+    Ok(true)
 }
 
 pub async fn stop_server(ctx: &Ctx, a: args::StopServer) -> ApiResult<i64> {
@@ -185,6 +225,24 @@ async fn job_failed(
 
 fn outcome(server: &ServerRow) -> JobOutcome {
     JobOutcome::item("server", server.id)
+}
+
+/// Cuts off whatever else still has the server's disks open ([`crate::storage::Storage::fence`]).
+async fn fence_disks(state: &AppState, server: &ServerRow) -> ApiResult<()> {
+    let mut conn = state.db.pool().acquire().await?;
+    let mut volumes = Vec::new();
+    for d in attached_disks(&mut conn, server.id).await? {
+        volumes.push(volumes::get(&mut conn, d.volume_id).await?.volume_file()?);
+    }
+    drop(conn);
+    let storage = state.storage.clone();
+    tokio::task::spawn_blocking(move || {
+        volumes
+            .iter()
+            .try_for_each(|volume| storage.fence(volume).map(drop))
+    })
+    .await??;
+    Ok(())
 }
 
 /// What the hypervisor needs to boot the server: its disks in attach order, its NIC, and the
@@ -271,6 +329,14 @@ impl JobKind for StartServerJob {
                 return Err(err);
             }
             let spec = vm_spec(state, &server).await?;
+            // Nothing else may write its disks: a VM of a lost node still may.
+            if let Err(err) = fence_disks(state, &server).await {
+                let reason = format!("its disks could not be fenced: {err}");
+                let failed = (ServerStatus::Error, Some(reason.as_str()));
+                job_failed(job, server.id, failed, Vm::NotRunning).await;
+                network::sync_logged(state).await;
+                return Err(err);
+            }
             let hypervisor = state.hypervisor.clone();
             let started = tokio::task::spawn_blocking(move || hypervisor.start(&spec)).await?;
             if let Err(err) = started {

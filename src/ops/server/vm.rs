@@ -6,7 +6,7 @@ use super::*;
 
 /// Records a VM that ended on its own: a running server (or one whose start job has not yet
 /// recorded it running) becomes stopped, or in error with the reason. A server being stopped
-/// or destroyed is left to its job.
+/// or destroyed is left to its job, and one placed on another node to that node.
 pub async fn record_vm_event(state: &AppState, event: VmEvent) -> ApiResult<()> {
     let (status, reason) = match &event.state {
         VmState::Running => return Ok(()),
@@ -15,13 +15,15 @@ pub async fn record_vm_event(state: &AppState, event: VmEvent) -> ApiResult<()> 
     };
     let recorded = sqlx::query(
         "UPDATE servers SET status = $1, status_reason = $2, metadata_token = NULL \
-         WHERE uuid = $3 AND (status = $4 OR status = $5)",
+         WHERE uuid = $3 AND (status = $4 OR status = $5) AND (node IS NULL OR node = $6)",
     )
     .bind(status.code())
     .bind(reason)
     .bind(&event.server_uuid)
     .bind(ServerStatus::Running.code())
     .bind(ServerStatus::Starting.code())
+    // A VM of a server that has since started on another node says nothing about it.
+    .bind(state.jobs.node_id())
     .execute(state.db.pool())
     .await?;
     if recorded.rows_affected() > 0 {
@@ -58,6 +60,45 @@ pub async fn recover_servers(state: &AppState) -> ApiResult<()> {
                 tracing::warn!(server_id = id, %reason, "server's VM could not be taken back");
                 vm_gone(&mut conn, id, ServerStatus::Error, Some(&reason)).await?;
             }
+        }
+    }
+    power_off_servers_that_moved(state).await
+}
+
+/// With shared storage, a server whose node was lost may have been started again on another
+/// node ([`super::power::start_server`]); the VM it left here, if it still runs, was fenced
+/// off its disks then. When this node comes back, that VM is powered off. (Each node has a
+/// data directory of its own then, so the VMs found here are this node's.)
+async fn power_off_servers_that_moved(state: &AppState) -> ApiResult<()> {
+    if !state.storage.is_shared() {
+        return Ok(());
+    }
+    let moved: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, uuid FROM servers WHERE node IS NOT NULL AND node <> $1 \
+         AND status IN ($2, $3)",
+    )
+    .bind(state.jobs.node_id())
+    .bind(ServerStatus::Running.code())
+    .bind(ServerStatus::Starting.code())
+    .fetch_all(state.db.pool())
+    .await?;
+    for (id, uuid) in moved {
+        let hypervisor = state.hypervisor.clone();
+        let ended = tokio::task::spawn_blocking(move || {
+            if hypervisor.adopt(&uuid) != VmState::Running {
+                return Ok(false);
+            }
+            hypervisor.stop(&uuid, StopMethod::PowerOff).map(|()| true)
+        })
+        .await?;
+        match ended {
+            Ok(true) => tracing::warn!(
+                server_id = id,
+                "powered off the VM this node ran before it was lost: the server runs on another node now"
+            ),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(server_id = id, error = %err,
+                "could not power off the VM of a server that moved to another node"),
         }
     }
     Ok(())

@@ -536,13 +536,30 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn new(backend: Backend, args: &[&str]) -> Cluster {
+        Self::with_args(backend, args.iter().map(|a| a.to_string()).collect()).await
+    }
+
+    pub async fn with_args(backend: Backend, args: Vec<String>) -> Cluster {
         let (dir, data_dir, db) = data_dir_and_database(backend).await;
         Cluster {
             db,
             data_dir,
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args,
             _dir: dir,
         }
+    }
+
+    /// Starts node `name` with a data directory of its own, as on a host of its own (the
+    /// nodes share the database, the cluster's secret key, and what `args` give them, such
+    /// as RBD storage).
+    pub fn node_on_own_host(&self, name: &str) -> TestServer {
+        let options = ServerOptions {
+            node_id: Some(name.to_string()),
+            args: self.args.clone(),
+            env: vec![("EXTILITY_SECRET_KEY".into(), "5e".repeat(32))],
+            ..ServerOptions::default()
+        };
+        TestServer::spawn(&self.db, &self._dir.path().join(name), options)
     }
 
     /// Starts node `name`.

@@ -505,6 +505,11 @@ pub struct NetworkArgs {
     #[arg(long, env = "EXTILITY_VLAN_PREFIX", default_value_t = 24,
           value_parser = clap::value_parser!(u8).range(16..=29))]
     pub vlan_prefix: u8,
+    /// This node's address on the network between nodes: with it, each VLAN's bridge is
+    /// joined to the other nodes' (those that set theirs) by VXLAN (UDP 4789, accepted from
+    /// those nodes only), so that a VLAN spans the cluster.
+    #[arg(long, env = "EXTILITY_TUNNEL_ADDRESS", value_name = "IP")]
+    pub tunnel_address: Option<std::net::Ipv4Addr>,
     /// The port of this node's metadata listener, where guests' connections to
     /// 169.254.169.254:80 are redirected (only guests reach it).
     #[arg(long, env = "EXTILITY_METADATA_PORT", default_value_t = 8775)]

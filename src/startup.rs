@@ -161,7 +161,7 @@ fn hypervisor(
 
 /// The network engine `--network` asks for: bridges when this process can manage them (or
 /// must), else QEMU's confined user-mode network, saying so.
-fn network(config: &Config) -> anyhow::Result<Arc<dyn Network>> {
+fn network(config: &Config, node_id: &str) -> anyhow::Result<Arc<dyn Network>> {
     let args = &config.network;
     let unavailable = match args.mode {
         NetworkMode::User => Some("--network user".to_string()),
@@ -180,7 +180,8 @@ fn network(config: &Config) -> anyhow::Result<Arc<dyn Network>> {
         return Ok(Arc::new(UserConfined));
     }
     let bridges = LinuxBridges::new(BridgeConfig {
-        state_dir: config.db.data_dir.join("network"),
+        // The node's own: nodes sharing a data directory each run their own dnsmasq daemons.
+        state_dir: config.db.data_dir.join("network").join(node_id),
         metadata_port: args.metadata_port,
         egress: args.guest_egress == OnOff::On,
         pool: args.vlan_subnets,
@@ -271,7 +272,7 @@ impl Application {
         let storage = storage(&config, &data_dir)?;
         let (events_tx, vm_events) = mpsc::unbounded_channel();
         let hypervisor = hypervisor(&config, events_tx)?;
-        let network = network(&config)?;
+        let network = network(&config, &node_id)?;
         // Only guests reach it (the firewall drops other connections to its port).
         let metadata_listener = match network.mode() {
             Mode::Bridged => {
@@ -430,6 +431,7 @@ fn node_info(state: &AppState) -> NodeInfo {
         vcpus,
         memory_mb: memory_mb().unwrap_or(0),
         can_run_vms: state.hypervisor.name() != "none",
+        tunnel_address: state.config.network.tunnel_address.map(|ip| ip.to_string()),
         version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }

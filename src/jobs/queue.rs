@@ -177,6 +177,8 @@ pub struct NodeInfo {
     /// Whether it runs VMs (its hypervisor is not `none`).
     pub can_run_vms: bool,
     pub version: String,
+    /// Its address between nodes, for VXLAN (`--tunnel-address`).
+    pub tunnel_address: Option<String>,
 }
 
 /// Records what `node` offers, and that it is alive, as it starts.
@@ -184,11 +186,11 @@ pub async fn node_started(db: &Db, node: &str, info: &NodeInfo) -> ApiResult<()>
     let now = now_ms();
     sqlx::query(
         "INSERT INTO nodes (id, last_seen, address, vcpus, memory_mb, can_run_vms, version, \
-         started) VALUES ($1, $2, $3, $4, $5, $6, $7, $2) \
+         started, tunnel_address) VALUES ($1, $2, $3, $4, $5, $6, $7, $2, $8) \
          ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, \
          address = excluded.address, vcpus = excluded.vcpus, memory_mb = excluded.memory_mb, \
          can_run_vms = excluded.can_run_vms, version = excluded.version, \
-         started = excluded.started",
+         started = excluded.started, tunnel_address = excluded.tunnel_address",
     )
     .bind(node)
     .bind(now)
@@ -197,6 +199,7 @@ pub async fn node_started(db: &Db, node: &str, info: &NodeInfo) -> ApiResult<()>
     .bind(info.memory_mb)
     .bind(i64::from(info.can_run_vms))
     .bind(&info.version)
+    .bind(&info.tunnel_address)
     .execute(db.pool())
     .await?;
     Ok(())

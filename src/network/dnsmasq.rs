@@ -118,9 +118,17 @@ pub fn running(files: &Files) -> Option<i32> {
 
 /// Makes the bridge's dnsmasq serve `vlan`: writes the files, then reloads the hosts of a
 /// running one (SIGHUP) or starts one (it daemonizes and writes its pid file).
-pub fn ensure(dir: &Path, vlan: &VlanNet, egress: bool) -> Result<(), NetworkError> {
+pub fn ensure(
+    dir: &Path,
+    vlan: &VlanNet,
+    egress: bool,
+    mtu: Option<u16>,
+) -> Result<(), NetworkError> {
     let files = Files::of(dir, &vlan.bridge());
-    let conf = config(vlan, &files, egress);
+    let mut conf = config(vlan, &files, egress);
+    if let Some(mtu) = mtu {
+        conf.push_str(&format!("dhcp-option=option:mtu,{mtu}\n"));
+    }
     let write = |path: &Path, text: &str| {
         std::fs::write(path, text)
             .map_err(|e| NetworkError(format!("writing {}: {e}", path.display())))

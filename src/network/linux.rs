@@ -10,7 +10,10 @@ use std::sync::Mutex;
 use ipnet::Ipv4Net;
 
 use super::nft::{self, FirewallConfig};
-use super::{Mode, Network, NetworkError, NetworkPlan, Nic, VlanNet, dnsmasq, is_own_link};
+use super::{
+    MAX_VNI, Mode, Network, NetworkError, NetworkPlan, Nic, TUNNELED_MTU, Tunnel, VXLAN_PORT,
+    VlanNet, dnsmasq, is_own_link, vxlan_name,
+};
 
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -85,6 +88,63 @@ impl LinuxBridges {
         Ok(())
     }
 
+    /// Joins the VLAN's bridge to the other nodes' by its VXLAN interface, which copies
+    /// broadcasts to each peer and learns where the other MACs are. `false` when the VLAN
+    /// cannot have one (its id is past the 24 bits of a VNI).
+    fn ensure_vxlan(
+        &self,
+        vlan: &VlanNet,
+        tunnel: &Tunnel,
+        exists: bool,
+    ) -> Result<bool, NetworkError> {
+        if vlan.vlan_id > MAX_VNI {
+            tracing::warn!(
+                vlan_id = vlan.vlan_id,
+                "a VLAN id past 2^24 has no VXLAN network identifier: it stays on each node"
+            );
+            return Ok(false);
+        }
+        let vxlan = vxlan_name(vlan.vlan_id);
+        if !exists {
+            ip(&[
+                "link",
+                "add",
+                &vxlan,
+                "type",
+                "vxlan",
+                "id",
+                &vlan.vlan_id.to_string(),
+                "local",
+                &tunnel.local.to_string(),
+                "dstport",
+                &VXLAN_PORT.to_string(),
+            ])?;
+        }
+        let _ = write_sysctl(&format!("net/ipv6/conf/{vxlan}/disable_ipv6"), "1");
+        ip(&["link", "set", &vxlan, "master", &vlan.bridge()])?;
+        ip(&["link", "set", &vxlan, "up"])?;
+        // The peers broadcasts go to: an all-zeros entry per node.
+        let out = run(
+            Command::new("bridge").args(["-j", "fdb", "show", "dev", &vxlan]),
+            None,
+        )?;
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&out)
+            .map_err(|e| NetworkError(format!("reading `bridge -j fdb show`: {e}")))?;
+        let have: BTreeSet<String> = entries
+            .iter()
+            .filter(|e| e["mac"] == "00:00:00:00:00:00")
+            .filter_map(|e| e["dst"].as_str().map(str::to_string))
+            .collect();
+        let want: BTreeSet<String> = tunnel.peers.iter().map(|p| p.to_string()).collect();
+        for peer in want.difference(&have) {
+            bridge_fdb("append", &vxlan, peer)?;
+        }
+        for gone in have.difference(&want) {
+            bridge_fdb("del", &vxlan, gone)?;
+        }
+        Ok(true)
+    }
+
     fn firewall(&self, plan: &NetworkPlan) -> Result<(), NetworkError> {
         if plan.is_empty() {
             return nft_script(&nft::removal());
@@ -120,12 +180,21 @@ impl Network for LinuxBridges {
                 self.ensure_tap(nic, &bridge, links.contains(&nic.tap()))?;
                 wanted.insert(nic.tap());
             }
-            dnsmasq::ensure(&self.config.state_dir, vlan, self.config.egress)?;
+            let mut mtu = None;
+            if let Some(tunnel) = plan.tunnel.as_ref().filter(|t| !t.peers.is_empty()) {
+                let vxlan = vxlan_name(vlan.vlan_id);
+                if self.ensure_vxlan(vlan, tunnel, links.contains(&vxlan))? {
+                    wanted.insert(vxlan);
+                    // The guests' frames must fit in the tunnel's packets.
+                    mtu = Some(TUNNELED_MTU);
+                }
+            }
+            dnsmasq::ensure(&self.config.state_dir, vlan, self.config.egress, mtu)?;
             wanted.insert(bridge);
         }
-        // Taps before bridges: a bridge goes once nothing is attached to it.
+        // Taps and tunnels before bridges: a bridge goes once nothing is attached to it.
         let mut stale: Vec<&String> = links.difference(&wanted).collect();
-        stale.sort_by_key(|name| !name.starts_with("extap"));
+        stale.sort_by_key(|name| name.starts_with("extbr"));
         for link in stale {
             if link.starts_with("extbr") {
                 dnsmasq::remove(&self.config.state_dir, link);
@@ -182,6 +251,14 @@ fn host_networks() -> Result<Vec<Ipv4Net>, NetworkError> {
 
 fn ip(args: &[&str]) -> Result<String, NetworkError> {
     run(Command::new("ip").args(args), None)
+}
+
+fn bridge_fdb(verb: &str, vxlan: &str, peer: &str) -> Result<(), NetworkError> {
+    run(
+        Command::new("bridge").args(["fdb", verb, "00:00:00:00:00:00", "dev", vxlan, "dst", peer]),
+        None,
+    )
+    .map(drop)
 }
 
 fn nft_script(script: &str) -> Result<(), NetworkError> {

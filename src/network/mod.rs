@@ -33,6 +33,20 @@ pub fn bridge_name(vlan_id: i64) -> String {
     format!("extbr{vlan_id}")
 }
 
+/// The VXLAN interface joining a VLAN's bridges on every node: `extvx<vlan id>`.
+pub fn vxlan_name(vlan_id: i64) -> String {
+    format!("extvx{vlan_id}")
+}
+
+/// The UDP port of VXLAN between nodes (IANA's).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// The largest VXLAN network identifier (24 bits); a VLAN's VNI is its id.
+pub const MAX_VNI: i64 = (1 << 24) - 1;
+
+/// The MTU guests get on a VLAN that spans nodes: 1500 less VXLAN's 50 bytes.
+pub const TUNNELED_MTU: u16 = 1450;
+
 /// The tap device of a server's NIC: `extap<server id>`.
 pub fn tap_name(server_id: i64) -> String {
     format!("extap{server_id}")
@@ -40,18 +54,30 @@ pub fn tap_name(server_id: i64) -> String {
 
 /// Whether a link name is one this product made (and may remove).
 pub fn is_own_link(name: &str) -> bool {
-    ["extbr", "extap"].iter().any(|prefix| {
+    ["extbr", "extap", "extvx"].iter().any(|prefix| {
         name.strip_prefix(prefix)
             .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
     })
 }
 
 /// What should exist on this node: the VLANs that have a NIC here, and the port forwards to
-/// those NICs.
+/// those NICs; with several nodes, the tunnel joining each VLAN's bridges across them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkPlan {
     pub vlans: Vec<VlanNet>,
     pub forwards: Vec<Forward>,
+    pub tunnel: Option<Tunnel>,
+}
+
+/// VXLAN between nodes: each VLAN's bridge gets a VXLAN interface (VNI: the VLAN's id) that
+/// sends to the other live nodes' addresses (unicast; broadcasts are copied to each), so the
+/// servers of one VLAN on different nodes share one Ethernet segment, and nothing else does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// This node's address on the network between nodes (`--tunnel-address`).
+    pub local: Ipv4Addr,
+    /// The other live nodes' addresses.
+    pub peers: Vec<Ipv4Addr>,
 }
 
 impl NetworkPlan {

@@ -11,13 +11,17 @@
 //! - To a guest: only what a port forward let in, and answers.
 //! - On each tap (`bridge` table): the NIC's own MAC and address only (no spoofing, no ARP
 //!   for other addresses, no DHCP server of its own, no IPv6), so an address names a server.
+//! - Between nodes (VXLAN, `--tunnel-address`): UDP 4789 is taken from the other nodes'
+//!   addresses only (anyone else could put frames on a VLAN), and a tunnel carries guests'
+//!   frames to guests only: never this host's own (its gateway, DHCP and DNS serve its own
+//!   guests; each node is the gateway of its guests), never anything to this host.
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::{METADATA_ADDR, METADATA_PORT, NetworkPlan};
+use super::{METADATA_ADDR, METADATA_PORT, NetworkPlan, VXLAN_PORT};
 
 pub const TABLE: &str = "extility";
 
@@ -62,8 +66,21 @@ pub fn ruleset(plan: &NetworkPlan, config: &FirewallConfig) -> String {
         s,
         "  chain input {{\n    type filter hook input priority -5; policy accept;\n    \
          iifname {bridges} jump guest_to_host\n    \
-         tcp dport {meta_port} iifname != \"lo\" drop\n  }}"
+         tcp dport {meta_port} iifname != \"lo\" drop"
     );
+    if let Some(tunnel) = &plan.tunnel {
+        let peers: Vec<String> = tunnel.peers.iter().map(|p| p.to_string()).collect();
+        if peers.is_empty() {
+            let _ = writeln!(s, "    udp dport {VXLAN_PORT} drop");
+        } else {
+            let _ = writeln!(
+                s,
+                "    udp dport {VXLAN_PORT} ip saddr != {} drop",
+                set(&peers)
+            );
+        }
+    }
+    let _ = writeln!(s, "  }}");
     let _ = writeln!(s, "  chain guest_to_host {{");
     let _ = writeln!(s, "    ct state established,related accept");
     let _ = writeln!(s, "    meta nfproto ipv6 drop");
@@ -177,8 +194,20 @@ pub fn ruleset(plan: &NetworkPlan, config: &FirewallConfig) -> String {
             let _ = writeln!(s, "    iifname \"{t}\" udp sport {{ 67, 547 }} drop");
         }
     }
+    // What comes from other nodes: guests' frames, IPv4 and ARP.
+    let _ = writeln!(s, "    iifname \"extvx*\" ether type ip6 drop");
     // A tap of ours that no plan names carries nothing.
-    let _ = writeln!(s, "  }}\n}}");
+    let _ = writeln!(s, "  }}");
+    // A tunnel joins guests to guests: this host neither hears other nodes' guests nor
+    // speaks to them (its gateway is its own guests').
+    let _ = writeln!(
+        s,
+        "  chain input {{\n    type filter hook input priority -205; policy accept;\n    \
+         iifname \"extvx*\" drop\n  }}\n  \
+         chain output {{\n    type filter hook output priority -205; policy accept;\n    \
+         oifname \"extvx*\" drop\n  }}"
+    );
+    let _ = writeln!(s, "}}");
     s
 }
 
@@ -212,7 +241,29 @@ mod tests {
                 address: "10.64.6.10".parse().unwrap(),
                 guest_port: 22,
             }],
+            tunnel: None,
         }
+    }
+
+    #[test]
+    fn tunnels_take_only_the_peers_and_carry_only_guests() {
+        let mut tunneled = plan();
+        tunneled.tunnel = Some(crate::network::Tunnel {
+            local: "10.77.0.1".parse().unwrap(),
+            peers: vec!["10.77.0.2".parse().unwrap(), "10.77.0.3".parse().unwrap()],
+        });
+        let rules = ruleset(&tunneled, &config(false));
+        for line in [
+            "udp dport 4789 ip saddr != { 10.77.0.2, 10.77.0.3 } drop",
+            "iifname \"extvx*\" ether type ip6 drop",
+            "iifname \"extvx*\" drop",
+            "oifname \"extvx*\" drop",
+        ] {
+            assert!(rules.contains(line), "{line} missing from:\n{rules}");
+        }
+        tunneled.tunnel.as_mut().unwrap().peers.clear();
+        assert!(ruleset(&tunneled, &config(false)).contains("udp dport 4789 drop"));
+        assert!(!ruleset(&plan(), &config(false)).contains("4789"));
     }
 
     fn config(egress: bool) -> FirewallConfig {

@@ -15,8 +15,9 @@ use ipnet::Ipv4Net;
 use tokio_util::sync::CancellationToken;
 
 use super::server::{ServerStatus, mac_address};
+use crate::db::now_ms;
 use crate::error::ApiResult;
-use crate::network::{self, Forward, Mode, NetworkPlan, Nic, VlanNet};
+use crate::network::{self, Forward, Mode, NetworkPlan, Nic, Tunnel, VlanNet};
 use crate::state::AppState;
 
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
@@ -87,10 +88,41 @@ pub async fn plan(state: &AppState) -> ApiResult<NetworkPlan> {
             })
         })
         .collect();
+    let tunnel = match state.config.network.tunnel_address {
+        Some(local) => Some(Tunnel {
+            local,
+            peers: tunnel_peers(&mut conn, state).await?,
+        }),
+        None => None,
+    };
     Ok(NetworkPlan {
         vlans: vlans.into_values().collect(),
         forwards,
+        tunnel,
     })
+}
+
+/// The tunnel addresses of the other live nodes that run VMs.
+async fn tunnel_peers(
+    conn: &mut sqlx::AnyConnection,
+    state: &AppState,
+) -> ApiResult<Vec<Ipv4Addr>> {
+    let alive_since = now_ms() - state.jobs.lease_ms();
+    let addresses: Vec<String> = sqlx::query_scalar(
+        "SELECT tunnel_address FROM nodes WHERE id <> $1 AND last_seen >= $2 \
+         AND can_run_vms = 1 AND tunnel_address IS NOT NULL ORDER BY tunnel_address",
+    )
+    .bind(state.jobs.node_id())
+    .bind(alive_since)
+    .fetch_all(conn)
+    .await?;
+    let mut peers: Vec<Ipv4Addr> = addresses
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .filter(|a| Some(*a) != state.config.network.tunnel_address)
+        .collect();
+    peers.dedup();
+    Ok(peers)
 }
 
 /// Makes this node's networks what the database says.

@@ -10,6 +10,7 @@ mod api_json;
 mod api_smoke;
 mod audit;
 mod cloud_init;
+mod cluster_networks;
 mod compose;
 mod decompression_limits;
 mod fair_scheduling;

@@ -31,7 +31,7 @@ const METADATA_PORT: u16 = 8775;
 /// PORT` at the first connection or `CLOSED HOST PORT`; `dns=FROM,NAME` looks NAME up; once
 /// done, `world=FROM,HOST,PORT` tries HOST:PORT every second until it connects and prints
 /// `WORLD OPEN`.
-const INIT: &str = r#"#!/bin/busybox sh
+pub(crate) const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -102,7 +102,7 @@ struct Netns {
 const WORLD: &str = "198.51.100.1";
 const WORLD_PORT: u16 = 8000;
 
-fn sh(args: &[&str]) -> String {
+pub(crate) fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
         out.status.success(),
@@ -291,18 +291,18 @@ impl Drop for Netns {
     }
 }
 
-struct Guest {
-    api: Api,
-    id: i64,
-    address: String,
+pub(crate) struct Guest {
+    pub api: Api,
+    pub id: i64,
+    pub address: String,
 }
 
-async fn vlan(api: &Api, vdc: i64, name: &str) -> Value {
+pub(crate) async fn vlan(api: &Api, vdc: i64, name: &str) -> Value {
     api.call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": name}))
         .await
 }
 
-async fn server(api: Api, vdc: i64, vlan: &Value, name: &str) -> Guest {
+pub(crate) async fn server(api: Api, vdc: i64, vlan: &Value, name: &str) -> Guest {
     let server = api
         .call(
             "CreateServer",
@@ -331,7 +331,7 @@ async fn server(api: Api, vdc: i64, vlan: &Value, name: &str) -> Guest {
 }
 
 /// Fetches the guest disk into the guest's VDC, makes it the boot disk and starts the server.
-async fn boot(guest: &Guest, vdc: i64, url: &str) {
+pub(crate) async fn boot(guest: &Guest, vdc: i64, url: &str) {
     let name = format!("boot {}", guest.id);
     guest
         .api
@@ -357,7 +357,7 @@ async fn boot(guest: &Guest, vdc: i64, url: &str) {
 }
 
 /// The guest's console lines once it printed GUEST DONE.
-async fn console(guest: &Guest) -> Vec<String> {
+pub(crate) async fn console(guest: &Guest) -> Vec<String> {
     let deadline = Instant::now() + GUEST_TIMEOUT;
     loop {
         let log = guest
@@ -692,7 +692,13 @@ fn the_kernel_takes_the_generated_rules() {
             address: "10.64.0.10".parse().unwrap(),
             guest_port: 22,
         }],
+        tunnel: None,
     };
+    let mut tunneled = plan.clone();
+    tunneled.tunnel = Some(extility::network::Tunnel {
+        local: "10.77.0.1".parse().unwrap(),
+        peers: vec!["10.77.0.2".parse().unwrap()],
+    });
     for egress in [true, false] {
         let config = FirewallConfig {
             metadata_port: 8775,
@@ -702,6 +708,7 @@ fn the_kernel_takes_the_generated_rules() {
         };
         for script in [
             ruleset(&plan, &config),
+            ruleset(&tunneled, &config),
             ruleset(&NetworkPlan::default(), &config),
         ] {
             let mut child = Command::new("ip")

@@ -562,6 +562,25 @@ impl Cluster {
         TestServer::spawn(&self.db, &self._dir.path().join(name), options)
     }
 
+    /// Starts node `name` in the network namespace `netns`, listening on `listen` there, with
+    /// `extra` arguments of its own.
+    pub fn node_in_netns(
+        &self,
+        name: &str,
+        netns: &str,
+        listen: &str,
+        extra: &[String],
+    ) -> TestServer {
+        let options = ServerOptions {
+            node_id: Some(name.to_string()),
+            args: [self.args.clone(), extra.to_vec()].concat(),
+            netns: Some(netns.to_string()),
+            listen: Some(listen.to_string()),
+            ..ServerOptions::default()
+        };
+        TestServer::spawn(&self.db, &self.data_dir, options)
+    }
+
     /// Starts node `name`.
     pub fn node(&self, name: &str) -> TestServer {
         let options = ServerOptions {

@@ -1,0 +1,264 @@
+//! VLANs across nodes: two nodes, each `extility serve --network bridge` in a network
+//! namespace of its own (a host of its own), joined by a veth link (the network between
+//! hosts, over which VXLAN runs) and sharing one database and data directory. Three Linux
+//! guests boot: two of one customer's VLAN on different nodes, which reach each other over
+//! the tunnel, and one of another customer's VLAN, which reaches neither.
+
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::support::guest::guest_disk_with;
+use crate::support::image_server::ImageServer;
+use crate::support::{Backend, Cluster};
+use crate::tenant_networks::{Guest, INIT, boot, console, server, sh, vlan};
+
+/// Two namespaces standing for two hosts: each joined to the test's namespace by a veth pair
+/// (`outside` here, `inside` there), and to each other by one more (`underlay`).
+struct Hosts {
+    names: [String; 2],
+    outside: [String; 2],
+    inside: [String; 2],
+    underlay: [String; 2],
+}
+
+impl Hosts {
+    fn create() -> Hosts {
+        let tag = format!("{:x}", rand::random::<u32>() & 0xfffff);
+        let k = rand::random::<u8>();
+        let hosts = Hosts {
+            names: [format!("ext-n{tag}a"), format!("ext-n{tag}b")],
+            outside: [format!("10.252.{k}.1"), format!("10.252.{k}.5")],
+            inside: [format!("10.252.{k}.2"), format!("10.252.{k}.6")],
+            underlay: [format!("10.253.{k}.1"), format!("10.253.{k}.2")],
+        };
+        for i in 0..2 {
+            let (name, host_if, ns_if) = (
+                &hosts.names[i],
+                format!("xn{tag}{i}h"),
+                format!("xn{tag}{i}n"),
+            );
+            sh(&["ip", "netns", "add", name]);
+            sh(&[
+                "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            ]);
+            sh(&["ip", "link", "set", &ns_if, "netns", name]);
+            sh(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/30", hosts.outside[i]),
+                "dev",
+                &host_if,
+            ]);
+            sh(&["ip", "link", "set", &host_if, "up"]);
+            hosts.exec(
+                i,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/30", hosts.inside[i]),
+                    "dev",
+                    &ns_if,
+                ],
+            );
+            hosts.exec(i, &["ip", "link", "set", &ns_if, "up"]);
+            hosts.exec(i, &["ip", "link", "set", "lo", "up"]);
+        }
+        // Both reach the test's image server at the first host's outside address.
+        hosts.exec(
+            1,
+            &[
+                "ip",
+                "route",
+                "add",
+                &format!("{}/32", hosts.outside[0]),
+                "via",
+                &hosts.outside[1],
+            ],
+        );
+        // The network between the hosts.
+        let (a_if, b_if) = (format!("xu{tag}a"), format!("xu{tag}b"));
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &a_if,
+            "netns",
+            &hosts.names[0],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b_if,
+            "netns",
+            &hosts.names[1],
+        ]);
+        for (i, link) in [(0, &a_if), (1, &b_if)] {
+            hosts.exec(
+                i,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/24", hosts.underlay[i]),
+                    "dev",
+                    link,
+                ],
+            );
+            hosts.exec(i, &["ip", "link", "set", link, "up"]);
+        }
+        hosts
+    }
+
+    fn exec(&self, host: usize, args: &[&str]) -> String {
+        let mut all = vec!["ip", "netns", "exec", &self.names[host]];
+        all.extend_from_slice(args);
+        sh(&all)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for name in &self.names {
+            // VMs and dnsmasq daemons go with the namespace.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
+    let _heavy = crate::support::CPU_HEAVY.read().await;
+    let hosts = Hosts::create();
+    let allow = format!("{}/32", hosts.outside[0]);
+    let cluster = Cluster::new(
+        Backend::Sqlite,
+        &[
+            "--network",
+            "bridge",
+            "--guest-egress",
+            "off",
+            "--hypervisor",
+            "qemu",
+            "--qemu-accel",
+            "tcg",
+            "--job-lease-seconds",
+            "6",
+            "--allow-fetch-from",
+            &allow,
+        ],
+    )
+    .await;
+    // The nodes differ in their tunnel address.
+    let node = |i: usize, name: &str| {
+        cluster.node_in_netns(
+            name,
+            &hosts.names[i],
+            &format!("{}:0", hosts.inside[i]),
+            &["--tunnel-address".to_string(), hosts.underlay[i].clone()],
+        )
+    };
+    let (a, b) = (node(0, "node-a"), node(1, "node-b"));
+    let alice = a.add_customer("ann@example.com", "ann-password", &[]);
+    let bob = a.add_customer("bo@example.com", "bo-password", &[]);
+    let (alice_api, bob_api) = (
+        a.api(&alice.email, &alice.password),
+        a.api(&bob.email, &bob.password),
+    );
+    let lan = vlan(&alice_api, alice.vdc_id, "lan").await;
+    let other = vlan(&bob_api, bob.vdc_id, "other").await;
+    let a1 = server(alice_api.clone(), alice.vdc_id, &lan, "a1").await;
+    let a2 = server(alice_api.clone(), alice.vdc_id, &lan, "a2").await;
+    let b1 = server(bob_api.clone(), bob.vdc_id, &other, "b1").await;
+
+    let tries = 20;
+    let probes: Vec<(&Guest, &Guest)> = vec![(&a1, &a2), (&a2, &a1), (&b1, &a1), (&b1, &a2)];
+    let append: Vec<String> = probes
+        .iter()
+        .map(|(from, to)| format!("probe={},{},7000,{tries}", from.address, to.address))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = guest_disk_with(dir.path(), INIT, &format!("quiet {}", append.join(" ")));
+    let files = ImageServer::start_on(&format!("{}:0", hosts.outside[0])).await;
+    let url = files.put_data("guest.img", std::fs::read(&disk).unwrap());
+
+    // One after the other, so that placement alternates: a1 on one node, a2 on the other.
+    let started = Instant::now();
+    let guests = [(&a1, alice.vdc_id), (&a2, alice.vdc_id), (&b1, bob.vdc_id)];
+    for (guest, vdc) in guests {
+        boot(guest, vdc, &url).await;
+    }
+    let node_of = |g: &Guest| {
+        let api = g.api.clone();
+        let id = g.id;
+        async move {
+            api.call("GetServer", json!({"server_id": id})).await["node"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (n1, n2) = (node_of(&a1).await, node_of(&a2).await);
+    assert_ne!(n1, n2, "a1 and a2 run on different nodes");
+    let consoles = futures::future::join_all(guests.iter().map(|(g, _)| console(g))).await;
+    eprintln!(
+        "cluster_networks: three guests on two nodes booted and probed in {:?}",
+        started.elapsed()
+    );
+    for ((guest, _), lines) in guests.iter().zip(&consoles) {
+        eprintln!(
+            "cluster_networks: guest {} said:\n{}",
+            guest.id,
+            lines.join("\n")
+        );
+        assert!(
+            lines.contains(&format!("ADDR {}", guest.address)),
+            "each node's DHCP gives its own guests their addresses: {lines:?}"
+        );
+    }
+    let said = |g: &Guest| {
+        let at = guests.iter().position(|(x, _)| x.id == g.id).unwrap();
+        consoles[at].clone()
+    };
+    for (from, to) in &probes {
+        let expected = if from.id == b1.id { "CLOSED" } else { "OPEN" };
+        assert!(
+            said(from).contains(&format!("{expected} {} 7000", to.address)),
+            "guest {} to {} must be {expected}: {:?}",
+            from.id,
+            to.address,
+            said(from)
+        );
+    }
+
+    // What made it so: a VXLAN interface per VLAN on its bridge, with the other node as its
+    // peer, and the tunnel's port taken from that node only.
+    let vni = lan["vlan_id"].as_i64().unwrap();
+    for (i, peer) in [(0, &hosts.underlay[1]), (1, &hosts.underlay[0])] {
+        let link = hosts.exec(i, &["ip", "-d", "link", "show", &format!("extvx{vni}")]);
+        assert!(
+            link.contains(&format!("vxlan id {vni} local {}", hosts.underlay[i])),
+            "{link}"
+        );
+        assert!(link.contains(&format!("master extbr{vni}")), "{link}");
+        let fdb = hosts.exec(i, &["bridge", "fdb", "show", "dev", &format!("extvx{vni}")]);
+        assert!(
+            fdb.contains(&format!("00:00:00:00:00:00 dst {peer}")),
+            "{fdb}"
+        );
+        let rules = hosts.exec(i, &["nft", "list", "table", "inet", "extility"]);
+        assert!(
+            rules.contains(&format!("udp dport 4789 ip saddr != {peer} drop")),
+            "{rules}"
+        );
+    }
+    drop((a, b));
+}

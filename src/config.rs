@@ -193,6 +193,10 @@ pub struct ServeArgs {
     /// workers of their own that long jobs never take.
     #[arg(long, env = "EXTILITY_QUICK_WORKERS", default_value_t = 4)]
     pub quick_workers: usize,
+    /// The URL the other nodes reach this node's API at (they read the consoles of the VMs it
+    /// runs there). Default: the address it listens on.
+    #[arg(long, env = "EXTILITY_NODE_URL", value_name = "URL")]
+    pub node_url: Option<String>,
     /// This node's name in the job queue. Default: kept in `<data-dir>/node-id`.
     #[arg(long, env = "EXTILITY_NODE_ID")]
     pub node_id: Option<String>,

@@ -427,7 +427,11 @@ async fn recover(state: &AppState) -> anyhow::Result<()> {
 fn node_info(state: &AppState) -> NodeInfo {
     let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     NodeInfo {
-        address: state.local_url.clone(),
+        address: state
+            .config
+            .node_url
+            .clone()
+            .unwrap_or_else(|| state.local_url.clone()),
         vcpus,
         memory_mb: memory_mb().unwrap_or(0),
         can_run_vms: state.hypervisor.name() != "none",

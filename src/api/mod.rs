@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod internal;
 pub mod json;
 pub mod metadata;
 pub mod metrics;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .merge(metadata::api_routes())
         .merge(panel::routes())
+        .merge(internal::routes())
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics::serve))
         // SOAP faults travel as HTTP 500 by the standard: they are not server failures to log.

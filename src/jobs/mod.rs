@@ -127,6 +127,23 @@ impl JobQueue {
         self.0.config.lease_ms
     }
 
+    /// A proof for another node that a request for `purpose` comes from this cluster
+    /// ([`secrets::node_proof`]).
+    pub fn node_proof(&self, purpose: &str, expires_ms: i64) -> ApiResult<String> {
+        secrets::node_proof(&self.0.config.secret_key, purpose, expires_ms)
+    }
+
+    /// Whether a request for `purpose` carries a good proof from a node of this cluster.
+    pub fn check_node_proof(&self, purpose: &str, expires_ms: i64, proof: &str) -> bool {
+        secrets::check_node_proof(
+            &self.0.config.secret_key,
+            purpose,
+            expires_ms,
+            proof,
+            crate::db::now_ms(),
+        )
+    }
+
     pub(crate) fn db(&self) -> &Db {
         &self.0.config.db
     }

@@ -21,7 +21,10 @@ pub use power::{
     DestroyServerJob, StartServerJob, StopHow, StopServerJob, destroy_server, start_server,
     stop_server,
 };
-pub use vm::{get_console_log, record_vm_event, recover_servers};
+pub use vm::{
+    NODE_PROOF_HEADER, console_here, console_purpose, get_console_log, record_vm_event,
+    recover_servers,
+};
 
 use std::collections::HashMap;
 

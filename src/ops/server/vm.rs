@@ -107,18 +107,93 @@ async fn power_off_servers_that_moved(state: &AppState) -> ApiResult<()> {
 /// How much of the serial console GetConsoleLog returns.
 pub const CONSOLE_LOG_BYTES: usize = 64 * 1024;
 
+/// The console of a VM runs where the VM does: a server placed on another live node is read
+/// from that node (when nodes keep data directories of their own, only it has the file).
 pub async fn get_console_log(ctx: &Ctx, a: args::GetConsoleLog) -> ApiResult<String> {
-    let server = {
+    let (server, address) = {
         let mut conn = ctx.state.db.pool().acquire().await?;
-        own_server(&mut conn, ctx.customer_id(), a.server_id).await?
+        let server = own_server(&mut conn, ctx.customer_id(), a.server_id).await?;
+        let address = match server.node.as_deref() {
+            Some(node) if node != ctx.state.jobs.node_id() => {
+                live_node_address(&mut conn, &ctx.state, node).await?
+            }
+            _ => None,
+        };
+        (server, address)
     };
-    let hypervisor = ctx.state.hypervisor.clone();
-    let bytes = tokio::task::spawn_blocking(move || {
-        hypervisor.console_log(&server.uuid, CONSOLE_LOG_BYTES)
-    })
-    .await??;
+    if let Some(address) = address {
+        match console_on_node(&ctx.state, &address, &server.uuid).await {
+            Ok(bytes) => return Ok(console_text(&bytes)),
+            // Nodes sharing one data directory read it here as well.
+            Err(err) => tracing::warn!(server_id = server.id, node = ?server.node, error = %err,
+                "reading a console on its node failed; reading it here"),
+        }
+    }
+    let bytes = console_here(&ctx.state, &server.uuid).await?;
     Ok(console_text(&bytes))
 }
+
+/// The end of the console of a VM of this node ([`CONSOLE_LOG_BYTES`]).
+pub async fn console_here(state: &AppState, server_uuid: &str) -> ApiResult<Vec<u8>> {
+    let hypervisor = state.hypervisor.clone();
+    let uuid = server_uuid.to_string();
+    Ok(
+        tokio::task::spawn_blocking(move || hypervisor.console_log(&uuid, CONSOLE_LOG_BYTES))
+            .await??,
+    )
+}
+
+/// What a node-to-node console read proves it is for.
+pub fn console_purpose(server_uuid: &str) -> String {
+    format!("console {server_uuid}")
+}
+
+/// The API address of `node` if its heartbeat is within the lease.
+async fn live_node_address(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    node: &str,
+) -> ApiResult<Option<String>> {
+    let alive_since = crate::db::now_ms() - state.jobs.lease_ms();
+    Ok(sqlx::query_scalar(
+        "SELECT address FROM nodes WHERE id = $1 AND last_seen >= $2 AND address IS NOT NULL",
+    )
+    .bind(node)
+    .bind(alive_since)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Reads a console from the node at `address`, proving with the cluster key that the request
+/// comes from a node (the customer's right to it was checked here).
+async fn console_on_node(state: &AppState, address: &str, server_uuid: &str) -> anyhow::Result<Vec<u8>> {
+    let expires = crate::db::now_ms() + 30_000;
+    let proof = state
+        .jobs
+        .node_proof(&console_purpose(server_uuid), expires)?;
+    let url = format!(
+        "{}/internal/v1/console/{server_uuid}?expires={expires}",
+        address.trim_end_matches('/')
+    );
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?
+        .get(&url)
+        .header(NODE_PROOF_HEADER, proof)
+        .send()
+        .await?
+        .error_for_status()?;
+    let bytes = response.bytes().await?;
+    anyhow::ensure!(
+        bytes.len() <= CONSOLE_LOG_BYTES,
+        "the node answered {} bytes",
+        bytes.len()
+    );
+    Ok(bytes.to_vec())
+}
+
+/// The header a node's console request carries its proof in.
+pub const NODE_PROOF_HEADER: &str = "x-extility-node-proof";
 
 /// Console output as text any JSON or XML reader takes: bytes that are not UTF-8 become
 /// U+FFFD, line ends become `\n`, and control characters other than tab and newline (which XML

@@ -90,7 +90,7 @@ impl Ceph {
             "ceph",
             &["osd", "pool", "create", &name, "4", "4"],
         );
-        run(&self.conf, "rbd", &["pool", "init", &name]);
+        self.rbd(&["pool", "init", &name]);
         name
     }
 
@@ -133,11 +133,17 @@ fn spawn_script(script: &Path, dir: &Path, errors: &Path) -> ChildStdout {
     }
     let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<ChildStdout>>();
     std::thread::spawn(move || {
-        let child = command.spawn();
-        let started = child.is_ok();
-        let _ = tx.send(child.map(|mut c| c.stdout.take().unwrap()));
-        while started {
-            std::thread::park();
+        match command.spawn() {
+            Ok(mut child) => {
+                let _ = tx.send(Ok(child.stdout.take().unwrap()));
+                // The thread's end would send the script the parent-death signal.
+                loop {
+                    std::thread::park();
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
         }
     });
     rx.recv()

@@ -1,18 +1,21 @@
 //! A real Ceph cluster for the RBD storage tests: one monitor and one OSD (memstore) bound to
 //! 127.0.0.1, auth none, started once for the whole test run ([`cluster`]) from Debian's
-//! packages (`ceph-mon`, `ceph-osd`, `ceph-common`). Each test gets a pool of its own
-//! ([`Ceph::new_pool`]), so one test's orphan sweep never sees another's images.
+//! packages (`ceph-mon`, `ceph-osd`, `ceph-common`) by `scripts/ceph-test-cluster.sh`, the one
+//! recipe the benchmarks use too. Each test gets a pool of its own ([`Ceph::new_pool`]), so one
+//! test's orphan sweep never sees another's images.
 //!
-//! The daemons run in the foreground as children of a thread that lives as long as the test
-//! process, with a parent-death signal: however the run ends, they end with it.
+//! The script runs as a child of a thread that lives as long as the test process, with a
+//! parent-death signal, and its daemons run under one of their own: however the run ends, the
+//! script ends with it and the daemons with the script.
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Ceph {
     pub conf: PathBuf,
@@ -25,14 +28,6 @@ static POOLS: AtomicU32 = AtomicU32::new(0);
 /// The test run's cluster, started by the first test that asks.
 pub fn cluster() -> &'static Ceph {
     CLUSTER.get_or_init(Ceph::start)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs a Ceph command line to success, within a minute.
@@ -57,107 +52,29 @@ fn run(conf: &Path, tool: &str, args: &[&str]) -> String {
 
 impl Ceph {
     fn start() -> Ceph {
+        remove_stale_dirs();
+        // The static is never dropped, so neither is this directory: the next run's
+        // `remove_stale_dirs` removes it.
         let dir = tempfile::Builder::new()
             .prefix("extility-ceph-")
             .tempdir()
             .unwrap();
-        let d = dir.path();
-        for sub in ["run", "log", "mon", "osd/osd.0"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        let (v2, v1) = (free_port(), free_port());
-        let conf = d.join("ceph.conf");
-        let d = d.display();
-        std::fs::write(
-            &conf,
-            format!(
-                "[global]
-fsid = {fsid}
-mon initial members = a
-mon host = [v2:127.0.0.1:{v2},v1:127.0.0.1:{v1}]
-public addr = 127.0.0.1
-cluster addr = 127.0.0.1
-ms bind ipv6 = false
-auth cluster required = none
-auth service required = none
-auth client required = none
-osd pool default size = 1
-osd pool default min size = 1
-mon allow pool size one = true
-mon allow pool delete = true
-osd crush chooseleaf type = 0
-mon warn on pool no redundancy = false
-mon data avail warn = 1
-mon data avail crit = 0
-run dir = {d}/run
-log file = {d}/log/$name.log
-admin socket = {d}/run/$name.asok
-mon data = {d}/mon/$name
-osd data = {d}/osd/$name
-osd objectstore = memstore
-memstore device bytes = 8589934592
-[mon.a]
-public addrv = [v2:127.0.0.1:{v2},v1:127.0.0.1:{v1}]
-[client]
-admin socket =
-log file = /dev/null
-",
-                fsid = uuid::Uuid::new_v4(),
-            ),
-        )
-        .unwrap();
-        let conf_s = conf.to_str().unwrap();
-        let ok = Command::new("ceph-mon")
-            .args(["--conf", conf_s, "--mkfs", "-i", "a"])
-            .status()
-            .expect("running ceph-mon (Debian package ceph-mon)");
-        assert!(ok.success(), "ceph-mon --mkfs failed");
-        spawn_daemon(
-            "ceph-mon",
-            vec![
-                "--conf".into(),
-                conf_s.into(),
-                "-f".into(),
-                "-i".into(),
-                "a".into(),
-            ],
-        );
-        run(&conf, "ceph", &["osd", "create"]);
-        let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();
-        run(
-            &conf,
-            "ceph",
-            &[
-                "osd",
-                "crush",
-                "add",
-                "osd.0",
-                "1",
-                "root=default",
-                &format!("host={}", host.trim()),
-            ],
-        );
-        let ok = Command::new("ceph-osd")
-            .args(["--conf", conf_s, "--mkfs", "-i", "0"])
-            .stderr(Stdio::null())
-            .status()
-            .expect("running ceph-osd (Debian package ceph-osd)");
-        assert!(ok.success(), "ceph-osd --mkfs failed");
-        spawn_daemon(
-            "ceph-osd",
-            vec![
-                "--conf".into(),
-                conf_s.into(),
-                "-f".into(),
-                "-i".into(),
-                "0".into(),
-            ],
-        );
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !run(&conf, "ceph", &["osd", "stat"]).contains("1 up") {
-            assert!(Instant::now() < deadline, "the test OSD did not come up");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-test-cluster.sh");
+        let errors = dir.path().join("ceph-test-cluster.err");
+        let stdout = spawn_script(&script, dir.path(), &errors);
+        // The script gives up by itself (every Ceph command has a deadline, the OSD two
+        // minutes to come up), closing its stdout.
+        let conf = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("ready ").map(PathBuf::from))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} did not start the test Ceph cluster:\n{}",
+                    script.display(),
+                    std::fs::read_to_string(&errors).unwrap_or_default()
+                )
+            });
         Ceph { conf, _dir: dir }
     }
 
@@ -173,7 +90,7 @@ log file = /dev/null
             "ceph",
             &["osd", "pool", "create", &name, "4", "4"],
         );
-        run(&self.conf, "rbd", &["pool", "init", &name]);
+        self.rbd(&["pool", "init", &name]);
         name
     }
 
@@ -195,34 +112,79 @@ log file = /dev/null
     }
 }
 
-/// Starts a daemon in the foreground as a child of a thread that never ends, killed when the
-/// test process ends (the parent-death signal follows the thread that spawned it).
-fn spawn_daemon(program: &'static str, args: Vec<String>) {
-    let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<Child>>();
-    std::thread::spawn(move || {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: the hook only makes one system call, which is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))
+/// Starts `script DIR` as a child of a thread that never ends, killed when the test process
+/// ends (the parent-death signal follows the thread that spawned it); its stdout, to read, and
+/// its stderr into `errors`.
+fn spawn_script(script: &Path, dir: &Path, errors: &Path) -> ChildStdout {
+    let errors = std::fs::File::create(errors).unwrap();
+    let mut command = Command::new("bash");
+    command
+        .arg(script)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(errors);
+    // SAFETY: the hook only makes one system call, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
                 .map_err(std::io::Error::from)
-            });
-        }
-        let child = command.spawn();
-        let started = child.is_ok();
-        let _ = tx.send(child);
-        while started {
-            std::thread::park();
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<ChildStdout>>();
+    std::thread::spawn(move || {
+        match command.spawn() {
+            Ok(mut child) => {
+                let _ = tx.send(Ok(child.stdout.take().unwrap()));
+                // The thread's end would send the script the parent-death signal.
+                loop {
+                    std::thread::park();
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
         }
     });
     rx.recv()
         .unwrap()
-        .unwrap_or_else(|e| panic!("starting {program} (Debian packages ceph-mon, ceph-osd): {e}"));
+        .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()))
+}
+
+/// Removes the directories of earlier runs' clusters that are gone (each is about 40 MB): the
+/// lock the script and its daemons hold is free, or, in a directory without one (made by an
+/// older suite), the monitor's admin socket answers no more. Directories under a minute old
+/// are left alone (their cluster may be starting).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("extility-ceph-")
+        {
+            continue;
+        }
+        let dir = entry.path();
+        let recent = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|modified| modified.elapsed().unwrap_or_default() < Duration::from_secs(60))
+            .unwrap_or(true);
+        if recent {
+            continue;
+        }
+        let gone = match std::fs::File::open(dir.join("lock")) {
+            Ok(lock) => {
+                rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                    .is_ok()
+            }
+            Err(_) => UnixStream::connect(dir.join("run/mon.a.asok")).is_err(),
+        };
+        if gone {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }

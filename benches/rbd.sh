@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# RBD storage beside file storage, in one run, on a throwaway Ceph cluster of one monitor and
+# one memstore OSD (scripts/ceph-test-cluster.sh, the test suite's; a pool of 32 PGs):
+#   (a) FetchDisk with make_image=true of one image of SIZE_MIB MiB (default 1024: per 4 MiB,
+#       1 MiB of random data then 3 MiB of zeros, as benches/fetch.sh makes it, gzip'd and
+#       served over loopback HTTP with its MD5) into a server on files and into a server on
+#       RBD, each timed from the API call until the job has succeeded; the ratio, and
+#       `rbd du` of the image's RBD volume (10 GiB, the disk offer's size). `rbd du` counts
+#       whole 4 MiB objects, and every 4 MiB of this image holds data, so it shows the image's
+#       size: what it proves is that nothing beyond the image was written;
+#   (b) CreateServer from that image, REPS times (default 20) on each server: the call makes
+#       the boot disk (BOOT_OFFER, default 31, the 20 GB disk offer), on RBD a clone of the
+#       image's protected snapshot grown to 20 GB (the first call also takes the snapshot),
+#       on files a qcow2 thin clone. Its p50, max and first call, as curl times the request
+#       (aim on RBD: well under 1 s);
+#   (c) the raw import methods, for the record, on a local sparse copy of the image:
+#       `rbd create` + `qemu-img convert -n --target-is-zero -S 4k` into the image through
+#       librbd (what the server does) beside `rbd import --sparse-size 4096`, with the space
+#       each image takes (`rbd du`).
+# Both servers run on SQLite with `--hypervisor none --network user` (no QEMU, and neither
+# binds the host's metadata port, so the two can run side by side). Needs curl, jq, qemu-utils
+# with qemu-block-extra (QEMU's rbd driver), ceph-mon, ceph-osd and ceph-common.
+#
+#   benches/rbd.sh                    # 1 GiB image, 20 CreateServer calls each
+#   SIZE_MIB=4096 REPS=50 benches/rbd.sh
+#
+# The generated image is kept in target/bench-fetch/ (under $CARGO_TARGET_DIR when it is set),
+# shared with benches/fetch.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE_MIB=${SIZE_MIB:-1024}
+REPS=${REPS:-20}
+BOOT_OFFER=${BOOT_OFFER:-31}
+[ "$SIZE_MIB" -le 10240 ] || { echo "SIZE_MIB must be at most 10240" >&2; exit 1; }
+target=${CARGO_TARGET_DIR:-$PWD/target}
+cache=$target/bench-fetch
+work=$(mktemp -d /tmp/extility-rbd-bench.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
+
+echo "building extility (release)..." >&2
+cargo build --release --quiet
+bin=$target/release/extility
+
+mkdir -p "$cache"
+raw=$cache/image-${SIZE_MIB}M.raw
+gz=$raw.gz
+bytes=$((SIZE_MIB << 20))
+if [ ! -s "$gz" ] || [ "$(stat -c %s "$raw" 2>/dev/null || echo 0)" != "$bytes" ]; then
+    echo "generating a ${SIZE_MIB} MiB image (1/4 random) and gzipping it..." >&2
+    for ((i = 0; i < SIZE_MIB / 4; i++)); do
+        head -c 1M /dev/urandom
+        head -c 3M /dev/zero
+    done >"$raw"
+    gzip -c "$raw" >"$gz"
+fi
+md5=$(md5sum "$raw" | cut -d' ' -f1)
+
+# The cluster, and the pool. setpriv: the cluster dies with this script even on SIGKILL (and
+# the script's daemons with it); the trap stops it otherwise.
+echo "starting a Ceph cluster..." >&2
+setpriv --pdeathsig KILL scripts/ceph-test-cluster.sh "$work/ceph" \
+    >"$work/ceph.out" 2>"$work/ceph.err" &
+cluster_pid=$!
+pids+=("$cluster_pid")
+until grep -q '^ready ' "$work/ceph.out" 2>/dev/null; do
+    kill -0 "$cluster_pid" 2>/dev/null || { cat "$work/ceph.err" >&2; exit 1; }
+    sleep 0.2
+done
+conf=$(sed -n 's/^ready //p' "$work/ceph.out")
+pool=bench
+ceph_() { timeout 120 ceph --conf "$conf" "$@"; }
+rbd_() { timeout 300 rbd --conf "$conf" "$@"; }
+ceph_ osd pool create "$pool" 32 32 >/dev/null 2>&1
+rbd_ pool init "$pool"
+
+# A loopback HTTP server that sends files with sendfile(2), as in benches/fetch.sh.
+python3 - "$cache" >"$work/http.out" <<'EOF' &
+import http.server, os, sys
+root = sys.argv[1]
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        path = os.path.join(root, os.path.basename(self.path))
+        size = os.path.getsize(path)
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        with open(path, "rb") as f:
+            offset = 0
+            while offset < size:
+                offset += os.sendfile(self.connection.fileno(), f.fileno(), offset, size - offset)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+EOF
+pids+=($!)
+until [ -s "$work/http.out" ]; do sleep 0.1; done
+url="http://127.0.0.1:$(head -n1 "$work/http.out")/$(basename "$gz")"
+
+# `serve NAME [ARGS...]`: a server with a customer of its own; sets api and vdc, and
+# api_NAME / vdc_NAME for later.
+export RUST_LOG=warn
+serve() {
+    local name=$1 data=$work/data-$1 customer pid
+    shift
+    customer=$("$bin" customer add --email bench@example.com --password bench-password \
+        --data-dir "$data")
+    vdc=$(echo "$customer" | sed -n 's/^vdc_id=//p')
+    "$bin" serve --data-dir "$data" --listen 127.0.0.1:0 --hypervisor none --network user \
+        --allow-fetch-from 127.0.0.0/8 "$@" >"$work/serve-$name.out" 2>"$work/serve-$name.log" &
+    pid=$!
+    pids+=("$pid")
+    until grep -q "listening on" "$work/serve-$name.out" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || { cat "$work/serve-$name.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    api=$(sed -n 's/^extility listening on //p' "$work/serve-$name.out")
+}
+call() {
+    curl -sf -u bench@example.com:bench-password -H 'content-type: application/json' \
+        -d "$2" "$api/api/v1/$1"
+}
+# `fetch_image`: FetchDisk of the image as a private image of the 10 GB disk offer (images up
+# to 10 GiB), waiting for the job; sets image (its id) and t_fetch (seconds).
+fetch_image() {
+    local job result status=2 t0
+    cat "$gz" >/dev/null # warm the page cache for both servers alike
+    t0=$(now)
+    job=$(call FetchDisk "{\"url\": \"$url\", \"checksum\": \"$md5\", \"name\": \"bench\",
+        \"disk_productoffer_id\": 30, \"vdc_id\": $vdc, \"make_image\": true}" | jq .job_id)
+    while [ "$status" != 1 ] && [ "$status" != 3 ] && [ "$status" != 4 ]; do
+        result=$(call WaitForJob "{\"job_id\": $job, \"timeout_seconds\": 300}")
+        status=$(jq .status <<<"$result")
+    done
+    t_fetch=$(secs "$t0" "$(now)")
+    [ "$status" = 1 ] || { echo "FetchDisk failed: $result" >&2; exit 1; }
+    image=$(jq .item_id <<<"$result")
+}
+# `create_servers`: REPS CreateServer calls from the image; sets p50, max and first (seconds
+# of each request, as curl measures it).
+create_servers() {
+    local i out times=()
+    for ((i = 0; i < REPS; i++)); do
+        out=$(curl -sf -u bench@example.com:bench-password -H 'content-type: application/json' \
+            -w '\n%{time_total}' -d "{\"vdc_id\": $vdc, \"vlan_id\": -1,
+            \"server_name\": \"b$i\", \"image_id\": $image, \"server_productoffer_id\": 17,
+            \"disk_productoffer_ids\": [$BOOT_OFFER]}" "$api/api/v1/CreateServer") ||
+            { echo "CreateServer failed" >&2; exit 1; }
+        times+=("$(tail -n1 <<<"$out")")
+    done
+    first=${times[0]}
+    read -r p50 max < <(printf '%s\n' "${times[@]}" | sort -g |
+        awk '{ t[NR] = $1 } END { print t[int((NR + 1) / 2)], t[NR] }')
+}
+
+echo "image: ${SIZE_MIB} MiB, gzip'd to $(($(stat -c %s "$gz") >> 20)) MiB; md5 $md5" >&2
+
+# (a) and (b) on files...
+serve files
+fetch_image
+t_fetch_files=$t_fetch
+create_servers
+cs_files=("$p50" "$max" "$first")
+
+# ... and on RBD.
+serve rbd --storage rbd --rbd-pool "$pool" --ceph-conf "$conf"
+[ -z "$(rbd_ ls "$pool")" ] || { echo "the pool is not empty" >&2; exit 1; }
+fetch_image
+t_fetch_rbd=$t_fetch
+volume=$(rbd_ ls "$pool") # the image's volume, the pool's only image
+read -r du_volume size_volume < <(rbd_ du --format json "$pool/$volume" |
+    jq -r '.images[0] | "\(.used_size) \(.provisioned_size)"')
+create_servers
+cs_rbd=("$p50" "$max" "$first")
+clones=$(rbd_ ls "$pool" | wc -l)
+
+# (c) The import methods, on a sparse copy of the image (the holes are not read at all).
+sparse=$work/image.sparse
+cp --sparse=always "$raw" "$sparse"
+cat "$sparse" >/dev/null
+t0=$(now)
+rbd_ create --size "${bytes}B" "$pool/by-qemu-img"
+qemu-img convert -n --target-is-zero -S 4k -f raw "$sparse" --target-image-opts \
+    "driver=raw,file.driver=rbd,file.pool=$pool,file.image=by-qemu-img,file.conf=$conf"
+t_qemu=$(secs "$t0" "$(now)")
+t0=$(now)
+rbd_ import --no-progress --sparse-size 4096 "$sparse" "$pool/by-rbd-import"
+t_import=$(secs "$t0" "$(now)")
+du_of() { rbd_ du --format json "$pool/$1" | jq '.images[0].used_size'; }
+du_qemu=$(du_of by-qemu-img)
+du_import=$(du_of by-rbd-import)
+
+echo
+echo "FetchDisk of a ${SIZE_MIB} MiB image (make_image=true), API call to job success:"
+printf '  %-42s %8s s\n' "files" "$t_fetch_files" "RBD" "$t_fetch_rbd"
+echo "  RBD / files: $(ratio "$t_fetch_rbd" "$t_fetch_files")x;" \
+    "rbd du of the image's volume: $(mib "$du_volume") MiB used of $(mib "$size_volume") MiB"
+echo
+echo "CreateServer from that image, boot disk offer $BOOT_OFFER, $REPS calls each (seconds):"
+printf '  %-20s %8s %8s %8s\n' "" p50 max first
+printf '  %-20s %8.3f %8.3f %8.3f\n' files "${cs_files[@]}" RBD "${cs_rbd[@]}"
+echo "  RBD: the pool holds $clones images (the image and its clones)"
+echo
+echo "importing a local sparse ${SIZE_MIB} MiB file into RBD:"
+printf '  %-58s %8s s %6s MiB used\n' \
+    "rbd create + qemu-img convert -n --target-is-zero -S 4k" "$t_qemu" "$(mib "$du_qemu")" \
+    "rbd import --sparse-size 4096" "$t_import" "$(mib "$du_import")"

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# A throwaway Ceph cluster for the tests and benchmarks: one monitor and one OSD (memstore, so
+# the data lives in the OSD's memory) bound to 127.0.0.1 on free ports, auth none, pool size 1,
+# from Debian's packages (ceph-mon, ceph-osd, ceph-common; 16.2). The test suite starts it
+# (tests/it/support/ceph.rs), and so does benches/rbd.sh.
+#
+#   scripts/ceph-test-cluster.sh DIR
+#
+# DIR (made if absent; it must not hold a cluster already) receives ceph.conf, the monitor's
+# store, the run directory (admin sockets) and the logs (log/). Once the OSD is up the script
+# prints one line on stdout, `ready DIR/ceph.conf` (DIR made absolute), and then waits: the
+# cluster lives as long as the script. Clients use it with `--conf DIR/ceph.conf` (no keyring).
+#
+# Both daemons run in the foreground as the script's children under `setpriv --pdeathsig
+# KILL`, so they die when the script dies, however it dies (even by SIGKILL); on TERM, INT or
+# a normal exit the script kills them itself. If a daemon ends on its own the script exits with
+# status 1. While anything of the cluster runs, DIR/lock is locked (flock; the daemons inherit
+# the descriptor): a lock that can be taken means DIR is left over from a dead cluster.
+#
+# Every Ceph command is run under `timeout`: a client that cannot reach its monitor otherwise
+# retries for 5 minutes.
+set -euo pipefail
+
+dir=${1:?usage: scripts/ceph-test-cluster.sh DIR}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+conf=$dir/ceph.conf
+if [ -e "$conf" ] || [ -e "$dir/mon" ]; then
+    echo "$dir holds a cluster already; give an empty or new directory" >&2
+    exit 2
+fi
+
+# The daemons started so far; killed (and reaped) however the script ends.
+pids=()
+stop() {
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap stop EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+fail() {
+    echo "ceph-test-cluster: $*" >&2
+    for log in "$dir"/log/*; do
+        [ -s "$log" ] && { echo "--- last lines of $log:" >&2; tail -n 20 "$log" >&2; }
+    done
+    exit 1
+}
+
+# Held (by the daemons too, which inherit descriptor 9) while the cluster runs.
+exec 9>>"$dir/lock"
+flock -n 9 || { echo "$dir is in use by another cluster" >&2; exit 2; }
+
+mkdir -p "$dir/run" "$dir/log" "$dir/mon" "$dir/osd/osd.0"
+
+# Two free ports for the monitor (messenger v2 and v1): bound at once so they differ, then
+# released for the monitor to take. (The OSD finds its own ports in 6800-7300.)
+read -r v2 v1 < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+')
+fsid=$(cat /proc/sys/kernel/random/uuid)
+
+# Clients get no admin socket and no log file (`log file = /dev/null` sends their log nowhere).
+cat >"$conf" <<EOF
+[global]
+fsid = $fsid
+mon initial members = a
+mon host = [v2:127.0.0.1:$v2,v1:127.0.0.1:$v1]
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+ms bind ipv6 = false
+auth cluster required = none
+auth service required = none
+auth client required = none
+osd pool default size = 1
+osd pool default min size = 1
+mon allow pool size one = true
+mon allow pool delete = true
+osd crush chooseleaf type = 0
+mon warn on pool no redundancy = false
+mon data avail warn = 1
+mon data avail crit = 0
+run dir = $dir/run
+log file = $dir/log/\$name.log
+admin socket = $dir/run/\$name.asok
+mon data = $dir/mon/\$name
+osd data = $dir/osd/\$name
+osd objectstore = memstore
+memstore device bytes = 8589934592
+[mon.a]
+public addrv = [v2:127.0.0.1:$v2,v1:127.0.0.1:$v1]
+[client]
+admin socket =
+log file = /dev/null
+EOF
+
+# `ceph ARGS...`, failing after a minute rather than Ceph's five.
+ceph_cmd() { timeout 60 ceph --conf "$conf" "$@"; }
+
+# `daemon NAME PROGRAM ARGS...`: PROGRAM in the foreground, killed when this script dies; its
+# own output goes to log/NAME.out (its log proper to log/NAME.log).
+daemon() {
+    local name=$1
+    shift
+    setpriv --pdeathsig KILL "$@" --conf "$conf" -f </dev/null >"$dir/log/$name.out" 2>&1 &
+    pids+=($!)
+}
+
+timeout 60 ceph-mon --conf "$conf" --mkfs -i a >"$dir/log/mon.a.mkfs" 2>&1 ||
+    fail "ceph-mon --mkfs failed (Debian package ceph-mon)"
+daemon mon.a ceph-mon -i a
+
+ceph_cmd osd create >/dev/null || fail "ceph osd create failed: the monitor did not answer"
+ceph_cmd osd crush add osd.0 1 root=default "host=$(hostname)" >/dev/null 2>&1 ||
+    fail "ceph osd crush add failed"
+timeout 60 ceph-osd --conf "$conf" --mkfs -i 0 >"$dir/log/osd.0.mkfs" 2>&1 ||
+    fail "ceph-osd --mkfs failed (Debian package ceph-osd)"
+daemon osd.0 ceph-osd -i 0
+
+deadline=$((SECONDS + 120))
+until ceph_cmd osd stat 2>/dev/null | grep -q '1 up'; do
+    for pid in "${pids[@]}"; do
+        kill -0 "$pid" 2>/dev/null || fail "a daemon exited while the cluster started"
+    done
+    [ "$SECONDS" -lt "$deadline" ] || fail "the OSD did not come up within 120 s"
+    sleep 0.2
+done
+
+echo "ready $conf"
+
+# Until killed. `wait -n` also returns when a trapped signal arrives (the trap then exits).
+wait -n "${pids[@]}" || true
+fail "a daemon exited; the cluster is gone"

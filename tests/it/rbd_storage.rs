@@ -406,7 +406,22 @@ async fn a_server_of_a_lost_node_starts_again_on_another_node() {
         .unwrap()
         .to_string();
     let (lost, other) = if first == "node-a" { (0, 1) } else { (1, 0) };
-    console_shows(&apis[lost], server_id, "BOOTS-FROM-RBD").await;
+    // Its console is read on its node, whichever node is asked.
+    console_shows(&apis[other], server_id, "BOOTS-FROM-RBD").await;
+    let uuid = created["server_uuid"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    for proof in [None, Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")] {
+        let expires = chrono::Utc::now().timestamp_millis() + 10_000;
+        let mut request = http.get(format!(
+            "{}/internal/v1/console/{uuid}?expires={expires}",
+            nodes[lost].url
+        ));
+        if let Some(proof) = proof {
+            request = request.header("x-extility-node-proof", proof);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 403, "only the nodes read consoles directly");
+    }
     let err = apis[other]
         .fail("StartServer", json!({"server_id": server_id}))
         .await;

@@ -6,12 +6,12 @@
 //! - `GET /internal/v1/console/{server_uuid}?expires=MS`: the end of the serial console of a VM
 //!   this node runs (GetConsoleLog on another node of the cluster).
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use serde::Deserialize;
 
 use crate::ops::server::{NODE_PROOF_HEADER, console_here, console_purpose};

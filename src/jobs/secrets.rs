@@ -160,15 +160,63 @@ mod tests {
         let key = [7u8; 32];
         let now = 1_000_000;
         let proof = node_proof(&key, "console abc", now + 30_000).unwrap();
-        assert!(check_node_proof(&key, "console abc", now + 30_000, &proof, now));
-        assert!(!check_node_proof(&key, "console abd", now + 30_000, &proof, now));
-        assert!(!check_node_proof(&key, "console abc", now + 30_001, &proof, now));
-        assert!(!check_node_proof(&[8u8; 32], "console abc", now + 30_000, &proof, now));
-        assert!(!check_node_proof(&key, "console abc", now + 30_000, &proof, now + 30_001));
+        assert!(check_node_proof(
+            &key,
+            "console abc",
+            now + 30_000,
+            &proof,
+            now
+        ));
+        assert!(!check_node_proof(
+            &key,
+            "console abd",
+            now + 30_000,
+            &proof,
+            now
+        ));
+        assert!(!check_node_proof(
+            &key,
+            "console abc",
+            now + 30_001,
+            &proof,
+            now
+        ));
+        assert!(!check_node_proof(
+            &[8u8; 32],
+            "console abc",
+            now + 30_000,
+            &proof,
+            now
+        ));
+        assert!(!check_node_proof(
+            &key,
+            "console abc",
+            now + 30_000,
+            &proof,
+            now + 30_001
+        ));
         let far = node_proof(&key, "console abc", now + 3_600_000).unwrap();
-        assert!(!check_node_proof(&key, "console abc", now + 3_600_000, &far, now));
-        assert!(!check_node_proof(&key, "console abc", now + 30_000, "", now));
-        assert!(!check_node_proof(&key, "console abc", now + 30_000, "!!", now));
+        assert!(!check_node_proof(
+            &key,
+            "console abc",
+            now + 3_600_000,
+            &far,
+            now
+        ));
+        assert!(!check_node_proof(
+            &key,
+            "console abc",
+            now + 30_000,
+            "",
+            now
+        ));
+        assert!(!check_node_proof(
+            &key,
+            "console abc",
+            now + 30_000,
+            "!!",
+            now
+        ));
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! VLANs across nodes: two nodes, each `extility serve --network bridge` in a network
-//! namespace of its own (a host of its own), joined by a veth link (the network between
-//! hosts, over which VXLAN runs) and sharing one database and data directory. Three Linux
-//! guests boot: two of one customer's VLAN on different nodes, which reach each other over
-//! the tunnel, and one of another customer's VLAN, which reaches neither.
+//! A cluster as hosts run one: two nodes, each `extility serve --network bridge` in a network
+//! namespace of its own (a host of its own, with its own data directory), joined by a veth
+//! link (the network between hosts, over which VXLAN runs), sharing PostgreSQL and a Ceph RBD
+//! pool (reached at 127.0.0.1 through [`LoopbackForwarder`]s, as a host reaches its database).
+//! Three Linux guests boot from disks fetched by either node: two of one customer's VLAN on
+//! different nodes, which reach each other over the tunnel, and one of another customer's
+//! VLAN, which reaches neither. Their consoles are read through one node.
 
 use std::process::Command;
 use std::time::Instant;
@@ -11,7 +13,8 @@ use serde_json::json;
 
 use crate::support::guest::guest_disk_with;
 use crate::support::image_server::ImageServer;
-use crate::support::{Backend, Cluster};
+use crate::support::netns::LoopbackForwarder;
+use crate::support::{Backend, Cluster, ceph};
 use crate::tenant_networks::{Guest, INIT, boot, console, server, sh, vlan};
 
 /// Two namespaces standing for two hosts: each joined to the test's namespace by a veth pair
@@ -110,6 +113,11 @@ impl Hosts {
             );
             hosts.exec(i, &["ip", "link", "set", link, "up"]);
         }
+        // Each node reaches the other's API (where it reads the consoles of its VMs).
+        for (i, j) in [(0, 1), (1, 0)] {
+            let to = format!("{}/32", hosts.inside[j]);
+            hosts.exec(i, &["ip", "route", "add", &to, "via", &hosts.underlay[j]]);
+        }
         hosts
     }
 
@@ -138,25 +146,39 @@ impl Drop for Hosts {
 async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
     let hosts = Hosts::create();
+    let (rbd, mut ports) = tokio::task::spawn_blocking(|| {
+        let cluster = ceph::cluster();
+        (
+            cluster.server_args(&cluster.new_pool()),
+            cluster.client_ports(),
+        )
+    })
+    .await
+    .unwrap();
+    ports.push(5432); // PostgreSQL
+    let _forwarders = hosts
+        .names
+        .each_ref()
+        .map(|name| LoopbackForwarder::start(name, &ports));
     let allow = format!("{}/32", hosts.outside[0]);
-    let cluster = Cluster::new(
-        Backend::Sqlite,
-        &[
-            "--network",
-            "bridge",
-            "--guest-egress",
-            "off",
-            "--hypervisor",
-            "qemu",
-            "--qemu-accel",
-            "tcg",
-            "--job-lease-seconds",
-            "6",
-            "--allow-fetch-from",
-            &allow,
-        ],
-    )
-    .await;
+    let mut args: Vec<String> = [
+        "--network",
+        "bridge",
+        "--guest-egress",
+        "off",
+        "--hypervisor",
+        "qemu",
+        "--qemu-accel",
+        "tcg",
+        "--job-lease-seconds",
+        "6",
+        "--allow-fetch-from",
+        &allow,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(rbd);
+    let cluster = Cluster::with_args(Backend::Postgres, args).await;
     // The nodes differ in their tunnel address.
     let node = |i: usize, name: &str| {
         cluster.node_in_netns(

@@ -420,7 +420,11 @@ async fn a_server_of_a_lost_node_starts_again_on_another_node() {
             request = request.header("x-extility-node-proof", proof);
         }
         let answer = request.send().await.unwrap();
-        assert_eq!(answer.status(), 403, "only the nodes read consoles directly");
+        assert_eq!(
+            answer.status(),
+            403,
+            "only the nodes read consoles directly"
+        );
     }
     let err = apis[other]
         .fail("StartServer", json!({"server_id": server_id}))

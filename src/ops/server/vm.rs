@@ -166,7 +166,11 @@ async fn live_node_address(
 
 /// Reads a console from the node at `address`, proving with the cluster key that the request
 /// comes from a node (the customer's right to it was checked here).
-async fn console_on_node(state: &AppState, address: &str, server_uuid: &str) -> anyhow::Result<Vec<u8>> {
+async fn console_on_node(
+    state: &AppState,
+    address: &str,
+    server_uuid: &str,
+) -> anyhow::Result<Vec<u8>> {
     let expires = crate::db::now_ms() + 30_000;
     let proof = state
         .jobs

@@ -94,6 +94,41 @@ impl Ceph {
         name
     }
 
+    /// The loopback ports a client of the cluster connects to: the monitor's and the OSD's
+    /// public ones (for [`super::netns::LoopbackForwarder`]).
+    pub fn client_ports(&self) -> Vec<u16> {
+        let dump: serde_json::Value = serde_json::from_str(&run(
+            &self.conf,
+            "ceph",
+            &["osd", "dump", "--format", "json"],
+        ))
+        .unwrap();
+        let mon: serde_json::Value = serde_json::from_str(&run(
+            &self.conf,
+            "ceph",
+            &["mon", "dump", "--format", "json"],
+        ))
+        .unwrap();
+        let mut addresses: Vec<String> = Vec::new();
+        for osd in dump["osds"].as_array().unwrap() {
+            for a in osd["public_addrs"]["addrvec"].as_array().unwrap() {
+                addresses.push(a["addr"].as_str().unwrap().to_string());
+            }
+        }
+        for m in mon["mons"].as_array().unwrap() {
+            for a in m["public_addrs"]["addrvec"].as_array().unwrap() {
+                addresses.push(a["addr"].as_str().unwrap().to_string());
+            }
+        }
+        let mut ports: Vec<u16> = addresses
+            .iter()
+            .filter_map(|a| a.rsplit(':').next()?.parse().ok())
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports
+    }
+
     /// Runs `rbd` against the cluster; its output.
     pub fn rbd(&self, args: &[&str]) -> String {
         run(&self.conf, "rbd", args)

@@ -22,6 +22,7 @@ pub mod guest;
 pub mod image_server;
 pub mod images;
 pub mod in_process;
+pub mod netns;
 pub mod server_db;
 pub mod tls;
 pub mod tools;
@@ -562,8 +563,9 @@ impl Cluster {
         TestServer::spawn(&self.db, &self._dir.path().join(name), options)
     }
 
-    /// Starts node `name` in the network namespace `netns`, listening on `listen` there, with
-    /// `extra` arguments of its own.
+    /// Starts node `name` in the network namespace `netns` (a host of its own: its own data
+    /// directory, the cluster's secret key), listening on `listen` there, with `extra`
+    /// arguments of its own.
     pub fn node_in_netns(
         &self,
         name: &str,
@@ -576,9 +578,9 @@ impl Cluster {
             args: [self.args.clone(), extra.to_vec()].concat(),
             netns: Some(netns.to_string()),
             listen: Some(listen.to_string()),
-            ..ServerOptions::default()
+            env: vec![("EXTILITY_SECRET_KEY".into(), "5e".repeat(32))],
         };
-        TestServer::spawn(&self.db, &self.data_dir, options)
+        TestServer::spawn(&self.db, &self._dir.path().join(name), options)
     }
 
     /// Starts node `name`.

@@ -159,64 +159,20 @@ mod tests {
     fn node_proofs_hold_for_their_purpose_key_and_time_only() {
         let key = [7u8; 32];
         let now = 1_000_000;
-        let proof = node_proof(&key, "console abc", now + 30_000).unwrap();
-        assert!(check_node_proof(
-            &key,
-            "console abc",
-            now + 30_000,
-            &proof,
-            now
-        ));
-        assert!(!check_node_proof(
-            &key,
-            "console abd",
-            now + 30_000,
-            &proof,
-            now
-        ));
-        assert!(!check_node_proof(
-            &key,
-            "console abc",
-            now + 30_001,
-            &proof,
-            now
-        ));
-        assert!(!check_node_proof(
-            &[8u8; 32],
-            "console abc",
-            now + 30_000,
-            &proof,
-            now
-        ));
-        assert!(!check_node_proof(
-            &key,
-            "console abc",
-            now + 30_000,
-            &proof,
-            now + 30_001
-        ));
+        let expires = now + 30_000;
+        let proof = node_proof(&key, "console abc", expires).unwrap();
+        let holds = |key: &[u8; 32], purpose: &str, expires: i64, proof: &str, at: i64| {
+            check_node_proof(key, purpose, expires, proof, at)
+        };
+        assert!(holds(&key, "console abc", expires, &proof, now));
+        assert!(!holds(&key, "console abd", expires, &proof, now));
+        assert!(!holds(&key, "console abc", expires + 1, &proof, now));
+        assert!(!holds(&[8u8; 32], "console abc", expires, &proof, now));
+        assert!(!holds(&key, "console abc", expires, &proof, expires + 1));
         let far = node_proof(&key, "console abc", now + 3_600_000).unwrap();
-        assert!(!check_node_proof(
-            &key,
-            "console abc",
-            now + 3_600_000,
-            &far,
-            now
-        ));
-        assert!(!check_node_proof(
-            &key,
-            "console abc",
-            now + 30_000,
-            "",
-            now
-        ));
-        assert!(!check_node_proof(
-            &key,
-            "console abc",
-            now + 30_000,
-            "!!",
-            now
-        ));
+        assert!(!holds(&key, "console abc", now + 3_600_000, &far, now));
+        assert!(!holds(&key, "console abc", expires, "", now));
+        assert!(!holds(&key, "console abc", expires, "!!", now));
     }
 
     #[test]

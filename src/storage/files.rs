@@ -197,19 +197,7 @@ impl Storage for FileStorage {
     }
 
     fn sweep_staging(&self, keep: &dyn Fn(&str) -> bool) -> StorageResult<usize> {
-        let mut removed = 0;
-        let entries = fs::read_dir(&self.staging)
-            .map_err(|e| StorageError::io("listing the staging folder", e))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // A job's staged files are named after its staging name up to the first dot
-            // (`<name>.part`, `<name>.fetched.part`).
-            let stem = name.split('.').next().unwrap_or(&name);
-            if !keep(stem) && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        super::sweep_staging_folder(&self.staging, keep)
     }
 
     fn grow(&self, volume: &VolumeFile, size: u64) -> StorageResult<VolumeFile> {

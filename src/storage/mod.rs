@@ -134,6 +134,23 @@ impl CopyProgress for Unobserved {
     }
 }
 
+/// Removes the files of a local staging folder whose staging names `keep` does not accept:
+/// a job's staged files are named after its staging name up to the first dot (`<name>.part`,
+/// `<name>.fetched.part`). Returns how many went.
+fn sweep_staging_folder(folder: &Path, keep: &dyn Fn(&str) -> bool) -> StorageResult<usize> {
+    let mut removed = 0;
+    let entries =
+        std::fs::read_dir(folder).map_err(|e| StorageError::io("listing the staging folder", e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stem = name.split('.').next().unwrap_or(&name);
+        if !keep(stem) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// A file of the volume store, for finding the ones no volume row names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFile {

@@ -440,16 +440,7 @@ impl Storage for RbdStorage {
     }
 
     fn sweep_staging(&self, keep: &dyn Fn(&str) -> bool) -> StorageResult<usize> {
-        let mut removed = 0;
-        let entries = fs::read_dir(&self.staging)
-            .map_err(|e| StorageError::io("listing the staging folder", e))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let stem = name.split('.').next().unwrap_or(&name);
-            if !keep(stem) && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
+        let mut removed = super::sweep_staging_folder(&self.staging, keep)?;
         for image in self.image_names()? {
             if let Some(stem) = image.strip_prefix(STAGING_PREFIX)
                 && !keep(stem)

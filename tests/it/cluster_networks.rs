@@ -6,7 +6,6 @@
 //! different nodes, which reach each other over the tunnel, and one of another customer's
 //! VLAN, which reaches neither. Their consoles are read through one node.
 
-use std::process::Command;
 use std::time::Instant;
 
 use serde_json::json;
@@ -15,7 +14,7 @@ use crate::support::guest::guest_disk_with;
 use crate::support::image_server::ImageServer;
 use crate::support::netns::LoopbackForwarder;
 use crate::support::{Backend, Cluster, ceph};
-use crate::tenant_networks::{Guest, INIT, boot, console, server, sh, vlan};
+use crate::tenant_networks::{Guest, INIT, boot, console, remove_netns, server, sh, vlan};
 
 /// Two namespaces standing for two hosts: each joined to the test's namespace by a veth pair
 /// (`outside` here, `inside` there), and to each other by one more (`underlay`).
@@ -131,13 +130,7 @@ impl Hosts {
 impl Drop for Hosts {
     fn drop(&mut self) {
         for name in &self.names {
-            // VMs and dnsmasq daemons go with the namespace.
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
+            remove_netns(name);
         }
     }
 }

@@ -79,13 +79,13 @@ fn assert_holds_the_pieces(volume: &Volume, what: &str) {
 }
 
 /// The job copies and has reported some progress.
-fn copying(job: &Value) -> bool {
+pub(crate) fn copying(job: &Value) -> bool {
     assert_ne!(job["status"], 3, "the job failed: {job}");
     job["status"] == 2 && job["bytes_done"].as_i64().unwrap_or(0) > 0
 }
 
 /// Cancels a running job and waits at most two seconds for it to stop.
-async fn cancel_within_two_seconds(api: &Api, job_id: i64) {
+pub(crate) async fn cancel_within_two_seconds(api: &Api, job_id: i64) {
     api.call("CancelJob", json!({"job_id": job_id})).await;
     let job = api
         .call(

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use crate::image_jobs::{cancel_within_two_seconds, copying};
 use crate::support::catalogue::{DISK_1GB, DISK_20GB, DISK_20GB_SIZE};
 use crate::support::ceph;
 use crate::support::images::{create_image, image_ids, make_image};
@@ -142,25 +143,6 @@ async fn images_are_protected_snapshots_and_disks_are_clones() {
         "the image's data outlived its clones"
     );
     assert_eq!(db.stored(), vec![name(&source_volume)]);
-}
-
-/// Cancels a running job and waits at most two seconds for it to stop.
-async fn cancel_within_two_seconds(api: &Api, job_id: i64) {
-    api.call("CancelJob", json!({"job_id": job_id})).await;
-    let job = api
-        .call(
-            "WaitForJob",
-            json!({"job_id": job_id, "timeout_seconds": 2}),
-        )
-        .await;
-    assert_eq!(job["status"], 4, "the job did not stop within 2 s: {job}");
-    assert_eq!(job["error_code"], "CANCELLED", "{job}");
-}
-
-/// The job copies and has reported some progress.
-fn copying(job: &Value) -> bool {
-    assert_ne!(job["status"], 3, "the job failed: {job}");
-    job["status"] == 2 && job["bytes_done"].as_i64().unwrap_or(0) > 0
 }
 
 /// The disk copied: 1.5 GiB of data, 96 pieces of 16 MiB spread over 20 GB.

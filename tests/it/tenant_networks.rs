@@ -276,19 +276,19 @@ impl Drop for Netns {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // VMs and dnsmasq daemons the server left (a failed test) go with the namespace.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        remove_netns(&self.name);
     }
+}
+
+/// Deletes a namespace the test made, with what still runs in it: VMs and dnsmasq daemons a
+/// server left (a failed test) go with it.
+pub(crate) fn remove_netns(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
 }
 
 pub(crate) struct Guest {

@@ -4,16 +4,20 @@
 //! pool (reached at 127.0.0.1 through [`LoopbackForwarder`]s, as a host reaches its database).
 //! Three Linux guests boot from disks fetched by either node: two of one customer's VLAN on
 //! different nodes, which reach each other over the tunnel, and one of another customer's
-//! VLAN, which reaches neither. Their consoles are read through one node.
+//! VLAN, which reaches neither. Their consoles are read through one node. On the same hosts,
+//! a server of a lost node starts again on the other, its old VM fenced off its disk.
 
 use std::time::Instant;
 
-use serde_json::json;
+use std::time::Duration;
 
+use serde_json::{Value, json};
+
+use crate::support::catalogue::DISK_1GB;
 use crate::support::guest::guest_disk_with;
 use crate::support::image_server::ImageServer;
 use crate::support::netns::LoopbackForwarder;
-use crate::support::{Backend, Cluster, ceph};
+use crate::support::{Api, Backend, Cluster, ceph, id};
 use crate::tenant_networks::{Guest, INIT, boot, console, remove_netns, server, sh, vlan};
 
 /// Two namespaces standing for two hosts: each joined to the test's namespace by a veth pair
@@ -127,6 +131,26 @@ impl Hosts {
     }
 }
 
+/// PostgreSQL and a new pool of the test Ceph cluster, reached from both hosts at 127.0.0.1;
+/// the nodes' RBD arguments.
+async fn shared_engines(hosts: &Hosts) -> (Vec<String>, [LoopbackForwarder; 2]) {
+    let (rbd, mut ports) = tokio::task::spawn_blocking(|| {
+        let cluster = ceph::cluster();
+        (
+            cluster.server_args(&cluster.new_pool()),
+            cluster.client_ports(),
+        )
+    })
+    .await
+    .unwrap();
+    ports.push(5432); // PostgreSQL
+    let forwarders = hosts
+        .names
+        .each_ref()
+        .map(|name| LoopbackForwarder::start(name, &ports));
+    (rbd, forwarders)
+}
+
 impl Drop for Hosts {
     fn drop(&mut self) {
         for name in &self.names {
@@ -139,20 +163,7 @@ impl Drop for Hosts {
 async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
     let hosts = Hosts::create();
-    let (rbd, mut ports) = tokio::task::spawn_blocking(|| {
-        let cluster = ceph::cluster();
-        (
-            cluster.server_args(&cluster.new_pool()),
-            cluster.client_ports(),
-        )
-    })
-    .await
-    .unwrap();
-    ports.push(5432); // PostgreSQL
-    let _forwarders = hosts
-        .names
-        .each_ref()
-        .map(|name| LoopbackForwarder::start(name, &ports));
+    let (rbd, _forwarders) = shared_engines(&hosts).await;
     let allow = format!("{}/32", hosts.outside[0]);
     let mut args: Vec<String> = [
         "--network",
@@ -276,4 +287,197 @@ async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
         );
     }
     drop((a, b));
+}
+
+/// What GetServer says of a server.
+async fn get_server(api: &Api, server_id: i64) -> Value {
+    api.call("GetServer", json!({"server_id": server_id})).await
+}
+
+/// Waits until the console of the server (on the node `api` talks to) shows `text`.
+async fn console_shows(api: &Api, server_id: i64, text: &str) {
+    let deadline = Instant::now() + crate::support::boot_media::BOOT_TIMEOUT;
+    loop {
+        let log = api
+            .call("GetConsoleLog", json!({"server_id": server_id}))
+            .await;
+        if log["console_log"].as_str().unwrap().contains(text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never saw {text}: {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn blocklisted() -> String {
+    let out = std::process::Command::new("ceph")
+        .arg("--conf")
+        .arg(&ceph::cluster().conf)
+        .args(["osd", "blocklist", "ls"])
+        .output()
+        .unwrap();
+    // `ceph osd blocklist ls` prints its count on stderr, the entries on stdout.
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// On the same two hosts, sharing PostgreSQL and an RBD pool: a disk fetched by one node boots
+/// a server on the node placement picks, whose console any node reads; when that node is lost
+/// (kill -9 of its `extility serve`: its VM goes on running), StartServer starts the server on
+/// the other node, after cutting the lost node's VM off the disks. When the lost node comes
+/// back, it powers its old VM off and leaves the server to the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_of_a_lost_node_starts_again_on_another_node() {
+    use crate::support::boot_media::boot_sector;
+    use crate::support::catalogue::{BLANK_IMAGE, SERVER_1CPU_512MB};
+    use crate::support::fetch_disk::{fetch, fetch_args};
+    use crate::support::image_server::ImageServer;
+    use crate::support::running_vms;
+
+    let _heavy = crate::support::CPU_HEAVY.read().await;
+    let hosts = Hosts::create();
+    let (rbd, _forwarders) = shared_engines(&hosts).await;
+    let allow = format!("{}/32", hosts.outside[0]);
+    let mut args: Vec<String> = [
+        "--hypervisor",
+        "qemu",
+        "--qemu-accel",
+        "tcg",
+        "--job-lease-seconds",
+        "6",
+        "--allow-fetch-from",
+        &allow,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(rbd);
+    let cluster = Cluster::with_args(Backend::Postgres, args).await;
+    let node = |i: usize, name: &str| {
+        cluster.node_in_netns(
+            name,
+            &hosts.names[i],
+            &format!("{}:0", hosts.inside[i]),
+            &[],
+        )
+    };
+    let mut nodes = [node(0, "node-a"), node(1, "node-b")];
+    let customer = nodes[0].add_customer("lou@example.com", "lou-password", &[]);
+    let apis = nodes
+        .each_ref()
+        .map(|n| n.api(&customer.email, &customer.password));
+    let vdc = customer.vdc_id;
+
+    let files = ImageServer::start_on(&format!("{}:0", hosts.outside[0])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sector = boot_sector(dir.path(), "BOOTS-FROM-RBD", false);
+    sector.resize(4096, 0);
+    let url = files.put_data("boot.img", sector);
+    let job = fetch(&apis[1], fetch_args(&url, vdc, "boot")).await;
+    let disk = apis[1].job_ok(job).await["item_id"].as_i64().unwrap();
+    let created = apis[0]
+        .call(
+            "CreateServer",
+            json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "moves",
+                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_512MB,
+                   "disk_productoffer_ids": [DISK_1GB]}),
+        )
+        .await;
+    let server_id = id(&created, "server_id");
+    apis[0]
+        .call(
+            "AttachDisk",
+            json!({"server_id": server_id, "disk_id": disk, "index": 0}),
+        )
+        .await;
+    let job = apis[0]
+        .call("StartServer", json!({"server_id": server_id}))
+        .await;
+    apis[0].job_ok(id(&job, "job_id")).await;
+    let first = get_server(&apis[0], server_id).await["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (lost, other) = if first == "node-a" { (0, 1) } else { (1, 0) };
+    // Its console is read on its node, whichever node is asked.
+    console_shows(&apis[other], server_id, "BOOTS-FROM-RBD").await;
+    let uuid = created["server_uuid"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    for proof in [None, Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")] {
+        let expires = chrono::Utc::now().timestamp_millis() + 10_000;
+        let mut request = http.get(format!(
+            "{}/internal/v1/console/{uuid}?expires={expires}",
+            nodes[lost].url
+        ));
+        if let Some(proof) = proof {
+            request = request.header("x-extility-node-proof", proof);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(
+            answer.status(),
+            403,
+            "only the nodes read consoles directly"
+        );
+    }
+    let err = apis[other]
+        .fail("StartServer", json!({"server_id": server_id}))
+        .await;
+    assert_eq!(err.code, "CONFLICT", "it runs, on a live node: {err:?}");
+
+    // Its node is lost; its VM is not.
+    nodes[lost].kill9();
+    let old_vm = running_vms(&nodes[lost].vms_dir());
+    assert_eq!(old_vm.len(), 1, "the VM outlives its node's extility");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        match apis[other]
+            .try_call("StartServer", json!({"server_id": server_id}))
+            .await
+        {
+            Ok(job) => break job,
+            Err(err) => {
+                assert_eq!(err.code, "CONFLICT", "{err:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "never started elsewhere: {err:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    apis[other].job_ok(id(&job, "job_id")).await;
+    let moved = get_server(&apis[other], server_id).await;
+    assert_eq!(moved["status"], 2, "{moved}");
+    assert_eq!(
+        moved["node"],
+        ["node-a", "node-b"][other],
+        "started on the other node: {moved}"
+    );
+    console_shows(&apis[other], server_id, "BOOTS-FROM-RBD").await;
+    assert_eq!(running_vms(&nodes[other].vms_dir()).len(), 1);
+    // Only the lost node's VM had the disk open when the start cut its clients off.
+    assert!(
+        nodes[other]
+            .log_text()
+            .contains("cut off clients that still had a starting server's volume open"),
+        "the lost node's VM was not fenced"
+    );
+    assert!(blocklisted().contains("127.0.0.1:0/"), "{}", blocklisted());
+
+    // The lost node comes back: its old VM is powered off, the server stays where it runs.
+    nodes[lost].restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !running_vms(&nodes[lost].vms_dir()).is_empty() {
+        assert!(Instant::now() < deadline, "the old VM still runs");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = get_server(&apis[other], server_id).await;
+    assert_eq!(after["status"], 2, "{after}");
+    assert_eq!(after["node"], moved["node"], "{after}");
+    assert_eq!(running_vms(&nodes[other].vms_dir()).len(), 1);
+    let job = apis[other]
+        .call(
+            "StopServer",
+            json!({"server_id": server_id, "stop_method": 2}),
+        )
+        .await;
+    apis[other].job_ok(id(&job, "job_id")).await;
 }

@@ -550,19 +550,6 @@ impl Cluster {
         }
     }
 
-    /// Starts node `name` with a data directory of its own, as on a host of its own (the
-    /// nodes share the database, the cluster's secret key, and what `args` give them, such
-    /// as RBD storage).
-    pub fn node_on_own_host(&self, name: &str) -> TestServer {
-        let options = ServerOptions {
-            node_id: Some(name.to_string()),
-            args: self.args.clone(),
-            env: vec![("EXTILITY_SECRET_KEY".into(), "5e".repeat(32))],
-            ..ServerOptions::default()
-        };
-        TestServer::spawn(&self.db, &self._dir.path().join(name), options)
-    }
-
     /// Starts node `name` in the network namespace `netns` (a host of its own: its own data
     /// directory, the cluster's secret key), listening on `listen` there, with `extra`
     /// arguments of its own.

@@ -47,11 +47,16 @@ have chromedriver || need_guest+=(chromium-driver)
 have ceph-mon || [ -x /usr/bin/ceph-mon ] || need_guest+=(ceph-mon)
 have ceph-osd || [ -x /usr/bin/ceph-osd ] || need_guest+=(ceph-osd)
 have rbd || need_guest+=(ceph-common)
+# QEMU's rbd driver, of the installed QEMU's version (installed with QEMU below otherwise).
+need_rbd_driver=0
+if have qemu-system-x86_64 && ! compgen -G '/usr/lib/*/qemu/block-rbd.so' >/dev/null; then
+    need_rbd_driver=1
+fi
 need_qemu=0
 have qemu-system-x86_64 || need_qemu=1
 
 if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ ${#need_guest[@]} -gt 0 ] \
-    || [ $need_qemu -eq 1 ]; then
+    || [ $need_qemu -eq 1 ] || [ $need_rbd_driver -eq 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
     if [ ${#missing[@]} -gt 0 ]; then
@@ -62,6 +67,10 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ ${#need_guest[@]}
     fi
     if [ ${#need_guest[@]} -gt 0 ]; then
         as_root apt-get install -y -qq --no-install-recommends "${need_guest[@]}"
+    fi
+    if [ $need_rbd_driver -eq 1 ]; then
+        version=$(dpkg-query -W -f '${Version}' qemu-system-x86)
+        as_root apt-get install -y -qq --no-install-recommends "qemu-block-extra=$version"
     fi
     if [ $need_qemu -eq 1 ]; then
         # qemu-system-x86 and qemu-utils must come from the same release: installing the first

@@ -63,6 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "{}",
                         serde_json::json!({
                             "node": n.id, "alive": n.alive, "address": n.address,
+                            "tunnel_address": n.tunnel_address,
                             "can_run_vms": n.can_run_vms, "vcpus": n.vcpus,
                             "memory_mb": n.memory_mb, "servers": n.servers,
                             "used_vcpus": n.used_vcpus, "used_memory_mb": n.used_memory_mb,

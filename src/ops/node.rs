@@ -10,6 +10,8 @@ use crate::error::ApiResult;
 pub struct NodeStatus {
     pub id: String,
     pub address: Option<String>,
+    /// Its address for VXLAN between nodes (`--tunnel-address`), if it set one.
+    pub tunnel_address: Option<String>,
     pub version: Option<String>,
     pub vcpus: i64,
     pub memory_mb: i64,
@@ -29,6 +31,7 @@ type NodeRow = (
     String,
     Option<String>,
     Option<String>,
+    Option<String>,
     i64,
     i64,
     i64,
@@ -42,7 +45,7 @@ type NodeRow = (
 /// most `lease_ms` old (as the job queue judges it).
 pub async fn list_nodes(db: &Db, lease_ms: i64) -> ApiResult<Vec<NodeStatus>> {
     let rows: Vec<NodeRow> = sqlx::query_as(
-        "SELECT n.id, n.address, n.version, n.vcpus, n.memory_mb, n.can_run_vms, n.last_seen, \
+        "SELECT n.id, n.address, n.tunnel_address, n.version, n.vcpus, n.memory_mb, n.can_run_vms, n.last_seen, \
          (SELECT COUNT(*) FROM servers s WHERE s.node = n.id AND s.status IN (2, 3, 4)), \
          (SELECT CAST(COALESCE(SUM(s.processors), 0) AS BIGINT) FROM servers s \
            WHERE s.node = n.id AND s.status IN (2, 3, 4)), \
@@ -56,10 +59,23 @@ pub async fn list_nodes(db: &Db, lease_ms: i64) -> ApiResult<Vec<NodeStatus>> {
     Ok(rows
         .into_iter()
         .map(
-            |(id, address, version, vcpus, memory_mb, vms, last_seen, servers, cpu, mem)| {
+            |(
+                id,
+                address,
+                tunnel,
+                version,
+                vcpus,
+                memory_mb,
+                vms,
+                last_seen,
+                servers,
+                cpu,
+                mem,
+            )| {
                 NodeStatus {
                     id,
                     address,
+                    tunnel_address: tunnel,
                     version,
                     vcpus,
                     memory_mb,

@@ -286,6 +286,24 @@ async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
             "{rules}"
         );
     }
+    // `extility nodes` shows where each node's tunnels end.
+    let out = a.cli(&["nodes", "--json"]);
+    let listed: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (name, address) in [
+        ("node-a", &hosts.underlay[0]),
+        ("node-b", &hosts.underlay[1]),
+    ] {
+        assert!(
+            listed
+                .iter()
+                .any(|n| n["node"] == name && n["tunnel_address"] == address.as_str()),
+            "{listed:?}"
+        );
+    }
     drop((a, b));
 }
 

@@ -131,9 +131,10 @@ impl Hosts {
     }
 }
 
-/// PostgreSQL and a new pool of the test Ceph cluster, reached from both hosts at 127.0.0.1;
-/// the nodes' RBD arguments.
-async fn shared_engines(hosts: &Hosts) -> (Vec<String>, [LoopbackForwarder; 2]) {
+/// The cluster of the two hosts: PostgreSQL and a new pool of the test Ceph cluster, reached
+/// from both at 127.0.0.1 (while the forwarders live); QEMU nodes with a 6 s lease that fetch
+/// from the test's image server, with `extra` arguments.
+async fn cluster_on(hosts: &Hosts, extra: &[&str]) -> (Cluster, [LoopbackForwarder; 2]) {
     let (rbd, mut ports) = tokio::task::spawn_blocking(|| {
         let cluster = ceph::cluster();
         (
@@ -148,7 +149,26 @@ async fn shared_engines(hosts: &Hosts) -> (Vec<String>, [LoopbackForwarder; 2]) 
         .names
         .each_ref()
         .map(|name| LoopbackForwarder::start(name, &ports));
-    (rbd, forwarders)
+    let allow = format!("{}/32", hosts.outside[0]);
+    let mut args: Vec<String> = [
+        "--hypervisor",
+        "qemu",
+        "--qemu-accel",
+        "tcg",
+        "--job-lease-seconds",
+        "6",
+        "--allow-fetch-from",
+        &allow,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(rbd);
+    (
+        Cluster::with_args(Backend::Postgres, args).await,
+        forwarders,
+    )
 }
 
 impl Drop for Hosts {
@@ -163,26 +183,8 @@ impl Drop for Hosts {
 async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
     let hosts = Hosts::create();
-    let (rbd, _forwarders) = shared_engines(&hosts).await;
-    let allow = format!("{}/32", hosts.outside[0]);
-    let mut args: Vec<String> = [
-        "--network",
-        "bridge",
-        "--guest-egress",
-        "off",
-        "--hypervisor",
-        "qemu",
-        "--qemu-accel",
-        "tcg",
-        "--job-lease-seconds",
-        "6",
-        "--allow-fetch-from",
-        &allow,
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(rbd);
-    let cluster = Cluster::with_args(Backend::Postgres, args).await;
+    let (cluster, _forwarders) =
+        cluster_on(&hosts, &["--network", "bridge", "--guest-egress", "off"]).await;
     // The nodes differ in their tunnel address.
     let node = |i: usize, name: &str| {
         cluster.node_in_netns(
@@ -353,22 +355,7 @@ async fn a_server_of_a_lost_node_starts_again_on_another_node() {
 
     let _heavy = crate::support::CPU_HEAVY.read().await;
     let hosts = Hosts::create();
-    let (rbd, _forwarders) = shared_engines(&hosts).await;
-    let allow = format!("{}/32", hosts.outside[0]);
-    let mut args: Vec<String> = [
-        "--hypervisor",
-        "qemu",
-        "--qemu-accel",
-        "tcg",
-        "--job-lease-seconds",
-        "6",
-        "--allow-fetch-from",
-        &allow,
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(rbd);
-    let cluster = Cluster::with_args(Backend::Postgres, args).await;
+    let (cluster, _forwarders) = cluster_on(&hosts, &[]).await;
     let node = |i: usize, name: &str| {
         cluster.node_in_netns(
             name,

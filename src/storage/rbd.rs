@@ -18,10 +18,12 @@
 //! Everything is done with Ceph's own tools (`rbd`, `ceph`) and `qemu-img`'s librbd driver,
 //! as the QEMU that runs the guests opens the images.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -53,6 +55,9 @@ pub struct RbdStorage {
     config: RbdConfig,
     /// Local files where fetches are assembled before they are written into the pool.
     staging: PathBuf,
+    /// Staging images being removed in the background (cancelled copies): sweeps leave them
+    /// to that.
+    removing: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// Pool, image and user names are passed to tools and into QEMU's option strings: only
@@ -100,6 +105,10 @@ struct DiskUsageImage {
     used_size: u64,
 }
 
+fn lock(set: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    set.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The age a volume's name records.
 fn created_of(name: &str) -> Option<SystemTime> {
     let rest = name.strip_prefix(VOLUME_PREFIX)?;
@@ -135,7 +144,11 @@ impl RbdStorage {
         let staging = data_dir.join("staging");
         fs::create_dir_all(&staging)
             .map_err(|e| StorageError::io(format!("creating {}", staging.display()), e))?;
-        let storage = RbdStorage { config, staging };
+        let storage = RbdStorage {
+            config,
+            staging,
+            removing: Arc::default(),
+        };
         storage.image_names()?;
         Ok(storage)
     }
@@ -352,8 +365,31 @@ impl RbdStorage {
             self.rbd(&["rename", &self.spec(stage), &self.spec(&volume.file)])?;
             Ok(volume)
         });
-        if written.is_err() {
-            let _ = self.remove_abandoned_staging(stage);
+        match &written {
+            // The job is told at once; the partial copy goes right after (blocklisting its
+            // killed writer, and removing a large image whose object map that writer left
+            // unsure, take a few seconds). If this node dies first, the staging sweep of its
+            // restart removes it.
+            Err(StorageError::Cancelled) => {
+                let remover = RbdStorage {
+                    config: self.config.clone(),
+                    staging: self.staging.clone(),
+                    removing: self.removing.clone(),
+                };
+                let stage = stage.to_string();
+                lock(&self.removing).insert(stage.clone());
+                std::thread::spawn(move || {
+                    if let Err(err) = remover.remove_abandoned_staging(&stage) {
+                        tracing::warn!(image = %stage, error = %err,
+                            "could not remove a cancelled copy's staging image");
+                    }
+                    lock(&remover.removing).remove(&stage);
+                });
+            }
+            Err(_) => {
+                let _ = self.remove_abandoned_staging(stage);
+            }
+            Ok(_) => {}
         }
         written
     }
@@ -444,6 +480,7 @@ impl Storage for RbdStorage {
         for image in self.image_names()? {
             if let Some(stem) = image.strip_prefix(STAGING_PREFIX)
                 && !keep(stem)
+                && !lock(&self.removing).contains(&image)
                 && self.remove_abandoned_staging(&image).is_ok()
             {
                 removed += 1;

@@ -93,20 +93,15 @@ pub async fn list_disks(ctx: &Ctx, a: args::ListDisks) -> ApiResult<Vec<Disk>> {
     let name = page::NameFilter::parse("name", a.name.as_deref())?;
     let mut conn = ctx.state.db.pool().acquire().await?;
     vdc::ensure_own(&mut conn, ctx.customer_id(), a.vdc_id).await?;
-    let sql = format!(
-        "{}vdc_id = $1 AND customer_id = $2 AND id > $3{} ORDER BY id LIMIT $4",
+    let rows: Vec<DiskRow> = page::in_vdc(
+        &mut conn,
         select_disks!(""),
-        page::name_condition(&name, "name", 5)
-    );
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(a.vdc_id)
-        .bind(ctx.customer_id())
-        .bind(page.cursor)
-        .bind(page.limit);
-    if let Some(name) = name {
-        query = query.bind(name.0);
-    }
-    let rows: Vec<DiskRow> = query.fetch_all(&mut *conn).await?;
+        a.vdc_id,
+        ctx.customer_id(),
+        page,
+        name,
+    )
+    .await?;
     Ok(rows.iter().map(DiskRow::to_disk).collect())
 }
 

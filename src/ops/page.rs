@@ -19,6 +19,9 @@
 //! function of the database (SQLite's `LOWER` folds ASCII letters only, PostgreSQL's those of
 //! the database's locale).
 
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
 use crate::error::{ApiError, ApiResult};
 
 /// The largest page, and the page when none is asked for.
@@ -139,6 +142,35 @@ pub fn name_condition(filter: &Option<NameFilter>, column: &str, n: usize) -> St
         Some(_) => format!(" AND LOWER({column}) LIKE LOWER(${n}) ESCAPE '\\'"),
         None => String::new(),
     }
+}
+
+/// One page of a customer's items in a VDC, in id order: `select` is a list's `SELECT ...
+/// WHERE ` (the crate's own SQL, never input) of a table with `vdc_id`, `customer_id` and
+/// `name` columns.
+pub async fn in_vdc<R>(
+    conn: &mut AnyConnection,
+    select: &str,
+    vdc_id: i64,
+    customer_id: i64,
+    page: Page,
+    name: Option<NameFilter>,
+) -> ApiResult<Vec<R>>
+where
+    R: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,
+{
+    let sql = format!(
+        "{select}vdc_id = $1 AND customer_id = $2 AND id > $3{} ORDER BY id LIMIT $4",
+        name_condition(&name, "name", 5)
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(vdc_id)
+        .bind(customer_id)
+        .bind(page.cursor)
+        .bind(page.limit);
+    if let Some(name) = name {
+        query = query.bind(name.0);
+    }
+    Ok(query.fetch_all(conn).await?)
 }
 
 #[cfg(test)]

@@ -288,6 +288,14 @@ async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
             "{rules}"
         );
     }
+    // Guests of a spanned VLAN are told to leave room for VXLAN's 50 bytes.
+    for (server, name) in [(&a, "node-a"), (&b, "node-b")] {
+        let conf = server
+            .data_dir
+            .join(format!("network/{name}/extbr{vni}.conf"));
+        let conf = std::fs::read_to_string(&conf).unwrap();
+        assert!(conf.contains("dhcp-option=option:mtu,1450"), "{conf}");
+    }
     // `extility nodes` shows where each node's tunnels end.
     let out = a.cli(&["nodes", "--json"]);
     let listed: Vec<Value> = String::from_utf8(out.stdout)

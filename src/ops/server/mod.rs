@@ -234,20 +234,15 @@ pub async fn list_servers(ctx: &Ctx, a: args::ListServers) -> ApiResult<Vec<Serv
     let name = page::NameFilter::parse("name", a.name.as_deref())?;
     let mut conn = ctx.state.db.pool().acquire().await?;
     vdc::ensure_own(&mut conn, ctx.customer_id(), a.vdc_id).await?;
-    let sql = format!(
-        "{}vdc_id = $1 AND customer_id = $2 AND id > $3{} ORDER BY id LIMIT $4",
+    let rows: Vec<ServerRow> = page::in_vdc(
+        &mut conn,
         select_servers!(""),
-        page::name_condition(&name, "name", 5)
-    );
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(a.vdc_id)
-        .bind(ctx.customer_id())
-        .bind(page.cursor)
-        .bind(page.limit);
-    if let Some(name) = name {
-        query = query.bind(name.0);
-    }
-    let rows: Vec<ServerRow> = query.fetch_all(&mut *conn).await?;
+        a.vdc_id,
+        ctx.customer_id(),
+        page,
+        name,
+    )
+    .await?;
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(Vec::new());
     };

@@ -407,14 +407,19 @@ impl Storage for RbdStorage {
     }
 
     fn create_thin_clone(&self, backing: &VolumeFile, size: u64) -> StorageResult<VolumeFile> {
-        let snapshot = self.clone_snapshot(&backing.file)?;
         let volume = VolumeFile {
             file: Self::new_volume_name(),
             format: VolumeFormat::Raw,
             size: size.max(backing.size),
         };
         let spec = self.spec(&volume.file);
-        self.rbd(&["clone", &snapshot, &spec])?;
+        // Most clones are of a volume cloned before: one `rbd` run. The first takes the
+        // snapshot (the clone fails without it) and tries again.
+        let snapshot = format!("{}@{CLONE_SNAPSHOT}", self.spec(&backing.file));
+        if self.rbd(&["clone", &snapshot, &spec]).is_err() {
+            let snapshot = self.clone_snapshot(&backing.file)?;
+            self.rbd(&["clone", &snapshot, &spec])?;
+        }
         if volume.size > backing.size
             && let Err(err) = self.rbd(&[
                 "resize",

@@ -37,8 +37,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the SOAP and JSON APIs and run jobs. (Boxed: the flags outweigh the other
-    /// commands.)
+    /// Serve the SOAP and JSON APIs and the control panel, and run jobs.
+    // Boxed: its flags outweigh the other commands.
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
@@ -82,12 +82,26 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CustomerCommand {
-    /// Create a customer with one VDC named "Default VDC".
+    /// Create a customer with one VDC named "Default VDC". The password comes from
+    /// --password-stdin, EXTILITY_CUSTOMER_PASSWORD, --password, or a prompt on a terminal.
     Add {
+        /// The e-mail address the customer signs in with (the panel, SOAP and JSON).
         #[arg(long)]
         email: String,
+        /// The customer's password, at least 8 characters and not a common one. On the
+        /// command line it shows in `ps` and shell history: prefer --password-stdin or the
+        /// variable.
+        #[arg(
+            long,
+            env = "EXTILITY_CUSTOMER_PASSWORD",
+            hide_env_values = true,
+            conflicts_with = "password_stdin"
+        )]
+        password: Option<String>,
+        /// Read the password from the first line of standard input (`printf '%s\n' "$PW" |
+        /// extility customer add --email ... --password-stdin`).
         #[arg(long)]
-        password: String,
+        password_stdin: bool,
         /// Make the customer an administrator.
         #[arg(long)]
         admin: bool,
@@ -101,6 +115,7 @@ pub enum CustomerCommand {
     /// --quota-*` flags); prints the customer's own limits. Values as for those flags, or
     /// `unlimited`.
     SetQuota {
+        /// The customer's e-mail address.
         #[arg(long)]
         email: String,
         /// Bytes of disks and images, by the size promised (`500G`, `2T`).
@@ -175,44 +190,73 @@ pub enum QemuAccel {
     Tcg,
 }
 
+// The headings `serve --help` groups its flags under.
+const BASICS: &str = "Basics";
+const CLUSTER: &str = "Cluster";
+const VMS: &str = "Virtual machines";
+const FETCHING: &str = "Fetching";
+const QUOTAS: &str = "Quotas and policy";
+const LOGINS: &str = "Logins and tokens";
+const NETWORK: &str = "Network";
+const STORAGE: &str = "Storage";
+const OBSERVABILITY: &str = "Observability";
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    #[command(next_help_heading = BASICS)]
     #[command(flatten)]
     pub db: DbArgs,
-    /// Address to listen on (port 0 picks a free port; the address is printed on start).
-    #[arg(long, env = "EXTILITY_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address and port to listen on, as HOST:PORT (`0.0.0.0:8080` for every interface; port
+    /// 0 picks a free port; the address is printed on start).
+    #[arg(
+        long,
+        env = "EXTILITY_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "HOST:PORT",
+        value_parser = listen_address
+    )]
+    #[arg(help_heading = BASICS)]
     pub listen: String,
     /// The URL clients reach this server at, for the WSDL's soap:address. Default: from the
     /// request's Host header.
     #[arg(long, env = "EXTILITY_PUBLIC_URL")]
+    #[arg(help_heading = BASICS)]
     pub public_url: Option<String>,
     /// Long jobs (fetches, image copies) run at once on this node.
     #[arg(long, env = "EXTILITY_WORKERS", default_value_t = 4)]
+    #[arg(help_heading = CLUSTER)]
     pub workers: usize,
     /// Quick jobs (starting, stopping and destroying servers) run at once on this node, on
     /// workers of their own that long jobs never take.
     #[arg(long, env = "EXTILITY_QUICK_WORKERS", default_value_t = 4)]
+    #[arg(help_heading = CLUSTER)]
     pub quick_workers: usize,
     /// The URL the other nodes reach this node's API at (they read the consoles of the VMs it
     /// runs there). Default: the address it listens on.
     #[arg(long, env = "EXTILITY_NODE_URL", value_name = "URL")]
+    #[arg(help_heading = CLUSTER)]
     pub node_url: Option<String>,
     /// This node's name in the job queue. Default: kept in `<data-dir>/node-id`.
     #[arg(long, env = "EXTILITY_NODE_ID")]
+    #[arg(help_heading = CLUSTER)]
     pub node_id: Option<String>,
     /// Seconds a node's claim on a job lasts without a heartbeat (every half second): how long
     /// the jobs of a node that died wait before another node takes them.
     #[arg(long, env = "EXTILITY_JOB_LEASE_SECONDS", default_value_t = 30)]
+    #[arg(help_heading = CLUSTER)]
     pub job_lease_seconds: u64,
     #[arg(long, env = "EXTILITY_HYPERVISOR", value_enum, default_value = "auto")]
+    #[arg(help_heading = VMS)]
     pub hypervisor: HypervisorKind,
     /// How QEMU runs guest CPUs: KVM when /dev/kvm is usable (auto), or always the TCG
     /// emulator.
     #[arg(long, env = "EXTILITY_QEMU_ACCEL", value_enum, default_value = "auto")]
+    #[arg(help_heading = VMS)]
     pub qemu_accel: QemuAccel,
     /// Seconds StopServer method 1 waits for the guest to shut down (ACPI power button)
     /// before powering it off.
     #[arg(long, env = "EXTILITY_VM_SHUTDOWN_TIMEOUT", default_value_t = 60)]
+    #[arg(help_heading = VMS)]
     pub vm_shutdown_timeout: u64,
     /// Let FetchDisk reach addresses in this range even though it is private, loopback or
     /// otherwise internal. Repeatable; the variable takes a comma-separated list.
@@ -221,6 +265,7 @@ pub struct ServeArgs {
         env = "EXTILITY_ALLOW_FETCH_FROM",
         value_delimiter = ','
     )]
+    #[arg(help_heading = FETCHING)]
     pub allow_fetch_from: Vec<IpNet>,
     /// Clients that may read `/metrics` (Prometheus): addresses in these ranges. Repeatable;
     /// the variable takes a comma-separated list. Others get 403: the counts are the whole
@@ -231,6 +276,7 @@ pub struct ServeArgs {
         value_delimiter = ',',
         default_value = "127.0.0.0/8,::1/128"
     )]
+    #[arg(help_heading = OBSERVABILITY)]
     pub metrics_allow: Vec<IpNet>,
     /// A PEM file of CA certificates FetchDisk trusts for https and ftps sources, in addition
     /// to the system's (a private image registry's CA, say). Repeatable; the variable takes a
@@ -242,12 +288,15 @@ pub struct ServeArgs {
         value_name = "PATH",
         value_delimiter = ','
     )]
+    #[arg(help_heading = FETCHING)]
     pub fetch_ca_files: Vec<PathBuf>,
     /// Fetches running at once across all nodes.
     #[arg(long, env = "EXTILITY_MAX_FETCHES", default_value_t = 8)]
+    #[arg(help_heading = FETCHING)]
     pub max_fetches: i64,
     /// Fetches running at once for one customer.
     #[arg(long, env = "EXTILITY_MAX_FETCHES_PER_CUSTOMER", default_value_t = 2)]
+    #[arg(help_heading = FETCHING)]
     pub max_fetches_per_customer: i64,
     /// Memory one fetch's xz or zstd decoder may use: an image whose dictionary (xz) or window
     /// (zstd) needs more fails with DECOMPRESSION_LIMIT before any of it is decoded. A size
@@ -259,6 +308,7 @@ pub struct ServeArgs {
         default_value = "256M",
         value_parser = memory_size
     )]
+    #[arg(help_heading = FETCHING)]
     pub max_decompression_memory: u64,
     /// How long one fetch may take in all, connecting, retrying and downloading, before it
     /// fails with FETCH_TIMEOUT: seconds, or with a unit (`90s`, `30m`, `6h`); 0: no deadline.
@@ -269,6 +319,7 @@ pub struct ServeArgs {
         default_value = "6h",
         value_parser = seconds
     )]
+    #[arg(help_heading = FETCHING)]
     pub fetch_deadline: u64,
     /// Bytes per second a fetch's source must send on average since the fetch started, checked
     /// from `--fetch-grace` on (FETCH_TIMEOUT below it): a size such as 64K or 1M; 0: no
@@ -280,6 +331,7 @@ pub struct ServeArgs {
         default_value = "64K",
         value_parser = crate::size::parse_size
     )]
+    #[arg(help_heading = FETCHING)]
     pub fetch_min_throughput: u64,
     /// How long a fetch runs before its average throughput is checked: seconds, or with a unit
     /// (`5m`).
@@ -290,12 +342,14 @@ pub struct ServeArgs {
         default_value = "5m",
         value_parser = seconds
     )]
+    #[arg(help_heading = FETCHING)]
     pub fetch_grace: u64,
     /// Retries one fetch may make in all after transient failures (broken connections,
     /// timeouts, 5xx answers), even when each made progress; one more fails it with
     /// FETCH_TIMEOUT. (Three in a row without progress fail it with FETCH_FAILED whatever
     /// this says.)
     #[arg(long, env = "EXTILITY_FETCH_MAX_RETRIES", default_value_t = 10)]
+    #[arg(help_heading = FETCHING)]
     pub fetch_max_retries: u32,
     /// Bytes of a fetched image's compressed data that may decode to nothing (zstd skippable
     /// frames, xz stream padding, empty gzip members) since the last byte of image: past it the
@@ -307,9 +361,11 @@ pub struct ServeArgs {
         default_value = "64M",
         value_parser = padding_size
     )]
+    #[arg(help_heading = FETCHING)]
     pub fetch_max_padding: u64,
     /// Let customers (not only administrators) publish their images to the whole platform.
     #[arg(long, env = "EXTILITY_CUSTOMERS_MAY_PUBLISH_TO_PLATFORM")]
+    #[arg(help_heading = QUOTAS)]
     pub customers_may_publish_to_platform: bool,
     /// Default quota of every customer: bytes of disks and images, by the size promised, not
     /// by the blocks written (`2T`, `500G`), or `unlimited`. `extility customer set-quota`
@@ -320,6 +376,7 @@ pub struct ServeArgs {
         value_name = "SIZE",
         default_value = "unlimited"
     )]
+    #[arg(help_heading = QUOTAS)]
     pub quota_storage_bytes: String,
     /// Default quota of every customer: servers, running or not, or `unlimited`.
     #[arg(
@@ -328,6 +385,7 @@ pub struct ServeArgs {
         value_name = "N",
         default_value = "unlimited"
     )]
+    #[arg(help_heading = QUOTAS)]
     pub quota_servers: String,
     /// Default quota of every customer: vCPUs of servers starting, running or stopping, or
     /// `unlimited`.
@@ -337,6 +395,7 @@ pub struct ServeArgs {
         value_name = "N",
         default_value = "unlimited"
     )]
+    #[arg(help_heading = QUOTAS)]
     pub quota_running_vcpus: String,
     /// Default quota of every customer: memory of servers starting, running or stopping (`64G`;
     /// a bare number is MiB), or `unlimited`.
@@ -346,6 +405,7 @@ pub struct ServeArgs {
         value_name = "SIZE",
         default_value = "unlimited"
     )]
+    #[arg(help_heading = QUOTAS)]
     pub quota_running_memory: String,
     /// Default quota of every customer: jobs queued or running at once, or `unlimited`.
     #[arg(
@@ -354,6 +414,7 @@ pub struct ServeArgs {
         value_name = "N",
         default_value = "100"
     )]
+    #[arg(help_heading = QUOTAS)]
     pub quota_concurrent_jobs: String,
     /// Fetches and image copies refuse to start on this node while its volume file system has
     /// less free space than this (`1G`, `50G`; 0: no reserve).
@@ -363,9 +424,11 @@ pub struct ServeArgs {
         value_name = "SIZE",
         default_value = "1G"
     )]
+    #[arg(help_heading = STORAGE)]
     pub min_free_space: String,
     /// Do not create the demo catalogue on an empty database.
     #[arg(long, env = "EXTILITY_NO_DEMO")]
+    #[arg(help_heading = BASICS)]
     pub no_demo: bool,
     /// Failed logins one client address may make in the login window before its logins are
     /// refused (HTTP 429) without checking the password; 0: no limit.
@@ -374,6 +437,7 @@ pub struct ServeArgs {
         env = "EXTILITY_LOGIN_FAILURES_PER_ADDRESS",
         default_value_t = 50
     )]
+    #[arg(help_heading = LOGINS)]
     pub login_failures_per_address: u32,
     /// Failed logins for one account from one client address in the login window before that
     /// account's logins from that address are refused; 0: no limit. The same account from
@@ -383,13 +447,16 @@ pub struct ServeArgs {
         env = "EXTILITY_LOGIN_FAILURES_PER_ACCOUNT",
         default_value_t = 10
     )]
+    #[arg(help_heading = LOGINS)]
     pub login_failures_per_account: u32,
     /// The login window: failures are forgotten at the limit's pace over this many seconds.
     #[arg(long, env = "EXTILITY_LOGIN_WINDOW_SECONDS", default_value_t = 300)]
+    #[arg(help_heading = LOGINS)]
     pub login_window_seconds: u64,
     /// Password checks that may wait for a core in each line (callers without recent
     /// failures, and the others); more are refused at once (HTTP 429).
     #[arg(long, env = "EXTILITY_LOGIN_QUEUE", default_value_t = 64)]
+    #[arg(help_heading = LOGINS)]
     pub login_queue: usize,
     /// How long an authentication token lives when GetAuthenticationToken is not told
     /// (`expiry_seconds`): seconds, or with a unit (`30m`, `1h`, `7d`); at most
@@ -401,6 +468,7 @@ pub struct ServeArgs {
         default_value = "1h",
         value_parser = positive_seconds
     )]
+    #[arg(help_heading = LOGINS)]
     pub default_token_lifetime: u64,
     /// The longest an authentication token may live: GetAuthenticationToken refuses a longer
     /// `expiry_seconds` (INVALID_ARGUMENT), and a token made with a token never outlives it.
@@ -412,10 +480,12 @@ pub struct ServeArgs {
         default_value = "24h",
         value_parser = positive_seconds
     )]
+    #[arg(help_heading = LOGINS)]
     pub max_token_lifetime: u64,
     /// Authentication tokens one customer may hold at once (neither expired nor revoked);
     /// GetAuthenticationToken beyond it fails with LIMIT_EXCEEDED.
     #[arg(long, env = "EXTILITY_MAX_TOKENS_PER_CUSTOMER", default_value_t = 100)]
+    #[arg(help_heading = LOGINS)]
     pub max_tokens_per_customer: i64,
     /// A reverse proxy's address range: requests from it are counted under the client
     /// address its `X-Forwarded-For` names. Repeatable; the variable takes a comma-separated
@@ -426,6 +496,7 @@ pub struct ServeArgs {
         value_name = "CIDR",
         value_delimiter = ','
     )]
+    #[arg(help_heading = LOGINS)]
     pub trusted_proxies: Vec<IpNet>,
     /// Seconds between sweeps for volume files no volume refers to (README: Configuration).
     #[arg(
@@ -443,8 +514,10 @@ pub struct ServeArgs {
         hide = true
     )]
     pub orphan_min_age_seconds: u64,
+    #[command(next_help_heading = NETWORK)]
     #[command(flatten)]
     pub network: NetworkArgs,
+    #[command(next_help_heading = STORAGE)]
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -545,6 +618,25 @@ pub enum NetworkMode {
 pub enum OnOff {
     On,
     Off,
+}
+
+/// `--listen`: HOST:PORT, where HOST is an address or a name (`localhost:8080`).
+fn listen_address(text: &str) -> Result<String, String> {
+    let valid = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid {
+        return Ok(text.to_string());
+    }
+    if text.parse::<u16>().is_ok() {
+        return Err(format!(
+            "expects HOST:PORT, not a port alone: --listen 127.0.0.1:{text} (this machine only) \
+             or --listen 0.0.0.0:{text} (every interface)"
+        ));
+    }
+    Err(format!(
+        "'{text}' is not HOST:PORT (like 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080)"
+    ))
 }
 
 fn port_range(text: &str) -> Result<(u16, u16), String> {

@@ -18,8 +18,12 @@ pub enum ApiError {
     #[error("argument '{name}' {problem}")]
     InvalidArgument { name: String, problem: String },
 
-    #[error("unknown operation '{0}'")]
-    UnknownOperation(String),
+    /// No operation has this name; `nearest` is one whose name is a few letters from it.
+    #[error("unknown operation '{name}'{}", did_you_mean(nearest))]
+    UnknownOperation {
+        name: String,
+        nearest: Option<&'static str>,
+    },
 
     #[error("malformed request: {0}")]
     MalformedRequest(String),
@@ -27,11 +31,24 @@ pub enum ApiError {
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
 
+    /// The request carried no credentials (or a header that is not Basic or Bearer).
     #[error(
         "authentication required: send HTTP Basic credentials (customer e-mail and password, or \
          an authentication token as the user name) or a Bearer token"
     )]
+    CredentialsMissing,
+
+    /// The credentials were read but are wrong: an unknown e-mail, a wrong password, or a
+    /// token that is unknown, expired or revoked (which of them is not said).
+    #[error(
+        "the e-mail address and password, or the token, are not right (a token may have \
+         expired or been revoked)"
+    )]
     Unauthenticated,
+
+    /// A command named a customer by an e-mail address no customer has.
+    #[error("no customer has the e-mail {0}")]
+    UnknownCustomer(String),
 
     #[error("{0}")]
     PermissionDenied(String),
@@ -162,10 +179,12 @@ impl ApiError {
             ApiError::NotFound { .. } => "NOT_FOUND",
             ApiError::MissingArgument(_) => "MISSING_ARGUMENT",
             ApiError::InvalidArgument { .. } => "INVALID_ARGUMENT",
-            ApiError::UnknownOperation(_) => "UNKNOWN_OPERATION",
+            ApiError::UnknownOperation { .. } => "UNKNOWN_OPERATION",
             ApiError::MalformedRequest(_) => "MALFORMED_REQUEST",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::CredentialsMissing => "AUTHENTICATION_REQUIRED",
             ApiError::Unauthenticated => "UNAUTHENTICATED",
+            ApiError::UnknownCustomer(_) => "NOT_FOUND",
             ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::LimitExceeded(_) => "LIMIT_EXCEEDED",
@@ -339,6 +358,13 @@ impl From<tokio::task::JoinError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// ` (did you mean 'X'?)` for a suggestion, or nothing.
+fn did_you_mean(nearest: &Option<&'static str>) -> String {
+    nearest
+        .map(|name| format!(" (did you mean '{name}'?)"))
+        .unwrap_or_default()
+}
 
 #[cfg(test)]
 mod tests {

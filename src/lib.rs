@@ -9,6 +9,7 @@
 //! are in `src/bin/`).
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -1,13 +1,27 @@
-use clap::Parser;
+use std::process::ExitCode;
+
 use tracing_subscriber::EnvFilter;
 
 use extility::config::{BillingEntityCommand, Cli, Command, CustomerCommand, LogFormat};
 use extility::ops::quota::{self, QuotaChange, QuotaName};
 use extility::ops::{audit, billing, customer, node};
-use extility::startup::{Application, open_database, parse_quota};
+use extility::startup::{Application, open_database, open_existing_database, parse_quota};
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Runs the command; an error is printed as one message with its causes (`error: ...: ...`)
+/// and exit status 1, never with a backtrace: these are the user's mistakes or the machine's
+/// state, and the message says which. Internal errors are logged with their details.
+fn main() -> ExitCode {
+    match run_command() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command() -> anyhow::Result<()> {
+    let cli = extility::cli::parse();
     if let Command::MetadataProxy {
         service,
         path,
@@ -55,7 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             job_lease_seconds,
             json,
         } => {
-            let database = open_database(&db.data_dir, &db.database_url()).await?;
+            let database = open_existing_database(&db.database_url()).await?;
             let nodes = node::list_nodes(&database, job_lease_seconds as i64 * 1000).await?;
             if json {
                 for n in &nodes {
@@ -84,10 +98,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Customer(CustomerCommand::Add {
             email,
             password,
+            password_stdin,
             admin,
             billing_entity,
             db,
         }) => {
+            let password = new_password(password, password_stdin)?;
             let database = open_database(&db.data_dir, &db.database_url()).await?;
             let made =
                 customer::create_customer(&database, &email, &password, admin, &billing_entity)
@@ -200,4 +216,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The new customer's password: the first line of standard input (`--password-stdin`), the
+/// flag or its variable, or typed twice at a prompt when standard input is a terminal.
+fn new_password(given: Option<String>, from_stdin: bool) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\r', '\n']).to_string();
+        anyhow::ensure!(
+            !password.is_empty(),
+            "--password-stdin: standard input held no password"
+        );
+        return Ok(password);
+    }
+    if let Some(password) = given {
+        return Ok(password);
+    }
+    anyhow::ensure!(
+        std::io::stdin().is_terminal(),
+        "no password given: pipe it to --password-stdin, set EXTILITY_CUSTOMER_PASSWORD, or \
+         run the command on a terminal to be asked for it"
+    );
+    let password = rpassword::prompt_password("Password for the new customer: ")?;
+    let again = rpassword::prompt_password("The same password again: ")?;
+    anyhow::ensure!(
+        password == again,
+        "the two passwords differ; nothing was made"
+    );
+    Ok(password)
 }

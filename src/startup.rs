@@ -16,6 +16,7 @@ use crate::db::Db;
 use crate::fetch::FetchTls;
 use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
 use crate::hypervisor::{Hypervisor, VmEvent, none::RecordOnly};
+use crate::jobs::identity::{self, NodeLock};
 use crate::jobs::{ConcurrencyLimits, JobQueue, NodeInfo, QueueConfig, worker};
 use crate::network::linux::{BridgeConfig, LinuxBridges};
 use crate::network::{Mode, Network, UserConfined};
@@ -36,6 +37,8 @@ pub struct Application {
     metadata_listener: Option<TcpListener>,
     state: AppState,
     vm_events: mpsc::UnboundedReceiver<VmEvent>,
+    /// This process's hold on its node id, for as long as it serves.
+    node_lock: NodeLock,
 }
 
 /// Opens the database named by the configuration, migrated.
@@ -45,6 +48,20 @@ pub async fn open_database(data_dir: &Path, url: &str) -> anyhow::Result<Db> {
     let db = Db::connect(url).await?;
     db.migrate().await?;
     Ok(db)
+}
+
+/// Opens an existing database as it is, for commands that only read (`extility nodes`): never
+/// creates one (a mistyped --data-dir must not leave a new database behind) nor migrates it.
+pub async fn open_existing_database(url: &str) -> anyhow::Result<Db> {
+    if let Some(file) = crate::db::sqlite_file(url) {
+        anyhow::ensure!(
+            file.exists(),
+            "there is no database at {} (is --data-dir right? `extility serve` or `extility \
+             migrate` makes one)",
+            file.display()
+        );
+    }
+    Db::connect(&url.replace("mode=rwc", "mode=ro")).await
 }
 
 /// Reads a value kept in a file of the data directory, creating it on first use.
@@ -257,17 +274,34 @@ impl Application {
         let quota_defaults = quota_defaults(&config)?;
         let min_free_space = parse_size(&config.min_free_space)
             .map_err(|e| anyhow::anyhow!("--min-free-space: {e}"))?;
+        // Before anything is written: a port in use stops the server with nothing made.
+        let listener = TcpListener::bind(&config.listen).await.with_context(|| {
+            format!(
+                "listening on {} (another program has the port? choose another with --listen \
+                 HOST:PORT)",
+                config.listen
+            )
+        })?;
+        let local_url = format!("http://{}", listener.local_addr()?);
         let data_dir = config.db.data_dir.clone();
-        let db = open_database(&data_dir, &config.db.database_url()).await?;
-        if !config.no_demo && catalogue::demo_catalogue(&db).await? {
-            tracing::info!("created the demo catalogue");
-        }
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
         let node_id = match &config.node_id {
             Some(id) => id.clone(),
             None => kept_in_file(&data_dir.join("node-id"), || {
                 format!("node-{}", uuid::Uuid::new_v4())
             })?,
         };
+        let node_lock = NodeLock::take(
+            &data_dir,
+            &node_id,
+            &format!("pid {}, listening on {local_url}", std::process::id()),
+        )?;
+        let db = open_database(&data_dir, &config.db.database_url()).await?;
+        identity::ensure_not_served_elsewhere(&db, &node_id, &node_lock).await?;
+        if !config.no_demo && catalogue::demo_catalogue(&db).await? {
+            tracing::info!("created the demo catalogue");
+        }
         let lease_ms = (config.job_lease_seconds.max(2) * 1000) as i64;
         let storage = storage(&config, &data_dir)?;
         let (events_tx, vm_events) = mpsc::unbounded_channel();
@@ -278,15 +312,15 @@ impl Application {
             Mode::Bridged => {
                 let address = SocketAddr::from(([0, 0, 0, 0], config.network.metadata_port));
                 Some(TcpListener::bind(address).await.with_context(|| {
-                    format!("listening for guests' metadata requests on {address}")
+                    format!(
+                        "listening for guests' metadata requests on {address} (bridge \
+                         networking): free the port, choose another with --metadata-port, or \
+                         run without tenant networks with --network user"
+                    )
                 })?)
             }
             Mode::UserConfined => None,
         };
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
-        let local_url = format!("http://{}", listener.local_addr()?);
         let jobs = JobQueue::new(QueueConfig {
             db: db.clone(),
             node_id,
@@ -324,6 +358,7 @@ impl Application {
             metadata_listener,
             state,
             vm_events,
+            node_lock,
         })
     }
 
@@ -338,11 +373,15 @@ impl Application {
             metadata_listener,
             state,
             mut vm_events,
+            node_lock,
         } = self;
         recover(&state).await?;
 
         let shutdown = CancellationToken::new();
-        state.jobs.introduce(&node_info(&state)).await?;
+        state
+            .jobs
+            .introduce(&node_info(&state, &node_lock.instance))
+            .await?;
         tokio::spawn(show_node_alive(state.clone(), shutdown.clone()));
         tokio::spawn(orphans::run(
             state.db.clone(),
@@ -370,6 +409,14 @@ impl Application {
         });
 
         println!("extility listening on {}", state.local_url);
+        println!("control panel: {}/panel/", state.local_url);
+        if !ops::customer::any_customer(&state.db).await? {
+            println!(
+                "no customers yet: add one with `extility customer add --email EMAIL \
+                 --password-stdin{}`, then sign in to the panel or call the API with it",
+                data_dir_flag(&state.config.db.data_dir)
+            );
+        }
         tracing::info!(
             url = %state.local_url,
             node = %state.jobs.node_id(),
@@ -423,8 +470,17 @@ async fn recover(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// ` --data-dir DIR` when the data directory is not the default, for commands to copy.
+fn data_dir_flag(data_dir: &Path) -> String {
+    if data_dir == Path::new("./data") {
+        String::new()
+    } else {
+        format!(" --data-dir {}", data_dir.display())
+    }
+}
+
 /// What this node offers: its address, processors, memory, and whether it runs VMs.
-fn node_info(state: &AppState) -> NodeInfo {
+fn node_info(state: &AppState, instance: &str) -> NodeInfo {
     let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     NodeInfo {
         address: state
@@ -436,6 +492,7 @@ fn node_info(state: &AppState) -> NodeInfo {
         memory_mb: memory_mb().unwrap_or(0),
         can_run_vms: state.hypervisor.name() != "none",
         tunnel_address: state.config.network.tunnel_address.map(|ip| ip.to_string()),
+        instance: instance.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }
@@ -457,7 +514,7 @@ fn memory_mb() -> Option<i64> {
 /// Tells other nodes, every two seconds, that this one is alive: jobs aimed at it wait for it
 /// only while it does.
 async fn show_node_alive(state: AppState, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    let mut tick = tokio::time::interval(identity::ALIVE_EVERY);
     loop {
         tokio::select! {
             _ = tick.tick() => {}

@@ -46,20 +46,20 @@ fn read_credentials(headers: &HeaderMap) -> ApiResult<Credentials> {
     let value = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::Unauthenticated)?;
+        .ok_or(ApiError::CredentialsMissing)?;
     let (scheme, encoded) = value
         .trim()
         .split_once(' ')
-        .ok_or(ApiError::Unauthenticated)?;
+        .ok_or(ApiError::CredentialsMissing)?;
     if scheme.eq_ignore_ascii_case("bearer") {
         let token = encoded.trim();
         if token.is_empty() {
-            return Err(ApiError::Unauthenticated);
+            return Err(ApiError::CredentialsMissing);
         }
         return Ok(Credentials::Token(token.to_string()));
     }
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(ApiError::Unauthenticated);
+        return Err(ApiError::CredentialsMissing);
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())

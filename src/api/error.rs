@@ -16,13 +16,15 @@ pub enum FaultCode {
 /// The family of the error, sent as `errorType` in SOAP faults.
 pub fn error_type(err: &ApiError) -> &'static str {
     match err {
-        ApiError::NotFound { .. } => "NotFoundException",
+        ApiError::NotFound { .. } | ApiError::UnknownCustomer(_) => "NotFoundException",
         ApiError::MissingArgument(_)
         | ApiError::InvalidArgument { .. }
-        | ApiError::UnknownOperation(_)
+        | ApiError::UnknownOperation { .. }
         | ApiError::MalformedRequest(_)
         | ApiError::PayloadTooLarge(_) => "ValidationException",
-        ApiError::Unauthenticated | ApiError::PermissionDenied(_) => "PermissionException",
+        ApiError::CredentialsMissing
+        | ApiError::Unauthenticated
+        | ApiError::PermissionDenied(_) => "PermissionException",
         ApiError::Conflict(_) => "InvalidStateException",
         ApiError::LimitExceeded(_)
         | ApiError::QuotaExceeded { .. }
@@ -45,8 +47,8 @@ pub fn error_type(err: &ApiError) -> &'static str {
 
 pub fn http_status(err: &ApiError) -> StatusCode {
     match err {
-        ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-        ApiError::UnknownOperation(_) => StatusCode::NOT_FOUND,
+        ApiError::NotFound { .. } | ApiError::UnknownCustomer(_) => StatusCode::NOT_FOUND,
+        ApiError::UnknownOperation { .. } => StatusCode::NOT_FOUND,
         ApiError::MissingArgument(_)
         | ApiError::InvalidArgument { .. }
         | ApiError::MalformedRequest(_)
@@ -56,7 +58,7 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         | ApiError::DecompressionLimit { .. }
         | ApiError::FetchRefused(_) => StatusCode::BAD_REQUEST,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ApiError::CredentialsMissing | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
         // A quota is what this customer is allowed, like a permission: retrying the same call
         // does not help until the customer frees something or the operator raises it (429
         // would invite retries; 409 here means the resource's state).

@@ -37,8 +37,7 @@ async fn call(
     body: Body,
 ) -> ApiResult<Value> {
     let caller = auth::authenticate(&state, headers, origin).await?;
-    let op = registry::find(operation)
-        .ok_or_else(|| ApiError::UnknownOperation(operation.to_string()))?;
+    let op = registry::find_or_suggest(operation)?;
     let bytes = read_body(body).await?;
     let args = if bytes.iter().all(u8::is_ascii_whitespace) {
         Map::new()
@@ -68,7 +67,10 @@ async fn call(
 pub fn error_response(err: &ApiError) -> Response {
     let body = json!({"error": {"code": err.code(), "message": err.public_message()}});
     let mut response = (super::error::http_status(err), Json(body)).into_response();
-    if matches!(err, ApiError::Unauthenticated) {
+    if matches!(
+        err,
+        ApiError::CredentialsMissing | ApiError::Unauthenticated
+    ) {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(auth::WWW_AUTHENTICATE),

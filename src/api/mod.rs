@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod fallback;
 pub mod internal;
 pub mod json;
 pub mod metadata;
@@ -36,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .merge(internal::routes())
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics::serve))
+        .fallback(fallback::not_found)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
         // SOAP faults travel as HTTP 500 by the standard: they are not server failures to log.
         .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)

@@ -77,6 +77,9 @@ impl Db {
             anyhow::bail!("unsupported database URL (use sqlite:// or postgres://)");
         };
         let options = AnyConnectOptions::from_str(url).context("parsing the database URL")?;
+        if backend == Backend::Postgres {
+            probe(&options, url).await?;
+        }
         let pool_options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(30))
             .max_connections(match backend {
@@ -153,6 +156,53 @@ impl Db {
     }
 }
 
+/// How long a first connection to PostgreSQL may take before startup gives up.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One connection to PostgreSQL before the pool is made, so that a database out of reach is
+/// said at once and plainly (the OS's error, the host and port) rather than as the pool's
+/// "timed out" after its whole acquire timeout.
+async fn probe(options: &AnyConnectOptions, url: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let place = host_and_port(url);
+    match tokio::time::timeout(PROBE_TIMEOUT, AnyConnection::connect_with(options)).await {
+        Err(_) => anyhow::bail!(
+            "PostgreSQL at {place} did not answer within {} s: is the host right, and its port \
+             open to this machine?",
+            PROBE_TIMEOUT.as_secs()
+        ),
+        Ok(Err(err)) => Err(anyhow::Error::new(err).context(format!(
+            "cannot connect to PostgreSQL at {place} (check --database-url / DATABASE_URL, and \
+             that the server runs)"
+        ))),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// `host:port` of a database URL, never its user or password.
+fn host_and_port(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or("localhost"),
+            parsed.port().unwrap_or(5432)
+        ),
+        Err(_) => "the URL given".to_string(),
+    }
+}
+
+/// The file of a SQLite URL (`sqlite://PATH?...`), if it names one.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
 /// Milliseconds since the Unix epoch: the one time format stored in the database.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -186,6 +236,42 @@ pub fn flag(value: bool) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_and_files_of_urls_show_no_credentials() {
+        assert_eq!(
+            host_and_port("postgres://u:secret@db.example.com:6543/x"),
+            "db.example.com:6543"
+        );
+        assert_eq!(host_and_port("postgres://u@10.0.0.5/x"), "10.0.0.5:5432");
+        assert_eq!(
+            sqlite_file("sqlite:///tmp/d/extility.db?mode=rwc").unwrap(),
+            std::path::Path::new("/tmp/d/extility.db")
+        );
+        assert_eq!(
+            sqlite_file("sqlite://./data/extility.db").unwrap(),
+            std::path::Path::new("./data/extility.db")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_postgres_port_is_said_at_once_with_its_address() {
+        // A port nothing listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The probe's own words (the OS's "refused", the place), not the pool's "timed out".
+        let err = Db::connect(&format!("postgres://u:pw@127.0.0.1:{port}/x"))
+            .await
+            .err()
+            .expect("nothing listens there");
+        let text = format!("{err:#}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(text.contains("refused"), "{text}");
+        assert!(!text.contains("pw@"), "{text}");
+    }
 
     #[tokio::test]
     async fn sqlite_commits_are_durable_when_they_return() {

@@ -12,6 +12,7 @@
 //! attempt, so an attempt whose lease ran out and was taken over (a stalled node, a database
 //! pause longer than the lease, a node that claimed its own job again) writes nothing.
 
+pub mod identity;
 pub mod kind;
 pub mod queue;
 mod secrets;

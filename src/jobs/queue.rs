@@ -179,6 +179,8 @@ pub struct NodeInfo {
     pub version: String,
     /// Its address between nodes, for VXLAN (`--tunnel-address`).
     pub tunnel_address: Option<String>,
+    /// This start's random id (`identity::NodeLock`).
+    pub instance: String,
 }
 
 /// Records what `node` offers, and that it is alive, as it starts.
@@ -186,11 +188,12 @@ pub async fn node_started(db: &Db, node: &str, info: &NodeInfo) -> ApiResult<()>
     let now = now_ms();
     sqlx::query(
         "INSERT INTO nodes (id, last_seen, address, vcpus, memory_mb, can_run_vms, version, \
-         started, tunnel_address) VALUES ($1, $2, $3, $4, $5, $6, $7, $2, $8) \
+         started, tunnel_address, instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $2, $8, $9) \
          ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, \
          address = excluded.address, vcpus = excluded.vcpus, memory_mb = excluded.memory_mb, \
          can_run_vms = excluded.can_run_vms, version = excluded.version, \
-         started = excluded.started, tunnel_address = excluded.tunnel_address",
+         started = excluded.started, tunnel_address = excluded.tunnel_address, \
+         instance = excluded.instance",
     )
     .bind(node)
     .bind(now)
@@ -200,6 +203,7 @@ pub async fn node_started(db: &Db, node: &str, info: &NodeInfo) -> ApiResult<()>
     .bind(i64::from(info.can_run_vms))
     .bind(&info.version)
     .bind(&info.tunnel_address)
+    .bind(&info.instance)
     .execute(db.pool())
     .await?;
     Ok(())

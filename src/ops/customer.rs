@@ -77,6 +77,14 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether the platform has any customer yet (a fresh installation has none).
+pub async fn any_customer(db: &Db) -> ApiResult<bool> {
+    let one: Option<i64> = sqlx::query_scalar("SELECT id FROM customers LIMIT 1")
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(one.is_some())
+}
+
 /// Creates a customer, its billing entity if new, and its "Default VDC".
 pub async fn create_customer(
     db: &Db,
@@ -85,16 +93,8 @@ pub async fn create_customer(
     is_admin: bool,
     billing_entity: &str,
 ) -> ApiResult<NewCustomer> {
-    let email = email.trim().to_ascii_lowercase();
-    if !email.contains('@') || email.len() > 254 {
-        return Err(ApiError::invalid("email", "must be an e-mail address"));
-    }
-    if password.len() < 8 {
-        return Err(ApiError::invalid(
-            "password",
-            "must have at least 8 characters",
-        ));
-    }
+    let email = super::validate::email(email)?;
+    super::validate::new_password(password, &email)?;
     let password = password.to_string();
     let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
     let now = now_ms();

@@ -38,6 +38,7 @@ pub mod quota;
 pub mod server;
 pub mod snapshot;
 pub mod ssh_key;
+pub mod suggest;
 pub mod throttle;
 pub mod token;
 pub mod usage;

@@ -427,7 +427,7 @@ pub async fn set_customer_quotas(
     let mut tx = db.begin_write().await?;
     let customer_id = customer::id_by_email(&mut tx, email)
         .await?
-        .ok_or_else(|| ApiError::invalid("email", format!("no customer has e-mail {email}")))?;
+        .ok_or_else(|| ApiError::UnknownCustomer(email.trim().to_string()))?;
     for change in changes {
         match *change {
             QuotaChange::Set(quota, limit) => {

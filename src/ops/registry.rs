@@ -99,18 +99,17 @@ macro_rules! operations {
                             )
                         });
                         let outcome: $crate::error::ApiResult<serde_json::Value> = async {
+                            $crate::ops::registry::check_argument_names(
+                                stringify!($op),
+                                &[$($crate::ops::registry::wire_name(stringify!($p))),*],
+                                &raw,
+                            )?;
                             let args = args::$op {
                                 $($p: {
                                     let name = $crate::ops::registry::wire_name(stringify!($p));
                                     <$t as FromArg>::from_arg(name, raw.remove(name))?
                                 }),*
                             };
-                            if let Some(unknown) = raw.keys().next() {
-                                return Err($crate::error::ApiError::invalid(
-                                    unknown.clone(),
-                                    concat!("is not an argument of ", stringify!($op)),
-                                ));
-                            }
                             let result: $rt = $handler(ctx, args).await?;
                             serde_json::to_value(result).map_err($crate::error::ApiError::internal)
                         }
@@ -182,6 +181,41 @@ static BY_NAME: LazyLock<HashMap<String, &'static Operation>> = LazyLock::new(||
 /// does (`$client->fetchDisk(...)` calls `FetchDisk`).
 pub fn find(name: &str) -> Option<&'static Operation> {
     BY_NAME.get(&name.to_ascii_lowercase()).copied()
+}
+
+/// Refuses an argument the operation does not have, before any is decoded (so that a
+/// misspelt `diskid` is named as such, not reported as a missing `disk_id`), with the nearest
+/// parameter name when one is close.
+pub fn check_argument_names(
+    operation: &str,
+    params: &[&'static str],
+    raw: &serde_json::Map<String, serde_json::Value>,
+) -> crate::error::ApiResult<()> {
+    let Some(unknown) = raw.keys().find(|k| !params.contains(&k.as_str())) else {
+        return Ok(());
+    };
+    let hint = match super::suggest::nearest(unknown, params.iter().copied()) {
+        Some(name) => format!(" (did you mean '{name}'?)"),
+        None if params.is_empty() => " (it takes none)".to_string(),
+        None => format!(" (its arguments: {})", params.join(", ")),
+    };
+    Err(crate::error::ApiError::invalid(
+        unknown.clone(),
+        format!("is not an argument of {operation}{hint}"),
+    ))
+}
+
+/// Finds an operation by name, or says there is none and which name is nearest.
+pub fn find_or_suggest(name: &str) -> crate::error::ApiResult<&'static Operation> {
+    find(name).ok_or_else(|| unknown(name))
+}
+
+/// The error for an operation name no operation has, with the nearest name if one is close.
+pub fn unknown(name: &str) -> crate::error::ApiError {
+    crate::error::ApiError::UnknownOperation {
+        name: name.to_string(),
+        nearest: super::suggest::nearest(name, super::OPERATIONS.iter().map(|op| op.name)),
+    }
 }
 
 /// Counts a call in this node's metrics: by operation, adapter and outcome, and its duration.

@@ -99,14 +99,16 @@ async fn json_bad_input(backend: Backend) {
     let alice = Some(("alice@example.com", "alice-password"));
     let body = |v: Value| v.to_string().into_bytes();
 
-    for auth in [
-        None,
-        Some(("alice@example.com", "wrong")),
-        Some(("nobody@example.com", "x")),
+    // No credentials and wrong credentials are told apart: the first needs the header, the
+    // second other values in it.
+    for (auth, code) in [
+        (None, "AUTHENTICATION_REQUIRED"),
+        (Some(("alice@example.com", "wrong")), "UNAUTHENTICATED"),
+        (Some(("nobody@example.com", "x")), "UNAUTHENTICATED"),
     ] {
         let (status, err, challenge) = raw.json("ListVDCs", auth, vec![]).await;
         assert_eq!(status, 401, "{auth:?}");
-        assert_eq!(err["error"]["code"], "UNAUTHENTICATED");
+        assert_eq!(err["error"]["code"], code, "{auth:?}");
         assert!(
             challenge.unwrap().starts_with("Basic"),
             "401 carries a Basic challenge"
@@ -212,7 +214,7 @@ async fn soap_bad_input(backend: Backend) {
     let (status, body, challenge) = raw.soap(None, create_vdc.clone()).await;
     assert_eq!(status, 401);
     assert!(challenge.unwrap().starts_with("Basic"));
-    assert_eq!(fault(&body).1, "UNAUTHENTICATED");
+    assert_eq!(fault(&body).1, "AUTHENTICATION_REQUIRED");
     let (status, _, _) = raw
         .soap(Some(("alice@example.com", "nope")), create_vdc)
         .await;

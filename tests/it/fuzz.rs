@@ -314,9 +314,7 @@ async fn random_soap_envelopes(backend: Backend) {
         let envelope = input(&mut runner, &envelopes);
         let outcome = async {
             let call = codec::read_call(xml::parse(envelope.as_bytes())?)?;
-            let op = registry::find(&call.operation).ok_or_else(|| {
-                extility::error::ApiError::UnknownOperation(call.operation.clone())
-            })?;
+            let op = registry::find_or_suggest(&call.operation)?;
             let args = bounded(op.name, codec::decode_args(op, &call)?);
             (op.call)(&ctx, args).await
         }

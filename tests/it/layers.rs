@@ -52,6 +52,8 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("hypervisor", &["storage", "error"]),
     ("network", &["error"]),
     ("config", &["db", "size"]),
+    // Reading the command line: clap's errors with hints.
+    ("cli", &["config"]),
     ("db", &[]),
     ("sparse", &[]),
     ("progress", &[]),

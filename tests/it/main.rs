@@ -17,6 +17,7 @@ mod fair_scheduling;
 mod fetch;
 mod fetch_budgets;
 mod fetch_tls;
+mod first_hour;
 mod firstboot;
 mod fsmaker;
 mod fuzz;

@@ -255,8 +255,7 @@ pub struct Panel {
 impl Panel {
     /// Calls operation `name` with `args`, exactly as the JSON adapter does.
     pub async fn call(&self, name: &str, args: Map<String, Value>) -> ApiResult<Value> {
-        let op =
-            registry::find(name).ok_or_else(|| ApiError::UnknownOperation(name.to_string()))?;
+        let op = registry::find_or_suggest(name)?;
         (op.call)(&self.ctx, args).await
     }
 
@@ -268,8 +267,7 @@ impl Panel {
         fields: &Fields,
         fixed: &[(&str, Value)],
     ) -> ApiResult<Value> {
-        let op =
-            registry::find(name).ok_or_else(|| ApiError::UnknownOperation(name.to_string()))?;
+        let op = registry::find_or_suggest(name)?;
         let mut args = arguments(op, fields);
         for (k, v) in fixed {
             args.insert((*k).to_string(), v.clone());
@@ -370,7 +368,7 @@ pub fn forbidden() -> Response {
 
 /// The answer to a panel URL that names nothing.
 pub fn not_found() -> Response {
-    error_page(&ApiError::UnknownOperation("this panel action".into()))
+    error_page(&registry::unknown("this panel action"))
 }
 
 /// A page saying what went wrong when there is no tab to show it on.

@@ -64,6 +64,11 @@ fn signin_page(status: StatusCode, tls: bool, email: &str, error: Option<&str>) 
                 }
                 button.primary type="submit" { "Sign in" }
             }
+            p.hint #signin-accounts {
+                "Accounts are made by the platform's operator, on the server: "
+                code { "extility customer add --email you@example.com --password-stdin" }
+                ". The same e-mail and password work for the SOAP and JSON APIs."
+            }
         }
     };
     let mut response = (

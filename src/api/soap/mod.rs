@@ -36,8 +36,7 @@ async fn call(
     let caller = auth::authenticate(&state, headers, origin).await?;
     let bytes = read_body(body).await?;
     let call = codec::read_call(xml::parse(&bytes)?)?;
-    let op = registry::find(&call.operation)
-        .ok_or_else(|| ApiError::UnknownOperation(call.operation.clone()))?;
+    let op = registry::find(&call.operation).ok_or_else(|| registry::unknown(&call.operation))?;
     let args = codec::decode_args(op, &call)?;
     let ctx = Ctx {
         state,
@@ -63,7 +62,7 @@ fn xml_response(status: StatusCode, xml: String) -> Response {
 /// in the body says the same, with its `errorCode`).
 pub fn fault_response(err: &ApiError) -> Response {
     let status = match err {
-        ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ApiError::CredentialsMissing | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::TooManyLoginAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -55,6 +55,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the database and volumes into DEST (a new or empty folder) while the node serves:
+    /// a consistent online copy of SQLite and file volumes (README: Backups and upgrades).
+    Backup {
+        /// Where the backup goes.
+        dest: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Restore a backup made by `extility backup` into a data directory with no database and
+    /// no node serving from it.
+    Restore {
+        /// The backup's folder.
+        src: PathBuf,
+        /// The data directory to restore into.
+        #[arg(long, env = "EXTILITY_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Check that the database and the volume store agree: every volume row has its file (or
+    /// RBD image), every disk, image and snapshot its volume, every stored volume a row.
+    /// Reports, never deletes; exits 1 when something disagrees.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// Manage customers.
     #[command(subcommand)]
     Customer(CustomerCommand),

@@ -4,8 +4,10 @@ use tracing_subscriber::EnvFilter;
 
 use extility::config::{BillingEntityCommand, Cli, Command, CustomerCommand, LogFormat};
 use extility::ops::quota::{self, QuotaChange, QuotaName};
-use extility::ops::{audit, billing, customer, node};
-use extility::startup::{Application, open_database, open_existing_database, parse_quota};
+use extility::ops::{audit, backup, billing, customer, node};
+use extility::startup::{
+    Application, open_database, open_existing_database, open_storage, parse_quota,
+};
 
 /// Runs the command; an error is printed as one message with its causes (`error: ...: ...`)
 /// and exit status 1, never with a backtrace: these are the user's mistakes or the machine's
@@ -88,6 +90,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", node::render_table(&nodes));
             }
+            Ok(())
+        }
+        Command::Backup { dest, db } => {
+            let database = open_existing_database(&db.database_url()).await?;
+            let copied = backup::backup(&database, &db.data_dir, &dest).await?;
+            println!(
+                "backed up the database and {} volumes ({} bytes of data) into {}",
+                copied.volumes,
+                copied.bytes,
+                dest.display()
+            );
+            Ok(())
+        }
+        Command::Restore { src, data_dir } => {
+            let copied =
+                tokio::task::spawn_blocking(move || backup::restore(&src, &data_dir)).await??;
+            println!(
+                "restored the database and {} volumes ({} bytes of data)",
+                copied.volumes, copied.bytes
+            );
+            Ok(())
+        }
+        Command::Verify { db, storage } => {
+            let database = open_existing_database(&db.database_url()).await?;
+            let storage = open_storage(&storage, &db.data_dir)?;
+            let findings = backup::verify(&database, storage.as_ref()).await?;
+            for finding in &findings {
+                println!("{}", finding.0);
+            }
+            anyhow::ensure!(
+                findings.is_empty(),
+                "{} disagreements between the database and the volume store",
+                findings.len()
+            );
+            println!("the database and the volume store agree");
             Ok(())
         }
         Command::Migrate(db) => {

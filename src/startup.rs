@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::config::{Config, HypervisorKind, NetworkMode, OnOff, QemuAccel, StorageBackend};
+use crate::config::{
+    Config, HypervisorKind, NetworkMode, OnOff, QemuAccel, StorageArgs, StorageBackend,
+};
 use crate::db::Db;
 use crate::fetch::FetchTls;
 use crate::hypervisor::qemu::{self, Accel, Qemu, QemuConfig};
@@ -103,7 +105,11 @@ fn secret_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
 /// The storage backend the flags choose. RBD must answer now: a node that cannot reach its
 /// volumes should not take jobs.
 fn storage(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn Storage>> {
-    let args = &config.storage;
+    open_storage(&config.storage, data_dir)
+}
+
+/// The storage backend `args` name, for `serve` and for the commands that read volumes.
+pub fn open_storage(args: &StorageArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(match args.backend {
         StorageBackend::Files => Arc::new(FileStorage::open(data_dir)?),
         StorageBackend::Rbd => {

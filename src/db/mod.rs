@@ -91,6 +91,15 @@ impl Db {
             // `synchronous = FULL`: a commit is on disk when it returns, even in WAL mode. The
             // rows committed name files just made (a volume moved into place, a new disk), and
             // a power cut must never leave a row naming a missing file.
+            // A read-only opening (`mode=ro`: `extility nodes`, `backup`) cannot set the
+            // journal mode, and has nothing to make durable.
+            Backend::Sqlite if url.contains("mode=ro") && !url.contains("mode=rw") => pool_options
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout = 30000;").await?;
+                        Ok(())
+                    })
+                }),
             Backend::Sqlite => pool_options.after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute(

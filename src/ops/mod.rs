@@ -17,6 +17,7 @@ pub mod registry;
 pub mod wire;
 
 pub mod audit;
+pub mod backup;
 pub mod billing;
 pub mod catalogue;
 pub mod create_image;

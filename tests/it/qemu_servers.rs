@@ -16,7 +16,7 @@ use crate::support::{
 };
 
 /// A server on the QEMU driver that may fetch from the test's loopback HTTP server.
-async fn start_app(backend: Backend) -> TestApp {
+pub(crate) async fn start_app(backend: Backend) -> TestApp {
     start_app_on(backend, Store::Files).await
 }
 
@@ -44,7 +44,7 @@ async fn start_app_on(backend: Backend, store: Store) -> TestApp {
 
 /// A hard disk image that boots and prints `marker`: the boot sector, padded to 4 KiB (the
 /// platform writes whole 4 KiB blocks).
-fn disk_image(app: &TestApp, marker: &str, acpi: bool) -> Vec<u8> {
+pub(crate) fn disk_image(app: &TestApp, marker: &str, acpi: bool) -> Vec<u8> {
     let mut bytes = boot_sector(app.dir.path(), marker, acpi);
     bytes.resize(4096, 0);
     bytes
@@ -55,7 +55,7 @@ fn iso_image(app: &TestApp, marker: &str, acpi: bool) -> Vec<u8> {
 }
 
 /// FetchDisk onto a 1 GB disk offer, as a disk; returns the new disk.
-async fn fetch_disk(api: &Api, url: &str, name: &str, vdc_id: i64) -> Value {
+pub(crate) async fn fetch_disk(api: &Api, url: &str, name: &str, vdc_id: i64) -> Value {
     api.job_ok(fetch(api, fetch_args(url, vdc_id, name)).await)
         .await;
     let disks = disks(api, vdc_id).await;
@@ -67,7 +67,7 @@ async fn fetch_disk(api: &Api, url: &str, name: &str, vdc_id: i64) -> Value {
 }
 
 /// CreateServer from image 66 (blank boot disk) with the Appendix 1 offers.
-async fn create_server(api: &Api, vdc_id: i64, vlan_id: i64, name: &str) -> i64 {
+pub(crate) async fn create_server(api: &Api, vdc_id: i64, vlan_id: i64, name: &str) -> i64 {
     let server = api
         .call(
             "CreateServer",
@@ -79,7 +79,7 @@ async fn create_server(api: &Api, vdc_id: i64, vlan_id: i64, name: &str) -> i64 
     server["server_id"].as_i64().unwrap()
 }
 
-async fn attach(api: &Api, server_id: i64, disk: &Value, index: Option<i64>) {
+pub(crate) async fn attach(api: &Api, server_id: i64, disk: &Value, index: Option<i64>) {
     let mut args = json!({"server_id": server_id, "disk_id": disk["disk_id"]});
     if let Some(index) = index {
         args["index"] = json!(index);
@@ -91,7 +91,7 @@ async fn status(api: &Api, server_id: i64) -> Value {
     api.call("GetServer", json!({"server_id": server_id})).await
 }
 
-async fn start(api: &Api, server_id: i64) {
+pub(crate) async fn start(api: &Api, server_id: i64) {
     let job = api
         .call("StartServer", json!({"server_id": server_id}))
         .await;
@@ -136,7 +136,7 @@ where
 }
 
 /// Waits until the server's console shows `text`; returns the console log.
-async fn wait_console(api: &Api, server_id: i64, text: &str) -> String {
+pub(crate) async fn wait_console(api: &Api, server_id: i64, text: &str) -> String {
     poll(
         BOOT_TIMEOUT,
         &format!("'{text}' on the console"),

@@ -1,0 +1,288 @@
+//! Backups, restores and the check that a database and its volumes agree (`extility backup`,
+//! `restore`, `verify`): what an operator runs before trusting the platform with data.
+//!
+//! - **backup** (SQLite and file volumes): an online, consistent copy while the node serves.
+//!   Every volume file is first hard-linked into a holding folder beside the volumes (instant,
+//!   and a volume deleted meanwhile keeps its bytes there), then the database is copied with
+//!   SQLite's `VACUUM INTO` (one read transaction: a consistent snapshot), then each volume the
+//!   copied database names is copied sparsely into the backup. Volumes made after the snapshot
+//!   are not in it, as the database copy does not name them. A disk that a running VM writes is
+//!   copied as a power cut would leave it (crash-consistent); stop its server for more.
+//! - **restore**: into a data directory with no database and no live node, the database, the
+//!   volumes (sparse), the node id and the secret key (which seals queued jobs' credentials).
+//! - **verify**: every volume row has its file or RBD image, every disk, image and snapshot
+//!   row its volume, every overlay its backing volume, and every stored volume a row. It
+//!   reports and never deletes (the orphan sweep is what deletes, after an hour).
+//!
+//! On PostgreSQL the database is backed up with `pg_dump` (README: Backups and upgrades).
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail, ensure};
+
+use crate::db::{Backend, Db};
+use crate::jobs::identity::NodeLock;
+use crate::sparse::{SparseWriter, copy_extents_while};
+use crate::storage::Storage;
+
+/// What a backup holds besides the volumes: the database and the node's own files.
+const DATABASE: &str = "extility.db";
+const NODE_FILES: &[&str] = &["node-id", "secret.key"];
+const MANIFEST: &str = "BACKUP";
+
+/// What a backup or restore copied.
+#[derive(Debug, Default)]
+pub struct Copied {
+    pub volumes: usize,
+    /// Bytes of data copied (holes are not counted).
+    pub bytes: u64,
+}
+
+/// Copies the database and volumes of the node whose data directory is `data_dir` into
+/// `dest` (a new or empty folder), while it may be serving.
+pub async fn backup(db: &Db, data_dir: &Path, dest: &Path) -> anyhow::Result<Copied> {
+    ensure!(
+        db.backend() == Backend::Sqlite,
+        "extility backup copies SQLite databases; on PostgreSQL, back up the database with \
+         pg_dump and the volumes as README (Backups and upgrades) says"
+    );
+    let volumes = data_dir.join("volumes");
+    ensure!(
+        volumes.is_dir(),
+        "{} has no volumes folder: is --data-dir right (and the storage files)?",
+        data_dir.display()
+    );
+    empty_folder(dest)?;
+    fs::create_dir_all(dest.join("volumes"))?;
+
+    let hold = data_dir.join(format!("backup-hold-{}", uuid::Uuid::new_v4().simple()));
+    let held = hold_volumes(&volumes, &hold);
+    let outcome = async {
+        held?;
+        let snapshot = dest.join(DATABASE);
+        sqlx::query("VACUUM INTO $1")
+            .bind(snapshot.display().to_string())
+            .execute(db.pool())
+            .await
+            .context("copying the database (VACUUM INTO)")?;
+        let copy = Db::connect(&format!("sqlite://{}?mode=ro", snapshot.display())).await?;
+        let files: Vec<String> = sqlx::query_scalar("SELECT file FROM volumes ORDER BY id")
+            .fetch_all(copy.pool())
+            .await?;
+        copy.close().await;
+        let mut copied = Copied::default();
+        for name in files {
+            plain_name(&name)?;
+            let held = hold.join(&name);
+            let source = if held.exists() {
+                held
+            } else {
+                volumes.join(&name)
+            };
+            copied.bytes += sparse_copy(&source, &dest.join("volumes").join(&name))
+                .with_context(|| format!("copying volume {name}"))?;
+            copied.volumes += 1;
+        }
+        for name in NODE_FILES {
+            let file = data_dir.join(name);
+            if file.exists() {
+                fs::copy(&file, dest.join(name))?;
+            }
+        }
+        fs::write(
+            dest.join(MANIFEST),
+            format!(
+                "extility {} backup of {}, {} volumes\n",
+                env!("CARGO_PKG_VERSION"),
+                data_dir.display(),
+                copied.volumes
+            ),
+        )?;
+        sync_tree(dest)?;
+        anyhow::Ok(copied)
+    }
+    .await;
+    let _ = fs::remove_dir_all(&hold);
+    outcome
+}
+
+/// Hard links of every volume file, so that none of them vanishes while the backup copies it.
+fn hold_volumes(volumes: &Path, hold: &Path) -> anyhow::Result<()> {
+    fs::create_dir(hold)?;
+    for entry in fs::read_dir(volumes)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            // A file deleted since the listing began is simply not held.
+            let _ = fs::hard_link(entry.path(), hold.join(entry.file_name()));
+        }
+    }
+    Ok(())
+}
+
+/// Restores the backup in `src` into `data_dir`, which must hold no database and serve no node.
+pub fn restore(src: &Path, data_dir: &Path) -> anyhow::Result<Copied> {
+    ensure!(
+        src.join(MANIFEST).exists() && src.join(DATABASE).exists(),
+        "{} is not an extility backup (it has no {MANIFEST} and {DATABASE})",
+        src.display()
+    );
+    refuse_live(data_dir)?;
+    ensure!(
+        !data_dir.join(DATABASE).exists(),
+        "{} already has a database: restore into a new or empty data directory",
+        data_dir.display()
+    );
+    let volumes = data_dir.join("volumes");
+    fs::create_dir_all(&volumes)?;
+    let mut copied = Copied::default();
+    for entry in fs::read_dir(src.join("volumes"))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        plain_name(&name)?;
+        copied.bytes += sparse_copy(&entry.path(), &volumes.join(&name))?;
+        copied.volumes += 1;
+    }
+    for name in NODE_FILES {
+        let file = src.join(name);
+        if file.exists() {
+            fs::copy(&file, data_dir.join(name))?;
+        }
+    }
+    // The database last: a data directory with a database is a restored one.
+    let staged = data_dir.join(format!("{DATABASE}.restoring"));
+    fs::copy(src.join(DATABASE), &staged)?;
+    File::open(&staged)?.sync_all()?;
+    fs::rename(&staged, data_dir.join(DATABASE))?;
+    sync_tree(data_dir)?;
+    Ok(copied)
+}
+
+/// Refuses a data directory a node is serving from (one of its node locks is held).
+fn refuse_live(data_dir: &Path) -> anyhow::Result<()> {
+    let Ok(locks) = fs::read_dir(data_dir.join("locks")) else {
+        return Ok(());
+    };
+    for entry in locks.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(node) = name.strip_suffix(".lock") {
+            NodeLock::take(data_dir, node, "extility restore").with_context(|| {
+                format!(
+                    "{} is live: stop its server before restoring",
+                    data_dir.display()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A backup goes into a folder of its own: new, or empty.
+fn empty_folder(dest: &Path) -> anyhow::Result<()> {
+    match fs::read_dir(dest) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!("{} is not empty: back up into a new folder", dest.display());
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(fs::create_dir_all(dest)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A volume's file name: one path component (a database that says otherwise is refused).
+fn plain_name(name: &str) -> anyhow::Result<()> {
+    ensure!(
+        Path::new(name).file_name() == Some(name.as_ref()) && name != "..",
+        "{name:?} is not a volume file's name"
+    );
+    Ok(())
+}
+
+/// Copies `src` into a new file `dest`, its data only (holes stay holes); returns the bytes
+/// of data copied.
+fn sparse_copy(src: &Path, dest: &Path) -> anyhow::Result<u64> {
+    let input = File::open(src)?;
+    let len = input.metadata()?.len();
+    let out = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    out.set_len(len)?;
+    let mut writer = SparseWriter::new(out);
+    let mut buf = vec![0u8; 1 << 20];
+    copy_extents_while(&input, len, &mut writer, 0, &mut buf, &mut |_| true)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (file, stats) = writer.finish()?;
+    file.sync_all()?;
+    Ok(stats.bytes_written)
+}
+
+/// Syncs a folder and the folders in it, so that the names of the files in them are durable.
+fn sync_tree(dir: &Path) -> anyhow::Result<()> {
+    let mut folders: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in fs::read_dir(&folder)?.flatten() {
+            if entry.file_type()?.is_dir() {
+                folders.push(entry.path());
+            }
+        }
+        File::open(&folder)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// One disagreement between the database and the volume store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding(pub String);
+
+/// Checks that the database and the volume store agree; returns what does not.
+pub async fn verify(db: &Db, storage: &dyn Storage) -> anyhow::Result<Vec<Finding>> {
+    let mut findings = Vec::new();
+    let stored: HashSet<String> = storage.list_files()?.into_iter().map(|f| f.name).collect();
+    let rows: Vec<(i64, String, Option<i64>)> =
+        sqlx::query_as("SELECT id, file, backing_volume_id FROM volumes ORDER BY id")
+            .fetch_all(db.pool())
+            .await?;
+    let ids: HashSet<i64> = rows.iter().map(|(id, _, _)| *id).collect();
+    let named: HashSet<&str> = rows.iter().map(|(_, file, _)| file.as_str()).collect();
+    for (id, file, backing) in &rows {
+        if !stored.contains(file) {
+            findings.push(Finding(format!("volume {id}: its file {file} is missing")));
+        }
+        if let Some(backing) = backing.filter(|b| !ids.contains(b)) {
+            findings.push(Finding(format!(
+                "volume {id}: its backing volume {backing} has no row"
+            )));
+        }
+    }
+    for (table, kind, extra) in [
+        ("disks", "disk", ""),
+        ("images", "image", " AND deleted IS NULL"),
+        ("snapshots", "snapshot", ""),
+    ] {
+        // (`table` and `extra` are the crate's own words, never input.)
+        let sql = format!(
+            "SELECT t.id, t.volume_id FROM {table} t WHERE t.volume_id IS NOT NULL{extra} \
+             AND NOT EXISTS (SELECT 1 FROM volumes v WHERE v.id = t.volume_id) ORDER BY t.id"
+        );
+        let missing: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(db.pool())
+            .await?;
+        for (id, volume) in missing {
+            findings.push(Finding(format!(
+                "{kind} {id}: its volume {volume} has no row"
+            )));
+        }
+    }
+    let mut unrecorded: Vec<&String> = stored
+        .iter()
+        .filter(|f| !named.contains(f.as_str()))
+        .collect();
+    unrecorded.sort();
+    for file in unrecorded {
+        findings.push(Finding(format!(
+            "stored volume {file} has no row (the orphan sweep deletes it once it is an hour old)"
+        )));
+    }
+    Ok(findings)
+}

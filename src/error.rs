@@ -21,6 +21,17 @@ pub enum ApiError {
     #[error("unknown operation '{0}'")]
     UnknownOperation(String),
 
+    /// A SOAP call of an operation the endpoint's API version does not have yet.
+    #[error(
+        "operation '{operation}' is not in version {version} of the API: it came in version \
+         {since} (POST /v{since}/, WSDL /v{since}/?wsdl)"
+    )]
+    NotInVersion {
+        operation: &'static str,
+        version: u32,
+        since: u32,
+    },
+
     #[error("malformed request: {0}")]
     MalformedRequest(String),
 
@@ -162,7 +173,7 @@ impl ApiError {
             ApiError::NotFound { .. } => "NOT_FOUND",
             ApiError::MissingArgument(_) => "MISSING_ARGUMENT",
             ApiError::InvalidArgument { .. } => "INVALID_ARGUMENT",
-            ApiError::UnknownOperation(_) => "UNKNOWN_OPERATION",
+            ApiError::UnknownOperation(_) | ApiError::NotInVersion { .. } => "UNKNOWN_OPERATION",
             ApiError::MalformedRequest(_) => "MALFORMED_REQUEST",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::Unauthenticated => "UNAUTHENTICATED",

@@ -20,6 +20,7 @@ pub fn error_type(err: &ApiError) -> &'static str {
         ApiError::MissingArgument(_)
         | ApiError::InvalidArgument { .. }
         | ApiError::UnknownOperation(_)
+        | ApiError::NotInVersion { .. }
         | ApiError::MalformedRequest(_)
         | ApiError::PayloadTooLarge(_) => "ValidationException",
         ApiError::Unauthenticated | ApiError::PermissionDenied(_) => "PermissionException",
@@ -46,7 +47,7 @@ pub fn error_type(err: &ApiError) -> &'static str {
 pub fn http_status(err: &ApiError) -> StatusCode {
     match err {
         ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-        ApiError::UnknownOperation(_) => StatusCode::NOT_FOUND,
+        ApiError::UnknownOperation(_) | ApiError::NotInVersion { .. } => StatusCode::NOT_FOUND,
         ApiError::MissingArgument(_)
         | ApiError::InvalidArgument { .. }
         | ApiError::MalformedRequest(_)

@@ -317,7 +317,7 @@ async fn random_soap_envelopes(backend: Backend) {
             let op = registry::find(&call.operation).ok_or_else(|| {
                 extility::error::ApiError::UnknownOperation(call.operation.clone())
             })?;
-            let args = bounded(op.name, codec::decode_args(op, &call)?);
+            let args = bounded(op.name, codec::decode_args(op, registry::CURRENT, &call)?);
             (op.call)(&ctx, args).await
         }
         .await;

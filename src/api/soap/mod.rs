@@ -75,7 +75,8 @@ async fn call(
 }
 
 /// Each version's own endpoint: `POST /v{N}/` (SOAP), `GET /v{N}/?wsdl` and `GET /v{N}/wsdl`
-/// (its WSDL, whose `soap:address` is `/v{N}/`). Version 1 is also `/`, as it always was.
+/// (its WSDL, whose `soap:address` is `/v{N}/`) and the schema the WSDL imports. Version 1 is
+/// also `/`, as it always was.
 pub fn version_routes() -> Router<AppState> {
     let mut router = Router::new();
     for version in registry::versions() {
@@ -95,6 +96,11 @@ pub fn version_routes() -> Router<AppState> {
         router = router
             .route(&format!("/v{version}"), endpoint.clone())
             .route(&format!("/v{version}/"), endpoint)
+            // The WSDL imports the SOAP encoding schema relative to its own URL.
+            .route(
+                &format!("/v{version}/{}", super::wsdl::SOAP_ENCODING_XSD_PATH),
+                get(super::wsdl::serve_soap_encoding),
+            )
             .route(
                 &format!("/v{version}/wsdl"),
                 get(move |State(state): State<AppState>, headers: HeaderMap| {

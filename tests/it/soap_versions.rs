@@ -108,9 +108,14 @@ async fn versions_side_by_side() {
     // An argument version 1 does not have is not given: ListVDCs lists every VDC.
     alice_second_vdc(&app).await;
     let page = "<ns1:ListVDCs><page_size>1</page_size></ns1:ListVDCs>";
-    let (status, xml) = soap(&app, "/", page).await;
-    assert_eq!(status, 200, "{xml}");
-    assert!(xml.contains(r#"SOAP-ENC:arrayType="tns:VDC[2]""#), "{xml}");
+    for version_1 in ["/", "/v1/"] {
+        let (status, xml) = soap(&app, version_1, page).await;
+        assert_eq!(status, 200, "{xml}");
+        assert!(
+            xml.contains(r#"SOAP-ENC:arrayType="tns:VDC[2]""#),
+            "{version_1}: {xml}"
+        );
+    }
     let (status, xml) = soap(&app, &format!("/v{CURRENT}/"), page).await;
     assert_eq!(status, 200, "{xml}");
     assert!(xml.contains(r#"SOAP-ENC:arrayType="tns:VDC[1]""#), "{xml}");

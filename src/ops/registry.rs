@@ -248,11 +248,6 @@ pub fn find(name: &str) -> Option<&'static Operation> {
     BY_NAME.get(&name.to_ascii_lowercase()).copied()
 }
 
-/// Finds an operation that `version` of the API has, as [`find`] does.
-pub fn find_in(version: Version, name: &str) -> Option<&'static Operation> {
-    find(name).filter(|op| op.in_version(version))
-}
-
 /// The operations `version` of the API has, in table order.
 pub fn operations_in(version: Version) -> impl Iterator<Item = &'static Operation> {
     super::OPERATIONS

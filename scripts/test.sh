@@ -15,6 +15,9 @@ have nasm || missing+=(nasm)
 have grub-mkimage && [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
 have mkfs.ext4 || missing+=(e2fsprogs)
 have vsftpd || [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
+# The node-soap client test (tests/it/soap_versions.rs): Node.js and npm.
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
 # The Java SOAP client test: Apache Axis 1.4's WSDL2Java, and a JDK to compile its stubs.
 need_java=()
 have javac || need_java+=(default-jdk-headless)
@@ -84,6 +87,8 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ ${#need_guest[@]}
 fi
 
 python3 -c 'import zeep' 2>/dev/null || python3 -m pip install -q zeep
+# node-soap, at the version tests/node/package-lock.json pins, in tests/node/node_modules.
+[ -d tests/node/node_modules/soap ] || npm ci --prefix tests/node --no-audit --no-fund
 # The fetch tests' FTP server, and pyOpenSSL for its FTPS (TLS_FTPHandler).
 python3 -c 'import pyftpdlib' 2>/dev/null || python3 -m pip install -q pyftpdlib
 python3 -c 'import OpenSSL' 2>/dev/null || python3 -m pip install -q pyopenssl

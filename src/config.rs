@@ -87,11 +87,16 @@ pub enum Command {
     /// Manage billing entities (the accounts customers belong to).
     #[command(subcommand)]
     BillingEntity(BillingEntityCommand),
-    /// Print the WSDL (for `wsdl/extility.wsdl`).
+    /// Print the WSDL of an API version (the current one for `wsdl/extility.wsdl`, a released
+    /// one for `wsdl/extility-v{N}.wsdl`).
     Wsdl {
-        /// The SOAP endpoint written into `soap:address`.
-        #[arg(long, default_value = "http://localhost:8080/")]
-        address: String,
+        /// The API version (default: the current one).
+        #[arg(long)]
+        version: Option<u32>,
+        /// The SOAP endpoint written into `soap:address` (default: the version's endpoint on
+        /// `http://localhost:8080`).
+        #[arg(long)]
+        address: Option<String>,
     },
     /// Print the OpenAPI document of the JSON mirror (for `openapi/openapi.json`).
     Openapi,

@@ -25,6 +25,17 @@ pub enum ApiError {
         nearest: Option<&'static str>,
     },
 
+    /// A SOAP call of an operation the endpoint's API version does not have yet.
+    #[error(
+        "operation '{operation}' is not in version {version} of the API: it came in version \
+         {since} (POST /v{since}/, WSDL /v{since}/?wsdl)"
+    )]
+    NotInVersion {
+        operation: &'static str,
+        version: u32,
+        since: u32,
+    },
+
     #[error("malformed request: {0}")]
     MalformedRequest(String),
 
@@ -179,7 +190,9 @@ impl ApiError {
             ApiError::NotFound { .. } => "NOT_FOUND",
             ApiError::MissingArgument(_) => "MISSING_ARGUMENT",
             ApiError::InvalidArgument { .. } => "INVALID_ARGUMENT",
-            ApiError::UnknownOperation { .. } => "UNKNOWN_OPERATION",
+            ApiError::UnknownOperation { .. } | ApiError::NotInVersion { .. } => {
+                "UNKNOWN_OPERATION"
+            }
             ApiError::MalformedRequest(_) => "MALFORMED_REQUEST",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::CredentialsMissing => "AUTHENTICATION_REQUIRED",

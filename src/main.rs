@@ -240,8 +240,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("billing_entity_uuid={}", made.uuid);
             Ok(())
         }
-        Command::Wsdl { address } => {
-            print!("{}", extility::api::wsdl::render(&address));
+        Command::Wsdl { version, address } => {
+            use extility::api::wsdl;
+            use extility::ops::registry::{self, CURRENT};
+            let version = version.unwrap_or(CURRENT);
+            if !registry::versions().any(|known| known == version) {
+                anyhow::bail!("there is no API version {version}: versions are 1 to {CURRENT}");
+            }
+            let address = address.unwrap_or_else(|| {
+                format!("http://localhost:8080{}", wsdl::endpoint_path(version))
+            });
+            print!("{}", wsdl::render(version, &address));
             Ok(())
         }
         Command::MetadataProxy { .. } => unreachable!("handled before logging starts"),

@@ -20,6 +20,7 @@ pub fn error_type(err: &ApiError) -> &'static str {
         ApiError::MissingArgument(_)
         | ApiError::InvalidArgument { .. }
         | ApiError::UnknownOperation { .. }
+        | ApiError::NotInVersion { .. }
         | ApiError::MalformedRequest(_)
         | ApiError::PayloadTooLarge(_) => "ValidationException",
         ApiError::CredentialsMissing
@@ -48,7 +49,9 @@ pub fn error_type(err: &ApiError) -> &'static str {
 pub fn http_status(err: &ApiError) -> StatusCode {
     match err {
         ApiError::NotFound { .. } | ApiError::UnknownCustomer(_) => StatusCode::NOT_FOUND,
-        ApiError::UnknownOperation { .. } => StatusCode::NOT_FOUND,
+        ApiError::UnknownOperation { .. } | ApiError::NotInVersion { .. } => {
+            StatusCode::NOT_FOUND
+        }
         ApiError::MissingArgument(_)
         | ApiError::InvalidArgument { .. }
         | ApiError::MalformedRequest(_)

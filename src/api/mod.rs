@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(wsdl::serve_root).post(soap::handle))
         .route("/wsdl", get(wsdl::serve))
+        .merge(soap::version_routes())
         .route("/schemas/soap-encoding.xsd", get(wsdl::serve_soap_encoding))
         .route("/api/v1/{operation}", post(json::handle))
         .route("/openapi.json", get(openapi::serve))

@@ -1,4 +1,5 @@
-//! The OpenAPI 3.0 document of the JSON mirror, generated from the operation table.
+//! The OpenAPI 3.0 document of the JSON mirror, generated from the operation table: the
+//! current API version, every operation, argument and field.
 //!
 //! `openapi/openapi.json` in the repository is this output; a test keeps it current
 //! (`extility openapi > openapi/openapi.json` regenerates it).
@@ -10,6 +11,7 @@ use axum::response::IntoResponse;
 use serde_json::{Map, Value, json};
 
 use crate::ops::OPERATIONS;
+use crate::ops::registry::CURRENT;
 use crate::ops::wire::{StructType, WireType};
 
 static DOCUMENT: LazyLock<Value> = LazyLock::new(generate);
@@ -137,7 +139,7 @@ fn generate() -> Value {
         "info": {
             "title": "Extility JSON API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The JSON mirror of the Extility SOAP API: every WSDL operation, with the same names and arguments, as POST /api/v1/<Operation>. HTTP Basic authentication with the customer's e-mail and password, or with an authentication token (GetAuthenticationToken) as the user name and any password, or the token as a Bearer token.",
+            "description": format!("The JSON mirror of the Extility SOAP API's current version (version {CURRENT}, WSDL at /v{CURRENT}/?wsdl): every operation, with the same names and arguments, as POST /api/v1/<Operation>. It is not versioned: it takes every argument of the current version, and optional ones may be left out. HTTP Basic authentication with the customer's e-mail and password, or with an authentication token (GetAuthenticationToken) as the user name and any password, or the token as a Bearer token."),
         },
         "security": [{"basic": []}, {"bearer": []}],
         "paths": paths,

@@ -1,7 +1,11 @@
-//! The WSDL, generated from the operation table (rpc/encoded, SOAP 1.1).
+//! The WSDL of each API version, generated from the operation table (rpc/encoded, SOAP 1.1):
+//! the operations, arguments and record fields that version has (`ops::registry`).
 //!
-//! `wsdl/extility.wsdl` in the repository is this output for `http://localhost:8080/`; a test
-//! keeps it current (`extility wsdl > wsdl/extility.wsdl` regenerates it).
+//! `/?wsdl` and `/wsdl` are version 1, the first release's API, for ever; `/v{N}/?wsdl` (or
+//! `/?wsdl&version=N`) is version N, whose `soap:address` is `/v{N}/`.
+//! `wsdl/extility.wsdl` in the repository is the current version's for `http://localhost:8080/`
+//! and `wsdl/extility-v{N}.wsdl` each released version's (`extility wsdl --version N`); tests
+//! keep the first current and the others unchanged.
 
 use std::fmt::Write;
 use std::sync::LazyLock;
@@ -11,8 +15,10 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use quick_xml::escape::escape;
 
+use std::collections::HashMap;
+
 use super::soap::codec::NAMESPACE;
-use crate::ops::OPERATIONS;
+use crate::ops::registry::{self, CURRENT, Operation, Version};
 use crate::ops::wire::{StructType, WireType};
 use crate::state::AppState;
 
@@ -31,25 +37,49 @@ pub async fn serve_soap_encoding() -> Response {
 
 const ADDRESS_PLACEHOLDER: &str = "{{SOAP_ADDRESS}}";
 
-static TEMPLATE: LazyLock<String> = LazyLock::new(|| generate(ADDRESS_PLACEHOLDER));
+/// Each version's WSDL, with a placeholder for its address; index 0 is version 1.
+static TEMPLATES: LazyLock<Vec<String>> = LazyLock::new(|| {
+    registry::versions()
+        .map(|version| generate(version, ADDRESS_PLACEHOLDER))
+        .collect()
+});
 
-/// The WSDL with `address` as the SOAP endpoint.
-pub fn render(address: &str) -> String {
-    TEMPLATE.replace(ADDRESS_PLACEHOLDER, &escape(address))
+/// The WSDL of `version` (1 to [`CURRENT`]) with `address` as the SOAP endpoint.
+pub fn render(version: Version, address: &str) -> String {
+    let template = version
+        .checked_sub(registry::FIRST)
+        .and_then(|index| TEMPLATES.get(index as usize))
+        .unwrap_or_else(|| panic!("there is no API version {version}"));
+    template.replace(ADDRESS_PLACEHOLDER, &escape(address))
 }
 
-/// Every struct and array type the operations use, each once, in first-use order.
-fn collect_types() -> (Vec<&'static StructType>, Vec<WireType>) {
-    fn visit(ty: &WireType, structs: &mut Vec<&'static StructType>, arrays: &mut Vec<WireType>) {
+/// The path of `version`'s SOAP endpoint: `/` for version 1, which the first release served
+/// there, `/v{N}/` for the others.
+pub fn endpoint_path(version: Version) -> String {
+    if version == registry::FIRST {
+        "/".to_string()
+    } else {
+        format!("/v{version}/")
+    }
+}
+
+/// Every struct and array type `version`'s operations use, each once, in first-use order.
+fn collect_types(version: Version) -> (Vec<&'static StructType>, Vec<WireType>) {
+    fn visit(
+        ty: &WireType,
+        version: Version,
+        structs: &mut Vec<&'static StructType>,
+        arrays: &mut Vec<WireType>,
+    ) {
         match ty {
             WireType::Struct(s) if !structs.iter().any(|known| known.name == s.name) => {
                 structs.push(s);
-                for field in s.fields {
-                    visit(&field.ty, structs, arrays);
+                for field in s.fields_in(version) {
+                    visit(&field.ty, version, structs, arrays);
                 }
             }
             WireType::Array(item) => {
-                visit(item, structs, arrays);
+                visit(item, version, structs, arrays);
                 if !arrays.contains(item) {
                     arrays.push(**item);
                 }
@@ -58,13 +88,22 @@ fn collect_types() -> (Vec<&'static StructType>, Vec<WireType>) {
         }
     }
     let (mut structs, mut arrays) = (Vec::new(), Vec::new());
-    for op in OPERATIONS {
-        for p in op.params {
-            visit(&p.ty, &mut structs, &mut arrays);
+    for op in registry::operations_in(version) {
+        for p in op.params_in(version) {
+            visit(&p.ty, version, &mut structs, &mut arrays);
         }
-        visit(&op.result, &mut structs, &mut arrays);
+        visit(&op.result, version, &mut structs, &mut arrays);
     }
     (structs, arrays)
+}
+
+/// The file in the repository that holds `version`'s WSDL.
+pub fn committed_path(version: Version) -> String {
+    if version == CURRENT {
+        "wsdl/extility.wsdl".to_string()
+    } else {
+        format!("wsdl/extility-v{version}.wsdl")
+    }
 }
 
 fn documentation(out: &mut String, indent: &str, doc: &str) {
@@ -78,13 +117,16 @@ fn documentation(out: &mut String, indent: &str, doc: &str) {
     }
 }
 
-fn generate(address: &str) -> String {
-    let (structs, arrays) = collect_types();
+fn generate(version: Version, address: &str) -> String {
+    let (structs, arrays) = collect_types(version);
+    let operations: Vec<&Operation> = registry::operations_in(version).collect();
     let mut out = String::new();
     let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    // (A comment cannot hold a double hyphen, so the command's option is not spelled here.)
     let _ = writeln!(
         out,
-        "<!-- Generated from the operation table: extility wsdl > wsdl/extility.wsdl -->"
+        "<!-- API version {version}, generated from the operation table (extility wsdl) as {} -->",
+        committed_path(version)
     );
     let _ = writeln!(
         out,
@@ -98,7 +140,9 @@ fn generate(address: &str) -> String {
     documentation(
         &mut out,
         "  ",
-        "The Extility cloud control API. HTTP Basic authentication: customer e-mail and password, or an authentication token (GetAuthenticationToken) as the user name with any password; or the token as `Authorization: Bearer`.",
+        &format!(
+            "Version {version} of the Extility cloud control API. HTTP Basic authentication: customer e-mail and password, or an authentication token (GetAuthenticationToken, version 2) as the user name with any password; or the token as `Authorization: Bearer`."
+        ),
     );
     let _ = writeln!(out, "  <wsdl:types>");
     let _ = writeln!(out, r#"    <xsd:schema targetNamespace="{NAMESPACE}">"#);
@@ -109,7 +153,7 @@ fn generate(address: &str) -> String {
     for s in &structs {
         let _ = writeln!(out, r#"      <xsd:complexType name="{}">"#, s.name);
         let _ = writeln!(out, "        <xsd:sequence>");
-        for f in s.fields {
+        for f in s.fields_in(version) {
             let nillable = if f.nillable {
                 r#" nillable="true""#
             } else {
@@ -155,9 +199,9 @@ fn generate(address: &str) -> String {
   </wsdl:types>"#
     );
 
-    for op in OPERATIONS {
+    for op in &operations {
         let _ = writeln!(out, r#"  <wsdl:message name="{}Request">"#, op.name);
-        for p in op.params {
+        for p in op.params_in(version) {
             let _ = writeln!(
                 out,
                 r#"    <wsdl:part name="{}" type="{}"/>"#,
@@ -187,8 +231,8 @@ fn generate(address: &str) -> String {
     );
 
     let _ = writeln!(out, r#"  <wsdl:portType name="ExtilityPortType">"#);
-    for op in OPERATIONS {
-        let order: Vec<&str> = op.params.iter().map(|p| p.name).collect();
+    for op in &operations {
+        let order: Vec<&str> = op.params_in(version).map(|p| p.name).collect();
         if order.is_empty() {
             let _ = writeln!(out, r#"    <wsdl:operation name="{}">"#, op.name);
         } else {
@@ -219,7 +263,7 @@ fn generate(address: &str) -> String {
         r#"  <wsdl:binding name="ExtilityBinding" type="tns:ExtilityPortType">
     <soap:binding style="rpc" transport="http://schemas.xmlsoap.org/soap/http"/>"#
     );
-    for op in OPERATIONS {
+    for op in &operations {
         let _ = writeln!(
             out,
             r#"    <wsdl:operation name="{0}">
@@ -244,10 +288,11 @@ fn generate(address: &str) -> String {
     out
 }
 
-/// The URL of the SOAP endpoint as the client sees this server.
-fn soap_address(state: &AppState, headers: &HeaderMap) -> String {
+/// The URL of `version`'s SOAP endpoint as the client sees this server.
+fn soap_address(state: &AppState, headers: &HeaderMap, version: Version) -> String {
+    let path = endpoint_path(version);
     if let Some(url) = &state.config.public_url {
-        return format!("{}/", url.trim_end_matches('/'));
+        return format!("{}{path}", url.trim_end_matches('/'));
     }
     let host = headers
         .get(header::HOST)
@@ -259,20 +304,59 @@ fn soap_address(state: &AppState, headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .filter(|p| *p == "https" || *p == "http")
         .unwrap_or("http");
-    format!("{scheme}://{host}/")
+    format!("{scheme}://{host}{path}")
 }
 
-fn wsdl_response(state: &AppState, headers: &HeaderMap) -> Response {
+fn wsdl_response(state: &AppState, headers: &HeaderMap, version: Version) -> Response {
     (
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-        render(&soap_address(state, headers)),
+        render(version, &soap_address(state, headers, version)),
     )
         .into_response()
 }
 
-/// `GET /wsdl`
-pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    wsdl_response(&state, &headers)
+/// The version a query asks for with `version=N`; `default` without one, `None` for one this
+/// server does not have.
+fn version_asked(query: &HashMap<String, String>, default: Version) -> Option<Version> {
+    match query
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("version"))
+    {
+        None => Some(default),
+        Some((_, v)) => v
+            .trim()
+            .trim_start_matches(['v', 'V'])
+            .parse()
+            .ok()
+            .filter(|v| registry::versions().any(|known| known == *v)),
+    }
+}
+
+fn no_such_version() -> Response {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        format!(
+            "No such API version: this server has versions 1 to {CURRENT} (/?wsdl&version=N, /v{{N}}/?wsdl).\n"
+        ),
+    )
+        .into_response()
+}
+
+/// `GET /wsdl`: version 1, or `?version=N`.
+pub async fn serve(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    match version_asked(&query, registry::FIRST) {
+        Some(version) => wsdl_response(&state, &headers, version),
+        None => no_such_version(),
+    }
+}
+
+/// `GET /v{version}/wsdl`
+pub async fn serve_version(version: Version, state: AppState, headers: HeaderMap) -> Response {
+    wsdl_response(&state, &headers, version)
 }
 
 /// `GET /?wsdl` gives the WSDL; `GET /` alone says where things are.
@@ -295,20 +379,38 @@ fn from_a_browser(headers: &HeaderMap) -> bool {
 
 pub async fn serve_root(
     State(state): State<AppState>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    serve_endpoint(registry::FIRST, state, query, headers).await
+}
+
+/// `GET /` (version 1) or `GET /v{version}/`: `?wsdl` gives the WSDL of the version (or of
+/// the one `version=N` names); a browser is sent to the control panel; anything else gets a
+/// few lines saying where things are.
+pub async fn serve_endpoint(
+    version: Version,
+    state: AppState,
+    query: HashMap<String, String>,
     headers: HeaderMap,
 ) -> Response {
     if query.keys().any(|k| k.eq_ignore_ascii_case("wsdl")) {
-        return wsdl_response(&state, &headers);
+        return match version_asked(&query, version) {
+            Some(version) => wsdl_response(&state, &headers, version),
+            None => no_such_version(),
+        };
     }
     if from_a_browser(&headers) {
         return axum::response::Redirect::to("/panel/").into_response();
     }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "Extility control API.\n\
-         SOAP 1.1: POST / (WSDL at /?wsdl)\n\
-         JSON: POST /api/v1/<Operation> (OpenAPI at /openapi.json)\n",
+        format!(
+            "Extility control API.\n\
+             SOAP 1.1, version 1 (the first release's, never changing): POST / (WSDL at /?wsdl)\n\
+             SOAP 1.1, version {CURRENT} (the current one): POST /v{CURRENT}/ (WSDL at /v{CURRENT}/?wsdl)\n\
+             JSON: POST /api/v1/<Operation> (OpenAPI at /openapi.json)\n"
+        ),
     )
         .into_response()
 }

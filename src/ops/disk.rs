@@ -30,6 +30,7 @@ wire_struct! {
         /// The format the bits were fetched in (`raw`, `iso`, `qcow2`, `vmdk`, `vhd`, `vhdx`;
         /// stored as raw whatever it was), carried to what is made from them; nil when they
         /// never came from FetchDisk.
+        #[since(2)]
         pub source_format: Option<String>,
         pub created: Timestamp,
     }

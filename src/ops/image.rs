@@ -29,10 +29,12 @@ wire_struct! {
         pub product_offer_id: Option<i64>,
         /// The image whose bits this one's were copied from (CreateImage of a disk made from
         /// it), if any.
+        #[since(2)]
         pub source_image_id: Option<i64>,
         /// The format the bits were fetched in (`raw`, `iso`, `qcow2`, `vmdk`, `vhd`, `vhdx`;
         /// stored as raw whatever it was), carried to what is made from them; nil when they
         /// never came from FetchDisk.
+        #[since(2)]
         pub source_format: Option<String>,
         pub created: Timestamp,
     }

@@ -98,25 +98,29 @@ operations! {
     /// Lists the caller's virtual data centres, by id: at most `page_size` (1 to 1000; omitted:
     /// 1000) with an id above `after_id` (omitted: from the first); pass the last `vdc_id` of a
     /// page as `after_id` to get the next.
-    read ListVDCs(page_size: Option<i64>, after_id: Option<i64>) -> vdcs: Vec<Vdc> =
-        vdc::list_vdcs;
+    read ListVDCs(
+        #[since(2)] page_size: Option<i64>,
+        #[since(2)] after_id: Option<i64>,
+    ) -> vdcs: Vec<Vdc> = vdc::list_vdcs;
     /// Creates a virtual data centre.
     write CreateVDC(vdc_name: String) -> vdc: Vdc = vdc::create_vdc;
     /// Deletes a VDC that holds no server, disk or VLAN (CONFLICT naming what is left; a
     /// FetchDisk still to make a disk in it counts). Returns 1.
+    #[since(2)]
     write DeleteVDC(vdc_id: i64) -> result: i64 = vdc::delete_vdc;
     /// Lists the VLANs of a VDC, by id: at most `page_size` (1 to 1000; omitted: 1000) with an
     /// id above `after_id` (omitted: from the first); pass the last `vlan_id` of a page as
     /// `after_id` to get the next.
     read ListVLANs(
         vdc_id: i64,
-        page_size: Option<i64>,
-        after_id: Option<i64>,
+        #[since(2)] page_size: Option<i64>,
+        #[since(2)] after_id: Option<i64>,
     ) -> vlans: Vec<Vlan> = vlan::list_vlans;
     /// Creates a VLAN in a VDC: an isolated network with a subnet of its own (shown in
     /// `subnet` and `gateway`), whose servers reach each other and nothing of other VLANs.
     write CreateVLAN(vdc_id: i64, vlan_name: String) -> vlan: Vlan = vlan::create_vlan;
     /// Deletes a VLAN no server is on (CONFLICT otherwise). Returns 1.
+    #[since(2)]
     write DeleteVLAN(vlan_id: i64) -> result: i64 = vlan::delete_vlan;
     /// Lists product offers of a type (`server`, `disk`, `image`), or the server and disk offers
     /// when the type is empty, by id: at most `page_size` (1 to 1000; omitted: 1000) with an id
@@ -124,8 +128,8 @@ operations! {
     /// as `after_id` to get the next.
     read ListProductOffers(
         r#type: Option<String>,
-        page_size: Option<i64>,
-        after_id: Option<i64>,
+        #[since(2)] page_size: Option<i64>,
+        #[since(2)] after_id: Option<i64>,
     ) -> product_offers: Vec<ProductOffer> = product_offer::list_product_offers;
     /// Lists the images the caller may use: its own, those published to it (`owner` says by
     /// whom), and platform images, by id: at most `page_size` (1 to 1000; omitted: 1000) with
@@ -133,9 +137,9 @@ operations! {
     /// `after_id` to get the next. `name` (optional) keeps the images whose name contains it,
     /// ignoring case (`%` and `_` are plain characters).
     read ListImages(
-        page_size: Option<i64>,
-        after_id: Option<i64>,
-        name: Option<String>,
+        #[since(2)] page_size: Option<i64>,
+        #[since(2)] after_id: Option<i64>,
+        #[since(2)] name: Option<String>,
     ) -> images: Vec<Image> = image::list_images;
     /// Makes a private image of a disk whose server is stopped: a byte-for-byte copy that keeps
     /// no reference to the disk and takes space in proportion to the data. Until the job ends
@@ -160,8 +164,11 @@ operations! {
     /// they make of disks made from it; without it, publishing such an image is
     /// PERMISSION_DENIED. An image derived from one published to the caller is published only
     /// if that image's owner allowed it. Returns 1.
-    write PublishImage(image_id: i64, publish_to: String, allow_republish: Option<bool>) -> result: i64 =
-        publish::publish_image;
+    write PublishImage(
+        image_id: i64,
+        publish_to: String,
+        #[since(2)] allow_republish: Option<bool>,
+    ) -> result: i64 = publish::publish_image;
     /// Undoes a PublishImage: the recipients can no longer make servers or disks from the
     /// image, nor anyone from the images they derived from it; what was made already is
     /// untouched. Returns 1.
@@ -172,8 +179,8 @@ operations! {
     /// the first); pass the last `share_id` of a page as `after_id` to get the next.
     read ListImageShares(
         image_id: i64,
-        page_size: Option<i64>,
-        after_id: Option<i64>,
+        #[since(2)] page_size: Option<i64>,
+        #[since(2)] after_id: Option<i64>,
     ) -> shares: Vec<ImageShare> = publish::list_image_shares;
     /// Administrators: bills servers made from an image under an `image` product offer (0
     /// removes it). Each such server then records a usage line, and so does each server made
@@ -186,9 +193,9 @@ operations! {
     /// ignoring case (`%` and `_` are plain characters).
     read ListDisks(
         vdc_id: i64,
-        page_size: Option<i64>,
-        after_id: Option<i64>,
-        name: Option<String>,
+        #[since(2)] page_size: Option<i64>,
+        #[since(2)] after_id: Option<i64>,
+        #[since(2)] name: Option<String>,
     ) -> disks: Vec<Disk> = disk::list_disks;
     /// Returns one disk.
     read GetDisk(disk_id: i64) -> disk: Disk = disk::get_disk;
@@ -203,6 +210,7 @@ operations! {
     /// Deletes a disk that is not attached to a server, and its snapshots. Returns 1.
     write DeleteDisk(disk_id: i64) -> result: i64 = disk::delete_disk;
     /// Renames one of the caller's disks.
+    #[since(2)]
     write RenameDisk(disk_id: i64, name: String) -> disk: Disk = disk::rename_disk;
     /// Grows a disk to the size of a disk product offer, which becomes its offer; never shrinks
     /// it (an offer smaller than the disk is INVALID_ARGUMENT). The disk's server, if any, must
@@ -210,6 +218,7 @@ operations! {
     /// counts against the `storage_bytes` quota.
     /// The data stays; the guest sees the new size at its next boot (its partitions and file
     /// systems are its own to grow).
+    #[since(2)]
     write ResizeDisk(disk_id: i64, disk_productoffer_id: i64) -> disk: Disk = disk::resize_disk;
     /// Takes a snapshot of a disk (whose server, if any, is stopped): instant and thin.
     write CreateDiskSnapshot(disk_id: i64, name: String) -> snapshot: Snapshot =
@@ -219,8 +228,8 @@ operations! {
     /// `snapshot_id` of a page as `after_id` to get the next.
     read ListSnapshots(
         disk_id: i64,
-        page_size: Option<i64>,
-        after_id: Option<i64>,
+        #[since(2)] page_size: Option<i64>,
+        #[since(2)] after_id: Option<i64>,
     ) -> snapshots: Vec<Snapshot> = snapshot::list_snapshots;
     /// Deletes a snapshot. Disks cloned from it are not affected. Returns 1.
     write DeleteSnapshot(snapshot_id: i64) -> result: i64 = snapshot::delete_snapshot;
@@ -236,9 +245,9 @@ operations! {
     /// ignoring case (`%` and `_` are plain characters).
     read ListServers(
         vdc_id: i64,
-        page_size: Option<i64>,
-        after_id: Option<i64>,
-        name: Option<String>,
+        #[since(2)] page_size: Option<i64>,
+        #[since(2)] after_id: Option<i64>,
+        #[since(2)] name: Option<String>,
     ) -> servers: Vec<Server> = server::list_servers;
     /// Returns one server, with its disks and first-boot credentials.
     read GetServer(server_id: i64) -> server: Server = server::get_server;
@@ -254,19 +263,21 @@ operations! {
         image_id: i64,
         server_productoffer_id: i64,
         disk_productoffer_ids: Vec<i64>,
-        ssh_key_ids: Option<Vec<i64>>,
+        #[since(2)] ssh_key_ids: Option<Vec<i64>>,
     ) -> server: Server = server::create_server;
     /// Destroys a server (powering it off first) and the disks made with it; other disks
     /// attached to it are detached and kept. Returns a job id.
     write DestroyServer(server_id: i64) -> job_id: i64 = server::destroy_server;
     /// Renames one of the caller's servers (its host name on its VLAN follows within seconds;
     /// a guest already set up keeps the name its first boot gave it).
+    #[since(2)]
     write RenameServer(server_id: i64, server_name: String) -> server: Server =
         server::rename_server;
     /// Gives a stopped server (CONFLICT otherwise) the processors and memory of another server
     /// product offer, from its next start. An offer with more processors or memory than the
     /// caller's whole `running_vcpus` or `running_memory_mb` quota is QUOTA_EXCEEDED (such a
     /// server could never start); StartServer checks the rest, as always.
+    #[since(2)]
     write ChangeServerProductOffer(server_id: i64, server_productoffer_id: i64) -> server: Server =
         server::change_server_product_offer;
     /// Attaches a disk to a server, at `index` (0 is the boot disk) or, when `index` is nil or
@@ -278,15 +289,18 @@ operations! {
     /// Forwards a TCP port of a server on a VLAN: connections to the returned `host_port`, on
     /// the address of the node running the server, reach `guest_port` of its NIC. At most 16
     /// per server; they go with the server.
+    #[since(2)]
     write AddPortForward(server_id: i64, guest_port: i64) -> port_forward: PortForward =
         port_forward::add_port_forward;
     /// Removes a port forward. Returns 1.
+    #[since(2)]
     write RemovePortForward(port_forward_id: i64) -> result: i64 =
         port_forward::remove_port_forward;
     /// Lists a server's port forwards, by guest port: at most `page_size` (1 to 1000; omitted:
     /// 1000) after the port forward `after_id` (omitted: from the first; one that is not among
     /// them is INVALID_ARGUMENT); pass the last `port_forward_id` of a page as `after_id` to
     /// get the next.
+    #[since(2)]
     read ListPortForwards(
         server_id: i64,
         page_size: Option<i64>,
@@ -295,15 +309,18 @@ operations! {
     /// Stores an SSH public key for the caller's servers: one line in OpenSSH's format, as in
     /// `id_ed25519.pub` (Ed25519, ECDSA, RSA of at least 2048 bits, or a FIDO security key;
     /// not DSA). Names and keys are unique per customer; at most 100 keys.
+    #[since(2)]
     write CreateSSHKey(name: String, public_key: String) -> ssh_key: SshKey =
         ssh_key::create_ssh_key;
     /// Lists the caller's SSH public keys, oldest first, with their SHA-256 fingerprints: at
     /// most `page_size` (1 to 1000; omitted: 1000) with an id above `after_id` (omitted: from
     /// the first); pass the last `ssh_key_id` of a page as `after_id` to get the next.
+    #[since(2)]
     read ListSSHKeys(page_size: Option<i64>, after_id: Option<i64>) -> ssh_keys: Vec<SshKey> =
         ssh_key::list_ssh_keys;
     /// Deletes one of the caller's SSH keys. Servers given it no longer offer it to their
     /// first boot (a guest that installed it keeps it). Returns 1.
+    #[since(2)]
     write DeleteSSHKey(ssh_key_id: i64) -> result: i64 = ssh_key::delete_ssh_key;
     /// Starts a server. Returns a job id.
     write StartServer(server_id: i64) -> job_id: i64 = server::start_server;
@@ -341,10 +358,10 @@ operations! {
     /// and `job_type` (optional: FetchDisk, CreateImage, StartServer, StopServer,
     /// DestroyServer) keep the jobs of that status and of that type.
     read ListJobs(
-        page_size: Option<i64>,
-        before_id: Option<i64>,
-        status: Option<i64>,
-        job_type: Option<String>,
+        #[since(2)] page_size: Option<i64>,
+        #[since(2)] before_id: Option<i64>,
+        #[since(2)] status: Option<i64>,
+        #[since(2)] job_type: Option<String>,
     ) -> jobs: Vec<Job> = job::list_jobs;
     /// Cancels a job that has not finished. Returns the job.
     write CancelJob(job_id: i64) -> job: Job = job::cancel_job;
@@ -356,6 +373,7 @@ operations! {
     /// Shows the caller's quotas: for each, the limit (-1: no limit) and what is in use now.
     /// A call that would go past a limit fails with QUOTA_EXCEEDED, naming the quota, and
     /// makes nothing.
+    #[since(2)]
     read GetQuota() -> quota: Quota = quota::get_quota;
     /// Lists the caller's usage lines (servers made from billed images, bytes fetched) created
     /// at or after `from` and before `to` (RFC 3339 times; either may be omitted), oldest
@@ -365,8 +383,8 @@ operations! {
     read ListUsage(
         from: Option<Timestamp>,
         to: Option<Timestamp>,
-        page_size: Option<i64>,
-        after_id: Option<i64>,
+        #[since(2)] page_size: Option<i64>,
+        #[since(2)] after_id: Option<i64>,
     ) -> usage: Vec<UsageRecord> = usage::list_usage;
     /// Lists audit events, newest first: one for each call that changed something or tried to
     /// (over SOAP, JSON, the control panel or the command line) and for each failed login.
@@ -374,6 +392,7 @@ operations! {
     /// everyone's. At most
     /// `page_size` events (1 to 1000, 100 when omitted) with `audit_id` below `before_id`
     /// (omitted: from the newest): pass the last `audit_id` of a page to get the next.
+    #[since(2)]
     read ListAuditEvents(
         page_size: Option<i64>,
         before_id: Option<i64>,
@@ -384,12 +403,14 @@ operations! {
     /// default, 1 hour unless the operator changed it; more than the server's maximum is
     /// INVALID_ARGUMENT); a token made with a token expires no later than it. `name` (up to
     /// 100 characters) is only for telling tokens apart. The token is shown this once.
+    #[since(2)]
     write GetAuthenticationToken(expiry_seconds: Option<i64>, name: Option<String>) ->
         authentication_token: AuthenticationToken = token::get_authentication_token;
     /// Lists the caller's authentication tokens that have neither expired nor been revoked,
     /// oldest first, without their secrets: at most `page_size` (1 to 1000; omitted: 1000)
     /// with an id above `after_id` (omitted: from the first); pass the last `token_id` of a
     /// page as `after_id` to get the next.
+    #[since(2)]
     read ListAuthenticationTokens(
         page_size: Option<i64>,
         after_id: Option<i64>,
@@ -398,6 +419,7 @@ operations! {
     /// Revokes one of the caller's authentication tokens, named by `token_id` or by the token
     /// itself (`token`), and every token made with it: they are refused from the next call
     /// on. Returns the token, without its secret.
+    #[since(2)]
     write RevokeAuthenticationToken(token_id: Option<i64>, token: Option<String>) ->
         authentication_token: AuthenticationTokenInfo = token::revoke_authentication_token;
 }

@@ -189,8 +189,10 @@ crate::wire_struct! {
         pub kind: String,
         pub uuid: String,
         pub name: String,
+        #[since(2)]
         pub allow_republish: bool,
         pub created: crate::ops::wire::Timestamp,
+        #[since(2)]
         pub share_id: i64,
     }
 }

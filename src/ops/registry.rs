@@ -9,6 +9,17 @@
 //! point of a `write` operation leaves one row in the audit trail (`super::audit`) once the
 //! operation has returned, whatever its outcome; a `read` one leaves none. The marker changes
 //! nothing in the WSDL or the OpenAPI document.
+//!
+//! # API versions
+//!
+//! The SOAP contract is versioned ([`Version`]): version 1 is the API of the first release,
+//! frozen; [`CURRENT`] has everything. A row, an argument or a field of a wire record
+//! (`wire_struct!`) that appeared after version 1 says so with `#[since(N)]` in front of it;
+//! without one it is in version 1. Each version's SOAP endpoint and WSDL show only what that
+//! version has ([`Operation::in_version`], [`Operation::params_in`],
+//! [`super::wire::StructType::fields_in`]); an argument a version lacks is "not given" to the
+//! operation. JSON, the panel and OpenAPI are the current version. ARCHITECTURE.md has the
+//! rule for changing the table, and `tests` below and `tests/it/interface_docs.rs` enforce it.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -20,6 +31,38 @@ use super::Ctx;
 use super::wire::WireType;
 use crate::error::ApiResult;
 
+/// An API version of the SOAP contract: 1, 2, ...
+pub type Version = u32;
+
+/// The version of everything in the table that says no other: the first release's API.
+pub const FIRST: Version = 1;
+
+/// The newest version: everything in the table. Every version before it is released: its
+/// WSDL is checked in as `wsdl/extility-v{N}.wsdl` and never changes again. Releasing the
+/// current version means checking in its WSDL and raising this (ARCHITECTURE.md).
+pub const CURRENT: Version = 2;
+
+/// Every version, oldest first.
+pub fn versions() -> impl Iterator<Item = Version> {
+    FIRST..=CURRENT
+}
+
+/// The released versions, which never change: every one before [`CURRENT`].
+pub fn released() -> impl Iterator<Item = Version> {
+    FIRST..CURRENT
+}
+
+/// `#[since(N)]` in the table as a number: N, or [`FIRST`] when there is none.
+macro_rules! since {
+    () => {
+        $crate::ops::registry::FIRST
+    };
+    ($version:literal) => {
+        $version
+    };
+}
+pub(crate) use since;
+
 pub type CallFn = for<'a> fn(&'a Ctx, Map<String, Value>) -> BoxFuture<'a, ApiResult<Value>>;
 
 #[derive(Debug)]
@@ -27,6 +70,8 @@ pub struct Param {
     pub name: &'static str,
     pub ty: WireType,
     pub optional: bool,
+    /// The API version the argument appeared in; in versions before it, it is not given.
+    pub since: Version,
 }
 
 pub struct Operation {
@@ -39,7 +84,21 @@ pub struct Operation {
     pub result: WireType,
     /// Whether the operation changes something (`write` in the table): its calls are audited.
     pub mutates: bool,
+    /// The API version the operation appeared in.
+    pub since: Version,
     pub call: CallFn,
+}
+
+impl Operation {
+    /// Whether `version` of the API has this operation.
+    pub fn in_version(&self, version: Version) -> bool {
+        self.since <= version
+    }
+
+    /// The arguments `version` has, in wire order (a prefix of the current ones).
+    pub fn params_in(&self, version: Version) -> impl Iterator<Item = &'static Param> + use<> {
+        self.params.iter().filter(move |p| p.since <= version)
+    }
 }
 
 impl std::fmt::Debug for Operation {
@@ -65,7 +124,10 @@ pub(crate) use mutates;
 macro_rules! operations {
     ($(
         $(#[doc = $doc:literal])*
-        $kind:ident $op:ident ( $($p:ident : $t:ty),* $(,)? ) -> $ret:ident : $rt:ty = $handler:path ;
+        $(#[since($since:literal)])?
+        $kind:ident $op:ident (
+            $( $(#[since($psince:literal)])? $p:ident : $t:ty ),* $(,)?
+        ) -> $ret:ident : $rt:ty = $handler:path ;
     )*) => {
         /// The arguments of each API operation: one struct per operation, fields in wire order.
         pub mod args {
@@ -146,11 +208,13 @@ macro_rules! operations {
                         name: $crate::ops::registry::wire_name(stringify!($p)),
                         ty: <$t as $crate::ops::wire::Wire>::TYPE,
                         optional: <$t as $crate::ops::wire::Wire>::NILLABLE,
+                        since: $crate::ops::registry::since!($($psince)?),
                     }
                 ),*],
                 result_name: stringify!($ret),
                 result: <$rt as $crate::ops::wire::Wire>::TYPE,
                 mutates: $crate::ops::registry::mutates!($kind),
+                since: $crate::ops::registry::since!($($since)?),
                 call: calls::$op,
             }
         ),*];
@@ -177,8 +241,8 @@ static BY_NAME: LazyLock<HashMap<String, &'static Operation>> = LazyLock::new(||
         .collect()
 });
 
-/// Finds an operation by name. Names are matched without regard to case, as PHP's SoapClient
-/// does (`$client->fetchDisk(...)` calls `FetchDisk`).
+/// Finds an operation of the current version by name. Names are matched without regard to
+/// case, as PHP's SoapClient does (`$client->fetchDisk(...)` calls `FetchDisk`).
 pub fn find(name: &str) -> Option<&'static Operation> {
     BY_NAME.get(&name.to_ascii_lowercase()).copied()
 }
@@ -218,6 +282,13 @@ pub fn unknown(name: &str) -> crate::error::ApiError {
     }
 }
 
+/// The operations `version` of the API has, in table order.
+pub fn operations_in(version: Version) -> impl Iterator<Item = &'static Operation> {
+    super::OPERATIONS
+        .iter()
+        .filter(move |op| op.in_version(version))
+}
+
 /// Counts a call in this node's metrics: by operation, adapter and outcome, and its duration.
 pub fn count_call<T>(
     operation: &'static str,
@@ -243,6 +314,70 @@ pub fn count_call<T>(
 #[cfg(test)]
 mod tests {
     use super::super::OPERATIONS;
+    use super::super::wire::WireType;
+    use super::{CURRENT, FIRST, Version};
+
+    fn known(version: Version) -> bool {
+        (FIRST..=CURRENT).contains(&version)
+    }
+
+    /// The rule for versions, as far as the table alone can tell (the WSDL files tell the
+    /// rest: tests/it/interface_docs.rs): each version's arguments of an operation are a
+    /// prefix of the next one's, so an older client's call means the same on every version;
+    /// an argument newer than its operation can be left out; every version named exists.
+    #[test]
+    fn newer_arguments_come_last_and_may_be_left_out() {
+        for op in OPERATIONS {
+            assert!(known(op.since), "{} is since version {}", op.name, op.since);
+            let mut previous = FIRST;
+            for p in op.params {
+                assert!(
+                    known(p.since),
+                    "{}({}) is since {}",
+                    op.name,
+                    p.name,
+                    p.since
+                );
+                assert!(
+                    p.since >= previous,
+                    "{}({}) is since version {} but follows an argument of version {previous}: \
+                     a newer argument goes after the older ones",
+                    op.name,
+                    p.name,
+                    p.since
+                );
+                previous = p.since;
+                assert!(
+                    p.since <= op.since || p.optional,
+                    "{}({}) came after its operation, so it must be an Option: clients of \
+                     version {} do not send it",
+                    op.name,
+                    p.name,
+                    op.since
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_field_is_of_a_known_version() {
+        fn visit(ty: &WireType) {
+            match ty {
+                WireType::Struct(s) => {
+                    for f in s.fields {
+                        assert!(known(f.since), "{}.{} is since {}", s.name, f.name, f.since);
+                        visit(&f.ty);
+                    }
+                }
+                WireType::Array(item) => visit(item),
+                _ => {}
+            }
+        }
+        for op in OPERATIONS {
+            op.params.iter().for_each(|p| visit(&p.ty));
+            visit(&op.result);
+        }
+    }
 
     /// Operations named like reads that change something: FCO's names, kept.
     const WRITES_NAMED_LIKE_READS: &[&str] = &["GetAuthenticationToken"];

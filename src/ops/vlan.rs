@@ -23,7 +23,9 @@ wire_struct! {
         pub vlan_name: String,
         pub vlan_uuid: String,
         pub vdc_id: i64,
+        #[since(2)]
         pub subnet: Option<String>,
+        #[since(2)]
         pub gateway: Option<String>,
     }
 }

@@ -9,6 +9,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
+use crate::ops::registry::Version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireType {
@@ -32,6 +33,17 @@ pub struct Field {
     pub name: &'static str,
     pub ty: WireType,
     pub nillable: bool,
+    /// The API version the field appeared in (`#[since(N)]` in [`wire_struct!`]): responses
+    /// of older versions leave it out, so that their strict clients (zeep, Axis stubs) meet
+    /// only the fields their WSDL names.
+    pub since: Version,
+}
+
+impl StructType {
+    /// The fields `version` of the API has, in wire order.
+    pub fn fields_in(&self, version: Version) -> impl Iterator<Item = &Field> {
+        self.fields.iter().filter(move |f| f.since <= version)
+    }
 }
 
 /// A Rust type that has a description on the wire.
@@ -199,13 +211,19 @@ impl<T: FromArg> FromArg for Vec<T> {
 }
 
 /// Declares a record returned on the wire: the struct, its `Serialize`, and its [`Wire`]
-/// description, from one list of fields.
+/// description, from one list of fields. A field added after the first release says in which
+/// API version with `#[since(N)]` after its doc comment (see `registry`); a field of a record
+/// that no released version has needs none.
 #[macro_export]
 macro_rules! wire_struct {
     (
         $(#[doc = $doc:literal])*
         $vis:vis struct $name:ident as $wire_name:literal {
-            $( $(#[doc = $fdoc:literal])* pub $field:ident : $ty:ty ),* $(,)?
+            $(
+                $(#[doc = $fdoc:literal])*
+                $(#[since($since:literal)])?
+                pub $field:ident : $ty:ty
+            ),* $(,)?
         }
     ) => {
         $(#[doc = $doc])*
@@ -224,6 +242,7 @@ macro_rules! wire_struct {
                             name: $crate::ops::registry::wire_name(stringify!($field)),
                             ty: <$ty as $crate::ops::wire::Wire>::TYPE,
                             nillable: <$ty as $crate::ops::wire::Wire>::NILLABLE,
+                            since: $crate::ops::registry::since!($($since)?),
                         } ),*
                     ],
                 });

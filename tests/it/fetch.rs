@@ -566,31 +566,42 @@ db_test!(
     extra_fetches_wait_for_a_free_slot
 );
 
+/// The how-to's Appendix 1, unchanged but for its URL and credentials, against version 1 of
+/// the API (`/?wsdl`, which the how-to names) as alice and the current version as bob.
 async fn appendix_1_fetches_an_iso_from_php(backend: Backend) {
     let app = start(backend).await;
     let server = ImageServer::start().await;
     server.put_data("ubuntu-desktop.iso", make_iso(app.dir.path()));
-    let wsdl = format!("{}/?wsdl", app.server.url);
     let iso_url = server.url("ubuntu-desktop.iso");
-    let output = run_php(
-        "appendix1.php",
-        &[
-            ("EXTILITY_USERNAME", &app.alice.email),
-            ("EXTILITY_PASSWORD", &app.alice.password),
-            ("EXTILITY_WSDL", &wsdl),
-            ("EXTILITY_ISO_URL", &iso_url),
-        ],
-    );
-    assert!(output.contains("Disk is successfully fetched"), "{output}");
-    assert!(output.contains("Disk Attached Success"), "{output}");
-    let alice = app.alice();
-    let all = disks(&alice, app.alice.vdc_id).await;
-    let iso = all
-        .iter()
-        .find(|d| d["disk_name"] == "ubuntu_lucid_desktop_iso")
-        .expect("the fetched disk");
-    assert_eq!(iso["media"], "iso");
-    assert!(iso["server_id"].is_i64(), "the ISO is attached: {iso}");
+    let current = format!("/v{}/?wsdl", extility::ops::registry::CURRENT);
+    for (customer, wsdl) in [(&app.alice, "/?wsdl"), (&app.bob, current.as_str())] {
+        let wsdl = format!("{}{wsdl}", app.server.url);
+        let output = run_php(
+            "appendix1.php",
+            &[
+                ("EXTILITY_USERNAME", &customer.email),
+                ("EXTILITY_PASSWORD", &customer.password),
+                ("EXTILITY_WSDL", &wsdl),
+                ("EXTILITY_ISO_URL", &iso_url),
+            ],
+        );
+        assert!(
+            output.contains("Disk is successfully fetched"),
+            "{wsdl}: {output}"
+        );
+        assert!(output.contains("Disk Attached Success"), "{wsdl}: {output}");
+        let api = app.server.api(&customer.email, &customer.password);
+        let all = disks(&api, customer.vdc_id).await;
+        let iso = all
+            .iter()
+            .find(|d| d["disk_name"] == "ubuntu_lucid_desktop_iso")
+            .expect("the fetched disk");
+        assert_eq!(iso["media"], "iso");
+        assert!(
+            iso["server_id"].is_i64(),
+            "{wsdl}: the ISO is attached: {iso}"
+        );
+    }
 }
 db_test!(
     appendix_1_fetches_an_iso_from_php,

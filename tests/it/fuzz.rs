@@ -315,7 +315,7 @@ async fn random_soap_envelopes(backend: Backend) {
         let outcome = async {
             let call = codec::read_call(xml::parse(envelope.as_bytes())?)?;
             let op = registry::find_or_suggest(&call.operation)?;
-            let args = bounded(op.name, codec::decode_args(op, &call)?);
+            let args = bounded(op.name, codec::decode_args(op, registry::CURRENT, &call)?);
             (op.call)(&ctx, args).await
         }
         .await;

@@ -47,6 +47,7 @@ mod snapshots;
 mod soak_findings;
 mod soap_axis;
 mod soap_php;
+mod soap_versions;
 mod soap_zeep;
 mod sparsecopy;
 mod ssh_keys;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use extility::ops::registry::CURRENT;
+
 use crate::support::server_db::ServerDb;
 use crate::support::{Api, Backend, ServerOptions, TestApp, db_test, id};
 
@@ -57,7 +59,8 @@ enum Auth<'a> {
     Bearer(&'a str),
 }
 
-/// A SOAP call: the HTTP status and the response's XML.
+/// A SOAP call to the current version (tokens came in version 2): the HTTP status and the
+/// response's XML.
 async fn soap(app: &TestApp, auth: Auth<'_>, body: &str) -> (u16, String) {
     let envelope = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -65,7 +68,7 @@ async fn soap(app: &TestApp, auth: Auth<'_>, body: &str) -> (u16, String) {
   xmlns:ns1="http://extility.flexiant.com"><SOAP-ENV:Body>{body}</SOAP-ENV:Body></SOAP-ENV:Envelope>"#
     );
     let request = reqwest::Client::new()
-        .post(format!("{}/", app.server.url))
+        .post(format!("{}/v{CURRENT}/", app.server.url))
         .header("Content-Type", "text/xml; charset=utf-8")
         .body(envelope);
     let request = match auth {

@@ -1,9 +1,10 @@
-"""Loads the WSDL with Python zeep and calls every operation of the control API.
+"""Loads the current version's WSDL with Python zeep and calls every operation of the control API.
 
 Optional arguments left out are sent as nil (`xsd.Nil`): zeep sends every part of an rpc/encoded
 message, so `call` fills the trailing ones the script leaves out (the paging arguments of the
-List operations, say) with nil, as a script written before they existed would need to.
-Environment: EXTILITY_WSDL, ALICE_EMAIL, ALICE_PASSWORD. Exits non-zero on the first failure.
+List operations, say) with nil. (A script written for the first release runs unchanged against
+version 1: zeep_first_release.py.) Environment: EXTILITY_WSDL_CURRENT (/v2/?wsdl), ALICE_EMAIL,
+ALICE_PASSWORD. Exits non-zero on the first failure.
 """
 import os
 import sys
@@ -23,7 +24,7 @@ def check(condition, what):
 
 session = Session()
 session.auth = (os.environ["ALICE_EMAIL"], os.environ["ALICE_PASSWORD"])
-client = zeep.Client(os.environ["EXTILITY_WSDL"], transport=Transport(session=session))
+client = zeep.Client(os.environ["EXTILITY_WSDL_CURRENT"], transport=Transport(session=session))
 api = client.service
 
 declared = {op for op in client.wsdl.bindings[next(iter(client.wsdl.bindings))]._operations}
@@ -177,7 +178,7 @@ token = call("GetAuthenticationToken", 600, "zeep script")
 check(token.token.startswith("ext_") and token.name == "zeep script", "GetAuthenticationToken")
 token_session = Session()
 token_session.auth = (token.token, "")
-scripted = zeep.Client(os.environ["EXTILITY_WSDL"], transport=Transport(session=token_session))
+scripted = zeep.Client(os.environ["EXTILITY_WSDL_CURRENT"], transport=Transport(session=token_session))
 check(scripted.service.GetCustomer().email == os.environ["ALICE_EMAIL"], "a token as the Basic user name")
 tokens = call("ListAuthenticationTokens")
 check(len(tokens) == 1 and tokens[0].token_id == token.token_id and tokens[0].last_used is not None

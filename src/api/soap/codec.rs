@@ -10,7 +10,7 @@ use serde_json::{Map, Number, Value};
 use super::xml::Element;
 use crate::api::error::{FaultCode, error_type, fault_code};
 use crate::error::{ApiError, ApiResult};
-use crate::ops::registry::Operation;
+use crate::ops::registry::{CURRENT, Operation, Version};
 use crate::ops::wire::WireType;
 
 pub const NAMESPACE: &str = "http://extility.flexiant.com";
@@ -62,13 +62,15 @@ pub fn read_call(root: Element) -> ApiResult<Call> {
     })
 }
 
-/// Decodes the call's arguments into the JSON-shaped map operations take. Arguments are found
-/// by name; an argument not named is taken by position (clients that send `param0`, ...).
-pub fn decode_args(op: &Operation, call: &Call) -> ApiResult<Map<String, Value>> {
+/// Decodes the call's arguments, those `version` of the API has, into the JSON-shaped map
+/// operations take; the operation's newer arguments are left out, so it takes them as not
+/// given. Arguments are found by name; an argument not named is taken by position (clients
+/// that send `param0`, ...).
+pub fn decode_args(op: &Operation, version: Version, call: &Call) -> ApiResult<Map<String, Value>> {
     let children = &call.element.children;
     let known = |name: &str| op.params.iter().any(|p| p.name == name);
     let mut args = Map::new();
-    for (index, param) in op.params.iter().enumerate() {
+    for (index, param) in op.params_in(version).enumerate() {
         let element = children
             .iter()
             .find(|c| c.name == param.name)
@@ -123,7 +125,7 @@ fn decode(name: &str, ty: &WireType, el: &Element, call: &Call, depth: usize) ->
         ),
         WireType::Struct(s) => {
             let mut object = Map::new();
-            for field in s.fields {
+            for field in s.fields_in(CURRENT) {
                 if let Some(child) = el.child(field.name) {
                     let value = decode(
                         &format!("{name}.{}", field.name),
@@ -171,18 +173,19 @@ fn xml_text(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(escape(cleaned.as_str()).into_owned())
 }
 
-/// The response envelope of an operation's result.
-pub fn encode_response(op: &Operation, result: &Value) -> String {
+/// The response envelope of an operation's result, as `version` of the API has it: records
+/// carry that version's fields alone, in its order.
+pub fn encode_response(op: &Operation, version: Version, result: &Value) -> String {
     let mut out = String::with_capacity(1024);
     out.push_str(ENVELOPE_OPEN);
     let _ = write!(out, "<tns:{}Response>", op.name);
-    encode(&mut out, op.result_name, &op.result, result);
+    encode(&mut out, op.result_name, &op.result, result, version);
     let _ = write!(out, "</tns:{}Response>", op.name);
     out.push_str(ENVELOPE_CLOSE);
     out
 }
 
-fn encode(out: &mut String, name: &str, ty: &WireType, value: &Value) {
+fn encode(out: &mut String, name: &str, ty: &WireType, value: &Value, version: Version) {
     if value.is_null() {
         let _ = write!(out, r#"<{name} xsi:nil="true"/>"#);
         return;
@@ -190,9 +193,9 @@ fn encode(out: &mut String, name: &str, ty: &WireType, value: &Value) {
     match ty {
         WireType::Struct(s) => {
             let _ = write!(out, r#"<{name} xsi:type="tns:{}">"#, s.name);
-            for field in s.fields {
+            for field in s.fields_in(version) {
                 let v = value.get(field.name).unwrap_or(&Value::Null);
-                encode(out, field.name, &field.ty, v);
+                encode(out, field.name, &field.ty, v, version);
             }
         }
         WireType::Array(item) => {
@@ -205,7 +208,7 @@ fn encode(out: &mut String, name: &str, ty: &WireType, value: &Value) {
                 items.len()
             );
             for v in items {
-                encode(out, "item", item, v);
+                encode(out, "item", item, v, version);
             }
         }
         scalar => {
@@ -268,7 +271,7 @@ mod tests {
                <image_id>66</image_id><server_productoffer_id>18</server_productoffer_id>
                <disk_productoffer_ids><item>31</item><item>32</item></disk_productoffer_ids></ns1:CreateServer>"#,
         );
-        let args = decode_args(op, &c).unwrap();
+        let args = decode_args(op, CURRENT, &c).unwrap();
         assert_eq!(
             Value::Object(args),
             json!({"vdc_id": 3, "vlan_id": -1, "server_name": "web & db", "image_id": 66,
@@ -276,7 +279,7 @@ mod tests {
         );
         let op = find("fetchdisk").unwrap();
         let c = call(r#"<FetchDisk><url>u</url><checksum xsi:nil="true"/></FetchDisk>"#);
-        let args = decode_args(op, &c).unwrap();
+        let args = decode_args(op, CURRENT, &c).unwrap();
         assert_eq!(args["checksum"], Value::Null);
     }
 
@@ -292,7 +295,12 @@ mod tests {
     #[test]
     fn mistyped_arguments_are_named() {
         let op = find("GetDisk").unwrap();
-        let err = decode_args(op, &call("<GetDisk><disk_id>x1</disk_id></GetDisk>")).unwrap_err();
+        let err = decode_args(
+            op,
+            CURRENT,
+            &call("<GetDisk><disk_id>x1</disk_id></GetDisk>"),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "argument 'disk_id' must be an integer, got \"x1\""
@@ -304,6 +312,7 @@ mod tests {
         let op = find("ListVLANs").unwrap();
         let xml = encode_response(
             op,
+            CURRENT,
             &json!([{"vlan_id": 1, "vlan_name": "a<b", "vlan_uuid": "u", "vdc_id": 2}]),
         );
         assert!(
@@ -311,5 +320,36 @@ mod tests {
         );
         assert!(xml.contains(r#"<vlan_name xsi:type="xsd:string">a&lt;b</vlan_name>"#));
         assert!(parse(xml.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn version_1_takes_its_own_arguments_and_answers_with_its_own_fields() {
+        let op = find("ListVLANs").unwrap();
+        let c = call("<ListVLANs><vdc_id>3</vdc_id><page_size>1</page_size></ListVLANs>");
+        let args = decode_args(op, 1, &c).unwrap();
+        assert_eq!(
+            Value::Object(args),
+            json!({"vdc_id": 3}),
+            "page_size is not given"
+        );
+        let args = decode_args(op, CURRENT, &c).unwrap();
+        assert_eq!(args["page_size"], 1);
+        // By position too: version 1's second part does not exist.
+        let c = call("<ListVLANs><a>3</a><b>1</b></ListVLANs>");
+        assert_eq!(
+            Value::Object(decode_args(op, 1, &c).unwrap()),
+            json!({"vdc_id": 3})
+        );
+
+        let vlan = json!([{"vlan_id": 1, "vlan_name": "n", "vlan_uuid": "u", "vdc_id": 2,
+                           "subnet": "10.0.0.0/24", "gateway": "10.0.0.1"}]);
+        let v1 = encode_response(op, 1, &vlan);
+        assert!(
+            v1.contains("<vdc_id xsi:type=\"xsd:long\">2</vdc_id></item>"),
+            "{v1}"
+        );
+        assert!(!v1.contains("subnet") && !v1.contains("gateway"), "{v1}");
+        let current = encode_response(op, CURRENT, &vlan);
+        assert!(current.contains("<gateway xsi:type=\"xsd:string\">10.0.0.1</gateway></item>"));
     }
 }

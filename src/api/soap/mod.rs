@@ -1,27 +1,45 @@
-//! The SOAP adapter: `POST /` takes a SOAP 1.1 envelope, calls the operation it names and
-//! answers with its result or a Fault.
+//! The SOAP adapter: `POST /` (version 1 of the API) and `POST /v{N}/` (version N) take a
+//! SOAP 1.1 envelope, call the operation it names with the arguments that version has, and
+//! answer with its result, shaped as that version's WSDL says, or a Fault.
 
 pub mod codec;
 pub mod xml;
 
+use std::collections::HashMap;
+
+use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 
 use super::{auth, read_body};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::registry::Version;
 use crate::ops::{Ctx, Origin, Via, registry};
 use crate::state::AppState;
 
+/// `POST /`: version 1, the first release's API.
 pub async fn handle(
+    state: State<AppState>,
+    client: auth::ClientAddress,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle_version(registry::FIRST, state, client, headers, body).await
+}
+
+/// `POST /v{version}/`.
+pub async fn handle_version(
+    version: Version,
     State(state): State<AppState>,
     client: auth::ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let origin = client.origin(Via::Soap);
-    match call(state, origin, &headers, body).await {
+    match call(state, version, origin, &headers, body).await {
         Ok(xml) => xml_response(StatusCode::OK, xml),
         Err(err) => fault_response(&err),
     }
@@ -29,6 +47,7 @@ pub async fn handle(
 
 async fn call(
     state: AppState,
+    version: Version,
     origin: Origin,
     headers: &HeaderMap,
     body: Body,
@@ -37,14 +56,58 @@ async fn call(
     let bytes = read_body(body).await?;
     let call = codec::read_call(xml::parse(&bytes)?)?;
     let op = registry::find(&call.operation).ok_or_else(|| registry::unknown(&call.operation))?;
-    let args = codec::decode_args(op, &call)?;
+    if !op.in_version(version) {
+        return Err(ApiError::NotInVersion {
+            operation: op.name,
+            version,
+            since: op.since,
+        });
+    }
+    let args = codec::decode_args(op, version, &call)?;
     let ctx = Ctx {
         state,
         caller,
         origin,
     };
     let result = (op.call)(&ctx, args).await?;
-    Ok(codec::encode_response(op, &result))
+    Ok(codec::encode_response(op, version, &result))
+}
+
+/// Each version's own endpoint: `POST /v{N}/` (SOAP), `GET /v{N}/?wsdl` and `GET /v{N}/wsdl`
+/// (its WSDL, whose `soap:address` is `/v{N}/`) and the schema the WSDL imports. Version 1 is
+/// also `/`, as it always was.
+pub fn version_routes() -> Router<AppState> {
+    let mut router = Router::new();
+    for version in registry::versions() {
+        let endpoint = get(
+            move |State(state): State<AppState>,
+                  Query(query): Query<HashMap<String, String>>,
+                  headers: HeaderMap| {
+                super::wsdl::serve_endpoint(version, state, query, headers)
+            },
+        )
+        .post(
+            move |state: State<AppState>,
+                  client: auth::ClientAddress,
+                  headers: HeaderMap,
+                  body: Body| handle_version(version, state, client, headers, body),
+        );
+        router = router
+            .route(&format!("/v{version}"), endpoint.clone())
+            .route(&format!("/v{version}/"), endpoint)
+            // The WSDL imports the SOAP encoding schema relative to its own URL.
+            .route(
+                &format!("/v{version}/{}", super::wsdl::SOAP_ENCODING_XSD_PATH),
+                get(super::wsdl::serve_soap_encoding),
+            )
+            .route(
+                &format!("/v{version}/wsdl"),
+                get(move |State(state): State<AppState>, headers: HeaderMap| {
+                    super::wsdl::serve_version(version, state, headers)
+                }),
+            );
+    }
+    router
 }
 
 fn xml_response(status: StatusCode, xml: String) -> Response {

@@ -98,10 +98,15 @@ wire_struct! {
         pub initial_user: Option<String>,
         pub initial_password: Option<String>,
         pub created: Timestamp,
+        #[since(2)]
         pub ip_address: Option<String>,
+        #[since(2)]
         pub mac_address: Option<String>,
+        #[since(2)]
         pub port_forwards: Vec<PortForward>,
+        #[since(2)]
         pub ssh_key_ids: Vec<i64>,
+        #[since(2)]
         pub node: Option<String>,
     }
 }

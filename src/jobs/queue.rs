@@ -162,7 +162,7 @@ pub async fn node_alive(db: &Db, node: &str) -> ApiResult<()> {
     )
     .bind(node)
     .bind(now_ms())
-    .execute(db.pool())
+    .execute(db.lease_pool())
     .await?;
     Ok(())
 }
@@ -200,7 +200,7 @@ pub async fn node_started(db: &Db, node: &str, info: &NodeInfo) -> ApiResult<()>
     .bind(i64::from(info.can_run_vms))
     .bind(&info.version)
     .bind(&info.tunnel_address)
-    .execute(db.pool())
+    .execute(db.lease_pool())
     .await?;
     Ok(())
 }
@@ -231,7 +231,7 @@ pub async fn claim(
         .bind(JobStatus::Waiting.code())
         .bind(TRANSFER_SLOT)
         .bind(lane.column())
-        .fetch_optional(db.pool())
+        .fetch_optional(db.lease_pool())
         .await?;
     if row.is_none() {
         mark_waiting(db, now, limits).await?;
@@ -255,7 +255,7 @@ async fn mark_waiting(db: &Db, now: i64, limits: ConcurrencyLimits) -> ApiResult
     .bind(JobStatus::NotStarted.code())
     .bind(JobStatus::Waiting.code())
     .bind(TRANSFER_SLOT)
-    .execute(db.pool())
+    .execute(db.lease_pool())
     .await?;
     Ok(())
 }
@@ -267,7 +267,7 @@ pub async fn release_own_leases(db: &Db, node: &str) -> ApiResult<u64> {
         sqlx::query("UPDATE jobs SET lease_expires = 0 WHERE status = $1 AND lease_owner = $2")
             .bind(JobStatus::InProgress.code())
             .bind(node)
-            .execute(db.pool())
+            .execute(db.lease_pool())
             .await?;
     Ok(result.rows_affected())
 }
@@ -283,7 +283,7 @@ pub async fn release_lease(db: &Db, lease: &Lease) -> ApiResult<bool> {
     .bind(&lease.node)
     .bind(lease.attempt)
     .bind(JobStatus::InProgress.code())
-    .execute(db.pool())
+    .execute(db.lease_pool())
     .await?;
     Ok(result.rows_affected() == 1)
 }
@@ -294,7 +294,7 @@ pub async fn running_elsewhere(db: &Db, node: &str) -> ApiResult<Vec<(String, i6
         sqlx::query_as("SELECT uuid, attempts FROM jobs WHERE status = $1 AND lease_owner <> $2")
             .bind(JobStatus::InProgress.code())
             .bind(node)
-            .fetch_all(db.pool())
+            .fetch_all(db.lease_pool())
             .await?,
     )
 }
@@ -368,7 +368,7 @@ pub async fn heartbeat(
     .bind(&lease.node)
     .bind(lease.attempt)
     .bind(JobStatus::InProgress.code())
-    .fetch_optional(db.pool())
+    .fetch_optional(db.lease_pool())
     .await?;
     Ok(cancel.map(|c| c != 0))
 }
@@ -398,7 +398,7 @@ pub async fn finish(db: &Db, lease: &Lease, end: &Finish<'_>) -> ApiResult<bool>
         JobStatus::Cancelled => "cancelled",
         _ => "failed",
     };
-    let mut tx = db.begin_write().await?;
+    let mut tx = db.begin_lease_write().await?;
     let updated = sqlx::query(
         "UPDATE jobs SET status = $1, finished = $2, error_code = $3, error_message = $4, \
          progress = $5, phase = $6, bytes_done = $7, bytes_total = $8, \

@@ -25,6 +25,7 @@ pub mod customer;
 pub mod disk;
 pub mod fetch;
 pub mod image;
+pub mod inflight;
 pub mod job;
 pub mod metrics;
 pub mod network;

@@ -9,6 +9,7 @@ mod api_isolation;
 mod api_json;
 mod api_smoke;
 mod audit;
+mod calls_in_flight;
 mod cloud_init;
 mod cluster_networks;
 mod compose;

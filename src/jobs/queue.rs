@@ -595,3 +595,45 @@ pub async fn list(db: &Db, customer_id: i64, filter: &ListFilter<'_>) -> ApiResu
     }
     Ok(query.fetch_all(db.pool()).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::jobs::Lane;
+
+    /// With every connection of the shared pool held (customers' calls), a node still shows
+    /// it is alive, claims and releases: the job system has connections of its own.
+    #[tokio::test]
+    async fn leases_never_wait_for_the_shared_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&Db::default_sqlite_url(dir.path()))
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let mut held = Vec::new();
+        while let Ok(Ok(conn)) =
+            tokio::time::timeout(Duration::from_millis(200), db.pool().acquire()).await
+        {
+            held.push(conn);
+        }
+        assert!(!held.is_empty());
+        let limits = ConcurrencyLimits {
+            transfers: 1,
+            transfers_per_customer: 1,
+        };
+        let lease_work = async {
+            node_alive(&db, "n").await?;
+            let claimed = claim(&db, "n", 30_000, limits, Lane::Quick).await?;
+            release_own_leases(&db, "n").await?;
+            ApiResult::Ok(claimed)
+        };
+        let claimed = tokio::time::timeout(Duration::from_secs(10), lease_work)
+            .await
+            .expect("the job system waited for the shared pool")
+            .unwrap();
+        assert!(claimed.is_none());
+        drop(held);
+    }
+}

@@ -89,8 +89,13 @@ pub async fn add_port_forward(ctx: &Ctx, a: args::AddPortForward) -> ApiResult<P
             )));
         }
         // The customer's row is locked last, after the server's.
-        quota::ensure_room(&mut tx, &ctx.state, ctx.customer_id(), Need::port_forwards(1))
-            .await?;
+        quota::ensure_room(
+            &mut tx,
+            &ctx.state,
+            ctx.customer_id(),
+            Need::port_forwards(1),
+        )
+        .await?;
         let taken: Vec<i64> = sqlx::query_scalar("SELECT host_port FROM port_forwards")
             .fetch_all(&mut *tx)
             .await?;

@@ -76,9 +76,10 @@ pub async fn lineages(
          FROM walk w JOIN images i ON i.id = w.id ORDER BY w.start_id, w.depth",
         placeholders.join(", ")
     );
-    let mut query = sqlx::query_as::<_, (i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>(
-        sqlx::AssertSqlSafe(sql),
-    )
+    let mut query = sqlx::query_as::<
+        _,
+        (i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>),
+    >(sqlx::AssertSqlSafe(sql))
     .bind(MAX_DEPTH as i64);
     for id in &starts {
         query = query.bind(*id);

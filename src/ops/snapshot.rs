@@ -153,7 +153,13 @@ pub async fn create_disk_snapshot(ctx: &Ctx, a: args::CreateDiskSnapshot) -> Api
         let disk = disk::own_disk(&mut conn, customer_id, a.disk_id).await?;
         let frozen = volumes::get(&mut conn, disk.volume_id).await?;
         ensure_below_snapshot_limit(&mut conn, &ctx.state, disk.id).await?;
-        quota::precheck(&mut conn, &ctx.state, customer_id, Need::storage(frozen.size)).await?;
+        quota::precheck(
+            &mut conn,
+            &ctx.state,
+            customer_id,
+            Need::storage(frozen.size),
+        )
+        .await?;
         (disk, frozen)
     };
     let overlay = new_overlay(&ctx.state, &frozen, disk.capacity).await?;

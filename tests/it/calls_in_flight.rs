@@ -28,7 +28,9 @@ async fn held_url() -> (String, watch::Sender<bool>) {
             tokio::spawn(async move {
                 let _ = released.wait_for(|r| *r).await;
                 let _ = socket
-                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
                     .await;
             });
         }
@@ -106,10 +108,7 @@ async fn a_customer_over_its_calls_in_flight_is_refused_others_are_served(backen
             let alice = alice.clone();
             tokio::spawn(async move {
                 alice
-                    .try_call(
-                        "WaitForJob",
-                        json!({"job_id": job, "timeout_seconds": 300}),
-                    )
+                    .try_call("WaitForJob", json!({"job_id": job, "timeout_seconds": 300}))
                     .await
             })
         })
@@ -132,7 +131,11 @@ async fn a_customer_over_its_calls_in_flight_is_refused_others_are_served(backen
         held.iter().all(|h| !h.is_finished()),
         "alice's calls were still in flight"
     );
-    assert_eq!(in_flight(&app).await, 2, "the refused call left no place taken");
+    assert_eq!(
+        in_flight(&app).await,
+        2,
+        "the refused call left no place taken"
+    );
 
     // Let go: the fetch fails, the waits return, and alice is served again.
     release.send(true).unwrap();

@@ -714,7 +714,10 @@ async fn vlan_and_port_forward_quotas(backend: Backend) {
     let (bob, bob_vdc) = (app.bob(), app.bob.vdc_id);
 
     // VLANs: the third is refused and not made; others' VLANs do not count.
-    let lan = id(&try_create_vlan(&alice, vdc, "one").await.unwrap(), "vlan_id");
+    let lan = id(
+        &try_create_vlan(&alice, vdc, "one").await.unwrap(),
+        "vlan_id",
+    );
     try_create_vlan(&alice, vdc, "two").await.unwrap();
     let err = try_create_vlan(&alice, vdc, "three").await.unwrap_err();
     assert_exceeded(&err, "vlans");
@@ -724,7 +727,10 @@ async fn vlan_and_port_forward_quotas(backend: Backend) {
     );
     assert_eq!(vlans(&alice, vdc).await, 2, "no VLAN of the refused call");
     let q = quota(&alice).await;
-    assert_eq!((&q["vlans_limit"], &q["vlans_used"]), (&json!(2), &json!(2)));
+    assert_eq!(
+        (&q["vlans_limit"], &q["vlans_used"]),
+        (&json!(2), &json!(2))
+    );
     try_create_vlan(&bob, bob_vdc, "one").await.unwrap();
     try_create_vlan(&bob, bob_vdc, "two").await.unwrap();
     // In another VDC of hers, too.
@@ -733,7 +739,9 @@ async fn vlan_and_port_forward_quotas(backend: Backend) {
         "vdc_id",
     );
     assert_exceeded(
-        &try_create_vlan(&alice, other_vdc, "three").await.unwrap_err(),
+        &try_create_vlan(&alice, other_vdc, "three")
+            .await
+            .unwrap_err(),
         "vlans",
     );
     assert_eq!(vlans(&alice, other_vdc).await, 0);
@@ -748,9 +756,7 @@ async fn vlan_and_port_forward_quotas(backend: Backend) {
         &try_create_vlan(&alice, vdc, "four").await.unwrap_err(),
         "vlans",
     );
-    alice
-        .call("DeleteVLAN", json!({"vlan_id": third}))
-        .await;
+    alice.call("DeleteVLAN", json!({"vlan_id": third})).await;
     try_create_vlan(&alice, vdc, "four").await.unwrap();
     assert_eq!(quota(&alice).await["vlans_used"], 3);
 
@@ -770,14 +776,20 @@ async fn vlan_and_port_forward_quotas(backend: Backend) {
         &try_forward(&alice, web, 443).await.unwrap_err(),
         "port_forwards",
     );
-    assert_eq!((forwards(&alice, web).await, forwards(&alice, db).await), (2, 1));
+    assert_eq!(
+        (forwards(&alice, web).await, forwards(&alice, db).await),
+        (2, 1)
+    );
     let q = quota(&alice).await;
     assert_eq!(
         (&q["port_forwards_limit"], &q["port_forwards_used"]),
         (&json!(3), &json!(3))
     );
     // Bob's are his own.
-    let bob_lan = id(&bob.call("ListVLANs", json!({"vdc_id": bob_vdc})).await[0], "vlan_id");
+    let bob_lan = id(
+        &bob.call("ListVLANs", json!({"vdc_id": bob_vdc})).await[0],
+        "vlan_id",
+    );
     let bobs = server_on(&bob, bob_vdc, bob_lan, "web").await;
     try_forward(&bob, bobs, 22).await.unwrap();
     assert_eq!(quota(&bob).await["port_forwards_used"], 1);
@@ -798,7 +810,10 @@ db_test!(vlan_and_port_forward_quotas, vlan_and_port_forward_quotas);
 async fn vlans_and_forwards_have_bounded_defaults(backend: Backend) {
     let app = start(backend, &[]).await;
     let q = quota(&app.alice()).await;
-    assert_eq!((&q["vlans_limit"], &q["vlans_used"]), (&json!(16), &json!(0)));
+    assert_eq!(
+        (&q["vlans_limit"], &q["vlans_used"]),
+        (&json!(16), &json!(0))
+    );
     assert_eq!(
         (&q["port_forwards_limit"], &q["port_forwards_used"]),
         (&json!(64), &json!(0))
@@ -839,7 +854,10 @@ async fn concurrent_vlans_and_forwards_never_exceed_their_quotas(backend: Backen
     assert_eq!(made.len(), 3, "each VLAN a subnet of its own");
     assert_eq!(vlans(&alice, vdc).await, 3);
 
-    let lan = id(&alice.call("ListVLANs", json!({"vdc_id": vdc})).await[0], "vlan_id");
+    let lan = id(
+        &alice.call("ListVLANs", json!({"vdc_id": vdc})).await[0],
+        "vlan_id",
+    );
     let mut servers = Vec::new();
     for name in ["a", "b"] {
         servers.push(server_on(&alice, vdc, lan, name).await);
@@ -886,12 +904,19 @@ async fn try_snapshot(api: &Api, disk: i64, name: &str) -> Result<Value, ApiErro
 async fn snapshots_count_in_storage_and_are_bounded_per_disk(backend: Backend) {
     let app = start(
         backend,
-        &["--quota-storage-bytes", "3G", "--max-snapshots-per-disk", "3"],
+        &[
+            "--quota-storage-bytes",
+            "3G",
+            "--max-snapshots-per-disk",
+            "3",
+        ],
     )
     .await;
     let (alice, vdc) = (app.alice(), app.alice.vdc_id);
     let disk = id(
-        &try_create_disk(&alice, vdc, "data", DISK_1GB).await.unwrap(),
+        &try_create_disk(&alice, vdc, "data", DISK_1GB)
+            .await
+            .unwrap(),
         "disk_id",
     );
     assert_eq!(quota(&alice).await["storage_bytes_used"], GIB);
@@ -908,11 +933,17 @@ async fn snapshots_count_in_storage_and_are_bounded_per_disk(backend: Backend) {
         err.message,
         "quota storage_bytes exceeded: 4294967296 of 3221225472 bytes would be in use"
     );
-    assert_eq!(snapshots(&alice, disk).await, 2, "no snapshot of the refused call");
+    assert_eq!(
+        snapshots(&alice, disk).await,
+        2,
+        "no snapshot of the refused call"
+    );
     assert_eq!(quota(&alice).await["storage_bytes_used"], 3 * GIB);
     // Nor a disk that would not fit beside them.
     assert_exceeded(
-        &try_create_disk(&alice, vdc, "more", DISK_1GB).await.unwrap_err(),
+        &try_create_disk(&alice, vdc, "more", DISK_1GB)
+            .await
+            .unwrap_err(),
         "storage_bytes",
     );
 
@@ -922,16 +953,23 @@ async fn snapshots_count_in_storage_and_are_bounded_per_disk(backend: Backend) {
     try_snapshot(&alice, disk, "three").await.unwrap();
     assert_eq!(quota(&alice).await["storage_bytes_used"], 4 * GIB);
     let err = try_snapshot(&alice, disk, "four").await.unwrap_err();
-    assert_eq!((err.code.as_str(), err.status), ("LIMIT_EXCEEDED", 429), "{err:?}");
+    assert_eq!(
+        (err.code.as_str(), err.status),
+        ("LIMIT_EXCEEDED", 429),
+        "{err:?}"
+    );
     assert!(
-        err.message.contains("has 3 snapshots, the most a disk may have"),
+        err.message
+            .contains("has 3 snapshots, the most a disk may have"),
         "{err:?}"
     );
     assert_eq!(snapshots(&alice, disk).await, 3);
     assert_eq!(quota(&alice).await["storage_bytes_used"], 4 * GIB);
     // Another disk has its own.
     let other = id(
-        &try_create_disk(&alice, vdc, "other", DISK_1GB).await.unwrap(),
+        &try_create_disk(&alice, vdc, "other", DISK_1GB)
+            .await
+            .unwrap(),
         "disk_id",
     );
     try_snapshot(&alice, other, "one").await.unwrap();

@@ -1,7 +1,7 @@
 //! The per-customer bound on API calls in flight (`--max-calls-in-flight`, issue 20): a
 //! customer with as many calls running as it may has one more refused with TOO_MANY_REQUESTS
-//! (429, `Retry-After`) and nothing done, while another customer's calls go through; once its
-//! calls end, it is served again.
+//! (429, `Retry-After`; over SOAP a fault with that code) and nothing done, while another
+//! customer's calls go through; once its calls end, it is served again.
 //!
 //! The calls are held deterministically: WaitForJob on a fetch from a server that answers
 //! nothing until the test lets it (then 404, which ends the job), and the test waits until the
@@ -125,6 +125,35 @@ async fn a_customer_over_its_calls_in_flight_is_refused_others_are_served(backen
         "{err:?}"
     );
     assert!(err.message.contains("2 API calls running"), "{err:?}");
+    // Over JSON with `Retry-After`, and over SOAP as a fault with the same code.
+    let http = reqwest::Client::new();
+    let json_answer = http
+        .post(format!("{}/api/v1/GetQuota", app.server.url))
+        .basic_auth(&app.alice.email, Some(&app.alice.password))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_answer.status().as_u16(), 429);
+    assert_eq!(json_answer.headers()["retry-after"], "1");
+    let soap_answer = http
+        .post(format!("{}/", app.server.url))
+        .basic_auth(&app.alice.email, Some(&app.alice.password))
+        .header("Content-Type", "text/xml; charset=utf-8")
+        .body(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"
+  xmlns:ns1="http://extility.flexiant.com"><SOAP-ENV:Body><ns1:GetQuota/></SOAP-ENV:Body></SOAP-ENV:Envelope>"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(soap_answer.headers()["retry-after"], "1");
+    let fault = soap_answer.text().await.unwrap();
+    assert!(
+        fault.contains("Fault") && fault.contains("TOO_MANY_REQUESTS"),
+        "{fault}"
+    );
     let bobs: Value = bob.call("GetQuota", json!({})).await;
     assert_eq!(bobs["vlans_used"], 0);
     assert!(

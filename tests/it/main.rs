@@ -51,3 +51,4 @@ mod sparsecopy;
 mod ssh_keys;
 mod tenant_networks;
 mod tokens;
+mod vlan_subnets;

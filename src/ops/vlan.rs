@@ -138,7 +138,8 @@ pub async fn delete_vlan(ctx: &Ctx, a: args::DeleteVLAN) -> ApiResult<i64> {
 /// Taken by whoever cuts a subnet from the pool, until its transaction ends (PostgreSQL; SQLite's
 /// write transactions take turns anyway): two nodes cutting at once, even with different
 /// `--vlan-prefix`es, cannot cut overlapping subnets (the unique index only sees equal ones).
-const SUBNET_LOCK: i64 = 0x7665_6e65_7473; // "subnets", roughly: any constant of this crate's own
+/// (The key is arbitrary; no other lock of the crate uses it.)
+const SUBNET_LOCK: i64 = 0x5642_4e45_5453;
 
 /// The first subnet of the pool that overlaps no VLAN's.
 async fn free_subnet(conn: &mut AnyConnection, state: &AppState) -> ApiResult<Ipv4Net> {

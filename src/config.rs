@@ -164,8 +164,15 @@ pub enum CustomerCommand {
         /// Jobs queued or running.
         #[arg(long, value_name = "N")]
         concurrent_jobs: Option<String>,
+        /// VLANs (each a subnet of the shared pool).
+        #[arg(long, value_name = "N")]
+        vlans: Option<String>,
+        /// Port forwards (each a host port of the shared range).
+        #[arg(long, value_name = "N")]
+        port_forwards: Option<String>,
         /// Drop the customer's own limit of a quota (storage_bytes, servers, running_vcpus,
-        /// running_memory_mb, concurrent_jobs): the platform default applies again.
+        /// running_memory_mb, concurrent_jobs, vlans, port_forwards): the platform default
+        /// applies again.
         /// Repeatable.
         #[arg(long, value_name = "QUOTA")]
         unset: Vec<String>,
@@ -447,6 +454,33 @@ pub struct ServeArgs {
     )]
     #[arg(help_heading = QUOTAS)]
     pub quota_concurrent_jobs: String,
+    /// Default quota of every customer: VLANs, each a subnet of the pool all customers share
+    /// (`--vlan-subnets`), or `unlimited`.
+    #[arg(
+        long,
+        env = "EXTILITY_QUOTA_VLANS",
+        value_name = "N",
+        default_value = "16"
+    )]
+    pub quota_vlans: String,
+    /// Default quota of every customer: port forwards, each a host port of the range all
+    /// customers share (`--port-forward-ports`), or `unlimited`.
+    #[arg(
+        long,
+        env = "EXTILITY_QUOTA_PORT_FORWARDS",
+        value_name = "N",
+        default_value = "64"
+    )]
+    pub quota_port_forwards: String,
+    /// Snapshots one disk may have; CreateDiskSnapshot beyond it fails with LIMIT_EXCEEDED.
+    /// Each is a layer every read of the disk may go through.
+    #[arg(long, env = "EXTILITY_MAX_SNAPSHOTS_PER_DISK", default_value_t = 16)]
+    pub max_snapshots_per_disk: i64,
+    /// API calls one customer may have in flight on this node (SOAP, JSON and the panel
+    /// together); one more waits up to a second for a place, then fails with
+    /// TOO_MANY_REQUESTS (HTTP 429). 0: no bound.
+    #[arg(long, env = "EXTILITY_MAX_CALLS_IN_FLIGHT", default_value_t = 8)]
+    pub max_calls_in_flight: usize,
     /// Fetches and image copies refuse to start on this node while its volume file system has
     /// less free space than this (`1G`, `50G`; 0: no reserve).
     #[arg(

@@ -100,6 +100,15 @@ pub enum ApiError {
         retry_after: u64,
     },
 
+    /// The customer has as many API calls in flight on this node as it may
+    /// (`--max-calls-in-flight`, `crate::ops::inflight`), and none ended while this one
+    /// waited: nothing was done. Shown with HTTP 429 and `Retry-After`.
+    #[error(
+        "too many calls in flight: this customer has {limit} API calls running on this node, \
+         the most it may; nothing was done, retry in {retry_after} s"
+    )]
+    TooManyCalls { limit: usize, retry_after: u64 },
+
     // ---- failures of long-running work (job error codes) ----
     #[error("checksum mismatch: expected {expected}, computed {actual}")]
     ChecksumMismatch { expected: String, actual: String },
@@ -204,6 +213,7 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             ApiError::InsufficientStorage { .. } => "INSUFFICIENT_STORAGE",
             ApiError::TooManyLoginAttempts { .. } => "TOO_MANY_LOGIN_ATTEMPTS",
+            ApiError::TooManyCalls { .. } => "TOO_MANY_REQUESTS",
             ApiError::ChecksumMismatch { .. } => "CHECKSUM_MISMATCH",
             ApiError::ImageTooLarge { .. } => "IMAGE_TOO_LARGE",
             ApiError::UnsafeImage(_) => "UNSAFE_IMAGE",
@@ -248,7 +258,8 @@ impl ApiError {
     /// Seconds the client should wait before trying again (HTTP `Retry-After`), if any.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::TooManyLoginAttempts { retry_after, .. } => Some(*retry_after),
+            ApiError::TooManyLoginAttempts { retry_after, .. }
+            | ApiError::TooManyCalls { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

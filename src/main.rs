@@ -164,6 +164,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             running_vcpus,
             running_memory,
             concurrent_jobs,
+            vlans,
+            port_forwards,
             unset,
             db,
         }) => {
@@ -182,6 +184,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "--concurrent-jobs",
                     concurrent_jobs,
                 ),
+                (QuotaName::Vlans, "--vlans", vlans),
+                (QuotaName::PortForwards, "--port-forwards", port_forwards),
             ] {
                 if let Some(text) = value {
                     let limit =

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     /// How long API calls took, by operation.
     pub api_request_seconds: HistogramVec,
+    /// API calls in flight on this node, all customers together (each customer's are bounded
+    /// by `--max-calls-in-flight`: `crate::ops::inflight`).
+    pub api_calls_in_flight: IntGauge,
     /// Jobs by kind and status, in the whole cluster (set when scraped).
     pub jobs: IntGaugeVec,
     /// How long jobs waited between being queued and starting, by kind.
@@ -106,6 +109,10 @@ impl Metrics {
             )
             .buckets(THROUGHPUT_BUCKETS.to_vec()),
         )?;
+        let api_calls_in_flight = IntGauge::new(
+            "extility_api_calls_in_flight",
+            "API calls in flight on this node",
+        )?;
         let vms_running = IntGauge::new("extility_vms_running", "VMs running on this node")?;
         let storage_volume_bytes = IntGauge::new(
             "extility_storage_volume_bytes",
@@ -128,6 +135,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(api_requests.clone()))?;
         registry.register(Box::new(api_request_seconds.clone()))?;
+        registry.register(Box::new(api_calls_in_flight.clone()))?;
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(job_wait_seconds.clone()))?;
         registry.register(Box::new(job_run_seconds.clone()))?;
@@ -142,6 +150,7 @@ impl Metrics {
             registry,
             api_requests,
             api_request_seconds,
+            api_calls_in_flight,
             jobs,
             job_wait_seconds,
             job_run_seconds,

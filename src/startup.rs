@@ -24,6 +24,7 @@ use crate::network::linux::{BridgeConfig, LinuxBridges};
 use crate::network::{Mode, Network, UserConfined};
 use crate::ops::audit::AuditLog;
 use crate::ops::credentials::CredentialCache;
+use crate::ops::inflight::CallsInFlight;
 use crate::ops::quota::{Limits, QuotaName};
 use crate::ops::throttle::LoginLimits;
 use crate::ops::{self, catalogue, job, server};
@@ -266,6 +267,12 @@ fn quota_defaults(config: &Config) -> anyhow::Result<Limits> {
             "--quota-concurrent-jobs",
             &config.quota_concurrent_jobs,
         ),
+        (QuotaName::Vlans, "--quota-vlans", &config.quota_vlans),
+        (
+            QuotaName::PortForwards,
+            "--quota-port-forwards",
+            &config.quota_port_forwards,
+        ),
     ] {
         let limit = parse_quota(quota, text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
         limits.set(quota, limit);
@@ -345,6 +352,7 @@ impl Application {
             ..LoginLimits::default()
         });
         let audit = AuditLog::start(db.clone());
+        let calls_in_flight = CallsInFlight::new(config.max_calls_in_flight);
         let state = AppState::new(Inner {
             config,
             db,
@@ -358,6 +366,7 @@ impl Application {
             local_url,
             quota_defaults,
             min_free_space,
+            calls_in_flight,
         });
         Ok(Application {
             listener,

@@ -13,6 +13,7 @@ use crate::jobs::JobQueue;
 use crate::network::Network;
 use crate::ops::audit::AuditLog;
 use crate::ops::credentials::CredentialCache;
+use crate::ops::inflight::CallsInFlight;
 use crate::ops::quota;
 use crate::storage::Storage;
 
@@ -40,6 +41,8 @@ pub struct Inner {
     /// Bytes the volume file system keeps free: fetches and copies refuse to start below it
     /// (`--min-free-space`).
     pub min_free_space: u64,
+    /// Each customer's API calls in flight on this node (`--max-calls-in-flight`).
+    pub calls_in_flight: Arc<CallsInFlight>,
 }
 
 impl AppState {

@@ -29,7 +29,8 @@ pub fn error_type(err: &ApiError) -> &'static str {
         ApiError::Conflict(_) => "InvalidStateException",
         ApiError::LimitExceeded(_)
         | ApiError::QuotaExceeded { .. }
-        | ApiError::TooManyLoginAttempts { .. } => "LimitException",
+        | ApiError::TooManyLoginAttempts { .. }
+        | ApiError::TooManyCalls { .. } => "LimitException",
         ApiError::ChecksumMismatch { .. }
         | ApiError::ImageTooLarge { .. }
         | ApiError::UnsafeImage(_)
@@ -67,9 +68,9 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         // would invite retries; 409 here means the resource's state).
         ApiError::PermissionDenied(_) | ApiError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
         ApiError::Conflict(_) | ApiError::Cancelled => StatusCode::CONFLICT,
-        ApiError::LimitExceeded(_) | ApiError::TooManyLoginAttempts { .. } => {
-            StatusCode::TOO_MANY_REQUESTS
-        }
+        ApiError::LimitExceeded(_)
+        | ApiError::TooManyLoginAttempts { .. }
+        | ApiError::TooManyCalls { .. } => StatusCode::TOO_MANY_REQUESTS,
         ApiError::FetchFailed(_) => StatusCode::BAD_GATEWAY,
         // The source was too slow or too flaky for the fetch's budgets: the upstream's fault.
         ApiError::FetchTimeout(_) => StatusCode::GATEWAY_TIMEOUT,

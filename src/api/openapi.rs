@@ -151,7 +151,7 @@ fn generate() -> Value {
             "schemas": structs,
             "responses": {
                 "Error": {
-                    "description": "The operation failed; the HTTP status says how (400 bad input, 401 no or wrong credentials, 403 not allowed, or over a quota (QUOTA_EXCEEDED), 404 no such resource, 409 wrong state, 413 body too large, 429 a limit reached, or too many failed logins: `TOO_MANY_LOGIN_ATTEMPTS` with a `Retry-After` header, no password checked).",
+                    "description": "The operation failed; the HTTP status says how (400 bad input, 401 no or wrong credentials, 403 not allowed, or over a quota (QUOTA_EXCEEDED), 404 no such resource, 409 wrong state, 413 body too large, 429 a limit reached, too many failed logins (`TOO_MANY_LOGIN_ATTEMPTS` with a `Retry-After` header, no password checked), or too many of the customer's calls in flight (`TOO_MANY_REQUESTS` with a `Retry-After` header, nothing done; safe to retry)).",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                 }
             },

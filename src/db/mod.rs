@@ -26,8 +26,17 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// The job system's own few connections: see [`Db::lease_pool`].
+    lease_pool: AnyPool,
     backend: Backend,
 }
+
+/// Connections of the pool API calls and job work share.
+const SQLITE_POOL: u32 = 8;
+const POSTGRES_POOL: u32 = 16;
+/// Connections of the job system's lease pool: a heartbeat or a claim holds one for one short
+/// statement, so a few serve every worker of a node.
+const LEASE_POOL: u32 = 4;
 
 /// A write transaction. It reads and writes like the connection it holds (`&mut tx` is a
 /// `&mut AnyConnection`), and runs what was registered with [`Tx::after_commit`] once it has
@@ -80,45 +89,64 @@ impl Db {
         if backend == Backend::Postgres {
             probe(&options, url).await?;
         }
-        let pool_options = AnyPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(30))
-            .max_connections(match backend {
-                // One writer at a time anyway; a few readers in WAL mode.
-                Backend::Sqlite => 8,
-                Backend::Postgres => 16,
-            });
-        let pool_options = match backend {
-            // `synchronous = FULL`: a commit is on disk when it returns, even in WAL mode. The
-            // rows committed name files just made (a volume moved into place, a new disk), and
-            // a power cut must never leave a row naming a missing file.
-            // A read-only opening (`mode=ro`: `extility nodes`, `backup`) cannot set the
-            // journal mode, and has nothing to make durable.
-            Backend::Sqlite if url.contains("mode=ro") && !url.contains("mode=rw") => pool_options
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute("PRAGMA busy_timeout = 30000;").await?;
-                        Ok(())
-                    })
-                }),
-            Backend::Sqlite => pool_options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            }),
-            Backend::Postgres => pool_options,
+        let size = match backend {
+            // One writer at a time anyway; a few readers in WAL mode.
+            Backend::Sqlite => SQLITE_POOL,
+            Backend::Postgres => POSTGRES_POOL,
         };
-        let pool = pool_options
-            .connect_with(options)
+        // A read-only opening (`mode=ro`: `extility nodes`, `backup`) cannot set the journal
+        // mode, and has nothing to make durable.
+        let read_only = url.contains("mode=ro") && !url.contains("mode=rw");
+        let pool = pool_options(backend, size, read_only)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("connecting to the {backend:?} database"))?;
-        Ok(Db { pool, backend })
+        // Connected when first used; an in-memory SQLite database (a connection's own) can
+        // only be shared through the one pool.
+        let lease_pool = if url.contains(":memory:") || url.contains("mode=memory") {
+            pool.clone()
+        } else {
+            pool_options(backend, LEASE_POOL, read_only).connect_lazy_with(options)
+        };
+        Ok(Db {
+            pool,
+            lease_pool,
+            backend,
+        })
     }
+}
 
+/// The options of a pool of `size` connections: how long a caller waits for one, and on SQLite
+/// what each connection is set to.
+fn pool_options(backend: Backend, size: u32, read_only: bool) -> AnyPoolOptions {
+    let pool_options = AnyPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(30))
+        .max_connections(size);
+    match backend {
+        Backend::Sqlite if read_only => pool_options.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA busy_timeout = 30000;").await?;
+                Ok(())
+            })
+        }),
+        // `synchronous = FULL`: a commit is on disk when it returns, even in WAL mode. The
+        // rows committed name files just made (a volume moved into place, a new disk), and
+        // a power cut must never leave a row naming a missing file.
+        Backend::Sqlite => pool_options.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
+                )
+                .await?;
+                Ok(())
+            })
+        }),
+        Backend::Postgres => pool_options,
+    }
+}
+
+impl Db {
     /// The SQLite URL of the default database file inside a data directory.
     pub fn default_sqlite_url(data_dir: &std::path::Path) -> String {
         format!(
@@ -142,6 +170,15 @@ impl Db {
         &self.pool
     }
 
+    /// The job system's own pool, for what must never wait behind API calls: job heartbeats
+    /// and lease renewals, claims, a job's end, and this node's sign of life. Customers' calls
+    /// (bounded per customer by `ops::inflight`) and the work jobs do use [`Db::pool`]; however
+    /// long they hold it, leases are renewed. (On SQLite, whose writes take turns on one
+    /// lock, a heartbeat still waits for the write being made, never for a connection.)
+    pub fn lease_pool(&self) -> &AnyPool {
+        &self.lease_pool
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -150,9 +187,18 @@ impl Db {
     /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes cannot fail with
     /// SQLITE_BUSY when another writer got in between; it waits on `busy_timeout` instead.
     pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_write_on(&self.pool).await
+    }
+
+    /// [`Db::begin_write`] on the job system's own pool ([`Db::lease_pool`]): a job's end.
+    pub async fn begin_lease_write(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_write_on(&self.lease_pool).await
+    }
+
+    async fn begin_write_on(&self, pool: &AnyPool) -> Result<Tx, sqlx::Error> {
         let inner = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
         };
         Ok(Tx {
             inner,
@@ -162,6 +208,7 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.lease_pool.close().await;
     }
 }
 

@@ -162,7 +162,7 @@ pub async fn node_alive(db: &Db, node: &str) -> ApiResult<()> {
     )
     .bind(node)
     .bind(now_ms())
-    .execute(db.pool())
+    .execute(db.lease_pool())
     .await?;
     Ok(())
 }
@@ -204,7 +204,7 @@ pub async fn node_started(db: &Db, node: &str, info: &NodeInfo) -> ApiResult<()>
     .bind(&info.version)
     .bind(&info.tunnel_address)
     .bind(&info.instance)
-    .execute(db.pool())
+    .execute(db.lease_pool())
     .await?;
     Ok(())
 }
@@ -235,7 +235,7 @@ pub async fn claim(
         .bind(JobStatus::Waiting.code())
         .bind(TRANSFER_SLOT)
         .bind(lane.column())
-        .fetch_optional(db.pool())
+        .fetch_optional(db.lease_pool())
         .await?;
     if row.is_none() {
         mark_waiting(db, now, limits).await?;
@@ -259,7 +259,7 @@ async fn mark_waiting(db: &Db, now: i64, limits: ConcurrencyLimits) -> ApiResult
     .bind(JobStatus::NotStarted.code())
     .bind(JobStatus::Waiting.code())
     .bind(TRANSFER_SLOT)
-    .execute(db.pool())
+    .execute(db.lease_pool())
     .await?;
     Ok(())
 }
@@ -271,7 +271,7 @@ pub async fn release_own_leases(db: &Db, node: &str) -> ApiResult<u64> {
         sqlx::query("UPDATE jobs SET lease_expires = 0 WHERE status = $1 AND lease_owner = $2")
             .bind(JobStatus::InProgress.code())
             .bind(node)
-            .execute(db.pool())
+            .execute(db.lease_pool())
             .await?;
     Ok(result.rows_affected())
 }
@@ -287,7 +287,7 @@ pub async fn release_lease(db: &Db, lease: &Lease) -> ApiResult<bool> {
     .bind(&lease.node)
     .bind(lease.attempt)
     .bind(JobStatus::InProgress.code())
-    .execute(db.pool())
+    .execute(db.lease_pool())
     .await?;
     Ok(result.rows_affected() == 1)
 }
@@ -298,7 +298,7 @@ pub async fn running_elsewhere(db: &Db, node: &str) -> ApiResult<Vec<(String, i6
         sqlx::query_as("SELECT uuid, attempts FROM jobs WHERE status = $1 AND lease_owner <> $2")
             .bind(JobStatus::InProgress.code())
             .bind(node)
-            .fetch_all(db.pool())
+            .fetch_all(db.lease_pool())
             .await?,
     )
 }
@@ -372,7 +372,7 @@ pub async fn heartbeat(
     .bind(&lease.node)
     .bind(lease.attempt)
     .bind(JobStatus::InProgress.code())
-    .fetch_optional(db.pool())
+    .fetch_optional(db.lease_pool())
     .await?;
     Ok(cancel.map(|c| c != 0))
 }
@@ -402,7 +402,7 @@ pub async fn finish(db: &Db, lease: &Lease, end: &Finish<'_>) -> ApiResult<bool>
         JobStatus::Cancelled => "cancelled",
         _ => "failed",
     };
-    let mut tx = db.begin_write().await?;
+    let mut tx = db.begin_lease_write().await?;
     let updated = sqlx::query(
         "UPDATE jobs SET status = $1, finished = $2, error_code = $3, error_message = $4, \
          progress = $5, phase = $6, bytes_done = $7, bytes_total = $8, \
@@ -598,4 +598,46 @@ pub async fn list(db: &Db, customer_id: i64, filter: &ListFilter<'_>) -> ApiResu
         query = query.bind(job_type);
     }
     Ok(query.fetch_all(db.pool()).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::jobs::Lane;
+
+    /// With every connection of the shared pool held (customers' calls), a node still shows
+    /// it is alive, claims and releases: the job system has connections of its own.
+    #[tokio::test]
+    async fn leases_never_wait_for_the_shared_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&Db::default_sqlite_url(dir.path()))
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let mut held = Vec::new();
+        while let Ok(Ok(conn)) =
+            tokio::time::timeout(Duration::from_millis(200), db.pool().acquire()).await
+        {
+            held.push(conn);
+        }
+        assert!(!held.is_empty());
+        let limits = ConcurrencyLimits {
+            transfers: 1,
+            transfers_per_customer: 1,
+        };
+        let lease_work = async {
+            node_alive(&db, "n").await?;
+            let claimed = claim(&db, "n", 30_000, limits, Lane::Quick).await?;
+            release_own_leases(&db, "n").await?;
+            ApiResult::Ok(claimed)
+        };
+        let claimed = tokio::time::timeout(Duration::from_secs(10), lease_work)
+            .await
+            .expect("the job system waited for the shared pool")
+            .unwrap();
+        assert!(claimed.is_none());
+        drop(held);
+    }
 }

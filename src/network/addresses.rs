@@ -10,9 +10,41 @@ use ipnet::Ipv4Net;
 /// one; the rest below is kept for the platform).
 const FIRST_NIC_OFFSET: u32 = 10;
 
-/// The first subnet of the pool not in `taken`.
-pub fn free_subnet(pool: Ipv4Net, prefix: u8, taken: &HashSet<Ipv4Net>) -> Option<Ipv4Net> {
-    pool.subnets(prefix).ok()?.find(|net| !taken.contains(net))
+/// The first subnet of the pool that overlaps none of `taken`. Overlap, not equality: a
+/// subnet cut when `--vlan-prefix` was different (a /22 then, /24s now) still holds every
+/// smaller network inside it, and a small one taken holds the larger ones around it.
+pub fn free_subnet(pool: Ipv4Net, prefix: u8, taken: &[Ipv4Net]) -> Option<Ipv4Net> {
+    let taken = merged_ranges(taken);
+    pool.subnets(prefix)
+        .ok()?
+        .find(|net| !overlaps_any(&taken, range(*net)))
+}
+
+/// A network's first and last address, as numbers.
+fn range(net: Ipv4Net) -> (u32, u32) {
+    (u32::from(net.network()), u32::from(net.broadcast()))
+}
+
+/// The address ranges of `nets`, sorted and merged where they overlap or touch: disjoint, so
+/// one binary search finds whether a range overlaps any (however many VLANs there are).
+fn merged_ranges(nets: &[Ipv4Net]) -> Vec<(u32, u32)> {
+    let mut ranges: Vec<(u32, u32)> = nets.iter().map(|n| range(*n)).collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match merged.last_mut() {
+            Some(prev) if u64::from(first) <= u64::from(prev.1) + 1 => prev.1 = prev.1.max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
+}
+
+/// Whether `(first, last)` overlaps one of the disjoint, sorted `ranges`.
+fn overlaps_any(ranges: &[(u32, u32)], (first, last): (u32, u32)) -> bool {
+    // The ranges starting at or before `last`; only the latest of them can reach `first`.
+    let before = ranges.partition_point(|r| r.0 <= last);
+    before > 0 && ranges[before - 1].1 >= first
 }
 
 /// A VLAN's gateway: the host's address on its bridge, the guests' router, DHCP and DNS.
@@ -38,18 +70,72 @@ mod tests {
     #[test]
     fn subnets_are_cut_from_the_pool_in_order_skipping_taken_ones() {
         let pool: Ipv4Net = "10.64.0.0/10".parse().unwrap();
-        let mut taken = HashSet::new();
+        let mut taken = Vec::new();
         let first = free_subnet(pool, 24, &taken).unwrap();
         assert_eq!(first.to_string(), "10.64.0.0/24");
         assert_eq!(gateway(first).to_string(), "10.64.0.1");
-        taken.insert(first);
+        taken.push(first);
         assert_eq!(
             free_subnet(pool, 24, &taken).unwrap().to_string(),
             "10.64.1.0/24"
         );
         let tiny: Ipv4Net = "10.0.0.0/24".parse().unwrap();
-        let all: HashSet<_> = tiny.subnets(25).unwrap().collect();
+        let all: Vec<_> = tiny.subnets(25).unwrap().collect();
         assert_eq!(free_subnet(tiny, 25, &all), None);
+    }
+
+    fn nets(list: &[&str]) -> Vec<Ipv4Net> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_subnet_inside_a_larger_one_taken_is_skipped() {
+        // Cut when --vlan-prefix was 22: the four /24s inside it are all taken.
+        let pool: Ipv4Net = "10.64.0.0/10".parse().unwrap();
+        let taken = nets(&["10.64.0.0/22"]);
+        assert_eq!(
+            free_subnet(pool, 24, &taken).unwrap().to_string(),
+            "10.64.4.0/24"
+        );
+        // A /22 inside a /16 taken, and others after it, skipped in one go.
+        let taken = nets(&["10.64.0.0/16", "10.65.0.0/24", "10.65.1.0/25"]);
+        assert_eq!(
+            free_subnet(pool, 24, &taken).unwrap().to_string(),
+            "10.65.2.0/24"
+        );
+        assert_eq!(
+            free_subnet(pool, 22, &taken).unwrap().to_string(),
+            "10.65.4.0/22"
+        );
+    }
+
+    #[test]
+    fn a_larger_subnet_around_a_small_one_taken_is_skipped() {
+        // Cut when --vlan-prefix was 28: the /24 and /22 that hold it are taken too.
+        let pool: Ipv4Net = "10.64.0.0/10".parse().unwrap();
+        let taken = nets(&["10.64.0.48/28"]);
+        assert_eq!(
+            free_subnet(pool, 24, &taken).unwrap().to_string(),
+            "10.64.1.0/24"
+        );
+        assert_eq!(
+            free_subnet(pool, 22, &taken).unwrap().to_string(),
+            "10.64.4.0/22"
+        );
+        // Nested and unsorted: the larger one wins.
+        let taken = nets(&["10.64.2.0/24", "10.64.0.0/22", "10.64.1.128/25"]);
+        assert_eq!(
+            free_subnet(pool, 24, &taken).unwrap().to_string(),
+            "10.64.4.0/24"
+        );
+        // The last free one of a small pool is found; then none is left.
+        let small: Ipv4Net = "10.0.0.0/24".parse().unwrap();
+        let taken = nets(&["10.0.0.0/26", "10.0.0.64/27", "10.0.0.128/25"]);
+        assert_eq!(
+            free_subnet(small, 27, &taken).unwrap().to_string(),
+            "10.0.0.96/27"
+        );
+        assert_eq!(free_subnet(small, 26, &taken), None);
     }
 
     #[test]

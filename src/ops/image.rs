@@ -163,15 +163,23 @@ pub async fn list_images(ctx: &Ctx, a: args::ListImages) -> ApiResult<Vec<Image>
 }
 
 /// Fills in the offer each image without one of its own inherits from its source
-/// (`provenance::inherited_offer`).
+/// (`provenance::inherited_offer`): the lineages of the whole page in one query.
 async fn with_inherited_offers(
     conn: &mut AnyConnection,
     mut rows: Vec<ImageRow>,
 ) -> ApiResult<Vec<ImageRow>> {
+    let inheriting = |row: &ImageRow| row.product_offer_id.is_none();
+    let sources: Vec<i64> = rows
+        .iter()
+        .filter(|row| inheriting(row))
+        .filter_map(|row| row.source_image_id)
+        .collect();
+    let lineages = super::provenance::lineages(conn, &sources).await?;
     for row in &mut rows {
-        if row.product_offer_id.is_none() && row.source_image_id.is_some() {
-            row.inherited_offer_id =
-                super::provenance::inherited_offer(&mut *conn, row.source_image_id).await?;
+        if inheriting(row)
+            && let Some(lineage) = row.source_image_id.and_then(|s| lineages.get(&s))
+        {
+            row.inherited_offer_id = super::provenance::nearest_offer(lineage);
         }
     }
     Ok(rows)

@@ -26,6 +26,7 @@ pub mod customer;
 pub mod disk;
 pub mod fetch;
 pub mod image;
+pub mod inflight;
 pub mod job;
 pub mod metrics;
 pub mod network;
@@ -118,6 +119,7 @@ operations! {
     ) -> vlans: Vec<Vlan> = vlan::list_vlans;
     /// Creates a VLAN in a VDC: an isolated network with a subnet of its own (shown in
     /// `subnet` and `gateway`), whose servers reach each other and nothing of other VLANs.
+    /// Counts against the `vlans` quota.
     write CreateVLAN(vdc_id: i64, vlan_name: String) -> vlan: Vlan = vlan::create_vlan;
     /// Deletes a VLAN no server is on (CONFLICT otherwise). Returns 1.
     #[since(2)]
@@ -220,7 +222,10 @@ operations! {
     /// systems are its own to grow).
     #[since(2)]
     write ResizeDisk(disk_id: i64, disk_productoffer_id: i64) -> disk: Disk = disk::resize_disk;
-    /// Takes a snapshot of a disk (whose server, if any, is stopped): instant and thin.
+    /// Takes a snapshot of a disk (whose server, if any, is stopped): instant and thin. It
+    /// counts the disk's capacity against the `storage_bytes` quota (what it may come to keep
+    /// as the disk is rewritten); a disk has at most `--max-snapshots-per-disk` (16 by default;
+    /// LIMIT_EXCEEDED beyond).
     write CreateDiskSnapshot(disk_id: i64, name: String) -> snapshot: Snapshot =
         snapshot::create_disk_snapshot;
     /// Lists the snapshots of a disk, oldest first: at most `page_size` (1 to 1000; omitted:
@@ -288,7 +293,8 @@ operations! {
     write DetachDisk(server_id: i64, disk_id: i64) -> result: i64 = server::detach_disk;
     /// Forwards a TCP port of a server on a VLAN: connections to the returned `host_port`, on
     /// the address of the node running the server, reach `guest_port` of its NIC. At most 16
-    /// per server; they go with the server.
+    /// per server (LIMIT_EXCEEDED), and they count against the `port_forwards` quota; they go
+    /// with the server.
     #[since(2)]
     write AddPortForward(server_id: i64, guest_port: i64) -> port_forward: PortForward =
         port_forward::add_port_forward;

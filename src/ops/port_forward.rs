@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::AnyConnection;
 
+use super::quota::{self, Need};
 use super::server::own_server;
 use super::vlan::is_unique_violation;
 use super::{Ctx, args, network, page};
@@ -87,6 +88,14 @@ pub async fn add_port_forward(ctx: &Ctx, a: args::AddPortForward) -> ApiResult<P
                 server.id
             )));
         }
+        // The customer's row is locked last, after the server's.
+        quota::ensure_room(
+            &mut tx,
+            &ctx.state,
+            ctx.customer_id(),
+            Need::port_forwards(1),
+        )
+        .await?;
         let taken: Vec<i64> = sqlx::query_scalar("SELECT host_port FROM port_forwards")
             .fetch_all(&mut *tx)
             .await?;

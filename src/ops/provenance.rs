@@ -26,6 +26,8 @@
 //! Platform images (no owner) restrict nothing; a customer's derivatives of its own images are
 //! its own. This module only reads (`images`, `image_shares`, `customers`, `billing_entities`).
 
+use std::collections::HashMap;
+
 use sqlx::AnyConnection;
 
 use crate::error::{ApiError, ApiResult};
@@ -46,32 +48,68 @@ pub struct Ancestor {
     pub deleted: Option<i64>,
 }
 
-async fn ancestor(conn: &mut AnyConnection, image_id: i64) -> ApiResult<Option<Ancestor>> {
-    Ok(sqlx::query_as(
-        "SELECT id, customer_id, product_offer_id, source_image_id, deleted FROM images \
-         WHERE id = $1",
-    )
-    .bind(image_id)
-    .fetch_optional(conn)
-    .await?)
+/// The lineages of `image_ids`, each nearest first (the last is the root), read in one query
+/// however deep they are: a recursive walk up `source_image_id` in the database, at most
+/// [`MAX_DEPTH`] steps, each to an older image. An ancestor that is not stored (only possible
+/// for lineages recorded before tombstones) ends its lineage; an id not stored has none.
+pub async fn lineages(
+    conn: &mut AnyConnection,
+    image_ids: &[i64],
+) -> ApiResult<HashMap<i64, Vec<Ancestor>>> {
+    let mut found: HashMap<i64, Vec<Ancestor>> = HashMap::new();
+    if image_ids.is_empty() {
+        return Ok(found);
+    }
+    let mut starts: Vec<i64> = image_ids.to_vec();
+    starts.sort_unstable();
+    starts.dedup();
+    // `$2, $3, ...`: placeholders only (the ids are bound), so the text is the crate's own.
+    let placeholders: Vec<String> = (2..starts.len() + 2).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "WITH RECURSIVE walk(start_id, id, depth) AS ( \
+           SELECT id, id, 0 FROM images WHERE id IN ({}) \
+           UNION ALL \
+           SELECT w.start_id, i.source_image_id, w.depth + 1 FROM walk w \
+           JOIN images i ON i.id = w.id \
+           WHERE i.source_image_id IS NOT NULL AND i.source_image_id < i.id AND w.depth + 1 < $1) \
+         SELECT w.start_id, i.id, i.customer_id, i.product_offer_id, i.source_image_id, i.deleted \
+         FROM walk w JOIN images i ON i.id = w.id ORDER BY w.start_id, w.depth",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_as::<
+        _,
+        (i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>),
+    >(sqlx::AssertSqlSafe(sql))
+    .bind(MAX_DEPTH as i64);
+    for id in &starts {
+        query = query.bind(*id);
+    }
+    for (start, id, customer_id, product_offer_id, source_image_id, deleted) in
+        query.fetch_all(conn).await?
+    {
+        found.entry(start).or_default().push(Ancestor {
+            id,
+            customer_id,
+            product_offer_id,
+            source_image_id,
+            deleted,
+        });
+    }
+    Ok(found)
 }
 
-/// The image `image_id` and its ancestors, nearest first (the last is the root). An ancestor
-/// that is not stored (only possible for lineages recorded before tombstones) ends it.
+/// The image `image_id` and its ancestors, nearest first (the last is the root): [`lineages`]
+/// of one image.
 pub async fn lineage(conn: &mut AnyConnection, image_id: i64) -> ApiResult<Vec<Ancestor>> {
-    let mut chain: Vec<Ancestor> = Vec::new();
-    let mut next = Some(image_id);
-    while let Some(id) = next {
-        if chain.len() >= MAX_DEPTH || chain.last().is_some_and(|child| id >= child.id) {
-            break;
-        }
-        let Some(found) = ancestor(&mut *conn, id).await? else {
-            break;
-        };
-        next = found.source_image_id;
-        chain.push(found);
-    }
-    Ok(chain)
+    Ok(lineages(conn, &[image_id])
+        .await?
+        .remove(&image_id)
+        .unwrap_or_default())
+}
+
+/// The offer the nearest image of a lineage that has one has.
+pub fn nearest_offer(lineage: &[Ancestor]) -> Option<i64> {
+    lineage.iter().find_map(|a| a.product_offer_id)
 }
 
 /// The product offer an image with this source inherits: the nearest offer up the source's
@@ -83,41 +121,51 @@ pub async fn inherited_offer(
     let Some(source) = source_image_id else {
         return Ok(None);
     };
-    Ok(lineage(conn, source)
-        .await?
-        .iter()
-        .find_map(|a| a.product_offer_id))
+    Ok(nearest_offer(&lineage(conn, source).await?))
 }
 
 /// The product offer servers and disks made from an image are billed under: its own, else the
 /// nearest ancestor's.
 pub async fn billed_offer(conn: &mut AnyConnection, image_id: i64) -> ApiResult<Option<i64>> {
-    Ok(lineage(conn, image_id)
-        .await?
-        .iter()
-        .find_map(|a| a.product_offer_id))
+    Ok(nearest_offer(&lineage(conn, image_id).await?))
 }
 
-/// What an image's publication to a customer grants: `None` nothing (not published to the
-/// customer, its billing entity or the platform), `Some(false)` use, `Some(true)` use and
-/// publishing what the customer derives from it.
-async fn grant(
+/// What the publications of images to customers grant, for each `(image, customer)` pair:
+/// absent nothing (not published to the customer, its billing entity or the platform),
+/// `false` use, `true` use and publishing what the customer derives from it. One query for
+/// all the pairs, however many crossings a lineage has.
+async fn grants(
     conn: &mut AnyConnection,
-    image_id: i64,
-    customer_id: i64,
-) -> ApiResult<Option<bool>> {
-    let most: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(s.allow_republish) FROM image_shares s JOIN customers c ON c.id = $2 \
-         WHERE s.image_id = $1 AND (s.target_kind = 'platform' \
-           OR (s.target_kind = 'customer' AND s.target_uuid = c.uuid) \
-           OR (s.target_kind = 'billing_entity' AND s.target_uuid = \
-               (SELECT b.uuid FROM billing_entities b WHERE b.id = c.billing_entity_id)))",
-    )
-    .bind(image_id)
-    .bind(customer_id)
-    .fetch_one(conn)
-    .await?;
-    Ok(most.map(|m| m != 0))
+    pairs: &[(i64, i64)],
+) -> ApiResult<HashMap<(i64, i64), bool>> {
+    if pairs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // One SELECT per pair, as a UNION ALL of the crate's own text; the ids are bound.
+    let parts: Vec<String> = (0..pairs.len())
+        .map(|k| {
+            let (image, customer) = (2 * k + 1, 2 * k + 2);
+            format!(
+                "SELECT CAST(${image} AS BIGINT), CAST(${customer} AS BIGINT), \
+                 MAX(s.allow_republish) FROM image_shares s JOIN customers c ON c.id = ${customer} \
+                 WHERE s.image_id = ${image} AND (s.target_kind = 'platform' \
+                   OR (s.target_kind = 'customer' AND s.target_uuid = c.uuid) \
+                   OR (s.target_kind = 'billing_entity' AND s.target_uuid = \
+                       (SELECT b.uuid FROM billing_entities b WHERE b.id = c.billing_entity_id)))"
+            )
+        })
+        .collect();
+    let sql = parts.join(" UNION ALL ");
+    let mut query = sqlx::query_as::<_, (i64, i64, Option<i64>)>(sqlx::AssertSqlSafe(sql));
+    for (image, customer) in pairs {
+        query = query.bind(*image).bind(*customer);
+    }
+    Ok(query
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .filter_map(|(image, customer, most)| most.map(|m| ((image, customer), m != 0)))
+        .collect())
 }
 
 /// Who the bits are going to.
@@ -134,6 +182,19 @@ enum Reach {
 /// that owner, with `allow_republish`.
 async fn check(conn: &mut AnyConnection, image_id: i64, reach: Reach) -> ApiResult<()> {
     let chain = lineage(&mut *conn, image_id).await?;
+    // The crossings from one owner to another, whose grants are read at once.
+    let crossings: Vec<(i64, i64)> = chain
+        .windows(2)
+        .filter_map(|step| match (step[0].customer_id, step[1].customer_id) {
+            (Some(owner), Some(source_owner))
+                if owner != source_owner && step[1].deleted.is_none() =>
+            {
+                Some((step[1].id, owner))
+            }
+            _ => None,
+        })
+        .collect();
+    let granted_by = grants(&mut *conn, &crossings).await?;
     for step in chain.windows(2) {
         let (derivative, source) = (&step[0], &step[1]);
         let (Some(owner), Some(source_owner)) = (derivative.customer_id, source.customer_id) else {
@@ -157,7 +218,7 @@ async fn check(conn: &mut AnyConnection, image_id: i64, reach: Reach) -> ApiResu
         };
         let granted = match source.deleted {
             Some(_) => None,
-            None => grant(&mut *conn, source.id, owner).await?,
+            None => granted_by.get(&(source.id, owner)).copied(),
         };
         match (granted, reach) {
             (None, _) if source.deleted.is_some() => {

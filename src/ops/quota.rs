@@ -1,13 +1,14 @@
 //! Quotas: how much each customer may hold and run, checked where things are made.
 //!
-//! Five quotas ([`QuotaName`]), each counted from what the database holds when it is checked:
+//! Seven quotas ([`QuotaName`]), each counted from what the database holds when it is checked:
 //!
 //! - `storage_bytes`: the sizes promised, not the blocks written: the capacity of the
 //!   customer's disks, the size of its own images, and what its unfinished FetchDisk and
 //!   CreateImage jobs will make (the offer's size; the disk's capacity), reserved when they are
 //!   queued. A job that has committed its result counts through the disk or image it made,
-//!   never twice. Snapshots count nothing: a snapshot holds what its disk held, is thin and
-//!   shares its blocks with the disk, and goes when the disk goes; a clone of one is a disk and
+//!   never twice. A snapshot counts the size its volume can grow to (the disk's capacity when
+//!   it was taken): the disk's writes after it land in a new layer, so the blocks the snapshot
+//!   keeps are the host's to hold however the disk is rewritten; a clone of one is a disk and
 //!   counts its capacity. Platform images count for nobody.
 //! - `servers`: the customer's servers, running or not.
 //! - `running_vcpus`, `running_memory_mb`: the processors and memory (MiB) of its servers that
@@ -16,6 +17,10 @@
 //!   FetchDisk and CreateImage are refused over it; StopServer and DestroyServer never are:
 //!   they give resources back, and a server has at most one of them at a time, so they are
 //!   bounded by the `servers` quota.
+//! - `vlans`: its VLANs, each a subnet cut from the pool every customer shares
+//!   (`--vlan-subnets`).
+//! - `port_forwards`: its port forwards, each a host port of the range every customer shares
+//!   (`--port-forward-ports`).
 //!
 //! A customer's limit is its own (a row of `customer_quotas`, which only this module writes,
 //! set by `extility customer set-quota`) or else the platform default (the `serve --quota-*`
@@ -49,15 +54,22 @@ pub enum QuotaName {
     RunningVcpus,
     RunningMemoryMb,
     ConcurrentJobs,
+    Vlans,
+    PortForwards,
 }
 
+/// How many quotas there are.
+const COUNT: usize = 7;
+
 impl QuotaName {
-    pub const ALL: [QuotaName; 5] = [
+    pub const ALL: [QuotaName; COUNT] = [
         QuotaName::StorageBytes,
         QuotaName::Servers,
         QuotaName::RunningVcpus,
         QuotaName::RunningMemoryMb,
         QuotaName::ConcurrentJobs,
+        QuotaName::Vlans,
+        QuotaName::PortForwards,
     ];
 
     /// The name errors, `GetQuota`'s fields and `customer_quotas` use.
@@ -68,6 +80,8 @@ impl QuotaName {
             QuotaName::RunningVcpus => "running_vcpus",
             QuotaName::RunningMemoryMb => "running_memory_mb",
             QuotaName::ConcurrentJobs => "concurrent_jobs",
+            QuotaName::Vlans => "vlans",
+            QuotaName::PortForwards => "port_forwards",
         }
     }
 
@@ -79,6 +93,8 @@ impl QuotaName {
             QuotaName::RunningVcpus => "vCPUs",
             QuotaName::RunningMemoryMb => "MiB",
             QuotaName::ConcurrentJobs => "unfinished jobs",
+            QuotaName::Vlans => "VLANs",
+            QuotaName::PortForwards => "port forwards",
         }
     }
 
@@ -99,7 +115,7 @@ impl QuotaName {
 
 /// A limit for each quota; `None` is no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits([Option<i64>; 5]);
+pub struct Limits([Option<i64>; COUNT]);
 
 impl Limits {
     pub fn get(&self, quota: QuotaName) -> Option<i64> {
@@ -119,6 +135,8 @@ pub struct Need {
     pub running_vcpus: i64,
     pub running_memory_mb: i64,
     pub concurrent_jobs: i64,
+    pub vlans: i64,
+    pub port_forwards: i64,
 }
 
 impl Need {
@@ -139,6 +157,22 @@ impl Need {
         }
     }
 
+    /// `count` new VLANs.
+    pub fn vlans(count: i64) -> Need {
+        Need {
+            vlans: count,
+            ..Need::default()
+        }
+    }
+
+    /// `count` new port forwards.
+    pub fn port_forwards(count: i64) -> Need {
+        Need {
+            port_forwards: count,
+            ..Need::default()
+        }
+    }
+
     fn of(&self, quota: QuotaName) -> i64 {
         match quota {
             QuotaName::StorageBytes => self.storage_bytes,
@@ -146,17 +180,20 @@ impl Need {
             QuotaName::RunningVcpus => self.running_vcpus,
             QuotaName::RunningMemoryMb => self.running_memory_mb,
             QuotaName::ConcurrentJobs => self.concurrent_jobs,
+            QuotaName::Vlans => self.vlans,
+            QuotaName::PortForwards => self.port_forwards,
         }
     }
 }
 
 wire_struct! {
     /// The caller's quotas: for each, the limit (-1: no limit) and what is in use now.
-    /// `storage_bytes`: the capacity of its disks and the size of its own images, with what
-    /// its unfinished FetchDisk and CreateImage jobs will make (snapshots count nothing);
-    /// `servers`: its servers; `running_vcpus` and `running_memory_mb` (MiB): its servers that
-    /// are starting, running or stopping; `concurrent_jobs`: its jobs not finished. A call that
-    /// would go past a limit fails with QUOTA_EXCEEDED and makes nothing.
+    /// `storage_bytes`: the capacity of its disks, the size of its own images and of its
+    /// snapshots (the disk's capacity when taken), with what its unfinished FetchDisk and
+    /// CreateImage jobs will make; `servers`: its servers; `running_vcpus` and
+    /// `running_memory_mb` (MiB): its servers that are starting, running or stopping;
+    /// `concurrent_jobs`: its jobs not finished; `vlans`: its VLANs; `port_forwards`: its port
+    /// forwards. A call that would go past a limit fails with QUOTA_EXCEEDED and makes nothing.
     pub struct Quota as "Quota" {
         pub storage_bytes_limit: i64,
         pub storage_bytes_used: i64,
@@ -168,6 +205,10 @@ wire_struct! {
         pub running_memory_mb_used: i64,
         pub concurrent_jobs_limit: i64,
         pub concurrent_jobs_used: i64,
+        pub vlans_limit: i64,
+        pub vlans_used: i64,
+        pub port_forwards_limit: i64,
+        pub port_forwards_used: i64,
     }
 }
 
@@ -214,13 +255,17 @@ pub async fn used(conn: &mut AnyConnection, customer_id: i64, quota: QuotaName) 
     .map(ServerStatus::code);
     let used = match quota {
         QuotaName::StorageBytes => {
-            // Disks, own images (not tombstones of deleted ones), and the disks unfinished CreateImage jobs are copying (each
-            // job's item; the image will have the disk's capacity). A job whose result is
-            // committed (it has not ended yet) counts through the image it made, not twice.
+            // Disks, own images (not tombstones of deleted ones), snapshots (their volume's
+            // size: what the disk held when it was taken, all of which the snapshot may come to
+            // keep), and the disks unfinished CreateImage jobs are copying (each job's item;
+            // the image will have the disk's capacity). A job whose result is committed (it has
+            // not ended yet) counts through the image it made, not twice.
             let made: i64 = sqlx::query_scalar(
                 "SELECT CAST(COALESCE((SELECT SUM(capacity) FROM disks WHERE customer_id = $1), 0) \
                  + COALESCE((SELECT SUM(size) FROM images WHERE customer_id = $1 \
                    AND deleted IS NULL), 0) \
+                 + COALESCE((SELECT SUM(v.size) FROM snapshots s \
+                   JOIN volumes v ON v.id = s.volume_id WHERE s.customer_id = $1), 0) \
                  + COALESCE((SELECT SUM(d.capacity) FROM jobs j JOIN disks d ON d.id = j.item_id \
                    WHERE j.customer_id = $1 AND j.job_type = $5 AND j.item_type = 'disk' \
                    AND j.status IN ($2, $3, $4) AND j.result_committed = 0), 0) AS BIGINT)",
@@ -289,6 +334,18 @@ pub async fn used(conn: &mut AnyConnection, customer_id: i64, quota: QuotaName) 
             .bind(c)
             .fetch_one(&mut *conn)
             .await?
+        }
+        QuotaName::Vlans => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM vlans WHERE customer_id = $1")
+                .bind(customer_id)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+        QuotaName::PortForwards => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards WHERE customer_id = $1")
+                .bind(customer_id)
+                .fetch_one(&mut *conn)
+                .await?
         }
     };
     Ok(used)
@@ -386,14 +443,14 @@ pub async fn get_quota(ctx: &Ctx, _: args::GetQuota) -> ApiResult<Quota> {
     let customer_id = ctx.customer_id();
     let mut conn = ctx.state.db.pool().acquire().await?;
     let limits = limits(&mut conn, &ctx.state.quota_defaults, customer_id).await?;
-    let mut shown = [(0i64, 0i64); 5];
+    let mut shown = [(0i64, 0i64); COUNT];
     for quota in QuotaName::ALL {
         shown[quota.index()] = (
             limits.get(quota).unwrap_or(-1),
             used(&mut conn, customer_id, quota).await?,
         );
     }
-    let [storage, servers, vcpus, memory, jobs] = shown;
+    let [storage, servers, vcpus, memory, jobs, vlans, forwards] = shown;
     Ok(Quota {
         storage_bytes_limit: storage.0,
         storage_bytes_used: storage.1,
@@ -405,6 +462,10 @@ pub async fn get_quota(ctx: &Ctx, _: args::GetQuota) -> ApiResult<Quota> {
         running_memory_mb_used: memory.1,
         concurrent_jobs_limit: jobs.0,
         concurrent_jobs_used: jobs.1,
+        vlans_limit: vlans.0,
+        vlans_used: vlans.1,
+        port_forwards_limit: forwards.0,
+        port_forwards_used: forwards.1,
     })
 }
 

@@ -151,6 +151,21 @@ macro_rules! operations {
                     mut raw: serde_json::Map<String, serde_json::Value>,
                 ) -> futures::future::BoxFuture<'_, $crate::error::ApiResult<serde_json::Value>> {
                     Box::pin(async move {
+                        // The caller's place among its calls in flight, held until the call
+                        // returns: refused here, the call does nothing (`ops::inflight`).
+                        let _place = match $crate::ops::inflight::enter(ctx).await {
+                            Ok(place) => place,
+                            Err(err) => {
+                                let refused = Err(err);
+                                $crate::ops::registry::count_call(
+                                    stringify!($op),
+                                    ctx,
+                                    &refused,
+                                    std::time::Duration::ZERO,
+                                );
+                                return refused;
+                            }
+                        };
                         let started = std::time::Instant::now();
                         // The ids the arguments name, read before decoding takes them.
                         let audit = $crate::ops::registry::mutates!($kind).then(|| {

@@ -152,6 +152,14 @@ pub async fn create_disk_snapshot(ctx: &Ctx, a: args::CreateDiskSnapshot) -> Api
         let mut conn = ctx.state.db.pool().acquire().await?;
         let disk = disk::own_disk(&mut conn, customer_id, a.disk_id).await?;
         let frozen = volumes::get(&mut conn, disk.volume_id).await?;
+        ensure_below_snapshot_limit(&mut conn, &ctx.state, disk.id).await?;
+        quota::precheck(
+            &mut conn,
+            &ctx.state,
+            customer_id,
+            Need::storage(frozen.size),
+        )
+        .await?;
         (disk, frozen)
     };
     let overlay = new_overlay(&ctx.state, &frozen, disk.capacity).await?;
@@ -161,6 +169,10 @@ pub async fn create_disk_snapshot(ctx: &Ctx, a: args::CreateDiskSnapshot) -> Api
         let disk = disk::own_disk(&mut tx, customer_id, disk.id).await?;
         // A running guest writes the volume being frozen; qcow2 cannot take that over safely.
         ensure_no_guest_writes(&mut tx, &disk, "taking a snapshot of its disk").await?;
+        // Under the disk's lock: two snapshots at once cannot both take its last place.
+        ensure_below_snapshot_limit(&mut tx, &ctx.state, disk.id).await?;
+        let need = Need::storage(frozen.size);
+        quota::ensure_room(&mut tx, &ctx.state, customer_id, need).await?;
         switch_volume(&mut tx, &disk, &overlay, frozen.id).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO snapshots (uuid, customer_id, disk_id, name, volume_id, created) \
@@ -180,6 +192,28 @@ pub async fn create_disk_snapshot(ctx: &Ctx, a: args::CreateDiskSnapshot) -> Api
     }
     .await;
     discard_on_error(&ctx.state, overlay, result).await
+}
+
+/// Fails with LIMIT_EXCEEDED when the disk has `--max-snapshots-per-disk` snapshots: each is
+/// a layer under the disk that its reads may go through, and a fixed bound per disk (not a
+/// customer's quota) keeps that chain short.
+async fn ensure_below_snapshot_limit(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    disk_id: i64,
+) -> ApiResult<()> {
+    let max = state.config.max_snapshots_per_disk;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE disk_id = $1")
+        .bind(disk_id)
+        .fetch_one(conn)
+        .await?;
+    if count >= max {
+        return Err(ApiError::LimitExceeded(format!(
+            "disk {disk_id} has {count} snapshots, the most a disk may have \
+             (--max-snapshots-per-disk {max}); delete one first"
+        )));
+    }
+    Ok(())
 }
 
 pub async fn list_snapshots(ctx: &Ctx, a: args::ListSnapshots) -> ApiResult<Vec<Snapshot>> {

@@ -2,13 +2,12 @@
 //! (`--vlan-subnets`, `--vlan-prefix`) when it is made. This module is the only one that
 //! writes `vlans`.
 
-use std::collections::HashSet;
-
 use ipnet::Ipv4Net;
 use sqlx::AnyConnection;
 
+use super::quota::{self, Need};
 use super::{Ctx, args, page, validate, vdc};
-use crate::db::now_ms;
+use crate::db::{Backend, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::network::addresses;
 use crate::state::AppState;
@@ -73,6 +72,8 @@ pub async fn create_vlan(ctx: &Ctx, a: args::CreateVLAN) -> ApiResult<Vlan> {
         let mut tx = ctx.state.db.begin_write().await?;
         vdc::ensure_own(&mut tx, ctx.customer_id(), a.vdc_id).await?;
         let subnet = free_subnet(&mut tx, &ctx.state).await?;
+        // After the subnets' lock (as a server's creation takes them), the customer's last.
+        quota::ensure_room(&mut tx, &ctx.state, ctx.customer_id(), Need::vlans(1)).await?;
         let uuid = uuid::Uuid::new_v4().to_string();
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO vlans (uuid, customer_id, vdc_id, name, subnet, created) \
@@ -136,13 +137,26 @@ pub async fn delete_vlan(ctx: &Ctx, a: args::DeleteVLAN) -> ApiResult<i64> {
     Ok(1)
 }
 
-/// The first subnet of the pool no VLAN has.
+/// Taken by whoever cuts a subnet from the pool, until its transaction ends (PostgreSQL; SQLite's
+/// write transactions take turns anyway): two nodes cutting at once, even with different
+/// `--vlan-prefix`es, cannot cut overlapping subnets (the unique index only sees equal ones).
+/// (The key is arbitrary; no other lock of the crate uses it.)
+const SUBNET_LOCK: i64 = 0x5642_4e45_5453;
+
+/// The first subnet of the pool that overlaps no VLAN's.
 async fn free_subnet(conn: &mut AnyConnection, state: &AppState) -> ApiResult<Ipv4Net> {
+    if state.db.backend() == Backend::Postgres {
+        // Counted, so that the row has a type both engines' drivers decode (not `void`).
+        sqlx::query("SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+            .bind(SUBNET_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
     let taken: Vec<String> =
         sqlx::query_scalar("SELECT subnet FROM vlans WHERE subnet IS NOT NULL")
             .fetch_all(conn)
             .await?;
-    let taken: HashSet<Ipv4Net> = taken.iter().filter_map(|s| s.parse().ok()).collect();
+    let taken: Vec<Ipv4Net> = taken.iter().filter_map(|s| s.parse().ok()).collect();
     let config = &state.config.network;
     addresses::free_subnet(config.vlan_subnets, config.vlan_prefix, &taken).ok_or_else(|| {
         ApiError::LimitExceeded(format!(

@@ -467,3 +467,79 @@ db_test!(
     image_shares_show_uuids_and_names_not_emails,
     image_shares_show_uuids_and_names_not_emails
 );
+
+/// The statements the server ran that name the `images` table, from its JSON log (sqlx logs
+/// each statement at debug level).
+fn image_statements(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("\"target\":\"sqlx::query\"") && l.contains("images"))
+        .count()
+}
+
+/// A lineage 64 images deep (issue 20): every image inherits the root's offer, and listing
+/// them all reads their lineages in a bounded number of statements (one recursive walk for
+/// the page), not one per step (about 2,000 here).
+async fn deep_lineages_are_read_in_bounded_queries(backend: Backend) {
+    let app = TestApp::start_with(
+        backend,
+        crate::support::ServerOptions {
+            args: vec!["--hypervisor".into(), "none".into()],
+            env: vec![("RUST_LOG".into(), "info,sqlx::query=debug".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let alice = app.alice();
+    let db = crate::support::server_db::ServerDb::open(&app.server).await;
+    let mut chain: Vec<i64> = Vec::new();
+    for depth in 0..=64 {
+        let image: i64 = sqlx::query_scalar(
+            "INSERT INTO images (uuid, customer_id, name, size, created, product_offer_id, \
+             source_image_id) VALUES ($1, $2, $3, 1073741824, 0, $4, $5) RETURNING id",
+        )
+        .bind(format!("deep-{depth}"))
+        .bind(app.alice.customer_id)
+        .bind(format!("copy {depth}"))
+        .bind((depth == 0).then_some(IMAGE_OFFER))
+        .bind(chain.last().copied())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        chain.push(image);
+    }
+    // Signed in first, so that the listing below is all that runs.
+    alice.call("GetQuota", json!({})).await;
+
+    let before = image_statements(&app.server.log_text());
+    let listed = alice.call("ListImages", json!({})).await;
+    let statements = image_statements(&app.server.log_text()) - before;
+    for image in &chain {
+        let found = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["image_id"] == *image)
+            .unwrap_or_else(|| panic!("image {image} listed: {listed}"));
+        assert_eq!(found["product_offer_id"], IMAGE_OFFER, "{found}");
+    }
+    assert!(
+        (1..=4).contains(&statements),
+        "{statements} statements on images for one ListImages"
+    );
+
+    // The deepest one's lineage decides what a disk made from it is billed under.
+    let deepest = *chain.last().unwrap();
+    let disk = alice
+        .call("CreateDisk", disk_args(app.alice.vdc_id, "deep", deepest))
+        .await;
+    let lines = usage(&alice).await;
+    let line = lines
+        .iter()
+        .find(|l| l["kind"] == "image_use")
+        .unwrap_or_else(|| panic!("an image_use line: {lines:?}"));
+    assert_billed(line, deepest, "disk_id", id(&disk, "disk_id"));
+}
+db_test!(
+    deep_lineages_are_read_in_bounded_queries,
+    deep_lineages_are_read_in_bounded_queries
+);

@@ -226,32 +226,50 @@ async fn storage_quota(backend: Backend) {
     assert_exceeded(&err, "storage_bytes");
     assert_eq!(jobs(&alice).await, 1, "no job was queued");
 
-    // Snapshots count nothing; a clone is a disk of the snapshot's size.
+    // A snapshot counts its disk's size (what it may come to keep as the disk is rewritten);
+    // a clone is a disk of the snapshot's size.
+    let err = alice
+        .fail(
+            "CreateDiskSnapshot",
+            json!({"disk_id": big, "name": "before"}),
+        )
+        .await;
+    assert_exceeded(&err, "storage_bytes");
+    assert_eq!(
+        err.message,
+        "quota storage_bytes exceeded: 45097156608 of 26843545600 bytes would be in use"
+    );
+    let snapshots = alice.call("ListSnapshots", json!({"disk_id": big})).await;
+    assert_eq!(snapshots, json!([]), "no snapshot of the refused call");
     let snapshot = id(
         &alice
             .call(
                 "CreateDiskSnapshot",
-                json!({"disk_id": big, "name": "before"}),
+                json!({"disk_id": small, "name": "before"}),
             )
             .await,
         "snapshot_id",
     );
-    assert_eq!(quota(&alice).await["storage_bytes_used"], 22 * GIB);
-    let err = alice
-        .fail(
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 23 * GIB);
+    let clone = alice
+        .call(
             "CloneDisk",
             json!({"snapshot_id": snapshot, "new_disk_name": "clone", "vdc_id": vdc}),
         )
         .await;
-    assert_exceeded(&err, "storage_bytes");
-    assert_eq!(count(&alice, "ListDisks", vdc).await, 2);
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 24 * GIB);
+    assert_eq!(count(&alice, "ListDisks", vdc).await, 3);
+    alice
+        .call("DeleteDisk", json!({"disk_id": id(&clone, "disk_id")}))
+        .await;
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 23 * GIB);
 
     // A cancelled fetch gives its reservation back; a deleted disk its capacity.
     cancel(&alice, fetch).await;
     assert!(private_images(&alice).await.is_empty());
-    assert_eq!(quota(&alice).await["storage_bytes_used"], 21 * GIB);
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 22 * GIB);
     alice.call("DeleteDisk", json!({"disk_id": big})).await;
-    assert_eq!(quota(&alice).await["storage_bytes_used"], GIB);
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 2 * GIB);
 
     // Own images count their size (once: the job's reservation ends as the image appears).
     let job = id(
@@ -266,7 +284,7 @@ async fn storage_quota(backend: Backend) {
     alice.job_ok(job).await;
     assert_eq!(private_images(&alice).await.len(), 1);
     let q = quota(&alice).await;
-    assert_eq!(q["storage_bytes_used"], 2 * GIB, "{q}");
+    assert_eq!(q["storage_bytes_used"], 3 * GIB, "{q}");
     assert_eq!(q["concurrent_jobs_used"], 0, "{q}");
 
     // Another customer's use is its own.
@@ -275,7 +293,7 @@ async fn storage_quota(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(quota(&bob).await["storage_bytes_used"], 20 * GIB);
-    assert_eq!(quota(&alice).await["storage_bytes_used"], 2 * GIB);
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 3 * GIB);
 }
 db_test!(storage_quota, storage_quota);
 
@@ -648,3 +666,328 @@ fn bad_quota_values_stop_the_server() {
         assert!(stderr.contains(flag) && stderr.contains(says), "{stderr}");
     }
 }
+
+async fn vlans(api: &Api, vdc: i64) -> usize {
+    count(api, "ListVLANs", vdc).await
+}
+
+async fn try_create_vlan(api: &Api, vdc: i64, name: &str) -> Result<Value, ApiError> {
+    api.try_call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": name}))
+        .await
+}
+
+async fn try_forward(api: &Api, server: i64, port: i64) -> Result<Value, ApiError> {
+    api.try_call(
+        "AddPortForward",
+        json!({"server_id": server, "guest_port": port}),
+    )
+    .await
+}
+
+async fn forwards(api: &Api, server: i64) -> usize {
+    api.call("ListPortForwards", json!({"server_id": server}))
+        .await
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// A server of `api`'s on `vlan`, with one 1 GB disk.
+async fn server_on(api: &Api, vdc: i64, vlan: i64, name: &str) -> i64 {
+    let server = api
+        .call(
+            "CreateServer",
+            json!({"vdc_id": vdc, "vlan_id": vlan, "server_name": name, "image_id": BLANK_IMAGE,
+                   "server_productoffer_id": SERVER_1CPU_1GB, "disk_productoffer_ids": [DISK_1GB]}),
+        )
+        .await;
+    id(&server, "server_id")
+}
+
+async fn vlan_and_port_forward_quotas(backend: Backend) {
+    let app = start(
+        backend,
+        &["--quota-vlans", "2", "--quota-port-forwards", "3"],
+    )
+    .await;
+    let (alice, vdc) = (app.alice(), app.alice.vdc_id);
+    let (bob, bob_vdc) = (app.bob(), app.bob.vdc_id);
+
+    // VLANs: the third is refused and not made; others' VLANs do not count.
+    let lan = id(
+        &try_create_vlan(&alice, vdc, "one").await.unwrap(),
+        "vlan_id",
+    );
+    try_create_vlan(&alice, vdc, "two").await.unwrap();
+    let err = try_create_vlan(&alice, vdc, "three").await.unwrap_err();
+    assert_exceeded(&err, "vlans");
+    assert_eq!(
+        err.message,
+        "quota vlans exceeded: 3 of 2 VLANs would be in use"
+    );
+    assert_eq!(vlans(&alice, vdc).await, 2, "no VLAN of the refused call");
+    let q = quota(&alice).await;
+    assert_eq!(
+        (&q["vlans_limit"], &q["vlans_used"]),
+        (&json!(2), &json!(2))
+    );
+    try_create_vlan(&bob, bob_vdc, "one").await.unwrap();
+    try_create_vlan(&bob, bob_vdc, "two").await.unwrap();
+    // In another VDC of hers, too.
+    let other_vdc = id(
+        &alice.call("CreateVDC", json!({"vdc_name": "other"})).await,
+        "vdc_id",
+    );
+    assert_exceeded(
+        &try_create_vlan(&alice, other_vdc, "three")
+            .await
+            .unwrap_err(),
+        "vlans",
+    );
+    assert_eq!(vlans(&alice, other_vdc).await, 0);
+    // Raised for her: the third goes through; deleting one gives its place back.
+    let printed = set_quota(&app, &app.alice.email, &["--vlans", "3"]);
+    assert!(printed.contains("vlans=3\n"), "{printed}");
+    let third = id(
+        &try_create_vlan(&alice, vdc, "three").await.unwrap(),
+        "vlan_id",
+    );
+    assert_exceeded(
+        &try_create_vlan(&alice, vdc, "four").await.unwrap_err(),
+        "vlans",
+    );
+    alice.call("DeleteVLAN", json!({"vlan_id": third})).await;
+    try_create_vlan(&alice, vdc, "four").await.unwrap();
+    assert_eq!(quota(&alice).await["vlans_used"], 3);
+
+    // Port forwards: counted over all the customer's servers.
+    let web = server_on(&alice, vdc, lan, "web").await;
+    let db = server_on(&alice, vdc, lan, "db").await;
+    try_forward(&alice, web, 22).await.unwrap();
+    try_forward(&alice, web, 80).await.unwrap();
+    try_forward(&alice, db, 22).await.unwrap();
+    let err = try_forward(&alice, db, 5432).await.unwrap_err();
+    assert_exceeded(&err, "port_forwards");
+    assert_eq!(
+        err.message,
+        "quota port_forwards exceeded: 4 of 3 port forwards would be in use"
+    );
+    assert_exceeded(
+        &try_forward(&alice, web, 443).await.unwrap_err(),
+        "port_forwards",
+    );
+    assert_eq!(
+        (forwards(&alice, web).await, forwards(&alice, db).await),
+        (2, 1)
+    );
+    let q = quota(&alice).await;
+    assert_eq!(
+        (&q["port_forwards_limit"], &q["port_forwards_used"]),
+        (&json!(3), &json!(3))
+    );
+    // Bob's are his own.
+    let bob_lan = id(
+        &bob.call("ListVLANs", json!({"vdc_id": bob_vdc})).await[0],
+        "vlan_id",
+    );
+    let bobs = server_on(&bob, bob_vdc, bob_lan, "web").await;
+    try_forward(&bob, bobs, 22).await.unwrap();
+    assert_eq!(quota(&bob).await["port_forwards_used"], 1);
+    // Raised, then back to the default.
+    set_quota(&app, &app.alice.email, &["--port-forwards", "unlimited"]);
+    try_forward(&alice, db, 5432).await.unwrap();
+    assert_eq!(quota(&alice).await["port_forwards_limit"], -1);
+    let printed = set_quota(&app, &app.alice.email, &["--unset", "port-forwards"]);
+    assert!(printed.contains("port_forwards=default\n"), "{printed}");
+    assert_exceeded(
+        &try_forward(&alice, web, 443).await.unwrap_err(),
+        "port_forwards",
+    );
+    assert_eq!(quota(&alice).await["port_forwards_used"], 4);
+}
+db_test!(vlan_and_port_forward_quotas, vlan_and_port_forward_quotas);
+
+async fn vlans_and_forwards_have_bounded_defaults(backend: Backend) {
+    let app = start(backend, &[]).await;
+    let q = quota(&app.alice()).await;
+    assert_eq!(
+        (&q["vlans_limit"], &q["vlans_used"]),
+        (&json!(16), &json!(0))
+    );
+    assert_eq!(
+        (&q["port_forwards_limit"], &q["port_forwards_used"]),
+        (&json!(64), &json!(0))
+    );
+}
+db_test!(
+    vlans_and_forwards_have_bounded_defaults,
+    vlans_and_forwards_have_bounded_defaults
+);
+
+async fn concurrent_vlans_and_forwards_never_exceed_their_quotas(backend: Backend) {
+    let app = start(
+        backend,
+        &["--quota-vlans", "3", "--quota-port-forwards", "3"],
+    )
+    .await;
+    let (alice, vdc) = (app.alice(), app.alice.vdc_id);
+    // Authenticated once, so that the calls are not spread out by password checks.
+    quota(&alice).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let alice = alice.clone();
+        calls.spawn(async move { try_create_vlan(&alice, vdc, &format!("lan {n}")).await });
+    }
+    let (mut made, mut refused) = (Vec::new(), 0);
+    while let Some(result) = calls.join_next().await {
+        match result.unwrap() {
+            Ok(vlan) => made.push(vlan["subnet"].as_str().unwrap().to_string()),
+            Err(err) => {
+                assert_exceeded(&err, "vlans");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((made.len(), refused), (3, 5));
+    made.sort();
+    made.dedup();
+    assert_eq!(made.len(), 3, "each VLAN a subnet of its own");
+    assert_eq!(vlans(&alice, vdc).await, 3);
+
+    let lan = id(
+        &alice.call("ListVLANs", json!({"vdc_id": vdc})).await[0],
+        "vlan_id",
+    );
+    let mut servers = Vec::new();
+    for name in ["a", "b"] {
+        servers.push(server_on(&alice, vdc, lan, name).await);
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let (alice, server) = (alice.clone(), servers[n % 2]);
+        calls.spawn(async move { try_forward(&alice, server, 1000 + n as i64).await });
+    }
+    let (mut made, mut refused) = (0, 0);
+    while let Some(result) = calls.join_next().await {
+        match result.unwrap() {
+            Ok(_) => made += 1,
+            Err(err) => {
+                assert_exceeded(&err, "port_forwards");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((made, refused), (3, 5));
+    assert_eq!(
+        forwards(&alice, servers[0]).await + forwards(&alice, servers[1]).await,
+        3
+    );
+}
+db_test!(
+    concurrent_vlans_and_forwards_never_exceed_their_quotas,
+    concurrent_vlans_and_forwards_never_exceed_their_quotas
+);
+
+async fn snapshots(api: &Api, disk: i64) -> usize {
+    api.call("ListSnapshots", json!({"disk_id": disk}))
+        .await
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+async fn try_snapshot(api: &Api, disk: i64, name: &str) -> Result<Value, ApiError> {
+    api.try_call("CreateDiskSnapshot", json!({"disk_id": disk, "name": name}))
+        .await
+}
+
+async fn snapshots_count_in_storage_and_are_bounded_per_disk(backend: Backend) {
+    let app = start(
+        backend,
+        &[
+            "--quota-storage-bytes",
+            "3G",
+            "--max-snapshots-per-disk",
+            "3",
+        ],
+    )
+    .await;
+    let (alice, vdc) = (app.alice(), app.alice.vdc_id);
+    let disk = id(
+        &try_create_disk(&alice, vdc, "data", DISK_1GB)
+            .await
+            .unwrap(),
+        "disk_id",
+    );
+    assert_eq!(quota(&alice).await["storage_bytes_used"], GIB);
+
+    // Each snapshot counts the disk's size: what it may come to keep as the disk is rewritten.
+    let first = try_snapshot(&alice, disk, "one").await.unwrap();
+    assert_eq!(first["size"], GIB, "{first}");
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 2 * GIB);
+    try_snapshot(&alice, disk, "two").await.unwrap();
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 3 * GIB);
+    let err = try_snapshot(&alice, disk, "three").await.unwrap_err();
+    assert_exceeded(&err, "storage_bytes");
+    assert_eq!(
+        err.message,
+        "quota storage_bytes exceeded: 4294967296 of 3221225472 bytes would be in use"
+    );
+    assert_eq!(
+        snapshots(&alice, disk).await,
+        2,
+        "no snapshot of the refused call"
+    );
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 3 * GIB);
+    // Nor a disk that would not fit beside them.
+    assert_exceeded(
+        &try_create_disk(&alice, vdc, "more", DISK_1GB)
+            .await
+            .unwrap_err(),
+        "storage_bytes",
+    );
+
+    // Raised: the third is made; the disk's own bound then refuses a fourth (a fixed number
+    // of layers per disk, not a quota).
+    set_quota(&app, &app.alice.email, &["--storage-bytes", "10G"]);
+    try_snapshot(&alice, disk, "three").await.unwrap();
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 4 * GIB);
+    let err = try_snapshot(&alice, disk, "four").await.unwrap_err();
+    assert_eq!(
+        (err.code.as_str(), err.status),
+        ("LIMIT_EXCEEDED", 429),
+        "{err:?}"
+    );
+    assert!(
+        err.message
+            .contains("has 3 snapshots, the most a disk may have"),
+        "{err:?}"
+    );
+    assert_eq!(snapshots(&alice, disk).await, 3);
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 4 * GIB);
+    // Another disk has its own.
+    let other = id(
+        &try_create_disk(&alice, vdc, "other", DISK_1GB)
+            .await
+            .unwrap(),
+        "disk_id",
+    );
+    try_snapshot(&alice, other, "one").await.unwrap();
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 6 * GIB);
+
+    // Deleting a snapshot gives back its place and its bytes; deleting the disk, all of them.
+    alice
+        .call(
+            "DeleteSnapshot",
+            json!({"snapshot_id": id(&first, "snapshot_id")}),
+        )
+        .await;
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 5 * GIB);
+    try_snapshot(&alice, disk, "four").await.unwrap();
+    alice.call("DeleteDisk", json!({"disk_id": disk})).await;
+    assert_eq!(quota(&alice).await["storage_bytes_used"], 2 * GIB);
+}
+db_test!(
+    snapshots_count_in_storage_and_are_bounded_per_disk,
+    snapshots_count_in_storage_and_are_bounded_per_disk
+);

@@ -127,7 +127,9 @@ pub fn fault_response(err: &ApiError) -> Response {
     let status = match err {
         ApiError::CredentialsMissing | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        ApiError::TooManyLoginAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::TooManyLoginAttempts { .. } | ApiError::TooManyCalls { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut response = xml_response(status, codec::encode_fault(err));

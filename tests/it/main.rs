@@ -5,6 +5,7 @@
 mod support;
 
 mod api_bad_input;
+mod api_forgery;
 mod api_isolation;
 mod api_json;
 mod api_smoke;

@@ -9,12 +9,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{auth, read_body};
+use super::{auth, guard, read_body};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::{Ctx, Origin, Via, registry};
 use crate::state::AppState;
 
 pub async fn handle(
+    _checked: guard::SoapGuard,
     State(state): State<AppState>,
     client: auth::ClientAddress,
     headers: HeaderMap,

@@ -33,6 +33,7 @@ mod layers;
 mod list_paging;
 mod login_throttling;
 mod metrics;
+mod node_proof;
 mod nodes;
 mod panel;
 mod panel_ops;

@@ -216,7 +216,12 @@ async fn database_text(app: &TestApp, backend: Backend) -> String {
 
 async fn presigned_fetch_urls_leave_no_trace(backend: Backend) {
     const SECRET: &str = "secret123";
-    let app = TestApp::start_with(backend, allowing("127.0.0.0/8")).await;
+    // No retries: a connection that fails ends its job at once.
+    let mut options = allowing("127.0.0.0/8");
+    options
+        .args
+        .extend(["--fetch-max-retries".into(), "0".into()]);
+    let app = TestApp::start_with(backend, options).await;
     let alice = app.alice();
     let files = ImageServer::start().await;
     let image = vec![0x5au8; 64 * 1024];
@@ -245,6 +250,17 @@ async fn presigned_fetch_urls_leave_no_trace(backend: Backend) {
     assert_eq!(code, "FETCH_FAILED", "{message}");
     assert!(message.contains(&files.url("gone.raw")), "{message}");
 
+    // A connection refused: the HTTP client's own error names the URL it tried, query and all.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused = format!("http://{closed}/x.raw?X-Amz-Signature={SECRET}&token=abc");
+    let refused = fetch(&alice, fetch_args(&refused, app.alice.vdc_id, "refused")).await;
+    let (code, message) = alice.job_fails(refused).await;
+    assert_eq!(code, "FETCH_TIMEOUT", "{message}");
+    assert!(message.contains("error sending request"), "{message}");
+
     let jobs = alice.call("ListJobs", json!({})).await;
     let names: Vec<&str> = jobs
         .as_array()
@@ -266,6 +282,10 @@ async fn presigned_fetch_urls_leave_no_trace(backend: Backend) {
             .call("GetJob", json!({"job_id": failed}))
             .await
             .to_string(),
+        alice
+            .call("GetJob", json!({"job_id": refused}))
+            .await
+            .to_string(),
         alice.call("ListAuditEvents", json!({})).await.to_string(),
         app.server.log_text(),
         database_text(&app, backend).await,
@@ -274,6 +294,7 @@ async fn presigned_fetch_urls_leave_no_trace(backend: Backend) {
         "ListJobs",
         "GetJob",
         "GetJob (failed)",
+        "GetJob (refused)",
         "ListAuditEvents",
         "log",
         "database",

@@ -1,6 +1,7 @@
 //! What nodes ask each other, under `/internal/v1/`: each request carries a proof made with
-//! a key derived from the cluster's secret key, bound to the node asked, its method, path and body, good for
-//! this node, 30 seconds and accepted once ([`crate::jobs::node_proof`]); anything else is 403.
+//! a key derived from the cluster's secret key, bound to the node asked and to the request's
+//! method, path and body, good for 30 seconds and accepted once
+//! ([`crate::jobs::node_proof`]); anything else is 403.
 //! Customers never call these: the node that asks has checked the customer's right already.
 //!
 //! - `GET /internal/v1/console/{server_uuid}`: the end of the serial console of a VM this node

@@ -3,10 +3,10 @@
 //!
 //! A proof is bound to one request: a ChaCha20-Poly1305 tag (of an empty message) over the
 //! node asked, the method, the path with its query, a SHA-256 of the body and the expiry,
-//! under a random 96-bit nonce. It is good for at most [`VALIDITY_MS`] (plus [`CLOCK_SKEW_MS`] for clocks
-//! that differ), and a node accepts each nonce once: the nonces it took are remembered until
-//! their proofs expire, so a captured request cannot be sent again, nor its proof put on
-//! another request.
+//! under a random 96-bit nonce. It is good for at most [`VALIDITY_MS`] (plus
+//! [`CLOCK_SKEW_MS`] for clocks that differ), and a node accepts each nonce once: the nonces it
+//! took are remembered until their proofs expire, so a captured request cannot be sent again,
+//! nor its proof put on another request.
 //!
 //! The key is derived from the cluster key with HKDF-SHA256 under a label of its own, so a
 //! proof's key is never the key that seals job secrets (`super::secrets`).

@@ -30,7 +30,7 @@ until grep -q "listening on" "$dir/out" 2>/dev/null; do
 done
 url=$(sed -n 's/.*listening on //p' "$dir/out")
 auth="Authorization: Basic $(printf 'bench@example.com:bench-password' | base64 -w0)"
-call() { curl -sf -H "$auth" -X POST "$url/api/v1/$1" -d "$2"; }
+call() { curl -sf -H "$auth" -H "Content-Type: application/json" -X POST "$url/api/v1/$1" -d "$2"; }
 server_id=$(call CreateServer '{"vdc_id":1,"vlan_id":-1,"server_name":"bench","image_id":66,"server_productoffer_id":18,"disk_productoffer_ids":[31]}' | sed 's/.*"server_id":\([0-9]*\).*/\1/')
 job_id=$(call StartServer "{\"server_id\":$server_id}" | sed 's/[^0-9]//g')
 call WaitForJob "{\"job_id\":$job_id,\"timeout_seconds\":10}" >/dev/null

@@ -78,7 +78,8 @@ stop_server() {
 
 measure() { # engine name
     local token
-    token=$(curl -sS --fail-with-body -u bench@example.com:bench-password -X POST "$url/api/v1/GetAuthenticationToken" \
+    token=$(curl -sS --fail-with-body -u bench@example.com:bench-password -H "Content-Type: application/json" \
+        -X POST "$url/api/v1/GetAuthenticationToken" \
         -d '{"expiry_seconds": 3600}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
     URL=$url TOKEN=$token REQUESTS=$requests ENGINE=$1 python3 - <<'PY'
 import http.client, json, os, time, urllib.parse

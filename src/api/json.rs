@@ -9,13 +9,14 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::{auth, read_body};
+use super::{auth, guard, read_body};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::WireType;
 use crate::ops::{Ctx, Origin, Via, registry};
 use crate::state::AppState;
 
 pub async fn handle(
+    _checked: guard::JsonGuard,
     State(state): State<AppState>,
     Path(operation): Path<String>,
     client: auth::ClientAddress,

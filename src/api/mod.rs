@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod fallback;
+pub mod guard;
 pub mod internal;
 pub mod json;
 pub mod metadata;

@@ -17,7 +17,7 @@ use super::budget::{FetchLimits, Retries};
 use super::guard::{AddressGuard, GuardedResolver, find_refused};
 use super::pipeline::Wire;
 use super::tls::{FetchTls, certificate_refused};
-use super::{FetchSource, describe_error};
+use super::{FetchSource, describe_error, display_url};
 use crate::error::{ApiError, ApiResult};
 
 pub const MAX_REDIRECTS: usize = 5;
@@ -38,6 +38,9 @@ impl From<ApiError> for Failure {
 }
 
 fn classify(err: reqwest::Error, url: &Url) -> Failure {
+    // reqwest names the URL in its errors, query string and all: the message says where by
+    // the job's (redacted) URL instead.
+    let err = err.without_url();
     if let Some(refused) = find_refused(&err) {
         return Failure::Fatal(refused.into());
     }
@@ -119,7 +122,7 @@ pub async fn download(
         wire,
         origin: source.url.origin(),
         credentials,
-        url: source.url.clone(),
+        url: source.request_url(),
         offset: 0,
         total: None,
         validator: None,
@@ -131,7 +134,7 @@ pub async fn download(
             Ok(()) => return Ok(()),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Transient(message)) => {
-                tracing::warn!(url = %dl.url, offset = dl.offset, error = %message,
+                tracing::warn!(url = %display_url(&dl.url), offset = dl.offset, error = %message,
                     "fetch interrupted");
                 let pause = retries.after_failure(dl.offset > before, message)?;
                 tokio::time::sleep(pause).await;
@@ -229,7 +232,7 @@ impl Download<'_> {
                 };
                 return Err(Failure::Fatal(ApiError::FetchFailed(format!(
                     "the server answered HTTP {s} for {}{hint}",
-                    self.url
+                    display_url(&self.url)
                 ))));
             }
         }

@@ -32,7 +32,7 @@ mod writer;
 pub use budget::FetchLimits;
 pub use inspect::ImageFormat;
 pub use pipeline::Written;
-pub use source::{Algorithm, Checksum, Credentials, FetchSource};
+pub use source::{Algorithm, Checksum, Credentials, FetchSource, display_url};
 pub use tls::FetchTls;
 pub use writer::{FetchPolicy, Fetched, fetch_image, scratch_path};
 

@@ -1,36 +1,59 @@
 //! What FetchDisk is asked to fetch: the URL (with its scheme guessed when missing), the
 //! credentials, and the expected checksum.
+//!
+//! A URL's user info and its query string (where pre-signed URLs carry their signature) are
+//! secrets: they are split off into [`Credentials`], sealed with the job, and put back only
+//! for the request itself. Everything that shows a URL (job names and parameters, logs,
+//! errors) shows it without them ([`display_url`]).
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{ApiError, ApiResult};
 
-/// A source's user name and password: what FetchDisk keeps sealed for its job, apart from the
-/// URL.
+/// A source's user name, password and query string: what FetchDisk keeps sealed for its
+/// job, apart from the URL.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
     pub user: Option<String>,
     pub password: Option<String>,
+    /// The URL's query string, without its `?` (sealed secrets of older versions have none).
+    #[serde(default)]
+    pub query: Option<String>,
 }
 
-/// A URL to fetch and the credentials for it. `url` never holds user info; credentials given
-/// in the URL are moved to `user`/`password`, and explicit arguments win over them.
+/// A URL to fetch and the credentials for it. `url` never holds user info nor a query:
+/// credentials given in the URL are moved to `user`/`password` (explicit arguments win over
+/// them), its query to `query`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FetchSource {
     pub url: Url,
     pub user: Option<String>,
     pub password: Option<String>,
+    pub query: Option<String>,
 }
 
 impl std::fmt::Debug for FetchSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
         f.debug_struct("FetchSource")
             .field("url", &self.url.as_str())
-            .field("user", &self.user.as_ref().map(|_| "<redacted>"))
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("user", &redacted(&self.user))
+            .field("password", &redacted(&self.password))
+            .field("query", &redacted(&self.query))
             .finish()
     }
+}
+
+/// A URL as it may be shown (in job names, logs, errors): without user info, query string
+/// and fragment.
+pub fn display_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 pub const SCHEMES: &[&str] = &["http", "https", "ftp", "ftps"];
@@ -83,6 +106,8 @@ impl FetchSource {
         let _ = url.set_username("");
         let _ = url.set_password(None);
         url.set_fragment(None);
+        let query = url.query().map(str::to_string);
+        url.set_query(None);
         let nonempty = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_string);
         let user = nonempty(user).or(url_user);
         let password = nonempty(password).or(url_password);
@@ -90,32 +115,52 @@ impl FetchSource {
             url,
             user,
             password,
+            query,
         })
     }
 
-    /// The URL without credentials, for job records and logs.
+    /// The URL without credentials and query, for job records, logs and errors.
     pub fn redacted(&self) -> String {
-        self.url.to_string()
+        display_url(&self.url)
     }
 
-    /// The credentials, if there are any.
+    /// The URL to request: with its query string.
+    pub fn request_url(&self) -> Url {
+        let mut url = self.url.clone();
+        url.set_query(self.query.as_deref());
+        url
+    }
+
+    /// The secrets to seal, if there are any.
     pub fn credentials(&self) -> Option<Credentials> {
-        (self.user.is_some() || self.password.is_some()).then(|| Credentials {
-            user: self.user.clone(),
-            password: self.password.clone(),
+        (self.user.is_some() || self.password.is_some() || self.query.is_some()).then(|| {
+            Credentials {
+                user: self.user.clone(),
+                password: self.password.clone(),
+                query: self.query.clone(),
+            }
         })
     }
 
     /// The source of a URL without user info (one [`Self::parse`] made) and its credentials.
-    pub fn with_credentials(url: Url, credentials: Option<Credentials>) -> Self {
-        let Credentials { user, password } = credentials.unwrap_or(Credentials {
+    /// A job queued by an older version kept its query in the URL, which still works.
+    pub fn with_credentials(mut url: Url, credentials: Option<Credentials>) -> Self {
+        let Credentials {
+            user,
+            password,
+            query,
+        } = credentials.unwrap_or(Credentials {
             user: None,
             password: None,
+            query: None,
         });
+        let query = query.or_else(|| url.query().map(str::to_string));
+        url.set_query(None);
         FetchSource {
             url,
             user,
             password,
+            query,
         }
     }
 }
@@ -272,6 +317,44 @@ mod tests {
             (Some("alice"), Some("pw"))
         );
         assert!(!format!("{s:?}").contains("pw"));
+    }
+
+    #[test]
+    fn a_query_string_is_a_secret_put_back_only_for_the_request() {
+        let raw = "http://u:p@h:8000/img.raw?X-Amz-Signature=secret123&token=abc#frag";
+        let s = FetchSource::parse(raw, None, None).unwrap();
+        assert_eq!(s.url.as_str(), "http://h:8000/img.raw");
+        assert_eq!(s.redacted(), "http://h:8000/img.raw");
+        assert!(!format!("{s:?}").contains("secret123"));
+        assert_eq!(
+            s.request_url().as_str(),
+            "http://h:8000/img.raw?X-Amz-Signature=secret123&token=abc"
+        );
+        let sealed = s.credentials().unwrap();
+        assert_eq!(
+            sealed.query.as_deref(),
+            Some("X-Amz-Signature=secret123&token=abc")
+        );
+        let again = FetchSource::with_credentials(s.url.clone(), Some(sealed));
+        assert_eq!(again, s);
+        // Only a query is secret enough to seal.
+        let q = FetchSource::parse("http://h/a?x=1", None, None).unwrap();
+        assert!(q.credentials().is_some());
+        assert!(
+            FetchSource::parse("http://h/a", None, None)
+                .unwrap()
+                .credentials()
+                .is_none()
+        );
+        // A job of an older version kept the query in its URL, and no query sealed.
+        let old = Url::parse("http://h/a?sig=1").unwrap();
+        let old = FetchSource::with_credentials(old, None);
+        assert_eq!(old.request_url().as_str(), "http://h/a?sig=1");
+        assert_eq!(old.redacted(), "http://h/a");
+        assert_eq!(
+            display_url(&Url::parse("https://a:b@h/p?q=1#f").unwrap()),
+            "https://h/p"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod identity;
 pub mod kind;
+pub mod node_proof;
 pub mod queue;
 mod secrets;
 pub mod worker;
@@ -99,6 +100,8 @@ pub struct JobQueue(Arc<Shared>);
 
 struct Shared {
     config: QueueConfig,
+    /// Proofs of node-to-node requests, with a key of their own and the nonces taken.
+    proofs: node_proof::NodeProofs,
     wake_workers: Arc<Notify>,
     running: Mutex<HashMap<i64, Arc<Progress>>>,
     finished: watch::Sender<u64>,
@@ -112,6 +115,7 @@ const FINISHED_ROWS_KEPT: usize = 10_000;
 impl JobQueue {
     pub fn new(config: QueueConfig) -> Self {
         JobQueue(Arc::new(Shared {
+            proofs: node_proof::NodeProofs::new(&config.secret_key),
             config,
             wake_workers: Arc::new(Notify::new()),
             running: Mutex::new(HashMap::new()),
@@ -128,21 +132,16 @@ impl JobQueue {
         self.0.config.lease_ms
     }
 
-    /// A proof for another node that a request for `purpose` comes from this cluster
-    /// ([`secrets::node_proof`]).
-    pub fn node_proof(&self, purpose: &str, expires_ms: i64) -> ApiResult<String> {
-        secrets::node_proof(&self.0.config.secret_key, purpose, expires_ms)
+    /// A proof for another node that `request` comes from this cluster
+    /// ([`node_proof::NodeProofs::make`]).
+    pub fn node_proof(&self, request: &node_proof::Request) -> ApiResult<String> {
+        self.0.proofs.make(request, crate::db::now_ms())
     }
 
-    /// Whether a request for `purpose` carries a good proof from a node of this cluster.
-    pub fn check_node_proof(&self, purpose: &str, expires_ms: i64, proof: &str) -> bool {
-        secrets::check_node_proof(
-            &self.0.config.secret_key,
-            purpose,
-            expires_ms,
-            proof,
-            crate::db::now_ms(),
-        )
+    /// Whether `request` carries a good proof, not seen before, from a node of this cluster
+    /// ([`node_proof::NodeProofs::accept`]).
+    pub fn accept_node_proof(&self, request: &node_proof::Request, proof: &str) -> bool {
+        self.0.proofs.accept(request, proof, crate::db::now_ms())
     }
 
     pub(crate) fn db(&self) -> &Db {

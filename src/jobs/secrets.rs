@@ -62,60 +62,6 @@ fn open(key: &[u8; 32], job_id: i64, sealed: &str) -> ApiResult<Vec<u8>> {
         })
 }
 
-/// A proof, between nodes holding the cluster key, that a request for `purpose` comes from
-/// one of them, good until `expires_ms`: a Poly1305 tag over the purpose and expiry (an
-/// empty message sealed with them as associated data) under a random nonce.
-pub fn node_proof(key: &[u8; 32], purpose: &str, expires_ms: i64) -> ApiResult<String> {
-    let nonce: [u8; 12] = rand::random();
-    let aad = format!("{purpose}\n{expires_ms}");
-    let tag = cipher(key)
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: b"",
-                aad: aad.as_bytes(),
-            },
-        )
-        .map_err(|_| ApiError::internal(anyhow::anyhow!("making a node proof failed")))?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&tag);
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
-}
-
-/// Whether `proof` is [`node_proof`]'s for `purpose` and `expires_ms`, not yet expired at
-/// `now_ms` (and not good for more than five minutes: a proof is made for one request).
-pub fn check_node_proof(
-    key: &[u8; 32],
-    purpose: &str,
-    expires_ms: i64,
-    proof: &str,
-    now_ms: i64,
-) -> bool {
-    if expires_ms < now_ms || expires_ms > now_ms + 300_000 {
-        return false;
-    }
-    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(proof) else {
-        return false;
-    };
-    if bytes.len() != 12 + 16 {
-        return false;
-    }
-    let (nonce, tag) = bytes.split_at(12);
-    let Ok(nonce) = Nonce::try_from(nonce) else {
-        return false;
-    };
-    let aad = format!("{purpose}\n{expires_ms}");
-    cipher(key)
-        .decrypt(
-            &nonce,
-            Payload {
-                msg: tag,
-                aad: aad.as_bytes(),
-            },
-        )
-        .is_ok()
-}
-
 /// Keeps a job's secret, sealed.
 pub(super) async fn store<S: Serialize>(
     tx: &mut Tx,
@@ -154,26 +100,6 @@ pub(super) async fn load<S: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn node_proofs_hold_for_their_purpose_key_and_time_only() {
-        let key = [7u8; 32];
-        let now = 1_000_000;
-        let expires = now + 30_000;
-        let proof = node_proof(&key, "console abc", expires).unwrap();
-        let holds = |key: &[u8; 32], purpose: &str, expires: i64, proof: &str, at: i64| {
-            check_node_proof(key, purpose, expires, proof, at)
-        };
-        assert!(holds(&key, "console abc", expires, &proof, now));
-        assert!(!holds(&key, "console abd", expires, &proof, now));
-        assert!(!holds(&key, "console abc", expires + 1, &proof, now));
-        assert!(!holds(&[8u8; 32], "console abc", expires, &proof, now));
-        assert!(!holds(&key, "console abc", expires, &proof, expires + 1));
-        let far = node_proof(&key, "console abc", now + 3_600_000).unwrap();
-        assert!(!holds(&key, "console abc", now + 3_600_000, &far, now));
-        assert!(!holds(&key, "console abc", expires, "", now));
-        assert!(!holds(&key, "console abc", expires, "!!", now));
-    }
 
     #[test]
     fn sealed_secrets_open_only_with_the_key_and_job() {

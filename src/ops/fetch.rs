@@ -90,7 +90,7 @@ pub async fn fetch_disk(ctx: &Ctx, a: args::FetchDisk) -> ApiResult<i64> {
     Ok(job_id)
 }
 
-/// A FetchDisk job: the image at `url` (credentials are sealed apart, see
+/// A FetchDisk job: the image at `url` (its credentials and query string are sealed apart, see
 /// [`crate::jobs::JobQueue::seal_secret`]) becomes a disk of the offer's size in the VDC, or
 /// with `make_image` a private image.
 #[derive(Debug, Clone, Serialize, Deserialize)]

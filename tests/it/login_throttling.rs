@@ -219,6 +219,7 @@ async fn behind_a_trusted_proxy_the_forwarded_address_counts(backend: Backend) {
     let via_proxy = |client: &'static str, email: &str, password: &str| {
         proxy
             .post(format!("{base}/api/v1/ListVDCs"))
+            .header("Content-Type", "application/json")
             .header("X-Forwarded-For", client)
             .basic_auth(email, Some(password))
             .send()
@@ -253,6 +254,7 @@ async fn behind_a_trusted_proxy_the_forwarded_address_counts(backend: Backend) {
     for n in 0..2 {
         let response = direct
             .post(format!("{base}/api/v1/ListVDCs"))
+            .header("Content-Type", "application/json")
             .header("X-Forwarded-For", format!("203.0.113.{n}"))
             .basic_auth("x@example.com", Some("wrong"))
             .send()
@@ -262,6 +264,7 @@ async fn behind_a_trusted_proxy_the_forwarded_address_counts(backend: Backend) {
     }
     let response = direct
         .post(format!("{base}/api/v1/ListVDCs"))
+        .header("Content-Type", "application/json")
         .header("X-Forwarded-For", "203.0.113.9")
         .basic_auth("y@example.com", Some("z"))
         .send()

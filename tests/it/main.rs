@@ -5,6 +5,7 @@
 mod support;
 
 mod api_bad_input;
+mod api_forgery;
 mod api_isolation;
 mod api_json;
 mod api_smoke;
@@ -35,6 +36,7 @@ mod layers;
 mod list_paging;
 mod login_throttling;
 mod metrics;
+mod node_proof;
 mod nodes;
 mod panel;
 mod panel_ops;

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::{auth, read_body};
+use super::{auth, guard, read_body};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::registry::Version;
 use crate::ops::{Ctx, Origin, Via, registry};
@@ -22,17 +22,20 @@ use crate::state::AppState;
 
 /// `POST /`: version 1, the first release's API.
 pub async fn handle(
+    checked: guard::SoapGuard,
     state: State<AppState>,
     client: auth::ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle_version(registry::FIRST, state, client, headers, body).await
+    handle_version(registry::FIRST, checked, state, client, headers, body).await
 }
 
-/// `POST /v{version}/`.
+/// `POST /v{version}/`: only with a SOAP content type and, with credentials, from no other
+/// origin (`guard::SoapGuard`, which every version's handler takes).
 pub async fn handle_version(
     version: Version,
+    _checked: guard::SoapGuard,
     State(state): State<AppState>,
     client: auth::ClientAddress,
     headers: HeaderMap,
@@ -87,10 +90,11 @@ pub fn version_routes() -> Router<AppState> {
             },
         )
         .post(
-            move |state: State<AppState>,
+            move |checked: guard::SoapGuard,
+                  state: State<AppState>,
                   client: auth::ClientAddress,
                   headers: HeaderMap,
-                  body: Body| handle_version(version, state, client, headers, body),
+                  body: Body| handle_version(version, checked, state, client, headers, body),
         );
         router = router
             .route(&format!("/v{version}"), endpoint.clone())

@@ -22,7 +22,7 @@ pub use power::{
     stop_server,
 };
 pub use vm::{
-    NODE_PROOF_HEADER, console_here, console_purpose, get_console_log, record_vm_event,
+    NODE_PROOF_HEADER, console_here, console_path, get_console_log, record_vm_event,
     recover_servers,
 };
 

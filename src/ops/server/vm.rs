@@ -3,6 +3,7 @@
 
 use super::power::vm_gone;
 use super::*;
+use crate::jobs::node_proof::Request as NodeRequest;
 
 /// Records a VM that ended on its own: a running server (or one whose start job has not yet
 /// recorded it running) becomes stopped, or in error with the reason. A server being stopped
@@ -122,7 +123,8 @@ pub async fn get_console_log(ctx: &Ctx, a: args::GetConsoleLog) -> ApiResult<Str
         (server, address)
     };
     if let Some(address) = address {
-        match console_on_node(&ctx.state, &address, &server.uuid).await {
+        let node = server.node.as_deref().unwrap_or_default();
+        match console_on_node(&ctx.state, node, &address, &server.uuid).await {
             Ok(bytes) => return Ok(console_text(&bytes)),
             // Nodes sharing one data directory read it here as well.
             Err(err) => tracing::warn!(server_id = server.id, node = ?server.node, error = %err,
@@ -143,9 +145,9 @@ pub async fn console_here(state: &AppState, server_uuid: &str) -> ApiResult<Vec<
     )
 }
 
-/// What a node-to-node console read proves it is for.
-pub fn console_purpose(server_uuid: &str) -> String {
-    format!("console {server_uuid}")
+/// The path a node reads another node's console of `server_uuid` at.
+pub fn console_path(server_uuid: &str) -> String {
+    format!("/internal/v1/console/{server_uuid}")
 }
 
 /// The API address of `node` if its heartbeat is within the lease.
@@ -164,21 +166,22 @@ async fn live_node_address(
     .await?)
 }
 
-/// Reads a console from the node at `address`, proving with the cluster key that the request
-/// comes from a node (the customer's right to it was checked here).
+/// Reads a console from `node`, at `address`, proving with a key derived from the cluster key
+/// that the request comes from a node (the customer's right to it was checked here).
 async fn console_on_node(
     state: &AppState,
+    node: &str,
     address: &str,
     server_uuid: &str,
 ) -> anyhow::Result<Vec<u8>> {
-    let expires = crate::db::now_ms() + 30_000;
-    let proof = state
-        .jobs
-        .node_proof(&console_purpose(server_uuid), expires)?;
-    let url = format!(
-        "{}/internal/v1/console/{server_uuid}?expires={expires}",
-        address.trim_end_matches('/')
-    );
+    let path = console_path(server_uuid);
+    let proof = state.jobs.node_proof(&NodeRequest {
+        node,
+        method: "GET",
+        path: &path,
+        body: b"",
+    })?;
+    let url = format!("{}{path}", address.trim_end_matches('/'));
     let response = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()?

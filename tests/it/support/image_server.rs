@@ -41,6 +41,8 @@ enum Entry {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,
+    /// The query string, without its `?`.
+    pub query: Option<String>,
     pub authorization: Option<String>,
     pub range: Option<String>,
 }
@@ -148,7 +150,7 @@ impl ImageServer {
     }
 }
 
-fn record(shared: &Shared, path: &str, headers: &HeaderMap) -> usize {
+fn record(shared: &Shared, path: &str, query: Option<&str>, headers: &HeaderMap) -> usize {
     let text = |name: header::HeaderName| {
         headers
             .get(name)
@@ -157,6 +159,7 @@ fn record(shared: &Shared, path: &str, headers: &HeaderMap) -> usize {
     };
     shared.seen.lock().unwrap().push(Seen {
         path: path.to_string(),
+        query: query.map(str::to_string),
         authorization: text(header::AUTHORIZATION),
         range: text(header::RANGE),
     });
@@ -169,9 +172,10 @@ fn record(shared: &Shared, path: &str, headers: &HeaderMap) -> usize {
 async fn serve(
     State(shared): State<Arc<Shared>>,
     UrlPath(path): UrlPath<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let nth = record(&shared, &path, &headers);
+    let nth = record(&shared, &path, uri.query(), &headers);
     let entry = shared.entries.lock().unwrap().get(&path).cloned();
     let served = match entry {
         None => return StatusCode::NOT_FOUND.into_response(),

@@ -64,6 +64,19 @@ impl JobStatus {
     pub fn is_finished(code: i64) -> bool {
         JobStatus::FINISHED.iter().any(|s| s.code() == code)
     }
+
+    /// The name shown beside the number (`status_name`): what a person reads.
+    pub fn name_of(code: i64) -> &'static str {
+        match code {
+            1 => "successful",
+            2 => "in_progress",
+            3 => "failed",
+            4 => "cancelled",
+            6 => "not_started",
+            7 => "waiting",
+            _ => "unknown",
+        }
+    }
 }
 
 /// A job to queue: who it is for, what it is about, and its kind's parameters.

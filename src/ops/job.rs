@@ -19,7 +19,7 @@ pub const MAX_WAIT_SECONDS: i64 = 300;
 
 wire_struct! {
     /// A job. `status`: 1 successful, 2 in progress, 3 failed, 4 cancelled, 6 not started,
-    /// 7 waiting (for a free slot). `item_type`/`item_id` name what it works on or produced;
+    /// 7 waiting (for a free slot), named in `status_name`. `item_type`/`item_id` name what it works on or produced;
     /// `phase`, `progress` (percent), `bytes_done` and `bytes_total` show how far it is.
     pub struct Job as "Job" {
         pub job_id: i64,
@@ -38,6 +38,8 @@ wire_struct! {
         pub created: Timestamp,
         pub started: Option<Timestamp>,
         pub finished: Option<Timestamp>,
+        #[since(2)]
+        pub status_name: String,
     }
 }
 
@@ -60,6 +62,7 @@ impl From<JobRow> for Job {
             created: Timestamp(row.created),
             started: row.started.map(Timestamp),
             finished: row.finished.map(Timestamp),
+            status_name: crate::jobs::JobStatus::name_of(row.status).to_string(),
         }
     }
 }

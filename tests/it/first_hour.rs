@@ -318,6 +318,21 @@ async fn http_answers_explain_themselves(backend: Backend) {
     // Names are matched ignoring case, as PHP's SoapClient calls them.
     let (status, _) = request(&app, Method::POST, "/api/v1/listvdcs", Some(json!({}))).await;
     assert_eq!(status, 200);
+
+    // A status number comes with its name.
+    let args = json!({"vdc_id": app.alice.vdc_id, "vlan_id": -1, "server_name": "named",
+                      "image_id": 66, "server_productoffer_id": 18,
+                      "disk_productoffer_ids": [31]});
+    let (status, server) = request(&app, Method::POST, "/api/v1/CreateServer", Some(args)).await;
+    assert_eq!(status, 200, "{server}");
+    assert_eq!(server["status"], 5);
+    assert_eq!(server["status_name"], "stopped");
+    let args = json!({"server_id": server["server_id"]});
+    let (_, job) = request(&app, Method::POST, "/api/v1/DestroyServer", Some(args)).await;
+    let args = json!({"job_id": job["job_id"], "timeout_seconds": 30});
+    let (_, job) = request(&app, Method::POST, "/api/v1/WaitForJob", Some(args)).await;
+    assert_eq!(job["status"], 1, "{job}");
+    assert_eq!(job["status_name"], "successful");
 }
 db_test!(
     http_answers_explain_themselves,

@@ -62,6 +62,18 @@ impl ServerStatus {
         self as i64
     }
 
+    /// The name shown beside the number (`status_name`).
+    pub fn name_of(code: i64) -> &'static str {
+        match code {
+            1 => "error",
+            2 => "running",
+            3 => "starting",
+            4 => "stopping",
+            5 => "stopped",
+            _ => "unknown",
+        }
+    }
+
     fn describe(code: i64) -> &'static str {
         match code {
             1 => "in error",
@@ -75,7 +87,8 @@ impl ServerStatus {
 }
 
 wire_struct! {
-    /// A server. `status`: 1 error, 2 running, 3 starting, 4 stopping, 5 stopped, with
+    /// A server. `status`: 1 error, 2 running, 3 starting, 4 stopping, 5 stopped (named in
+    /// `status_name`), with
     /// `status_reason` saying why when it is in error. `memory` is in MiB. `disks` are in attach
     /// order (the first is the boot disk). `initial_user` and `initial_password` are the
     /// first-boot credentials. A server on a VLAN has a NIC: `mac_address`, the
@@ -108,6 +121,8 @@ wire_struct! {
         pub ssh_key_ids: Vec<i64>,
         #[since(2)]
         pub node: Option<String>,
+        #[since(2)]
+        pub status_name: String,
     }
 }
 
@@ -160,6 +175,7 @@ impl ServerRow {
             port_forwards,
             ssh_key_ids,
             node: self.node.clone(),
+            status_name: ServerStatus::name_of(self.status).to_string(),
         }
     }
 }

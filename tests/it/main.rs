@@ -18,6 +18,7 @@ mod fetch;
 mod fetch_budgets;
 mod fetch_tls;
 mod firstboot;
+mod frame_admission;
 mod fsmaker;
 mod fuzz;
 mod guest_network;

@@ -680,11 +680,18 @@ fn the_kernel_takes_the_generated_rules() {
                     address: "10.64.0.10".parse().unwrap(),
                     hostname: "web".into(),
                 }],
+                remote_nics: Vec::new(),
             },
             VlanNet {
                 vlan_id: 8,
                 subnet: "10.64.1.0/24".parse().unwrap(),
                 nics: Vec::new(),
+                remote_nics: vec![Nic {
+                    server_id: 4,
+                    mac: "52:54:00:aa:bb:dd".into(),
+                    address: "10.64.1.11".parse().unwrap(),
+                    hostname: "db".into(),
+                }],
             },
         ],
         forwards: vec![Forward {
@@ -693,6 +700,7 @@ fn the_kernel_takes_the_generated_rules() {
             guest_port: 22,
         }],
         tunnel: None,
+        platform: vec!["192.168.1.7".parse().unwrap(), "10.9.0.3".parse().unwrap()],
     };
     let mut tunneled = plan.clone();
     tunneled.tunnel = Some(extility::network::Tunnel {
@@ -705,6 +713,7 @@ fn the_kernel_takes_the_generated_rules() {
             egress,
             pool: "10.64.0.0/10".parse().unwrap(),
             deny: vec!["192.168.1.0/24".parse().unwrap()],
+            underlay: Some("lo".into()),
         };
         for script in [
             ruleset(&plan, &config),

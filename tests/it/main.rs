@@ -49,5 +49,6 @@ mod soap_php;
 mod soap_zeep;
 mod sparsecopy;
 mod ssh_keys;
+mod tagged_spoofing;
 mod tenant_networks;
 mod tokens;

@@ -19,7 +19,7 @@ use crate::support::guest::guest_disk_with;
 use crate::support::image_server::ImageServer;
 use crate::support::{Api, Backend, ServerOptions, TestApp};
 
-const GUEST_TIMEOUT: Duration = Duration::from_secs(420);
+pub(crate) const GUEST_TIMEOUT: Duration = Duration::from_secs(420);
 /// A port of the host (the namespace) that guests must not reach on any of its addresses.
 const HOST_PORT: u16 = 4444;
 /// A stand-in for PostgreSQL on the host.
@@ -88,19 +88,19 @@ while :; do sleep 3600; done
 
 /// A network namespace standing for the host, joined to the test's by a veth pair
 /// (`outside` on the test's side, `inside` on the namespace's), with no route anywhere else.
-struct Netns {
-    name: String,
-    outside: String,
-    inside: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
+    pub(crate) outside: String,
+    pub(crate) inside: String,
     /// A second namespace beyond the first: the world outside the host, reached only by
     /// routing through it (`WORLD` on its loopback).
-    world: String,
+    pub(crate) world: String,
     listeners: Vec<Child>,
 }
 
 /// An address of the world outside the host (TEST-NET-2), and a port listening there.
-const WORLD: &str = "198.51.100.1";
-const WORLD_PORT: u16 = 8000;
+pub(crate) const WORLD: &str = "198.51.100.1";
+pub(crate) const WORLD_PORT: u16 = 8000;
 
 pub(crate) fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -113,7 +113,7 @@ pub(crate) fn sh(args: &[&str]) -> String {
 }
 
 impl Netns {
-    fn create() -> Netns {
+    pub(crate) fn create() -> Netns {
         let tag = format!("{:x}", rand::random::<u32>() & 0xfffff);
         let k = rand::random::<u8>();
         let name = format!("ext-test-{tag}");
@@ -200,14 +200,21 @@ impl Netns {
         ns
     }
 
-    fn exec(&self, args: &[&str]) -> String {
+    /// The host's address on its link to the world: what the world sees of masqueraded
+    /// guests.
+    pub(crate) fn toward_world(&self) -> String {
+        let k = self.inside.split('.').nth(2).unwrap();
+        format!("10.251.{k}.1")
+    }
+
+    pub(crate) fn exec(&self, args: &[&str]) -> String {
         let mut all = vec!["ip", "netns", "exec", &self.name];
         all.extend_from_slice(args);
         sh(&all)
     }
 
     /// A TCP listener on every address of the namespace, answering HTTP.
-    fn listen(&mut self, port: u16) {
+    pub(crate) fn listen(&mut self, port: u16) {
         self.listen_in(&self.name.clone(), port);
         // Reachable from outside: what guests are refused, the host's own side is not.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -221,7 +228,7 @@ impl Netns {
     }
 
     /// A TCP listener in the world.
-    fn listen_in_world(&mut self, port: u16) {
+    pub(crate) fn listen_in_world(&mut self, port: u16) {
         self.listen_in(&self.world.clone(), port);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.world_listening(port) {

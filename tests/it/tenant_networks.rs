@@ -30,7 +30,8 @@ const METADATA_PORT: u16 = 8775;
 /// whose address is FROM, trying up to TRIES times, a second apart, and printing `OPEN HOST
 /// PORT` at the first connection or `CLOSED HOST PORT`; `dns=FROM,NAME` looks NAME up; once
 /// done, `world=FROM,HOST,PORT` tries HOST:PORT every second until it connects and prints
-/// `WORLD OPEN`.
+/// `WORLD OPEN`. `inject=FROM,CONTROL,TO...` (before the probes) sends `/vxlan.bin` to UDP 4789
+/// of each TO three times with `/usr/bin/socat`, then once to UDP 4790 of CONTROL.
 pub(crate) const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -60,6 +61,17 @@ if wget -q -O /tmp/nc "${seed}network-config"; then
 else
   echo "NOCLOUD FAILED"
 fi
+for t in $(cat /proc/cmdline); do
+  case "$t" in inject=$ADDR,*)
+    set -- $(echo "${t#inject=}" | tr ',' ' '); shift; control=$1; shift
+    for round in 1 2 3; do
+      for to in "$@"; do
+        /usr/bin/socat -u OPEN:/vxlan.bin UDP4-SENDTO:$to:4789 && echo "SENT $to"
+      done
+    done
+    /usr/bin/socat -u OPEN:/vxlan.bin UDP4-SENDTO:$control:4790 && echo "SENT CONTROL";;
+  esac
+done
 probe() {
   i=0
   while [ $i -lt $3 ]; do

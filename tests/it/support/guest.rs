@@ -78,6 +78,28 @@ impl GuestDisk {
         self
     }
 
+    /// A dynamically linked program of this host, at its own path in the initramfs, with the
+    /// libraries `ldd` names (and the loader) at theirs.
+    pub(crate) fn host_program(mut self, path: &str) -> GuestDisk {
+        let out = std::process::Command::new("ldd").arg(path).output().unwrap();
+        assert!(out.status.success(), "ldd {path}");
+        let libs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or
+                // `/lib64/ld-linux-x86-64.so.2 (0x...)`.
+                let l = l.split(" (0x").next()?.trim();
+                let lib = l.rsplit("=> ").next()?.trim();
+                lib.starts_with('/').then(|| lib.to_string())
+            })
+            .collect();
+        for file in std::iter::once(path.to_string()).chain(libs) {
+            let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+            self.files.push((file, 0o755, bytes));
+        }
+        self
+    }
+
     /// Builds `<dir>/<name>.img` (and its parts beside it) and returns its path.
     pub(crate) fn build(&self, dir: &Path, name: &str) -> PathBuf {
         let (kernel, modules_dir) = debian_kernel();

@@ -194,10 +194,13 @@ async fn platform_addresses(
     Ok(addresses)
 }
 
-/// The host of a URL (`postgres://u@db.example:5432/x`, `http://10.0.0.5:8080`), if it has
-/// one (SQLite's URLs and sockets have none).
+/// The host of a network URL (`postgres://u@db.example:5432/x`, `http://10.0.0.5:8080`);
+/// none for other schemes (SQLite's `sqlite://./data/x.db` names a file, not a host).
 fn url_host(text: &str) -> Option<String> {
     let url = url::Url::parse(text).ok()?;
+    if !["http", "https", "postgres", "postgresql"].contains(&url.scheme()) {
+        return None;
+    }
     match url.host()? {
         url::Host::Domain(name) if !name.is_empty() => Some(name.to_string()),
         url::Host::Ipv4(ip) => Some(ip.to_string()),
@@ -348,6 +351,8 @@ mod tests {
             Some("10.0.0.5")
         );
         assert_eq!(url_host("sqlite:///var/lib/x.db"), None);
+        assert_eq!(url_host("sqlite://./data/extility.db?mode=rwc"), None);
+        assert_eq!(url_host("sqlite://data/extility.db?mode=rwc"), None);
         assert_eq!(listen_host("10.0.0.5:8080").as_deref(), Some("10.0.0.5"));
         assert_eq!(listen_host("[::]:8080").as_deref(), Some("::"));
         let conf = "[global]\nfsid = x\nmon_host = [v2:10.1.0.1:3300/0,v1:10.1.0.1:6789/0] \

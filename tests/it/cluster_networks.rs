@@ -159,20 +159,52 @@ impl Hosts {
         };
         in_router(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         in_router(&["ip", "link", "set", "lo", "up"]);
-        in_router(&["ip", "addr", "add", &format!("{ROUTER_WORLD}/32"), "dev", "lo"]);
+        in_router(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{ROUTER_WORLD}/32"),
+            "dev",
+            "lo",
+        ]);
         for i in 0..2 {
             let (host_if, router_if) = (format!("xu{tag}{i}"), format!("xr{tag}{i}"));
             let router_side = format!("10.253.{k}.{}", 4 * i + 2);
             sh(&[
-                "ip", "link", "add", &host_if, "netns", &self.names[i], "type", "veth", "peer",
-                "name", &router_if, "netns", router,
+                "ip",
+                "link",
+                "add",
+                &host_if,
+                "netns",
+                &self.names[i],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &router_if,
+                "netns",
+                router,
             ]);
             self.exec(
                 i,
-                &["ip", "addr", "add", &format!("{}/30", self.underlay[i]), "dev", &host_if],
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/30", self.underlay[i]),
+                    "dev",
+                    &host_if,
+                ],
             );
             self.exec(i, &["ip", "link", "set", &host_if, "up"]);
-            in_router(&["ip", "addr", "add", &format!("{router_side}/30"), "dev", &router_if]);
+            in_router(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{router_side}/30"),
+                "dev",
+                &router_if,
+            ]);
             in_router(&["ip", "link", "set", &router_if, "up"]);
             let j = 1 - i;
             for to in [
@@ -344,8 +376,14 @@ async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
             "{fdb}"
         );
         let rules = hosts.exec(i, &["nft", "list", "chain", "inet", "extility", "vxlan_in"]);
-        assert!(rules.contains(&format!("ip saddr != {peer} drop")), "{rules}");
-        assert!(rules.contains("iifname != \"xu"), "only on the underlay: {rules}");
+        assert!(
+            rules.contains(&format!("ip saddr != {peer} drop")),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("iifname != \"xu"),
+            "only on the underlay: {rules}"
+        );
     }
     // Guests of a spanned VLAN are told to leave room for VXLAN's 50 bytes.
     for (server, name) in [(&a, "node-a"), (&b, "node-b")] {
@@ -380,7 +418,16 @@ async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
 /// claiming that VLAN's gateway address for [`INJECTED_MAC`].
 fn vxlan_injection(vni: i64, gateway: std::net::Ipv4Addr) -> Vec<u8> {
     let vni = vni as u32;
-    let mut bytes = vec![0x08, 0, 0, 0, (vni >> 16) as u8, (vni >> 8) as u8, vni as u8, 0];
+    let mut bytes = vec![
+        0x08,
+        0,
+        0,
+        0,
+        (vni >> 16) as u8,
+        (vni >> 8) as u8,
+        vni as u8,
+        0,
+    ];
     let mac = INJECTED_MAC;
     bytes.extend_from_slice(&[0xff; 6]);
     bytes.extend_from_slice(&mac);
@@ -514,9 +561,18 @@ async fn a_guest_cannot_inject_into_another_nodes_vlans() {
                 .to_string()
         }
     };
-    assert_ne!(where_(&m1).await, where_(&b1).await, "{m1:?} {b1:?}", m1 = m1.id, b1 = b1.id);
+    assert_ne!(
+        where_(&m1).await,
+        where_(&b1).await,
+        "{m1:?} {b1:?}",
+        m1 = m1.id,
+        b1 = b1.id
+    );
     let said = console(&m1).await;
-    eprintln!("cluster_networks: the injecting guest said:\n{}", said.join("\n"));
+    eprintln!(
+        "cluster_networks: the injecting guest said:\n{}",
+        said.join("\n")
+    );
     for to in &hosts.underlay {
         assert!(said.contains(&format!("SENT {to}")), "{said:?}");
     }
@@ -525,10 +581,17 @@ async fn a_guest_cannot_inject_into_another_nodes_vlans() {
     // had them.
     let deadline = Instant::now() + Duration::from_secs(30);
     while counted(in_router, "inet", "control") == 0 {
-        assert!(Instant::now() < deadline, "the control packet never crossed the router");
+        assert!(
+            Instant::now() < deadline,
+            "the control packet never crossed the router"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(counted(in_router, "inet", "injected"), 0, "a guest's VXLAN left its node");
+    assert_eq!(
+        counted(in_router, "inet", "injected"),
+        0,
+        "a guest's VXLAN left its node"
+    );
     for i in 0..2 {
         assert_eq!(
             counted(|args| hosts.exec(i, args), "bridge", "injected"),

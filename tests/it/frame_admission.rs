@@ -327,7 +327,8 @@ fn only_a_nics_own_untagged_ipv4_and_arp_pass_its_tap_and_tunnels_carry_only_rem
     let a = lab.a.as_str();
     let ip = |src: &'static str, dport: &'static str| ["ip", src, "10.64.6.255", "1000", dport];
     // (what, from, source MAC, tags, frame, admitted)
-    let probes: Vec<(&str, &str, &str, &str, Vec<&str>, u64)> = vec![
+    type Probe<'a> = (&'a str, &'a str, &'a str, &'a str, Vec<&'a str>, u64);
+    let probes: Vec<Probe> = vec![
         ("its own IPv4", a, MAC_A, "-", ip(IP_A, "7").to_vec(), 1),
         (
             "its own ARP",

@@ -81,7 +81,10 @@ impl GuestDisk {
     /// A dynamically linked program of this host, at its own path in the initramfs, with the
     /// libraries `ldd` names (and the loader) at theirs.
     pub(crate) fn host_program(mut self, path: &str) -> GuestDisk {
-        let out = std::process::Command::new("ldd").arg(path).output().unwrap();
+        let out = std::process::Command::new("ldd")
+            .arg(path)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "ldd {path}");
         let libs: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()

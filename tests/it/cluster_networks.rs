@@ -157,7 +157,7 @@ impl Hosts {
             all.extend_from_slice(args);
             sh(&all);
         };
-        in_router(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        in_router(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
         in_router(&["ip", "link", "set", "lo", "up"]);
         in_router(&[
             "ip",
@@ -206,6 +206,15 @@ impl Hosts {
                 &router_if,
             ]);
             in_router(&["ip", "link", "set", &router_if, "up"]);
+            // Each host's API address is beyond its underlay.
+            in_router(&[
+                "ip",
+                "route",
+                "add",
+                &format!("{}/32", self.inside[i]),
+                "via",
+                &self.underlay[i],
+            ]);
             let j = 1 - i;
             for to in [
                 format!("10.253.{k}.{}/30", 4 * j),

@@ -113,11 +113,9 @@ impl Lab {
             sh(&["ip", "netns", "add", ns]);
             // No IPv6 chatter (router solicitations) on the ports: the counters see only
             // the test's frames.
-            lab.exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-            lab.exec(
-                ns,
-                &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
-            );
+            for conf in ["all", "default"] {
+                lab.sysctl(ns, &format!("net/ipv6/conf/{conf}/disable_ipv6"), "1");
+            }
             lab.exec(ns, &["ip", "link", "set", "lo", "up"]);
         }
         let h = lab.host.as_str();
@@ -156,7 +154,7 @@ impl Lab {
         ]);
         lab.exec(h, &["ip", "addr", "add", "10.251.0.1/30", "dev", "up0"]);
         lab.exec(h, &["ip", "link", "set", "up0", "up"]);
-        lab.exec(h, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        lab.sysctl(h, "net/ipv4/ip_forward", "1");
         for to in [WORLD, PLATFORM] {
             lab.exec(
                 h,
@@ -192,6 +190,14 @@ impl Lab {
             &self.peer,
             &self.world,
         ]
+    }
+
+    /// Writes `/proc/sys/<key>` as seen in `ns` (its own network settings).
+    fn sysctl(&self, ns: &str, key: &str, value: &str) {
+        self.exec(
+            ns,
+            &["sh", "-c", &format!("echo {value} > /proc/sys/{key}")],
+        );
     }
 
     fn exec(&self, ns: &str, args: &[&str]) -> String {

@@ -34,6 +34,8 @@ dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 need_guest=()
 compgen -G '/boot/vmlinuz-*' >/dev/null || need_guest+=(linux-image-amd64)
 dpkg -s busybox-static >/dev/null 2>&1 || need_guest+=(busybox-static)
+# A guest sends crafted UDP payloads (VXLAN) with socat, copied into its initramfs.
+have socat || need_guest+=(socat)
 # Tenant networks: nftables and dnsmasq (bridges and taps are iproute2's, always there).
 have nft || [ -x /usr/sbin/nft ] || need_guest+=(nftables)
 have dnsmasq || [ -x /usr/sbin/dnsmasq ] || need_guest+=(dnsmasq-base)

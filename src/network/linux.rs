@@ -149,13 +149,28 @@ impl LinuxBridges {
         if plan.is_empty() {
             return nft_script(&nft::removal());
         }
-        let mut deny = host_networks()?;
+        let addresses = host_addresses()?;
+        let mut deny: Vec<Ipv4Net> = addresses.iter().map(|(_, net)| net.trunc()).collect();
         deny.extend(self.config.deny.iter().copied());
+        let underlay = plan.tunnel.as_ref().and_then(|tunnel| {
+            let found = addresses
+                .iter()
+                .find(|(_, net)| net.addr() == tunnel.local)
+                .map(|(link, _)| link.clone());
+            if found.is_none() {
+                tracing::warn!(
+                    tunnel_address = %tunnel.local,
+                    "no interface holds the tunnel address: VXLAN is taken on none"
+                );
+            }
+            found
+        });
         let config = FirewallConfig {
             metadata_port: self.config.metadata_port,
             egress: self.config.egress,
             pool: self.config.pool,
             deny,
+            underlay,
         };
         nft_script(&nft::ruleset(plan, &config))
     }
@@ -223,15 +238,19 @@ fn own_links() -> Result<BTreeSet<String>, NetworkError> {
         .collect())
 }
 
-/// The IPv4 networks of the host's own interfaces (its LANs, the platform's networks): no
-/// guest reaches them.
-fn host_networks() -> Result<Vec<Ipv4Net>, NetworkError> {
+/// The IPv4 addresses of the host's own interfaces (its LANs, the platform's networks), with
+/// their interface: no guest reaches their networks, and the one holding the tunnel address
+/// is the only one VXLAN is taken on.
+fn host_addresses() -> Result<Vec<(String, Ipv4Net)>, NetworkError> {
     let out = ip(&["-j", "-4", "addr", "show"])?;
     let links: Vec<serde_json::Value> = serde_json::from_str(&out)
         .map_err(|e| NetworkError(format!("reading `ip -j addr show`: {e}")))?;
-    let mut nets = Vec::new();
+    let mut found = Vec::new();
     for link in &links {
-        if link["ifname"].as_str().is_some_and(is_own_link) {
+        let Some(name) = link["ifname"].as_str() else {
+            continue;
+        };
+        if is_own_link(name) {
             continue;
         }
         for addr in link["addr_info"].as_array().into_iter().flatten() {
@@ -240,13 +259,13 @@ fn host_networks() -> Result<Vec<Ipv4Net>, NetworkError> {
                 continue;
             };
             if let Ok(net) = format!("{local}/{prefix}").parse::<Ipv4Net>() {
-                nets.push(net.trunc());
+                found.push((name.to_string(), net));
             }
         }
     }
-    nets.sort();
-    nets.dedup();
-    Ok(nets)
+    found.sort();
+    found.dedup();
+    Ok(found)
 }
 
 fn ip(args: &[&str]) -> Result<String, NetworkError> {

@@ -67,6 +67,9 @@ pub struct NetworkPlan {
     pub vlans: Vec<VlanNet>,
     pub forwards: Vec<Forward>,
     pub tunnel: Option<Tunnel>,
+    /// Addresses the platform itself uses, which no guest reaches even with egress on: the
+    /// database, Ceph's monitors, every node's API and tunnel address, this node's listener.
+    pub platform: Vec<Ipv4Addr>,
 }
 
 /// VXLAN between nodes: each VLAN's bridge gets a VXLAN interface (VNI: the VLAN's id) that
@@ -90,7 +93,10 @@ impl NetworkPlan {
 pub struct VlanNet {
     pub vlan_id: i64,
     pub subnet: Ipv4Net,
+    /// The VLAN's NICs on this node.
     pub nics: Vec<Nic>,
+    /// The VLAN's NICs elsewhere: the only MAC and address pairs its tunnel lets in.
+    pub remote_nics: Vec<Nic>,
 }
 
 impl VlanNet {

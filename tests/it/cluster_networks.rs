@@ -14,30 +14,50 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::catalogue::DISK_1GB;
-use crate::support::guest::guest_disk_with;
+use crate::support::guest::{GuestDisk, guest_disk_with};
 use crate::support::image_server::ImageServer;
 use crate::support::netns::LoopbackForwarder;
 use crate::support::{Api, Backend, Cluster, ceph, id};
 use crate::tenant_networks::{Guest, INIT, boot, console, remove_netns, server, sh, vlan};
 
 /// Two namespaces standing for two hosts: each joined to the test's namespace by a veth pair
-/// (`outside` here, `inside` there), and to each other by one more (`underlay`).
+/// (`outside` here, `inside` there), and to each other by one more (`underlay`), or, routed,
+/// through a third namespace (`router`) in which each host's underlay is a subnet of its own.
 struct Hosts {
     names: [String; 2],
     outside: [String; 2],
     inside: [String; 2],
     underlay: [String; 2],
+    /// The router between the hosts' underlays, when they are routed.
+    router: Option<String>,
 }
+
+/// An address of the router's own (the world beyond it), when the hosts are routed.
+const ROUTER_WORLD: &str = "198.51.100.1";
 
 impl Hosts {
     fn create() -> Hosts {
+        Self::create_with(false)
+    }
+
+    /// The hosts, their tunnel addresses in different subnets behind a router.
+    fn create_routed() -> Hosts {
+        Self::create_with(true)
+    }
+
+    fn create_with(routed: bool) -> Hosts {
         let tag = format!("{:x}", rand::random::<u32>() & 0xfffff);
         let k = rand::random::<u8>();
         let hosts = Hosts {
             names: [format!("ext-n{tag}a"), format!("ext-n{tag}b")],
             outside: [format!("10.252.{k}.1"), format!("10.252.{k}.5")],
             inside: [format!("10.252.{k}.2"), format!("10.252.{k}.6")],
-            underlay: [format!("10.253.{k}.1"), format!("10.253.{k}.2")],
+            underlay: if routed {
+                [format!("10.253.{k}.1"), format!("10.253.{k}.5")]
+            } else {
+                [format!("10.253.{k}.1"), format!("10.253.{k}.2")]
+            },
+            router: routed.then(|| format!("ext-n{tag}r")),
         };
         for i in 0..2 {
             let (name, host_if, ns_if) = (
@@ -85,6 +105,10 @@ impl Hosts {
                 &hosts.outside[1],
             ],
         );
+        if let Some(router) = &hosts.router {
+            hosts.route_through(router, &tag, k);
+            return hosts;
+        }
         // The network between the hosts.
         let (a_if, b_if) = (format!("xu{tag}a"), format!("xu{tag}b"));
         sh(&[
@@ -122,6 +146,84 @@ impl Hosts {
             hosts.exec(i, &["ip", "route", "add", &to, "via", &hosts.underlay[j]]);
         }
         hosts
+    }
+
+    /// Each host's underlay is a /30 with the router (`10.253.k.0/30` and `10.253.k.4/30`):
+    /// the other host's tunnel and API addresses, and [`ROUTER_WORLD`], are routed through it.
+    fn route_through(&self, router: &str, tag: &str, k: u8) {
+        sh(&["ip", "netns", "add", router]);
+        let in_router = |args: &[&str]| {
+            let mut all = vec!["ip", "netns", "exec", router];
+            all.extend_from_slice(args);
+            sh(&all);
+        };
+        in_router(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+        in_router(&["ip", "link", "set", "lo", "up"]);
+        in_router(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{ROUTER_WORLD}/32"),
+            "dev",
+            "lo",
+        ]);
+        for i in 0..2 {
+            let (host_if, router_if) = (format!("xu{tag}{i}"), format!("xr{tag}{i}"));
+            let router_side = format!("10.253.{k}.{}", 4 * i + 2);
+            sh(&[
+                "ip",
+                "link",
+                "add",
+                &host_if,
+                "netns",
+                &self.names[i],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &router_if,
+                "netns",
+                router,
+            ]);
+            self.exec(
+                i,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/30", self.underlay[i]),
+                    "dev",
+                    &host_if,
+                ],
+            );
+            self.exec(i, &["ip", "link", "set", &host_if, "up"]);
+            in_router(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{router_side}/30"),
+                "dev",
+                &router_if,
+            ]);
+            in_router(&["ip", "link", "set", &router_if, "up"]);
+            // Each host's API address is beyond its underlay.
+            in_router(&[
+                "ip",
+                "route",
+                "add",
+                &format!("{}/32", self.inside[i]),
+                "via",
+                &self.underlay[i],
+            ]);
+            let j = 1 - i;
+            for to in [
+                format!("10.253.{k}.{}/30", 4 * j),
+                format!("{}/32", self.inside[j]),
+                format!("{ROUTER_WORLD}/32"),
+            ] {
+                self.exec(i, &["ip", "route", "add", &to, "via", &router_side]);
+            }
+        }
     }
 
     fn exec(&self, host: usize, args: &[&str]) -> String {
@@ -173,7 +275,7 @@ async fn cluster_on(hosts: &Hosts, extra: &[&str]) -> (Cluster, [LoopbackForward
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        for name in &self.names {
+        for name in self.names.iter().chain(&self.router) {
             remove_netns(name);
         }
     }
@@ -282,10 +384,14 @@ async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
             fdb.contains(&format!("00:00:00:00:00:00 dst {peer}")),
             "{fdb}"
         );
-        let rules = hosts.exec(i, &["nft", "list", "table", "inet", "extility"]);
+        let rules = hosts.exec(i, &["nft", "list", "chain", "inet", "extility", "vxlan_in"]);
         assert!(
-            rules.contains(&format!("udp dport 4789 ip saddr != {peer} drop")),
+            rules.contains(&format!("ip saddr != {peer} drop")),
             "{rules}"
+        );
+        assert!(
+            rules.contains("iifname != \"xu"),
+            "only on the underlay: {rules}"
         );
     }
     // Guests of a spanned VLAN are told to leave room for VXLAN's 50 bytes.
@@ -315,6 +421,201 @@ async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
         );
     }
     drop((a, b));
+}
+
+/// The frame a guest tries to put on another VLAN: a VXLAN header with `vni` and an ARP reply
+/// claiming that VLAN's gateway address for [`INJECTED_MAC`].
+fn vxlan_injection(vni: i64, gateway: std::net::Ipv4Addr) -> Vec<u8> {
+    let vni = vni as u32;
+    let mut bytes = vec![
+        0x08,
+        0,
+        0,
+        0,
+        (vni >> 16) as u8,
+        (vni >> 8) as u8,
+        vni as u8,
+        0,
+    ];
+    let mac = INJECTED_MAC;
+    bytes.extend_from_slice(&[0xff; 6]);
+    bytes.extend_from_slice(&mac);
+    bytes.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+    bytes.extend_from_slice(&mac);
+    bytes.extend_from_slice(&gateway.octets());
+    bytes.extend_from_slice(&[0; 6]);
+    bytes.extend_from_slice(&gateway.octets());
+    bytes.resize(8 + 60, 0);
+    bytes
+}
+
+/// The source MAC of the injected frame.
+const INJECTED_MAC: [u8; 6] = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x01];
+
+/// A counter in `ns`'s nftables table `observe`.
+fn counted(exec: impl Fn(&[&str]) -> String, family: &str, name: &str) -> u64 {
+    exec(&["nft", "list", "counter", family, "observe", name])
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+fn nft_in(exec: impl Fn(&[&str]) -> String, script: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    exec(&["nft", "-f", file.path().to_str().unwrap()]);
+}
+
+/// Issue 20: with the nodes' tunnel addresses in different subnets behind a router, a guest
+/// with egress on sends VXLAN packets with another customer's VNI to both nodes' tunnel
+/// addresses (masqueraded, they would arrive as its node). Nothing reaches the router or any
+/// VLAN's bridge, and the guest reaches neither node's API nor PostgreSQL nor Ceph.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_inject_into_another_nodes_vlans() {
+    let _heavy = crate::support::CPU_HEAVY.read().await;
+    let hosts = Hosts::create_routed();
+    let (cluster, _forwarders) =
+        cluster_on(&hosts, &["--network", "bridge", "--guest-egress", "on"]).await;
+    let node = |i: usize, name: &str| {
+        cluster.node_in_netns(
+            name,
+            &hosts.names[i],
+            &format!("{}:0", hosts.inside[i]),
+            &["--tunnel-address".to_string(), hosts.underlay[i].clone()],
+        )
+    };
+    let nodes = [node(0, "node-a"), node(1, "node-b")];
+    let mallory = nodes[0].add_customer("mal@example.com", "mal-password", &[]);
+    let bob = nodes[0].add_customer("bo@example.com", "bo-password", &[]);
+    let (mal_api, bob_api) = (
+        nodes[0].api(&mallory.email, &mallory.password),
+        nodes[0].api(&bob.email, &bob.password),
+    );
+    let lan = vlan(&mal_api, mallory.vdc_id, "lan").await;
+    let other = vlan(&bob_api, bob.vdc_id, "other").await;
+    let m1 = server(mal_api.clone(), mallory.vdc_id, &lan, "m1").await;
+    let b1 = server(bob_api.clone(), bob.vdc_id, &other, "b1").await;
+    let vni = other["vlan_id"].as_i64().unwrap();
+    let gateway = other["gateway"].as_str().unwrap().parse().unwrap();
+
+    // What the guest must not reach: each node's API (on its API and tunnel addresses),
+    // PostgreSQL and Ceph where the nodes reach them.
+    let ceph_ports = tokio::task::spawn_blocking(|| ceph::cluster().client_ports())
+        .await
+        .unwrap();
+    let mut platform: Vec<(String, u16)> = vec![("127.0.0.1".into(), 5432)];
+    platform.extend(ceph_ports.iter().map(|p| ("127.0.0.1".to_string(), *p)));
+    for (i, n) in nodes.iter().enumerate() {
+        let port: u16 = n.url.rsplit(':').next().unwrap().parse().unwrap();
+        platform.push((hosts.inside[i].clone(), port));
+        platform.push((hosts.underlay[i].clone(), port));
+        platform.push((hosts.inside[i].clone(), 5432));
+    }
+    let mut append = vec![format!(
+        "inject={},{ROUTER_WORLD},{},{}",
+        m1.address, hosts.underlay[0], hosts.underlay[1]
+    )];
+    append.extend(
+        platform
+            .iter()
+            .map(|(host, port)| format!("probe={},{host},{port},3", m1.address)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let disk = GuestDisk::new(INIT)
+        .append(&format!("quiet {}", append.join(" ")))
+        .host_program("/usr/bin/socat")
+        .file("vxlan.bin", 0o644, vxlan_injection(vni, gateway))
+        .build(dir.path(), "guest");
+    let files = ImageServer::start_on(&format!("{}:0", hosts.outside[0])).await;
+    let url = files.put_data("guest.img", std::fs::read(&disk).unwrap());
+
+    // The router counts what crosses it: the injected frames by their inner source MAC, and
+    // the control packet; each node's bridges count the injected frames before any rule.
+    let router = hosts.router.clone().unwrap();
+    let in_router = |args: &[&str]| {
+        let mut all = vec!["ip", "netns", "exec", router.as_str()];
+        all.extend_from_slice(args);
+        sh(&all)
+    };
+    let mac = hex::encode(INJECTED_MAC);
+    nft_in(
+        in_router,
+        &format!(
+            "table inet observe {{\n  counter injected {{}}\n  counter control {{}}\n  \
+             chain seen {{\n    type filter hook prerouting priority -300; policy accept;\n    \
+             udp dport 4789 @th,176,48 0x{mac} counter name \"injected\"\n    \
+             udp dport 4790 counter name \"control\"\n  }}\n}}\n"
+        ),
+    );
+    for i in 0..2 {
+        nft_in(
+            |args| hosts.exec(i, args),
+            "table bridge observe {\n  counter injected {}\n  \
+             chain seen {\n    type filter hook prerouting priority -300; policy accept;\n    \
+             ether saddr 02:de:ad:be:ef:01 counter name \"injected\"\n  }\n}\n",
+        );
+    }
+
+    // One after the other, so that placement alternates: b1 on one node, m1 on the other.
+    boot(&b1, bob.vdc_id, &url).await;
+    boot(&m1, mallory.vdc_id, &url).await;
+    let where_ = |g: &Guest| {
+        let (api, id) = (g.api.clone(), g.id);
+        async move {
+            api.call("GetServer", json!({"server_id": id})).await["node"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert_ne!(
+        where_(&m1).await,
+        where_(&b1).await,
+        "{m1:?} {b1:?}",
+        m1 = m1.id,
+        b1 = b1.id
+    );
+    let said = console(&m1).await;
+    eprintln!(
+        "cluster_networks: the injecting guest said:\n{}",
+        said.join("\n")
+    );
+    for to in &hosts.underlay {
+        assert!(said.contains(&format!("SENT {to}")), "{said:?}");
+    }
+    assert!(said.contains(&"SENT CONTROL".to_string()), "{said:?}");
+    // Sent after the injections, on the same path: once the router has it, it would have
+    // had them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counted(in_router, "inet", "control") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the control packet never crossed the router"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        counted(in_router, "inet", "injected"),
+        0,
+        "a guest's VXLAN left its node"
+    );
+    for i in 0..2 {
+        assert_eq!(
+            counted(|args| hosts.exec(i, args), "bridge", "injected"),
+            0,
+            "a frame with the guest's VNI reached a bridge of {}",
+            hosts.names[i]
+        );
+    }
+    for (host, port) in &platform {
+        assert!(
+            said.contains(&format!("CLOSED {host} {port}")),
+            "{host}:{port} must be out of the guest's reach: {said:?}"
+        );
+    }
+    drop(nodes);
 }
 
 /// What GetServer says of a server.

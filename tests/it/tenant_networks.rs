@@ -19,7 +19,7 @@ use crate::support::guest::guest_disk_with;
 use crate::support::image_server::ImageServer;
 use crate::support::{Api, Backend, ServerOptions, TestApp};
 
-const GUEST_TIMEOUT: Duration = Duration::from_secs(420);
+pub(crate) const GUEST_TIMEOUT: Duration = Duration::from_secs(420);
 /// A port of the host (the namespace) that guests must not reach on any of its addresses.
 const HOST_PORT: u16 = 4444;
 /// A stand-in for PostgreSQL on the host.
@@ -30,7 +30,8 @@ const METADATA_PORT: u16 = 8775;
 /// whose address is FROM, trying up to TRIES times, a second apart, and printing `OPEN HOST
 /// PORT` at the first connection or `CLOSED HOST PORT`; `dns=FROM,NAME` looks NAME up; once
 /// done, `world=FROM,HOST,PORT` tries HOST:PORT every second until it connects and prints
-/// `WORLD OPEN`.
+/// `WORLD OPEN`. `inject=FROM,CONTROL,TO...` (before the probes) sends `/vxlan.bin` to UDP 4789
+/// of each TO three times with `/usr/bin/socat`, then once to UDP 4790 of CONTROL.
 pub(crate) const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -60,6 +61,17 @@ if wget -q -O /tmp/nc "${seed}network-config"; then
 else
   echo "NOCLOUD FAILED"
 fi
+for t in $(cat /proc/cmdline); do
+  case "$t" in inject=$ADDR,*)
+    set -- $(echo "${t#inject=}" | tr ',' ' '); shift; control=$1; shift
+    for round in 1 2 3; do
+      for to in "$@"; do
+        /usr/bin/socat -u OPEN:/vxlan.bin UDP4-SENDTO:$to:4789 && echo "SENT $to"
+      done
+    done
+    /usr/bin/socat -u OPEN:/vxlan.bin UDP4-SENDTO:$control:4790 && echo "SENT CONTROL";;
+  esac
+done
 probe() {
   i=0
   while [ $i -lt $3 ]; do
@@ -88,19 +100,19 @@ while :; do sleep 3600; done
 
 /// A network namespace standing for the host, joined to the test's by a veth pair
 /// (`outside` on the test's side, `inside` on the namespace's), with no route anywhere else.
-struct Netns {
-    name: String,
-    outside: String,
-    inside: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
+    pub(crate) outside: String,
+    pub(crate) inside: String,
     /// A second namespace beyond the first: the world outside the host, reached only by
     /// routing through it (`WORLD` on its loopback).
-    world: String,
+    pub(crate) world: String,
     listeners: Vec<Child>,
 }
 
 /// An address of the world outside the host (TEST-NET-2), and a port listening there.
-const WORLD: &str = "198.51.100.1";
-const WORLD_PORT: u16 = 8000;
+pub(crate) const WORLD: &str = "198.51.100.1";
+pub(crate) const WORLD_PORT: u16 = 8000;
 
 pub(crate) fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -113,7 +125,7 @@ pub(crate) fn sh(args: &[&str]) -> String {
 }
 
 impl Netns {
-    fn create() -> Netns {
+    pub(crate) fn create() -> Netns {
         let tag = format!("{:x}", rand::random::<u32>() & 0xfffff);
         let k = rand::random::<u8>();
         let name = format!("ext-test-{tag}");
@@ -200,14 +212,21 @@ impl Netns {
         ns
     }
 
-    fn exec(&self, args: &[&str]) -> String {
+    /// The host's address on its link to the world: what the world sees of masqueraded
+    /// guests.
+    pub(crate) fn toward_world(&self) -> String {
+        let k = self.inside.split('.').nth(2).unwrap();
+        format!("10.251.{k}.1")
+    }
+
+    pub(crate) fn exec(&self, args: &[&str]) -> String {
         let mut all = vec!["ip", "netns", "exec", &self.name];
         all.extend_from_slice(args);
         sh(&all)
     }
 
     /// A TCP listener on every address of the namespace, answering HTTP.
-    fn listen(&mut self, port: u16) {
+    pub(crate) fn listen(&mut self, port: u16) {
         self.listen_in(&self.name.clone(), port);
         // Reachable from outside: what guests are refused, the host's own side is not.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -221,7 +240,7 @@ impl Netns {
     }
 
     /// A TCP listener in the world.
-    fn listen_in_world(&mut self, port: u16) {
+    pub(crate) fn listen_in_world(&mut self, port: u16) {
         self.listen_in(&self.world.clone(), port);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.world_listening(port) {
@@ -680,11 +699,18 @@ fn the_kernel_takes_the_generated_rules() {
                     address: "10.64.0.10".parse().unwrap(),
                     hostname: "web".into(),
                 }],
+                remote_nics: Vec::new(),
             },
             VlanNet {
                 vlan_id: 8,
                 subnet: "10.64.1.0/24".parse().unwrap(),
                 nics: Vec::new(),
+                remote_nics: vec![Nic {
+                    server_id: 4,
+                    mac: "52:54:00:aa:bb:dd".into(),
+                    address: "10.64.1.11".parse().unwrap(),
+                    hostname: "db".into(),
+                }],
             },
         ],
         forwards: vec![Forward {
@@ -693,6 +719,7 @@ fn the_kernel_takes_the_generated_rules() {
             guest_port: 22,
         }],
         tunnel: None,
+        platform: vec!["192.168.1.7".parse().unwrap(), "10.9.0.3".parse().unwrap()],
     };
     let mut tunneled = plan.clone();
     tunneled.tunnel = Some(extility::network::Tunnel {
@@ -705,6 +732,7 @@ fn the_kernel_takes_the_generated_rules() {
             egress,
             pool: "10.64.0.0/10".parse().unwrap(),
             deny: vec!["192.168.1.0/24".parse().unwrap()],
+            underlay: Some("lo".into()),
         };
         for script in [
             ruleset(&plan, &config),

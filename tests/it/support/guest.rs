@@ -45,6 +45,8 @@ pub(crate) struct GuestDisk {
     init: String,
     append: String,
     files: Vec<(String, u32, Vec<u8>)>,
+    /// Modules loaded after the network drivers, in this order.
+    modules: Vec<&'static str>,
 }
 
 impl GuestDisk {
@@ -53,7 +55,15 @@ impl GuestDisk {
             init: init.to_string(),
             append: String::new(),
             files: Vec::new(),
+            modules: Vec::new(),
         }
+    }
+
+    /// More of the kernel's modules, loaded by `/etc/modules` after the network drivers in
+    /// this order (dependencies first): `["llc", "stp", "garp", "mrp", "8021q"]` for 802.1Q.
+    pub(crate) fn modules(mut self, names: &[&'static str]) -> GuestDisk {
+        self.modules.extend_from_slice(names);
+        self
     }
 
     /// The kernel's command line (`quiet` keeps the console log short).
@@ -68,11 +78,40 @@ impl GuestDisk {
         self
     }
 
+    /// A dynamically linked program of this host, at its own path in the initramfs, with the
+    /// libraries `ldd` names (and the loader) at theirs.
+    pub(crate) fn host_program(mut self, path: &str) -> GuestDisk {
+        let out = std::process::Command::new("ldd")
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ldd {path}");
+        let libs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or
+                // `/lib64/ld-linux-x86-64.so.2 (0x...)`.
+                let l = l.split(" (0x").next()?.trim();
+                let lib = l.rsplit("=> ").next()?.trim();
+                lib.starts_with('/').then(|| lib.to_string())
+            })
+            .collect();
+        for file in std::iter::once(path.to_string()).chain(libs) {
+            let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+            self.files.push((file, 0o755, bytes));
+        }
+        self
+    }
+
     /// Builds `<dir>/<name>.img` (and its parts beside it) and returns its path.
     pub(crate) fn build(&self, dir: &Path, name: &str) -> PathBuf {
         let (kernel, modules_dir) = debian_kernel();
         let initrd = dir.join(format!("{name}-initrd.gz"));
-        std::fs::write(&initrd, initramfs(&modules_dir, &self.init, &self.files)).unwrap();
+        std::fs::write(
+            &initrd,
+            initramfs(&modules_dir, &self.init, &self.files, &self.modules),
+        )
+        .unwrap();
         let fs = ext4_image(
             dir,
             &format!("{name}-fs"),
@@ -118,7 +157,12 @@ fn debian_kernel() -> (PathBuf, PathBuf) {
 
 /// A gzipped newc cpio: static busybox, the modules of `MODULES` (decompressed), `/init`,
 /// and `files`.
-fn initramfs(modules_dir: &Path, init: &str, files: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
+fn initramfs(
+    modules_dir: &Path,
+    init: &str,
+    files: &[(String, u32, Vec<u8>)],
+    extra_modules: &[&str],
+) -> Vec<u8> {
     let busybox = std::fs::read("/bin/busybox")
         .expect("/bin/busybox: install busybox-static (scripts/test.sh does)");
     let mut cpio = Cpio::default();
@@ -163,7 +207,7 @@ fn initramfs(modules_dir: &Path, init: &str, files: &[(String, u32, Vec<u8>)]) -
     }
     let builtin = std::fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default();
     let mut loaded = Vec::new();
-    for name in MODULES {
+    for name in MODULES.iter().chain(extra_modules) {
         match find_module(&modules_dir.join("kernel"), name) {
             Some(path) => {
                 cpio.file(

@@ -214,6 +214,14 @@ pub struct ServeArgs {
     /// before powering it off.
     #[arg(long, env = "EXTILITY_VM_SHUTDOWN_TIMEOUT", default_value_t = 60)]
     pub vm_shutdown_timeout: u64,
+    /// The uids VMs run as when the server runs as root, `FIRST-LAST`: each running VM gets
+    /// one of its own (used by number: no account is needed, and none may have one of them).
+    #[arg(long, env = "EXTILITY_VM_UIDS", value_name = "FIRST-LAST", default_value = "1950000000-1950009999", value_parser = parse_uid_range)]
+    pub vm_uids: (u32, u32),
+    /// Where confined VMs' runtime directories (QMP sockets, pid file) are: every directory
+    /// above it must be searchable by other users.
+    #[arg(long, env = "EXTILITY_VM_RUN_DIR", default_value = "/run/extility/vms")]
+    pub vm_run_dir: std::path::PathBuf,
     /// Let FetchDisk reach addresses in this range even though it is private, loopback or
     /// otherwise internal. Repeatable; the variable takes a comma-separated list.
     #[arg(
@@ -713,4 +721,21 @@ mod tests {
         };
         assert_eq!(serve.max_decompression_memory, 1 << 30);
     }
+}
+
+/// `FIRST-LAST`, a range of uids.
+fn parse_uid_range(text: &str) -> Result<(u32, u32), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("'{text}' is not FIRST-LAST"))?;
+    let number = |n: &str| {
+        n.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("'{n}' is not a uid"))
+    };
+    let (first, last) = (number(first)?, number(last)?);
+    if first == 0 || first > last {
+        return Err(format!("{first}-{last} is not a range of unprivileged uids"));
+    }
+    Ok((first, last))
 }

@@ -138,15 +138,33 @@ fn hypervisor(
             Accel::Tcg
         }
     };
-    let metadata_proxy =
-        std::env::current_exe().context("finding this program (the VMs' metadata forward)")?;
+    let confinement = if rustix::process::geteuid().is_root() {
+        let cgroups = match qemu::confine::cgroups_available() {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(reason = %why, "VMs get no cgroup of their own: no memory, CPU or I/O limit");
+                false
+            }
+        };
+        Some(qemu::confine::Confinement {
+            run_dir: config.vm_run_dir.clone(),
+            uids: config.vm_uids,
+            cgroups,
+        })
+    } else {
+        tracing::warn!(
+            "not running as root: VMs run as this process's user, without a user or cgroup of \
+             their own (QEMU's sandbox still applies)"
+        );
+        None
+    };
     let driver = Qemu::new(
         QemuConfig {
             binary,
             vms_dir: qemu::vms_dir(&config.db.data_dir),
             accel,
             shutdown_timeout: Duration::from_secs(config.vm_shutdown_timeout),
-            metadata_proxy,
+            confinement,
         },
         events,
     )?;

@@ -402,6 +402,19 @@ pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
     };
     let mut prefix = vms_dir.as_os_str().as_bytes().to_vec();
     prefix.push(b'/');
+    // A confined VM's QEMU names no file of the data directory (it is passed descriptors and
+    // keeps its sockets elsewhere), but it is named after its server, whose directory is
+    // there.
+    let names: Vec<Vec<u8>> = std::fs::read_dir(&vms_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let mut name = b"extility-".to_vec();
+            name.extend_from_slice(e.file_name().as_bytes());
+            name
+        })
+        .collect();
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -413,8 +426,10 @@ pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
             let mut args = cmdline.split(|b| *b == 0);
             let program = args.next()?;
             let is_qemu = program.ends_with(b"qemu-system-x86_64");
-            let names_a_vm_file = args.any(|arg| arg.windows(prefix.len()).any(|w| w == prefix));
-            (is_qemu && names_a_vm_file).then_some(pid)
+            let names_a_vm = args.any(|arg| {
+                arg.windows(prefix.len()).any(|w| w == prefix) || names.iter().any(|n| arg == &n[..])
+            });
+            (is_qemu && names_a_vm).then_some(pid)
         })
         .collect()
 }

@@ -146,6 +146,11 @@ fn hypervisor(
                 false
             }
         };
+        // The VMs' users must not read the database, the secret key or any volume: the data
+        // directory is root's alone (QEMU gets descriptors of what it needs).
+        let data_dir = &config.db.data_dir;
+        std::fs::set_permissions(data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .with_context(|| format!("making {} private", data_dir.display()))?;
         Some(qemu::confine::Confinement {
             run_dir: config.vm_run_dir.clone(),
             uids: config.vm_uids,

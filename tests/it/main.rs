@@ -12,6 +12,7 @@ mod audit;
 mod cloud_init;
 mod cluster_networks;
 mod compose;
+mod confinement;
 mod decompression_limits;
 mod fair_scheduling;
 mod fetch;

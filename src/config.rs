@@ -484,6 +484,16 @@ pub struct StorageArgs {
     /// The Ceph user, without `client.` (Ceph's default, `admin`, when not given).
     #[arg(long, env = "EXTILITY_CEPH_USER", value_name = "NAME")]
     pub ceph_user: Option<String>,
+    /// The Ceph user confined VMs open their RBD images as, without `client.`: one whose caps
+    /// reach only the pool's images (`ceph auth get-or-create client.extility-vm mon 'profile
+    /// rbd' osd 'profile rbd pool=POOL'`). Each VM gets a copy of its keyring
+    /// (`--ceph-vm-keyring`); without both, VMs open images as `--ceph-user` with no keyring
+    /// of their own, which works only on a cluster without cephx.
+    #[arg(long, env = "EXTILITY_CEPH_VM_USER", value_name = "NAME", requires = "ceph_vm_keyring")]
+    pub ceph_vm_user: Option<String>,
+    /// The keyring of `--ceph-vm-user` (readable by root).
+    #[arg(long, env = "EXTILITY_CEPH_VM_KEYRING", value_name = "FILE", requires = "ceph_vm_user")]
+    pub ceph_vm_keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -146,15 +146,19 @@ fn hypervisor(
                 false
             }
         };
-        // The VMs' users must not read the database, the secret key or any volume: the data
-        // directory is root's alone (QEMU gets descriptors of what it needs).
-        let data_dir = &config.db.data_dir;
-        std::fs::set_permissions(data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .with_context(|| format!("making {} private", data_dir.display()))?;
+        // The VMs' users must not read the database, the secret key or any volume (QEMU gets
+        // descriptors of what it needs).
+        qemu::confine::make_private(&config.db.data_dir)
+            .with_context(|| format!("making {} private", config.db.data_dir.display()))?;
         Some(qemu::confine::Confinement {
             run_dir: config.vm_run_dir.clone(),
             uids: config.vm_uids,
             cgroups,
+            ceph: config
+                .storage
+                .ceph_vm_user
+                .clone()
+                .zip(config.storage.ceph_vm_keyring.clone()),
         })
     } else {
         tracing::warn!(

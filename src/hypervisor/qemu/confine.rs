@@ -41,6 +41,8 @@ pub struct Confinement {
     pub uids: (u32, u32),
     /// Whether each VM gets a cgroup (the host may have none that the server can write).
     pub cgroups: bool,
+    /// The Ceph identity VMs open RBD images as: user (without `client.`) and keyring.
+    pub ceph: Option<(String, PathBuf)>,
 }
 
 impl Confinement {
@@ -50,6 +52,7 @@ impl Confinement {
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             uids: DEFAULT_UIDS,
             cgroups: true,
+            ceph: None,
         }
     }
 
@@ -106,6 +109,31 @@ impl Confinement {
     }
 }
 
+/// Makes what the data directory holds for the server alone private to root: its files (the
+/// SQLite database, the secret key, the node id), and the volumes, staging and VMs'
+/// directories. The network engine's directory stays as it is: dnsmasq, which drops its
+/// privileges, reads its files there.
+pub fn make_private(data_dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        let mode = meta.permissions().mode();
+        let private = if meta.is_file() {
+            mode & 0o700
+        } else if meta.is_dir()
+            && ["volumes", "staging", "vms"].contains(&entry.file_name().to_string_lossy().as_ref())
+        {
+            0o700
+        } else {
+            continue;
+        };
+        if mode & 0o777 != private {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(private))?;
+        }
+    }
+    Ok(())
+}
+
 /// Hands out the uids of [`Confinement::uids`].
 #[derive(Debug, Default)]
 pub struct Uids {
@@ -158,6 +186,56 @@ impl Uids {
             .map_err(|e| HypervisorError(format!("making {}: {e}", run.display())))?;
         Ok(uid)
     }
+}
+
+/// A confined VM's RBD images: opened by QEMU as the VM's user, which cannot read the
+/// server's Ceph configuration or keyrings. The VM gets a copy of the configuration in its
+/// runtime directory, with the keyring of `ceph` (the VMs' Ceph user, whose caps reach only
+/// the pool's images) copied beside it; the returned spec opens its images that way.
+pub fn rbd_for_vm(
+    spec: &crate::hypervisor::VmSpec,
+    run: &Path,
+    owner: u32,
+    ceph: Option<&(String, PathBuf)>,
+) -> Result<crate::hypervisor::VmSpec, HypervisorError> {
+    use crate::storage::VolumeLocation;
+    let mut spec = spec.clone();
+    for disk in &mut spec.disks {
+        let VolumeLocation::Rbd {
+            ceph_conf,
+            ceph_user,
+            ..
+        } = &mut disk.location
+        else {
+            continue;
+        };
+        let source = ceph_conf
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/ceph/ceph.conf"));
+        let copy = run.join("ceph.conf");
+        let mut conf = fs::read_to_string(&source)
+            .map_err(|e| HypervisorError(format!("reading {}: {e}", source.display())))?;
+        if let Some((user, keyring)) = ceph {
+            let keyring_copy = run.join("ceph.keyring");
+            let key = fs::read(keyring)
+                .map_err(|e| HypervisorError(format!("reading {}: {e}", keyring.display())))?;
+            write_owned(&keyring_copy, &key, owner)?;
+            conf.push_str(&format!(
+                "\n[client.{user}]\nkeyring = {}\n",
+                keyring_copy.display()
+            ));
+            *ceph_user = Some(user.clone());
+        }
+        write_owned(&copy, conf.as_bytes(), owner)?;
+        *ceph_conf = Some(copy);
+    }
+    Ok(spec)
+}
+
+fn write_owned(path: &Path, contents: &[u8], owner: u32) -> Result<(), HypervisorError> {
+    super::files::write_private(path, contents)
+        .and_then(|()| std::os::unix::fs::chown(path, Some(owner), Some(owner)))
+        .map_err(|e| HypervisorError(format!("writing {}: {e}", path.display())))
 }
 
 /// The uids in `first..=last` that some process of this host runs as.

@@ -317,6 +317,15 @@ impl Qemu {
                 .map_err(io("writing the metadata forward's settings"))?;
             }
         }
+        let confined_spec;
+        let spec = match (&self.config.confinement, owner) {
+            (Some(confinement), Some(uid)) => {
+                confined_spec =
+                    confine::rbd_for_vm(spec, &files.run, uid, confinement.ceph.as_ref())?;
+                &confined_spec
+            }
+            _ => spec,
+        };
         let opened = passed::open(spec, files)?;
         let args = args::command_line(spec, files, self.config.accel, &opened.fds)?;
         let cgroup = match (&self.config.confinement, owner) {

@@ -489,10 +489,20 @@ pub struct StorageArgs {
     /// rbd' osd 'profile rbd pool=POOL'`). Each VM gets a copy of its keyring
     /// (`--ceph-vm-keyring`); without both, VMs open images as `--ceph-user` with no keyring
     /// of their own, which works only on a cluster without cephx.
-    #[arg(long, env = "EXTILITY_CEPH_VM_USER", value_name = "NAME", requires = "ceph_vm_keyring")]
+    #[arg(
+        long,
+        env = "EXTILITY_CEPH_VM_USER",
+        value_name = "NAME",
+        requires = "ceph_vm_keyring"
+    )]
     pub ceph_vm_user: Option<String>,
     /// The keyring of `--ceph-vm-user` (readable by root).
-    #[arg(long, env = "EXTILITY_CEPH_VM_KEYRING", value_name = "FILE", requires = "ceph_vm_user")]
+    #[arg(
+        long,
+        env = "EXTILITY_CEPH_VM_KEYRING",
+        value_name = "FILE",
+        requires = "ceph_vm_user"
+    )]
     pub ceph_vm_keyring: Option<PathBuf>,
 }
 
@@ -629,9 +639,37 @@ fn padding_size(text: &str) -> Result<u64, String> {
     }
 }
 
+/// `FIRST-LAST`, a range of uids.
+fn parse_uid_range(text: &str) -> Result<(u32, u32), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("'{text}' is not FIRST-LAST"))?;
+    let number = |n: &str| {
+        n.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("'{n}' is not a uid"))
+    };
+    let (first, last) = (number(first)?, number(last)?);
+    if first == 0 || first > last {
+        return Err(format!(
+            "{first}-{last} is not a range of unprivileged uids"
+        ));
+    }
+    Ok((first, last))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_uids_are_a_range_of_unprivileged_uids() {
+        assert_eq!(parse_uid_range("1000-1009"), Ok((1000, 1009)));
+        assert_eq!(parse_uid_range("7-7"), Ok((7, 7)));
+        for bad in ["0-10", "10-9", "x-10", "10", "-1-5", "1-99999999999"] {
+            assert!(parse_uid_range(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn memory_sizes_take_binary_suffixes_or_bytes() {
@@ -731,21 +769,4 @@ mod tests {
         };
         assert_eq!(serve.max_decompression_memory, 1 << 30);
     }
-}
-
-/// `FIRST-LAST`, a range of uids.
-fn parse_uid_range(text: &str) -> Result<(u32, u32), String> {
-    let (first, last) = text
-        .split_once('-')
-        .ok_or_else(|| format!("'{text}' is not FIRST-LAST"))?;
-    let number = |n: &str| {
-        n.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("'{n}' is not a uid"))
-    };
-    let (first, last) = (number(first)?, number(last)?);
-    if first == 0 || first > last {
-        return Err(format!("{first}-{last} is not a range of unprivileged uids"));
-    }
-    Ok((first, last))
 }

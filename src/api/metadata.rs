@@ -330,7 +330,10 @@ mod tests {
             per_guest.take((gateway, a)).is_none(),
             "a third from one guest is refused"
         );
-        assert!(per_guest.take((gateway, b)).is_some(), "another guest still gets one");
+        assert!(
+            per_guest.take((gateway, b)).is_some(),
+            "another guest still gets one"
+        );
         // The same address on another VLAN (another gateway) is another NIC.
         let other_vlan = "10.64.1.1".parse().unwrap();
         assert!(per_guest.take((other_vlan, a)).is_some());

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::boot_media::{BOOT_TIMEOUT, boot_sector};
-use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_512MB, SERVER_1CPU_1GB};
+use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB, SERVER_1CPU_512MB};
 use crate::support::fetch_disk::{disks, fetch, fetch_args};
 use crate::support::guest::{console_until, guest_disk_with, qemu_options};
 use crate::support::image_server::ImageServer;
@@ -52,7 +52,10 @@ fn memory_limit(pid: i32) -> (String, String) {
         let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
         if controllers.split(',').any(|c| c == "memory") {
             let file = format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes");
-            return (path.to_string(), std::fs::read_to_string(&file).unwrap().trim().into());
+            return (
+                path.to_string(),
+                std::fs::read_to_string(&file).unwrap().trim().into(),
+            );
         }
     }
     let path = groups
@@ -60,7 +63,10 @@ fn memory_limit(pid: i32) -> (String, String) {
         .find_map(|l| l.strip_prefix("0::"))
         .unwrap_or_else(|| panic!("no memory cgroup for {pid}: {groups}"));
     let file = format!("/sys/fs/cgroup{path}/memory.max");
-    (path.to_string(), std::fs::read_to_string(&file).unwrap().trim().into())
+    (
+        path.to_string(),
+        std::fs::read_to_string(&file).unwrap().trim().into(),
+    )
 }
 
 /// Runs `cat FILE` as `uid` (its group the same number, no other group): what QEMU's user
@@ -170,7 +176,10 @@ async fn a_running_vm_is_unprivileged_sandboxed_and_bounded() {
     assert_eq!(uids.len(), 4);
     assert!(uids.iter().all(|u| u == &uids[0]), "{uids:?}");
     assert_ne!(uids[0], "0", "QEMU must not run as root");
-    assert_eq!(status_field(pid, "Gid").split_whitespace().next(), Some(uids[0].as_str()));
+    assert_eq!(
+        status_field(pid, "Gid").split_whitespace().next(),
+        Some(uids[0].as_str())
+    );
     assert_eq!(status_field(pid, "Groups"), "", "no supplementary groups");
     // seccomp in filter mode (QEMU's -sandbox).
     assert_eq!(status_field(pid, "Seccomp"), "2");
@@ -203,11 +212,18 @@ async fn a_running_vm_is_unprivileged_sandboxed_and_bounded() {
         assert!(file.exists(), "{} exists", file.display());
         let (read, said) = read_as(&uids[0], &file);
         assert!(!read, "QEMU's user read {}", file.display());
-        assert!(said.contains("Permission denied"), "{}: {said}", file.display());
+        assert!(
+            said.contains("Permission denied"),
+            "{}: {said}",
+            file.display()
+        );
     }
     // The VM still works as a VM: it stops on request.
     let job = alice
-        .call("StopServer", json!({"server_id": server_id, "stop_method": 2}))
+        .call(
+            "StopServer",
+            json!({"server_id": server_id, "stop_method": 2}),
+        )
         .await;
     alice.job_ok(job["job_id"].as_i64().unwrap()).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -216,7 +232,9 @@ async fn a_running_vm_is_unprivileged_sandboxed_and_bounded() {
     }
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "QEMU ended");
     assert!(
-        !Path::new("/sys/fs/cgroup/memory/extility").join(&uuid).exists(),
+        !Path::new("/sys/fs/cgroup/memory/extility")
+            .join(&uuid)
+            .exists(),
         "the VM's cgroup is removed with it"
     );
 }
@@ -317,8 +335,5 @@ async fn a_guest_flooding_the_metadata_forward_holds_up_only_itself() {
         "{log}"
     );
     // Still flooding: the connections are held.
-    assert!(
-        !log.contains("FAILED"),
-        "no metadata read failed: {log}"
-    );
+    assert!(!log.contains("FAILED"), "no metadata read failed: {log}");
 }

@@ -300,7 +300,9 @@ fn netdev(metadata: bool, files: &VmFiles) -> OsString {
             ",guestfwd=tcp:{METADATA_GUEST_ADDR}:{METADATA_GUEST_PORT}-unix:"
         ));
         // The socket's options are part of the forward's value: their commas are doubled.
-        value.push(option_path(Path::new(&option_path(&files.metadata_socket()))));
+        value.push(option_path(Path::new(&option_path(
+            &files.metadata_socket(),
+        ))));
         value.push(",,server=on,,wait=off");
     }
     value
@@ -445,7 +447,11 @@ mod tests {
         }
     }
 
-    fn args_of(spec: &VmSpec, files: &VmFiles, accel: Accel) -> Result<Vec<OsString>, HypervisorError> {
+    fn args_of(
+        spec: &VmSpec,
+        files: &VmFiles,
+        accel: Accel,
+    ) -> Result<Vec<OsString>, HypervisorError> {
         command_line(spec, files, accel, &fds(spec))
     }
 
@@ -538,10 +544,7 @@ mod tests {
         let mut spec = spec(vec![disk("/v/boot.raw", Media::Disk)]);
         spec.nic.as_mut().unwrap().tap = Some("extap12".into());
         let line = render(&args_of(&spec, &files, Accel::Tcg).unwrap());
-        assert!(
-            line.contains("-netdev tap,id=net0,fd=30 -device"),
-            "{line}"
-        );
+        assert!(line.contains("-netdev tap,id=net0,fd=30 -device"), "{line}");
         assert!(
             !line.contains("guestfwd") && !line.contains("user,"),
             "{line}"

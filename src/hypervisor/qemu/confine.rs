@@ -74,7 +74,10 @@ impl Confinement {
                 else {
                     continue;
                 };
-                if uid.parse::<u32>().is_ok_and(|u| (first..=last).contains(&u)) {
+                if uid
+                    .parse::<u32>()
+                    .is_ok_and(|u| (first..=last).contains(&u))
+                {
                     return Err(HypervisorError(format!(
                         "--vm-uids {first}-{last} includes the uid of the account '{name}': VMs \
                          need uids of their own"
@@ -149,10 +152,12 @@ impl Uids {
         let _one_at_a_time = self.choosing.lock().unwrap_or_else(|e| e.into_inner());
         // Servers sharing the runtime root (nodes on one host, tests) choose one at a time too:
         // the lock ends with the descriptor.
-        let root = fs::File::open(&confinement.run_dir)
-            .map_err(|e| HypervisorError(format!("opening {}: {e}", confinement.run_dir.display())))?;
-        rustix::fs::flock(&root, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| HypervisorError(format!("locking {}: {e}", confinement.run_dir.display())))?;
+        let root = fs::File::open(&confinement.run_dir).map_err(|e| {
+            HypervisorError(format!("opening {}: {e}", confinement.run_dir.display()))
+        })?;
+        rustix::fs::flock(&root, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            HypervisorError(format!("locking {}: {e}", confinement.run_dir.display()))
+        })?;
         let (first, last) = confinement.uids;
         let mut taken: std::collections::BTreeSet<u32> = fs::read_dir(&confinement.run_dir)
             .into_iter()
@@ -314,7 +319,13 @@ impl Cgroup {
             let dir = cgroup.make(&parent.join(server_uuid))?;
             write(&dir, "memory.max", &limits.memory_bytes.to_string())?;
             write(&dir, "memory.swap.max", "0").ok();
-            write(&dir, "cpu.weight", &(limits.cpu_shares * 100 / 1024).clamp(1, 10_000).to_string())?;
+            write(
+                &dir,
+                "cpu.weight",
+                &(limits.cpu_shares * 100 / 1024)
+                    .clamp(1, 10_000)
+                    .to_string(),
+            )?;
             write(
                 &dir,
                 "cpu.max",
@@ -323,7 +334,11 @@ impl Cgroup {
             optional_io_weight(&dir, &["io.weight", "io.bfq.weight"], limits.io_weight);
         } else {
             let memory = cgroup.make(&root.join("memory").join(CGROUP_PARENT).join(server_uuid))?;
-            write(&memory, "memory.limit_in_bytes", &limits.memory_bytes.to_string())?;
+            write(
+                &memory,
+                "memory.limit_in_bytes",
+                &limits.memory_bytes.to_string(),
+            )?;
             // Swap counts too where the host accounts it.
             write(
                 &memory,
@@ -399,7 +414,9 @@ pub fn cgroups_available() -> Result<(), String> {
     } else if root.join("memory").is_dir() && root.join("cpu").is_dir() {
         root.join("memory").join(CGROUP_PARENT)
     } else {
-        return Err(format!("{CGROUP_ROOT} has neither cgroup v2 nor v1's memory and cpu"));
+        return Err(format!(
+            "{CGROUP_ROOT} has neither cgroup v2 nor v1's memory and cpu"
+        ));
     };
     fs::create_dir_all(&parent).map_err(|e| format!("creating {}: {e}", parent.display()))
 }

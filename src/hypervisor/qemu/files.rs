@@ -139,7 +139,12 @@ impl VmFiles {
     }
 
     /// Writes a file of the runtime directory for QEMU to read: private to `owner`.
-    pub fn write_for_qemu(&self, path: &Path, contents: &[u8], owner: Option<u32>) -> io::Result<()> {
+    pub fn write_for_qemu(
+        &self,
+        path: &Path,
+        contents: &[u8],
+        owner: Option<u32>,
+    ) -> io::Result<()> {
         write_private(path, contents)?;
         if let Some(uid) = owner {
             std::os::unix::fs::chown(path, Some(uid), Some(uid))?;

@@ -95,7 +95,9 @@ pub fn serve(mut stream: UnixStream, door: &DoorSpec) {
             Err(err)
                 if matches!(
                     err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 // Half a request that never ends must not hold the next one back.
@@ -128,7 +130,11 @@ fn answer(stream: &mut UnixStream, head: &[u8], door: &Door) -> io::Result<()> {
         .is_err()
         && answer.is_empty()
     {
-        return respond(stream, "504 Gateway Timeout", "the metadata service did not answer");
+        return respond(
+            stream,
+            "504 Gateway Timeout",
+            "the metadata service did not answer",
+        );
     }
     stream.write_all(&answer)?;
     stream.flush()
@@ -179,7 +185,9 @@ mod tests {
                   POST /api/v1/ListServers HTTP/1.0\r\n\r\nGET /metadata/v1/nocloud/user-data",
             )
             .unwrap();
-        guest.write_all(b" HTTP/1.1\r\nHost: 10.0.2.100\r\n\r\n").unwrap();
+        guest
+            .write_all(b" HTTP/1.1\r\nHost: 10.0.2.100\r\n\r\n")
+            .unwrap();
         let mut answers = String::new();
         guest
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -198,7 +206,11 @@ mod tests {
         serving.join().unwrap();
         let seen = service.join().unwrap();
         assert!(seen[0].starts_with("GET /metadata/v1/server.xml HTTP/1.1\r\n"));
-        assert!(seen[0].contains("x-extility-metadata-token: own\r\n"), "{}", seen[0]);
+        assert!(
+            seen[0].contains("x-extility-metadata-token: own\r\n"),
+            "{}",
+            seen[0]
+        );
         assert!(!seen[0].contains("stolen"));
         assert!(seen[1].starts_with("GET /metadata/v1/nocloud/user-data HTTP/1.1\r\n"));
     }

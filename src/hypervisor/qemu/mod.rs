@@ -160,7 +160,11 @@ impl Qemu {
     }
 
     fn files(&self, server_uuid: &str) -> Result<VmFiles, HypervisorError> {
-        let run_root = self.config.confinement.as_ref().map(|c| c.run_dir.as_path());
+        let run_root = self
+            .config
+            .confinement
+            .as_ref()
+            .map(|c| c.run_dir.as_path());
         VmFiles::new(&self.config.vms_dir, run_root, server_uuid)
     }
 
@@ -260,7 +264,10 @@ impl Qemu {
                 if let Some(cgroup) = cgroup {
                     cgroup.discard();
                 }
-                return Err(HypervisorError(format!("{err}: {}", startup_messages(&files))));
+                return Err(HypervisorError(format!(
+                    "{err}: {}",
+                    startup_messages(&files)
+                )));
             }
         };
         tracing::info!(server = %spec.server_uuid, pid, uid = ?owner,
@@ -289,7 +296,9 @@ impl Qemu {
             let what = what.to_string();
             move |e: std::io::Error| HypervisorError(format!("{what}: {e}"))
         };
-        files.prepare().map_err(io("preparing the VM's directory"))?;
+        files
+            .prepare()
+            .map_err(io("preparing the VM's directory"))?;
         if let Some(metadata) = &spec.metadata {
             let on_tap = spec.nic.as_ref().and_then(|n| n.tap.as_ref()).is_some();
             let url = if on_tap {
@@ -420,13 +429,12 @@ fn in_child(procs: &[std::ffi::CString], keep: &[i32], owner: Option<u32>) -> st
                 return fail();
             }
         }
-        if let Some(uid) = owner {
-            if libc::setgroups(0, std::ptr::null()) < 0
+        if let Some(uid) = owner
+            && (libc::setgroups(0, std::ptr::null()) < 0
                 || libc::setresgid(uid, uid, uid) < 0
-                || libc::setresuid(uid, uid, uid) < 0
-            {
-                return fail();
-            }
+                || libc::setresuid(uid, uid, uid) < 0)
+        {
+            return fail();
         }
     }
     Ok(())

@@ -78,12 +78,22 @@ pub fn open(spec: &VmSpec, files: &VmFiles) -> Result<Opened, HypervisorError> {
 /// A file volume's layers, top first: itself, and for a qcow2 overlay its backing chain as
 /// `qemu-img` reads it. Every layer must be a file of the volume's own directory (the
 /// storage makes overlays of its own volumes only).
-fn chain(top: &Path, format: VolumeFormat) -> Result<Vec<(PathBuf, VolumeFormat)>, HypervisorError> {
+fn chain(
+    top: &Path,
+    format: VolumeFormat,
+) -> Result<Vec<(PathBuf, VolumeFormat)>, HypervisorError> {
     if format != VolumeFormat::Qcow2 {
         return Ok(vec![(top.to_path_buf(), format)]);
     }
     let output = Command::new("qemu-img")
-        .args(["info", "--output=json", "--backing-chain", "-U", "-f", "qcow2"])
+        .args([
+            "info",
+            "--output=json",
+            "--backing-chain",
+            "-U",
+            "-f",
+            "qcow2",
+        ])
         .arg(top)
         .output()
         .map_err(|e| HypervisorError(format!("running qemu-img: {e}")))?;
@@ -107,7 +117,9 @@ fn chain(top: &Path, format: VolumeFormat) -> Result<Vec<(PathBuf, VolumeFormat)
             image.get("filename").and_then(|v| v.as_str()),
             image.get("format").and_then(|v| v.as_str()),
         ) else {
-            return Err(HypervisorError("qemu-img info: a layer without a file".into()));
+            return Err(HypervisorError(
+                "qemu-img info: a layer without a file".into(),
+            ));
         };
         let path = Path::new(filename)
             .canonicalize()
@@ -132,7 +144,10 @@ fn chain(top: &Path, format: VolumeFormat) -> Result<Vec<(PathBuf, VolumeFormat)
         layers.push((path, format));
     }
     if layers.is_empty() {
-        return Err(HypervisorError(format!("qemu-img info {}: no layer", top.display())));
+        return Err(HypervisorError(format!(
+            "qemu-img info {}: no layer",
+            top.display()
+        )));
     }
     Ok(layers)
 }
@@ -151,7 +166,9 @@ fn open_tap(name: &str) -> Result<OwnedFd, HypervisorError> {
         _pad: [u8; 22],
     }
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-        return Err(HypervisorError(format!("'{name}' is not a tap device name")));
+        return Err(HypervisorError(format!(
+            "'{name}' is not a tap device name"
+        )));
     }
     let tun: File = OpenOptions::new()
         .read(true)

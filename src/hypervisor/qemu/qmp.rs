@@ -189,7 +189,10 @@ pub fn check_peer(stream: &UnixStream, pid: i32) -> io::Result<()> {
     if cred.pid != pid {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("the socket is served by process {}, not QEMU {pid}", cred.pid),
+            format!(
+                "the socket is served by process {}, not QEMU {pid}",
+                cred.pid
+            ),
         ));
     }
     Ok(())

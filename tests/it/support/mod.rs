@@ -427,7 +427,8 @@ pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
             let program = args.next()?;
             let is_qemu = program.ends_with(b"qemu-system-x86_64");
             let names_a_vm = args.any(|arg| {
-                arg.windows(prefix.len()).any(|w| w == prefix) || names.iter().any(|n| arg == &n[..])
+                arg.windows(prefix.len()).any(|w| w == prefix)
+                    || names.iter().any(|n| arg == &n[..])
             });
             (is_qemu && names_a_vm).then_some(pid)
         })

@@ -362,10 +362,11 @@ impl Qemu {
             .map(|c| c.procs_files().to_vec())
             .unwrap_or_default();
         let keep = opened.raw();
+        let groups = vm_groups(self.config.accel);
         // SAFETY: the closure runs in the child between fork and exec, and makes only
         // async-signal-safe system calls on memory prepared before the fork.
         unsafe {
-            command.pre_exec(move || in_child(&procs, &keep, owner));
+            command.pre_exec(move || in_child(&procs, &keep, owner, &groups));
         }
         let spawned = command.spawn();
         // The child has its copies; ours close here.
@@ -403,10 +404,28 @@ impl Qemu {
     }
 }
 
+/// The VM's user's only supplementary group: `/dev/kvm`'s, when QEMU uses KVM (its user
+/// cannot open the device otherwise, and QEMU takes no descriptor for it).
+fn vm_groups(accel: Accel) -> Vec<libc::gid_t> {
+    use std::os::unix::fs::MetadataExt;
+    if accel != Accel::Kvm {
+        return Vec::new();
+    }
+    match std::fs::metadata("/dev/kvm") {
+        Ok(meta) if meta.mode() & 0o060 == 0o060 && meta.gid() != 0 => vec![meta.gid()],
+        _ => Vec::new(),
+    }
+}
+
 /// What the child does before it runs QEMU: a session of its own (so the VM outlives this
 /// server), its cgroups, the passed descriptors kept open, and the VM's user (groups first,
 /// while it still may).
-fn in_child(procs: &[std::ffi::CString], keep: &[i32], owner: Option<u32>) -> std::io::Result<()> {
+fn in_child(
+    procs: &[std::ffi::CString],
+    keep: &[i32],
+    owner: Option<u32>,
+    groups: &[libc::gid_t],
+) -> std::io::Result<()> {
     let fail = || Err(std::io::Error::last_os_error());
     // SAFETY (all calls): plain system calls on descriptors and C strings this child owns.
     unsafe {
@@ -430,7 +449,7 @@ fn in_child(procs: &[std::ffi::CString], keep: &[i32], owner: Option<u32>) -> st
             }
         }
         if let Some(uid) = owner
-            && (libc::setgroups(0, std::ptr::null()) < 0
+            && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
                 || libc::setresgid(uid, uid, uid) < 0
                 || libc::setresuid(uid, uid, uid) < 0)
         {

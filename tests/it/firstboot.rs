@@ -767,12 +767,9 @@ async fn a_busybox_guest_runs_it_at_first_boot_and_prints_the_hash_it_set() {
         .unwrap()
         .flatten()
         .find_map(|e| {
-            [
-                std::path::Path::new("/run/extility/vms").join(e.file_name()),
-                e.path(),
-            ]
-            .iter()
-            .find_map(|dir| std::fs::read_to_string(dir.join("metadata-token")).ok())
+            crate::support::vm_runtime_dirs(&vms, &e.file_name().to_string_lossy())
+                .iter()
+                .find_map(|dir| std::fs::read_to_string(dir.join("metadata-token")).ok())
         })
         .unwrap_or_else(|| panic!("no metadata-token for the VMs of {}", vms.display()));
     assert!(token.len() >= 16, "{token:?}");

@@ -442,13 +442,10 @@ async fn metadata_is_for_that_vm_alone(backend: Backend) {
         .to_string();
     // What Bob's VM got through fw_cfg (its BIOS finds nothing to boot, so it cannot print it):
     // in its runtime directory, under /run when the server runs as root (a confined VM).
-    let bob_token = [
-        std::path::Path::new("/run/extility/vms").join(&bob_uuid),
-        app.server.vms_dir().join(&bob_uuid),
-    ]
-    .iter()
-    .find_map(|dir| std::fs::read_to_string(dir.join("metadata-token")).ok())
-    .expect("Bob's VM's metadata secret");
+    let bob_token = crate::support::vm_runtime_dirs(&app.server.vms_dir(), &bob_uuid)
+        .iter()
+        .find_map(|dir| std::fs::read_to_string(dir.join("metadata-token")).ok())
+        .expect("Bob's VM's metadata secret");
     let (code, xml) = metadata(&app, Some(bob_token.trim()), None).await;
     assert_eq!(code, 200, "{xml}");
     assert!(xml.contains(&bob_uuid), "{xml}");

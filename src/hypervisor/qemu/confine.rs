@@ -137,6 +137,25 @@ pub fn make_private(data_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// This server's directory under the runtime root: named after its VMs' directory (a short
+/// hash of its path), so that servers sharing a host (nodes of a test, say) keep apart VMs of
+/// the same server uuid. Made root's, entered by anyone (mode 0711).
+pub fn server_run_dir(run_dir: &Path, vms_dir: &Path) -> Result<PathBuf, HypervisorError> {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(vms_dir.as_os_str().as_bytes());
+    let dir = run_dir.join(hex::encode(&hash[..4]));
+    fs::DirBuilder::new()
+        .mode(0o711)
+        .create(&dir)
+        .or_else(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(e),
+        })
+        .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)))
+        .map_err(|e| HypervisorError(format!("creating {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
 /// Hands out the uids of [`Confinement::uids`].
 #[derive(Debug, Default)]
 pub struct Uids {
@@ -159,10 +178,12 @@ impl Uids {
             HypervisorError(format!("locking {}: {e}", confinement.run_dir.display()))
         })?;
         let (first, last) = confinement.uids;
+        // Every server's VMs: `<run_dir>/<server's directory>/<server uuid>`.
         let mut taken: std::collections::BTreeSet<u32> = fs::read_dir(&confinement.run_dir)
             .into_iter()
             .flatten()
             .flatten()
+            .flat_map(|server| fs::read_dir(server.path()).into_iter().flatten().flatten())
             .filter(|entry| entry.path() != run)
             .filter_map(|entry| entry.metadata().ok())
             .map(|meta| meta.uid())

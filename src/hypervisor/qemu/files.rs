@@ -3,7 +3,7 @@
 //! holds what QEMU itself makes or reads: its pid file and QMP sockets (what lets a restarted
 //! `extility serve` find and supervise the VM again), its metadata forward's socket, and the
 //! metadata URL and secret handed to the guest. A confined VM's runtime directory is
-//! `/run/extility/vms/<server-uuid>/`, owned by the VM's user (mode 0700), which has no access
+//! `/run/extility/vms/<server>/<server-uuid>/`, owned by the VM's user (mode 0700), which has no access
 //! to the data directory; an unconfined VM's is its data directory.
 
 use std::ffi::OsString;

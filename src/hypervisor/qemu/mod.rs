@@ -107,6 +107,9 @@ pub struct Qemu {
     /// gets two supervisors.
     adopting: Mutex<()>,
     uids: Uids,
+    /// Where this server's confined VMs' runtime directories are (see
+    /// [`confine::server_run_dir`]).
+    run_root: Option<PathBuf>,
 }
 
 /// What runs of a server's VM.
@@ -137,6 +140,10 @@ impl Qemu {
             confinement.check()?;
         }
         let cgroups = config.confinement.as_ref().is_some_and(|c| c.cgroups);
+        let run_root = match &config.confinement {
+            Some(confinement) => Some(confine::server_run_dir(&confinement.run_dir, &vms_dir)?),
+            None => None,
+        };
         Ok(Qemu {
             config: QemuConfig { vms_dir, ..config },
             shared: Arc::new(Shared {
@@ -147,6 +154,7 @@ impl Qemu {
             }),
             adopting: Mutex::new(()),
             uids: Uids::default(),
+            run_root,
         })
     }
 
@@ -160,12 +168,7 @@ impl Qemu {
     }
 
     fn files(&self, server_uuid: &str) -> Result<VmFiles, HypervisorError> {
-        let run_root = self
-            .config
-            .confinement
-            .as_ref()
-            .map(|c| c.run_dir.as_path());
-        VmFiles::new(&self.config.vms_dir, run_root, server_uuid)
+        VmFiles::new(&self.config.vms_dir, self.run_root.as_deref(), server_uuid)
     }
 
     fn supervised(&self, server_uuid: &str) -> Option<Arc<Vm>> {

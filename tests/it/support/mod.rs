@@ -435,6 +435,20 @@ pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Where the server `server_uuid`'s VM may keep its runtime files: its directory under
+/// `/run/extility/vms/<server's directory>/` when the server runs as root (a confined VM), else
+/// under `vms_dir`.
+pub fn vm_runtime_dirs(vms_dir: &Path, server_uuid: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/run/extility/vms")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|server| server.path().join(server_uuid))
+        .collect();
+    dirs.push(vms_dir.join(server_uuid));
+    dirs
+}
+
 /// Kills (SIGKILL) the QEMU processes running for VMs under `vms_dir`, until none is left:
 /// one being started when extility died may still fork its daemon.
 pub fn kill_vms(vms_dir: &Path) {

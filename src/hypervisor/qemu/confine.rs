@@ -141,9 +141,7 @@ pub fn make_private(data_dir: &Path) -> io::Result<()> {
 /// hash of its path), so that servers sharing a host (nodes of a test, say) keep apart VMs of
 /// the same server uuid. Made root's, entered by anyone (mode 0711).
 pub fn server_run_dir(run_dir: &Path, vms_dir: &Path) -> Result<PathBuf, HypervisorError> {
-    use sha2::Digest;
-    let hash = sha2::Sha256::digest(vms_dir.as_os_str().as_bytes());
-    let dir = run_dir.join(hex::encode(&hash[..4]));
+    let dir = run_dir.join(server_run_name(vms_dir));
     fs::DirBuilder::new()
         .mode(0o711)
         .create(&dir)
@@ -154,6 +152,13 @@ pub fn server_run_dir(run_dir: &Path, vms_dir: &Path) -> Result<PathBuf, Hypervi
         .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)))
         .map_err(|e| HypervisorError(format!("creating {}: {e}", dir.display())))?;
     Ok(dir)
+}
+
+/// The name of the directory of [`server_run_dir`]: 8 hex digits of the SHA-256 of the
+/// (canonical) VMs' directory's path.
+pub fn server_run_name(vms_dir: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(vms_dir.as_os_str().as_bytes())[..4])
 }
 
 /// Hands out the uids of [`Confinement::uids`].

@@ -402,19 +402,12 @@ pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
     };
     let mut prefix = vms_dir.as_os_str().as_bytes().to_vec();
     prefix.push(b'/');
-    // A confined VM's QEMU names no file of the data directory (it is passed descriptors and
-    // keeps its sockets elsewhere), but it is named after its server, whose directory is
-    // there.
-    let names: Vec<Vec<u8>> = std::fs::read_dir(&vms_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let mut name = b"extility-".to_vec();
-            name.extend_from_slice(e.file_name().as_bytes());
-            name
-        })
-        .collect();
+    // A confined VM's QEMU names no file of the data directory (it is passed descriptors), but
+    // its pid file is in this server's directory under the runtime root.
+    let run_prefix = format!(
+        "/run/extility/vms/{}/",
+        extility::hypervisor::qemu::confine::server_run_name(&vms_dir)
+    );
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -428,7 +421,7 @@ pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
             let is_qemu = program.ends_with(b"qemu-system-x86_64");
             let names_a_vm = args.any(|arg| {
                 arg.windows(prefix.len()).any(|w| w == prefix)
-                    || names.iter().any(|n| arg == &n[..])
+                    || arg.starts_with(run_prefix.as_bytes())
             });
             (is_qemu && names_a_vm).then_some(pid)
         })

@@ -322,8 +322,14 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CGROUP_PARENT: &str = "extility";
 
 impl Cgroup {
-    /// Makes the VM's cgroup with `limits` (cgroup v2 where the host has it, else v1).
-    pub fn create(server_uuid: &str, limits: Limits) -> Result<Cgroup, HypervisorError> {
+    /// A VM's group's name: `prefix` (this server's, `<server>-`, so that servers sharing a
+    /// host keep apart) and the server's uuid.
+    pub fn name(prefix: &str, server_uuid: &str) -> String {
+        format!("{prefix}{server_uuid}")
+    }
+
+    /// Makes the VM's cgroup `name` with `limits` (cgroup v2 where the host has it, else v1).
+    pub fn create(name: &str, limits: Limits) -> Result<Cgroup, HypervisorError> {
         let root = Path::new(CGROUP_ROOT);
         let fail = |what: &str, path: &Path, e: io::Error| {
             HypervisorError(format!("{what} {}: {e}", path.display()))
@@ -342,7 +348,7 @@ impl Cgroup {
                     .or_else(|_| fs::write(&control, "+memory +cpu"))
                     .map_err(|e| fail("enabling controllers in", &control, e))?;
             }
-            let dir = cgroup.make(&parent.join(server_uuid))?;
+            let dir = cgroup.make(&parent.join(name))?;
             write(&dir, "memory.max", &limits.memory_bytes.to_string())?;
             write(&dir, "memory.swap.max", "0").ok();
             write(
@@ -359,7 +365,7 @@ impl Cgroup {
             )?;
             optional_io_weight(&dir, &["io.weight", "io.bfq.weight"], limits.io_weight);
         } else {
-            let memory = cgroup.make(&root.join("memory").join(CGROUP_PARENT).join(server_uuid))?;
+            let memory = cgroup.make(&root.join("memory").join(CGROUP_PARENT).join(name))?;
             write(
                 &memory,
                 "memory.limit_in_bytes",
@@ -372,13 +378,13 @@ impl Cgroup {
                 &limits.memory_bytes.to_string(),
             )
             .ok();
-            let cpu = cgroup.make(&root.join("cpu").join(CGROUP_PARENT).join(server_uuid))?;
+            let cpu = cgroup.make(&root.join("cpu").join(CGROUP_PARENT).join(name))?;
             write(&cpu, "cpu.shares", &limits.cpu_shares.to_string())?;
             write(&cpu, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
             write(&cpu, "cpu.cfs_quota_us", &limits.cpu_quota_us.to_string())?;
             let blkio_root = root.join("blkio");
             if blkio_root.is_dir() {
-                let blkio = cgroup.make(&blkio_root.join(CGROUP_PARENT).join(server_uuid))?;
+                let blkio = cgroup.make(&blkio_root.join(CGROUP_PARENT).join(name))?;
                 // Only with the CFQ or BFQ I/O scheduler; without, every VM shares alike anyway.
                 optional_io_weight(
                     &blkio,
@@ -406,13 +412,13 @@ impl Cgroup {
         &self.procs
     }
 
-    /// Removes the cgroups of a VM whose QEMU has ended (by its uuid: after a restart of the
-    /// server nothing else names them).
-    pub fn remove(server_uuid: &str) {
+    /// Removes the cgroups `name` of a VM whose QEMU has ended (by name: after a restart of
+    /// the server nothing else names them).
+    pub fn remove(name: &str) {
         let root = Path::new(CGROUP_ROOT);
-        let mut dirs = vec![root.join(CGROUP_PARENT).join(server_uuid)];
+        let mut dirs = vec![root.join(CGROUP_PARENT).join(name)];
         for hierarchy in ["memory", "cpu", "blkio"] {
-            dirs.push(root.join(hierarchy).join(CGROUP_PARENT).join(server_uuid));
+            dirs.push(root.join(hierarchy).join(CGROUP_PARENT).join(name));
         }
         for dir in dirs {
             match fs::remove_dir(&dir) {

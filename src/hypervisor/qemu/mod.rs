@@ -139,7 +139,11 @@ impl Qemu {
         if let Some(confinement) = &config.confinement {
             confinement.check()?;
         }
-        let cgroups = config.confinement.as_ref().is_some_and(|c| c.cgroups);
+        let cgroups = config
+            .confinement
+            .as_ref()
+            .filter(|c| c.cgroups)
+            .map(|_| format!("{}-", confine::server_run_name(&vms_dir)));
         let run_root = match &config.confinement {
             Some(confinement) => Some(confine::server_run_dir(&confinement.run_dir, &vms_dir)?),
             None => None,
@@ -229,8 +233,8 @@ impl Qemu {
                 if let Ok(files) = self.files(server_uuid) {
                     files.remove_runtime_files();
                 }
-                if self.shared.cgroups {
-                    Cgroup::remove(server_uuid);
+                if let Some(prefix) = &self.shared.cgroups {
+                    Cgroup::remove(&Cgroup::name(prefix, server_uuid));
                 }
                 VmState::Stopped
             }
@@ -341,8 +345,11 @@ impl Qemu {
         let opened = passed::open(spec, files)?;
         let args = args::command_line(spec, files, self.config.accel, &opened.fds)?;
         let cgroup = match (&self.config.confinement, owner) {
-            (Some(confinement), Some(_)) if confinement.cgroups => Some(Cgroup::create(
-                &spec.server_uuid,
+            (Some(_), Some(_)) if self.shared.cgroups.is_some() => Some(Cgroup::create(
+                &Cgroup::name(
+                    self.shared.cgroups.as_deref().unwrap_or_default(),
+                    &spec.server_uuid,
+                ),
                 Limits::for_vm(spec.memory_mb, spec.processors),
             )?),
             _ => None,

@@ -33,8 +33,9 @@ pub struct Shared {
     pub events: UnboundedSender<VmEvent>,
     /// Set when the driver is dropped: supervisors let go of their VMs, which run on.
     pub released: AtomicBool,
-    /// Whether VMs get cgroups, to remove once they end.
-    pub cgroups: bool,
+    /// The prefix of the VMs' cgroups' names (`<server>-`, see [`Cgroup::name`]) when VMs get
+    /// cgroups, to remove once they end.
+    pub cgroups: Option<String>,
 }
 
 impl Shared {
@@ -213,8 +214,8 @@ fn watch(shared: &Shared, vm: &Arc<Vm>, mut qmp: Qmp) {
     }
     let state = outcome(shutdown_reason.as_deref(), panicked);
     vm.files.remove_runtime_files();
-    if shared.cgroups {
-        Cgroup::remove(&vm.uuid);
+    if let Some(prefix) = &shared.cgroups {
+        Cgroup::remove(&Cgroup::name(prefix, &vm.uuid));
     }
     {
         let mut vms = shared.vms.lock().unwrap();

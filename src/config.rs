@@ -296,6 +296,14 @@ pub struct ServeArgs {
     #[arg(long, env = "EXTILITY_VM_SHUTDOWN_TIMEOUT", default_value_t = 60)]
     #[arg(help_heading = VMS)]
     pub vm_shutdown_timeout: u64,
+    /// The uids VMs run as when the server runs as root, `FIRST-LAST`: each running VM gets
+    /// one of its own (used by number: no account is needed, and none may have one of them).
+    #[arg(long, env = "EXTILITY_VM_UIDS", value_name = "FIRST-LAST", default_value = "1950000000-1950009999", value_parser = parse_uid_range)]
+    pub vm_uids: (u32, u32),
+    /// Where confined VMs' runtime directories (QMP sockets, pid file) are: every directory
+    /// above it must be searchable by other users.
+    #[arg(long, env = "EXTILITY_VM_RUN_DIR", default_value = "/run/extility/vms")]
+    pub vm_run_dir: std::path::PathBuf,
     /// Let FetchDisk reach addresses in this range even though it is private, loopback or
     /// otherwise internal. Repeatable; the variable takes a comma-separated list.
     #[arg(
@@ -614,6 +622,26 @@ pub struct StorageArgs {
     /// The Ceph user, without `client.` (Ceph's default, `admin`, when not given).
     #[arg(long, env = "EXTILITY_CEPH_USER", value_name = "NAME")]
     pub ceph_user: Option<String>,
+    /// The Ceph user confined VMs open their RBD images as, without `client.`: one whose caps
+    /// reach only the pool's images (`ceph auth get-or-create client.extility-vm mon 'profile
+    /// rbd' osd 'profile rbd pool=POOL'`). Each VM gets a copy of its keyring
+    /// (`--ceph-vm-keyring`); without both, VMs open images as `--ceph-user` with no keyring
+    /// of their own, which works only on a cluster without cephx.
+    #[arg(
+        long,
+        env = "EXTILITY_CEPH_VM_USER",
+        value_name = "NAME",
+        requires = "ceph_vm_keyring"
+    )]
+    pub ceph_vm_user: Option<String>,
+    /// The keyring of `--ceph-vm-user` (readable by root).
+    #[arg(
+        long,
+        env = "EXTILITY_CEPH_VM_KEYRING",
+        value_name = "FILE",
+        requires = "ceph_vm_user"
+    )]
+    pub ceph_vm_keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -768,9 +796,37 @@ fn padding_size(text: &str) -> Result<u64, String> {
     }
 }
 
+/// `FIRST-LAST`, a range of uids.
+fn parse_uid_range(text: &str) -> Result<(u32, u32), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("'{text}' is not FIRST-LAST"))?;
+    let number = |n: &str| {
+        n.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("'{n}' is not a uid"))
+    };
+    let (first, last) = (number(first)?, number(last)?);
+    if first == 0 || first > last {
+        return Err(format!(
+            "{first}-{last} is not a range of unprivileged uids"
+        ));
+    }
+    Ok((first, last))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_uids_are_a_range_of_unprivileged_uids() {
+        assert_eq!(parse_uid_range("1000-1009"), Ok((1000, 1009)));
+        assert_eq!(parse_uid_range("7-7"), Ok((7, 7)));
+        for bad in ["0-10", "10-9", "x-10", "10", "-1-5", "1-99999999999"] {
+            assert!(parse_uid_range(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn memory_sizes_take_binary_suffixes_or_bytes() {

@@ -162,15 +162,42 @@ fn hypervisor(
             Accel::Tcg
         }
     };
-    let metadata_proxy =
-        std::env::current_exe().context("finding this program (the VMs' metadata forward)")?;
+    let confinement = if rustix::process::geteuid().is_root() {
+        let cgroups = match qemu::confine::cgroups_available() {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(reason = %why, "VMs get no cgroup of their own: no memory, CPU or I/O limit");
+                false
+            }
+        };
+        // The VMs' users must not read the database, the secret key or any volume (QEMU gets
+        // descriptors of what it needs).
+        qemu::confine::make_private(&config.db.data_dir)
+            .with_context(|| format!("making {} private", config.db.data_dir.display()))?;
+        Some(qemu::confine::Confinement {
+            run_dir: config.vm_run_dir.clone(),
+            uids: config.vm_uids,
+            cgroups,
+            ceph: config
+                .storage
+                .ceph_vm_user
+                .clone()
+                .zip(config.storage.ceph_vm_keyring.clone()),
+        })
+    } else {
+        tracing::warn!(
+            "not running as root: VMs run as this process's user, without a user or cgroup of \
+             their own (QEMU's sandbox still applies)"
+        );
+        None
+    };
     let driver = Qemu::new(
         QemuConfig {
             binary,
             vms_dir: qemu::vms_dir(&config.db.data_dir),
             accel,
             shutdown_timeout: Duration::from_secs(config.vm_shutdown_timeout),
-            metadata_proxy,
+            confinement,
         },
         events,
     )?;

@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -89,10 +88,8 @@ async fn serve_by_token(state: &AppState, headers: &HeaderMap, document: Documen
     render(document, metadata::for_token(state, token).await)
 }
 
-/// Connections guests may hold open at once on this node's metadata listener.
-const GUEST_CONNECTIONS: usize = 256;
-/// Connections one guest (one address) may hold open at once: one guest cannot take the
-/// others' connections.
+/// Connections one guest (one NIC) may hold open at once. There is no bound across guests: a
+/// count shared by several VMs would let one customer's VMs fill it for everyone.
 const CONNECTIONS_PER_GUEST: usize = 8;
 /// How long one guest connection may last, request and answer.
 const GUEST_CONNECTION_TIME: Duration = Duration::from_secs(30);
@@ -100,11 +97,15 @@ const GUEST_CONNECTION_TIME: Duration = Duration::from_secs(30);
 /// Serves guests' metadata requests on `listener` until `stop`. HTTP/1 only, with
 /// half-closed connections answered (`printf 'GET ...' | nc` shuts its side when its input
 /// ends, which axum's server takes for a client that left), a bounded number of connections
-/// and a bounded time for each.
+/// per guest and a bounded time for each.
+///
+/// A guest is known by its NIC: the address its connection comes from on the VLAN's gateway
+/// address it arrived at (the redirect of 169.254.169.254 keeps both). The tap's frame
+/// admission lets a NIC send from its own address only, so one VM cannot take another's
+/// share, and the number of shares is the number of NICs on this node.
 pub async fn serve_guests(listener: TcpListener, state: AppState, stop: CancellationToken) {
     let router = guest_router(state);
-    let slots = Arc::new(Semaphore::new(GUEST_CONNECTIONS));
-    let per_guest = PerAddress::new(CONNECTIONS_PER_GUEST);
+    let per_guest = PerGuest::new(CONNECTIONS_PER_GUEST);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -117,14 +118,11 @@ pub async fn serve_guests(listener: TcpListener, state: AppState, stop: Cancella
                 continue;
             }
         };
-        // Beyond the bound, a connection is closed at once.
-        let Some(guest_slot) = per_guest.take(peer.ip()) else {
-            continue;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
         let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        // Beyond the bound, a connection is closed at once.
+        let Some(guest_slot) = per_guest.take((local.ip(), peer.ip())) else {
             continue;
         };
         let router = router.clone();
@@ -139,54 +137,57 @@ pub async fn serve_guests(listener: TcpListener, state: AppState, stop: Cancella
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(GUEST_CONNECTION_TIME, connection).await;
-            drop((slot, guest_slot));
+            drop(guest_slot);
         });
     }
 }
 
-/// Counts the connections open from each address, up to a limit.
+/// A guest's NIC: the gateway address its connection arrived at, and its own address.
+type Guest = (IpAddr, IpAddr);
+
+/// Counts the connections open from each guest, up to a limit.
 #[derive(Clone)]
-struct PerAddress {
+struct PerGuest {
     limit: usize,
-    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    open: Arc<std::sync::Mutex<HashMap<Guest, usize>>>,
 }
 
-/// One connection counted in [`PerAddress`] until dropped.
-struct AddressSlot {
-    address: IpAddr,
-    of: PerAddress,
+/// One connection counted in [`PerGuest`] until dropped.
+struct GuestSlot {
+    guest: Guest,
+    of: PerGuest,
 }
 
-impl PerAddress {
+impl PerGuest {
     fn new(limit: usize) -> Self {
-        PerAddress {
+        PerGuest {
             limit,
             open: Arc::default(),
         }
     }
 
-    /// A slot for one more connection from `address`, unless it has `limit` open.
-    fn take(&self, address: IpAddr) -> Option<AddressSlot> {
+    /// A slot for one more connection from `guest`, unless it has `limit` open.
+    fn take(&self, guest: Guest) -> Option<GuestSlot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(address).or_default();
+        let count = open.entry(guest).or_default();
         if *count >= self.limit {
             return None;
         }
         *count += 1;
-        Some(AddressSlot {
-            address,
+        Some(GuestSlot {
+            guest,
             of: self.clone(),
         })
     }
 }
 
-impl Drop for AddressSlot {
+impl Drop for GuestSlot {
     fn drop(&mut self) {
         let mut open = self.of.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.address) {
+        if let Some(count) = open.get_mut(&self.guest) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.address);
+                open.remove(&self.guest);
             }
         }
     }
@@ -316,23 +317,47 @@ fn server_xml(server: &ServerMetadata) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::PerAddress;
+    use super::PerGuest;
 
     #[test]
-    fn one_address_gets_at_most_its_share_and_others_are_unaffected() {
-        let per_guest = PerAddress::new(2);
+    fn one_guest_gets_at_most_its_share_and_others_are_unaffected() {
+        let per_guest = PerGuest::new(2);
+        let gateway = "10.64.0.1".parse().unwrap();
         let (a, b) = ("10.64.0.10".parse().unwrap(), "10.64.0.11".parse().unwrap());
-        let first = per_guest.take(a).unwrap();
-        let _second = per_guest.take(a).unwrap();
+        let first = per_guest.take((gateway, a)).unwrap();
+        let _second = per_guest.take((gateway, a)).unwrap();
         assert!(
-            per_guest.take(a).is_none(),
+            per_guest.take((gateway, a)).is_none(),
             "a third from one guest is refused"
         );
-        assert!(per_guest.take(b).is_some(), "another guest still gets one");
+        assert!(
+            per_guest.take((gateway, b)).is_some(),
+            "another guest still gets one"
+        );
+        // The same address on another VLAN (another gateway) is another NIC.
+        let other_vlan = "10.64.1.1".parse().unwrap();
+        assert!(per_guest.take((other_vlan, a)).is_some());
         drop(first);
         assert!(
-            per_guest.take(a).is_some(),
+            per_guest.take((gateway, a)).is_some(),
             "a closed connection frees its slot"
         );
+    }
+
+    /// Many guests at their limit at once (more than the old node-wide bound of 256
+    /// connections): each still gets its share.
+    #[test]
+    fn no_count_crosses_guests() {
+        let per_guest = PerGuest::new(8);
+        let gateway = "10.64.0.1".parse().unwrap();
+        let mut held = Vec::new();
+        for host in 0..64u8 {
+            let guest = std::net::IpAddr::from([10, 64, 1, host]);
+            for _ in 0..8 {
+                held.push(per_guest.take((gateway, guest)).expect("its share"));
+            }
+            assert!(per_guest.take((gateway, guest)).is_none());
+        }
+        assert_eq!(held.len(), 512);
     }
 }

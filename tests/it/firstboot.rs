@@ -760,13 +760,18 @@ async fn a_busybox_guest_runs_it_at_first_boot_and_prints_the_hash_it_set() {
         .await;
     alice.job_ok(job["job_id"].as_i64().unwrap()).await;
     let booted = Instant::now();
-    // The per-boot secret QEMU hands the guest (the server keeps only its hash).
+    // The per-boot secret QEMU hands the guest (the server keeps only its hash), in the VM's
+    // runtime directory: under /run when the server runs as root (a confined VM).
     let vms = app.server.data_dir.join("vms");
     let token = std::fs::read_dir(&vms)
         .unwrap()
         .flatten()
-        .find_map(|e| std::fs::read_to_string(e.path().join("metadata-token")).ok())
-        .unwrap_or_else(|| panic!("no metadata-token under {}", vms.display()));
+        .find_map(|e| {
+            crate::support::vm_runtime_dirs(&vms, &e.file_name().to_string_lossy())
+                .iter()
+                .find_map(|dir| std::fs::read_to_string(dir.join("metadata-token")).ok())
+        })
+        .unwrap_or_else(|| panic!("no metadata-token for the VMs of {}", vms.display()));
     assert!(token.len() >= 16, "{token:?}");
 
     let log = console_until(&alice, server_id, DONE, GUEST_TIMEOUT).await;

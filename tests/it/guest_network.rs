@@ -45,14 +45,16 @@ token=$(cat $F/metadata-token/raw)
 echo "URL $url"
 hp=${url#http://}; path=/${hp#*/}; hp=${hp%%/*}; host=${hp%:*}; port=${hp##*:}
 [ "$port" = "$hp" ] && port=80
-printf 'GET %s HTTP/1.0\r\nHost: %s\r\nX-Extility-Metadata-Token: %s\r\n\r\n' "$path" "$hp" "$token" | nc -w 10 "$host" "$port" > /tmp/metadata
+# The metadata forward never closes a connection (the guest does, once it has read the answer's
+# Content-Length bytes, as curl and wget do): nc, which waits for the close, is cut off.
+printf 'GET %s HTTP/1.0\r\nHost: %s\r\nX-Extility-Metadata-Token: %s\r\n\r\n' "$path" "$hp" "$token" | timeout 10 nc "$host" "$port" > /tmp/metadata
 if grep -q '<initial-password>' /tmp/metadata; then
   echo "METADATA OK"
   echo "PASSWORD $(grep -o '<initial-password>[^<]*' /tmp/metadata | cut -d '>' -f 2)"
 else
   echo "METADATA FAILED: $(head -c 300 /tmp/metadata)"
 fi
-printf 'POST /api/v1/ListServers HTTP/1.0\r\nHost: %s\r\n\r\n' "$hp" | nc -w 10 "$host" "$port" > /tmp/other
+printf 'POST /api/v1/ListServers HTTP/1.0\r\nHost: %s\r\n\r\n' "$hp" | timeout 10 nc "$host" "$port" > /tmp/other
 echo "OTHER REQUEST: $(head -n 1 /tmp/other)"
 for t in $(cat /proc/cmdline); do
   case "$t" in probe=*)

@@ -15,6 +15,7 @@ mod calls_in_flight;
 mod cloud_init;
 mod cluster_networks;
 mod compose;
+mod confinement;
 mod decompression_limits;
 mod fair_scheduling;
 mod fetch;

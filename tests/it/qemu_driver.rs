@@ -62,7 +62,7 @@ impl Bench {
                 vms_dir: self.vms_dir(),
                 accel,
                 shutdown_timeout,
-                metadata_proxy: env!("CARGO_BIN_EXE_extility").into(),
+                confinement: None,
             },
             events,
         )

@@ -10,15 +10,19 @@
 //!
 //! The NIC is on QEMU's user-mode network, confined (`restrict=on`): the guest gets its address
 //! by DHCP and reaches one thing, the metadata service at [`METADATA_GUEST_ADDR`]:80, which
-//! QEMU forwards per connection to `extility metadata-proxy` (see [`super::metadata_proxy`]).
-//! No egress, nothing of the host's loopback or networks, no DNS: until tenant networks exist.
+//! QEMU forwards to a socket the server serves for this VM alone (see
+//! [`super::metadata_stream`]). No egress, nothing of the host's loopback or networks, no DNS.
+//! On a tenant network the NIC is a tap the server attached and passed as a descriptor.
+//!
+//! QEMU runs sandboxed (`-sandbox`, [`SANDBOX`]) and opens no file of the data directory: the
+//! console log and every layer of every file disk are descriptors the server passes
+//! (`-add-fd`, `/dev/fdset/N`), so the VM's own user needs no access to them.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use super::files::{VmFiles, option_path};
-use crate::hypervisor::{HypervisorError, Media, MetadataAccess, VmSpec};
+use crate::hypervisor::{HypervisorError, Media, VmSpec};
 use crate::storage::VolumeLocation;
 
 /// The fw_cfg names a guest reads its metadata URL and secret from
@@ -31,7 +35,8 @@ pub const FW_CFG_METADATA_TOKEN: &str = "opt/com.extility/metadata-token";
 /// and outside the addresses its DHCP hands out (10.0.2.15 on).
 pub const METADATA_GUEST_ADDR: &str = "10.0.2.100";
 pub const METADATA_GUEST_PORT: u16 = 80;
-/// The hidden subcommand of `extility` that QEMU runs for each metadata connection.
+/// The hidden subcommand of `extility` that QEMU ran for each metadata connection before
+/// VMs were sandboxed: VMs started then still run it until they stop.
 pub const METADATA_PROXY_COMMAND: &str = "metadata-proxy";
 
 /// The PC's two IDE channels hold four drives.
@@ -55,14 +60,36 @@ impl Accel {
     }
 }
 
+/// The files the server opened for QEMU, by descriptor number (see [`super::passed`]): QEMU
+/// opens no path of the data directory itself, so the VM's user needs no access to it.
+#[derive(Debug, Clone, Default)]
+pub struct PassedFds {
+    /// The serial console's log, opened for appending.
+    pub console: i32,
+    /// One entry per disk of the spec, in its order: the layers of a file volume, top first
+    /// (its backing chain below), or `None` for an RBD image, which librbd opens.
+    pub disks: Vec<Option<Vec<Layer>>>,
+    /// The tap of a NIC on a tenant network, attached.
+    pub tap: Option<i32>,
+}
+
+/// One layer of a disk's chain: a descriptor and the format of what it holds.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub fd: i32,
+    pub format: crate::storage::VolumeFormat,
+}
+
+/// QEMU's seccomp filter: no obsolete system calls, no change of user or group, no new
+/// processes (so no helper a guest could make QEMU run), no change of scheduling or limits.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// Builds the argument list (without the program name).
-/// `metadata_proxy` is the `extility` program QEMU runs for each connection the guest opens to
-/// the metadata service.
 pub fn command_line(
     spec: &VmSpec,
     files: &VmFiles,
     accel: Accel,
-    metadata_proxy: &Path,
+    passed: &PassedFds,
 ) -> Result<Vec<OsString>, HypervisorError> {
     let mut args = Args::default();
     args.push("-name")
@@ -72,6 +99,7 @@ pub fn command_line(
         args.push("-uuid").push(&spec.server_uuid);
     }
     args.push("-no-user-config").push("-nodefaults");
+    args.push("-sandbox").push(SANDBOX);
     args.push("-machine").push("pc");
     // QEMU's default CPU model: `-cpu host` would pass more features on, but it fails to
     // start on some (nested) KVM hosts that report MSRs they cannot set.
@@ -82,17 +110,17 @@ pub fn command_line(
     args.push("-vga").push("std");
     args.push("-device").push("pvpanic");
 
-    // Daemonized in a session of its own, so the VM outlives `extility serve`.
-    args.push("-daemonize");
+    // Not `-daemonize`: the server starts QEMU in a session of its own already (and the
+    // sandbox forbids the fork and setsid that daemonizing takes).
     args.push("-pidfile").push(files.pid_file());
     for socket in [files.events_socket(), files.control_socket()] {
         args.push("-qmp")
             .push(option("unix:", &socket, ",server=on,wait=off"));
     }
-    args.push("-chardev").push(option(
-        "file,id=console,path=",
-        &files.console_log(),
-        ",append=on",
+    add_fd(&mut args, passed.console);
+    args.push("-chardev").push(format!(
+        "file,id=console,path=/dev/fdset/{},append=on",
+        passed.console
     ));
     args.push("-serial").push("chardev:console");
     if spec.metadata.is_some() {
@@ -108,7 +136,7 @@ pub fn command_line(
     if let (Some(metadata), Some(nic)) = (&spec.metadata, &spec.nic) {
         // cloud-init's NoCloud datasource, announced in the SMBIOS serial number: stock cloud
         // images find their password, keys and network there. No secret in it (it shows in
-        // the process list): the guest's network names it (see `super::metadata_proxy`).
+        // the process list): the guest's network names it (see `super::metadata_stream`).
         let document = match nic.tap {
             Some(_) => tap_metadata_url(&metadata.url),
             None => guest_metadata_url(&metadata.url),
@@ -120,38 +148,58 @@ pub fn command_line(
     }
 
     args.push("-boot").push("order=dc");
-    let (cdroms, hard_disks): (Vec<_>, Vec<_>) =
-        spec.disks.iter().partition(|d| d.media == Media::Iso);
+    if passed.disks.len() != spec.disks.len() {
+        return Err(HypervisorError(
+            "the disks' descriptors do not match the disks".into(),
+        ));
+    }
+    let (cdroms, hard_disks): (Vec<_>, Vec<_>) = spec
+        .disks
+        .iter()
+        .zip(&passed.disks)
+        .partition(|(d, _)| d.media == Media::Iso);
     if cdroms.len() > MAX_CDROMS {
         return Err(HypervisorError(format!(
             "a server can have at most {MAX_CDROMS} ISO disks (CD-ROM drives), this one has {}",
             cdroms.len()
         )));
     }
-    for (i, cd) in cdroms.iter().enumerate() {
-        args.push("-drive").push(drive(
-            &format!(
-                "if=none,id=cd{i},media=cdrom,readonly=on,format={}",
-                cd.format.as_str()
-            ),
-            &cd.location,
-        ));
+    for (i, (cd, layers)) in cdroms.iter().enumerate() {
+        let id = format!("cd{i}");
+        match layers {
+            Some(layers) => blockdevs(&mut args, &id, layers, true),
+            None => {
+                args.push("-drive").push(drive(
+                    &format!(
+                        "if=none,id={id},media=cdrom,readonly=on,format={}",
+                        cd.format.as_str()
+                    ),
+                    &cd.location,
+                ));
+            }
+        }
         args.push("-device").push(format!(
-            "ide-cd,drive=cd{i},bus=ide.{},unit={},bootindex={i}",
+            "ide-cd,drive={id},bus=ide.{},unit={},bootindex={i}",
             i / 2,
             i % 2
         ));
     }
-    for (i, disk) in hard_disks.iter().enumerate() {
-        args.push("-drive").push(drive(
-            &format!(
-                "if=none,id=disk{i},discard=unmap,format={}",
-                disk.format.as_str()
-            ),
-            &disk.location,
-        ));
+    for (i, (disk, layers)) in hard_disks.iter().enumerate() {
+        let id = format!("disk{i}");
+        match layers {
+            Some(layers) => blockdevs(&mut args, &id, layers, false),
+            None => {
+                args.push("-drive").push(drive(
+                    &format!(
+                        "if=none,id={id},discard=unmap,format={}",
+                        disk.format.as_str()
+                    ),
+                    &disk.location,
+                ));
+            }
+        }
         args.push("-device").push(format!(
-            "virtio-blk-pci,drive=disk{i},bootindex={}",
+            "virtio-blk-pci,drive={id},bootindex={}",
             MAX_CDROMS + i
         ));
     }
@@ -164,20 +212,22 @@ pub fn command_line(
             )));
         }
         match &nic.tap {
-            // A tenant network: the tap the network engine made on the VLAN's bridge, opened
-            // by name; QEMU runs no script on it.
+            // A tenant network: the tap the network engine made on the VLAN's bridge,
+            // attached by the server; QEMU runs no script on it.
             Some(tap) => {
                 if !is_interface_name(tap) {
                     return Err(HypervisorError(format!("'{tap}' is not a tap device name")));
                 }
-                args.push("-netdev")
-                    .push(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
+                let fd = passed.tap.ok_or_else(|| {
+                    HypervisorError(format!("the tap {tap} was not opened for QEMU"))
+                })?;
+                args.push("-netdev").push(format!("tap,id=net0,fd={fd}"));
             }
             // Confined user-mode networking: DHCP, and the metadata forward if the VM has
             // metadata; no route anywhere else (restrict=on), no IPv6.
             None => {
                 args.push("-netdev")
-                    .push(netdev(spec.metadata.as_ref(), files, metadata_proxy)?);
+                    .push(netdev(spec.metadata.is_some(), files));
             }
         }
         // No boot ROM: nothing boots from the NIC.
@@ -189,6 +239,47 @@ pub fn command_line(
     Ok(args.0)
 }
 
+/// `-add-fd fd=N,set=N`: the descriptor becomes `/dev/fdset/N` to QEMU.
+fn add_fd(args: &mut Args, fd: i32) {
+    args.push("-add-fd").push(format!("fd={fd},set={fd}"));
+}
+
+/// A disk's chain as block nodes, bottom first, each layer's file a passed descriptor; the
+/// top node is named `id`. Layers below the top are read-only, as is a CD.
+fn blockdevs(args: &mut Args, id: &str, layers: &[Layer], read_only: bool) {
+    let mut below: Option<String> = None;
+    for (depth, layer) in layers.iter().enumerate().rev() {
+        add_fd(args, layer.fd);
+        let top = depth == 0;
+        let name = if top {
+            id.to_string()
+        } else {
+            format!("{id}-layer{depth}")
+        };
+        let layer_read_only = read_only || !top;
+        let mut node = serde_json::json!({
+            "node-name": name,
+            "driver": layer.format.as_str(),
+            "read-only": layer_read_only,
+            "file": {
+                "driver": "file",
+                "filename": format!("/dev/fdset/{}", layer.fd),
+                "read-only": layer_read_only,
+            },
+        });
+        if !layer_read_only {
+            node["discard"] = "unmap".into();
+            node["file"]["discard"] = "unmap".into();
+        }
+        if layer.format == crate::storage::VolumeFormat::Qcow2 {
+            // The layer below is named here, never found through the file's header.
+            node["backing"] = below.clone().map_or(serde_json::Value::Null, Into::into);
+        }
+        args.push("-blockdev").push(node.to_string());
+        below = Some(name);
+    }
+}
+
 /// A Linux interface name that needs no quoting in a QEMU option: 1 to 15 letters, digits,
 /// `-` or `_`.
 fn is_interface_name(name: &str) -> bool {
@@ -198,41 +289,23 @@ fn is_interface_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The `-netdev` value: `user,id=net0,restrict=on,ipv6=off` and, for a VM with metadata,
-/// `guestfwd=tcp:10.0.2.100:80-cmd:'PROXY' metadata-proxy 'SERVICE' 'PATH' 'TOKEN_FILE'`.
-fn netdev(
-    metadata: Option<&MetadataAccess>,
-    files: &VmFiles,
-    metadata_proxy: &Path,
-) -> Result<OsString, HypervisorError> {
-    let mut value = b"user,id=net0,restrict=on,ipv6=off".to_vec();
-    if let Some(metadata) = metadata {
-        let (service, path) = metadata_service(&metadata.url)?;
-        // QEMU's libslirp splits the command into arguments as a shell would (quotes, no
-        // expansion) and runs it without a shell.
-        let mut command = shell_quote(metadata_proxy.as_os_str().as_bytes());
-        let token_file = files.metadata_token();
-        for arg in [
-            METADATA_PROXY_COMMAND.as_bytes(),
-            service.as_bytes(),
-            path.as_bytes(),
-            token_file.as_os_str().as_bytes(),
-        ] {
-            command.push(b' ');
-            command.extend(shell_quote(arg));
-        }
-        value.extend(
-            format!(",guestfwd=tcp:{METADATA_GUEST_ADDR}:{METADATA_GUEST_PORT}-cmd:").as_bytes(),
-        );
-        // Commas are doubled in a QEMU option value.
-        for b in command {
-            value.push(b);
-            if b == b',' {
-                value.push(b',');
-            }
-        }
+/// The `-netdev` value: `user,id=net0,restrict=on,ipv6=off` and, for a VM with metadata, a
+/// forward of the metadata address to a socket of the VM's runtime directory that QEMU
+/// listens on and the server serves ([`super::metadata_stream`]): no process per connection
+/// (the sandbox forbids them), and every connection of this guest reaches its own VM's stream.
+fn netdev(metadata: bool, files: &VmFiles) -> OsString {
+    let mut value = OsString::from("user,id=net0,restrict=on,ipv6=off");
+    if metadata {
+        value.push(format!(
+            ",guestfwd=tcp:{METADATA_GUEST_ADDR}:{METADATA_GUEST_PORT}-unix:"
+        ));
+        // The socket's options are part of the forward's value: their commas are doubled.
+        value.push(option_path(Path::new(&option_path(
+            &files.metadata_socket(),
+        ))));
+        value.push(",,server=on,,wait=off");
     }
-    Ok(OsString::from_vec(value))
+    value
 }
 
 /// Where the proxy connects to (`host:port` of the service's URL, a wildcard address being
@@ -290,20 +363,6 @@ pub fn tap_metadata_url(url: &str) -> String {
 
 /// Where a guest on a tenant network reaches the metadata service (port 80).
 pub const TAP_METADATA_ADDR: &str = "169.254.169.254";
-
-/// One argument in single quotes (a quote inside becomes `'\''`).
-fn shell_quote(arg: &[u8]) -> Vec<u8> {
-    let mut out = vec![b'\''];
-    for &b in arg {
-        if b == b'\'' {
-            out.extend_from_slice(b"'\\''");
-        } else {
-            out.push(b);
-        }
-    }
-    out.push(b'\'');
-    out
-}
 
 fn is_mac_address(mac: &str) -> bool {
     let parts: Vec<&str> = mac.split(':').collect();
@@ -367,7 +426,34 @@ mod tests {
     use crate::hypervisor::{MetadataAccess, VmDisk, VmNic};
     use crate::storage::VolumeFormat;
 
-    const PROXY: &str = "/usr/local/bin/extility";
+    /// Descriptors as `passed::open` would hand them: the console 3, each disk one layer
+    /// from 10 on (RBD none), the tap 30.
+    fn fds(spec: &VmSpec) -> PassedFds {
+        PassedFds {
+            console: 3,
+            disks: spec
+                .disks
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match d.location {
+                    VolumeLocation::File(_) => Some(vec![Layer {
+                        fd: 10 + i as i32,
+                        format: d.format,
+                    }]),
+                    VolumeLocation::Rbd { .. } => None,
+                })
+                .collect(),
+            tap: spec.nic.as_ref().and_then(|n| n.tap.as_ref()).map(|_| 30),
+        }
+    }
+
+    fn args_of(
+        spec: &VmSpec,
+        files: &VmFiles,
+        accel: Accel,
+    ) -> Result<Vec<OsString>, HypervisorError> {
+        command_line(spec, files, accel, &fds(spec))
+    }
 
     fn spec(disks: Vec<VmDisk>) -> VmSpec {
         VmSpec {
@@ -407,6 +493,7 @@ mod tests {
     fn hard_disks_keep_attach_order_and_cds_boot_first() {
         let files = VmFiles::new(
             Path::new("/data/vms"),
+            Some(Path::new("/run/extility/vms")),
             "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21",
         )
         .unwrap();
@@ -415,14 +502,23 @@ mod tests {
             disk("/v/install.iso", Media::Iso),
             disk("/v/data,1.raw", Media::Disk),
         ]);
-        let line = render(&command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).unwrap());
-        let boot = line.find("file=/v/boot.raw").unwrap();
-        let data = line.find("file=/v/data,,1.raw").unwrap();
+        let line = render(&args_of(&spec, &files, Accel::Tcg).unwrap());
+        // Every disk is a descriptor: QEMU opens no path of the data directory.
+        assert!(!line.contains("/v/"), "{line}");
+        let boot = line.find("/dev/fdset/10").unwrap();
+        let data = line.find("/dev/fdset/12").unwrap();
         assert!(boot < data, "hard disks in attach order: {line}");
+        assert!(line.contains("-add-fd fd=11,set=11"));
         assert!(line.contains("ide-cd,drive=cd0,bus=ide.0,unit=0,bootindex=0"));
-        assert!(line.contains("media=cdrom,readonly=on,format=raw,file=/v/install.iso"));
+        assert!(
+            line.contains(r#"{"node-name":"cd0","driver":"raw","read-only":true,"file":{"driver":"file","filename":"/dev/fdset/11","read-only":true}}"#),
+            "{line}"
+        );
         assert!(line.contains("virtio-blk-pci,drive=disk0,bootindex=4"));
         assert!(line.contains("virtio-blk-pci,drive=disk1,bootindex=5"));
+        assert!(line.contains("-chardev file,id=console,path=/dev/fdset/3,append=on"));
+        assert!(line.contains(&format!("-sandbox {SANDBOX}")));
+        assert!(!line.contains("-daemonize"));
         assert!(line.contains("-boot order=dc"));
         assert!(line.contains("-smp 2 -m 1024M"));
         assert!(line.contains("virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc"));
@@ -430,7 +526,7 @@ mod tests {
             !line.contains("s3cret"),
             "the secret stays off the command line"
         );
-        assert!(line.contains("name=opt/com.extility/metadata-token,file=/data/vms/"));
+        assert!(line.contains("name=opt/com.extility/metadata-token,file=/run/extility/vms/0f5c"));
         assert!(
             !line.contains("front"),
             "the customer's server name is not an option"
@@ -441,28 +537,26 @@ mod tests {
     fn a_nic_on_a_tenant_network_opens_its_tap_and_nothing_else() {
         let files = VmFiles::new(
             Path::new("/data/vms"),
+            Some(Path::new("/run/extility/vms")),
             "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21",
         )
         .unwrap();
         let mut spec = spec(vec![disk("/v/boot.raw", Media::Disk)]);
         spec.nic.as_mut().unwrap().tap = Some("extap12".into());
-        let line = render(&command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).unwrap());
-        assert!(
-            line.contains("-netdev tap,id=net0,ifname=extap12,script=no,downscript=no -device"),
-            "{line}"
-        );
+        let line = render(&args_of(&spec, &files, Accel::Tcg).unwrap());
+        assert!(line.contains("-netdev tap,id=net0,fd=30 -device"), "{line}");
         assert!(
             !line.contains("guestfwd") && !line.contains("user,"),
             "{line}"
         );
         spec.nic.as_mut().unwrap().tap = Some("x,script=/tmp/evil".into());
-        assert!(command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).is_err());
+        assert!(args_of(&spec, &files, Accel::Tcg).is_err());
         assert_eq!(
             tap_metadata_url("http://127.0.0.1:8080/metadata/v1/server.xml"),
             "http://169.254.169.254/metadata/v1/server.xml"
         );
         spec.nic.as_mut().unwrap().tap = Some("extap7".into());
-        let line = render(&command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).unwrap());
+        let line = render(&args_of(&spec, &files, Accel::Tcg).unwrap());
         assert!(
             line.contains("serial=ds=nocloud-net;s=http://169.254.169.254/metadata/v1/nocloud/"),
             "{line}"
@@ -471,29 +565,28 @@ mod tests {
 
     #[test]
     fn no_nic_without_a_vlan_and_at_most_four_cdroms() {
-        let files = VmFiles::new(Path::new("/data/vms"), "abc").unwrap();
+        let files = VmFiles::new(Path::new("/data/vms"), None, "abc").unwrap();
         let mut spec = spec(vec![disk("/v/a.iso", Media::Iso); 4]);
         spec.nic = None;
-        let line = render(&command_line(&spec, &files, Accel::Kvm, Path::new(PROXY)).unwrap());
+        let line = render(&args_of(&spec, &files, Accel::Kvm).unwrap());
         assert!(!line.contains("-netdev") && !line.contains("-smbios"));
         assert!(line.contains("-accel kvm"));
         assert!(line.contains("bus=ide.1,unit=1,bootindex=3"));
         spec.disks.push(disk("/v/e.iso", Media::Iso));
-        let err = command_line(&spec, &files, Accel::Kvm, Path::new(PROXY)).unwrap_err();
+        let err = args_of(&spec, &files, Accel::Kvm).unwrap_err();
         assert!(err.0.contains("at most 4"), "{err}");
     }
 
     #[test]
     fn the_nic_is_confined_to_dhcp_and_the_metadata_forward() {
-        let files = VmFiles::new(Path::new("/data/vms"), "abc").unwrap();
+        let files = VmFiles::new(Path::new("/data/vms"), None, "abc").unwrap();
         let spec = spec(vec![]);
-        let args = command_line(&spec, &files, Accel::Tcg, Path::new(PROXY)).unwrap();
+        let args = args_of(&spec, &files, Accel::Tcg).unwrap();
         let at = args.iter().position(|a| a == "-netdev").unwrap();
         assert_eq!(
             args[at + 1],
             "user,id=net0,restrict=on,ipv6=off,\
-             guestfwd=tcp:10.0.2.100:80-cmd:'/usr/local/bin/extility' 'metadata-proxy' \
-             '127.0.0.1:8080' '/metadata/v1/server.xml' '/data/vms/abc/metadata-token'"
+             guestfwd=tcp:10.0.2.100:80-unix:/data/vms/abc/metadata.sock,,server=on,,wait=off"
         );
         assert_eq!(args.iter().filter(|a| *a == "-netdev").count(), 1);
         // cloud-init finds its NoCloud datasource through the SMBIOS serial, without a secret.
@@ -506,23 +599,18 @@ mod tests {
         // Without metadata: no forward at all.
         let mut bare = spec.clone();
         bare.metadata = None;
-        let args = command_line(&bare, &files, Accel::Tcg, Path::new(PROXY)).unwrap();
+        let args = args_of(&bare, &files, Accel::Tcg).unwrap();
         let at = args.iter().position(|a| a == "-netdev").unwrap();
         assert_eq!(args[at + 1], "user,id=net0,restrict=on,ipv6=off");
 
-        // The program's path is quoted for libslirp and its commas doubled for QEMU.
-        let args = command_line(
-            &spec,
-            &files,
-            Accel::Tcg,
-            Path::new("/opt/it's,here/extility"),
-        )
-        .unwrap();
+        // A comma of the socket's path is doubled twice: for the forward, and for the netdev.
+        let files = VmFiles::new(Path::new("/data,x/vms"), None, "abc").unwrap();
+        let args = args_of(&spec, &files, Accel::Tcg).unwrap();
         let at = args.iter().position(|a| a == "-netdev").unwrap();
         assert!(
             args[at + 1]
                 .to_string_lossy()
-                .contains("-cmd:'/opt/it'\\''s,,here/extility' 'metadata-proxy'"),
+                .contains("-unix:/data,,,,x/vms/abc/metadata.sock,,server=on"),
             "{:?}",
             args[at + 1]
         );

@@ -1,6 +1,10 @@
-//! A VM's directory, `<data-dir>/vms/<server-uuid>/`: QEMU's pid file and QMP sockets (what
-//! lets a restarted `extility serve` find and supervise the VM again), its serial console log,
-//! QEMU's own start-up messages, and the metadata URL and secret handed to the guest.
+//! A VM's directories. `<data-dir>/vms/<server-uuid>/` holds what the server keeps: the serial
+//! console log, QEMU's own messages, and how to serve the VM's metadata. The runtime directory
+//! holds what QEMU itself makes or reads: its pid file and QMP sockets (what lets a restarted
+//! `extility serve` find and supervise the VM again), its metadata forward's socket, and the
+//! metadata URL and secret handed to the guest. A confined VM's runtime directory is
+//! `/run/extility/vms/<server>/<server-uuid>/`, owned by the VM's user (mode 0700), which has no access
+//! to the data directory; an unconfined VM's is its data directory.
 
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
@@ -16,13 +20,22 @@ const MAX_SOCKET_PATH: usize = 107;
 
 #[derive(Debug, Clone)]
 pub struct VmFiles {
+    /// In the data directory, the server's own.
     pub dir: PathBuf,
+    /// The runtime directory (see the module's comment).
+    pub run: PathBuf,
 }
 
 impl VmFiles {
     /// The files of one server's VM. The uuid comes from the database, but it becomes a path,
     /// so it is checked to be one.
-    pub fn new(vms_dir: &Path, server_uuid: &str) -> Result<VmFiles, HypervisorError> {
+    /// `run_root` is where confined VMs' runtime directories are; `None` keeps the runtime
+    /// files in the data directory.
+    pub fn new(
+        vms_dir: &Path,
+        run_root: Option<&Path>,
+        server_uuid: &str,
+    ) -> Result<VmFiles, HypervisorError> {
         if server_uuid.is_empty()
             || !server_uuid
                 .bytes()
@@ -32,13 +45,15 @@ impl VmFiles {
                 "'{server_uuid}' is not a server uuid"
             )));
         }
+        let dir = vms_dir.join(server_uuid);
         let files = VmFiles {
-            dir: vms_dir.join(server_uuid),
+            run: run_root.map_or_else(|| dir.clone(), |root| root.join(server_uuid)),
+            dir,
         };
         let longest = files.control_socket();
         if longest.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(HypervisorError(format!(
-                "the data directory's path is too long for QEMU's control sockets: {} is longer \
+                "the VMs' directory's path is too long for QEMU's control sockets: {} is longer \
                  than {MAX_SOCKET_PATH} bytes",
                 longest.display()
             )));
@@ -46,18 +61,41 @@ impl VmFiles {
         Ok(files)
     }
 
+    /// The same VM's files as an earlier version kept them: all in the data directory.
+    pub fn legacy(&self) -> VmFiles {
+        VmFiles {
+            dir: self.dir.clone(),
+            run: self.dir.clone(),
+        }
+    }
+
+    /// Whether the runtime directory is a directory of its own (a confined VM's).
+    fn run_is_separate(&self) -> bool {
+        self.run != self.dir
+    }
+
     pub fn pid_file(&self) -> PathBuf {
-        self.dir.join("qemu.pid")
+        self.run.join("qemu.pid")
     }
 
     /// The QMP socket the supervisor listens to events on.
     pub fn events_socket(&self) -> PathBuf {
-        self.dir.join("qmp.sock")
+        self.run.join("qmp.sock")
     }
 
     /// The QMP socket commands (power down, quit) are sent on.
     pub fn control_socket(&self) -> PathBuf {
-        self.dir.join("qmp-control.sock")
+        self.run.join("qmp-control.sock")
+    }
+
+    /// The socket QEMU forwards the guest's metadata connections to (user-mode network).
+    pub fn metadata_socket(&self) -> PathBuf {
+        self.run.join("metadata.sock")
+    }
+
+    /// Where the server reads how to serve the VM's metadata stream (its own file).
+    pub fn metadata_door(&self) -> PathBuf {
+        self.dir.join("metadata-door.json")
     }
 
     pub fn console_log(&self) -> PathBuf {
@@ -70,35 +108,70 @@ impl VmFiles {
     }
 
     pub fn metadata_url(&self) -> PathBuf {
-        self.dir.join("metadata-url")
+        self.run.join("metadata-url")
     }
 
     pub fn metadata_token(&self) -> PathBuf {
-        self.dir.join("metadata-token")
+        self.run.join("metadata-token")
     }
 
-    /// Readies the directory for a new boot: private, without leftovers of an earlier run,
-    /// with an empty console log.
+    /// Readies the directories for a new boot: private, without leftovers of an earlier run,
+    /// with an empty console log. A separate runtime directory has just been made afresh and
+    /// given to the VM's user (see [`super::confine::Uids::take`]); it is made here only if
+    /// missing.
     pub fn prepare(&self) -> io::Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)?;
-        self.remove_runtime_files();
+        if self.run_is_separate() {
+            let _ = fs::remove_file(self.metadata_door());
+            if !self.run.is_dir() {
+                fs::DirBuilder::new().mode(0o700).create(&self.run)?;
+            }
+        } else {
+            self.remove_runtime_files();
+        }
         for log in [self.console_log(), self.startup_log()] {
             write_private(&log, b"")?;
         }
         Ok(())
     }
 
+    /// Writes a file of the runtime directory for QEMU to read: private to `owner`.
+    pub fn write_for_qemu(
+        &self,
+        path: &Path,
+        contents: &[u8],
+        owner: Option<u32>,
+    ) -> io::Result<()> {
+        write_private(path, contents)?;
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(path, Some(uid), Some(uid))?;
+        }
+        Ok(())
+    }
+
     /// Removes what only a running VM needs; the logs stay for GetConsoleLog.
     pub fn remove_runtime_files(&self) {
+        if self.run_is_separate() {
+            // Removed without following links: QEMU's user could have put any in it.
+            match fs::remove_dir_all(&self.run) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                    tracing::warn!(dir = %self.run.display(), error = %err,
+                        "could not remove a VM's runtime directory");
+                }
+                _ => {}
+            }
+        }
         for path in [
             self.pid_file(),
             self.events_socket(),
             self.control_socket(),
+            self.metadata_socket(),
             self.metadata_url(),
             self.metadata_token(),
+            self.metadata_door(),
         ] {
             let _ = fs::remove_file(path);
         }
@@ -106,6 +179,7 @@ impl VmFiles {
 
     /// Removes the directory and everything in it.
     pub fn remove_all(&self) -> io::Result<()> {
+        self.remove_runtime_files();
         match fs::remove_dir_all(&self.dir) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
             _ => Ok(()),
@@ -181,23 +255,23 @@ mod tests {
     #[test]
     fn refuses_uuids_that_are_not_plain_names() {
         let vms = Path::new("/var/lib/extility/vms");
-        assert!(VmFiles::new(vms, "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21").is_ok());
+        assert!(VmFiles::new(vms, None, "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21").is_ok());
         for bad in ["", "..", "../etc", "a/b", "x y"] {
-            assert!(VmFiles::new(vms, bad).is_err(), "{bad:?} accepted");
+            assert!(VmFiles::new(vms, None, bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn refuses_socket_paths_longer_than_unix_sockets_allow() {
         let long = PathBuf::from(format!("/{}", "d".repeat(80)));
-        let err = VmFiles::new(&long, "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21").unwrap_err();
+        let err = VmFiles::new(&long, None, "0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21").unwrap_err();
         assert!(err.0.contains("too long"), "{err}");
     }
 
     #[test]
     fn console_tail_and_trim_keep_the_end() {
         let dir = tempfile::tempdir().unwrap();
-        let files = VmFiles::new(dir.path(), "abc").unwrap();
+        let files = VmFiles::new(dir.path(), None, "abc").unwrap();
         assert!(files.console_tail(10).unwrap().is_empty(), "no log yet");
         files.prepare().unwrap();
         let text: Vec<u8> = (0..5000u32)

@@ -1,4 +1,6 @@
-//! The one door of a VM's confined user-mode network: the forward to the metadata service.
+//! The one door of a VM's confined user-mode network as VMs started before the sandbox had it
+//! (those still running keep using it until they stop; new VMs are served by
+//! [`super::metadata_stream`], which shares the request rules below).
 //!
 //! QEMU's user-mode network runs `extility metadata-proxy SERVICE PATH TOKEN_FILE` for each TCP
 //! connection the guest opens to the metadata address (`guestfwd=tcp:ADDR:PORT-cmd:...`), with
@@ -151,7 +153,7 @@ fn parent_in_stat(stat: &str) -> Option<i32> {
     after_command.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn connect(service: &str) -> io::Result<TcpStream> {
+pub(super) fn connect(service: &str) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in service.to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
@@ -183,7 +185,7 @@ fn read_head(guest_in: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Where the head ends (after `\r\n\r\n` or `\n\n`).
-fn head_end(bytes: &[u8]) -> Option<usize> {
+pub(super) fn head_end(bytes: &[u8]) -> Option<usize> {
     (0..bytes.len()).find_map(|i| {
         if bytes[i..].starts_with(b"\r\n\r\n") {
             Some(i + 4)
@@ -214,7 +216,7 @@ fn is_document(target: &str, path: &str) -> bool {
 /// The request passed to the service: a `GET` of a document with the guest's headers (its
 /// secret replaced by the VM's, when the proxy has it) but one request only
 /// (`Connection: close`) and no body. Anything else is refused with the reason.
-fn forwarded_request(head: &[u8], door: &Door) -> Result<Vec<u8>, &'static str> {
+pub(super) fn forwarded_request(head: &[u8], door: &Door) -> Result<Vec<u8>, &'static str> {
     if head.len() > REQUEST_HEAD_LIMIT || head_end(head).is_none() {
         return Err("an incomplete or oversized request");
     }
@@ -269,7 +271,7 @@ fn forwarded_request(head: &[u8], door: &Door) -> Result<Vec<u8>, &'static str> 
     Ok(out.into_bytes())
 }
 
-fn respond(guest_out: &mut impl Write, status: &str, reason: &str) -> io::Result<()> {
+pub(super) fn respond(guest_out: &mut impl Write, status: &str, reason: &str) -> io::Result<()> {
     let body = format!("{reason}\n");
     write!(
         guest_out,

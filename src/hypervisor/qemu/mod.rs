@@ -1,18 +1,27 @@
 //! The QEMU driver: each running server is a `qemu-system-x86_64` process.
 //!
-//! QEMU runs daemonized in a session of its own, so a VM outlives `extility serve` (a crash or
-//! a restart of it included). Everything needed to find a VM again is in its directory
-//! (`<data-dir>/vms/<server-uuid>/`, see [`files`]): the pid file, and the QMP sockets. A
-//! supervisor thread per VM ([`supervisor`]) listens on one QMP socket and notices the VM
-//! ending; commands (ACPI power button, quit) go over the other. After a restart,
-//! [`Hypervisor::adopt`] takes a VM that still runs back under supervision.
+//! QEMU runs in a session of its own, so a VM outlives `extility serve` (a crash or a restart
+//! of it included). Everything needed to find a VM again is in its directories (see
+//! [`files`]): the pid file, and the QMP sockets. A supervisor thread per VM ([`supervisor`])
+//! listens on one QMP socket and notices the VM ending; commands (ACPI power button, quit) go
+//! over the other. After a restart, [`Hypervisor::adopt`] takes a VM that still runs back
+//! under supervision.
 //!
-//! A VM with a NIC is on QEMU's user-mode network, confined: DHCP and the metadata service,
-//! reached through [`metadata_proxy`] (see [`args`]), and nothing else.
+//! QEMU runs sandboxed (seccomp, see [`args::SANDBOX`]) and, when the server runs as root,
+//! confined ([`confine`]): as a user of its own, in a cgroup of its own, with a runtime
+//! directory only it and root can enter. The server opens its disks, console log and tap and
+//! passes descriptors ([`passed`]); QEMU opens nothing of the data directory.
+//!
+//! A VM with a NIC but no tenant network is on QEMU's user-mode network, confined: DHCP and
+//! the metadata service, served per VM by [`metadata_stream`] (see [`args`]), and nothing
+//! else.
 
 mod args;
+pub mod confine;
 mod files;
 pub mod metadata_proxy;
+mod metadata_stream;
+mod passed;
 mod process;
 mod qmp;
 mod supervisor;
@@ -21,8 +30,9 @@ use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +43,9 @@ pub use args::{
     Accel, FW_CFG_METADATA_TOKEN, FW_CFG_METADATA_URL, METADATA_GUEST_ADDR, METADATA_GUEST_PORT,
     METADATA_PROXY_COMMAND, guest_metadata_url, tap_metadata_url,
 };
+use confine::{Cgroup, Confinement, Limits, Uids};
 use files::{VmFiles, write_private};
+use metadata_stream::DoorSpec;
 use process::QemuProcess;
 use qmp::Qmp;
 use supervisor::{Shared, Vm, supervise};
@@ -60,10 +72,15 @@ pub struct QemuConfig {
     pub accel: Accel,
     /// How long `StopServer` method 1 waits for the guest to shut down before powering off.
     pub shutdown_timeout: Duration,
-    /// The `extility` program QEMU runs (`metadata-proxy`) for each connection a guest opens
-    /// to the metadata service: `serve` passes its own executable.
-    pub metadata_proxy: PathBuf,
+    /// How VMs are confined (a user and cgroup each); `None` runs them as this process's
+    /// user, which is all a server that is not root can do.
+    pub confinement: Option<Confinement>,
 }
+
+/// How long QEMU may take to set its VM up and answer on QMP.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a starting QEMU is looked at.
+const START_POLL: Duration = Duration::from_millis(50);
 
 /// `qemu-system-x86_64` on `PATH`, if installed.
 pub fn find_binary() -> Option<PathBuf> {
@@ -89,6 +106,10 @@ pub struct Qemu {
     /// Taking a found QEMU under supervision happens once at a time, so that one VM never
     /// gets two supervisors.
     adopting: Mutex<()>,
+    uids: Uids,
+    /// Where this server's confined VMs' runtime directories are (see
+    /// [`confine::server_run_dir`]).
+    run_root: Option<PathBuf>,
 }
 
 /// What runs of a server's VM.
@@ -115,15 +136,35 @@ impl Qemu {
             .vms_dir
             .canonicalize()
             .map_err(|e| HypervisorError(format!("resolving {}: {e}", config.vms_dir.display())))?;
+        if let Some(confinement) = &config.confinement {
+            confinement.check()?;
+        }
+        let cgroups = config
+            .confinement
+            .as_ref()
+            .filter(|c| c.cgroups)
+            .map(|_| format!("{}-", confine::server_run_name(&vms_dir)));
+        let run_root = match &config.confinement {
+            Some(confinement) => Some(confine::server_run_dir(&confinement.run_dir, &vms_dir)?),
+            None => None,
+        };
         Ok(Qemu {
             config: QemuConfig { vms_dir, ..config },
             shared: Arc::new(Shared {
                 vms: Mutex::new(HashMap::new()),
                 events,
                 released: AtomicBool::new(false),
+                cgroups,
             }),
             adopting: Mutex::new(()),
+            uids: Uids::default(),
+            run_root,
         })
+    }
+
+    /// Where a VM's pid file is (for tests and tools): in its runtime directory.
+    pub fn pid_file(&self, server_uuid: &str) -> Result<PathBuf, HypervisorError> {
+        Ok(self.files(server_uuid)?.pid_file())
     }
 
     pub fn config(&self) -> &QemuConfig {
@@ -131,7 +172,7 @@ impl Qemu {
     }
 
     fn files(&self, server_uuid: &str) -> Result<VmFiles, HypervisorError> {
-        VmFiles::new(&self.config.vms_dir, server_uuid)
+        VmFiles::new(&self.config.vms_dir, self.run_root.as_deref(), server_uuid)
     }
 
     fn supervised(&self, server_uuid: &str) -> Option<Arc<Vm>> {
@@ -151,10 +192,18 @@ impl Qemu {
             // in its directory.
             vm.wait_ended(CLEANUP_TIMEOUT);
         }
-        let Some(process) = QemuProcess::from_pid_file(&files.pid_file()) else {
-            return Ok(Found::Gone);
+        // A VM started by an earlier version keeps all its files in the data directory.
+        let (files, process) = match QemuProcess::from_pid_file(&files.pid_file()) {
+            Some(process) => (files, process),
+            None => {
+                let legacy = files.legacy();
+                match QemuProcess::from_pid_file(&legacy.pid_file()) {
+                    Some(process) => (legacy, process),
+                    None => return Ok(Found::Gone),
+                }
+            }
         };
-        match Qmp::connect(&files.events_socket()) {
+        match Qmp::connect_to(&files.events_socket(), process.pid()) {
             Ok(events) => {
                 tracing::info!(server = %server_uuid, pid = process.pid(),
                     "taking a running VM back under supervision");
@@ -165,6 +214,7 @@ impl Qemu {
                     .unwrap()
                     .insert(server_uuid.to_string(), vm.clone());
                 supervise(self.shared.clone(), vm.clone(), events);
+                vm.serve_metadata();
                 Ok(Found::Supervised(vm))
             }
             Err(err) => Ok(Found::Unreachable(
@@ -183,6 +233,9 @@ impl Qemu {
                 if let Ok(files) = self.files(server_uuid) {
                     files.remove_runtime_files();
                 }
+                if let Some(prefix) = &self.shared.cgroups {
+                    Cgroup::remove(&Cgroup::name(prefix, server_uuid));
+                }
                 VmState::Stopped
             }
             Ok(Found::Unreachable(process, reason)) => {
@@ -198,6 +251,54 @@ impl Qemu {
     }
 
     fn launch(&self, spec: &VmSpec, files: VmFiles) -> Result<(), HypervisorError> {
+        let owner = match &self.config.confinement {
+            Some(confinement) => Some(self.uids.take(confinement, &files.run)?),
+            None => None,
+        };
+        let started = self.prepare_and_spawn(spec, &files, owner);
+        let (child, cgroup) = match started {
+            Ok(started) => started,
+            Err(err) => {
+                files.remove_runtime_files();
+                return Err(err);
+            }
+        };
+        let pid = child.id() as i32;
+        let (child, process, events) = match wait_until_ready(child, &files) {
+            Ok(ready) => ready,
+            Err(err) => {
+                files.remove_runtime_files();
+                if let Some(cgroup) = cgroup {
+                    cgroup.discard();
+                }
+                return Err(HypervisorError(format!(
+                    "{err}: {}",
+                    startup_messages(&files)
+                )));
+            }
+        };
+        tracing::info!(server = %spec.server_uuid, pid, uid = ?owner,
+            accel = self.config.accel.as_str(), disks = spec.disks.len(), "VM started");
+        let vm = Arc::new(Vm::new(&spec.server_uuid, files, process).with_child(child));
+        self.shared
+            .vms
+            .lock()
+            .unwrap()
+            .insert(spec.server_uuid.clone(), vm.clone());
+        supervise(self.shared.clone(), vm.clone(), events);
+        vm.serve_metadata();
+        Ok(())
+    }
+
+    /// Readies the VM's files, cgroup and descriptors and starts QEMU: as `owner` (with no
+    /// other group) in a session of its own, in the cgroup, with nothing of this process's
+    /// environment (which may hold the database's password).
+    fn prepare_and_spawn(
+        &self,
+        spec: &VmSpec,
+        files: &VmFiles,
+        owner: Option<u32>,
+    ) -> Result<(Child, Option<Cgroup>), HypervisorError> {
         let io = |what: &str| {
             let what = what.to_string();
             move |e: std::io::Error| HypervisorError(format!("{what}: {e}"))
@@ -206,59 +307,92 @@ impl Qemu {
             .prepare()
             .map_err(io("preparing the VM's directory"))?;
         if let Some(metadata) = &spec.metadata {
-            write_private(
-                &files.metadata_url(),
-                match spec.nic.as_ref().and_then(|n| n.tap.as_ref()) {
-                    Some(_) => tap_metadata_url(&metadata.url),
-                    None => guest_metadata_url(&metadata.url),
-                }
-                .as_bytes(),
-            )
-            .map_err(io("writing the metadata URL"))?;
-            write_private(&files.metadata_token(), metadata.token.as_bytes())
+            let on_tap = spec.nic.as_ref().and_then(|n| n.tap.as_ref()).is_some();
+            let url = if on_tap {
+                tap_metadata_url(&metadata.url)
+            } else {
+                guest_metadata_url(&metadata.url)
+            };
+            files
+                .write_for_qemu(&files.metadata_url(), url.as_bytes(), owner)
+                .map_err(io("writing the metadata URL"))?;
+            files
+                .write_for_qemu(&files.metadata_token(), metadata.token.as_bytes(), owner)
                 .map_err(io("writing the metadata secret"))?;
+            if spec.nic.is_some() && !on_tap {
+                let (service, path) = args::metadata_service(&metadata.url)?;
+                let door = DoorSpec {
+                    service,
+                    path,
+                    token: metadata.token.clone(),
+                };
+                write_private(
+                    &files.metadata_door(),
+                    &serde_json::to_vec(&door).unwrap_or_default(),
+                )
+                .map_err(io("writing the metadata forward's settings"))?;
+            }
         }
-        let args =
-            args::command_line(spec, &files, self.config.accel, &self.config.metadata_proxy)?;
+        let confined_spec;
+        let spec = match (&self.config.confinement, owner) {
+            (Some(confinement), Some(uid)) => {
+                confined_spec =
+                    confine::rbd_for_vm(spec, &files.run, uid, confinement.ceph.as_ref())?;
+                &confined_spec
+            }
+            _ => spec,
+        };
+        let opened = passed::open(spec, files)?;
+        let args = args::command_line(spec, files, self.config.accel, &opened.fds)?;
+        let cgroup = match (&self.config.confinement, owner) {
+            (Some(_), Some(_)) if self.shared.cgroups.is_some() => Some(Cgroup::create(
+                &Cgroup::name(
+                    self.shared.cgroups.as_deref().unwrap_or_default(),
+                    &spec.server_uuid,
+                ),
+                Limits::for_vm(spec.memory_mb, spec.processors),
+            )?),
+            _ => None,
+        };
         let startup_log = OpenOptions::new()
             .append(true)
             .open(files.startup_log())
             .map_err(io("opening QEMU's log"))?;
-        // With -daemonize this returns when the VM is set up and running (or failed to be).
-        let status = Command::new(&self.config.binary)
+        let mut command = Command::new(&self.config.binary);
+        command
             .args(&args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(startup_log)
-            .status()
-            .map_err(io(&format!("running {}", self.config.binary.display())))?;
-        let failed = |what: &str| {
-            files.remove_runtime_files();
-            HypervisorError(format!("{what}: {}", startup_messages(&files)))
-        };
-        if !status.success() {
-            return Err(failed(&format!("QEMU did not start ({status})")));
+            .stderr(startup_log);
+        let procs: Vec<std::ffi::CString> = cgroup
+            .as_ref()
+            .map(|c| c.procs_files().to_vec())
+            .unwrap_or_default();
+        let keep = opened.raw();
+        let groups = vm_groups(self.config.accel);
+        // SAFETY: the closure runs in the child between fork and exec, and makes only
+        // async-signal-safe system calls on memory prepared before the fork.
+        unsafe {
+            command.pre_exec(move || in_child(&procs, &keep, owner, &groups));
         }
-        let Some(process) = QemuProcess::from_pid_file(&files.pid_file()) else {
-            return Err(failed("QEMU started but is gone"));
-        };
-        let events = match Qmp::connect(&files.events_socket()) {
-            Ok(events) => events,
+        let spawned = command.spawn();
+        // The child has its copies; ours close here.
+        drop(opened);
+        match spawned {
+            Ok(child) => Ok((child, cgroup)),
             Err(err) => {
-                let _ = kill_and_wait(&process);
-                return Err(failed(&format!("QEMU started but QMP failed ({err})")));
+                if let Some(cgroup) = cgroup {
+                    cgroup.discard();
+                }
+                Err(HypervisorError(format!(
+                    "running {}: {err}",
+                    self.config.binary.display()
+                )))
             }
-        };
-        tracing::info!(server = %spec.server_uuid, pid = process.pid(),
-            accel = self.config.accel.as_str(), disks = spec.disks.len(), "VM started");
-        let vm = Arc::new(Vm::new(&spec.server_uuid, files, process));
-        self.shared
-            .vms
-            .lock()
-            .unwrap()
-            .insert(spec.server_uuid.clone(), vm.clone());
-        supervise(self.shared.clone(), vm, events);
-        Ok(())
+        }
     }
 
     /// Presses the power button until the guest has shut down or the timeout has passed;
@@ -277,6 +411,102 @@ impl Qemu {
                 return false;
             }
         }
+    }
+}
+
+/// The VM's user's only supplementary group: `/dev/kvm`'s, when QEMU uses KVM (its user
+/// cannot open the device otherwise, and QEMU takes no descriptor for it).
+fn vm_groups(accel: Accel) -> Vec<libc::gid_t> {
+    use std::os::unix::fs::MetadataExt;
+    if accel != Accel::Kvm {
+        return Vec::new();
+    }
+    match std::fs::metadata("/dev/kvm") {
+        Ok(meta) if meta.mode() & 0o060 == 0o060 && meta.gid() != 0 => vec![meta.gid()],
+        _ => Vec::new(),
+    }
+}
+
+/// What the child does before it runs QEMU: a session of its own (so the VM outlives this
+/// server), its cgroups, the passed descriptors kept open, and the VM's user (groups first,
+/// while it still may).
+fn in_child(
+    procs: &[std::ffi::CString],
+    keep: &[i32],
+    owner: Option<u32>,
+    groups: &[libc::gid_t],
+) -> std::io::Result<()> {
+    let fail = || Err(std::io::Error::last_os_error());
+    // SAFETY (all calls): plain system calls on descriptors and C strings this child owns.
+    unsafe {
+        if libc::setsid() < 0 {
+            return fail();
+        }
+        for procs in procs {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return fail();
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return fail();
+            }
+        }
+        for &fd in keep {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return fail();
+            }
+        }
+        if let Some(uid) = owner
+            && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                || libc::setresgid(uid, uid, uid) < 0
+                || libc::setresuid(uid, uid, uid) < 0)
+        {
+            return fail();
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the QEMU just started answers on its events socket (it has set its VM up), or
+/// has ended (it could not).
+fn wait_until_ready(
+    mut child: Child,
+    files: &VmFiles,
+) -> Result<(Child, QemuProcess, Qmp), HypervisorError> {
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + START_TIMEOUT;
+    let process = QemuProcess::open(pid);
+    let failed = |child: &mut Child, why: String| {
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(HypervisorError(why))
+    };
+    let Some(process) = process else {
+        let status = child.wait();
+        return Err(HypervisorError(format!("QEMU did not start ({status:?})")));
+    };
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(HypervisorError(format!("QEMU did not start ({status})")));
+        }
+        if files.events_socket().exists() {
+            match Qmp::connect_to(&files.events_socket(), pid) {
+                Ok(events) => return Ok((child, process, events)),
+                Err(err) if Instant::now() >= deadline => {
+                    return failed(&mut child, format!("QEMU started but QMP failed ({err})"));
+                }
+                Err(_) => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            return failed(
+                &mut child,
+                format!("QEMU did not answer on QMP within {START_TIMEOUT:?}"),
+            );
+        }
+        std::thread::sleep(START_POLL);
     }
 }
 

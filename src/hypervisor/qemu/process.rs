@@ -30,6 +30,12 @@ impl QemuProcess {
         (process.is_alive() && started_with_pid_file(pid, pid_file)).then_some(process)
     }
 
+    /// The process `pid` (a QEMU this server just started), held by a pidfd.
+    pub fn open(pid: i32) -> Option<QemuProcess> {
+        let pidfd = pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
+        Some(QemuProcess { pid, pidfd })
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
     }

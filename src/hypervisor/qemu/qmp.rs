@@ -38,9 +38,16 @@ pub struct Qmp {
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Qmp {
-    /// Connects to a QMP socket and enters command mode.
-    pub fn connect(socket: &Path) -> Result<Qmp, QmpError> {
+    /// Connects to the QMP socket of the QEMU process `pid` and enters command mode. A socket that another process
+    /// serves is refused: the VM's user owns its runtime directory, and could have put a link
+    /// to another VM's socket there.
+    pub fn connect_to(socket: &Path, pid: i32) -> Result<Qmp, QmpError> {
         let stream = UnixStream::connect(socket)?;
+        check_peer(&stream, pid)?;
+        Self::start(stream)
+    }
+
+    fn start(stream: UnixStream) -> Result<Qmp, QmpError> {
         stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
         stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
         let mut qmp = Qmp {
@@ -156,4 +163,37 @@ impl Qmp {
             }
         }
     }
+}
+
+/// Fails unless the process at the other end of `stream` is `pid`.
+pub fn check_peer(stream: &UnixStream, pid: i32) -> io::Result<()> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes one `struct ucred` into `cred`, whose size `len` gives.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if cred.pid != pid {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the socket is served by process {}, not QEMU {pid}",
+                cred.pid
+            ),
+        ));
+    }
+    Ok(())
 }

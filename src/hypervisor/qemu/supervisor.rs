@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -12,9 +13,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::confine::Cgroup;
 use super::files::VmFiles;
+use super::metadata_stream::{self, DoorSpec};
 use super::process::QemuProcess;
-use super::qmp::{Qmp, QmpError};
+use super::qmp::{Qmp, QmpError, check_peer};
 use crate::hypervisor::{VmEvent, VmState};
 
 /// How often the supervisor looks after the console log while QEMU is quiet.
@@ -30,6 +33,9 @@ pub struct Shared {
     pub events: UnboundedSender<VmEvent>,
     /// Set when the driver is dropped: supervisors let go of their VMs, which run on.
     pub released: AtomicBool,
+    /// The prefix of the VMs' cgroups' names (`<server>-`, see [`Cgroup::name`]) when VMs get
+    /// cgroups, to remove once they end.
+    pub cgroups: Option<String>,
 }
 
 impl Shared {
@@ -38,8 +44,10 @@ impl Shared {
     pub fn release_all(&self) {
         self.released.store(true, Ordering::SeqCst);
         for vm in self.vms.lock().unwrap().values() {
-            if let Some(socket) = vm.events_socket.lock().unwrap().as_ref() {
-                let _ = socket.shutdown(std::net::Shutdown::Both);
+            for socket in [&vm.events_socket, &vm.metadata_stream] {
+                if let Some(socket) = socket.lock().unwrap().as_ref() {
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
+                }
             }
         }
     }
@@ -59,6 +67,10 @@ pub struct Vm {
     control: Mutex<()>,
     /// The supervisor's connection, to cut it when the driver lets go.
     events_socket: Mutex<Option<UnixStream>>,
+    /// The metadata forward's stream (user-mode network), likewise.
+    metadata_stream: Mutex<Option<UnixStream>>,
+    /// The QEMU process when this server started it: reaped once it has ended.
+    child: Mutex<Option<Child>>,
 }
 
 impl Vm {
@@ -72,13 +84,52 @@ impl Vm {
             ended_changed: Condvar::new(),
             control: Mutex::new(()),
             events_socket: Mutex::new(None),
+            metadata_stream: Mutex::new(None),
+            child: Mutex::new(None),
         }
+    }
+
+    /// Keeps the QEMU child this server started, to reap it once it has ended.
+    pub fn with_child(self, child: Child) -> Vm {
+        *self.child.lock().unwrap() = Some(child);
+        self
     }
 
     /// Runs one QMP command on the control socket.
     pub fn command(&self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
         let _one_at_a_time = self.control.lock().unwrap();
-        Qmp::connect(&self.files.control_socket())?.execute(command, arguments)
+        Qmp::connect_to(&self.files.control_socket(), self.process.pid())?
+            .execute(command, arguments)
+    }
+
+    /// Serves the guest's metadata connections (user-mode network) on the VM's forward
+    /// socket, in a thread of its own, until QEMU ends or the driver lets go.
+    pub fn serve_metadata(&self) {
+        let door = match DoorSpec::load(&self.files.metadata_door()) {
+            Ok(door) => door,
+            Err(err) => {
+                tracing::debug!(server = %self.uuid, error = %err, "no metadata forward to serve");
+                return;
+            }
+        };
+        let stream = match UnixStream::connect(self.files.metadata_socket())
+            .and_then(|s| check_peer(&s, self.process.pid()).map(|()| s))
+        {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(server = %self.uuid, error = %err,
+                    "cannot serve the VM's metadata forward");
+                return;
+            }
+        };
+        *self.metadata_stream.lock().unwrap() = stream.try_clone().ok();
+        let name = format!("md-{}", &self.uuid[..self.uuid.len().min(8)]);
+        if let Err(err) = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || metadata_stream::serve(stream, &door))
+        {
+            tracing::error!(error = %err, "could not start a VM's metadata thread");
+        }
     }
 
     pub fn request_stop(&self) {
@@ -158,8 +209,14 @@ fn watch(shared: &Shared, vm: &Arc<Vm>, mut qmp: Qmp) {
         let _ = vm.process.kill();
         vm.process.wait_exit(Duration::from_secs(10));
     }
+    if let Some(mut child) = vm.child.lock().unwrap().take() {
+        let _ = child.wait();
+    }
     let state = outcome(shutdown_reason.as_deref(), panicked);
     vm.files.remove_runtime_files();
+    if let Some(prefix) = &shared.cgroups {
+        Cgroup::remove(&Cgroup::name(prefix, &vm.uuid));
+    }
     {
         let mut vms = shared.vms.lock().unwrap();
         if vms.get(&vm.uuid).is_some_and(|v| Arc::ptr_eq(v, vm)) {

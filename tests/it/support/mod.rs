@@ -402,6 +402,12 @@ pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
     };
     let mut prefix = vms_dir.as_os_str().as_bytes().to_vec();
     prefix.push(b'/');
+    // A confined VM's QEMU names no file of the data directory (it is passed descriptors), but
+    // its pid file is in this server's directory under the runtime root.
+    let run_prefix = format!(
+        "/run/extility/vms/{}/",
+        extility::hypervisor::qemu::confine::server_run_name(&vms_dir)
+    );
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -413,10 +419,27 @@ pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
             let mut args = cmdline.split(|b| *b == 0);
             let program = args.next()?;
             let is_qemu = program.ends_with(b"qemu-system-x86_64");
-            let names_a_vm_file = args.any(|arg| arg.windows(prefix.len()).any(|w| w == prefix));
-            (is_qemu && names_a_vm_file).then_some(pid)
+            let names_a_vm = args.any(|arg| {
+                arg.windows(prefix.len()).any(|w| w == prefix)
+                    || arg.starts_with(run_prefix.as_bytes())
+            });
+            (is_qemu && names_a_vm).then_some(pid)
         })
         .collect()
+}
+
+/// Where the server `server_uuid`'s VM may keep its runtime files: its directory under
+/// `/run/extility/vms/<server's directory>/` when the server runs as root (a confined VM), else
+/// under `vms_dir`.
+pub fn vm_runtime_dirs(vms_dir: &Path, server_uuid: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/run/extility/vms")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|server| server.path().join(server_uuid))
+        .collect();
+    dirs.push(vms_dir.join(server_uuid));
+    dirs
 }
 
 /// Kills (SIGKILL) the QEMU processes running for VMs under `vms_dir`, until none is left:

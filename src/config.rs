@@ -299,10 +299,12 @@ pub struct ServeArgs {
     /// The uids VMs run as when the server runs as root, `FIRST-LAST`: each running VM gets
     /// one of its own (used by number: no account is needed, and none may have one of them).
     #[arg(long, env = "EXTILITY_VM_UIDS", value_name = "FIRST-LAST", default_value = "1950000000-1950009999", value_parser = parse_uid_range)]
+    #[arg(help_heading = VMS)]
     pub vm_uids: (u32, u32),
     /// Where confined VMs' runtime directories (QMP sockets, pid file) are: every directory
     /// above it must be searchable by other users.
     #[arg(long, env = "EXTILITY_VM_RUN_DIR", default_value = "/run/extility/vms")]
+    #[arg(help_heading = VMS)]
     pub vm_run_dir: std::path::PathBuf,
     /// Let FetchDisk reach addresses in this range even though it is private, loopback or
     /// otherwise internal. Repeatable; the variable takes a comma-separated list.
@@ -470,6 +472,7 @@ pub struct ServeArgs {
         value_name = "N",
         default_value = "16"
     )]
+    #[arg(help_heading = QUOTAS)]
     pub quota_vlans: String,
     /// Default quota of every customer: port forwards, each a host port of the range all
     /// customers share (`--port-forward-ports`), or `unlimited`.
@@ -479,15 +482,18 @@ pub struct ServeArgs {
         value_name = "N",
         default_value = "64"
     )]
+    #[arg(help_heading = QUOTAS)]
     pub quota_port_forwards: String,
     /// Snapshots one disk may have; CreateDiskSnapshot beyond it fails with LIMIT_EXCEEDED.
     /// Each is a layer every read of the disk may go through.
     #[arg(long, env = "EXTILITY_MAX_SNAPSHOTS_PER_DISK", default_value_t = 16)]
+    #[arg(help_heading = QUOTAS)]
     pub max_snapshots_per_disk: i64,
     /// API calls one customer may have in flight on this node (SOAP, JSON and the panel
     /// together); one more waits up to a second for a place, then fails with
     /// TOO_MANY_REQUESTS (HTTP 429). 0: no bound.
     #[arg(long, env = "EXTILITY_MAX_CALLS_IN_FLIGHT", default_value_t = 8)]
+    #[arg(help_heading = QUOTAS)]
     pub max_calls_in_flight: usize,
     /// Fetches and image copies refuse to start on this node while its volume file system has
     /// less free space than this (`1G`, `50G`; 0: no reserve).

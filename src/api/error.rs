@@ -50,9 +50,7 @@ pub fn error_type(err: &ApiError) -> &'static str {
 pub fn http_status(err: &ApiError) -> StatusCode {
     match err {
         ApiError::NotFound { .. } | ApiError::UnknownCustomer(_) => StatusCode::NOT_FOUND,
-        ApiError::UnknownOperation { .. } | ApiError::NotInVersion { .. } => {
-            StatusCode::NOT_FOUND
-        }
+        ApiError::UnknownOperation { .. } | ApiError::NotInVersion { .. } => StatusCode::NOT_FOUND,
         ApiError::MissingArgument(_)
         | ApiError::InvalidArgument { .. }
         | ApiError::MalformedRequest(_)

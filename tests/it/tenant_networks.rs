@@ -26,7 +26,9 @@ const HOST_PORT: u16 = 4444;
 const POSTGRES_PORT: u16 = 5432;
 const METADATA_PORT: u16 = 8775;
 
-/// Probes come from the kernel command line: `probe=FROM,HOST,PORT,TRIES` runs on the guest
+/// Probes come from the kernel command line: `flood=FROM,N` has the guest whose address is
+/// FROM hold N connections to the metadata address (each reopened when it closes), printing
+/// `FLOODING N`, before it reads its own; `probe=FROM,HOST,PORT,TRIES` runs on the guest
 /// whose address is FROM, trying up to TRIES times, a second apart, and printing `OPEN HOST
 /// PORT` at the first connection or `CLOSED HOST PORT`; `dns=FROM,NAME` looks NAME up; once
 /// done, `world=FROM,HOST,PORT` tries HOST:PORT every second until it connects and prints
@@ -49,6 +51,16 @@ echo "ADDR $ADDR"
 mkdir -p /tmp/www
 echo "hello from $ADDR" > /tmp/www/index.html
 httpd -p 7000 -h /tmp/www && echo "LISTENING"
+for t in $(cat /proc/cmdline); do
+  case "$t" in flood=$ADDR,*)
+    n=${t##*,}; i=0
+    while [ $i -lt $n ]; do
+      (while :; do sleep 600 | nc 169.254.169.254 80 >/dev/null 2>&1; sleep 1; done) &
+      i=$((i+1))
+    done
+    sleep 5; echo "FLOODING $n";;
+  esac
+done
 printf 'GET /metadata/v1/server.xml HTTP/1.0\r\nHost: 169.254.169.254\r\n\r\n' | nc -w 10 169.254.169.254 80 > /tmp/md
 if grep -q '<initial-password>' /tmp/md; then
   echo "METADATA $(grep -o '<server-name>[^<]*' /tmp/md | cut -d '>' -f 2) $(grep -o '<initial-password>[^<]*' /tmp/md | cut -d '>' -f 2)"
@@ -772,4 +784,87 @@ fn the_kernel_takes_the_generated_rules() {
         .unwrap();
     assert!(removed.success());
     assert!(!ns.ruleset().contains("extility"));
+}
+
+/// The metadata flood on a bridge (issue 20): a guest holding 12 connections to
+/// 169.254.169.254 (each reopened as soon as it closes) does not stop another server of the same
+/// customer and VLAN from reading its metadata. Connections are bounded per guest NIC, with no
+/// count that crosses guests (`api::metadata`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_flooding_the_metadata_service_holds_up_only_itself() {
+    let _heavy = crate::support::CPU_HEAVY.read().await;
+    let ns = Netns::create();
+    let app = TestApp::start_with(
+        Backend::Sqlite,
+        ServerOptions {
+            netns: Some(ns.name.clone()),
+            listen: Some(format!("{}:0", ns.inside)),
+            args: [
+                "--network",
+                "bridge",
+                "--hypervisor",
+                "qemu",
+                "--qemu-accel",
+                "tcg",
+                "--metadata-port",
+                &METADATA_PORT.to_string(),
+                "--allow-fetch-from",
+                &format!("{}/32", ns.outside),
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let vdc = app.alice.vdc_id;
+    let lan = vlan(&app.alice(), vdc, "lan").await;
+    let flooder = server(app.alice(), vdc, &lan, "flooder").await;
+    let victim = server(app.alice(), vdc, &lan, "victim").await;
+    let disk = guest_disk_with(
+        app.dir.path(),
+        INIT,
+        &format!("quiet flood={},12", flooder.address),
+    );
+    let files = ImageServer::start_on(&format!("{}:0", ns.outside)).await;
+    let url = files.put_data("guest.img", std::fs::read(&disk).unwrap());
+
+    // The flood first; the other guest boots only once it is on.
+    boot(&flooder, vdc, &url).await;
+    // (Not `console`: the flooder's own reads may wait on the flood it holds.)
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    loop {
+        let log = flooder
+            .api
+            .call("GetConsoleLog", json!({"server_id": flooder.id}))
+            .await["console_log"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if log.lines().any(|l| l.trim() == "FLOODING 12") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flood never started: {log}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    boot(&victim, vdc, &url).await;
+    let lines = console(&victim).await;
+    let record = victim
+        .api
+        .call("GetServer", json!({"server_id": victim.id}))
+        .await;
+    assert!(
+        lines.iter().any(|l| *l
+            == format!(
+                "METADATA victim {}",
+                record["initial_password"].as_str().unwrap()
+            )),
+        "the victim read its metadata during the flood: {lines:?}"
+    );
+    // The flood still runs: its loops are the flooder's background jobs, which never end.
+    let log = flooder
+        .api
+        .call("GetServer", json!({"server_id": flooder.id}))
+        .await;
+    assert_eq!(log["status"], 2, "the flooder still runs");
 }

@@ -94,7 +94,9 @@ pub fn version_routes() -> Router<AppState> {
                   state: State<AppState>,
                   client: auth::ClientAddress,
                   headers: HeaderMap,
-                  body: Body| handle_version(version, checked, state, client, headers, body),
+                  body: Body| {
+                handle_version(version, checked, state, client, headers, body)
+            },
         );
         router = router
             .route(&format!("/v{version}"), endpoint.clone())

@@ -58,7 +58,10 @@ pub async fn backup(db: &Db, data_dir: &Path, dest: &Path) -> anyhow::Result<Cop
     fs::create_dir_all(dest.join("volumes"))?;
 
     let hold = data_dir.join(format!("backup-hold-{}", uuid::Uuid::new_v4().simple()));
-    let held = hold_volumes(&volumes, &hold);
+    let held = {
+        let (volumes, hold) = (volumes.clone(), hold.clone());
+        tokio::task::spawn_blocking(move || hold_volumes(&volumes, &hold)).await?
+    };
     let outcome = async {
         held?;
         let snapshot = dest.join(DATABASE);
@@ -72,40 +75,60 @@ pub async fn backup(db: &Db, data_dir: &Path, dest: &Path) -> anyhow::Result<Cop
             .fetch_all(copy.pool())
             .await?;
         copy.close().await;
-        let mut copied = Copied::default();
-        for name in files {
-            plain_name(&name)?;
-            let held = hold.join(&name);
-            let source = if held.exists() {
-                held
-            } else {
-                volumes.join(&name)
-            };
-            copied.bytes += sparse_copy(&source, &dest.join("volumes").join(&name))
-                .with_context(|| format!("copying volume {name}"))?;
-            copied.volumes += 1;
-        }
-        for name in NODE_FILES {
-            let file = data_dir.join(name);
-            if file.exists() {
-                fs::copy(&file, dest.join(name))?;
-            }
-        }
-        fs::write(
-            dest.join(MANIFEST),
-            format!(
-                "extility {} backup of {}, {} volumes\n",
-                env!("CARGO_PKG_VERSION"),
-                data_dir.display(),
-                copied.volumes
-            ),
-        )?;
-        sync_tree(dest)?;
-        anyhow::Ok(copied)
+        // File copies block: off the async runtime.
+        let (data_dir, dest, volumes, hold) = (
+            data_dir.to_path_buf(),
+            dest.to_path_buf(),
+            volumes.clone(),
+            hold.clone(),
+        );
+        tokio::task::spawn_blocking(move || copy_volumes(&files, &volumes, &hold, &data_dir, &dest))
+            .await?
     }
     .await;
     let _ = fs::remove_dir_all(&hold);
     outcome
+}
+
+/// Copies the volumes `files` (from the holding folder where they are held) and the node's
+/// files into the backup `dest`, then its manifest, and makes them durable.
+fn copy_volumes(
+    files: &[String],
+    volumes: &Path,
+    hold: &Path,
+    data_dir: &Path,
+    dest: &Path,
+) -> anyhow::Result<Copied> {
+    let mut copied = Copied::default();
+    for name in files {
+        plain_name(name)?;
+        let held = hold.join(name);
+        let source = if held.exists() {
+            held
+        } else {
+            volumes.join(name)
+        };
+        copied.bytes += sparse_copy(&source, &dest.join("volumes").join(name))
+            .with_context(|| format!("copying volume {name}"))?;
+        copied.volumes += 1;
+    }
+    for name in NODE_FILES {
+        let file = data_dir.join(name);
+        if file.exists() {
+            fs::copy(&file, dest.join(name))?;
+        }
+    }
+    fs::write(
+        dest.join(MANIFEST),
+        format!(
+            "extility {} backup of {}, {} volumes\n",
+            env!("CARGO_PKG_VERSION"),
+            data_dir.display(),
+            copied.volumes
+        ),
+    )?;
+    sync_tree(dest)?;
+    Ok(copied)
 }
 
 /// Hard links of every volume file, so that none of them vanishes while the backup copies it.

@@ -17,7 +17,7 @@ use crate::support::catalogue::DISK_1GB;
 use crate::support::guest::{GuestDisk, guest_disk_with};
 use crate::support::image_server::ImageServer;
 use crate::support::netns::LoopbackForwarder;
-use crate::support::{Api, Backend, Cluster, ceph, id};
+use crate::support::{Api, Backend, Cluster, TestServer, ceph, id};
 use crate::tenant_networks::{Guest, INIT, boot, console, remove_netns, server, sh, vlan};
 
 /// Two namespaces standing for two hosts: each joined to the test's namespace by a veth pair
@@ -281,6 +281,16 @@ impl Drop for Hosts {
     }
 }
 
+/// Node `name` on host `i`, with that host's tunnel address.
+fn tunneled_node(cluster: &Cluster, hosts: &Hosts, i: usize, name: &str) -> TestServer {
+    cluster.node_in_netns(
+        name,
+        &hosts.names[i],
+        &format!("{}:0", hosts.inside[i]),
+        &["--tunnel-address".to_string(), hosts.underlay[i].clone()],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
@@ -288,14 +298,7 @@ async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
     let (cluster, _forwarders) =
         cluster_on(&hosts, &["--network", "bridge", "--guest-egress", "off"]).await;
     // The nodes differ in their tunnel address.
-    let node = |i: usize, name: &str| {
-        cluster.node_in_netns(
-            name,
-            &hosts.names[i],
-            &format!("{}:0", hosts.inside[i]),
-            &["--tunnel-address".to_string(), hosts.underlay[i].clone()],
-        )
-    };
+    let node = |i: usize, name: &str| tunneled_node(&cluster, &hosts, i, name);
     let (a, b) = (node(0, "node-a"), node(1, "node-b"));
     let alice = a.add_customer("ann@example.com", "ann-password", &[]);
     let bob = a.add_customer("bo@example.com", "bo-password", &[]);
@@ -478,14 +481,7 @@ async fn a_guest_cannot_inject_into_another_nodes_vlans() {
     let hosts = Hosts::create_routed();
     let (cluster, _forwarders) =
         cluster_on(&hosts, &["--network", "bridge", "--guest-egress", "on"]).await;
-    let node = |i: usize, name: &str| {
-        cluster.node_in_netns(
-            name,
-            &hosts.names[i],
-            &format!("{}:0", hosts.inside[i]),
-            &["--tunnel-address".to_string(), hosts.underlay[i].clone()],
-        )
-    };
+    let node = |i: usize, name: &str| tunneled_node(&cluster, &hosts, i, name);
     let nodes = [node(0, "node-a"), node(1, "node-b")];
     let mallory = nodes[0].add_customer("mal@example.com", "mal-password", &[]);
     let bob = nodes[0].add_customer("bo@example.com", "bo-password", &[]);

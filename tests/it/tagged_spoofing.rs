@@ -10,10 +10,7 @@ use serde_json::json;
 
 use crate::support::guest::GuestDisk;
 use crate::support::image_server::ImageServer;
-use crate::support::{Backend, ServerOptions, TestApp};
-use crate::tenant_networks::{Netns, WORLD, WORLD_PORT, boot, console, server, vlan};
-
-const METADATA_PORT: u16 = 8775;
+use crate::tenant_networks::{Netns, WORLD, WORLD_PORT, boot, bridged_app, console, server, vlan};
 
 /// The attacker is the guest whose address is the first of `attack=SELF,VICTIM_IP,VICTIM_MAC,
 /// WORLD,PORT`; any other guest idles.
@@ -108,31 +105,7 @@ async fn a_guest_that_tags_its_frames_cannot_pass_for_its_neighbour() {
             .unwrap()
     };
 
-    let app = TestApp::start_with(
-        Backend::Sqlite,
-        ServerOptions {
-            netns: Some(ns.name.clone()),
-            listen: Some(format!("{}:0", ns.inside)),
-            args: [
-                "--network",
-                "bridge",
-                "--guest-egress",
-                "on",
-                "--hypervisor",
-                "qemu",
-                "--qemu-accel",
-                "tcg",
-                "--metadata-port",
-                &METADATA_PORT.to_string(),
-                "--allow-fetch-from",
-                &format!("{}/32", ns.outside),
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = bridged_app(&ns, &["--guest-egress", "on"]).await;
     let vdc = app.alice.vdc_id;
     let lan = vlan(&app.alice(), vdc, "lan").await;
     let victim = server(app.alice(), vdc, &lan, "victim").await;

@@ -328,6 +328,36 @@ pub(crate) struct Guest {
     pub address: String,
 }
 
+/// A server in `ns` on tenant networks (bridges), booting guests with QEMU's TCG and fetching
+/// from the test's side of the veth pair, with `extra` arguments.
+pub(crate) async fn bridged_app(ns: &Netns, extra: &[&str]) -> TestApp {
+    let mut args: Vec<String> = [
+        "--network",
+        "bridge",
+        "--hypervisor",
+        "qemu",
+        "--qemu-accel",
+        "tcg",
+        "--metadata-port",
+        &METADATA_PORT.to_string(),
+        "--allow-fetch-from",
+        &format!("{}/32", ns.outside),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    TestApp::start_with(
+        Backend::Sqlite,
+        ServerOptions {
+            netns: Some(ns.name.clone()),
+            listen: Some(format!("{}:0", ns.inside)),
+            args,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 pub(crate) async fn vlan(api: &Api, vdc: i64, name: &str) -> Value {
     api.call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": name}))
         .await
@@ -431,31 +461,14 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
     ns.listen(HOST_PORT);
     ns.listen(POSTGRES_PORT);
     ns.listen_in_world(WORLD_PORT);
-    let mut app = TestApp::start_with(
-        Backend::Sqlite,
-        ServerOptions {
-            netns: Some(ns.name.clone()),
-            listen: Some(format!("{}:0", ns.inside)),
-            args: [
-                "--network",
-                "bridge",
-                "--guest-egress",
-                "off",
-                "--hypervisor",
-                "qemu",
-                "--qemu-accel",
-                "tcg",
-                "--metadata-port",
-                &METADATA_PORT.to_string(),
-                "--port-forward-ports",
-                "20000-20099",
-                "--allow-fetch-from",
-                &format!("{}/32", ns.outside),
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..Default::default()
-        },
+    let mut app = bridged_app(
+        &ns,
+        &[
+            "--guest-egress",
+            "off",
+            "--port-forward-ports",
+            "20000-20099",
+        ],
     )
     .await;
     assert!(
@@ -794,29 +807,7 @@ fn the_kernel_takes_the_generated_rules() {
 async fn a_guest_flooding_the_metadata_service_holds_up_only_itself() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
     let ns = Netns::create();
-    let app = TestApp::start_with(
-        Backend::Sqlite,
-        ServerOptions {
-            netns: Some(ns.name.clone()),
-            listen: Some(format!("{}:0", ns.inside)),
-            args: [
-                "--network",
-                "bridge",
-                "--hypervisor",
-                "qemu",
-                "--qemu-accel",
-                "tcg",
-                "--metadata-port",
-                &METADATA_PORT.to_string(),
-                "--allow-fetch-from",
-                &format!("{}/32", ns.outside),
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = bridged_app(&ns, &[]).await;
     let vdc = app.alice.vdc_id;
     let lan = vlan(&app.alice(), vdc, "lan").await;
     let flooder = server(app.alice(), vdc, &lan, "flooder").await;

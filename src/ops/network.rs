@@ -149,9 +149,9 @@ async fn add_remote_nics(
 
 /// The addresses the platform uses, which guests never reach: every node's API (its
 /// `--node-url` or listener) and tunnel address, this node's listener, the database's host and
-/// Ceph's monitors. Names are resolved (IPv4); one that does not resolve is logged and left out.
-/// Ceph's OSDs are not read (that would take a `ceph osd dump` at each resync): they are on
-/// Ceph's public network, which is the host's own network (denied) or one `--guest-deny` names.
+/// Ceph's monitors and OSDs (from the cluster's maps, and the monitors of `ceph.conf` too, in
+/// case the cluster does not answer). Names are resolved (IPv4); one that does not resolve is
+/// logged and left out.
 async fn platform_addresses(
     conn: &mut sqlx::AnyConnection,
     state: &AppState,
@@ -185,13 +185,36 @@ async fn platform_addresses(
     }
     hosts.sort();
     hosts.dedup();
-    let mut addresses = Vec::new();
+    let mut addresses = storage_services(state).await;
     for host in hosts {
         addresses.extend(resolve(&host).await);
     }
     addresses.sort();
     addresses.dedup();
     Ok(addresses)
+}
+
+/// The IPv4 addresses of the storage's own services (Ceph's daemons); none, logged, when
+/// they cannot be read.
+async fn storage_services(state: &AppState) -> Vec<Ipv4Addr> {
+    let storage = state.storage.clone();
+    match tokio::task::spawn_blocking(move || storage.service_addresses()).await {
+        Ok(Ok(found)) => found
+            .into_iter()
+            .filter_map(|ip| match ip {
+                std::net::IpAddr::V4(v4) => Some(v4),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect(),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "reading the storage's addresses for the guests' deny list");
+            Vec::new()
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "reading the storage's addresses");
+            Vec::new()
+        }
+    }
 }
 
 /// The host of a network URL (`postgres://u@db.example:5432/x`, `http://10.0.0.5:8080`);

@@ -7,6 +7,7 @@
 //! so that a volume lives exactly as long as something depends on it.
 //! [`orphans`] deletes files that no volume row names (left when a node died in between).
 
+mod ceph_maps;
 pub mod files;
 pub mod orphans;
 mod qemu_img;
@@ -212,6 +213,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Whether every node reaches the volumes, so that a server may start on any node (and
     /// again on another one when its node is lost).
     fn is_shared(&self) -> bool;
+
+    /// The addresses of the storage's own network services (Ceph's monitors and OSDs), which
+    /// guests must never reach; none for storage that is not on the network.
+    fn service_addresses(&self) -> StorageResult<Vec<std::net::IpAddr>> {
+        Ok(Vec::new())
+    }
 
     /// Makes sure nothing but the VM about to start writes the volume: any other client that
     /// still has it open (a VM of a node that was lost, which may yet run) is cut off from

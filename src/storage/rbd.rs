@@ -21,10 +21,11 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
@@ -58,7 +59,14 @@ pub struct RbdStorage {
     /// Staging images being removed in the background (cancelled copies): sweeps leave them
     /// to that.
     removing: Arc<Mutex<BTreeSet<String>>>,
+    /// The cluster's daemon addresses, read at most once per [`DAEMON_MAPS_TTL`]: every
+    /// network change asks for them.
+    daemons: Mutex<Option<(Instant, Vec<IpAddr>)>>,
 }
+
+/// How long the daemons' addresses read from the cluster's maps are used before they are read
+/// again (a new OSD is denied to guests within this time, or at once by `--guest-deny`).
+const DAEMON_MAPS_TTL: Duration = Duration::from_secs(60);
 
 /// Pool, image and user names are passed to tools and into QEMU's option strings: only
 /// characters none of them treats specially.
@@ -148,6 +156,7 @@ impl RbdStorage {
             config,
             staging,
             removing: Arc::default(),
+            daemons: Mutex::default(),
         };
         storage.image_names()?;
         Ok(storage)
@@ -375,6 +384,7 @@ impl RbdStorage {
                     config: self.config.clone(),
                     staging: self.staging.clone(),
                     removing: self.removing.clone(),
+                    daemons: Mutex::default(),
                 };
                 let stage = stage.to_string();
                 lock(&self.removing).insert(stage.clone());
@@ -546,6 +556,37 @@ impl Storage for RbdStorage {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    /// Every address of the cluster's monitors and OSDs, from its maps; the last ones read
+    /// when the cluster does not answer now.
+    fn service_addresses(&self) -> StorageResult<Vec<IpAddr>> {
+        let mut cached = self.daemons.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((read, addresses)) = &*cached
+            && read.elapsed() < DAEMON_MAPS_TTL
+        {
+            return Ok(addresses.clone());
+        }
+        let read = self
+            .ceph_tool("ceph", &["mon", "dump", "--format", "json"])
+            .and_then(|mons| {
+                let osds = self.ceph_tool("ceph", &["osd", "dump", "--format", "json"])?;
+                super::ceph_maps::daemon_addresses(&mons, &osds)
+                    .map_err(|e| StorageError::Tool(format!("reading Ceph's maps: {e}")))
+            });
+        match (read, cached.take()) {
+            (Ok(addresses), _) => {
+                *cached = Some((Instant::now(), addresses.clone()));
+                Ok(addresses)
+            }
+            (Err(err), Some((_, known))) => {
+                tracing::warn!(error = %err, "Ceph's maps: using the daemons' addresses read before");
+                // Asked again at the next change, not at every one while the cluster is away.
+                *cached = Some((Instant::now(), known.clone()));
+                Ok(known)
+            }
+            (Err(err), None) => Err(err),
+        }
     }
 
     fn fence(&self, volume: &VolumeFile) -> StorageResult<usize> {

@@ -290,3 +290,26 @@ async fn old_orphan_and_stale_staging_images_are_swept() {
         "a young image, another's image and a volume stay"
     );
 }
+
+/// Guests must never reach Ceph: the storage reads every address of the cluster's monitors
+/// and OSDs from its maps (tenant networks deny them to guests). The test cluster binds all of
+/// its daemons to 127.0.0.1, and `ceph.conf` names only the monitor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storage_names_the_clusters_monitors_and_osds() {
+    use extility::storage::Storage;
+    use extility::storage::rbd::{RbdConfig, RbdStorage};
+    let found = tokio::task::spawn_blocking(|| {
+        let cluster = ceph::cluster();
+        let data = tempfile::tempdir().unwrap();
+        let config = RbdConfig {
+            pool: cluster.new_pool(),
+            ceph_conf: Some(cluster.conf.clone()),
+            ceph_user: None,
+        };
+        let storage = RbdStorage::open(config, data.path()).unwrap();
+        storage.service_addresses().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(found, [std::net::IpAddr::from([127, 0, 0, 1])]);
+}

@@ -4,7 +4,11 @@
 # from Debian's packages (ceph-mon, ceph-osd, ceph-common; 16.2). The test suite starts it
 # (tests/it/support/ceph.rs), and so does benches/rbd.sh.
 #
-#   scripts/ceph-test-cluster.sh DIR
+#   scripts/ceph-test-cluster.sh DIR [--cephx]
+#
+# With --cephx the cluster authenticates with cephx: DIR/admin.keyring holds client.admin's key
+# (every cap), which ceph.conf names, so clients given only `--conf` act as admin; other users
+# are made with `ceph auth get-or-create`.
 #
 # DIR (made if absent; it must not hold a cluster already) receives ceph.conf, the monitor's
 # store, the run directory (admin sockets) and the logs (log/). Once the OSD is up the script
@@ -21,7 +25,9 @@
 # retries for 5 minutes.
 set -euo pipefail
 
-dir=${1:?usage: scripts/ceph-test-cluster.sh DIR}
+dir=${1:?usage: scripts/ceph-test-cluster.sh DIR [--cephx]}
+auth=none
+[ "${2:-}" = --cephx ] && auth=cephx
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 conf=$dir/ceph.conf
@@ -74,9 +80,10 @@ mon host = [v2:127.0.0.1:$v2,v1:127.0.0.1:$v1]
 public addr = 127.0.0.1
 cluster addr = 127.0.0.1
 ms bind ipv6 = false
-auth cluster required = none
-auth service required = none
-auth client required = none
+auth cluster required = $auth
+auth service required = $auth
+auth client required = $auth
+keyring = $dir/admin.keyring
 osd pool default size = 1
 osd pool default min size = 1
 mon allow pool size one = true
@@ -92,6 +99,10 @@ mon data = $dir/mon/\$name
 osd data = $dir/osd/\$name
 osd objectstore = memstore
 memstore device bytes = 8589934592
+[mon]
+keyring = $dir/mon/\$name/keyring
+[osd]
+keyring = $dir/osd/\$name/keyring
 [mon.a]
 public addrv = [v2:127.0.0.1:$v2,v1:127.0.0.1:$v1]
 [client]
@@ -111,13 +122,27 @@ daemon() {
     pids+=($!)
 }
 
-timeout 60 ceph-mon --conf "$conf" --mkfs -i a >"$dir/log/mon.a.mkfs" 2>&1 ||
+# With cephx: the monitor's key and client.admin's (every cap), which the monitor's store
+# starts with; the OSD makes its own key below.
+mon_keyring=()
+if [ "$auth" = cephx ]; then
+    ceph-authtool --create-keyring "$dir/admin.keyring" --gen-key -n client.admin \
+        --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
+    ceph-authtool --create-keyring "$dir/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+    ceph-authtool "$dir/mon.keyring" --import-keyring "$dir/admin.keyring" >/dev/null
+    mon_keyring=(--keyring "$dir/mon.keyring")
+fi
+timeout 60 ceph-mon --conf "$conf" --mkfs -i a "${mon_keyring[@]}" >"$dir/log/mon.a.mkfs" 2>&1 ||
     fail "ceph-mon --mkfs failed (Debian package ceph-mon)"
 daemon mon.a ceph-mon -i a
 
 ceph_cmd osd create >/dev/null || fail "ceph osd create failed: the monitor did not answer"
 ceph_cmd osd crush add osd.0 1 root=default "host=$(hostname)" >/dev/null 2>&1 ||
     fail "ceph osd crush add failed"
+if [ "$auth" = cephx ]; then
+    ceph_cmd auth get-or-create osd.0 osd 'allow *' mon 'allow profile osd' \
+        -o "$dir/osd/osd.0/keyring" >/dev/null 2>&1 || fail "ceph auth get-or-create osd.0 failed"
+fi
 timeout 60 ceph-osd --conf "$conf" --mkfs -i 0 >"$dir/log/osd.0.mkfs" 2>&1 ||
     fail "ceph-osd --mkfs failed (Debian package ceph-osd)"
 daemon osd.0 ceph-osd -i 0

@@ -342,3 +342,115 @@ async fn a_guest_flooding_the_metadata_forward_holds_up_only_itself() {
     // Still flooding: the connections are held.
     assert!(!log.contains("FAILED"), "no metadata read failed: {log}");
 }
+
+/// On a Ceph cluster with cephx, a confined VM opens its RBD images as `--ceph-vm-user`, whose
+/// caps reach only the server's pool: QEMU is given that user and a copy of its keyring only
+/// (never the admin key the server holds), the VM boots from its image, and with what the VM
+/// holds nothing can be written to another pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_on_cephx_holds_only_a_key_for_its_own_pool() {
+    if !is_root() {
+        eprintln!("confinement: skipped, VMs are confined only when the server runs as root");
+        return;
+    }
+    let _heavy = crate::support::CPU_HEAVY.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    let vm_keyring = dir.path().join("vm.keyring");
+    let (cluster, pool, other_pool) = {
+        let vm_keyring = vm_keyring.clone();
+        tokio::task::spawn_blocking(move || {
+            let cluster = crate::support::ceph::cephx_cluster();
+            let (pool, other_pool) = (cluster.new_pool(), cluster.new_pool());
+            let caps = format!("profile rbd pool={pool}");
+            cluster.ceph(&[
+                "auth",
+                "get-or-create",
+                &format!("client.vm-{pool}"),
+                "mon",
+                "profile rbd",
+                "osd",
+                &caps,
+                "-o",
+                &vm_keyring.display().to_string(),
+            ]);
+            (cluster, pool, other_pool)
+        })
+        .await
+        .unwrap()
+    };
+    let vm_user = format!("vm-{pool}");
+    let mut args = cluster.server_args(&pool);
+    args.extend([
+        "--ceph-vm-user".to_string(),
+        vm_user.clone(),
+        "--ceph-vm-keyring".to_string(),
+        vm_keyring.display().to_string(),
+    ]);
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = TestApp::start_with(Backend::Sqlite, qemu_options(&arg_refs)).await;
+    let files = ImageServer::start().await;
+    let mut image = boot_sector(app.dir.path(), "CEPHX-VM-UP", false);
+    image.resize(4096, 0);
+    let url = files.put_data("boot.img", image);
+    let alice = app.alice();
+    let vdc = app.alice.vdc_id;
+    let vlan = alice
+        .call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": "lan"}))
+        .await["vlan_id"]
+        .as_i64()
+        .unwrap();
+    let server_id = create_server(&alice, vdc, vlan, "on-cephx", SERVER_1CPU_512MB).await;
+    fetch_and_attach(&alice, vdc, &url, "boot", server_id).await;
+    start(&alice, server_id).await;
+    // The VM read its boot disk from the pool as its own user.
+    console_until(&alice, server_id, "CEPHX-VM-UP", BOOT_TIMEOUT).await;
+    let pid = qemu_of(&app, &uuid_of(&alice, server_id).await);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        cmdline.contains(&format!("file.user={vm_user}")),
+        "QEMU opens its images as {vm_user}: {cmdline}"
+    );
+    let conf = cmdline
+        .split([' ', ','])
+        .find_map(|part| part.strip_prefix("file.conf="))
+        .unwrap_or_else(|| panic!("QEMU is given a Ceph configuration: {cmdline}"));
+    let conf = Path::new(conf);
+    assert!(
+        !conf.starts_with(&cluster.conf),
+        "a copy of the configuration"
+    );
+    let keyring = std::fs::read_to_string(conf.with_file_name("ceph.keyring")).unwrap();
+    let admin = std::fs::read_to_string(cluster.conf.with_file_name("admin.keyring")).unwrap();
+    let admin_key = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key = "))
+        .unwrap();
+    assert!(
+        keyring.contains(&format!("[client.{vm_user}]")),
+        "{keyring}"
+    );
+    assert!(!keyring.contains(admin_key), "the VM holds no admin key");
+
+    // What the VM holds reaches its own pool and writes nothing into another.
+    let as_vm = |pool: &str, args: &[&str]| {
+        Command::new("timeout")
+            .args(["30", "rbd", "--conf"])
+            .arg(conf)
+            .args(["--id", &vm_user, "-p", pool])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let own = as_vm(&pool, &["ls"]);
+    assert!(own.status.success(), "{own:?}");
+    assert!(!String::from_utf8_lossy(&own.stdout).trim().is_empty());
+    let other = as_vm(&other_pool, &["create", "--size", "1M", "planted"]);
+    assert!(!other.status.success(), "{other:?}");
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("not permitted"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert!(cluster.rbd(&["ls", "-p", &other_pool]).trim().is_empty());
+}

@@ -7,6 +7,9 @@
 //! The script runs as a child of a thread that lives as long as the test process, with a
 //! parent-death signal, and its daemons run under one of their own: however the run ends, the
 //! script ends with it and the daemons with the script.
+//!
+//! A second cluster with cephx ([`cephx_cluster`]) is started only by the tests of Ceph
+//! identities; its `ceph.conf` names the `client.admin` keyring, so tools run as admin.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
@@ -23,11 +26,17 @@ pub struct Ceph {
 }
 
 static CLUSTER: OnceLock<Ceph> = OnceLock::new();
+static CEPHX_CLUSTER: OnceLock<Ceph> = OnceLock::new();
 static POOLS: AtomicU32 = AtomicU32::new(0);
 
 /// The test run's cluster, started by the first test that asks.
 pub fn cluster() -> &'static Ceph {
-    CLUSTER.get_or_init(Ceph::start)
+    CLUSTER.get_or_init(|| Ceph::start(&[]))
+}
+
+/// A cluster that authenticates with cephx, started by the first test that asks.
+pub fn cephx_cluster() -> &'static Ceph {
+    CEPHX_CLUSTER.get_or_init(|| Ceph::start(&["--cephx"]))
 }
 
 /// Runs a Ceph command line to success, within a minute.
@@ -51,7 +60,7 @@ fn run(conf: &Path, tool: &str, args: &[&str]) -> String {
 }
 
 impl Ceph {
-    fn start() -> Ceph {
+    fn start(options: &[&str]) -> Ceph {
         remove_stale_dirs();
         // The static is never dropped, so neither is this directory: the next run's
         // `remove_stale_dirs` removes it.
@@ -61,7 +70,7 @@ impl Ceph {
             .unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-test-cluster.sh");
         let errors = dir.path().join("ceph-test-cluster.err");
-        let stdout = spawn_script(&script, dir.path(), &errors);
+        let stdout = spawn_script(&script, dir.path(), options, &errors);
         // The script gives up by itself (every Ceph command has a deadline, the OSD two
         // minutes to come up), closing its stdout.
         let conf = BufReader::new(stdout)
@@ -129,6 +138,11 @@ impl Ceph {
         ports
     }
 
+    /// Runs `ceph` against the cluster; its output.
+    pub fn ceph(&self, args: &[&str]) -> String {
+        run(&self.conf, "ceph", args)
+    }
+
     /// Runs `rbd` against the cluster; its output.
     pub fn rbd(&self, args: &[&str]) -> String {
         run(&self.conf, "rbd", args)
@@ -150,12 +164,13 @@ impl Ceph {
 /// Starts `script DIR` as a child of a thread that never ends, killed when the test process
 /// ends (the parent-death signal follows the thread that spawned it); its stdout, to read, and
 /// its stderr into `errors`.
-fn spawn_script(script: &Path, dir: &Path, errors: &Path) -> ChildStdout {
+fn spawn_script(script: &Path, dir: &Path, options: &[&str], errors: &Path) -> ChildStdout {
     let errors = std::fs::File::create(errors).unwrap();
     let mut command = Command::new("bash");
     command
         .arg(script)
         .arg(dir)
+        .args(options)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(errors);

@@ -88,6 +88,11 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ ${#need_guest[@]}
     fi
 fi
 
+# The book (docs/): tests/it/book.rs builds it with mdbook, at this version, and checks its links.
+mdbook_version=0.5.4
+[ "$(mdbook --version 2>/dev/null)" = "mdbook v$mdbook_version" ] \
+    || cargo install mdbook --locked --version "$mdbook_version" --no-default-features --features search
+
 python3 -c 'import zeep' 2>/dev/null || python3 -m pip install -q zeep
 # node-soap, at the version tests/node/package-lock.json pins, in tests/node/node_modules.
 [ -d tests/node/node_modules/soap ] || npm ci --prefix tests/node --no-audit --no-fund

@@ -56,7 +56,7 @@ pub enum Command {
         json: bool,
     },
     /// Copy the database and volumes into DEST (a new or empty folder) while the node serves:
-    /// a consistent online copy of SQLite and file volumes (README: Backups and upgrades).
+    /// a consistent online copy of SQLite and file volumes (docs/src/operators/backups.md).
     Backup {
         /// Where the backup goes.
         dest: PathBuf,
@@ -100,6 +100,9 @@ pub enum Command {
     },
     /// Print the OpenAPI document of the JSON mirror (for `openapi/openapi.json`).
     Openapi,
+    /// Print the book's per-operation API reference as Markdown (for
+    /// `docs/src/api/reference.md`).
+    ApiReference,
     /// What QEMU runs for each connection a guest opens to its metadata address: passes one
     /// `GET PATH` (or of the NoCloud files beside it) from stdin to SERVICE (`host:port`),
     /// authenticated with the VM's secret read from TOKEN_FILE, and the answer back to stdout.
@@ -577,7 +580,8 @@ pub struct ServeArgs {
     )]
     #[arg(help_heading = LOGINS)]
     pub trusted_proxies: Vec<IpNet>,
-    /// Seconds between sweeps for volume files no volume refers to (README: Configuration).
+    /// Seconds between sweeps for volume files no volume refers to
+    /// (docs/src/operators/configuration.md).
     #[arg(
         long,
         env = "EXTILITY_ORPHAN_SWEEP_SECONDS",
@@ -601,7 +605,7 @@ pub struct ServeArgs {
     pub storage: StorageArgs,
 }
 
-/// Where volumes live (README: Storage).
+/// Where volumes live (docs/src/operators/storage.md).
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// `files`: raw sparse files in the data directory (thin clones are qcow2 overlays);
@@ -656,7 +660,7 @@ pub enum StorageBackend {
     Rbd,
 }
 
-/// How guests are networked (README: Networking).
+/// How guests are networked (docs/src/operators/networking.md).
 #[derive(Debug, Clone, Args)]
 pub struct NetworkArgs {
     /// `bridge`: a bridge per VLAN, a tap per NIC, DHCP, the metadata service, port forwards

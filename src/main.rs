@@ -265,6 +265,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::ApiReference => {
+            print!("{}", extility::api::reference::render());
+            Ok(())
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod nocloud;
 pub mod openapi;
 pub mod panel;
+pub mod reference;
 pub mod soap;
 pub mod wsdl;
 

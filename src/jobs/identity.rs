@@ -5,7 +5,7 @@
 //! - On one host, a lock file per node id in the data directory (`<data-dir>/locks/<id>.lock`,
 //!   an exclusive `flock` held while the process lives, released by the kernel when it dies).
 //!   It is per node id, not per directory: nodes with ids of their own may share a data
-//!   directory (as on NFS, README "Several nodes").
+//!   directory (as on NFS: docs/src/operators/scaling.md).
 //! - Across hosts sharing a database, the node's heartbeat (`nodes.last_seen`, renewed every
 //!   [`ALIVE_EVERY`]): a start under an id whose heartbeat is fresh watches it until it is
 //!   three periods old. A heartbeat that moves belongs to a live process (refused); one that

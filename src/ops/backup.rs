@@ -14,7 +14,7 @@
 //!   row its volume, every overlay its backing volume, and every stored volume a row. It
 //!   reports and never deletes (the orphan sweep is what deletes, after an hour).
 //!
-//! On PostgreSQL the database is backed up with `pg_dump` (README: Backups and upgrades).
+//! On PostgreSQL the database is backed up with `pg_dump` (docs/src/operators/backups.md).
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -46,7 +46,7 @@ pub async fn backup(db: &Db, data_dir: &Path, dest: &Path) -> anyhow::Result<Cop
     ensure!(
         db.backend() == Backend::Sqlite,
         "extility backup copies SQLite databases; on PostgreSQL, back up the database with \
-         pg_dump and the volumes as README (Backups and upgrades) says"
+         pg_dump and the volumes as the book says (docs/src/operators/backups.md)"
     );
     let volumes = data_dir.join("volumes");
     ensure!(

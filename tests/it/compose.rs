@@ -1,7 +1,7 @@
 //! `docker-compose.yml` and the `Dockerfile` (issue 14), checked as CI can without a
 //! registry: `docker-compose config` (Debian's docker-compose 1.29, which validates without a
 //! daemon) accepts the file with its two secrets set and refuses it without them, and the
-//! resolved file is what README promises: PostgreSQL with a health check and a volume, two
+//! resolved file is what the book promises: PostgreSQL with a health check and a volume, two
 //! nodes that wait for it, share it and one secret key, and one published API port.
 
 use std::path::Path;

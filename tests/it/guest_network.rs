@@ -2,7 +2,7 @@
 //! 10): Debian's kernel and a busybox initramfs the test builds, made a bootable disk with
 //! `fsmaker`, fetched with FetchDisk, attached to a server with a VLAN and started through the
 //! API. The guest's `/init` gets an address by DHCP, reads its metadata document the way the
-//! README tells customers to (URL and secret from fw_cfg), then tries TCP connections to the
+//! book tells customers to (URL and secret from fw_cfg), then tries TCP connections to the
 //! host: the API's port, PostgreSQL and a port this test listens on, on the host's loopback as
 //! user-mode networking shows it (10.0.2.2) and on the host's own address. It prints what it
 //! found on the serial console and powers off; the test reads it with GetConsoleLog.

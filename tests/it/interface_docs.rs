@@ -30,6 +30,15 @@ fn committed_wsdl_is_current() {
     );
 }
 
+#[test]
+fn committed_api_reference_is_current() {
+    use extility::api::reference::COMMITTED_PATH;
+    assert!(
+        generated(&["api-reference"]) == committed(COMMITTED_PATH),
+        "{COMMITTED_PATH} is stale: run `cargo run -- api-reference > {COMMITTED_PATH}`"
+    );
+}
+
 /// What a client of a WSDL depends on: its lines but for documentation, comments and the
 /// endpoint's address, which a version may refresh without changing a byte a client sends or
 /// reads.

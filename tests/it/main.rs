@@ -11,6 +11,7 @@ mod api_json;
 mod api_smoke;
 mod audit;
 mod backups;
+mod book;
 mod calls_in_flight;
 mod cloud_init;
 mod cluster_networks;

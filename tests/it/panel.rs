@@ -2,8 +2,9 @@
 //! over WebDriver (`support::browser`), against the real server. The forged-form and cookie
 //! checks use plain HTTP (reqwest) with the session's cookie, on both database engines.
 //!
-//! The fetch test saves the README's two screenshots: `docs/panel-fetch-disk.png` (the Fetch
-//! Disk/Server dialog) and `docs/panel-jobs.png` (the Jobs tab during the fetch).
+//! The fetch test saves the book's two screenshots (README shows the first):
+//! `docs/src/screenshots/panel-fetch-disk.png` (the Fetch Disk/Server dialog) and
+//! `docs/src/screenshots/panel-jobs.png` (the Jobs tab during the fetch).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -67,7 +68,7 @@ fn image_bytes(len: usize) -> Vec<u8> {
 
 fn docs(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("docs")
+        .join("docs/src/screenshots")
         .join(name)
 }
 

@@ -114,6 +114,7 @@ fn ensure_base_image() {
         &[],
     );
     must("podman", &["import", tarball, BASE_IMAGE], &[]);
+    eprintln!("containers: made {BASE_IMAGE} with mmdebstrap");
 }
 
 /// The binary this test run built, as a path inside the build context (the repository).
@@ -133,39 +134,46 @@ fn binary_in_context() -> String {
         .to_string()
 }
 
+/// The two images, built side by side (both from the base image; the first build of each
+/// spends its time downloading Debian's packages).
 fn build_images() {
     let binary = format!("BINARY={}", binary_in_context());
     let (_, took) = timed(|| {
-        must(
-            "podman",
-            &[
-                "build",
-                "--format",
-                "docker",
-                "--target",
-                "prebuilt",
-                "--build-arg",
-                &binary,
-                "-t",
-                NODE_IMAGE,
-                ".",
-            ],
-            &[],
-        )
+        std::thread::scope(|scope| {
+            let postgres = scope.spawn(|| {
+                must(
+                    "podman",
+                    &[
+                        "build",
+                        "--format",
+                        "docker",
+                        "-t",
+                        POSTGRES_IMAGE,
+                        "containers/postgres",
+                    ],
+                    &[],
+                )
+            });
+            must(
+                "podman",
+                &[
+                    "build",
+                    "--format",
+                    "docker",
+                    "--target",
+                    "prebuilt",
+                    "--build-arg",
+                    &binary,
+                    "-t",
+                    NODE_IMAGE,
+                    ".",
+                ],
+                &[],
+            );
+            postgres.join().unwrap()
+        })
     });
-    eprintln!("containers: built {NODE_IMAGE} in {took:?}");
-    must(
-        "podman",
-        &[
-            "build",
-            "--format",
-            "docker",
-            "-t",
-            POSTGRES_IMAGE,
-            "containers/postgres",
-        ],
-        &[],
-    );
+    eprintln!("containers: built {NODE_IMAGE} and {POSTGRES_IMAGE} in {took:?}");
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -264,7 +272,7 @@ impl Drop for Stack {
 
 /// Starts the stack: the repository's compose file as it is, and an override with what only
 /// this test needs (fetches from the host's address on the stack's network; a short job lease
-/// so that a stopped node's job moves within seconds).
+/// so that a stopped node's job moves within seconds; QEMU under TCG).
 fn start_stack(api_port: u16) -> (Stack, String) {
     let project = format!("extility-test-{}", std::process::id());
     let network = format!("{project}_default");

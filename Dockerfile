@@ -3,7 +3,8 @@
 # (README "Running in containers"):
 #
 #   docker build -t extility .
-#       the binary built here with cargo, in rust:1-bookworm (needs a registry);
+#       the binary built here with cargo, in rust:1-bookworm (needs a registry, and
+#       BuildKit, which skips the prebuilt stage);
 #   cargo build --release --locked --bin extility
 #   podman build --target prebuilt -t extility .
 #       the binary built on the host, which must be Debian 12 (bookworm: the same glibc and

@@ -45,6 +45,13 @@ have cloud-init || need_guest+=(cloud-init)
 have ssh-keygen || need_guest+=(openssh-client)
 # `docker-compose config` checks docker-compose.yml (1.29 validates without a daemon).
 have docker-compose || need_guest+=(docker-compose)
+# The compose stack is built and started (tests/it/containers.rs): podman and buildah, runc
+# (crun refuses cgroup v1 hosts), podman-compose, CNI's dnsname plugin (the services find
+# each other by name) and mmdebstrap (the Debian base image, as no registry is reachable).
+have podman || need_guest+=(podman runc buildah)
+have podman-compose || need_guest+=(podman-compose)
+have mmdebstrap || need_guest+=(mmdebstrap)
+[ -x /usr/lib/cni/dnsname ] || need_guest+=(golang-github-containernetworking-plugin-dnsname)
 # The control panel's tests drive a real browser: Debian's headless Chromium and its WebDriver.
 have chromium || need_guest+=(chromium)
 have chromedriver || need_guest+=(chromium-driver)

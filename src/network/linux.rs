@@ -41,17 +41,26 @@ impl LinuxBridges {
         if !has_net_admin() {
             return Some("this process is not root and lacks CAP_NET_ADMIN".into());
         }
-        TOOLS
-            .iter()
-            .find(|tool| !on_path(tool))
-            .map(|tool| format!("`{tool}` is not installed"))
+        if let Some(tool) = TOOLS.iter().find(|tool| !on_path(tool)) {
+            return Some(format!("`{tool}` is not installed"));
+        }
+        if !forwarding_possible() {
+            return Some(format!(
+                "IPv4 forwarding is off and /proc/sys/{IP_FORWARD} is read-only (in a \
+                 container, turn it on with the sysctl net.ipv4.ip_forward=1)"
+            ));
+        }
+        None
     }
 
     pub fn new(config: BridgeConfig) -> Result<Self, NetworkError> {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(|e| NetworkError(format!("creating {}: {e}", config.state_dir.display())))?;
         // Routing between the VLANs' gateways and the world (the firewall decides what may).
-        write_sysctl("net/ipv4/ip_forward", "1")?;
+        // Already on in a container given the sysctl, whose /proc/sys is read-only.
+        if read_sysctl(IP_FORWARD).as_deref() != Some("1") {
+            write_sysctl(IP_FORWARD, "1")?;
+        }
         Ok(LinuxBridges {
             config,
             applying: Mutex::new(()),
@@ -312,6 +321,25 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String, NetworkError> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The sysctl that lets the host route between its bridges.
+const IP_FORWARD: &str = "net/ipv4/ip_forward";
+
+fn read_sysctl(key: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/sys/{key}"))
+        .ok()
+        .map(|value| value.trim().to_string())
+}
+
+/// IPv4 forwarding is on, or this process may turn it on (opening the file for writing
+/// changes nothing; a read-only /proc/sys refuses it).
+fn forwarding_possible() -> bool {
+    read_sysctl(IP_FORWARD).as_deref() == Some("1")
+        || std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/sys/{IP_FORWARD}"))
+            .is_ok()
 }
 
 fn write_sysctl(key: &str, value: &str) -> Result<(), NetworkError> {

@@ -3,6 +3,7 @@
 //! daemon) accepts the file with its two secrets set and refuses it without them, and the
 //! resolved file is what the book promises: PostgreSQL with a health check and a volume, two
 //! nodes that wait for it, share it and one secret key, and one published API port.
+//! `containers.rs` builds the images and starts the stack.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -16,7 +17,9 @@ fn compose_config(env: &[(&str, &str)]) -> Output {
         .current_dir(repo)
         .args(["-f", "docker-compose.yml", "config"])
         .env_remove("POSTGRES_PASSWORD")
-        .env_remove("EXTILITY_SECRET_KEY");
+        .env_remove("EXTILITY_SECRET_KEY")
+        .env_remove("POSTGRES_IMAGE")
+        .env_remove("EXTILITY_PORT");
     for (name, value) in env {
         command.env(name, value);
     }
@@ -116,16 +119,26 @@ fn the_compose_file_refuses_to_run_without_its_secrets() {
 }
 
 #[test]
-fn the_image_is_built_from_the_sources_and_runs_on_debian_with_qemu() {
+fn the_image_is_built_from_the_sources_or_a_host_binary_and_runs_on_debian_with_qemu() {
     let dockerfile =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
     let stages: Vec<&str> = dockerfile
         .lines()
         .filter(|l| l.starts_with("FROM "))
         .collect();
-    assert_eq!(stages.len(), 2, "multi-stage: {stages:?}");
-    assert!(stages[1].contains("debian") && stages[1].contains("slim"));
+    // The runtime, the host's binary on it (`--target prebuilt`, before the build stage so
+    // that a builder without BuildKit stops there), the cargo build, and the default target.
+    assert_eq!(
+        stages,
+        [
+            "FROM debian:bookworm-slim AS runtime",
+            "FROM runtime AS prebuilt",
+            "FROM rust:1-bookworm AS build",
+            "FROM runtime",
+        ]
+    );
     assert!(dockerfile.contains("cargo build --release --locked"));
+    assert!(dockerfile.contains("COPY --from=build /usr/local/bin/extility"));
     for package in [
         "qemu-system-x86",
         "qemu-utils",
@@ -134,4 +147,28 @@ fn the_image_is_built_from_the_sources_and_runs_on_debian_with_qemu() {
     ] {
         assert!(dockerfile.contains(package), "{package}");
     }
+}
+
+#[test]
+fn postgres_is_the_official_image_unless_postgres_image_names_another() {
+    let key = "ab".repeat(32);
+    let secrets = [
+        ("POSTGRES_PASSWORD", "pw-123"),
+        ("EXTILITY_SECRET_KEY", key.as_str()),
+    ];
+    let image = |extra: &[(&str, &str)]| {
+        let env: Vec<(&str, &str)> = secrets.iter().chain(extra).copied().collect();
+        let out = compose_config(&env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        yaml_to_json(&out.stdout)["services"]["postgres"]["image"].clone()
+    };
+    assert_eq!(image(&[]), "postgres:15");
+    assert_eq!(
+        image(&[("POSTGRES_IMAGE", "localhost/extility-postgres:15")]),
+        "localhost/extility-postgres:15"
+    );
 }

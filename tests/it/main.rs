@@ -17,6 +17,7 @@ mod cloud_init;
 mod cluster_networks;
 mod compose;
 mod confinement;
+mod containers;
 mod decompression_limits;
 mod fair_scheduling;
 mod fetch;

@@ -144,6 +144,52 @@ pub fn name_condition(filter: &Option<NameFilter>, column: &str, n: usize) -> St
     }
 }
 
+/// One page of a customer's items in one of its VDCs (`Some`), or in all of them (`None`), in
+/// id order: `select` is a list's `SELECT ... WHERE ` (the crate's own SQL, never input) of a
+/// table with `vdc_id`, `customer_id` and `name` columns. Read from the `(vdc_id, id)` or the
+/// `(customer_id, id)` index.
+pub async fn in_vdc_or_all<R>(
+    conn: &mut AnyConnection,
+    select: &str,
+    vdc_id: Option<i64>,
+    customer_id: i64,
+    page: Page,
+    name: Option<NameFilter>,
+) -> ApiResult<Vec<R>>
+where
+    R: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,
+{
+    match vdc_id {
+        Some(vdc_id) => in_vdc(conn, select, vdc_id, customer_id, page, name).await,
+        None => of_customer(conn, select, customer_id, page, name).await,
+    }
+}
+
+/// One page of a customer's items of every VDC, in id order (`select` as for [`in_vdc`]).
+pub async fn of_customer<R>(
+    conn: &mut AnyConnection,
+    select: &str,
+    customer_id: i64,
+    page: Page,
+    name: Option<NameFilter>,
+) -> ApiResult<Vec<R>>
+where
+    R: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,
+{
+    let sql = format!(
+        "{select}customer_id = $1 AND id > $2{} ORDER BY id LIMIT $3",
+        name_condition(&name, "name", 4)
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(customer_id)
+        .bind(page.cursor)
+        .bind(page.limit);
+    if let Some(name) = name {
+        query = query.bind(name.0);
+    }
+    Ok(query.fetch_all(conn).await?)
+}
+
 /// One page of a customer's items in a VDC, in id order: `select` is a list's `SELECT ...
 /// WHERE ` (the crate's own SQL, never input) of a table with `vdc_id`, `customer_id` and
 /// `name` columns.

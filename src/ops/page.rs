@@ -159,60 +159,22 @@ pub async fn in_vdc_or_all<R>(
 where
     R: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,
 {
-    match vdc_id {
-        Some(vdc_id) => in_vdc(conn, select, vdc_id, customer_id, page, name).await,
-        None => of_customer(conn, select, customer_id, page, name).await,
-    }
-}
-
-/// One page of a customer's items of every VDC, in id order (`select` as for [`in_vdc`]).
-pub async fn of_customer<R>(
-    conn: &mut AnyConnection,
-    select: &str,
-    customer_id: i64,
-    page: Page,
-    name: Option<NameFilter>,
-) -> ApiResult<Vec<R>>
-where
-    R: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,
-{
+    // The parameters: the VDC when there is one, then the customer, the cursor, the limit and
+    // the name.
+    let (scope, cursor) = match vdc_id {
+        Some(_) => ("vdc_id = $1 AND customer_id = $2", 3),
+        None => ("customer_id = $1", 2),
+    };
     let sql = format!(
-        "{select}customer_id = $1 AND id > $2{} ORDER BY id LIMIT $3",
-        name_condition(&name, "name", 4)
+        "{select}{scope} AND id > ${cursor}{} ORDER BY id LIMIT ${}",
+        name_condition(&name, "name", cursor + 2),
+        cursor + 1
     );
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(customer_id)
-        .bind(page.cursor)
-        .bind(page.limit);
-    if let Some(name) = name {
-        query = query.bind(name.0);
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    if let Some(vdc_id) = vdc_id {
+        query = query.bind(vdc_id);
     }
-    Ok(query.fetch_all(conn).await?)
-}
-
-/// One page of a customer's items in a VDC, in id order: `select` is a list's `SELECT ...
-/// WHERE ` (the crate's own SQL, never input) of a table with `vdc_id`, `customer_id` and
-/// `name` columns.
-pub async fn in_vdc<R>(
-    conn: &mut AnyConnection,
-    select: &str,
-    vdc_id: i64,
-    customer_id: i64,
-    page: Page,
-    name: Option<NameFilter>,
-) -> ApiResult<Vec<R>>
-where
-    R: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,
-{
-    let sql = format!(
-        "{select}vdc_id = $1 AND customer_id = $2 AND id > $3{} ORDER BY id LIMIT $4",
-        name_condition(&name, "name", 5)
-    );
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(vdc_id)
-        .bind(customer_id)
-        .bind(page.cursor)
-        .bind(page.limit);
+    query = query.bind(customer_id).bind(page.cursor).bind(page.limit);
     if let Some(name) = name {
         query = query.bind(name.0);
     }

@@ -271,15 +271,17 @@ impl CallRecord {
     /// Writes the call's row once the operation has returned: its outcome, and the ids of
     /// what it returned (`result_name` and `result_type` say what that is). A failure to
     /// write is logged and does not change the call's answer: what the operation did is done.
-    pub async fn finish(
+    pub async fn finish<T: serde::Serialize>(
         mut self,
         ctx: &Ctx,
         result_name: &'static str,
         result_type: &WireType,
-        outcome: &ApiResult<Value>,
+        outcome: &ApiResult<T>,
     ) {
-        if let Ok(result) = outcome {
-            self.ids.push_result(result_name, result_type, result);
+        if let Ok(result) = outcome
+            && let Ok(result) = serde_json::to_value(result)
+        {
+            self.ids.push_result(result_name, result_type, &result);
         }
         let event = NewEvent {
             customer_id: Some(ctx.caller.customer_id),

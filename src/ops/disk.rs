@@ -90,14 +90,32 @@ macro_rules! select_disks {
 pub(crate) use select_disks;
 
 pub async fn list_disks(ctx: &Ctx, a: args::ListDisks) -> ApiResult<Vec<Disk>> {
-    let page = page::ascending(a.page_size, a.after_id)?;
-    let name = page::NameFilter::parse("name", a.name.as_deref())?;
+    list(ctx, Some(a.vdc_id), a.page_size, a.after_id, a.name).await
+}
+
+/// ListAllDisks: ListDisks over every VDC of the caller, in one call.
+pub async fn list_all_disks(ctx: &Ctx, a: args::ListAllDisks) -> ApiResult<Vec<Disk>> {
+    list(ctx, None, a.page_size, a.after_id, a.name).await
+}
+
+/// A page of the caller's disks in one VDC, or in all (`None`).
+async fn list(
+    ctx: &Ctx,
+    vdc_id: Option<i64>,
+    page_size: Option<i64>,
+    after_id: Option<i64>,
+    name: Option<String>,
+) -> ApiResult<Vec<Disk>> {
+    let page = page::ascending(page_size, after_id)?;
+    let name = page::NameFilter::parse("name", name.as_deref())?;
     let mut conn = ctx.state.db.pool().acquire().await?;
-    vdc::ensure_own(&mut conn, ctx.customer_id(), a.vdc_id).await?;
-    let rows: Vec<DiskRow> = page::in_vdc(
+    if let Some(vdc_id) = vdc_id {
+        vdc::ensure_own(&mut conn, ctx.customer_id(), vdc_id).await?;
+    }
+    let rows: Vec<DiskRow> = page::in_vdc_or_all(
         &mut conn,
         select_disks!(""),
-        a.vdc_id,
+        vdc_id,
         ctx.customer_id(),
         page,
         name,

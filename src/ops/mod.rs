@@ -199,6 +199,15 @@ operations! {
         #[since(2)] after_id: Option<i64>,
         #[since(2)] name: Option<String>,
     ) -> disks: Vec<Disk> = disk::list_disks;
+    /// Lists the disks of every VDC of the caller, by id, as ListDisks does for one: at most
+    /// `page_size` (1 to 1000; omitted: 1000) with an id above `after_id` (omitted: from the
+    /// first); `name` (optional) keeps the disks whose name contains it, ignoring case.
+    #[since(2)]
+    read ListAllDisks(
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+        name: Option<String>,
+    ) -> disks: Vec<Disk> = disk::list_all_disks;
     /// Returns one disk.
     read GetDisk(disk_id: i64) -> disk: Disk = disk::get_disk;
     /// Creates a disk sized by a disk product offer: blank when `image_id` is 0, otherwise a
@@ -254,6 +263,15 @@ operations! {
         #[since(2)] after_id: Option<i64>,
         #[since(2)] name: Option<String>,
     ) -> servers: Vec<Server> = server::list_servers;
+    /// Lists the servers of every VDC of the caller, by id, as ListServers does for one: at
+    /// most `page_size` (1 to 1000; omitted: 1000) with an id above `after_id` (omitted: from
+    /// the first); `name` (optional) keeps the servers whose name contains it, ignoring case.
+    #[since(2)]
+    read ListAllServers(
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+        name: Option<String>,
+    ) -> servers: Vec<Server> = server::list_all_servers;
     /// Returns one server, with its disks and first-boot credentials.
     read GetServer(server_id: i64) -> server: Server = server::get_server;
     /// Creates a stopped server. `vlan_id` -1 means no VLAN. The boot disk is a thin copy of the

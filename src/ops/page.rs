@@ -144,13 +144,14 @@ pub fn name_condition(filter: &Option<NameFilter>, column: &str, n: usize) -> St
     }
 }
 
-/// One page of a customer's items in a VDC, in id order: `select` is a list's `SELECT ...
-/// WHERE ` (the crate's own SQL, never input) of a table with `vdc_id`, `customer_id` and
-/// `name` columns.
-pub async fn in_vdc<R>(
+/// One page of a customer's items in one of its VDCs (`Some`), or in all of them (`None`), in
+/// id order: `select` is a list's `SELECT ... WHERE ` (the crate's own SQL, never input) of a
+/// table with `vdc_id`, `customer_id` and `name` columns. Read from the `(vdc_id, id)` or the
+/// `(customer_id, id)` index.
+pub async fn in_vdc_or_all<R>(
     conn: &mut AnyConnection,
     select: &str,
-    vdc_id: i64,
+    vdc_id: Option<i64>,
     customer_id: i64,
     page: Page,
     name: Option<NameFilter>,
@@ -158,15 +159,22 @@ pub async fn in_vdc<R>(
 where
     R: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,
 {
+    // The parameters: the VDC when there is one, then the customer, the cursor, the limit and
+    // the name.
+    let (scope, cursor) = match vdc_id {
+        Some(_) => ("vdc_id = $1 AND customer_id = $2", 3),
+        None => ("customer_id = $1", 2),
+    };
     let sql = format!(
-        "{select}vdc_id = $1 AND customer_id = $2 AND id > $3{} ORDER BY id LIMIT $4",
-        name_condition(&name, "name", 5)
+        "{select}{scope} AND id > ${cursor}{} ORDER BY id LIMIT ${}",
+        name_condition(&name, "name", cursor + 2),
+        cursor + 1
     );
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(vdc_id)
-        .bind(customer_id)
-        .bind(page.cursor)
-        .bind(page.limit);
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    if let Some(vdc_id) = vdc_id {
+        query = query.bind(vdc_id);
+    }
+    query = query.bind(customer_id).bind(page.cursor).bind(page.limit);
     if let Some(name) = name {
         query = query.bind(name.0);
     }

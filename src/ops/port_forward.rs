@@ -199,24 +199,38 @@ pub async fn of_server(conn: &mut AnyConnection, server_id: i64) -> ApiResult<Ve
     Ok(rows.into_iter().map(to_forward).collect())
 }
 
-/// The port forwards of a customer's servers in a VDC whose ids are in `first..=last` (a page
-/// of ListServers), by server.
+/// The port forwards of a customer's servers in a VDC (`None`: in any) whose ids are in
+/// `first..=last` (a page of ListServers or ListAllServers), by server.
 pub async fn of_vdc(
     conn: &mut AnyConnection,
     customer_id: i64,
-    vdc_id: i64,
+    vdc_id: Option<i64>,
     (first, last): (i64, i64),
 ) -> ApiResult<HashMap<i64, Vec<PortForward>>> {
-    let rows: Vec<Row> = sqlx::query_as(select_forwards!(
-        "customer_id = $1 AND server_id IN (SELECT id FROM servers WHERE vdc_id = $2) \
-         AND server_id BETWEEN $3 AND $4 ORDER BY guest_port"
-    ))
-    .bind(customer_id)
-    .bind(vdc_id)
-    .bind(first)
-    .bind(last)
-    .fetch_all(conn)
-    .await?;
+    let rows: Vec<Row> = match vdc_id {
+        Some(vdc_id) => {
+            sqlx::query_as(select_forwards!(
+                "customer_id = $1 AND server_id IN (SELECT id FROM servers WHERE vdc_id = $2) \
+                 AND server_id BETWEEN $3 AND $4 ORDER BY guest_port"
+            ))
+            .bind(customer_id)
+            .bind(vdc_id)
+            .bind(first)
+            .bind(last)
+            .fetch_all(conn)
+            .await?
+        }
+        None => {
+            sqlx::query_as(select_forwards!(
+                "customer_id = $1 AND server_id BETWEEN $2 AND $3 ORDER BY guest_port"
+            ))
+            .bind(customer_id)
+            .bind(first)
+            .bind(last)
+            .fetch_all(conn)
+            .await?
+        }
+    };
     let mut by_server: HashMap<i64, Vec<PortForward>> = HashMap::new();
     for row in rows {
         by_server.entry(row.1).or_default().push(to_forward(row));

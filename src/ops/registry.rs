@@ -1,9 +1,12 @@
 //! The table of API operations.
 //!
 //! [`operations!`] turns one declaration per operation into: a struct of its arguments (in
-//! `ops::args`), a type-erased entry point that decodes those arguments from a JSON-shaped map,
-//! calls the operation's function and encodes its result, and an [`Operation`] entry describing
-//! it (argument names, order and wire types) for the SOAP codec, the WSDL and OpenAPI.
+//! `ops::args`, with its parameter list and its decoding from a JSON-shaped map: [`Arguments`]),
+//! a typed call (`ops::call::ListDisks(ctx, args) -> ApiResult<Vec<Disk>>`, what the panel
+//! uses), a type-erased entry point (a JSON-shaped map in, the result as JSON out: what SOAP
+//! and JSON use) that goes through the typed call, and an [`Operation`] entry describing it
+//! (argument names, order and wire types) for the SOAP codec, the WSDL and OpenAPI. Every call,
+//! typed or not, goes through one entry point, [`enter`].
 //!
 //! Each row starts with `read` or `write`: whether the operation changes something. The entry
 //! point of a `write` operation leaves one row in the audit trail (`super::audit`) once the
@@ -63,6 +66,7 @@ macro_rules! since {
 }
 pub(crate) use since;
 
+/// A type-erased entry point: arguments as a JSON-shaped map, the result as JSON.
 pub type CallFn = for<'a> fn(&'a Ctx, Map<String, Value>) -> BoxFuture<'a, ApiResult<Value>>;
 
 #[derive(Debug)]
@@ -130,84 +134,91 @@ macro_rules! operations {
         ) -> $ret:ident : $rt:ty = $handler:path ;
     )*) => {
         /// The arguments of each API operation: one struct per operation, fields in wire order.
+        /// `Default` leaves every optional argument out, so a call names only what it gives:
+        /// `args::ListDisks { vdc_id, ..Default::default() }`.
         pub mod args {
             #[allow(unused_imports)]
             use super::*;
             $(
                 $(#[doc = $doc])*
-                #[derive(Debug, Clone)]
+                #[derive(Debug, Clone, Default, serde::Serialize)]
                 pub struct $op { $(pub $p: $t),* }
+
+                impl $crate::ops::registry::Arguments for $op {
+                    const OPERATION: &'static str = stringify!($op);
+                    const PARAMS: &'static [$crate::ops::registry::Param] = &[$(
+                        $crate::ops::registry::Param {
+                            name: $crate::ops::registry::wire_name(stringify!($p)),
+                            ty: <$t as $crate::ops::wire::Wire>::TYPE,
+                            optional: <$t as $crate::ops::wire::Wire>::NILLABLE,
+                            since: $crate::ops::registry::since!($($psince)?),
+                        }
+                    ),*];
+
+                    #[allow(unused_mut, unused_variables)]
+                    fn decode(
+                        mut raw: serde_json::Map<String, serde_json::Value>,
+                    ) -> $crate::error::ApiResult<Self> {
+                        #[allow(unused_imports)]
+                        use $crate::ops::wire::FromArg;
+                        $crate::ops::registry::check_argument_names(
+                            stringify!($op),
+                            &[$($crate::ops::registry::wire_name(stringify!($p))),*],
+                            &raw,
+                        )?;
+                        Ok($op {
+                            $($p: {
+                                let name = $crate::ops::registry::wire_name(stringify!($p));
+                                <$t as FromArg>::from_arg(name, raw.remove(name))?
+                            }),*
+                        })
+                    }
+                }
             )*
         }
 
-        mod calls {
+        /// Typed calls: one function per API operation, named like it, taking its arguments
+        /// (`args::X`, or the raw fields of a form: [`registry::Input`]) and returning its
+        /// result type. Each goes through [`registry::enter`], the entry point SOAP and JSON
+        /// use too: the caller's place among its calls in flight, the audit trail of a `write`
+        /// operation, the call's metrics.
+        #[allow(non_snake_case)]
+        pub mod call {
             #[allow(unused_imports)]
             use super::*;
-            use $crate::ops::wire::FromArg;
             $(
-                #[allow(non_snake_case, unused_mut)]
+                $(#[doc = $doc])*
+                pub async fn $op(
+                    ctx: &$crate::ops::Ctx,
+                    args: impl Into<$crate::ops::registry::Input<args::$op>>,
+                ) -> $crate::error::ApiResult<$rt> {
+                    $crate::ops::registry::enter(
+                        ctx,
+                        &$crate::ops::registry::Entry {
+                            mutates: $crate::ops::registry::mutates!($kind),
+                            result_name: stringify!($ret),
+                            result: <$rt as $crate::ops::wire::Wire>::TYPE,
+                        },
+                        args.into(),
+                        |ctx, args| $handler(ctx, args),
+                    )
+                    .await
+                }
+            )*
+        }
+
+        /// The type-erased entry points: a JSON-shaped map of arguments in, the result as JSON
+        /// out, through the typed call.
+        #[allow(non_snake_case)]
+        mod erased {
+            $(
                 pub fn $op(
                     ctx: &$crate::ops::Ctx,
-                    mut raw: serde_json::Map<String, serde_json::Value>,
+                    raw: serde_json::Map<String, serde_json::Value>,
                 ) -> futures::future::BoxFuture<'_, $crate::error::ApiResult<serde_json::Value>> {
                     Box::pin(async move {
-                        // The caller's place among its calls in flight, held until the call
-                        // returns: refused here, the call does nothing (`ops::inflight`).
-                        let _place = match $crate::ops::inflight::enter(ctx).await {
-                            Ok(place) => place,
-                            Err(err) => {
-                                let refused = Err(err);
-                                $crate::ops::registry::count_call(
-                                    stringify!($op),
-                                    ctx,
-                                    &refused,
-                                    std::time::Duration::ZERO,
-                                );
-                                return refused;
-                            }
-                        };
-                        let started = std::time::Instant::now();
-                        // The ids the arguments name, read before decoding takes them.
-                        let audit = $crate::ops::registry::mutates!($kind).then(|| {
-                            $crate::ops::audit::CallRecord::begin(
-                                stringify!($op),
-                                &[$($crate::ops::registry::wire_name(stringify!($p))),*],
-                                &raw,
-                            )
-                        });
-                        let outcome: $crate::error::ApiResult<serde_json::Value> = async {
-                            $crate::ops::registry::check_argument_names(
-                                stringify!($op),
-                                &[$($crate::ops::registry::wire_name(stringify!($p))),*],
-                                &raw,
-                            )?;
-                            let args = args::$op {
-                                $($p: {
-                                    let name = $crate::ops::registry::wire_name(stringify!($p));
-                                    <$t as FromArg>::from_arg(name, raw.remove(name))?
-                                }),*
-                            };
-                            let result: $rt = $handler(ctx, args).await?;
-                            serde_json::to_value(result).map_err($crate::error::ApiError::internal)
-                        }
-                        .await;
-                        if let Some(audit) = audit {
-                            audit
-                                .finish(
-                                    ctx,
-                                    stringify!($ret),
-                                    &<$rt as $crate::ops::wire::Wire>::TYPE,
-                                    &outcome,
-                                )
-                                .await;
-                        }
-                        $crate::ops::registry::count_call(
-                            stringify!($op),
-                            ctx,
-                            &outcome,
-                            started.elapsed(),
-                        );
-                        outcome
+                        let result = super::call::$op(ctx, $crate::ops::registry::Input::Raw(raw)).await?;
+                        serde_json::to_value(result).map_err($crate::error::ApiError::internal)
                     })
                 }
             )*
@@ -218,24 +229,100 @@ macro_rules! operations {
             $crate::ops::registry::Operation {
                 name: stringify!($op),
                 doc: concat!($($doc, "\n"),*),
-                params: &[$(
-                    $crate::ops::registry::Param {
-                        name: $crate::ops::registry::wire_name(stringify!($p)),
-                        ty: <$t as $crate::ops::wire::Wire>::TYPE,
-                        optional: <$t as $crate::ops::wire::Wire>::NILLABLE,
-                        since: $crate::ops::registry::since!($($psince)?),
-                    }
-                ),*],
+                params: <args::$op as $crate::ops::registry::Arguments>::PARAMS,
                 result_name: stringify!($ret),
                 result: <$rt as $crate::ops::wire::Wire>::TYPE,
                 mutates: $crate::ops::registry::mutates!($kind),
                 since: $crate::ops::registry::since!($($since)?),
-                call: calls::$op,
+                call: erased::$op,
             }
         ),*];
     };
 }
 pub(crate) use operations;
+
+/// The arguments of one operation (`ops::args::X`): its name, its parameters, and decoding
+/// them from a JSON-shaped map (what SOAP, JSON and the panel's forms give).
+pub trait Arguments: Sized + serde::Serialize {
+    const OPERATION: &'static str;
+    const PARAMS: &'static [Param];
+    /// Refuses an argument the operation does not have, then decodes each by its wire type.
+    fn decode(raw: Map<String, Value>) -> ApiResult<Self>;
+}
+
+/// What a typed call is given: its arguments already typed, or raw ones (an adapter's map, a
+/// form's fields) that the call decodes inside the entry point, so that a refused argument is
+/// counted and audited like any other failure of the call.
+#[derive(Debug, Clone)]
+pub enum Input<A> {
+    Typed(A),
+    Raw(Map<String, Value>),
+}
+
+impl<A> From<A> for Input<A> {
+    fn from(args: A) -> Self {
+        Input::Typed(args)
+    }
+}
+
+/// What the entry point needs to know of an operation besides its arguments' type (which
+/// names it: [`Arguments::OPERATION`]).
+pub struct Entry {
+    pub mutates: bool,
+    pub result_name: &'static str,
+    pub result: WireType,
+}
+
+/// The one entry point of every API call, whichever adapter makes it: takes the caller's
+/// place among its calls in flight (refused there, the call does nothing: `ops::inflight`),
+/// decodes raw arguments, runs the operation, leaves the audit trail's row of a `write`
+/// operation and counts the call in the metrics.
+pub async fn enter<'a, A, R, F, Fut>(
+    ctx: &'a Ctx,
+    entry: &Entry,
+    input: Input<A>,
+    handler: F,
+) -> ApiResult<R>
+where
+    A: Arguments,
+    R: serde::Serialize,
+    F: FnOnce(&'a Ctx, A) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<R>> + 'a,
+{
+    let _place = match super::inflight::enter(ctx).await {
+        Ok(place) => place,
+        Err(err) => {
+            let refused = Err(err);
+            count_call(A::OPERATION, ctx, &refused, std::time::Duration::ZERO);
+            return refused;
+        }
+    };
+    let started = std::time::Instant::now();
+    // The ids the arguments name, read before decoding takes them.
+    let names: Vec<&'static str> = A::PARAMS.iter().map(|p| p.name).collect();
+    let audit = entry.mutates.then(|| match &input {
+        Input::Raw(raw) => super::audit::CallRecord::begin(A::OPERATION, &names, raw),
+        Input::Typed(args) => match serde_json::to_value(args) {
+            Ok(Value::Object(raw)) => super::audit::CallRecord::begin(A::OPERATION, &names, &raw),
+            _ => super::audit::CallRecord::begin(A::OPERATION, &names, &Map::new()),
+        },
+    });
+    let outcome = async {
+        let args = match input {
+            Input::Typed(args) => args,
+            Input::Raw(raw) => A::decode(raw)?,
+        };
+        handler(ctx, args).await
+    }
+    .await;
+    if let Some(audit) = audit {
+        audit
+            .finish(ctx, entry.result_name, &entry.result, &outcome)
+            .await;
+    }
+    count_call(A::OPERATION, ctx, &outcome, started.elapsed());
+    outcome
+}
 
 /// The wire name of an argument: its Rust name without the `r#` of a raw identifier
 /// (`ListProductOffers(type)` is declared with `r#type`).

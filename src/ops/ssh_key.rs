@@ -363,21 +363,23 @@ pub async fn ids_of_server(conn: &mut AnyConnection, server_id: i64) -> ApiResul
     .await?)
 }
 
-/// The key ids of each server of a customer's VDC whose id is in `first..=last` (a page of
-/// ListServers).
+/// The key ids of each server of a customer's VDC (`None`: of any) whose id is in
+/// `first..=last` (a page of ListServers or ListAllServers).
 pub async fn ids_of_vdc(
     conn: &mut AnyConnection,
     customer_id: i64,
-    vdc_id: i64,
+    vdc_id: Option<i64>,
     (first, last): (i64, i64),
 ) -> ApiResult<HashMap<i64, Vec<i64>>> {
+    // A VDC of -1 is none: every VDC of the customer (ids are never negative).
     let rows: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT k.server_id, k.ssh_key_id FROM server_ssh_keys k \
          JOIN servers s ON s.id = k.server_id \
-         WHERE s.vdc_id = $1 AND s.customer_id = $2 AND k.server_id BETWEEN $3 AND $4 \
+         WHERE (s.vdc_id = $1 OR $1 = -1) AND s.customer_id = $2 \
+         AND k.server_id BETWEEN $3 AND $4 \
          ORDER BY k.server_id, k.ssh_key_id",
     )
-    .bind(vdc_id)
+    .bind(vdc_id.unwrap_or(-1))
     .bind(customer_id)
     .bind(first)
     .bind(last)

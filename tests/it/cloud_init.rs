@@ -19,23 +19,19 @@ use base64::Engine;
 use serde_json::{Value, json};
 use sha_crypt::{PasswordHashRef, PasswordVerifier, ShaCrypt};
 
-use crate::support::catalogue::{DISK_1GB, SERVER_1CPU_1GB};
+use crate::support::catalogue::DISK_1GB;
 use crate::support::fetch_disk::fetch;
-use crate::support::guest::{GuestDisk, console_until, qemu_options};
+use crate::support::guest::{GuestDisk, guest_init, qemu_options};
 use crate::support::image_server::ImageServer;
+use crate::support::test_app::{Boot, LAPTOP_KEY};
 use crate::support::{Backend, TestApp};
 
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
 const DONE: &str = "GUEST DONE";
 
 /// The guest's `/init`: DHCP, then the datasource as cloud-init finds it.
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko || echo "INSMOD FAILED $m"; done
+const INIT: &str = guest_init!(
+    r#"for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko || echo "INSMOD FAILED $m"; done
 ip link set lo up
 ip link set eth0 up
 udhcpc -i eth0 -s /etc/udhcpc.sh -q -n -t 5 -T 2 >/dev/null 2>&1
@@ -54,7 +50,8 @@ if wget -q -O /tmp/xml "${seed%nocloud/}server.xml"; then
 fi
 echo "GUEST DONE"
 poweroff -f
-"#;
+"#
+);
 
 /// The text between `BEGIN name` and `END name` on the console, base64-decoded.
 fn printed(log: &str, name: &str) -> Option<String> {
@@ -126,35 +123,25 @@ async fn a_stock_guest_finds_its_nocloud_datasource_and_it_passes_cloud_inits_ch
     )
     .await;
     let image = alice.job_ok(job).await["item_id"].as_i64().unwrap();
-    let public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJPq6JkZdznBikD0F5uhrPqrkPdmj7iMqIo7tz12MBpw alice@laptop";
-    let key = alice
-        .call(
-            "CreateSSHKey",
-            json!({"name": "laptop", "public_key": public_key}),
-        )
-        .await;
-    let vlan = alice
-        .call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": "lan"}))
-        .await["vlan_id"]
-        .as_i64()
-        .unwrap();
-    let server = alice
-        .call(
-            "CreateServer",
-            json!({"vdc_id": vdc, "vlan_id": vlan, "server_name": "Web Server #1",
-                   "image_id": image, "server_productoffer_id": SERVER_1CPU_1GB,
-                   "disk_productoffer_ids": [DISK_1GB], "ssh_key_ids": [key["ssh_key_id"]]}),
-        )
+    let public_key = LAPTOP_KEY;
+    let key = app.laptop_key().await;
+    let vlan = app.vlan("lan").await;
+    let server = app
+        .create_server(Boot {
+            name: "Web Server #1",
+            vlan_id: vlan,
+            image_id: image,
+            disk_offer: DISK_1GB,
+            ssh_key_ids: vec![key],
+            ..Boot::default()
+        })
         .await;
     let server_id = server["server_id"].as_i64().unwrap();
     assert_eq!(server["initial_user"], "debian");
     let password = server["initial_password"].as_str().unwrap().to_string();
-    let job = alice
-        .call("StartServer", json!({"server_id": server_id}))
-        .await;
-    alice.job_ok(job["job_id"].as_i64().unwrap()).await;
+    app.start_server(server_id).await;
 
-    let log = console_until(&alice, server_id, DONE, GUEST_TIMEOUT).await;
+    let log = app.console_until(server_id, DONE, GUEST_TIMEOUT).await;
     assert!(
         log.contains("SERIAL ds=nocloud-net;s=http://10.0.2.100/metadata/v1/nocloud/"),
         "the SMBIOS serial announces the datasource: {log}"

@@ -17,11 +17,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::boot_media::{BOOT_TIMEOUT, boot_sector};
-use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB, SERVER_1CPU_512MB};
-use crate::support::fetch_disk::{disks, fetch, fetch_args};
-use crate::support::guest::{console_until, guest_disk_with, qemu_options};
-use crate::support::image_server::ImageServer;
-use crate::support::{Api, Backend, TestApp, running_vms};
+use crate::support::catalogue::{SERVER_1CPU_1GB, SERVER_1CPU_512MB};
+use crate::support::guest::{guest_disk_with, guest_init, qemu_options};
+use crate::support::test_app::Boot;
+use crate::support::{Api, Backend, TestApp, id, running_vms};
 
 /// What QEMU may use beside the guest's memory (the driver's `QEMU_OVERHEAD_MB` and 1/16).
 fn expected_memory_limit(memory_mb: u64) -> u64 {
@@ -88,41 +87,19 @@ fn read_as(uid: &str, file: &Path) -> (bool, String) {
     )
 }
 
-async fn create_server(api: &Api, vdc: i64, vlan: i64, name: &str, offer: i64) -> i64 {
-    api.call(
-        "CreateServer",
-        json!({"vdc_id": vdc, "vlan_id": vlan, "server_name": name,
-               "image_id": BLANK_IMAGE, "server_productoffer_id": offer,
-               "disk_productoffer_ids": [DISK_20GB]}),
-    )
-    .await["server_id"]
-        .as_i64()
-        .unwrap()
-}
-
-/// FetchDisk of `url` as `name`, attached first to `server_id`.
-async fn fetch_and_attach(api: &Api, vdc: i64, url: &str, name: &str, server_id: i64) {
-    api.job_ok(fetch(api, fetch_args(url, vdc, name)).await)
-        .await;
-    let disk = disks(api, vdc)
-        .await
-        .into_iter()
-        .find(|d| d["disk_name"] == name)
-        .unwrap();
-    let attached = api
-        .call(
-            "AttachDisk",
-            json!({"server_id": server_id, "disk_id": disk["disk_id"], "index": 0}),
-        )
-        .await;
-    assert_eq!(attached["result"], 1);
-}
-
-async fn start(api: &Api, server_id: i64) {
-    let job = api
-        .call("StartServer", json!({"server_id": server_id}))
-        .await;
-    api.job_ok(job["job_id"].as_i64().unwrap()).await;
+/// A server of alice's on `vlan` with the offer `offer`, whose first disk is `image`, fetched
+/// as `<name> disk` (not started); returns its id.
+async fn server_from(app: &TestApp, image: Vec<u8>, vlan: i64, name: &str, offer: i64) -> i64 {
+    let server = Boot {
+        name,
+        vlan_id: vlan,
+        server_offer: offer,
+        ..Boot::default()
+    };
+    let server_id = id(&app.create_server(server).await, "server_id");
+    let disk = app.fetch_bytes(image, &format!("{name} disk")).await;
+    app.attach_first(server_id, &disk).await;
+    server_id
 }
 
 async fn uuid_of(api: &Api, server_id: i64) -> String {
@@ -150,21 +127,14 @@ async fn a_running_vm_is_unprivileged_sandboxed_and_bounded() {
     }
     let _heavy = crate::support::CPU_HEAVY.read().await;
     let app = TestApp::start_with(Backend::Sqlite, qemu_options(&[])).await;
-    let files = ImageServer::start().await;
     let mut image = boot_sector(app.dir.path(), "CONFINED-VM-UP", false);
     image.resize(4096, 0);
-    let url = files.put_data("boot.img", image);
     let alice = app.alice();
-    let vdc = app.alice.vdc_id;
-    let vlan = alice
-        .call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": "lan"}))
-        .await["vlan_id"]
-        .as_i64()
-        .unwrap();
-    let server_id = create_server(&alice, vdc, vlan, "confined", SERVER_1CPU_1GB).await;
-    fetch_and_attach(&alice, vdc, &url, "boot", server_id).await;
-    start(&alice, server_id).await;
-    console_until(&alice, server_id, "CONFINED-VM-UP", BOOT_TIMEOUT).await;
+    let vlan = app.vlan("lan").await;
+    let server_id = server_from(&app, image, vlan, "confined", SERVER_1CPU_1GB).await;
+    app.start_server(server_id).await;
+    app.console_until(server_id, "CONFINED-VM-UP", BOOT_TIMEOUT)
+        .await;
     let uuid = uuid_of(&alice, server_id).await;
     let pid = qemu_of(&app, &uuid);
 
@@ -247,13 +217,8 @@ async fn a_running_vm_is_unprivileged_sandboxed_and_bounded() {
 /// The guests' `/init`: read the server's own metadata (name and password); the server named
 /// `flooder` then holds 12 connections to the metadata address open (opening more whenever
 /// fewer are established), and reads its metadata once more; any other prints what it read.
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-echo "GUEST INIT"
+const INIT: &str = guest_init!(
+    r#"echo "GUEST INIT"
 for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko || echo "INSMOD FAILED $m"; done
 ip link set lo up
 ip link set eth0 up
@@ -283,30 +248,22 @@ if grep -q '<server-name>flooder<' /tmp/md; then
 fi
 echo "GUEST DONE"
 while :; do sleep 3600; done
-"#;
+"#
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_flooding_the_metadata_forward_holds_up_only_itself() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
     let app = TestApp::start_with(Backend::Sqlite, qemu_options(&[])).await;
-    let disk = guest_disk_with(app.dir.path(), INIT, "quiet");
-    let files = ImageServer::start().await;
-    let url = files.put_data("guest.img", std::fs::read(&disk).unwrap());
+    let disk = std::fs::read(guest_disk_with(app.dir.path(), INIT, "quiet")).unwrap();
     let alice = app.alice();
-    let vdc = app.alice.vdc_id;
-    let vlan = alice
-        .call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": "lan"}))
-        .await["vlan_id"]
-        .as_i64()
-        .unwrap();
-    let flooder = create_server(&alice, vdc, vlan, "flooder", SERVER_1CPU_512MB).await;
-    let reader = create_server(&alice, vdc, vlan, "reader", SERVER_1CPU_512MB).await;
-    fetch_and_attach(&alice, vdc, &url, "flooder disk", flooder).await;
-    fetch_and_attach(&alice, vdc, &url, "reader disk", reader).await;
+    let vlan = app.vlan("lan").await;
+    let flooder = server_from(&app, disk.clone(), vlan, "flooder", SERVER_1CPU_512MB).await;
+    let reader = server_from(&app, disk, vlan, "reader", SERVER_1CPU_512MB).await;
     let timeout = Duration::from_secs(300);
 
-    start(&alice, flooder).await;
-    let log = console_until(&alice, flooder, "FLOODING", timeout).await;
+    app.start_server(flooder).await;
+    let log = app.console_until(flooder, "FLOODING", timeout).await;
     eprintln!("confinement: the flooder said:\n{log}");
     // The flood is in place (12 connections or more held open) before the other VM starts.
     let held: usize = log
@@ -316,8 +273,8 @@ async fn a_guest_flooding_the_metadata_forward_holds_up_only_itself() {
         .unwrap();
     assert!(held >= 12, "{log}");
 
-    start(&alice, reader).await;
-    let log = console_until(&alice, reader, "GUEST DONE", timeout).await;
+    app.start_server(reader).await;
+    let log = app.console_until(reader, "GUEST DONE", timeout).await;
     let password = |id| {
         let alice = alice.clone();
         async move {
@@ -333,7 +290,7 @@ async fn a_guest_flooding_the_metadata_forward_holds_up_only_itself() {
         "the other VM reads its metadata during the flood: {log}"
     );
     // The flooder holds up only its own forward, and even it is still served.
-    let log = console_until(&alice, flooder, "GUEST DONE", timeout).await;
+    let log = app.console_until(flooder, "GUEST DONE", timeout).await;
     let flooder_password = password(flooder).await;
     assert!(
         log.contains(&format!("METADATA AGAIN flooder {flooder_password}")),

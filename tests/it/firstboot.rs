@@ -26,14 +26,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB};
-use crate::support::fetch_disk::{disks, fetch, fetch_args};
-use crate::support::guest::{GuestDisk, console_until, qemu_options};
-use crate::support::image_server::ImageServer;
+use crate::support::guest::{GuestDisk, guest_init, qemu_options};
+use crate::support::test_app::{Boot, LAPTOP_KEY};
 use crate::support::tools::{assert_success, output};
 use crate::support::{Backend, TestApp};
 
@@ -647,13 +645,8 @@ echo "GROUPS $(id -nG alice)"
 
 /// The guest's `/init`: network, the package's init script twice, then a document of its
 /// own (busybox httpd) for a user to create and keys to install with busybox's tools alone.
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-echo "GUEST INIT"
+const INIT: &str = guest_init!(
+    r#"echo "GUEST INIT"
 for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko || echo "INSMOD FAILED $m"; done
 ip link set lo up
 ip link set eth0 up
@@ -682,12 +675,12 @@ sed 's/^/KEY /' /home/alice/.ssh/authorized_keys
 ls /tmp/extility-firstboot-injected* >/dev/null 2>&1 && echo "INJECTED"
 echo "FIRSTBOOT TEST DONE"
 poweroff -f
-"#;
+"#
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busybox_guest_runs_it_at_first_boot_and_prints_the_hash_it_set() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
-    let started = Instant::now();
     let app = TestApp::start_with(Backend::Sqlite, qemu_options(&[])).await;
 
     // The packages, and the tarball's tree in the guest's initramfs.
@@ -713,53 +706,19 @@ async fn a_busybox_guest_runs_it_at_first_boot_and_prints_the_hash_it_set() {
     }
     let disk_image = guest.build(app.dir.path(), "firstboot");
 
-    let files = ImageServer::start().await;
-    let url = files.put_data("guest.img", std::fs::read(&disk_image).unwrap());
     let alice = app.alice();
-    let vdc = app.alice.vdc_id;
-    alice
-        .job_ok(fetch(&alice, fetch_args(&url, vdc, "firstboot guest")).await)
-        .await;
-    let disk = disks(&alice, vdc)
-        .await
-        .into_iter()
-        .find(|d| d["disk_name"] == "firstboot guest")
-        .unwrap();
+    let disk = app.fetch_guest(&disk_image, "firstboot guest").await;
     // A server on a VLAN has a NIC (on the confined user-mode network here).
-    let vlan = alice
-        .call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": "lan"}))
-        .await["vlan_id"]
-        .as_i64()
-        .unwrap();
+    let vlan = app.vlan("lan").await;
     // The customer's SSH key, given to the server: the metadata document lists it.
-    let public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJPq6JkZdznBikD0F5uhrPqrkPdmj7iMqIo7tz12MBpw alice@laptop";
-    let key = alice
-        .call(
-            "CreateSSHKey",
-            json!({"name": "laptop", "public_key": public_key}),
-        )
-        .await;
-    let server = alice
-        .call(
-            "CreateServer",
-            json!({"vdc_id": vdc, "vlan_id": vlan, "server_name": "firstboot",
-                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
-                   "disk_productoffer_ids": [DISK_20GB], "ssh_key_ids": [key["ssh_key_id"]]}),
-        )
-        .await;
-    let server_id = server["server_id"].as_i64().unwrap();
-    let attached = alice
-        .call(
-            "AttachDisk",
-            json!({"server_id": server_id, "disk_id": disk["disk_id"], "index": 0}),
-        )
-        .await;
-    assert_eq!(attached["result"], 1);
-    let job = alice
-        .call("StartServer", json!({"server_id": server_id}))
-        .await;
-    alice.job_ok(job["job_id"].as_i64().unwrap()).await;
-    let booted = Instant::now();
+    let public_key = LAPTOP_KEY;
+    let server = Boot {
+        name: "firstboot",
+        vlan_id: vlan,
+        ssh_key_ids: vec![app.laptop_key().await],
+        ..Boot::default()
+    };
+    let server_id = app.boot(&disk, server).await;
     // The per-boot secret QEMU hands the guest (the server keeps only its hash), in the VM's
     // runtime directory: under /run when the server runs as root (a confined VM).
     let vms = app.server.data_dir.join("vms");
@@ -774,18 +733,10 @@ async fn a_busybox_guest_runs_it_at_first_boot_and_prints_the_hash_it_set() {
         .unwrap_or_else(|| panic!("no metadata-token for the VMs of {}", vms.display()));
     assert!(token.len() >= 16, "{token:?}");
 
-    let log = console_until(&alice, server_id, DONE, GUEST_TIMEOUT).await;
-    eprintln!(
-        "firstboot: the guest was done {:?} after StartServer ({:?} in all)",
-        booted.elapsed(),
-        started.elapsed()
-    );
+    let log = app
+        .guest_says("firstboot", server_id, DONE, GUEST_TIMEOUT)
+        .await;
     let lines: Vec<&str> = log.lines().map(str::trim).collect();
-    let from_init = lines.iter().position(|l| *l == "GUEST INIT").unwrap_or(0);
-    eprintln!(
-        "firstboot: the guest said:\n{}",
-        lines[from_init..].join("\n")
-    );
     let at = |prefix: &str| -> Vec<&str> {
         lines
             .iter()

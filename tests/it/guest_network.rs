@@ -12,14 +12,12 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_1GB};
-use crate::support::fetch_disk::{disks, fetch, fetch_args};
-use crate::support::guest::{console_until, guest_disk_with, qemu_options};
-use crate::support::image_server::ImageServer;
+use crate::support::guest::{guest_disk_with, guest_init, qemu_options};
+use crate::support::test_app::Boot;
 use crate::support::{Backend, TestApp};
 
 /// Boot under TCG (KVM can hang a Linux guest on nested hosts), DHCP, metadata, probes.
@@ -27,13 +25,8 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
 const DONE: &str = "GUEST DONE";
 
 /// The guest's `/init`. Probes come from the kernel command line (`probe=HOST:PORT`).
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-echo "GUEST INIT"
+const INIT: &str = guest_init!(
+    r#"echo "GUEST INIT"
 for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko || echo "INSMOD FAILED $m"; done
 ip link set lo up
 ip link set eth0 up
@@ -64,12 +57,12 @@ for t in $(cat /proc/cmdline); do
 done
 echo "GUEST DONE"
 poweroff -f
-"#;
+"#
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_reaches_its_metadata_and_nothing_of_the_host() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
-    let started = Instant::now();
     let app = TestApp::start_with(Backend::Sqlite, qemu_options(&[])).await;
     assert!(
         app.server.log_text().contains(
@@ -113,57 +106,19 @@ async fn a_guest_reaches_its_metadata_and_nothing_of_the_host() {
         .join(" ");
 
     let disk_image = guest_disk(app.dir.path(), &format!("quiet {append}"));
-    let files = ImageServer::start().await;
-    let url = files.put_data("guest.img", std::fs::read(&disk_image).unwrap());
-    let alice = app.alice();
-    let vdc = app.alice.vdc_id;
-    alice
-        .job_ok(fetch(&alice, fetch_args(&url, vdc, "linux guest")).await)
-        .await;
-    let disk = disks(&alice, vdc)
-        .await
-        .into_iter()
-        .find(|d| d["disk_name"] == "linux guest")
-        .unwrap();
-    let vlan = alice
-        .call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": "lan"}))
-        .await["vlan_id"]
-        .as_i64()
-        .unwrap();
-    let server = alice
-        .call(
-            "CreateServer",
-            json!({"vdc_id": vdc, "vlan_id": vlan, "server_name": "probe",
-                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_1GB,
-                   "disk_productoffer_ids": [DISK_20GB]}),
-        )
-        .await;
-    let server_id = server["server_id"].as_i64().unwrap();
-    let attached = alice
-        .call(
-            "AttachDisk",
-            json!({"server_id": server_id, "disk_id": disk["disk_id"], "index": 0}),
-        )
-        .await;
-    assert_eq!(attached["result"], 1);
-    let job = alice
-        .call("StartServer", json!({"server_id": server_id}))
-        .await;
-    alice.job_ok(job["job_id"].as_i64().unwrap()).await;
-    let booted = Instant::now();
+    let disk = app.fetch_guest(&disk_image, "linux guest").await;
+    let vlan = app.vlan("lan").await;
+    let server = Boot {
+        name: "probe",
+        vlan_id: vlan,
+        ..Boot::default()
+    };
+    let server_id = app.boot(&disk, server).await;
 
-    let log = console_until(&alice, server_id, DONE, GUEST_TIMEOUT).await;
-    eprintln!(
-        "guest_network: the guest ran its probes {:?} after StartServer ({:?} in all)",
-        booted.elapsed(),
-        started.elapsed()
-    );
+    let log = app
+        .guest_says("guest_network", server_id, DONE, GUEST_TIMEOUT)
+        .await;
     let lines: Vec<&str> = log.lines().map(str::trim).collect();
-    let from_init = lines.iter().position(|l| *l == "GUEST INIT").unwrap_or(0);
-    eprintln!(
-        "guest_network: the guest said:\n{}",
-        lines[from_init..].join("\n")
-    );
 
     let addr = lines
         .iter()
@@ -178,7 +133,8 @@ async fn a_guest_reaches_its_metadata_and_nothing_of_the_host() {
         "{log}"
     );
     assert!(lines.contains(&"METADATA OK"), "{log}");
-    let password = alice
+    let password = app
+        .alice()
         .call("GetServer", json!({"server_id": server_id}))
         .await["initial_password"]
         .as_str()

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod all_vdcs;
 mod api_bad_input;
 mod api_forgery;
 mod api_isolation;

@@ -2,11 +2,11 @@
 //! over WebDriver (`support::browser`), against the real server. The forged-form and cookie
 //! checks use plain HTTP (reqwest) with the session's cookie, on both database engines.
 //!
-//! The fetch test saves the book's two screenshots (README shows the first):
-//! `docs/src/screenshots/panel-fetch-disk.png` (the Fetch Disk/Server dialog) and
-//! `docs/src/screenshots/panel-jobs.png` (the Jobs tab during the fetch).
+//! The fetch test saves the book's two screenshots, `panel-fetch-disk.png` (the Fetch
+//! Disk/Server dialog) and `panel-jobs.png` (the Jobs tab during the fetch), in
+//! `target/tmp/screenshots/`; `scripts/refresh-screenshots.sh` runs it to refresh the
+//! committed ones in `docs/src/screenshots/`.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -16,7 +16,8 @@ use serde_json::json;
 use crate::support::browser::{Browser, DEADLINE};
 use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB, IMAGE_OFFER, SERVER_1CPU_512MB};
 use crate::support::image_server::{ImageServer, Served};
-use crate::support::{Backend, Customer, ServerOptions, TestApp, db_test, id};
+use crate::support::test_app::{csrf_field, screenshot_path, set_cookie};
+use crate::support::{Backend, ServerOptions, TestApp, db_test, id};
 
 /// A server for panel tests: servers only record their state (`--hypervisor none`), and
 /// FetchDisk may fetch from the test's own HTTP server on loopback.
@@ -40,19 +41,6 @@ async fn app_on(backend: Backend, extra: &[&str]) -> TestApp {
     .await
 }
 
-/// Signs `who` in through the sign-in form; the browser lands on the Servers tab.
-async fn sign_in(b: &Browser, base: &str, who: &Customer) {
-    b.goto(&format!("{base}/panel/signin")).await;
-    b.fill("#email", &who.email).await;
-    b.fill("#password", &who.password).await;
-    b.click(".signin button[type=submit]").await;
-    b.wait_until(
-        "location.pathname === '/panel/servers'",
-        "signed in, on the Servers tab",
-    )
-    .await;
-}
-
 /// Bytes that look like a disk image (no long runs of zeros), `len` of them.
 fn image_bytes(len: usize) -> Vec<u8> {
     let mut x: u32 = 0x1234_5678;
@@ -64,12 +52,6 @@ fn image_bytes(len: usize) -> Vec<u8> {
             (x >> 24) as u8 | 1
         })
         .collect()
-}
-
-fn docs(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("docs/src/screenshots")
-        .join(name)
 }
 
 /// Loads `url` again and again until `expression` holds on it (for the tabs that do not poll).
@@ -136,7 +118,7 @@ async fn signed_out_browsers_are_sent_to_sign_in() {
     // (The refused sign-in's 401 is the one console line expected here.)
     let _ = b.console().await;
 
-    sign_in(&b, base, &app.alice).await;
+    app.sign_in(&b, &app.alice).await;
     let cookie = b
         .cookie("extility_panel")
         .await
@@ -174,7 +156,6 @@ async fn signed_out_browsers_are_sent_to_sign_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_disk_dialog_and_the_jobs_tab_follow_a_fetch_without_reloading() {
     let app = app().await;
-    let base = &app.server.url;
     // 12 MiB sent 192 KiB every 150 ms: about ten seconds of fetching to watch.
     let data = image_bytes(12 << 20);
     let checksum = hex::encode(Md5::digest(&data));
@@ -189,7 +170,7 @@ async fn fetch_disk_dialog_and_the_jobs_tab_follow_a_fetch_without_reloading() {
     );
 
     let b = Browser::open(1280, 800).await;
-    sign_in(&b, base, &app.alice).await;
+    app.sign_in(&b, &app.alice).await;
     b.click("ul.tabs a[href='/panel/disks']").await;
     b.wait_until("location.pathname === '/panel/disks'", "on the Disks tab")
         .await;
@@ -238,7 +219,7 @@ async fn fetch_disk_dialog_and_the_jobs_tab_follow_a_fetch_without_reloading() {
         .await;
     b.choose("#fetch-disk-disk_productoffer_id", &DISK_1GB.to_string())
         .await;
-    b.screenshot(&docs("panel-fetch-disk.png")).await;
+    b.screenshot(&screenshot_path("panel-fetch-disk.png")).await;
     let add = b.find("#fetch-disk-form button[type=submit]").await;
     assert_eq!(add.text().await.unwrap(), "Add Disk");
     add.click().await.unwrap();
@@ -263,7 +244,7 @@ async fn fetch_disk_dialog_and_the_jobs_tab_follow_a_fetch_without_reloading() {
     let cell_width =
         "document.querySelector('#job-rows tr td:nth-child(5)').getBoundingClientRect().width";
     let width_running = b.js(&format!("return {cell_width};")).await;
-    b.screenshot(&docs("panel-jobs.png")).await;
+    b.screenshot(&screenshot_path("panel-jobs.png")).await;
     b.wait_until(
         "document.querySelector('#job-rows tr').dataset.status === 'done'",
         "the fetch's row reaches done",
@@ -308,7 +289,7 @@ async fn servers_new_image_and_publishing_to_another_customer() {
         .await;
 
     let b = Browser::open(1280, 900).await;
-    sign_in(&b, base, &app.alice).await;
+    app.sign_in(&b, &app.alice).await;
 
     // A server from the blank image, a server offer and a disk offer.
     b.fill("#create-server-server_name", "web-1").await;
@@ -360,7 +341,16 @@ async fn servers_new_image_and_publishing_to_another_customer() {
     b.wait_for("#first-boot-title").await;
     b.assert_console_clean("servers").await;
 
-    // New Image from its disk.
+    // New Image from its disk. The dialog offers the disks of every VDC, by VDC, with their
+    // servers' state.
+    let second = alice.call("CreateVDC", json!({"vdc_name": "second"})).await;
+    alice
+        .call(
+            "CreateDisk",
+            json!({"vdc_id": second["vdc_id"], "name": "spare",
+                   "disk_productoffer_id": DISK_1GB, "image_id": 0}),
+        )
+        .await;
     b.goto(&format!("{base}/panel/images")).await;
     b.click("a[data-dialog='new-image']").await;
     b.wait_until(
@@ -368,6 +358,19 @@ async fn servers_new_image_and_publishing_to_another_customer() {
         "the New Image dialog opens",
     )
     .await;
+    let groups = b
+        .js("return Array.from(document.querySelectorAll('#new-image-disk_id optgroup')).map(g => [g.label, Array.from(g.querySelectorAll('option')).map(o => o.textContent)]);")
+        .await;
+    assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
+    assert_eq!(groups[1], json!(["VDC second", ["spare (no server)"]]));
+    let first = groups[0][1].as_array().unwrap();
+    assert!(
+        first
+            .iter()
+            .any(|o| o.as_str().unwrap().ends_with("(server web-1, stopped)")),
+        "{groups}"
+    );
+    assert!(!groups.to_string().contains("bobs-secret-disk"), "{groups}");
     b.choose("#new-image-disk_id", &disk_id.to_string()).await;
     b.fill("#new-image-name", "web-1-image").await;
     b.click("#new-image-form button[type=submit]").await;
@@ -427,7 +430,7 @@ async fn servers_new_image_and_publishing_to_another_customer() {
 
     // Bob sees the image, owned by Alice; none of Alice's servers or disks.
     let bob = Browser::open(1280, 900).await;
-    sign_in(&bob, base, &app.bob).await;
+    app.sign_in(&bob, &app.bob).await;
     assert!(
         !bob.text("table.servers").await.contains("web-1"),
         "Bob's servers show Alice's"
@@ -484,7 +487,6 @@ async fn servers_new_image_and_publishing_to_another_customer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_fetch_is_cancelled_from_the_jobs_tab() {
     let app = app().await;
-    let base = &app.server.url;
     let source = ImageServer::start().await;
     // 64 MiB at 16 KiB a tenth of a second: it would take minutes.
     source.put(
@@ -507,7 +509,7 @@ async fn a_slow_fetch_is_cancelled_from_the_jobs_tab() {
         .unwrap();
 
     let b = Browser::open(1280, 800).await;
-    sign_in(&b, base, &app.alice).await;
+    app.sign_in(&b, &app.alice).await;
     b.click("ul.tabs a[href='/panel/jobs']").await;
     b.js("window.panelTestMarker = 'not reloaded'; return null;")
         .await;
@@ -584,7 +586,7 @@ async fn no_page_logs_a_console_error_and_every_page_fits_a_phone() {
         };
         b.goto(&format!("{base}/panel/signin")).await;
         b.assert_console_clean("the sign-in page").await;
-        sign_in(&b, base, &app.alice).await;
+        app.sign_in(&b, &app.alice).await;
         for page in &pages {
             b.goto(&format!("{base}{page}")).await;
             b.wait_for("#main").await;
@@ -608,61 +610,6 @@ async fn no_page_logs_a_console_error_and_every_page_fits_a_phone() {
         }
         b.close().await;
     }
-}
-
-/// The value of the hidden `_csrf` field in a page.
-fn csrf_field(html: &str) -> String {
-    let at = html.find("name=\"_csrf\" value=\"").expect("a _csrf field") + 20;
-    html[at..].split('"').next().unwrap().to_string()
-}
-
-/// The value the response sets cookie `name` to, with its attributes.
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(str::to_string)
-}
-
-fn cookie_value(set_cookie: &str) -> String {
-    set_cookie
-        .split(';')
-        .next()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1
-        .to_string()
-}
-
-/// Signs in with plain HTTP, as the sign-in form does; returns the session cookie's value.
-async fn http_sign_in(http: &reqwest::Client, base: &str, who: &Customer) -> String {
-    let form = http
-        .get(format!("{base}/panel/signin"))
-        .send()
-        .await
-        .unwrap();
-    let signin_cookie = cookie_value(&set_cookie(&form, "extility_panel_signin").unwrap());
-    let token = csrf_field(&form.text().await.unwrap());
-    let response = http
-        .post(format!("{base}/panel/signin"))
-        .header(
-            header::COOKIE,
-            format!("extility_panel_signin={signin_cookie}"),
-        )
-        .form(&[
-            ("_csrf", token.as_str()),
-            ("email", &who.email),
-            ("password", &who.password),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 303);
-    cookie_value(&set_cookie(&response, "extility_panel").expect("a session cookie"))
 }
 
 async fn forged_forms_are_refused(backend: Backend) {
@@ -708,7 +655,7 @@ async fn forged_forms_are_refused(backend: Backend) {
     assert_eq!(refused.status(), 403);
     assert!(set_cookie(&refused, "extility_panel").is_none());
 
-    let session = http_sign_in(&http, base, &app.alice).await;
+    let session = app.http_sign_in(&http, &app.alice).await;
     let cookie = format!("extility_panel={session}");
     let page = http
         .get(format!("{base}/panel/disks"))
@@ -816,27 +763,9 @@ async fn forged_forms_are_refused(backend: Backend) {
     assert!(text.contains("999999"), "{text}");
 
     // A wrong password through the form is a failed login in the audit trail, via the panel.
-    let form = http
-        .get(format!("{base}/panel/signin"))
-        .send()
-        .await
-        .unwrap();
-    let signin_cookie = cookie_value(&set_cookie(&form, "extility_panel_signin").unwrap());
-    let signin_token = csrf_field(&form.text().await.unwrap());
-    let wrong = http
-        .post(format!("{base}/panel/signin"))
-        .header(
-            header::COOKIE,
-            format!("extility_panel_signin={signin_cookie}"),
-        )
-        .form(&[
-            ("_csrf", signin_token.as_str()),
-            ("email", &app.alice.email),
-            ("password", "wrong-password"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let wrong = app
+        .post_sign_in(&http, &app.alice.email, "wrong-password")
+        .await;
     assert_eq!(wrong.status(), 401);
     assert!(set_cookie(&wrong, "extility_panel").is_none());
     let deadline = Instant::now() + DEADLINE;
@@ -923,7 +852,7 @@ async fn administrators_set_an_image_product_offer() {
     let b = Browser::open(1280, 900).await;
 
     // A customer has no such control.
-    sign_in(&b, base, &app.alice).await;
+    app.sign_in(&b, &app.alice).await;
     b.goto(&format!("{base}/panel/images")).await;
     b.wait_for(&format!("#image-{BLANK_IMAGE}")).await;
     assert!(
@@ -936,7 +865,7 @@ async fn administrators_set_an_image_product_offer() {
     b.wait_until("location.pathname === '/panel/signin'", "signed out")
         .await;
 
-    sign_in(&b, base, &admin).await;
+    app.sign_in(&b, &admin).await;
     b.goto(&format!("{base}/panel/images")).await;
     b.click(&format!("#image-{BLANK_IMAGE} details > summary"))
         .await;
@@ -979,7 +908,7 @@ async fn lists_come_a_page_at_a_time() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let session = http_sign_in(&http, base, &app.alice).await;
+    let session = app.http_sign_in(&http, &app.alice).await;
     let get = |path: String| {
         let http = http.clone();
         let session = session.clone();
@@ -1056,7 +985,7 @@ async fn disks_and_servers_are_renamed_and_resized_from_the_panel() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let session = http_sign_in(&http, base, &app.alice).await;
+    let session = app.http_sign_in(&http, &app.alice).await;
     let cookie = format!("extility_panel={session}");
     let page = http
         .get(format!("{base}/panel/disks?vdc_id={vdc}"))
@@ -1141,7 +1070,7 @@ async fn a_customer_keeps_a_bounded_number_of_sessions() {
         .unwrap();
     let mut sessions = Vec::new();
     for _ in 0..21 {
-        sessions.push(http_sign_in(&http, base, &app.alice).await);
+        sessions.push(app.http_sign_in(&http, &app.alice).await);
     }
     let status = |session: String| {
         let http = http.clone();

@@ -17,16 +17,17 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB, DISK_1GB_SIZE, SERVER_1CPU_512MB};
+use crate::support::catalogue::{DISK_1GB, DISK_1GB_SIZE, SERVER_1CPU_512MB};
 use crate::support::fetch_disk::{
     assert_thin_disk_holds, convert_file, data_blocks, fetch, fetch_args, gzip,
 };
-use crate::support::guest::{GuestDisk, console_until, qemu_options};
+use crate::support::guest::{GuestDisk, qemu_options};
 use crate::support::image_server::ImageServer;
 use crate::support::server_db::ServerDb;
-use crate::support::{Api, Backend, TestApp};
+use crate::support::test_app::Boot;
+use crate::support::{Backend, TestApp};
 
 /// Three guests booting at once under TCG, on a machine other tests share.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -158,9 +159,16 @@ async fn fetch_and_boot(app: &TestApp, files: &ImageServer, format: &'static For
         DISK_1GB_SIZE
     );
 
-    let server_id = boot(&alice, vdc, &disk, &format!("guest-{}", format.ext)).await;
+    let name = format!("guest-{}", format.ext);
+    let server = Boot {
+        name: &name,
+        server_offer: SERVER_1CPU_512MB,
+        disk_offer: DISK_1GB,
+        ..Boot::default()
+    };
+    let server_id = app.boot(&disk, server).await;
     let booting = Instant::now();
-    let log = console_until(&alice, server_id, DONE, GUEST_TIMEOUT).await;
+    let log = app.console_until(server_id, DONE, GUEST_TIMEOUT).await;
     let booted_in = booting.elapsed();
     let lines: Vec<&str> = log.lines().map(str::trim).collect();
     let expected = format!("MARKER file={marker} cmdline={marker}");
@@ -175,31 +183,6 @@ async fn fetch_and_boot(app: &TestApp, files: &ImageServer, format: &'static For
         fetched: fetched_in,
         booted: booted_in,
     }
-}
-
-/// A server (no VLAN: the guest needs no network) whose boot disk is `disk`, started.
-async fn boot(alice: &Api, vdc: i64, disk: &Value, name: &str) -> i64 {
-    let server = alice
-        .call(
-            "CreateServer",
-            json!({"vdc_id": vdc, "vlan_id": -1, "server_name": name,
-                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_512MB,
-                   "disk_productoffer_ids": [DISK_1GB]}),
-        )
-        .await;
-    let server_id = server["server_id"].as_i64().unwrap();
-    let attached = alice
-        .call(
-            "AttachDisk",
-            json!({"server_id": server_id, "disk_id": disk["disk_id"], "index": 0}),
-        )
-        .await;
-    assert_eq!(attached["result"], 1);
-    let job = alice
-        .call("StartServer", json!({"server_id": server_id}))
-        .await;
-    alice.job_ok(job["job_id"].as_i64().unwrap()).await;
-    server_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

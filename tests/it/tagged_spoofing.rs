@@ -8,19 +8,14 @@
 
 use serde_json::json;
 
-use crate::support::guest::GuestDisk;
+use crate::support::guest::{GuestDisk, guest_init};
 use crate::support::image_server::ImageServer;
 use crate::tenant_networks::{Netns, WORLD, WORLD_PORT, boot, bridged_app, console, server, vlan};
 
 /// The attacker is the guest whose address is the first of `attack=SELF,VICTIM_IP,VICTIM_MAC,
 /// WORLD,PORT`; any other guest idles.
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-echo "GUEST INIT"
+const INIT: &str = guest_init!(
+    r#"echo "GUEST INIT"
 for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko || echo "INSMOD FAILED $m"; done
 ip link set lo up
 ip link set eth0 up
@@ -72,7 +67,8 @@ if [ -n "$VIP" ]; then
 fi
 echo "GUEST DONE"
 while :; do sleep 3600; done
-"#;
+"#
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_that_tags_its_frames_cannot_pass_for_its_neighbour() {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_512MB};
 use crate::support::fetch_disk::{disks, fetch, fetch_args};
-use crate::support::guest::guest_disk_with;
+use crate::support::guest::{guest_disk_with, guest_init};
 use crate::support::image_server::ImageServer;
 use crate::support::{Api, Backend, ServerOptions, TestApp};
 
@@ -34,13 +34,8 @@ const METADATA_PORT: u16 = 8775;
 /// done, `world=FROM,HOST,PORT` tries HOST:PORT every second until it connects and prints
 /// `WORLD OPEN`. `inject=FROM,CONTROL,TO...` (before the probes) sends `/vxlan.bin` to UDP 4789
 /// of each TO three times with `/usr/bin/socat`, then once to UDP 4790 of CONTROL.
-pub(crate) const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-echo "GUEST INIT"
+pub(crate) const INIT: &str = guest_init!(
+    r#"echo "GUEST INIT"
 for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko || echo "INSMOD FAILED $m"; done
 ip link set lo up
 ip link set eth0 up
@@ -108,7 +103,8 @@ for t in $(cat /proc/cmdline); do
   esac
 done
 while :; do sleep 3600; done
-"#;
+"#
+);
 
 /// A network namespace standing for the host, joined to the test's by a veth pair
 /// (`outside` on the test's side, `inside` on the namespace's), with no route anywhere else.

@@ -8,14 +8,14 @@ use axum::extract::{Path, Query};
 use axum::response::Response;
 use axum::routing::{get, post};
 use maud::{Markup, html};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::layout::{
-    self, Tab, bytes, failed, items, n, outcome_for, post_form, s, select_field, text_field, typed,
-    vdc_options, vdc_picker,
+    self, Tab, bytes, failed, items, opt, options, outcome_for, post_form, select_field,
+    text_field, typed, vdc_options, vdc_picker,
 };
-use super::{Fields, Outcome, Panel, PanelForm, answer, tab_page};
-use crate::error::ApiResult;
+use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
+use crate::ops::{Disk, Snapshot, args, call};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -35,23 +35,6 @@ async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Respo
     let view = Fields(query).only(VIEW);
     let main = render(&panel, &view, None).await;
     tab_page(&panel, Tab::Disks, main).await
-}
-
-/// `(id, name)` options of a list an operation returned.
-pub(super) fn options(list: &ApiResult<Value>, id: &str, name: &str) -> Vec<(String, String)> {
-    list.as_ref()
-        .map(|l| {
-            items(l)
-                .iter()
-                .map(|v| {
-                    (
-                        n(v, id).unwrap_or_default().to_string(),
-                        s(v, name).to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The button that opens a dialog (with JavaScript; without, a link to the page with the
@@ -139,15 +122,15 @@ pub(super) fn fetch_dialog(
 }
 
 /// A job's notice, with the way to the Jobs tab.
-pub(super) fn job_notice(what: Markup, job: &Value) -> Markup {
+pub(super) fn job_notice(what: Markup, job_id: i64) -> Markup {
     html! {
-        (what) ": job " (job.as_i64().unwrap_or_default()) " queued. "
+        (what) ": job " (job_id) " queued. "
         a href=(Tab::Jobs.path()) { "Follow it on the Jobs tab" } "."
     }
 }
 
 async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Markup {
-    let vdcs = match panel.read("ListVDCs", &[]).await {
+    let vdcs = match call::ListVDCs(&panel.ctx, args::ListVDCs::default()).await {
         Ok(vdcs) => vdcs,
         Err(err) => {
             return layout::main(
@@ -163,35 +146,47 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
             html! { p { "You have no VDC yet: make one on the " a href=(Tab::Servers.path()) { "Servers" } " tab." } },
         );
     };
-    let vdc = [("vdc_id", json!(vdc_id))];
     let paged = view.clone().paged();
-    let disks = panel.call_with("ListDisks", &paged, &vdc).await;
-    let servers = panel.read("ListServers", &vdc).await;
-    let disk_offers = panel
-        .read("ListProductOffers", &[("type", json!("disk"))])
-        .await;
-    let disk_offers = options(&disk_offers, "product_offer_id", "name");
+    let disks = call::ListDisks(
+        &panel.ctx,
+        form::<args::ListDisks>(&paged, &[("vdc_id", json!(vdc_id))]),
+    )
+    .await;
+    let servers = call::ListServers(
+        &panel.ctx,
+        args::ListServers {
+            vdc_id,
+            ..Default::default()
+        },
+    )
+    .await;
+    let disk_offers = call::ListProductOffers(
+        &panel.ctx,
+        args::ListProductOffers {
+            r#type: Some("disk".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let disk_offers = options(&disk_offers, |o| (o.product_offer_id, &o.name));
     let mut snapshots = Vec::new();
-    if let Ok(list) = &disks {
-        for disk in items(list) {
-            let disk_id = n(disk, "disk_id").unwrap_or_default();
-            let list = panel
-                .read("ListSnapshots", &[("disk_id", json!(disk_id))])
-                .await
-                .unwrap_or(Value::Null);
-            snapshots.push((disk_id, list));
-        }
+    for disk in items(&disks) {
+        let list = call::ListSnapshots(
+            &panel.ctx,
+            args::ListSnapshots {
+                disk_id: disk.disk_id,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_default();
+        snapshots.push((disk.disk_id, list));
     }
     let server_name = |server_id: i64| -> String {
-        servers
-            .as_ref()
-            .ok()
-            .and_then(|l| {
-                items(l)
-                    .iter()
-                    .find(|v| n(v, "server_id") == Some(server_id))
-            })
-            .map(|v| s(v, "server_name").to_string())
+        items(&servers)
+            .iter()
+            .find(|v| v.server_id == server_id)
+            .map(|v| v.server_name.clone())
             .unwrap_or_else(|| format!("server {server_id}"))
     };
     let csrf = &panel.csrf_token;
@@ -204,12 +199,12 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
             }
             (outcome_for(outcome, "disks"))
             @if let Ok(list) = &disks {
-                (layout::pager(Tab::Disks.path(), &paged, items(list), "disk_id", "after_id"))
+                (layout::pager(Tab::Disks.path(), &paged, list, |d| d.disk_id, "after_id"))
             }
             @match &disks {
                 Err(err) => p.error role="alert" { (err.public_message()) },
                 Ok(list) => {
-                    @if items(list).is_empty() {
+                    @if list.is_empty() {
                         p { "No disks in this VDC yet." }
                     } @else {
                         div.table-wrap {
@@ -223,9 +218,8 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                                     th scope="col" { "Actions" }
                                 } }
                                 tbody {
-                                    @for disk in items(list) {
-                                        @let disk_id = n(disk, "disk_id").unwrap_or_default();
-                                        @let snaps = snapshots.iter().find(|(d, _)| *d == disk_id).map(|(_, l)| l);
+                                    @for disk in list {
+                                        @let snaps = snapshots.iter().find(|(d, _)| *d == disk.disk_id).map(|(_, l)| l.as_slice());
                                         (disk_row(csrf, vdc_id, disk, snaps, &vdc_choices, &disk_offers, &server_name, outcome))
                                     }
                                 }
@@ -256,15 +250,15 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
 fn disk_row(
     csrf: &str,
     vdc_id: i64,
-    disk: &Value,
-    snapshots: Option<&Value>,
+    disk: &Disk,
+    snapshots: Option<&[Snapshot]>,
     vdcs: &[(String, String)],
     disk_offers: &[(String, String)],
     server_name: &dyn Fn(i64) -> String,
     outcome: Option<&Outcome>,
 ) -> Markup {
-    let id = n(disk, "disk_id").unwrap_or_default();
-    let name = s(disk, "disk_name");
+    let id = disk.disk_id;
+    let name = disk.disk_name.as_str();
     let slot = format!("disk-{id}");
     let form = |action: &str, body: Markup| {
         post_form(
@@ -275,23 +269,23 @@ fn disk_row(
             html! { input type="hidden" name="vdc_id" value=(vdc_id); (body) },
         )
     };
-    let snapshots = snapshots.map(items).unwrap_or(&[]);
+    let snapshots = snapshots.unwrap_or(&[]);
     html! {
         tr id=(slot) {
             th scope="row" { (name) }
-            td.nowrap { (bytes(n(disk, "capacity").unwrap_or(0))) }
+            td.nowrap { (bytes(disk.capacity)) }
             td {
-                @match n(disk, "server_id") {
+                @match disk.server_id {
                     Some(server) => { "attached to " (server_name(server)) },
                     None => "available",
                 }
             }
             td {
-                (s(disk, "media"))
-                @let format = s(disk, "source_format");
+                (disk.media)
+                @let format = opt(&disk.source_format);
                 @if !format.is_empty() { br; small { "fetched as " (format) } }
             }
-            td { (layout::time(s(disk, "created"))) }
+            td { (layout::time(disk.created)) }
             td.actions {
                 (outcome_for(outcome, &slot))
                 (form("snapshot", html! {
@@ -305,9 +299,9 @@ fn disk_row(
                         summary { "Snapshots (" (snapshots.len()) ")" }
                         ul.plain {
                             @for snap in snapshots {
-                                @let snap_id = n(snap, "snapshot_id").unwrap_or_default();
+                                @let snap_id = snap.snapshot_id;
                                 li {
-                                    (s(snap, "snapshot_name")) " " small { (layout::time(s(snap, "created"))) }
+                                    (snap.snapshot_name) " " small { (layout::time(snap.created)) }
                                     (post_form(csrf, &format!("/panel/snapshots/{snap_id}/clone"),
                                         &format!("snapshot-{snap_id}-clone"), "inline", html! {
                                         input type="hidden" name="from_disk" value=(id);
@@ -344,7 +338,7 @@ fn disk_row(
                         button type="submit" { "Grow" }
                     }))
                 }
-                @if n(disk, "server_id").is_none() {
+                @if disk.server_id.is_none() {
                     details.danger {
                         summary { "Delete…" }
                         (form("delete", html! {
@@ -359,15 +353,17 @@ fn disk_row(
 }
 
 async fn fetch(PanelForm(panel, fields): PanelForm) -> Response {
-    let result = panel
-        .call_with("FetchDisk", &fields, &[("make_image", json!(false))])
-        .await
-        .map(|job| {
-            job_notice(
-                html! { "Fetching disk " (fields.get("name").unwrap_or("")) },
-                &job,
-            )
-        });
+    let result = call::FetchDisk(
+        &panel.ctx,
+        form::<args::FetchDisk>(&fields, &[("make_image", json!(false))]),
+    )
+    .await
+    .map(|job| {
+        job_notice(
+            html! { "Fetching disk " (fields.get("name").unwrap_or("")) },
+            job,
+        )
+    });
     // Done, the dialog closes and the notice shows above the table; failed, the dialog shows
     // the error.
     let slot = if result.is_ok() {
@@ -389,10 +385,9 @@ async fn fetch(PanelForm(panel, fields): PanelForm) -> Response {
 }
 
 async fn create(PanelForm(panel, fields): PanelForm) -> Response {
-    let result = panel
-        .call_with("CreateDisk", &fields, &[])
+    let result = call::CreateDisk(&panel.ctx, form::<args::CreateDisk>(&fields, &[]))
         .await
-        .map(|disk| html! { "Disk " (s(&disk, "disk_name")) " created." });
+        .map(|disk| html! { "Disk " (disk.disk_name) " created." });
     let view = fields.only(&["vdc_id"]);
     answer(
         &panel,
@@ -412,22 +407,18 @@ async fn action(
 ) -> Response {
     let disk = [("disk_id", json!(disk_id))];
     let result = match action.as_str() {
-        "snapshot" => panel
-            .call_with("CreateDiskSnapshot", &fields, &disk)
+        "snapshot" => call::CreateDiskSnapshot(&panel.ctx, form(&fields, &disk))
             .await
-            .map(|snap| html! { "Snapshot " (s(&snap, "snapshot_name")) " taken." }),
-        "delete" => panel
-            .call_with("DeleteDisk", &fields, &disk)
+            .map(|snap| html! { "Snapshot " (snap.snapshot_name) " taken." }),
+        "delete" => call::DeleteDisk(&panel.ctx, form(&fields, &disk))
             .await
             .map(|_| html! { "Disk deleted." }),
-        "rename" => panel
-            .call_with("RenameDisk", &fields, &disk)
+        "rename" => call::RenameDisk(&panel.ctx, form(&fields, &disk))
             .await
-            .map(|d| html! { "Disk renamed " (s(&d, "disk_name")) "." }),
-        "resize" => panel
-            .call_with("ResizeDisk", &fields, &disk)
+            .map(|d| html! { "Disk renamed " (d.disk_name) "." }),
+        "resize" => call::ResizeDisk(&panel.ctx, form(&fields, &disk))
             .await
-            .map(|d| html! { "Disk grown to " (bytes(n(&d, "capacity").unwrap_or(0))) "." }),
+            .map(|d| html! { "Disk grown to " (bytes(d.capacity)) "." }),
         _ => return super::not_found(),
     };
     // A deleted disk's row is gone: its message shows above the table.
@@ -441,10 +432,12 @@ async fn action(
 }
 
 async fn clone(Path(snapshot_id): Path<i64>, PanelForm(panel, fields): PanelForm) -> Response {
-    let result = panel
-        .call_with("CloneDisk", &fields, &[("snapshot_id", json!(snapshot_id))])
-        .await
-        .map(|disk| html! { "Disk " (s(&disk, "disk_name")) " cloned." });
+    let result = call::CloneDisk(
+        &panel.ctx,
+        form(&fields, &[("snapshot_id", json!(snapshot_id))]),
+    )
+    .await
+    .map(|disk| html! { "Disk " (disk.disk_name) " cloned." });
     let slot = match fields.get("from_disk") {
         Some(disk) if result.is_err() => format!("disk-{disk}"),
         _ => "disks".to_string(),

@@ -10,14 +10,15 @@ use axum::extract::{Path, Query};
 use axum::response::Response;
 use axum::routing::{get, post};
 use maud::{Markup, html};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::disks::{dialog, dialog_button, fetch_dialog, job_notice, options};
+use super::disks::{dialog, dialog_button, fetch_dialog, job_notice};
 use super::layout::{
-    self, Tab, bytes, items, n, outcome_for, post_form, s, server_status, text_field, typed,
+    self, Tab, bytes, items, options, outcome_for, post_form, server_status, text_field, typed,
     vdc_options,
 };
-use super::{Fields, Outcome, Panel, PanelForm, answer, tab_page};
+use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
+use crate::ops::{Image, ImageShare, args, call};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -38,8 +39,8 @@ async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Respo
 }
 
 /// Who owns an image, in words.
-fn owner(panel: &Panel, image: &Value) -> String {
-    match s(image, "owner") {
+fn owner(panel: &Panel, image: &Image) -> String {
+    match image.owner.as_str() {
         o if o == panel.ctx.caller.customer_uuid => "you".into(),
         "platform" => "the platform".into(),
         o => format!("customer {o}"),
@@ -48,68 +49,71 @@ fn owner(panel: &Panel, image: &Value) -> String {
 
 async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Markup {
     let paged = view.clone().paged();
-    let images = panel.call_with("ListImages", &paged, &[]).await;
-    let vdcs = panel.read("ListVDCs", &[]).await.unwrap_or(Value::Null);
+    let images = call::ListImages(&panel.ctx, form::<args::ListImages>(&paged, &[])).await;
+    let vdcs = call::ListVDCs(&panel.ctx, args::ListVDCs::default())
+        .await
+        .unwrap_or_default();
     let (vdc_choices, chosen) = vdc_options(&vdcs, view);
-    let disk_offers = panel
-        .read("ListProductOffers", &[("type", json!("disk"))])
-        .await;
-    let disk_offers = options(&disk_offers, "product_offer_id", "name");
+    let offers_of = |kind: &str| args::ListProductOffers {
+        r#type: Some(kind.into()),
+        ..Default::default()
+    };
+    let disk_offers = call::ListProductOffers(&panel.ctx, offers_of("disk")).await;
+    let disk_offers = options(&disk_offers, |o| (o.product_offer_id, &o.name));
     let admin = panel.ctx.caller.is_admin;
     let image_offers = if admin {
-        let offers = panel
-            .read("ListProductOffers", &[("type", json!("image"))])
-            .await;
-        options(&offers, "product_offer_id", "name")
+        let offers = call::ListProductOffers(&panel.ctx, offers_of("image")).await;
+        options(&offers, |o| (o.product_offer_id, &o.name))
     } else {
         Vec::new()
     };
-    // The disks New Image can copy, by VDC, with their servers' state.
-    let mut disks: Vec<(String, Vec<(String, String)>)> = Vec::new();
-    for vdc in items(&vdcs) {
-        let vdc_arg = [("vdc_id", json!(n(vdc, "vdc_id")))];
-        let (Ok(list), servers) = (
-            panel.read("ListDisks", &vdc_arg).await,
-            panel
-                .read("ListServers", &vdc_arg)
-                .await
-                .unwrap_or(Value::Null),
-        ) else {
-            continue;
-        };
-        let choices = items(&list)
+    // The disks New Image can copy, by VDC, with their servers' state: every VDC's in one
+    // call each.
+    let all_disks = call::ListAllDisks(&panel.ctx, args::ListAllDisks::default()).await;
+    let all_servers = call::ListAllServers(&panel.ctx, args::ListAllServers::default())
+        .await
+        .unwrap_or_default();
+    let disks: Vec<(String, Vec<(String, String)>)> = match &all_disks {
+        Err(_) => Vec::new(),
+        Ok(all_disks) => vdcs
             .iter()
-            .map(|d| {
-                let server = n(d, "server_id").and_then(|id| {
-                    items(&servers)
-                        .iter()
-                        .find(|v| n(v, "server_id") == Some(id))
-                });
-                let label = match server {
-                    Some(v) => format!(
-                        "{} (server {}, {})",
-                        s(d, "disk_name"),
-                        s(v, "server_name"),
-                        server_status(n(v, "status").unwrap_or(0))
-                    ),
-                    None => format!("{} (no server)", s(d, "disk_name")),
-                };
-                (n(d, "disk_id").unwrap_or_default().to_string(), label)
+            .map(|vdc| {
+                let choices = all_disks
+                    .iter()
+                    .filter(|d| d.vdc_id == vdc.vdc_id)
+                    .map(|d| {
+                        let server = d
+                            .server_id
+                            .and_then(|id| all_servers.iter().find(|v| v.server_id == id));
+                        let label = match server {
+                            Some(v) => format!(
+                                "{} (server {}, {})",
+                                d.disk_name,
+                                v.server_name,
+                                server_status(v.status)
+                            ),
+                            None => format!("{} (no server)", d.disk_name),
+                        };
+                        (d.disk_id.to_string(), label)
+                    })
+                    .collect();
+                (vdc.vdc_name.clone(), choices)
             })
-            .collect();
-        disks.push((s(vdc, "vdc_name").to_string(), choices));
-    }
+            .collect(),
+    };
     let mut shares = Vec::new();
-    if let Ok(list) = &images {
-        for image in items(list) {
-            if s(image, "owner") == panel.ctx.caller.customer_uuid {
-                let id = n(image, "image_id").unwrap_or_default();
-                if let Ok(list) = panel
-                    .read("ListImageShares", &[("image_id", json!(id))])
-                    .await
-                {
-                    shares.push((id, list));
-                }
+    for image in items(&images) {
+        if image.owner == panel.ctx.caller.customer_uuid {
+            let list = call::ListImageShares(
+                &panel.ctx,
+                args::ListImageShares {
+                    image_id: image.image_id,
+                    ..Default::default()
+                },
+            )
+            .await;
+            if let Ok(list) = list {
+                shares.push((image.image_id, list));
             }
         }
     }
@@ -123,12 +127,12 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
             }
             (outcome_for(outcome, "images"))
             @if let Ok(list) = &images {
-                (layout::pager(Tab::Images.path(), &paged, items(list), "image_id", "after_id"))
+                (layout::pager(Tab::Images.path(), &paged, list, |i| i.image_id, "after_id"))
             }
             @match &images {
                 Err(err) => p.error role="alert" { (err.public_message()) },
                 Ok(list) => {
-                    @if items(list).is_empty() {
+                    @if list.is_empty() {
                         p { "No images yet." }
                     } @else {
                         div.table-wrap {
@@ -142,9 +146,8 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                                     th scope="col" { "Actions" }
                                 } }
                                 tbody {
-                                    @for image in items(list) {
-                                        @let id = n(image, "image_id").unwrap_or_default();
-                                        @let own_shares = shares.iter().find(|(i, _)| *i == id).map(|(_, l)| l);
+                                    @for image in list {
+                                        @let own_shares = shares.iter().find(|(i, _)| *i == image.image_id).map(|(_, l)| l.as_slice());
                                         (image_row(panel, image, own_shares, &image_offers, outcome))
                                     }
                                 }
@@ -214,16 +217,16 @@ fn new_image_dialog(
 
 fn image_row(
     panel: &Panel,
-    image: &Value,
-    shares: Option<&Value>,
+    image: &Image,
+    shares: Option<&[ImageShare]>,
     image_offers: &[(String, String)],
     outcome: Option<&Outcome>,
 ) -> Markup {
     let csrf = &panel.csrf_token;
-    let id = n(image, "image_id").unwrap_or_default();
-    let name = s(image, "image_name");
+    let id = image.image_id;
+    let name = image.image_name.as_str();
     let slot = format!("image-{id}");
-    let mine = s(image, "owner") == panel.ctx.caller.customer_uuid;
+    let mine = image.owner == panel.ctx.caller.customer_uuid;
     let form = |action: &str, body: Markup| {
         post_form(
             csrf,
@@ -233,14 +236,14 @@ fn image_row(
             body,
         )
     };
-    let offer = n(image, "product_offer_id");
+    let offer = image.product_offer_id;
     html! {
         tr id=(slot) {
             th scope="row" { (name) }
             td { (owner(panel, image)) }
-            td { (s(image, "visibility")) }
-            td.nowrap { (bytes(n(image, "size").unwrap_or(0))) br; small { (s(image, "media")) } }
-            td { (layout::time(s(image, "created"))) }
+            td { (image.visibility) }
+            td.nowrap { (bytes(image.size)) br; small { (image.media) } }
+            td { (layout::time(image.created)) }
             td.actions {
                 (outcome_for(outcome, &slot))
                 @if mine || panel.ctx.caller.is_admin {
@@ -262,16 +265,16 @@ fn image_row(
                                 }
                                 button type="submit" { "Publish" }
                             }))
-                            @if let Some(shares) = shares && !items(shares).is_empty() {
+                            @if let Some(shares) = shares && !shares.is_empty() {
                                 p.small { "Published to:" }
                                 ul.plain {
-                                    @for share in items(shares) {
+                                    @for share in shares {
                                         li {
-                                            (s(share, "kind")) " " code { (s(share, "uuid")) }
+                                            (share.kind) " " code { (share.uuid) }
                                             (form("revoke", html! {
-                                                input type="hidden" name="publish_to" value=(s(share, "uuid"));
+                                                input type="hidden" name="publish_to" value=(share.uuid);
                                                 button.small type="submit"
-                                                    aria-label=(format!("Revoke {name} from {}", s(share, "uuid"))) { "Revoke" }
+                                                    aria-label=(format!("Revoke {name} from {}", share.uuid)) { "Revoke" }
                                             }))
                                         }
                                     }
@@ -306,15 +309,17 @@ fn image_row(
 }
 
 async fn fetch(PanelForm(panel, fields): PanelForm) -> Response {
-    let result = panel
-        .call_with("FetchDisk", &fields, &[("make_image", json!(true))])
-        .await
-        .map(|job| {
-            job_notice(
-                html! { "Fetching image " (fields.get("name").unwrap_or("")) },
-                &job,
-            )
-        });
+    let result = call::FetchDisk(
+        &panel.ctx,
+        form::<args::FetchDisk>(&fields, &[("make_image", json!(true))]),
+    )
+    .await
+    .map(|job| {
+        job_notice(
+            html! { "Fetching image " (fields.get("name").unwrap_or("")) },
+            job,
+        )
+    });
     let slot = if result.is_ok() {
         "images"
     } else {
@@ -333,13 +338,12 @@ async fn fetch(PanelForm(panel, fields): PanelForm) -> Response {
 }
 
 async fn new_image(PanelForm(panel, fields): PanelForm) -> Response {
-    let result = panel
-        .call_with("CreateImage", &fields, &[])
+    let result = call::CreateImage(&panel.ctx, form::<args::CreateImage>(&fields, &[]))
         .await
         .map(|job| {
             job_notice(
                 html! { "Making image " (fields.get("name").unwrap_or("")) },
-                &job,
+                job,
             )
         });
     let slot = if result.is_ok() {
@@ -363,18 +367,42 @@ async fn action(
     Path((image_id, action)): Path<(i64, String)>,
     PanelForm(panel, fields): PanelForm,
 ) -> Response {
-    let (operation, done) = match action.as_str() {
-        "rename" => ("RenameImage", "Renamed."),
-        "publish" => ("PublishImage", "Published."),
-        "revoke" => ("RevokeImage", "Revoked."),
-        "delete" => ("DeleteImage", "Image deleted."),
-        "offer" => ("SetImageProductOffer", "Product offer set."),
+    let image = [("image_id", json!(image_id))];
+    let ctx = &panel.ctx;
+    let (result, done) = match action.as_str() {
+        "rename" => (
+            call::RenameImage(ctx, form(&fields, &image))
+                .await
+                .map(drop),
+            "Renamed.",
+        ),
+        "publish" => (
+            call::PublishImage(ctx, form(&fields, &image))
+                .await
+                .map(drop),
+            "Published.",
+        ),
+        "revoke" => (
+            call::RevokeImage(ctx, form(&fields, &image))
+                .await
+                .map(drop),
+            "Revoked.",
+        ),
+        "delete" => (
+            call::DeleteImage(ctx, form(&fields, &image))
+                .await
+                .map(drop),
+            "Image deleted.",
+        ),
+        "offer" => (
+            call::SetImageProductOffer(ctx, form(&fields, &image))
+                .await
+                .map(drop),
+            "Product offer set.",
+        ),
         _ => return super::not_found(),
     };
-    let result = panel
-        .call_with(operation, &fields, &[("image_id", json!(image_id))])
-        .await
-        .map(|_| html! { (done) });
+    let result = result.map(|()| html! { (done) });
     let slot = if action == "delete" && result.is_ok() {
         "images".to_string()
     } else {

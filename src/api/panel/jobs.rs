@@ -9,10 +9,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::layout::{self, Tab, bytes, items, job_status, n, post_form, s};
-use super::{Fields, Outcome, Panel, PanelForm, answer, tab_page};
+use super::layout::{self, Tab, bytes, job_status, opt, post_form};
+use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
+use crate::ops::{Job, args, call};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -36,7 +37,7 @@ const ACTIONS: &str = "job-actions";
 
 async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Markup {
     let view = &view.clone().paged();
-    let jobs = panel.call_with("ListJobs", view, &[]).await;
+    let jobs = call::ListJobs(&panel.ctx, form::<args::ListJobs>(view, &[])).await;
     layout::main(
         "Jobs",
         html! {
@@ -55,7 +56,7 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                 }
             }
             @if let Ok(list) = &jobs {
-                (layout::pager(Tab::Jobs.path(), view, items(list), "job_id", "before_id"))
+                (layout::pager(Tab::Jobs.path(), view, list, |j| j.job_id, "before_id"))
             }
             @match &jobs {
                 Err(err) => p.error role="alert" { (err.public_message()) },
@@ -90,9 +91,8 @@ fn unfinished(status: i64) -> bool {
 }
 
 /// The rows, as the fragment htmx polls.
-fn job_rows(panel: &Panel, view: &Fields, jobs: &Value) -> Markup {
-    let list = items(jobs);
-    let busy = list.iter().any(|j| unfinished(n(j, "status").unwrap_or(0)));
+fn job_rows(panel: &Panel, view: &Fields, list: &[Job]) -> Markup {
+    let busy = list.iter().any(|j| unfinished(j.status));
     let every = if busy { "every 1s" } else { "every 5s" };
     html! {
         tbody #job-rows hx-get=(format!("/panel/jobs/rows{}", view.query_string()))
@@ -105,26 +105,26 @@ fn job_rows(panel: &Panel, view: &Fields, jobs: &Value) -> Markup {
     }
 }
 
-fn job_row(panel: &Panel, job: &Value) -> Markup {
-    let id = n(job, "job_id").unwrap_or_default();
-    let status = n(job, "status").unwrap_or_default();
-    let done = n(job, "bytes_done").unwrap_or(0);
-    let total = n(job, "bytes_total");
-    let percent = n(job, "progress").unwrap_or(0).clamp(0, 100);
+fn job_row(panel: &Panel, job: &Job) -> Markup {
+    let id = job.job_id;
+    let status = job.status;
+    let done = job.bytes_done;
+    let total = job.bytes_total;
+    let percent = job.progress.clamp(0, 100);
     let figures = match total {
         Some(total) if total > 0 => format!("{} of {} · {percent}%", bytes(done), bytes(total)),
         _ if done > 0 => format!("{} · {percent}%", bytes(done)),
         _ => format!("{percent}%"),
     };
-    let phase = s(job, "phase");
-    let error = s(job, "error_message");
+    let phase = opt(&job.phase);
+    let error = opt(&job.error_message);
     html! {
         tr id=(format!("job-{id}")) data-status=(job_status(status)) {
             td.num { (id) }
-            td { (s(job, "job_type")) }
+            td { (job.job_type) }
             td.name {
-                (s(job, "name"))
-                @if let (Some(kind), Some(item)) = (job.get("item_type").and_then(Value::as_str), n(job, "item_id")) {
+                (job.name)
+                @if let (Some(kind), Some(item)) = (&job.item_type, job.item_id) {
                     br; small { (kind) " " (item) }
                 }
             }
@@ -143,11 +143,11 @@ fn job_row(panel: &Panel, job: &Value) -> Markup {
             td.error-text {
                 @if !error.is_empty() {
                     (error)
-                    @let code = s(job, "error_code");
+                    @let code = opt(&job.error_code);
                     @if !code.is_empty() { br; small { (code) } }
                 }
             }
-            td { (layout::time(s(job, "created"))) }
+            td { (layout::time(job.created)) }
             td {
                 @if unfinished(status) {
                     (post_form(&panel.csrf_token, &format!("/panel/jobs/{id}/cancel"),
@@ -167,7 +167,7 @@ async fn rows(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     let view = Fields(query).only(VIEW).paged();
-    let markup = match panel.call_with("ListJobs", &view, &[]).await {
+    let markup = match call::ListJobs(&panel.ctx, form::<args::ListJobs>(&view, &[])).await {
         Ok(jobs) => job_rows(&panel, &view, &jobs),
         // Keep polling; say what is wrong in the table.
         Err(err) => html! {
@@ -185,10 +185,9 @@ async fn rows(
 }
 
 async fn cancel(Path(job_id): Path<i64>, PanelForm(panel, fields): PanelForm) -> Response {
-    let result = panel
-        .call_with("CancelJob", &fields, &[("job_id", json!(job_id))])
+    let result = call::CancelJob(&panel.ctx, form(&fields, &[("job_id", json!(job_id))]))
         .await
-        .map(|job| html! { "Job " (job_id) " (" (s(&job, "name")) "): cancelling." });
+        .map(|job| html! { "Job " (job_id) " (" (job.name) "): cancelling." });
     let view = fields.only(VIEW);
     answer(
         &panel,

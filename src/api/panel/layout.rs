@@ -1,11 +1,14 @@
 //! The panel's page shell and the small pieces every tab renders with: the document, the tab
 //! bar, forms that carry the anti-forgery token and post through htmx, what an action did
-//! (next to the form that did it), and the formatting of sizes, times and statuses.
+//! (next to the form that did it), and the formatting of sizes, times and statuses. Tabs read
+//! the typed records the operations return (`crate::ops::call`), never fields by name.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use serde_json::Value;
 
 use super::{Fields, Outcome};
+use crate::error::ApiResult;
+use crate::ops::Vdc;
+use crate::ops::wire::Timestamp;
 
 /// The panel's tabs, in the order the bar shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,19 +203,28 @@ pub fn select_field(
     }
 }
 
-/// A string field of an operation's result.
-pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
+/// An optional text of a record, or nothing.
+pub fn opt(text: &Option<String>) -> &str {
+    text.as_deref().unwrap_or("")
 }
 
-/// A number field of an operation's result.
-pub fn n(v: &Value, key: &str) -> Option<i64> {
-    v.get(key).and_then(Value::as_i64)
+/// The items of a list an operation returned, or none when it failed.
+pub fn items<T>(list: &ApiResult<Vec<T>>) -> &[T] {
+    list.as_ref().map(Vec::as_slice).unwrap_or(&[])
 }
 
-/// The items of a list an operation returned.
-pub fn items(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+/// `(id, name)` options of a list an operation returned (none when it failed).
+pub fn options<T>(
+    list: &ApiResult<Vec<T>>,
+    option: impl Fn(&T) -> (i64, &str),
+) -> Vec<(String, String)> {
+    items(list)
+        .iter()
+        .map(|item| {
+            let (id, name) = option(item);
+            (id.to_string(), name.to_string())
+        })
+        .collect()
 }
 
 /// Bytes for people: `512 MiB`, `1.5 GiB`.
@@ -231,11 +243,12 @@ pub fn bytes(n: i64) -> String {
     }
 }
 
-/// An RFC 3339 time as `2024-05-01 12:34` (UTC), in a `time` element.
-pub fn time(rfc3339: &str) -> Markup {
-    let shown = chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-        .unwrap_or_else(|_| rfc3339.to_string());
+/// A time as `2024-05-01 12:34` (UTC), in a `time` element whose `datetime` is RFC 3339, as
+/// the API shows it.
+pub fn time(at: Timestamp) -> Markup {
+    let at = chrono::DateTime::from_timestamp_millis(at.0).unwrap_or_default();
+    let rfc3339 = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let shown = at.format("%Y-%m-%d %H:%M").to_string();
     html! { time datetime=(rfc3339) { (shown) } }
 }
 
@@ -265,15 +278,10 @@ pub fn job_status(status: i64) -> &'static str {
 }
 
 /// The options of the VDC picker, and the VDC shown (`vdc_id` in the view, else the first).
-pub fn vdc_options(vdcs: &Value, view: &Fields) -> (Vec<(String, String)>, Option<i64>) {
-    let options: Vec<(String, String)> = items(vdcs)
+pub fn vdc_options(vdcs: &[Vdc], view: &Fields) -> (Vec<(String, String)>, Option<i64>) {
+    let options: Vec<(String, String)> = vdcs
         .iter()
-        .map(|v| {
-            (
-                n(v, "vdc_id").unwrap_or_default().to_string(),
-                s(v, "vdc_name").to_string(),
-            )
-        })
+        .map(|v| (v.vdc_id.to_string(), v.vdc_name.clone()))
         .collect();
     let chosen = view
         .get("vdc_id")
@@ -299,14 +307,14 @@ pub fn raw(html: &'static str) -> PreEscaped<&'static str> {
 }
 
 /// The links under a paged list at `path` (shown with `view`): to the next page, after the
-/// last item's `id_field`, when the page is full, and back to the first when this is not it.
+/// last item's id (`id`), when the page is full, and back to the first when this is not it.
 /// `cursor` is the list operation's cursor argument (`after_id`, or `before_id` for the
 /// newest-first lists).
-pub fn pager(
+pub fn pager<T>(
     path: &str,
     view: &super::Fields,
-    list: &[Value],
-    id_field: &str,
+    list: &[T],
+    id: impl Fn(&T) -> i64,
     cursor: &str,
 ) -> Markup {
     let page_size = view
@@ -314,7 +322,7 @@ pub fn pager(
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(super::PAGE_SIZE as usize);
     let next = (list.len() >= page_size)
-        .then(|| list.last().and_then(|last| n(last, id_field)))
+        .then(|| list.last().map(id))
         .flatten();
     let first = view.get(cursor).is_some();
     html! {
@@ -348,10 +356,7 @@ mod tests {
 
     #[test]
     fn text_is_escaped() {
-        let page = main(
-            "<b>",
-            html! { (s(&serde_json::json!({"x": "<script>"}), "x")) },
-        );
+        let page = main("<b>", html! { ("<script>") });
         let page = page.into_string();
         assert!(page.contains("&lt;b&gt;") && page.contains("&lt;script&gt;"));
     }

@@ -1,15 +1,15 @@
 //! The web control panel at `/panel/`: an adapter like SOAP and JSON, for people.
 //!
-//! Every page and every action calls operations by name through `crate::ops::registry`, the
-//! entry point the JSON adapter uses, with a JSON-shaped map of arguments and a `Ctx` whose
-//! origin says `via` panel (so the audit trail records panel calls like any other), and renders
-//! what they return, or the error's message next to the form that caused it. The arguments
-//! are built from the form's (or the query string's) fields by the operation's own parameter
-//! list ([`arguments`]): a field named like a parameter is that argument, converted by its wire
-//! type, and fields that name no parameter are ignored. An operation that gains an optional
-//! argument (a page size, a filter) takes it from a field or query parameter of that name
-//! with no change here. The panel has no logic of its own: what may be done, by whom, is the
-//! operations'.
+//! Every page and every action calls operations through their typed calls
+//! (`crate::ops::call::ListDisks(ctx, args)`), which go through the entry point the SOAP and
+//! JSON adapters use, with a `Ctx` whose origin says `via` panel (so the audit trail records
+//! panel calls like any other), and renders the typed records they return, or the error's
+//! message next to the form that caused it. A form's arguments are built from its (or the
+//! query string's) fields by the operation's own parameter list ([`form`]): a field named like
+//! a parameter is that argument, converted by its wire type and decoded inside the call, and
+//! fields that name no parameter are ignored. An operation that gains an optional argument (a
+//! page size, a filter) takes it from a field or query parameter of that name with no change
+//! here. The panel has no logic of its own: what may be done, by whom, is the operations'.
 //!
 //! HTML is rendered on the server with `maud` (templates compiled into the binary); htmx
 //! (`assets/htmx.min.js`, served by the binary) swaps a tab's `main` after an action and
@@ -40,9 +40,9 @@ use serde_json::{Map, Value};
 
 use super::auth::ClientAddress;
 use crate::error::{ApiError, ApiResult};
-use crate::ops::registry::{self, Operation};
+use crate::ops::registry::{self, Arguments, Input, Param};
 use crate::ops::wire::WireType;
-use crate::ops::{Ctx, Via};
+use crate::ops::{Ctx, Via, args, call};
 use crate::state::AppState;
 use layout::Tab;
 
@@ -210,13 +210,13 @@ fn argument(ty: WireType, text: &str) -> Value {
     }
 }
 
-/// The arguments of `op` from form or query fields, by the operation's parameters: a field
-/// named like a parameter is that argument (every field of the name, for a list); an empty
-/// field of an optional parameter is not given; a boolean parameter without its field (an
-/// unticked checkbox) is false. Fields that name no parameter are ignored.
-pub fn arguments(op: &Operation, fields: &Fields) -> Map<String, Value> {
+/// The arguments of an operation from form or query fields, by its parameters (`params`): a
+/// field named like a parameter is that argument (every field of the name, for a list); an
+/// empty field of an optional parameter is not given; a boolean parameter without its field
+/// (an unticked checkbox) is false. Fields that name no parameter are ignored.
+pub fn arguments(params: &[Param], fields: &Fields) -> Map<String, Value> {
     let mut args = Map::new();
-    for param in op.params {
+    for param in params {
         match param.ty {
             WireType::Array(item) => {
                 let values: Vec<Value> = fields
@@ -252,33 +252,15 @@ pub struct Panel {
     pub htmx: bool,
 }
 
-impl Panel {
-    /// Calls operation `name` with `args`, exactly as the JSON adapter does.
-    pub async fn call(&self, name: &str, args: Map<String, Value>) -> ApiResult<Value> {
-        let op = registry::find_or_suggest(name)?;
-        (op.call)(&self.ctx, args).await
+/// The arguments of operation `A` as a form gives them ([`arguments`]), then `fixed` ones
+/// (from the URL, or what a button means: `make_image`), which win. The typed call decodes
+/// them, so that a field it refuses is its error, shown next to the form.
+pub fn form<A: Arguments>(fields: &Fields, fixed: &[(&str, Value)]) -> Input<A> {
+    let mut raw = arguments(A::PARAMS, fields);
+    for (k, v) in fixed {
+        raw.insert((*k).to_string(), v.clone());
     }
-
-    /// Calls operation `name` with the arguments `fields` give it ([`arguments`]), then
-    /// `fixed` ones (from the URL, or what a button means: `make_image`), which win.
-    pub async fn call_with(
-        &self,
-        name: &str,
-        fields: &Fields,
-        fixed: &[(&str, Value)],
-    ) -> ApiResult<Value> {
-        let op = registry::find_or_suggest(name)?;
-        let mut args = arguments(op, fields);
-        for (k, v) in fixed {
-            args.insert((*k).to_string(), v.clone());
-        }
-        (op.call)(&self.ctx, args).await
-    }
-
-    /// Calls a read operation with no arguments, or with `fixed` ones.
-    pub async fn read(&self, name: &str, fixed: &[(&str, Value)]) -> ApiResult<Value> {
-        self.call_with(name, &Fields::default(), fixed).await
-    }
+    Input::Raw(raw)
 }
 
 /// Where a signed-out browser goes: the sign-in page (htmx is told to go there whole).
@@ -404,11 +386,9 @@ pub struct Outcome {
 /// A full page of tab `tab` with `main` in it (the header names who is signed in).
 pub async fn tab_page(panel: &Panel, tab: Tab, main: Markup) -> Response {
     // The e-mail of who is signed in; only a label, so a failure shows none.
-    let email = panel
-        .read("GetCustomer", &[])
+    let email = call::GetCustomer(&panel.ctx, args::GetCustomer::default())
         .await
-        .ok()
-        .map(|c| layout::s(&c, "email").to_string())
+        .map(|c| c.email)
         .unwrap_or_default();
     html(layout::page(tab, &email, &panel.csrf_token, main)).into_response()
 }

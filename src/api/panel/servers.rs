@@ -8,14 +8,15 @@ use axum::extract::{Path, Query};
 use axum::response::Response;
 use axum::routing::{get, post};
 use maud::{Markup, html};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::layout::{
-    self, Tab, bytes, items, n, outcome_for, post_form, s, select_field, server_status, text_field,
-    typed, vdc_options, vdc_picker,
+    self, Tab, bytes, items, opt, options, outcome_for, post_form, select_field, server_status,
+    text_field, typed, vdc_options, vdc_picker,
 };
-use super::{Fields, Outcome, Panel, PanelForm, answer, tab_page};
+use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
 use crate::error::ApiResult;
+use crate::ops::{Image, ProductOffer, Server, SshKey, Vlan, args, call};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -37,25 +38,21 @@ async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Respo
     tab_page(&panel, Tab::Servers, main).await
 }
 
-fn offer_options(offers: &ApiResult<Value>) -> Vec<(String, String)> {
-    offers
-        .as_ref()
-        .map(|o| {
-            items(o)
-                .iter()
-                .map(|o| {
-                    (
-                        n(o, "product_offer_id").unwrap_or_default().to_string(),
-                        s(o, "name").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+fn offer_options(offers: &ApiResult<Vec<ProductOffer>>) -> Vec<(String, String)> {
+    options(offers, |o| (o.product_offer_id, &o.name))
+}
+
+/// ListProductOffers of one type.
+async fn offers(panel: &Panel, kind: &str) -> ApiResult<Vec<ProductOffer>> {
+    let of_kind = args::ListProductOffers {
+        r#type: Some(kind.into()),
+        ..Default::default()
+    };
+    call::ListProductOffers(&panel.ctx, of_kind).await
 }
 
 async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Markup {
-    let vdcs = match panel.read("ListVDCs", &[]).await {
+    let vdcs = match call::ListVDCs(&panel.ctx, args::ListVDCs::default()).await {
         Ok(vdcs) => vdcs,
         Err(err) => {
             return layout::main(
@@ -68,51 +65,56 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
     let Some(vdc_id) = chosen else {
         return layout::main("Servers", no_vdc(panel, outcome));
     };
-    let vdc = [("vdc_id", json!(vdc_id))];
     let paged = view.clone().paged();
-    let servers = panel.call_with("ListServers", &paged, &vdc).await;
-    let disks = panel.read("ListDisks", &vdc).await;
-    let images = panel.read("ListImages", &[]).await;
-    let server_offers = panel
-        .read("ListProductOffers", &[("type", json!("server"))])
-        .await;
+    let ctx = &panel.ctx;
+    let servers = call::ListServers(
+        ctx,
+        form::<args::ListServers>(&paged, &[("vdc_id", json!(vdc_id))]),
+    )
+    .await;
+    let disks = call::ListDisks(
+        ctx,
+        args::ListDisks {
+            vdc_id,
+            ..Default::default()
+        },
+    )
+    .await;
+    let images = call::ListImages(ctx, args::ListImages::default()).await;
+    let server_offers = offers(panel, "server").await;
     let sizes = offer_options(&server_offers);
-    let disk_offers = panel
-        .read("ListProductOffers", &[("type", json!("disk"))])
-        .await;
-    let vlans = panel.read("ListVLANs", &vdc).await;
-    let keys = panel.read("ListSSHKeys", &[]).await;
-    let available: Vec<(String, String)> = disks
-        .as_ref()
+    let disk_offers = offers(panel, "disk").await;
+    let vlans = call::ListVLANs(
+        ctx,
+        args::ListVLANs {
+            vdc_id,
+            ..Default::default()
+        },
+    )
+    .await;
+    let keys = call::ListSSHKeys(ctx, args::ListSSHKeys::default()).await;
+    let available: Vec<(String, String)> = items(&disks)
+        .iter()
+        .filter(|d| d.status == "available")
         .map(|d| {
-            items(d)
-                .iter()
-                .filter(|d| s(d, "status") == "available")
-                .map(|d| {
-                    (
-                        n(d, "disk_id").unwrap_or_default().to_string(),
-                        format!(
-                            "{} ({})",
-                            s(d, "disk_name"),
-                            bytes(n(d, "capacity").unwrap_or(0))
-                        ),
-                    )
-                })
-                .collect()
+            (
+                d.disk_id.to_string(),
+                format!("{} ({})", d.disk_name, bytes(d.capacity)),
+            )
         })
-        .unwrap_or_default();
+        .collect();
     let csrf = &panel.csrf_token;
     layout::main(
         "Servers",
         html! {
             (vdc_picker(Tab::Servers.path(), &vdc_choices, chosen))
             @if let Ok(list) = &servers {
-                (layout::pager(Tab::Servers.path(), &paged, items(list), "server_id", "after_id"))
+                (layout::pager(Tab::Servers.path(), &paged, list, |s| s.server_id, "after_id"))
             }
             @match &servers {
                 Err(err) => p.error role="alert" { (err.public_message()) },
                 Ok(list) => {
-                    @if items(list).is_empty() {
+                    @if list.is_empty() {
                         p { "No servers in this VDC yet." }
                     } @else {
                         div.table-wrap {
@@ -126,7 +128,7 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                                     th scope="col" { "Actions" }
                                 } }
                                 tbody {
-                                    @for server in items(list) {
+                                    @for server in list {
                                         (server_row(csrf, vdc_id, server, &available, &sizes, outcome))
                                     }
                                 }
@@ -157,14 +159,14 @@ fn no_vdc(panel: &Panel, outcome: Option<&Outcome>) -> Markup {
 fn server_row(
     csrf: &str,
     vdc_id: i64,
-    server: &Value,
+    server: &Server,
     available: &[(String, String)],
     sizes: &[(String, String)],
     outcome: Option<&Outcome>,
 ) -> Markup {
-    let id = n(server, "server_id").unwrap_or_default();
-    let name = s(server, "server_name");
-    let status = n(server, "status").unwrap_or_default();
+    let id = server.server_id;
+    let name = server.server_name.as_str();
+    let status = server.status;
     let slot = format!("server-{id}");
     let form = |action: &str, body: Markup| {
         post_form(
@@ -180,30 +182,29 @@ fn server_row(
             th scope="row" { a href=(format!("/panel/servers/{id}")) { (name) } }
             td {
                 span class=(format!("status s-{}", server_status(status))) { (server_status(status)) }
-                @let reason = s(server, "status_reason");
+                @let reason = opt(&server.status_reason);
                 @if !reason.is_empty() { br; small { (reason) } }
             }
             td.nowrap {
-                (n(server, "processors").unwrap_or(0)) " CPU · "
-                (bytes(n(server, "memory").unwrap_or(0) << 20))
+                (server.processors) " CPU · "
+                (bytes(server.memory << 20))
             }
             td {
                 ul.plain {
-                    @for disk in server.get("disks").map(items).unwrap_or(&[]) {
-                        @let disk_id = n(disk, "disk_id").unwrap_or_default();
+                    @for disk in &server.disks {
                         li {
-                            (s(disk, "disk_name")) " "
-                            small { (bytes(n(disk, "capacity").unwrap_or(0))) }
+                            (disk.disk_name) " "
+                            small { (bytes(disk.capacity)) }
                             (form("detach", html! {
-                                input type="hidden" name="disk_id" value=(disk_id);
+                                input type="hidden" name="disk_id" value=(disk.disk_id);
                                 button.small type="submit"
-                                    aria-label=(format!("Detach {} from {name}", s(disk, "disk_name"))) { "Detach" }
+                                    aria-label=(format!("Detach {} from {name}", disk.disk_name)) { "Detach" }
                             }))
                         }
                     }
                 }
             }
-            td { (s(server, "ip_address")) }
+            td { (opt(&server.ip_address)) }
             td.actions {
                 (outcome_for(outcome, &slot))
                 div.buttons {
@@ -240,7 +241,7 @@ fn server_row(
                         select id=(format!("size-{id}")) name="server_productoffer_id" {
                             @for (value, text) in sizes {
                                 option value=(value)
-                                    selected[*value == n(server, "product_offer_id").unwrap_or_default().to_string()] { (text) }
+                                    selected[*value == server.product_offer_id.to_string()] { (text) }
                             }
                         }
                         button type="submit" { "Change size" }
@@ -262,40 +263,20 @@ fn server_row(
 fn create_form(
     csrf: &str,
     vdc_id: i64,
-    images: &ApiResult<Value>,
-    server_offers: &ApiResult<Value>,
-    disk_offers: &ApiResult<Value>,
-    vlans: &ApiResult<Value>,
-    keys: &ApiResult<Value>,
+    images: &ApiResult<Vec<Image>>,
+    server_offers: &ApiResult<Vec<ProductOffer>>,
+    disk_offers: &ApiResult<Vec<ProductOffer>>,
+    vlans: &ApiResult<Vec<Vlan>>,
+    keys: &ApiResult<Vec<SshKey>>,
     outcome: Option<&Outcome>,
 ) -> Markup {
     let id = "create-server";
-    let images: Vec<(String, String)> = images
-        .as_ref()
-        .map(|i| {
-            items(i)
-                .iter()
-                .map(|i| {
-                    (
-                        n(i, "image_id").unwrap_or_default().to_string(),
-                        s(i, "image_name").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let images = options(images, |i| (i.image_id, &i.image_name));
     let disk_offers = offer_options(disk_offers);
     let mut extra = vec![(String::new(), "None".to_string())];
     extra.extend(disk_offers.iter().cloned());
     let mut vlan_options = vec![("-1".to_string(), "No network".to_string())];
-    if let Ok(v) = vlans {
-        vlan_options.extend(items(v).iter().map(|v| {
-            (
-                n(v, "vlan_id").unwrap_or_default().to_string(),
-                s(v, "vlan_name").to_string(),
-            )
-        }));
-    }
+    vlan_options.extend(options(vlans, |v| (v.vlan_id, &v.vlan_name)));
     let typed_list: Vec<&str> = outcome
         .filter(|o| o.form == id && o.result.is_err())
         .map(|o| o.fields.all("disk_productoffer_ids").collect())
@@ -327,14 +308,13 @@ fn create_form(
                 }
             }
             (select_field(id, "vlan_id", "Network (VLAN)", &vlan_options, typed(outcome, id, "vlan_id")))
-            @if let Ok(keys) = keys && !items(keys).is_empty() {
+            @if !items(keys).is_empty() {
                 fieldset.field {
                     legend { "SSH keys for the first boot" span.optional { " (optional)" } }
                     @for key in items(keys) {
-                        @let key_id = n(key, "ssh_key_id").unwrap_or_default();
                         label.check {
-                            input type="checkbox" name="ssh_key_ids" value=(key_id);
-                            " " (s(key, "name"))
+                            input type="checkbox" name="ssh_key_ids" value=(key.ssh_key_id);
+                            " " (key.name)
                         }
                     }
                 }
@@ -346,9 +326,8 @@ fn create_form(
 
 /// One server: its disks, address, first-boot login and console log.
 async fn server_page(panel: Panel, Path(server_id): Path<i64>) -> Response {
-    let id = [("server_id", json!(server_id))];
-    let server = panel.read("GetServer", &id).await;
-    let console = panel.read("GetConsoleLog", &id).await;
+    let server = call::GetServer(&panel.ctx, args::GetServer { server_id }).await;
+    let console = call::GetConsoleLog(&panel.ctx, args::GetConsoleLog { server_id }).await;
     let main = match &server {
         Err(err) => layout::main(
             "Server",
@@ -358,26 +337,26 @@ async fn server_page(panel: Panel, Path(server_id): Path<i64>) -> Response {
             },
         ),
         Ok(server) => {
-            let vdc_id = n(server, "vdc_id").unwrap_or_default();
-            let status = n(server, "status").unwrap_or_default();
+            let vdc_id = server.vdc_id;
+            let status = server.status;
             layout::main(
-                s(server, "server_name"),
+                &server.server_name,
                 html! {
                     p { a href=(format!("{}?vdc_id={vdc_id}", Tab::Servers.path())) { "← Servers" } }
                     dl.facts {
                         dt { "Status" } dd { span class=(format!("status s-{}", server_status(status))) { (server_status(status)) } }
-                        dt { "Size" } dd { (n(server, "processors").unwrap_or(0)) " CPU · " (bytes(n(server, "memory").unwrap_or(0) << 20)) }
-                        dt { "Address" } dd { (s(server, "ip_address")) }
+                        dt { "Size" } dd { (server.processors) " CPU · " (bytes(server.memory << 20)) }
+                        dt { "Address" } dd { (opt(&server.ip_address)) }
                         dt { "Disks" } dd {
-                            @for disk in server.get("disks").map(items).unwrap_or(&[]) {
-                                (s(disk, "disk_name")) " (" (bytes(n(disk, "capacity").unwrap_or(0))) ") "
+                            @for disk in &server.disks {
+                                (disk.disk_name) " (" (bytes(disk.capacity)) ") "
                             }
                         }
                     }
                     section.card aria-labelledby="first-boot-title" {
                         h2 #first-boot-title { "First-boot login" }
-                        @let user = s(server, "initial_user");
-                        @let password = s(server, "initial_password");
+                        @let user = opt(&server.initial_user);
+                        @let password = opt(&server.initial_password);
                         @if user.is_empty() && password.is_empty() {
                             p { "This server's image sets no first-boot login." }
                         } @else {
@@ -392,7 +371,7 @@ async fn server_page(panel: Panel, Path(server_id): Path<i64>) -> Response {
                         p { a href=(format!("/panel/servers/{server_id}")) { "Refresh" } }
                         @match &console {
                             Ok(log) => pre.console tabindex="0" aria-label="Console log" {
-                                (log.as_str().unwrap_or(""))
+                                (log)
                             },
                             Err(err) => p.error role="alert" { (err.public_message()) },
                         }
@@ -409,10 +388,9 @@ async fn server_page(panel: Panel, Path(server_id): Path<i64>) -> Response {
 }
 
 async fn create(PanelForm(panel, fields): PanelForm) -> Response {
-    let result = panel
-        .call_with("CreateServer", &fields, &[])
+    let result = call::CreateServer(&panel.ctx, form::<args::CreateServer>(&fields, &[]))
         .await
-        .map(|server| html! { "Server " (s(&server, "server_name")) " created (stopped)." });
+        .map(|server| html! { "Server " (server.server_name) " created (stopped)." });
     let view = fields.only(&["vdc_id"]);
     answer(
         &panel,
@@ -427,10 +405,9 @@ async fn create(PanelForm(panel, fields): PanelForm) -> Response {
 }
 
 async fn create_vdc(PanelForm(panel, fields): PanelForm) -> Response {
-    let result = panel
-        .call_with("CreateVDC", &fields, &[])
+    let result = call::CreateVDC(&panel.ctx, form::<args::CreateVDC>(&fields, &[]))
         .await
-        .map(|vdc| html! { "VDC " (s(&vdc, "vdc_name")) " created." });
+        .map(|vdc| html! { "VDC " (vdc.vdc_name) " created." });
     answer(
         &panel,
         Tab::Servers,
@@ -444,9 +421,9 @@ async fn create_vdc(PanelForm(panel, fields): PanelForm) -> Response {
 }
 
 /// A job's notice, with the way to the Jobs tab.
-fn job_notice(what: &str, job: &Value) -> Markup {
+fn job_notice(what: &str, job_id: i64) -> Markup {
     html! {
-        (what) ": job " (job.as_i64().unwrap_or_default()) " queued. "
+        (what) ": job " (job_id) " queued. "
         a href=(Tab::Jobs.path()) { "Follow it on the Jobs tab" } "."
     }
 }
@@ -455,23 +432,38 @@ async fn action(
     Path((server_id, action)): Path<(i64, String)>,
     PanelForm(panel, fields): PanelForm,
 ) -> Response {
-    let (operation, what) = match action.as_str() {
-        "start" => ("StartServer", "Starting"),
-        "stop" => ("StopServer", "Stopping"),
-        "destroy" => ("DestroyServer", "Destroying"),
-        "attach" => ("AttachDisk", "Disk attached"),
-        "detach" => ("DetachDisk", "Disk detached"),
-        "rename" => ("RenameServer", "Server renamed"),
-        "resize" => ("ChangeServerProductOffer", "Server size changed"),
+    let server = [("server_id", json!(server_id))];
+    let ctx = &panel.ctx;
+    fn job(what: &'static str) -> impl FnOnce(i64) -> Markup {
+        move |job_id| job_notice(what, job_id)
+    }
+    fn done<T>(what: &'static str) -> impl FnOnce(T) -> Markup {
+        move |_| html! { (what) "." }
+    }
+    let result = match action.as_str() {
+        "start" => call::StartServer(ctx, form(&fields, &server))
+            .await
+            .map(job("Starting")),
+        "stop" => call::StopServer(ctx, form(&fields, &server))
+            .await
+            .map(job("Stopping")),
+        "destroy" => call::DestroyServer(ctx, form(&fields, &server))
+            .await
+            .map(job("Destroying")),
+        "attach" => call::AttachDisk(ctx, form(&fields, &server))
+            .await
+            .map(done("Disk attached")),
+        "detach" => call::DetachDisk(ctx, form(&fields, &server))
+            .await
+            .map(done("Disk detached")),
+        "rename" => call::RenameServer(ctx, form(&fields, &server))
+            .await
+            .map(done("Server renamed")),
+        "resize" => call::ChangeServerProductOffer(ctx, form(&fields, &server))
+            .await
+            .map(done("Server size changed")),
         _ => return super::not_found(),
     };
-    let result = panel
-        .call_with(operation, &fields, &[("server_id", json!(server_id))])
-        .await
-        .map(|v| match action.as_str() {
-            "attach" | "detach" | "rename" | "resize" => html! { (what) "." },
-            _ => job_notice(what, &v),
-        });
     let view = fields.only(&["vdc_id"]);
     answer(
         &panel,

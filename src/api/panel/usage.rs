@@ -6,8 +6,9 @@ use axum::response::Response;
 use axum::routing::get;
 use maud::{Markup, html};
 
-use super::layout::{self, Tab, bytes, items, n, s, text_field};
-use super::{Fields, Panel, tab_page};
+use super::layout::{self, Tab, bytes, opt, text_field};
+use super::{Fields, Panel, form, tab_page};
+use crate::ops::{UsageRecord, args, call};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -23,20 +24,19 @@ async fn page(panel: Panel, Query(query): Query<Vec<(String, String)>>) -> Respo
     tab_page(&panel, Tab::Usage, main).await
 }
 
-fn quantity(line: &serde_json::Value) -> String {
-    let q = n(line, "quantity").unwrap_or(0);
-    match s(line, "kind") {
-        "bytes_fetched" => bytes(q),
-        _ => q.to_string(),
+fn quantity(line: &UsageRecord) -> String {
+    match line.kind.as_str() {
+        "bytes_fetched" => bytes(line.quantity),
+        _ => line.quantity.to_string(),
     }
 }
 
-fn id(line: &serde_json::Value, key: &str) -> String {
-    n(line, key).map(|v| v.to_string()).unwrap_or_default()
+fn id(id: Option<i64>) -> String {
+    id.map(|v| v.to_string()).unwrap_or_default()
 }
 
 async fn render(panel: &Panel, view: &Fields) -> Markup {
-    let usage = panel.call_with("ListUsage", view, &[]).await;
+    let usage = call::ListUsage(&panel.ctx, form::<args::ListUsage>(view, &[])).await;
     layout::main(
         "Usage",
         html! {
@@ -49,7 +49,7 @@ async fn render(panel: &Panel, view: &Fields) -> Markup {
             @match &usage {
                 Err(err) => p.error role="alert" id="usage-error" { (err.public_message()) },
                 Ok(list) => {
-                    @if items(list).is_empty() {
+                    @if list.is_empty() {
                         p { "No usage recorded in this period." }
                     } @else {
                         div.table-wrap {
@@ -65,15 +65,15 @@ async fn render(panel: &Panel, view: &Fields) -> Markup {
                                     th scope="col" { "Quantity" }
                                 } }
                                 tbody {
-                                    @for line in items(list) {
+                                    @for line in list {
                                         tr {
-                                            td { (layout::time(s(line, "created"))) }
-                                            td { (s(line, "kind").replace('_', " ")) }
-                                            td { (s(line, "image_name")) }
-                                            td.num { (id(line, "product_offer_id")) }
-                                            td.num { (id(line, "server_id")) }
-                                            td.num { (id(line, "disk_id")) }
-                                            td.num { (id(line, "job_id")) }
+                                            td { (layout::time(line.created)) }
+                                            td { (line.kind.replace('_', " ")) }
+                                            td { (opt(&line.image_name)) }
+                                            td.num { (id(line.product_offer_id)) }
+                                            td.num { (id(line.server_id)) }
+                                            td.num { (id(line.disk_id)) }
+                                            td.num { (id(line.job_id)) }
                                             td.num { (quantity(line)) }
                                         }
                                     }

@@ -251,14 +251,32 @@ pub async fn get_server(ctx: &Ctx, a: args::GetServer) -> ApiResult<Server> {
 }
 
 pub async fn list_servers(ctx: &Ctx, a: args::ListServers) -> ApiResult<Vec<Server>> {
-    let page = page::ascending(a.page_size, a.after_id)?;
-    let name = page::NameFilter::parse("name", a.name.as_deref())?;
+    list(ctx, Some(a.vdc_id), a.page_size, a.after_id, a.name).await
+}
+
+/// ListAllServers: ListServers over every VDC of the caller, in one call.
+pub async fn list_all_servers(ctx: &Ctx, a: args::ListAllServers) -> ApiResult<Vec<Server>> {
+    list(ctx, None, a.page_size, a.after_id, a.name).await
+}
+
+/// A page of the caller's servers in one VDC, or in all (`None`), with what they hold.
+async fn list(
+    ctx: &Ctx,
+    vdc_id: Option<i64>,
+    page_size: Option<i64>,
+    after_id: Option<i64>,
+    name: Option<String>,
+) -> ApiResult<Vec<Server>> {
+    let page = page::ascending(page_size, after_id)?;
+    let name = page::NameFilter::parse("name", name.as_deref())?;
     let mut conn = ctx.state.db.pool().acquire().await?;
-    vdc::ensure_own(&mut conn, ctx.customer_id(), a.vdc_id).await?;
-    let rows: Vec<ServerRow> = page::in_vdc(
+    if let Some(vdc_id) = vdc_id {
+        vdc::ensure_own(&mut conn, ctx.customer_id(), vdc_id).await?;
+    }
+    let rows: Vec<ServerRow> = page::in_vdc_or_all(
         &mut conn,
         select_servers!(""),
-        a.vdc_id,
+        vdc_id,
         ctx.customer_id(),
         page,
         name,
@@ -267,20 +285,19 @@ pub async fn list_servers(ctx: &Ctx, a: args::ListServers) -> ApiResult<Vec<Serv
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(Vec::new());
     };
-    // What the page's servers hold: their disks, port forwards and SSH keys.
+    // What the page's servers hold: their disks, port forwards and SSH keys. (A server's
+    // disks are in its VDC, so the range of the page's ids and the customer find them.)
     let range = (first.id, last.id);
     let disks: Vec<DiskRow> = sqlx::query_as(select_disks!(
-        "vdc_id = $1 AND customer_id = $2 AND server_id BETWEEN $3 AND $4 \
-         ORDER BY attach_index, id"
+        "customer_id = $1 AND server_id BETWEEN $2 AND $3 ORDER BY attach_index, id"
     ))
-    .bind(a.vdc_id)
     .bind(ctx.customer_id())
     .bind(range.0)
     .bind(range.1)
     .fetch_all(&mut *conn)
     .await?;
-    let mut forwards = port_forward::of_vdc(&mut conn, ctx.customer_id(), a.vdc_id, range).await?;
-    let mut keys = ssh_key::ids_of_vdc(&mut conn, ctx.customer_id(), a.vdc_id, range).await?;
+    let mut forwards = port_forward::of_vdc(&mut conn, ctx.customer_id(), vdc_id, range).await?;
+    let mut keys = ssh_key::ids_of_vdc(&mut conn, ctx.customer_id(), vdc_id, range).await?;
     let mut by_server: HashMap<i64, Vec<Disk>> = HashMap::new();
     for d in &disks {
         if let Some(server_id) = d.server_id {

@@ -371,3 +371,20 @@ pub(crate) async fn console_until(
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// A guest's `/init` (a busybox shell script): busybox's commands installed, `/proc`, `/sys`
+/// and `/dev` mounted, then `body` (a string literal).
+macro_rules! guest_init {
+    ($body:literal) => {
+        concat!(
+            "#!/bin/busybox sh\n",
+            "/bin/busybox --install -s /bin\n",
+            "export PATH=/bin\n",
+            "mount -t proc proc /proc\n",
+            "mount -t sysfs sysfs /sys\n",
+            "mount -t devtmpfs dev /dev 2>/dev/null\n",
+            $body
+        )
+    };
+}
+pub(crate) use guest_init;

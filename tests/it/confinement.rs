@@ -345,22 +345,15 @@ async fn a_vm_on_cephx_holds_only_a_key_for_its_own_pool() {
     ]);
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let app = TestApp::start_with(Backend::Sqlite, qemu_options(&arg_refs)).await;
-    let files = ImageServer::start().await;
     let mut image = boot_sector(app.dir.path(), "CEPHX-VM-UP", false);
     image.resize(4096, 0);
-    let url = files.put_data("boot.img", image);
     let alice = app.alice();
-    let vdc = app.alice.vdc_id;
-    let vlan = alice
-        .call("CreateVLAN", json!({"vdc_id": vdc, "vlan_name": "lan"}))
-        .await["vlan_id"]
-        .as_i64()
-        .unwrap();
-    let server_id = create_server(&alice, vdc, vlan, "on-cephx", SERVER_1CPU_512MB).await;
-    fetch_and_attach(&alice, vdc, &url, "boot", server_id).await;
-    start(&alice, server_id).await;
+    let vlan = app.vlan("lan").await;
+    let server_id = server_from(&app, image, vlan, "on-cephx", SERVER_1CPU_512MB).await;
+    app.start_server(server_id).await;
     // The VM read its boot disk from the pool as its own user.
-    console_until(&alice, server_id, "CEPHX-VM-UP", BOOT_TIMEOUT).await;
+    app.console_until(server_id, "CEPHX-VM-UP", BOOT_TIMEOUT)
+        .await;
     let pid = qemu_of(&app, &uuid_of(&alice, server_id).await);
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");

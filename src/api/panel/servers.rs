@@ -218,6 +218,10 @@ fn server_row(
                         }
                         button type="submit" aria-label=(format!("Stop {name}")) { "Stop" }
                     }))
+                    @if server_status(status) == "running" {
+                        a.button href=(format!("/panel/servers/{id}/console"))
+                            aria-label=(format!("Console of {name}")) { "Console" }
+                    }
                 }
                 @if !available.is_empty() {
                     (form("attach", html! {

@@ -9,8 +9,9 @@
 //! - "The API path": GetConsoleAccess over JSON, then this test's own WebSocket client speaks
 //!   RFB until a framebuffer update covers the screen the server announced.
 //! - Refusals: a token used twice, an expired one, a foreign `Origin`, another customer's
-//!   server (NOT_FOUND), a customer past the limit of open consoles (LIMIT_EXCEEDED), and
-//!   stopping the server closes an open console.
+//!   server (NOT_FOUND), a customer past the limit of open consoles (LIMIT_EXCEEDED). After a
+//!   restart of `extility serve` the serial port still answers, and stopping the server
+//!   closes an open console.
 //! - "Across nodes": the screen of a VM on node A, opened through node B, relayed with the
 //!   cluster key.
 //!
@@ -237,7 +238,7 @@ async fn create_and_start(api: &Api, vdc: i64, name: &str, disk_url: Option<&str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_types_at_the_screen_and_the_serial_port() {
     let _heavy = crate::support::CPU_HEAVY.read().await;
-    let app = TestApp::start_with(
+    let mut app = TestApp::start_with(
         Backend::Sqlite,
         qemu_options(&["--max-consoles-per-customer", "2"]),
     )
@@ -436,8 +437,11 @@ async fn a_customer_types_at_the_screen_and_the_serial_port() {
     assert_eq!(fits, json!(true), "the screen fits a phone's width");
     phone.close().await;
 
-    // Stopping the server closes an open console. The browsers' consoles may still be
-    // closing: their places come back as the server sees them go.
+    // The consoles survive a restart of `extility serve` (as the VM does), and stopping the
+    // server closes an open console.
+    app.server.restart();
+    // On a new port.
+    let alice = app.alice();
     let deadline = Instant::now() + Duration::from_secs(30);
     let serial = loop {
         match alice
@@ -458,6 +462,21 @@ async fn a_customer_types_at_the_screen_and_the_serial_port() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let mut serial = serial;
+    serial
+        .send(Message::Binary(b"echo $((5*5))-again\r".to_vec().into()))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("25-again") {
+        match tokio::time::timeout(Duration::from_secs(60), serial.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => seen.extend_from_slice(&bytes),
+            Ok(Some(Ok(_))) => {}
+            other => panic!(
+                "no answer on the serial port after a restart: {other:?} {}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
     let job = alice
         .call(
             "StopServer",

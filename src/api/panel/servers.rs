@@ -378,6 +378,9 @@ async fn server_page(panel: Panel, Path(server_id): Path<i64>) -> Response {
                             }
                         }
                     }
+                    @if server_status(status) == "running" {
+                        p { a.button href=(format!("/panel/servers/{server_id}/console")) { "Console" } }
+                    }
                     section.card aria-labelledby="first-boot-title" {
                         h2 #first-boot-title { "First-boot login" }
                         @let user = s(server, "initial_user");

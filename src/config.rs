@@ -498,6 +498,21 @@ pub struct ServeArgs {
     #[arg(long, env = "EXTILITY_MAX_CALLS_IN_FLIGHT", default_value_t = 8)]
     #[arg(help_heading = QUOTAS)]
     pub max_calls_in_flight: usize,
+    /// Interactive consoles (GetConsoleAccess) one customer may have open at once on the
+    /// node that takes their WebSockets; one more is LIMIT_EXCEEDED.
+    #[arg(long, env = "EXTILITY_MAX_CONSOLES_PER_CUSTOMER", default_value_t = 4)]
+    #[arg(help_heading = QUOTAS)]
+    pub max_consoles_per_customer: usize,
+    /// Interactive consoles open at once on one server (its serial port has one user at a
+    /// time whatever this says).
+    #[arg(long, env = "EXTILITY_MAX_CONSOLES_PER_SERVER", default_value_t = 4)]
+    #[arg(help_heading = QUOTAS)]
+    pub max_consoles_per_server: usize,
+    /// Seconds an interactive console may pass without a byte from its client before it is
+    /// closed.
+    #[arg(long, env = "EXTILITY_CONSOLE_IDLE_TIMEOUT", default_value_t = 900)]
+    #[arg(help_heading = QUOTAS)]
+    pub console_idle_timeout: u64,
     /// Fetches and image copies refuse to start on this node while its volume file system has
     /// less free space than this (`1G`, `50G`; 0: no reserve).
     #[arg(

@@ -380,6 +380,10 @@ impl Application {
         });
         let audit = AuditLog::start(db.clone());
         let calls_in_flight = CallsInFlight::new(config.max_calls_in_flight);
+        let consoles = crate::ops::console::OpenConsoles::new(
+            config.max_consoles_per_customer,
+            config.max_consoles_per_server,
+        );
         let state = AppState::new(Inner {
             config,
             db,
@@ -394,6 +398,7 @@ impl Application {
             quota_defaults,
             min_free_space,
             calls_in_flight,
+            consoles,
         });
         Ok(Application {
             listener,

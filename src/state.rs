@@ -43,6 +43,9 @@ pub struct Inner {
     pub min_free_space: u64,
     /// Each customer's API calls in flight on this node (`--max-calls-in-flight`).
     pub calls_in_flight: Arc<CallsInFlight>,
+    /// The interactive consoles open on this node, by customer and by VM
+    /// (`--max-consoles-per-customer`, `--max-consoles-per-server`).
+    pub consoles: Arc<crate::ops::console::OpenConsoles>,
 }
 
 impl AppState {

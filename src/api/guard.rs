@@ -101,7 +101,7 @@ fn has_content_type(headers: &HeaderMap, types: &[&str]) -> bool {
 /// Whether `origin` (an `Origin` header) is this server's: `public_url`'s origin, or the
 /// request's `Host` over http or https (the server may sit behind a TLS proxy). `null`, and
 /// anything that is not a URL, is not.
-fn is_own_origin(origin: &str, host: Option<&str>, public_url: Option<&str>) -> bool {
+pub(crate) fn is_own_origin(origin: &str, host: Option<&str>, public_url: Option<&str>) -> bool {
     let Ok(origin) = Url::parse(origin) else {
         return false;
     };

@@ -6,6 +6,9 @@
 //!
 //! - `GET /internal/v1/console/{server_uuid}`: the end of the serial console of a VM this node
 //!   runs (GetConsoleLog on another node of the cluster).
+//! - `GET /internal/v1/console/{server_uuid}/{kind}` with `Upgrade: extility-console`: an
+//!   interactive console (`screen` or `serial`) of a VM this node runs, as raw bytes both
+//!   ways after `101 Switching Protocols` (the console WebSocket on another node relays it).
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -16,11 +19,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::jobs::node_proof::Request as NodeRequest;
+use crate::ops::console;
 use crate::ops::server::{NODE_PROOF_HEADER, console_here};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/internal/v1/console/{server_uuid}", get(console))
+    Router::new()
+        .route("/internal/v1/console/{server_uuid}", get(console))
+        .route(
+            "/internal/v1/console/{server_uuid}/{kind}",
+            get(console_stream),
+        )
 }
 
 async fn console(
@@ -52,6 +61,56 @@ async fn console(
         Ok(bytes) => Bytes::from(bytes).into_response(),
         Err(err) => (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
     }
+}
+
+async fn console_stream(
+    State(state): State<AppState>,
+    Path((server_uuid, kind)): Path<(String, String)>,
+    mut request: axum::extract::Request,
+) -> Response {
+    let proof = request
+        .headers()
+        .get(NODE_PROOF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let uri = request.uri().clone();
+    let node_request = NodeRequest {
+        node: state.jobs.node_id(),
+        method: request.method().as_str(),
+        path: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
+        body: b"",
+    };
+    if !state.jobs.accept_node_proof(&node_request, &proof) {
+        return refused();
+    }
+    let kind = match console::parse_kind(&kind) {
+        Ok(kind) => kind,
+        Err(err) => return (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
+    };
+    let mut stream = match console::open_here(&state, &server_uuid, kind).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            return (super::error::http_status(&err), err.public_message()).into_response();
+        }
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    tracing::info!(server = %server_uuid, kind = kind.as_str(), "serving a console to another node");
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let mut upgraded = hyper_util::rt::TokioIo::new(upgraded);
+                let _ = tokio::io::copy_bidirectional(&mut upgraded, &mut stream).await;
+            }
+            Err(err) => tracing::debug!(error = %err, "a relayed console was never upgraded"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(axum::http::header::CONNECTION, "upgrade")
+        .header(axum::http::header::UPGRADE, console::RELAY_UPGRADE)
+        .body(Body::empty())
+        .unwrap_or_else(|_| refused())
 }
 
 fn refused() -> Response {

@@ -2,6 +2,7 @@
 //! control panel (`panel`).
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod fallback;
 pub mod guard;
@@ -38,12 +39,24 @@ pub fn router(state: AppState) -> Router {
         .merge(metadata::api_routes())
         .merge(panel::routes())
         .merge(internal::routes())
+        .merge(console::routes())
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics::serve))
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         // SOAP faults travel as HTTP 500 by the standard: they are not server failures to log.
-        .layer(TraceLayer::new_for_http().on_failure(()))
+        // Spans name the path, never the query: a console's one-time token travels in it.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                .on_failure(()),
+        )
         .with_state(state)
 }
 

@@ -89,6 +89,32 @@ impl From<HypervisorError> for crate::error::ApiError {
     }
 }
 
+/// A VM's interactive consoles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConsoleKind {
+    /// The graphical screen, keyboard and mouse: RFB (VNC).
+    Screen,
+    /// The first serial port: raw bytes.
+    Serial,
+}
+
+impl ConsoleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleKind::Screen => "screen",
+            ConsoleKind::Serial => "serial",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ConsoleKind> {
+        match name {
+            "screen" => Some(ConsoleKind::Screen),
+            "serial" => Some(ConsoleKind::Serial),
+            _ => None,
+        }
+    }
+}
+
 pub trait Hypervisor: Send + Sync + 'static {
     /// The driver's name, as `--hypervisor` takes it.
     fn name(&self) -> &'static str;
@@ -107,6 +133,21 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// The end of the VM's serial console output, at most `max_bytes`.
     fn console_log(&self, server_uuid: &str, max_bytes: usize) -> Result<Vec<u8>, HypervisorError>;
+
+    /// The Unix socket of a running VM's interactive console of `kind`: QEMU's VNC server
+    /// (RFB) for the screen, the serial port's socket chardev for the serial console. Only
+    /// the server (root) can open it; one connection at a time is a console.
+    fn console_socket(
+        &self,
+        server_uuid: &str,
+        kind: ConsoleKind,
+    ) -> Result<std::path::PathBuf, HypervisorError> {
+        let _ = (server_uuid, kind);
+        Err(HypervisorError(format!(
+            "the '{}' hypervisor has no interactive consoles",
+            self.name()
+        )))
+    }
 
     /// The server is being destroyed: powers its VM off if it runs and removes what the
     /// driver keeps for it (console log, ...).

@@ -3,7 +3,8 @@
 //! One row for each call of an operation that changes something (`write` in `operations!`:
 //! its entry point records the call once the operation has returned, whatever the outcome),
 //! for each command-line command that changes something (`customer add`, `customer
-//! set-quota`, `billing-entity add`) and for each failed login. A row says when, which customer
+//! set-quota`, `billing-entity add`), for each failed login and for each interactive console
+//! opened (`ops::console`: `OpenScreenConsole`, `OpenSerialConsole`). A row says when, which customer
 //! called (none for the command line) and with which authentication token (none for a
 //! password), from which address and through which adapter, the operation, the ids it touched,
 //! and its outcome: `OK` or the error code.
@@ -326,6 +327,37 @@ pub async fn record_command<T>(
     };
     if let Err(err) = insert(db, event).await {
         tracing::error!(command, error = %err, "writing the audit event of a command failed");
+    }
+}
+
+/// Records a console opened through the console WebSocket, or refused once its token was
+/// taken: `OpenScreenConsole` or `OpenSerialConsole`, with the server's id, through the adapter
+/// GetConsoleAccess was called through (`via`), from the WebSocket's address. A failure to
+/// write is logged.
+pub async fn record_console(
+    state: &AppState,
+    grant: &super::console::ConsoleGrant,
+    address: Option<IpAddr>,
+    refused: Option<&ApiError>,
+) {
+    let mut ids = Ids::default();
+    ids.push("server_id", grant.server_id);
+    let operation = match grant.kind {
+        crate::hypervisor::ConsoleKind::Screen => "OpenScreenConsole",
+        crate::hypervisor::ConsoleKind::Serial => "OpenSerialConsole",
+    };
+    let event = NewEvent {
+        customer_id: Some(grant.customer_id),
+        token_id: None,
+        operation,
+        via: grant.via,
+        address,
+        ids: ids.to_string(),
+        outcome: refused.map_or("OK", ApiError::code),
+    };
+    if let Err(err) = insert(&state.db, event).await {
+        tracing::error!(operation, customer = grant.customer_id, error = %err,
+            "writing the audit event of a console failed");
     }
 }
 

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod backup;
 pub mod billing;
 pub mod catalogue;
+pub mod console;
 pub mod create_image;
 pub mod credentials;
 pub mod customer;
@@ -54,6 +55,7 @@ use registry::operations;
 use wire::Timestamp;
 
 pub use audit::{AuditEvent, Origin, Via};
+pub use console::ConsoleAccess;
 pub use customer::Customer;
 pub use disk::Disk;
 pub use image::Image;
@@ -354,6 +356,18 @@ operations! {
     /// Returns the last 64 KiB of a server's serial console (the current or last boot), as
     /// text: control characters other than tab and newline appear as Unicode control pictures.
     read GetConsoleLog(server_id: i64) -> console_log: String = server::get_console_log;
+    /// Opens the way to an interactive console of a running server: `kind` is `screen` (the
+    /// graphical screen and keyboard, RFB as VNC speaks it: a stock noVNC client works) or
+    /// `serial` (the first serial port's raw bytes, which GetConsoleLog keeps logging). Returns
+    /// a WebSocket URL and a one-time token: connect to `url?token=<token>` within 60 seconds
+    /// (`expires`), from a page of this server or a client sending no `Origin`. The token
+    /// works for one connection, by the caller, to this server; stopping or destroying the
+    /// server closes the connection. Consoles open at once are limited per customer and per
+    /// server (LIMIT_EXCEEDED), and a connection idle too long is closed. Every console opened
+    /// is in the audit trail (`OpenScreenConsole`, `OpenSerialConsole`).
+    #[since(2)]
+    read GetConsoleAccess(server_id: i64, kind: String) -> console_access: ConsoleAccess =
+        console::get_console_access;
     /// Fetches a disk image from a URL into a new disk (or, with `make_image`, a new private
     /// image). The file may be gzip, xz or zstd compressed; its format is recognised by its
     /// bytes: raw, ISO 9660 (a CD), or qcow2, VMDK, VHD or VHDX, which are inspected (an

@@ -18,6 +18,7 @@ mod cloud_init;
 mod cluster_networks;
 mod compose;
 mod confinement;
+mod consoles;
 mod containers;
 mod decompression_limits;
 mod fair_scheduling;

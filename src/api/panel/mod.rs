@@ -21,6 +21,7 @@
 pub mod layout;
 pub mod session;
 
+mod console;
 mod disks;
 mod images;
 mod jobs;
@@ -84,6 +85,7 @@ pub fn routes() -> Router<AppState> {
         .merge(images::routes())
         .merge(jobs::routes())
         .merge(usage::routes())
+        .merge(console::routes())
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -105,10 +107,10 @@ async fn security_headers(mut response: Response) -> Response {
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    // A page with a policy of its own (the consoles') keeps it.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -219,6 +219,10 @@ fn server_row(
                         }
                         button type="submit" aria-label=(format!("Stop {name}")) { "Stop" }
                     }))
+                    @if server_status(status) == "running" {
+                        a.button href=(format!("/panel/servers/{id}/console"))
+                            aria-label=(format!("Console of {name}")) { "Console" }
+                    }
                 }
                 @if !available.is_empty() {
                     (form("attach", html! {
@@ -352,6 +356,9 @@ async fn server_page(panel: Panel, Path(server_id): Path<i64>) -> Response {
                                 (disk.disk_name) " (" (bytes(disk.capacity)) ") "
                             }
                         }
+                    }
+                    @if server_status(status) == "running" {
+                        p { a.button href=(format!("/panel/servers/{server_id}/console")) { "Console" } }
                     }
                     section.card aria-labelledby="first-boot-title" {
                         h2 #first-boot-title { "First-boot login" }

@@ -4,7 +4,8 @@
 //! (SeaBIOS boots the first one; up to 16 fit, unlike IDE's 4). ISO disks are IDE CD-ROMs,
 //! which every installer can read. Boot order is CD, then hard disk, as the platform
 //! documents: each device gets a `bootindex` (CDs first) and `-boot order=dc` says the same to
-//! firmware that only reads the legacy order. The serial console goes to a log file, the
+//! firmware that only reads the legacy order. The serial console is a socket that also logs to
+//! a file, the screen a VNC server on a socket (the interactive consoles), the
 //! metadata URL and secret to the guest through fw_cfg files (read from files of the VM's
 //! directory, so the secret never shows in the process list).
 //!
@@ -118,11 +119,20 @@ pub fn command_line(
             .push(option("unix:", &socket, ",server=on,wait=off"));
     }
     add_fd(&mut args, passed.console);
-    args.push("-chardev").push(format!(
-        "file,id=console,path=/dev/fdset/{},append=on",
+    // The serial port is a socket the server connects to for the interactive console, and
+    // everything the guest writes to it also goes to the log GetConsoleLog reads (connected
+    // or not).
+    let mut serial = OsString::from("socket,id=console,path=");
+    serial.push(option_path(&files.serial_socket()));
+    serial.push(format!(
+        ",server=on,wait=off,logfile=/dev/fdset/{},logappend=on",
         passed.console
     ));
+    args.push("-chardev").push(serial);
     args.push("-serial").push("chardev:console");
+    // The screen: QEMU's VNC server on a socket of the runtime directory, never a TCP port.
+    args.push("-vnc")
+        .push(option("unix:", &files.vnc_socket(), ""));
     if spec.metadata.is_some() {
         for (name, path) in [
             (FW_CFG_METADATA_URL, files.metadata_url()),
@@ -516,7 +526,20 @@ mod tests {
         );
         assert!(line.contains("virtio-blk-pci,drive=disk0,bootindex=4"));
         assert!(line.contains("virtio-blk-pci,drive=disk1,bootindex=5"));
-        assert!(line.contains("-chardev file,id=console,path=/dev/fdset/3,append=on"));
+        // The consoles: sockets of the runtime directory, the serial one logging to the
+        // passed log; no TCP port.
+        let run = "/run/extility/vms/0f5c6a1e-8f0e-4b8e-9a53-0d6f4c3a7b21";
+        assert!(
+            line.contains(&format!(
+                "-chardev socket,id=console,path={run}/serial.sock,server=on,wait=off,\
+                 logfile=/dev/fdset/3,logappend=on -serial chardev:console"
+            )),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("-vnc unix:{run}/vnc.sock ")),
+            "{line}"
+        );
         assert!(line.contains(&format!("-sandbox {SANDBOX}")));
         assert!(!line.contains("-daemonize"));
         assert!(line.contains("-boot order=dc"));

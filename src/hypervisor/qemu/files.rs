@@ -1,7 +1,8 @@
 //! A VM's directories. `<data-dir>/vms/<server-uuid>/` holds what the server keeps: the serial
 //! console log, QEMU's own messages, and how to serve the VM's metadata. The runtime directory
 //! holds what QEMU itself makes or reads: its pid file and QMP sockets (what lets a restarted
-//! `extility serve` find and supervise the VM again), its metadata forward's socket, and the
+//! `extility serve` find and supervise the VM again), its metadata forward's socket, its
+//! consoles' sockets (VNC and serial: a restarted server finds them where they were), and the
 //! metadata URL and secret handed to the guest. A confined VM's runtime directory is
 //! `/run/extility/vms/<server>/<server-uuid>/`, owned by the VM's user (mode 0700), which has no access
 //! to the data directory; an unconfined VM's is its data directory.
@@ -93,6 +94,17 @@ impl VmFiles {
         self.run.join("metadata.sock")
     }
 
+    /// QEMU's VNC server: the screen, keyboard and mouse (RFB), for the server alone.
+    pub fn vnc_socket(&self) -> PathBuf {
+        self.run.join("vnc.sock")
+    }
+
+    /// The first serial port's socket (QEMU listens; one client at a time), which also feeds
+    /// the console log.
+    pub fn serial_socket(&self) -> PathBuf {
+        self.run.join("serial.sock")
+    }
+
     /// Where the server reads how to serve the VM's metadata stream (its own file).
     pub fn metadata_door(&self) -> PathBuf {
         self.dir.join("metadata-door.json")
@@ -169,6 +181,8 @@ impl VmFiles {
             self.events_socket(),
             self.control_socket(),
             self.metadata_socket(),
+            self.vnc_socket(),
+            self.serial_socket(),
             self.metadata_url(),
             self.metadata_token(),
             self.metadata_door(),

@@ -611,6 +611,30 @@ impl Hypervisor for Qemu {
             .map_err(|e| HypervisorError(format!("reading the console log: {e}")))
     }
 
+    fn console_socket(
+        &self,
+        server_uuid: &str,
+        kind: crate::hypervisor::ConsoleKind,
+    ) -> Result<PathBuf, HypervisorError> {
+        let Found::Supervised(vm) = self.find(server_uuid)? else {
+            return Err(HypervisorError(format!(
+                "the VM of server {server_uuid} is not running"
+            )));
+        };
+        let socket = match kind {
+            crate::hypervisor::ConsoleKind::Screen => vm.files.vnc_socket(),
+            crate::hypervisor::ConsoleKind::Serial => vm.files.serial_socket(),
+        };
+        if !socket.exists() {
+            return Err(HypervisorError(
+                "this VM was started before interactive consoles existed: stop and start the \
+                 server to have them"
+                    .into(),
+            ));
+        }
+        Ok(socket)
+    }
+
     fn discard(&self, server_uuid: &str) -> Result<(), HypervisorError> {
         self.stop(server_uuid, StopMethod::PowerOff)?;
         self.files(server_uuid)?

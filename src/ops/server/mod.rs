@@ -22,8 +22,8 @@ pub use power::{
     stop_server,
 };
 pub use vm::{
-    NODE_PROOF_HEADER, console_here, console_path, get_console_log, record_vm_event,
-    recover_servers,
+    NODE_PROOF_HEADER, console_here, console_path, get_console_log, live_node_address,
+    record_vm_event, recover_servers,
 };
 
 use std::collections::HashMap;
@@ -74,7 +74,7 @@ impl ServerStatus {
         }
     }
 
-    fn describe(code: i64) -> &'static str {
+    pub fn describe(code: i64) -> &'static str {
         match code {
             1 => "in error",
             2 => "running",

@@ -151,7 +151,7 @@ pub fn console_path(server_uuid: &str) -> String {
 }
 
 /// The API address of `node` if its heartbeat is within the lease.
-async fn live_node_address(
+pub async fn live_node_address(
     conn: &mut AnyConnection,
     state: &AppState,
     node: &str,

@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{Markup, html};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::layout::{self, Tab, s};
+use super::layout::{self, Tab};
 use super::{Panel, asset, tab_page};
+use crate::ops::{args, call};
 use crate::state::AppState;
 
 const NOVNC_JS: &[u8] = include_bytes!("../../../assets/novnc/novnc.min.js");
@@ -92,14 +92,18 @@ async fn page(panel: Panel, Path(server_id): Path<i64>, Query(view): Query<View>
         Some("serial") => "serial",
         _ => "screen",
     };
-    let id = ("server_id", json!(server_id));
-    let server = panel.read("GetServer", std::slice::from_ref(&id)).await;
-    let access = panel
-        .read("GetConsoleAccess", &[id, ("kind", json!(kind))])
-        .await;
+    let server = call::GetServer(&panel.ctx, args::GetServer { server_id }).await;
+    let access = call::GetConsoleAccess(
+        &panel.ctx,
+        args::GetConsoleAccess {
+            server_id,
+            kind: kind.to_string(),
+        },
+    )
+    .await;
     let name = server
         .as_ref()
-        .map(|s| layout::s(s, "server_name").to_string())
+        .map(|s| s.server_name.clone())
         .unwrap_or_else(|_| format!("Server {server_id}"));
     let body = html! {
         p.console-nav {
@@ -111,7 +115,7 @@ async fn page(panel: Panel, Path(server_id): Path<i64>, Query(view): Query<View>
         }
         @match &access {
             Err(err) => p.error role="alert" #console-error { (err.public_message()) },
-            Ok(access) => (console(kind, s(access, "token"))),
+            Ok(access) => (console(kind, &access.token)),
         }
     };
     let main = layout::main(&format!("Console of {name}"), body);

@@ -71,7 +71,7 @@ pub enum ApiError {
     #[error("{0}")]
     LimitExceeded(String),
 
-    /// A call or job would take the customer past one of its quotas (`crate::ops::quota`);
+    /// A call or job would take the customer past one of its quotas (`crate::ops::accounts::quota`);
     /// nothing was made. `quota` is the quota's name, `would_use` what would then be in use,
     /// in `unit`s.
     #[error("quota {quota} exceeded: {would_use} of {limit} {unit} would be in use")]

@@ -17,7 +17,7 @@ use axum::routing::get;
 
 use crate::jobs::node_proof::Request as NodeRequest;
 use crate::ops::server::{NODE_PROOF_HEADER, console_here};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/internal/v1/console/{server_uuid}", get(console))

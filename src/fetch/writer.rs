@@ -1,6 +1,6 @@
 //! The image writer: fetches an image from a source into a destination file, thinly, and
 //! returns what it wrote. What the file becomes (a disk, an image) is the caller's business
-//! (FetchDisk's job kind, `crate::ops::fetch`).
+//! (FetchDisk's job kind, `crate::ops::jobs::fetch`).
 //!
 //! The writer checks the checksum before it reports success; on failure the destination holds
 //! garbage that the caller discards. Whatever happened, it reports the bytes received over the

@@ -29,7 +29,7 @@ use super::wire::{StructType, Timestamp, WireType};
 use super::{Ctx, args};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 use crate::wire_struct;
 
 /// Through what a call came.

@@ -17,40 +17,29 @@ pub mod registry;
 pub mod wire;
 
 pub mod audit;
-pub mod backup;
-pub mod billing;
-pub mod catalogue;
-pub mod create_image;
-pub mod credentials;
-pub mod customer;
-pub mod disk;
-pub mod fetch;
-pub mod image;
 pub mod inflight;
-pub mod job;
-pub mod metrics;
-pub mod network;
-pub mod node;
 pub mod page;
-pub mod port_forward;
-pub mod product_offer;
-pub mod provenance;
-pub mod publish;
-pub mod quota;
-pub mod server;
-pub mod snapshot;
-pub mod ssh_key;
+pub mod state;
 pub mod suggest;
-pub mod throttle;
-pub mod token;
-pub mod usage;
 pub mod validate;
-pub mod vdc;
-pub mod vlan;
+
+pub mod accounts;
+pub mod jobs;
+pub mod network;
+pub mod platform;
+pub mod server;
+pub mod storage;
+
+// The table below names each operation's function by its module.
+use accounts::{billing, customer, quota, ssh_key, token, vdc};
+use jobs::{fetch, job};
+use network::vlan;
+use server::port_forward;
+use storage::{create_image, disk, image, product_offer, publish, snapshot, usage};
 
 use crate::job_kinds;
-use crate::state::AppState;
 use registry::operations;
+use state::AppState;
 use wire::Timestamp;
 
 pub use audit::{AuditEvent, Origin, Via};

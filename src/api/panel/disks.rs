@@ -16,7 +16,7 @@ use super::layout::{
 };
 use super::{Fields, Outcome, Panel, PanelForm, answer, tab_page};
 use crate::error::ApiResult;
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

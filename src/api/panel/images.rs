@@ -18,7 +18,7 @@ use super::layout::{
     vdc_options,
 };
 use super::{Fields, Outcome, Panel, PanelForm, answer, tab_page};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

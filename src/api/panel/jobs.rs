@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::layout::{self, Tab, bytes, items, job_status, n, post_form, s};
 use super::{Fields, Outcome, Panel, PanelForm, answer, tab_page};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

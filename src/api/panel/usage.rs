@@ -8,7 +8,7 @@ use maud::{Markup, html};
 
 use super::layout::{self, Tab, bytes, items, n, s, text_field};
 use super::{Fields, Panel, tab_page};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/panel/usage", get(page))

@@ -11,6 +11,7 @@ mod create;
 mod disks;
 pub mod metadata;
 pub mod placement;
+pub mod port_forward;
 mod power;
 mod vm;
 
@@ -31,18 +32,19 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
-use super::disk::{self, Disk, DiskRow, NewDisk, select_disks};
-use super::port_forward::{self, PortForward};
-use super::quota::{self, Need};
-use super::{
-    Ctx, args, create_image, network, page, product_offer, ssh_key, usage, validate, vdc, vlan,
-};
+use self::port_forward::PortForward;
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hypervisor::{Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmSpec, VmState};
 use crate::jobs::{JobKind, JobOutcome, Lane, NewJob, RunningJob};
+use crate::ops::accounts::quota::{self, Need};
+use crate::ops::state::AppState;
+use crate::ops::storage::disk::{self, Disk, DiskRow, NewDisk, select_disks};
 use crate::ops::wire::Timestamp;
-use crate::state::AppState;
+use crate::ops::{
+    Ctx, accounts::ssh_key, accounts::vdc, args, network::plan, network::vlan, page,
+    storage::create_image, storage::product_offer, storage::usage, validate,
+};
 use crate::storage::volumes;
 use crate::wire_struct;
 

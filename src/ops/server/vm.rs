@@ -31,7 +31,7 @@ pub async fn record_vm_event(state: &AppState, event: VmEvent) -> ApiResult<()> 
         tracing::info!(server = %event.server_uuid, status = status.code(), reason,
             "a server's VM ended on its own");
         // Its tap and rules go with it.
-        network::sync_logged(state).await;
+        plan::sync_logged(state).await;
     }
     Ok(())
 }

@@ -24,7 +24,7 @@
 //!
 //! A customer's limit is its own (a row of `customer_quotas`, which only this module writes,
 //! set by `extility customer set-quota`) or else the platform default (the `serve --quota-*`
-//! flags, in [`crate::state::Inner::quota_defaults`]).
+//! flags, in [`crate::ops::state::Inner::quota_defaults`]).
 //!
 //! [`ensure_room`] is the check: it runs inside the write transaction that makes the thing or
 //! queues the job, after locking the customer's row, so two concurrent calls cannot both
@@ -37,13 +37,13 @@
 use serde::Deserialize;
 use sqlx::AnyConnection;
 
-use super::fetch::FetchDiskJob;
-use super::server::ServerStatus;
-use super::{Ctx, args, create_image, customer};
 use crate::db::{Db, Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{JobKind, JobStatus};
-use crate::state::AppState;
+use crate::ops::jobs::fetch::FetchDiskJob;
+use crate::ops::server::ServerStatus;
+use crate::ops::state::AppState;
+use crate::ops::{Ctx, accounts::customer, args, storage::create_image};
 use crate::wire_struct;
 
 /// The quotas.

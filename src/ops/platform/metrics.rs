@@ -6,7 +6,7 @@ use crate::db::now_ms;
 use crate::error::ApiResult;
 use crate::jobs::JobStatus;
 use crate::metrics::METRICS;
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 /// A job status as a label.
 fn status_name(code: i64) -> &'static str {

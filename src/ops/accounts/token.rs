@@ -3,7 +3,7 @@
 //! A token is what a script sends in place of an e-mail and a password, as FCO's
 //! `getAuthenticationToken` offers: the Basic user name (with any password, or none) or an
 //! `Authorization: Bearer` header, over SOAP and JSON alike (`crate::api::auth` reads it,
-//! `super::credentials::authenticate_token` checks it). A call made with a token acts as the
+//! `crate::ops::accounts::credentials::authenticate_token` checks it). A call made with a token acts as the
 //! customer that made the token; the audit trail names the token (`token_id`).
 //!
 //! - **What a token is.** `ext_` and 43 characters: 256 random bits (the thread's CSPRNG,
@@ -11,7 +11,7 @@
 //!   answer; the table keeps only its SHA-256 (a plain hash is enough for 256 random bits: there
 //!   is nothing to guess), never the token, and no log, audit row or job record holds it.
 //! - **Checking one is cheap.** A SHA-256 and one lookup by a unique index, no argon2, no line
-//!   to wait in (`super::throttle`'s password checks), and no cache: a revoked token is refused
+//!   to wait in (`crate::ops::accounts::throttle`'s password checks), and no cache: a revoked token is refused
 //!   by the next call, on every node. When it was last used is written at most once a minute
 //!   per token, so a script polling GetJob does not write on every call.
 //! - **Lifetimes.** `expiry_seconds` (default `--default-token-lifetime`, 1 h) may not exceed
@@ -32,10 +32,10 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 
-use super::wire::Timestamp;
-use super::{Caller, Ctx, args, page};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::wire::Timestamp;
+use crate::ops::{Caller, Ctx, args, page};
 use crate::wire_struct;
 
 /// What every token starts with: recognisable in a script, a log or a secret scanner.
@@ -246,7 +246,7 @@ pub async fn get_authentication_token(
     let customer_id = ctx.customer_id();
     let mut tx = ctx.state.db.begin_write().await?;
     // One customer's concurrent calls count its live tokens one after the other.
-    super::customer::lock_customer(&mut tx, customer_id).await?;
+    crate::ops::accounts::customer::lock_customer(&mut tx, customer_id).await?;
     let now = now_ms();
     let mut expires = now.saturating_add(seconds.saturating_mul(1000));
     if let Some(parent) = ctx.caller.token_id {

@@ -17,13 +17,15 @@
 
 use sqlx::AnyConnection;
 
-use super::disk::{self, Disk, NewDisk};
-use super::quota::{self, Need};
-use super::{Ctx, args, create_image, page, server, usage, validate, vdc};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::accounts::quota::{self, Need};
+use crate::ops::state::AppState;
+use crate::ops::storage::disk::{self, Disk, NewDisk};
 use crate::ops::wire::Timestamp;
-use crate::state::AppState;
+use crate::ops::{
+    Ctx, accounts::vdc, args, page, server, storage::create_image, storage::usage, validate,
+};
 use crate::storage::{VolumeFile, volumes};
 use crate::wire_struct;
 

@@ -20,12 +20,12 @@
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
-use super::image::{self, NewImage};
-use super::quota::{self, Need};
-use super::{Ctx, args, disk, server, validate};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{JobKind, JobOutcome, JobStatus, Lane, NewJob, RunningJob};
-use crate::state::AppState;
+use crate::ops::accounts::quota::{self, Need};
+use crate::ops::state::AppState;
+use crate::ops::storage::image::{self, NewImage};
+use crate::ops::{Ctx, args, server, storage::disk, validate};
 use crate::storage::volumes;
 
 pub async fn create_image(ctx: &Ctx, a: args::CreateImage) -> ApiResult<i64> {

@@ -26,11 +26,11 @@ use sqlx::AnyConnection;
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, HashAlg, PublicKey};
 
-use super::vlan::is_unique_violation;
-use super::wire::Timestamp;
-use super::{Ctx, args, page, validate};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::network::vlan::is_unique_violation;
+use crate::ops::wire::Timestamp;
+use crate::ops::{Ctx, args, page, validate};
 use crate::wire_struct;
 
 /// The longest key text accepted (an RSA key of 16384 bits is about 2,800 bytes).

@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use super::{Ctx, args, page};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::{Ctx, args, page};
 use futures::future::BoxFuture;
 
 use crate::jobs::queue::ListFilter;
 use crate::jobs::worker::{Pool, Staged};
 use crate::jobs::{CancelRequest, JobRow, JobStatus, Lane};
+use crate::ops::state::AppState;
 use crate::ops::wire::Timestamp;
-use crate::state::AppState;
 use crate::wire_struct;
 
 /// The longest WaitForJob waits.
@@ -96,12 +96,12 @@ pub async fn list_jobs(ctx: &Ctx, a: args::ListJobs) -> ApiResult<Vec<Job>> {
     let job_type = match a.job_type.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(wanted) => Some(
-            super::JOB_KINDS
+            crate::ops::JOB_KINDS
                 .iter()
                 .map(|kind| kind.name)
                 .find(|name| name.eq_ignore_ascii_case(wanted))
                 .ok_or_else(|| {
-                    let known: Vec<&str> = super::JOB_KINDS.iter().map(|k| k.name).collect();
+                    let known: Vec<&str> = crate::ops::JOB_KINDS.iter().map(|k| k.name).collect();
                     ApiError::invalid("job_type", format!("must be one of {}", known.join(", ")))
                 })?,
         ),
@@ -160,13 +160,13 @@ pub async fn wait_for_job(ctx: &Ctx, a: args::WaitForJob) -> ApiResult<Job> {
     }
 }
 
-/// The worker pool of this node: the kinds of [`super::JOB_KINDS`], run with the application
+/// The worker pool of this node: the kinds of [`crate::ops::JOB_KINDS`], run with the application
 /// state.
 pub fn worker_pool(state: &AppState) -> Pool<AppState> {
     Pool {
         queue: state.jobs.clone(),
         state: state.clone(),
-        kinds: &super::JOB_KINDS,
+        kinds: &crate::ops::JOB_KINDS,
         workers: |state, lane| match lane {
             Lane::Quick => state.config.quick_workers,
             Lane::Long => state.config.workers,

@@ -3,10 +3,10 @@
 //! 31 "20 GB disk" and image 66 "Blank disk". Offer 40 is an `image` offer administrators can
 //! bill images under (SetImageProductOffer).
 
-use super::image;
-use super::product_offer::{self, CatalogueOffer};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::ops::storage::image;
+use crate::ops::storage::product_offer::{self, CatalogueOffer};
 
 const GIB: i64 = 1 << 30;
 

@@ -2,9 +2,9 @@
 
 use sqlx::AnyConnection;
 
-use super::{Ctx, args, page};
 use crate::db::{self, Backend, Db, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::{Ctx, args, page};
 use crate::wire_struct;
 
 wire_struct! {

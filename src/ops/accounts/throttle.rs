@@ -247,7 +247,7 @@ impl LoginThrottle {
     }
 
     /// Counts a login that names no account (an authentication token that was not right, see
-    /// `super::token`) against `client`'s address, or refuses it with
+    /// `crate::ops::accounts::token`) against `client`'s address, or refuses it with
     /// `TOO_MANY_LOGIN_ATTEMPTS` when that address is at its limit. Its failure counts for
     /// the address only.
     pub fn admit_address(self: &Arc<Self>, client: IpAddr) -> Result<Attempt, ApiError> {

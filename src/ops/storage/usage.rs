@@ -9,11 +9,11 @@
 
 use sqlx::AnyConnection;
 
-use super::image::ImageRow;
-use super::{Ctx, args, page};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
+use crate::ops::storage::image::ImageRow;
 use crate::ops::wire::Timestamp;
+use crate::ops::{Ctx, args, page};
 use crate::wire_struct;
 
 wire_struct! {
@@ -63,7 +63,7 @@ pub async fn record_inherited_use(
     image_id: i64,
     user: ImageUser,
 ) -> ApiResult<()> {
-    let offer = super::provenance::billed_offer(&mut *conn, image_id).await?;
+    let offer = crate::ops::storage::provenance::billed_offer(&mut *conn, image_id).await?;
     record_use(conn, customer_id, image_id, offer, user).await
 }
 

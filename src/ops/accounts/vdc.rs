@@ -3,11 +3,11 @@
 use serde::Deserialize;
 use sqlx::AnyConnection;
 
-use super::fetch::FetchDiskJob;
-use super::{Ctx, args, page, validate};
 use crate::db::{Backend, Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{JobKind, JobStatus};
+use crate::ops::jobs::fetch::FetchDiskJob;
+use crate::ops::{Ctx, args, page, validate};
 use crate::wire_struct;
 
 wire_struct! {

@@ -3,10 +3,10 @@
 
 use sqlx::AnyConnection;
 
-use super::image::{self, Image};
-use super::{Ctx, args, product_offer, validate};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::storage::image::{self, Image};
+use crate::ops::{Ctx, args, storage::product_offer, validate};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillingEntity {

@@ -2,15 +2,16 @@
 
 use sqlx::AnyConnection;
 
-use super::image::ImageRow;
-use super::quota::{self, Need};
-use super::{
-    Ctx, args, create_image, image, page, product_offer, provenance, usage, validate, vdc,
-};
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::accounts::quota::{self, Need};
+use crate::ops::state::AppState;
+use crate::ops::storage::image::ImageRow;
 use crate::ops::wire::Timestamp;
-use crate::state::AppState;
+use crate::ops::{
+    Ctx, accounts::vdc, args, page, storage::create_image, storage::image, storage::product_offer,
+    storage::provenance, storage::usage, validate,
+};
 use crate::storage::{VolumeFile, volumes};
 use crate::wire_struct;
 
@@ -347,7 +348,7 @@ pub async fn delete_disk(ctx: &Ctx, a: args::DeleteDisk) -> ApiResult<i64> {
 pub async fn remove_disk_row(tx: &mut Tx, disk: &DiskRow) -> ApiResult<Vec<VolumeFile>> {
     // Snapshots first: their volumes lie below the disk's in its backing chain, so each is
     // still held by the volume above it until the disk's own release walks down the chain.
-    let mut garbage = super::snapshot::remove_snapshot_rows(tx, disk.id).await?;
+    let mut garbage = crate::ops::storage::snapshot::remove_snapshot_rows(tx, disk.id).await?;
     sqlx::query("DELETE FROM disks WHERE id = $1")
         .bind(disk.id)
         .execute(&mut **tx)
@@ -463,7 +464,7 @@ pub async fn resize_disk(ctx: &Ctx, a: args::ResizeDisk) -> ApiResult<Disk> {
         ));
     }
     if let Some(server_id) = disk.server_id {
-        super::server::lock_stopped_server(&mut tx, server_id, "resizing its disk").await?;
+        crate::ops::server::lock_stopped_server(&mut tx, server_id, "resizing its disk").await?;
     }
     create_image::ensure_disk_not_being_imaged(&mut tx, disk.id).await?;
     let growth = offer.disk_size - disk.capacity;

@@ -2,19 +2,19 @@
 //! server's NIC, so customers can reach their VMs (SSH, say) from outside. Host ports come
 //! from `--port-forward-ports`, are unique across the platform and go with their server. This
 //! module is the only one that writes `port_forwards`; the rules themselves are the network
-//! engine's (`ops::network` applies them on the server's node).
+//! engine's (`ops::network::plan` applies them on the server's node).
 
 use std::collections::{HashMap, HashSet};
 
 use sqlx::AnyConnection;
 
-use super::quota::{self, Need};
-use super::server::own_server;
-use super::vlan::is_unique_violation;
-use super::{Ctx, args, network, page};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
+use crate::ops::accounts::quota::{self, Need};
+use crate::ops::network::vlan::is_unique_violation;
+use crate::ops::server::own_server;
 use crate::ops::wire::Timestamp;
+use crate::ops::{Ctx, args, network::plan, page};
 use crate::wire_struct;
 
 wire_struct! {
@@ -124,7 +124,7 @@ pub async fn add_port_forward(ctx: &Ctx, a: args::AddPortForward) -> ApiResult<P
             Err(err) => return Err(err.into()),
         };
         tx.commit().await?;
-        network::sync_for(&ctx.state, server.node.as_deref()).await?;
+        plan::sync_for(&ctx.state, server.node.as_deref()).await?;
         return Ok(to_forward((
             id,
             server.id,
@@ -156,7 +156,7 @@ pub async fn remove_port_forward(ctx: &Ctx, a: args::RemovePortForward) -> ApiRe
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    network::sync_for(&ctx.state, server.node.as_deref()).await?;
+    plan::sync_for(&ctx.state, server.node.as_deref()).await?;
     Ok(1)
 }
 

@@ -14,11 +14,11 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use tokio_util::sync::CancellationToken;
 
-use super::server::{ServerStatus, mac_address};
 use crate::db::now_ms;
 use crate::error::ApiResult;
 use crate::network::{self, Forward, Mode, NetworkPlan, Nic, Tunnel, VlanNet};
-use crate::state::AppState;
+use crate::ops::server::{ServerStatus, mac_address};
+use crate::ops::state::AppState;
 
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
 

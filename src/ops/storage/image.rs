@@ -2,9 +2,9 @@
 
 use sqlx::AnyConnection;
 
-use super::{Caller, Ctx, args, page};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
+use crate::ops::{Caller, Ctx, args, page};
 use crate::wire_struct;
 
 wire_struct! {
@@ -174,12 +174,12 @@ async fn with_inherited_offers(
         .filter(|row| inheriting(row))
         .filter_map(|row| row.source_image_id)
         .collect();
-    let lineages = super::provenance::lineages(conn, &sources).await?;
+    let lineages = crate::ops::storage::provenance::lineages(conn, &sources).await?;
     for row in &mut rows {
         if inheriting(row)
             && let Some(lineage) = row.source_image_id.and_then(|s| lineages.get(&s))
         {
-            row.inherited_offer_id = super::provenance::nearest_offer(lineage);
+            row.inherited_offer_id = crate::ops::storage::provenance::nearest_offer(lineage);
         }
     }
     Ok(rows)
@@ -241,7 +241,7 @@ pub async fn changeable_image(
 }
 
 pub async fn rename_image(ctx: &Ctx, a: args::RenameImage) -> ApiResult<Image> {
-    let name = super::validate::name("name", &a.name)?;
+    let name = crate::ops::validate::name("name", &a.name)?;
     let mut tx = ctx.state.db.begin_write().await?;
     let image = changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
     sqlx::query("UPDATE images SET name = $1 WHERE id = $2")
@@ -263,7 +263,7 @@ pub async fn rename_image(ctx: &Ctx, a: args::RenameImage) -> ApiResult<Image> {
 pub async fn delete_image(ctx: &Ctx, a: args::DeleteImage) -> ApiResult<i64> {
     let mut tx = ctx.state.db.begin_write().await?;
     let image = changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
-    super::publish::unpublish_everywhere(&mut tx, image.id).await?;
+    crate::ops::storage::publish::unpublish_everywhere(&mut tx, image.id).await?;
     sqlx::query("UPDATE images SET deleted = $1, volume_id = NULL WHERE id = $2")
         .bind(crate::db::now_ms())
         .bind(image.id)
@@ -346,8 +346,11 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
         owner_uuid: owner,
         share_count: 0,
         public: 0,
-        inherited_offer_id: super::provenance::inherited_offer(&mut *conn, image.source_image_id)
-            .await?,
+        inherited_offer_id: crate::ops::storage::provenance::inherited_offer(
+            &mut *conn,
+            image.source_image_id,
+        )
+        .await?,
     }
     .to_image())
 }

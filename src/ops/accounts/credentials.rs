@@ -5,14 +5,14 @@
 //! minute under a keyed SHA-256 of the credentials (the key is random per process, so the
 //! cache never holds anything a password could be recovered from cheaply).
 //!
-//! A check that is not remembered goes through the login throttle (`super::throttle`): an
+//! A check that is not remembered goes through the login throttle (`crate::ops::accounts::throttle`): an
 //! address or an (account, address) with too many recent failures is refused at once, before
 //! any argon2 work, and the checks that go ahead wait for a core in a bounded line. Credentials
 //! that were right within the last day are never refused by the throttle (their fingerprint
 //! proves the caller knew the password), so a customer sharing an address with an attacker
 //! keeps working. Concurrent requests with the same credentials share one check.
 //!
-//! Authentication tokens (`super::token`) take none of this: checking one is a SHA-256 and one
+//! Authentication tokens (`crate::ops::accounts::token`) take none of this: checking one is a SHA-256 and one
 //! indexed lookup, so they are never cached (a revoked token is refused by the next call) and
 //! never wait in the argon2 lines. A token that is not right counts as a failed login of the
 //! client's address (an address at its limit is answered `TOO_MANY_LOGIN_ATTEMPTS`); a right
@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::throttle::{Line, LoginLimits, LoginThrottle, PasswordChecks};
-use super::token::{self, Check};
-use super::{Caller, Origin, audit};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::ops::accounts::throttle::{Line, LoginLimits, LoginThrottle, PasswordChecks};
+use crate::ops::accounts::token::{self, Check};
+use crate::ops::state::AppState;
+use crate::ops::{Caller, Origin, audit};
 
 /// How long a successful check is trusted without checking again.
 const TTL: Duration = Duration::from_secs(60);
@@ -197,7 +197,7 @@ pub async fn authenticate(
     let line = attempt.line();
     tokio::spawn(async move {
         let _flight = flight;
-        let result = match super::customer::find_login(&state.db, &account).await {
+        let result = match crate::ops::accounts::customer::find_login(&state.db, &account).await {
             Ok(login) => check_password(line, move || login.check(&password)).await,
             Err(err) => Err(err),
         };

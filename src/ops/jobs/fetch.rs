@@ -4,7 +4,7 @@
 //!
 //! Nothing half-made is visible: the data lives in the attempt's staging file until the job
 //! succeeds, and is removed when it fails or is cancelled (by the job system, which calls
-//! [`super::jobs::discard_staged`]). A job interrupted by a crash is claimed again after the
+//! [`crate::ops::jobs::discard_staged`]). A job interrupted by a crash is claimed again after the
 //! restart; it then fetches from the start (an uncompressed prefix cannot be trusted without
 //! re-reading it, and a decompressor's state is lost), or, if the earlier attempt had already
 //! committed its result, the job system reports that result. The startup sweep removes staging
@@ -16,10 +16,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::disk::{self, NewDisk};
-use super::image::{self, NewImage};
-use super::quota::{self, Need};
-use super::{Ctx, args, product_offer, usage, validate, vdc};
 use crate::config::Config;
 use crate::error::ApiResult;
 use crate::fetch::{
@@ -27,7 +23,11 @@ use crate::fetch::{
 };
 use crate::jobs::{JobKind, JobOutcome, Lane, NewJob, RunningJob, Slot};
 use crate::metrics::METRICS;
-use crate::state::AppState;
+use crate::ops::accounts::quota::{self, Need};
+use crate::ops::state::AppState;
+use crate::ops::storage::disk::{self, NewDisk};
+use crate::ops::storage::image::{self, NewImage};
+use crate::ops::{Ctx, accounts::vdc, args, storage::product_offer, storage::usage, validate};
 use crate::storage::volumes;
 
 pub async fn fetch_disk(ctx: &Ctx, a: args::FetchDisk) -> ApiResult<i64> {

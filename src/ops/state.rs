@@ -11,10 +11,10 @@ use crate::fetch::FetchTls;
 use crate::hypervisor::Hypervisor;
 use crate::jobs::JobQueue;
 use crate::network::Network;
+use crate::ops::accounts::credentials::CredentialCache;
+use crate::ops::accounts::quota;
 use crate::ops::audit::AuditLog;
-use crate::ops::credentials::CredentialCache;
 use crate::ops::inflight::CallsInFlight;
-use crate::ops::quota;
 use crate::storage::Storage;
 
 #[derive(Clone)]

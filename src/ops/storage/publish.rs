@@ -13,10 +13,10 @@
 
 use sqlx::AnyConnection;
 
-use super::image::{self, ImageRow};
-use super::{Ctx, args, page, provenance};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
+use crate::ops::storage::image::{self, ImageRow};
+use crate::ops::{Ctx, args, page, storage::provenance};
 
 /// Who an image is published to, as `image_shares` records it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,12 +5,12 @@
 use ipnet::Ipv4Net;
 use sqlx::AnyConnection;
 
-use super::quota::{self, Need};
-use super::{Ctx, args, page, validate, vdc};
 use crate::db::{Backend, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::network::addresses;
-use crate::state::AppState;
+use crate::ops::accounts::quota::{self, Need};
+use crate::ops::state::AppState;
+use crate::ops::{Ctx, accounts::vdc, args, page, validate};
 use crate::wire_struct;
 
 wire_struct! {

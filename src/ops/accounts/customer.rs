@@ -6,9 +6,9 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
 use sqlx::AnyConnection;
 
-use super::{Caller, Ctx, args};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::{Caller, Ctx, args};
 use crate::wire_struct;
 
 wire_struct! {
@@ -93,8 +93,8 @@ pub async fn create_customer(
     is_admin: bool,
     billing_entity: &str,
 ) -> ApiResult<NewCustomer> {
-    let email = super::validate::email(email)?;
-    super::validate::new_password(password, &email)?;
+    let email = crate::ops::validate::email(email)?;
+    crate::ops::validate::new_password(password, &email)?;
     let password = password.to_string();
     let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
     let now = now_ms();
@@ -108,7 +108,9 @@ pub async fn create_customer(
             "a customer with e-mail {email} exists"
         )));
     }
-    let entity = super::billing::find_or_create_billing_entity(&mut tx, billing_entity).await?;
+    let entity =
+        crate::ops::accounts::billing::find_or_create_billing_entity(&mut tx, billing_entity)
+            .await?;
     let customer_uuid = uuid::Uuid::new_v4().to_string();
     let customer_id: i64 = sqlx::query_scalar(
         "INSERT INTO customers (uuid, email, password_hash, is_admin, billing_entity_id, created) \
@@ -122,7 +124,7 @@ pub async fn create_customer(
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    let vdc_id = super::vdc::insert_vdc(&mut tx, customer_id, "Default VDC")
+    let vdc_id = crate::ops::accounts::vdc::insert_vdc(&mut tx, customer_id, "Default VDC")
         .await?
         .vdc_id;
     tx.commit().await?;
@@ -146,7 +148,7 @@ pub async fn id_by_email(conn: &mut AnyConnection, email: &str) -> ApiResult<Opt
 
 /// Locks the customer's row for the rest of the transaction (on PostgreSQL; SQLite write
 /// transactions hold the database lock anyway): what serializes the quota checks of one
-/// customer's concurrent calls (`super::quota::ensure_room`).
+/// customer's concurrent calls (`crate::ops::accounts::quota::ensure_room`).
 pub async fn lock_customer(conn: &mut AnyConnection, customer_id: i64) -> ApiResult<()> {
     sqlx::query("UPDATE customers SET created = created WHERE id = $1")
         .bind(customer_id)

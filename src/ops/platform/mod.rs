@@ -1,0 +1,3 @@
+pub mod backup;
+pub mod metrics;
+pub mod node;

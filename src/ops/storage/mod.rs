@@ -1,0 +1,9 @@
+pub mod catalogue;
+pub mod create_image;
+pub mod disk;
+pub mod image;
+pub mod product_offer;
+pub mod provenance;
+pub mod publish;
+pub mod snapshot;
+pub mod usage;

@@ -17,8 +17,10 @@ pub mod registry;
 pub mod wire;
 
 pub mod audit;
+pub mod enqueue;
 pub mod inflight;
 pub mod page;
+pub mod server_status;
 pub mod state;
 pub mod suggest;
 pub mod validate;
@@ -31,7 +33,7 @@ pub mod server;
 pub mod storage;
 
 // The table below names each operation's function by its module.
-use accounts::{billing, customer, quota, ssh_key, token, vdc};
+use accounts::{customer, quota, ssh_key, token, vdc};
 use jobs::{fetch, job};
 use network::vlan;
 use server::port_forward;
@@ -177,7 +179,7 @@ operations! {
     /// removes it). Each such server then records a usage line, and so does each server made
     /// from an image derived from it that has no offer of its own.
     write SetImageProductOffer(image_id: i64, product_offer_id: i64) -> image: Image =
-        billing::set_image_product_offer;
+        image::set_image_product_offer;
     /// Lists the disks of a VDC, by id: at most `page_size` (1 to 1000; omitted: 1000) with an
     /// id above `after_id` (omitted: from the first); pass the last `disk_id` of a page as
     /// `after_id` to get the next. `name` (optional) keeps the disks whose name contains it,

@@ -74,6 +74,8 @@ async fn queue_fetch(nodes: &TwoNodes, name: &str) -> (i64, FetchDiskJob) {
                 item_id: None,
                 params: params.clone(),
                 target_node: None,
+                reserved_bytes: params.disk_size,
+                vdc_id: (!params.make_image).then_some(params.vdc_id),
             },
         )
         .await
@@ -259,6 +261,8 @@ async fn cancel_racing_a_claim(backend: Backend) {
                         method: StopHow::Poweroff,
                     },
                     target_node: None,
+                    reserved_bytes: 0,
+                    vdc_id: None,
                 },
             )
             .await

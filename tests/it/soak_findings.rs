@@ -69,6 +69,8 @@ async fn a_released_lease_is_taken_at_once_by_a_new_attempt(backend: Backend) {
                     method: StopHow::Poweroff,
                 },
                 target_node: None,
+                reserved_bytes: 0,
+                vdc_id: None,
             },
         )
         .await

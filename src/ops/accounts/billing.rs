@@ -1,12 +1,11 @@
-//! Billing: billing entities (the accounts customers belong to; `extility billing-entity add`)
-//! and the product offers images are billed under (SetImageProductOffer).
+//! Billing entities: the accounts customers belong to (`extility billing-entity add`). The
+//! product offers images are billed under are the images' own (`ops::storage::image`).
 
 use sqlx::AnyConnection;
 
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
-use crate::ops::storage::image::{self, Image};
-use crate::ops::{Ctx, args, storage::product_offer, validate};
+use crate::ops::validate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillingEntity {
@@ -63,28 +62,4 @@ pub async fn create_billing_entity(db: &Db, name: &str) -> ApiResult<BillingEnti
     let entity = insert_billing_entity(&mut tx, &name).await?;
     tx.commit().await?;
     Ok(entity)
-}
-
-/// Attaches an `image` product offer to any image (0 removes it): each server made from the
-/// image then records a usage line. Administrators only.
-pub async fn set_image_product_offer(ctx: &Ctx, a: args::SetImageProductOffer) -> ApiResult<Image> {
-    if !ctx.caller.is_admin {
-        return Err(ApiError::PermissionDenied(
-            "only administrators may set the product offer of an image".into(),
-        ));
-    }
-    let mut tx = ctx.state.db.begin_write().await?;
-    let image = image::image_by_id(&mut tx, a.image_id).await?;
-    let offer = match a.product_offer_id {
-        0 => None,
-        id => Some(
-            product_offer::offer_of_kind(&mut tx, id, "image", "product_offer_id")
-                .await?
-                .product_offer_id,
-        ),
-    };
-    image::set_product_offer(&mut tx, image.id, offer).await?;
-    let updated = image::image_by_id(&mut tx, image.id).await?;
-    tx.commit().await?;
-    Ok(updated.to_image())
 }

@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
+use crate::ops::Caller;
 use crate::ops::accounts::throttle::{Line, LoginLimits, LoginThrottle, PasswordChecks};
 use crate::ops::accounts::token::{self, Check};
+use crate::ops::audit::{self, Origin};
 use crate::ops::state::AppState;
-use crate::ops::{Caller, Origin, audit};
 
 /// How long a successful check is trusted without checking again.
 const TTL: Duration = Duration::from_secs(60);

@@ -34,16 +34,14 @@
 //! The node's own reserve of free space (`--min-free-space`, [`ensure_node_free_space`]) is
 //! the counterpart for the platform: a nearly full node refuses new fetches and copies.
 
-use serde::Deserialize;
 use sqlx::AnyConnection;
 
 use crate::db::{Db, Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{JobKind, JobStatus};
-use crate::ops::jobs::fetch::FetchDiskJob;
-use crate::ops::server::ServerStatus;
+use crate::jobs::JobStatus;
+use crate::ops::server_status::ServerStatus;
 use crate::ops::state::AppState;
-use crate::ops::{Ctx, accounts::customer, args, storage::create_image};
+use crate::ops::{Ctx, accounts::customer, args};
 use crate::wire_struct;
 
 /// The quotas.
@@ -257,50 +255,25 @@ pub async fn used(conn: &mut AnyConnection, customer_id: i64, quota: QuotaName) 
         QuotaName::StorageBytes => {
             // Disks, own images (not tombstones of deleted ones), snapshots (their volume's
             // size: what the disk held when it was taken, all of which the snapshot may come to
-            // keep), and the disks unfinished CreateImage jobs are copying (each job's item;
-            // the image will have the disk's capacity). A job whose result is committed (it has
-            // not ended yet) counts through the image it made, not twice.
-            let made: i64 = sqlx::query_scalar(
+            // keep), and what unfinished jobs will make (`reserved_bytes`, written when they
+            // were queued: a fetch's disk or image, the image a CreateImage copies from its
+            // disk). A job whose result is committed (it has not ended yet) counts through what
+            // it made, not twice.
+            sqlx::query_scalar(
                 "SELECT CAST(COALESCE((SELECT SUM(capacity) FROM disks WHERE customer_id = $1), 0) \
                  + COALESCE((SELECT SUM(size) FROM images WHERE customer_id = $1 \
                    AND deleted IS NULL), 0) \
                  + COALESCE((SELECT SUM(v.size) FROM snapshots s \
                    JOIN volumes v ON v.id = s.volume_id WHERE s.customer_id = $1), 0) \
-                 + COALESCE((SELECT SUM(d.capacity) FROM jobs j JOIN disks d ON d.id = j.item_id \
-                   WHERE j.customer_id = $1 AND j.job_type = $5 AND j.item_type = 'disk' \
-                   AND j.status IN ($2, $3, $4) AND j.result_committed = 0), 0) AS BIGINT)",
+                 + COALESCE((SELECT SUM(reserved_bytes) FROM jobs WHERE customer_id = $1 \
+                   AND status IN ($2, $3, $4) AND result_committed = 0), 0) AS BIGINT)",
             )
             .bind(customer_id)
             .bind(a)
             .bind(b)
             .bind(c)
-            .bind(create_image::CreateImageJob::NAME)
             .fetch_one(&mut *conn)
-            .await?;
-            // What unfinished fetches will make, likewise: the offer's size, from the job's
-            // parameters.
-            let fetches: Vec<String> = sqlx::query_scalar(
-                "SELECT params FROM jobs WHERE customer_id = $1 AND job_type = $5 \
-                 AND status IN ($2, $3, $4) AND result_committed = 0",
-            )
-            .bind(customer_id)
-            .bind(a)
-            .bind(b)
-            .bind(c)
-            .bind(FetchDiskJob::NAME)
-            .fetch_all(&mut *conn)
-            .await?;
-            #[derive(Deserialize)]
-            struct Fetching {
-                disk_size: i64,
-            }
-            let mut reserved = 0i64;
-            for params in fetches {
-                let fetching: Fetching =
-                    serde_json::from_str(&params).map_err(ApiError::internal)?;
-                reserved = reserved.saturating_add(fetching.disk_size);
-            }
-            made.saturating_add(reserved)
+            .await?
         }
         QuotaName::Servers => {
             sqlx::query_scalar("SELECT COUNT(*) FROM servers WHERE customer_id = $1")

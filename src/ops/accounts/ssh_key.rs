@@ -26,9 +26,9 @@ use sqlx::AnyConnection;
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, HashAlg, PublicKey};
 
+use crate::db::is_unique_violation;
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
-use crate::ops::network::vlan::is_unique_violation;
 use crate::ops::wire::Timestamp;
 use crate::ops::{Ctx, args, page, validate};
 use crate::wire_struct;

@@ -1,12 +1,10 @@
 //! Virtual data centres.
 
-use serde::Deserialize;
 use sqlx::AnyConnection;
 
 use crate::db::{Backend, Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{JobKind, JobStatus};
-use crate::ops::jobs::fetch::FetchDiskJob;
+use crate::jobs::JobStatus;
 use crate::ops::{Ctx, args, page, validate};
 use crate::wire_struct;
 
@@ -123,32 +121,21 @@ pub async fn delete_vdc(ctx: &Ctx, a: args::DeleteVDC) -> ApiResult<i64> {
     Ok(1)
 }
 
-/// The customer's unfinished FetchDisk jobs that will make a disk (not an image) in the VDC.
+/// The customer's unfinished jobs that will make a disk in the VDC (FetchDisk's, written in
+/// `jobs.vdc_id` when queued).
 async fn fetches_into(conn: &mut AnyConnection, customer_id: i64, vdc_id: i64) -> ApiResult<i64> {
     let [a, b, c] = JobStatus::UNFINISHED.map(JobStatus::code);
-    let params: Vec<String> = sqlx::query_scalar(
-        "SELECT params FROM jobs WHERE customer_id = $1 AND job_type = $2 \
+    let count = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE customer_id = $1 AND vdc_id = $2 \
          AND status IN ($3, $4, $5) AND result_committed = 0",
     )
     .bind(customer_id)
-    .bind(FetchDiskJob::NAME)
+    .bind(vdc_id)
     .bind(a)
     .bind(b)
     .bind(c)
-    .fetch_all(conn)
+    .fetch_one(conn)
     .await?;
-    #[derive(Deserialize)]
-    struct Fetching {
-        vdc_id: i64,
-        make_image: bool,
-    }
-    let mut count = 0;
-    for params in params {
-        let fetching: Fetching = serde_json::from_str(&params).map_err(ApiError::internal)?;
-        if fetching.vdc_id == vdc_id && !fetching.make_image {
-            count += 1;
-        }
-    }
     Ok(count)
 }
 

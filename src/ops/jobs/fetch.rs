@@ -21,7 +21,7 @@ use crate::error::ApiResult;
 use crate::fetch::{
     self, Checksum, Credentials, FetchLimits, FetchPolicy, FetchSource, ImageFormat,
 };
-use crate::jobs::{JobKind, JobOutcome, Lane, NewJob, RunningJob, Slot};
+use crate::jobs::{JobKind, JobOutcome, Lane, RunningJob, Slot};
 use crate::metrics::METRICS;
 use crate::ops::accounts::quota::{self, Need};
 use crate::ops::state::AppState;
@@ -60,26 +60,22 @@ pub async fn fetch_disk(ctx: &Ctx, a: args::FetchDisk) -> ApiResult<i64> {
         make_image: a.make_image,
         image_default_username: default_username,
     };
-    let job_id = ctx
-        .state
-        .jobs
-        .enqueue(
-            &mut tx,
-            NewJob {
-                customer_id: ctx.customer_id(),
-                name: format!(
-                    "Fetch {} \"{}\" from {}",
-                    job.item_type(),
-                    job.name,
-                    source.redacted()
-                ),
-                item_type: Some(job.item_type()),
-                item_id: None,
-                params: job,
-                target_node: None,
-            },
-        )
-        .await?;
+    let name = format!(
+        "Fetch {} \"{}\" from {}",
+        job.item_type(),
+        job.name,
+        source.redacted()
+    );
+    let (item_type, reserved, make_image, vdc_id) =
+        (job.item_type(), job.disk_size, job.make_image, job.vdc_id);
+    let mut queued = ctx
+        .enqueue(&mut tx, job, name)
+        .item_type(item_type)
+        .reserving(reserved);
+    if !make_image {
+        queued = queued.in_vdc(vdc_id);
+    }
+    let job_id = queued.await?;
     if let Some(credentials) = source.credentials() {
         ctx.state
             .jobs

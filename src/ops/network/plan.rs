@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::now_ms;
 use crate::error::ApiResult;
 use crate::network::{self, Forward, Mode, NetworkPlan, Nic, Tunnel, VlanNet};
-use crate::ops::server::{ServerStatus, mac_address};
+use crate::ops::server_status::ServerStatus;
 use crate::ops::state::AppState;
 
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
@@ -334,6 +334,13 @@ pub async fn resync(state: AppState, stop: CancellationToken) {
             _ = tokio::time::sleep(RESYNC_INTERVAL) => sync_logged(&state).await,
         }
     }
+}
+
+/// A stable, locally administered MAC address derived from the server's uuid.
+pub fn mac_address(server_uuid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(server_uuid.as_bytes());
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use ipnet::Ipv4Net;
 use sqlx::AnyConnection;
 
-use crate::db::{Backend, now_ms};
+use crate::db::{Backend, is_unique_violation, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::network::addresses;
 use crate::ops::accounts::quota::{self, Need};
@@ -191,9 +191,4 @@ pub async fn lock_subnet(
         .execute(&mut *conn)
         .await?;
     Ok(net)
-}
-
-pub fn is_unique_violation(err: &sqlx::Error) -> bool {
-    err.as_database_error()
-        .is_some_and(|e| e.is_unique_violation())
 }

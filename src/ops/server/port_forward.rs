@@ -8,10 +8,10 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::AnyConnection;
 
+use crate::db::is_unique_violation;
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::ops::accounts::quota::{self, Need};
-use crate::ops::network::vlan::is_unique_violation;
 use crate::ops::server::own_server;
 use crate::ops::wire::Timestamp;
 use crate::ops::{Ctx, args, network::plan, page};

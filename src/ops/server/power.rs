@@ -65,20 +65,11 @@ async fn queue_server_job<K: JobKind>(
         _ => server.node.clone(),
     };
     set_status(&mut tx, server.id, status, None).await?;
+    let name = format!("{verb} server \"{}\"", server.name);
     let job_id = ctx
-        .state
-        .jobs
-        .enqueue(
-            &mut tx,
-            NewJob {
-                customer_id: ctx.customer_id(),
-                name: format!("{verb} server \"{}\"", server.name),
-                item_type: Some("server"),
-                item_id: Some(server.id),
-                params,
-                target_node,
-            },
-        )
+        .enqueue(&mut tx, params, name)
+        .item("server", server.id)
+        .on_node(target_node)
         .await?;
     tx.commit().await?;
     Ok(job_id)

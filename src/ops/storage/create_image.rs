@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{JobKind, JobOutcome, JobStatus, Lane, NewJob, RunningJob};
+use crate::jobs::{JobKind, JobOutcome, JobStatus, Lane, RunningJob};
 use crate::ops::accounts::quota::{self, Need};
 use crate::ops::state::AppState;
 use crate::ops::storage::image::{self, NewImage};
-use crate::ops::{Ctx, args, server, storage::disk, validate};
+use crate::ops::{Ctx, args, server_status, storage::disk, validate};
 use crate::storage::volumes;
 
 pub async fn create_image(ctx: &Ctx, a: args::CreateImage) -> ApiResult<i64> {
@@ -40,31 +40,24 @@ pub async fn create_image(ctx: &Ctx, a: args::CreateImage) -> ApiResult<i64> {
     disk::lock_own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
     let disk = disk::own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
     if let Some(server_id) = disk.server_id {
-        server::lock_stopped_server(&mut tx, server_id, "making an image of its disk").await?;
+        server_status::lock_stopped_server(&mut tx, server_id, "making an image of its disk")
+            .await?;
     }
     // The image will have the disk's capacity; the queued job reserves it.
     let need = Need::job_making(disk.capacity);
     quota::ensure_room(&mut tx, &ctx.state, ctx.customer_id(), need).await?;
+    let job = CreateImageJob {
+        disk_id: disk.id,
+        name,
+        default_username,
+        generate_password: a.generate_password,
+    };
+    let description = format!("Create image \"{}\" from disk \"{}\"", job.name, disk.name);
     let job_id = ctx
-        .state
-        .jobs
-        .enqueue(
-            &mut tx,
-            NewJob {
-                customer_id: ctx.customer_id(),
-                name: format!("Create image \"{name}\" from disk \"{}\"", disk.name),
-                // The pin on the disk (below) looks for it as the job's item.
-                item_type: Some("disk"),
-                item_id: Some(disk.id),
-                params: CreateImageJob {
-                    disk_id: disk.id,
-                    name,
-                    default_username,
-                    generate_password: a.generate_password,
-                },
-                target_node: None,
-            },
-        )
+        .enqueue(&mut tx, job, description)
+        // The pin on the disk (below) looks for it as the job's item.
+        .item("disk", disk.id)
+        .reserving(disk.capacity)
         .await?;
     tx.commit().await?;
     Ok(job_id)

@@ -464,7 +464,8 @@ pub async fn resize_disk(ctx: &Ctx, a: args::ResizeDisk) -> ApiResult<Disk> {
         ));
     }
     if let Some(server_id) = disk.server_id {
-        crate::ops::server::lock_stopped_server(&mut tx, server_id, "resizing its disk").await?;
+        crate::ops::server_status::lock_stopped_server(&mut tx, server_id, "resizing its disk")
+            .await?;
     }
     create_image::ensure_disk_not_being_imaged(&mut tx, disk.id).await?;
     let growth = offer.disk_size - disk.capacity;

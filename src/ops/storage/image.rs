@@ -4,7 +4,7 @@ use sqlx::AnyConnection;
 
 use crate::error::{ApiError, ApiResult};
 use crate::ops::wire::Timestamp;
-use crate::ops::{Caller, Ctx, args, page};
+use crate::ops::{Caller, Ctx, args, page, storage::product_offer};
 use crate::wire_struct;
 
 wire_struct! {
@@ -389,4 +389,28 @@ pub async fn insert_blank_platform_image(
     .await?;
     crate::db::ids_after_explicit_ones(conn, backend, "images").await?;
     Ok(())
+}
+
+/// Attaches an `image` product offer to any image (0 removes it): each server made from the
+/// image then records a usage line. Administrators only.
+pub async fn set_image_product_offer(ctx: &Ctx, a: args::SetImageProductOffer) -> ApiResult<Image> {
+    if !ctx.caller.is_admin {
+        return Err(ApiError::PermissionDenied(
+            "only administrators may set the product offer of an image".into(),
+        ));
+    }
+    let mut tx = ctx.state.db.begin_write().await?;
+    let image = image_by_id(&mut tx, a.image_id).await?;
+    let offer = match a.product_offer_id {
+        0 => None,
+        id => Some(
+            product_offer::offer_of_kind(&mut tx, id, "image", "product_offer_id")
+                .await?
+                .product_offer_id,
+        ),
+    };
+    set_product_offer(&mut tx, image.id, offer).await?;
+    let updated = image_by_id(&mut tx, image.id).await?;
+    tx.commit().await?;
+    Ok(updated.to_image())
 }

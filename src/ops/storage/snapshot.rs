@@ -24,7 +24,7 @@ use crate::ops::state::AppState;
 use crate::ops::storage::disk::{self, Disk, NewDisk};
 use crate::ops::wire::Timestamp;
 use crate::ops::{
-    Ctx, accounts::vdc, args, page, server, storage::create_image, storage::usage, validate,
+    Ctx, accounts::vdc, args, page, server_status, storage::create_image, storage::usage, validate,
 };
 use crate::storage::{VolumeFile, volumes};
 use crate::wire_struct;
@@ -95,7 +95,7 @@ async fn ensure_no_guest_writes(
     doing: &str,
 ) -> ApiResult<()> {
     match disk.server_id {
-        Some(server_id) => server::lock_stopped_server(conn, server_id, doing).await,
+        Some(server_id) => server_status::lock_stopped_server(conn, server_id, doing).await,
         None => Ok(()),
     }
 }

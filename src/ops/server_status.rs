@@ -20,6 +20,14 @@ pub enum ServerStatus {
 }
 
 impl ServerStatus {
+    /// The statuses of a server whose VM holds its node's processors and memory (and the
+    /// customer's running quotas), as codes to bind: `status IN ($a, $b, $c)`.
+    pub const HOLDING_A_NODE: [i64; 3] = [
+        ServerStatus::Starting as i64,
+        ServerStatus::Running as i64,
+        ServerStatus::Stopping as i64,
+    ];
+
     pub fn code(self) -> i64 {
         self as i64
     }

@@ -245,12 +245,7 @@ pub async fn limits(
 /// to the BIGINT both engines decode.)
 pub async fn used(conn: &mut AnyConnection, customer_id: i64, quota: QuotaName) -> ApiResult<i64> {
     let [a, b, c] = JobStatus::UNFINISHED.map(JobStatus::code);
-    let running = [
-        ServerStatus::Starting,
-        ServerStatus::Running,
-        ServerStatus::Stopping,
-    ]
-    .map(ServerStatus::code);
+    let running = ServerStatus::HOLDING_A_NODE;
     let used = match quota {
         QuotaName::StorageBytes => {
             // Disks, own images (not tombstones of deleted ones), snapshots (their volume's

@@ -6,6 +6,7 @@ use crate::db::now_ms;
 use crate::error::ApiResult;
 use crate::jobs::JobStatus;
 use crate::metrics::METRICS;
+use crate::ops::server_status::ServerStatus;
 use crate::ops::state::AppState;
 
 /// A job status as a label.
@@ -30,8 +31,9 @@ pub async fn render(state: &AppState) -> ApiResult<String> {
             .await?;
     let node = state.jobs.node_id();
     let vms: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM servers WHERE node = $1 AND status = 2")
+        sqlx::query_scalar("SELECT COUNT(*) FROM servers WHERE node = $1 AND status = $2")
             .bind(node)
+            .bind(ServerStatus::Running.code())
             .fetch_one(&mut *conn)
             .await?;
     let volume_bytes: i64 =

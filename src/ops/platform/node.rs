@@ -4,6 +4,7 @@
 
 use crate::db::{Db, now_ms};
 use crate::error::ApiResult;
+use crate::ops::server_status::ServerStatus;
 
 /// One node, with its load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +47,16 @@ type NodeRow = (
 pub async fn list_nodes(db: &Db, lease_ms: i64) -> ApiResult<Vec<NodeStatus>> {
     let rows: Vec<NodeRow> = sqlx::query_as(
         "SELECT n.id, n.address, n.tunnel_address, n.version, n.vcpus, n.memory_mb, n.can_run_vms, n.last_seen, \
-         (SELECT COUNT(*) FROM servers s WHERE s.node = n.id AND s.status IN (2, 3, 4)), \
+         (SELECT COUNT(*) FROM servers s WHERE s.node = n.id AND s.status IN ($1, $2, $3)), \
          (SELECT CAST(COALESCE(SUM(s.processors), 0) AS BIGINT) FROM servers s \
-           WHERE s.node = n.id AND s.status IN (2, 3, 4)), \
+           WHERE s.node = n.id AND s.status IN ($1, $2, $3)), \
          (SELECT CAST(COALESCE(SUM(s.memory), 0) AS BIGINT) FROM servers s \
-           WHERE s.node = n.id AND s.status IN (2, 3, 4)) \
+           WHERE s.node = n.id AND s.status IN ($1, $2, $3)) \
          FROM nodes n ORDER BY n.id",
     )
+    .bind(ServerStatus::HOLDING_A_NODE[0])
+    .bind(ServerStatus::HOLDING_A_NODE[1])
+    .bind(ServerStatus::HOLDING_A_NODE[2])
     .fetch_all(db.pool())
     .await?;
     let now = now_ms();

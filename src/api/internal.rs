@@ -15,8 +15,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::jobs::node_proof::Request as NodeRequest;
-use crate::ops::server::{NODE_PROOF_HEADER, console_here};
+use crate::ops::server::{NODE_PROOF_HEADER, NodeCall, console_for_node};
 use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -39,18 +38,16 @@ async fn console(
         .get(NODE_PROOF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let request = NodeRequest {
-        node: state.jobs.node_id(),
+    let call = NodeCall {
         method: method.as_str(),
         path: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
         body: &body,
+        proof,
     };
-    if !state.jobs.accept_node_proof(&request, proof) {
-        return refused();
-    }
-    match console_here(&state, &server_uuid).await {
-        Ok(bytes) => Bytes::from(bytes).into_response(),
-        Err(err) => (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
+    match console_for_node(&state, call, &server_uuid).await {
+        None => refused(),
+        Some(Ok(bytes)) => Bytes::from(bytes).into_response(),
+        Some(Err(err)) => (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
     }
 }
 

@@ -14,6 +14,8 @@ pub mod billing;
 pub mod credentials;
 pub mod customer;
 pub mod quota;
+pub mod secret;
+pub mod session;
 pub mod ssh_key;
 pub mod throttle;
 pub mod token;

@@ -29,11 +29,11 @@
 //!   when the token was one).
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::accounts::secret;
 use crate::ops::wire::Timestamp;
 use crate::ops::{Caller, Ctx, args, page};
 use crate::wire_struct;
@@ -93,7 +93,7 @@ pub fn looks_like_token(user: &str) -> bool {
 
 /// The SHA-256 of a token, in hex: what `auth_tokens.token_hash` holds.
 fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    secret::hash(token)
 }
 
 /// A new token: the prefix and 256 random bits.

@@ -28,8 +28,8 @@ pub use power::{
     stop_server,
 };
 pub use vm::{
-    NODE_PROOF_HEADER, console_here, console_path, get_console_log, record_vm_event,
-    recover_servers,
+    NODE_PROOF_HEADER, NodeCall, console_for_node, console_here, console_path, get_console_log,
+    record_vm_event, recover_servers,
 };
 
 use std::collections::HashMap;

@@ -135,6 +135,36 @@ pub async fn get_console_log(ctx: &Ctx, a: args::GetConsoleLog) -> ApiResult<Str
     Ok(console_text(&bytes))
 }
 
+/// A request another node of the cluster makes of this one, with the proof it carries
+/// (`NODE_PROOF_HEADER`).
+pub struct NodeCall<'a> {
+    pub method: &'a str,
+    /// The path and query, as the request line has them.
+    pub path: &'a str,
+    pub body: &'a [u8],
+    pub proof: &'a str,
+}
+
+/// The end of the console of a VM of this node, for another node that proves it is one of
+/// the cluster's (`crate::jobs::node_proof`: each proof accepted once). `None`: the proof is
+/// wrong, stale or used.
+pub async fn console_for_node(
+    state: &AppState,
+    call: NodeCall<'_>,
+    server_uuid: &str,
+) -> Option<ApiResult<Vec<u8>>> {
+    let request = crate::jobs::node_proof::Request {
+        node: state.jobs.node_id(),
+        method: call.method,
+        path: call.path,
+        body: call.body,
+    };
+    if !state.jobs.accept_node_proof(&request, call.proof) {
+        return None;
+    }
+    Some(console_here(state, server_uuid).await)
+}
+
 /// The end of the console of a VM of this node ([`CONSOLE_LOG_BYTES`]).
 pub async fn console_here(state: &AppState, server_uuid: &str) -> ApiResult<Vec<u8>> {
     let hypervisor = state.hypervisor.clone();

@@ -24,10 +24,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Checksum;
+use super::budget::FetchBudget;
 use super::decode::{self, Compression, MemoryLimitExceeded, NoImageBytes};
 use super::inspect::{self, ImageFormat};
 use super::source::Algorithm;
-use crate::error::{ApiError, ApiResult, FetchBudget};
+use crate::error::{ApiError, ApiResult};
 use crate::progress::Progress;
 use crate::sparse::{SparseStats, SparseWriter};
 
@@ -304,7 +305,7 @@ fn read_error(kind: Compression, err: io::Error) -> StageError {
         return StageError::Failed(ApiError::Cancelled);
     }
     if let Some(spent) = inner.and_then(|inner| inner.downcast_ref::<NoImageBytes>()) {
-        return StageError::Failed(ApiError::FetchTimeout(FetchBudget::NoImageBytes {
+        return StageError::Failed(ApiError::from(FetchBudget::NoImageBytes {
             limit: spent.limit,
         }));
     }

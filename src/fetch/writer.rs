@@ -134,7 +134,7 @@ async fn download_into(
             tokio::select! {
                 r = http::download(source, &guard, tls, &wire, &limits) => r,
                 _ = cancel.cancelled() => Err(ApiError::Cancelled),
-                spent = budget.watch(&wire) => Err(ApiError::FetchTimeout(spent)),
+                spent = budget.watch(&wire) => Err(ApiError::from(spent)),
             }
         }
         _ => {
@@ -146,7 +146,7 @@ async fn download_into(
             tokio::select! {
                 r = task => r.map_err(ApiError::from).and_then(|r| r),
                 _ = cancel.cancelled() => Err(ApiError::Cancelled),
-                spent = budget.watch(&wire) => Err(ApiError::FetchTimeout(spent)),
+                spent = budget.watch(&wire) => Err(ApiError::from(spent)),
             }
         }
     };

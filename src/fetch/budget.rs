@@ -2,7 +2,7 @@
 //! deadline, a minimum average throughput once a grace period has passed, a number of retries
 //! in all, and a bound on input that decodes to nothing (checked by the decoder, see
 //! [`super::decode`]). Running out of one fails the fetch with `FETCH_TIMEOUT`
-//! ([`ApiError::FetchTimeout`]), naming the budget.
+//! ([`FetchError::FetchTimeout`]), naming the budget.
 //!
 //! Time is the wall clock of the fetch (one attempt of the job), from its start: connecting,
 //! waiting between retries and downloading all count.
@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::pipeline::Wire;
-use crate::error::ApiError;
+use crate::fetch::error::FetchError;
 
 /// Retries after transient failures that made no progress, in a row (a source that is down).
 pub const MAX_RETRIES_PER_STALL: u32 = 3;
@@ -142,19 +142,19 @@ impl Retries {
         &mut self,
         progressed: bool,
         message: String,
-    ) -> Result<Duration, ApiError> {
+    ) -> Result<Duration, FetchError> {
         if progressed {
             self.in_a_row = 0;
         }
         self.in_a_row += 1;
         self.in_all = self.in_all.saturating_add(1);
         if self.in_a_row > MAX_RETRIES_PER_STALL {
-            return Err(ApiError::FetchFailed(format!(
+            return Err(FetchError::FetchFailed(format!(
                 "{message} (gave up after {MAX_RETRIES_PER_STALL} retries)"
             )));
         }
         if self.in_all > self.max_in_all {
-            return Err(ApiError::from(FetchBudget::Retries {
+            return Err(FetchError::from(FetchBudget::Retries {
                 retries: self.max_in_all,
                 last: message,
             }));
@@ -163,7 +163,7 @@ impl Retries {
     }
 }
 
-/// Which of a fetch's budgets ran out ([`ApiError::FetchTimeout`]), with what the message
+/// Which of a fetch's budgets ran out ([`FetchError::FetchTimeout`]), with what the message
 /// needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchBudget {
@@ -233,12 +233,6 @@ fn span(seconds: u64) -> String {
         "0 s".into()
     } else {
         parts.join(" ")
-    }
-}
-
-impl From<FetchBudget> for ApiError {
-    fn from(budget: FetchBudget) -> Self {
-        ApiError::FetchTimeout(budget.to_string())
     }
 }
 
@@ -373,7 +367,7 @@ mod tests {
 
     #[test]
     fn budget_messages_say_which_budget_ran_out() {
-        let timeout = |budget: FetchBudget| ApiError::from(budget).public_message();
+        let timeout = |budget: FetchBudget| FetchError::from(budget).public_message();
         assert_eq!(
             timeout(FetchBudget::Deadline { seconds: 6 * 3600 }),
             "the fetch took longer than its 6 h deadline"
@@ -399,7 +393,7 @@ mod tests {
             "the fetch failed after 10 retries in all (the last: the connection closed)"
         );
         assert_eq!(
-            ApiError::from(FetchBudget::Deadline { seconds: 3 }).code(),
+            FetchError::from(FetchBudget::Deadline { seconds: 3 }).code(),
             "FETCH_TIMEOUT"
         );
     }

@@ -149,7 +149,7 @@ impl JobKind for FetchDiskJob {
                     tracing::warn!(job_id = job.row.id, error = %usage_err,
                         "recording fetched bytes failed");
                 }
-                Err(err)
+                Err(err.into())
             }
         }
     }

@@ -71,7 +71,7 @@ pub enum ApiError {
     #[error("{0}")]
     LimitExceeded(String),
 
-    /// A call or job would take the customer past one of its quotas (`crate::ops::quota`);
+    /// A call or job would take the customer past one of its quotas (`crate::ops::accounts::quota`);
     /// nothing was made. `quota` is the quota's name, `would_use` what would then be in use,
     /// in `unit`s.
     #[error("quota {quota} exceeded: {would_use} of {limit} {unit} would be in use")]
@@ -156,9 +156,10 @@ pub enum ApiError {
 
     /// A fetch ran out of one of its budgets (`--fetch-deadline`, `--fetch-min-throughput`,
     /// `--fetch-max-retries`, `--fetch-max-padding`): the source was too slow, too flaky, or
-    /// sent data that decodes to nothing, for longer than the server allows.
+    /// sent data that decodes to nothing, for longer than the server allows. The message says
+    /// which budget (the fetch engine's `FetchBudget`).
     #[error("{0}")]
-    FetchTimeout(FetchBudget),
+    FetchTimeout(String),
 
     #[error("{0}")]
     Hypervisor(String),
@@ -278,79 +279,6 @@ impl ApiError {
     }
 }
 
-/// Which of a fetch's budgets ran out ([`ApiError::FetchTimeout`]), with what the message
-/// needs.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchBudget {
-    /// The fetch was still downloading when its total deadline (seconds) passed.
-    #[error("the fetch took longer than its {} deadline", span(*.seconds))]
-    Deadline { seconds: u64 },
-
-    /// After the grace period, the source's average rate since the fetch started (bytes per
-    /// second, over `seconds`) was below the minimum.
-    #[error(
-        "the source sent {}/s on average over {}, below the minimum of {}/s",
-        amount(*.average),
-        span(*.seconds),
-        amount(*.minimum)
-    )]
-    Throughput {
-        average: u64,
-        seconds: u64,
-        minimum: u64,
-    },
-
-    /// The decoder read more than `limit` bytes of the source that decoded to no byte of
-    /// image.
-    #[error(
-        "the source sent more than {} without a byte of image (padding, skippable frames or \
-         empty members)",
-        amount(*.limit)
-    )]
-    NoImageBytes { limit: u64 },
-
-    /// Transient failures (broken connections, timeouts, 5xx answers) beyond the number of
-    /// retries one fetch may make in all, even though each made progress.
-    #[error("the fetch failed after {retries} retries in all (the last: {last})")]
-    Retries { retries: u32, last: String },
-}
-
-/// `64 KiB`, `1.5 MiB`, `200 MiB`, `999 bytes`: a whole number from 10 units on, else one
-/// decimal (dropped when it is 0).
-fn amount(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let text = if value >= 10.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.1}")
-    };
-    format!("{} {}", text.trim_end_matches(".0"), UNITS[unit])
-}
-
-/// `6 h`, `5 min`, `90 s`, `1 h 30 min`.
-fn span(seconds: u64) -> String {
-    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
-    let parts: Vec<String> = [(h, "h"), (m, "min"), (s, "s")]
-        .into_iter()
-        .filter(|&(n, _)| n > 0)
-        .map(|(n, unit)| format!("{n} {unit}"))
-        .collect();
-    if parts.is_empty() {
-        "0 s".into()
-    } else {
-        parts.join(" ")
-    }
-}
-
 /// `256 MiB`, or bytes when not a whole number of MiB.
 fn mebibytes(bytes: u64) -> String {
     if bytes.is_multiple_of(1 << 20) {
@@ -405,54 +333,5 @@ mod tests {
         assert!(!ApiError::from(sqlx::Error::RowNotFound).is_database_unavailable());
         assert!(!ApiError::internal(anyhow::anyhow!("a bug")).is_database_unavailable());
         assert!(!ApiError::Cancelled.is_database_unavailable());
-    }
-
-    #[test]
-    fn budget_messages_say_which_budget_ran_out() {
-        let timeout = |budget| ApiError::FetchTimeout(budget).public_message();
-        assert_eq!(
-            timeout(FetchBudget::Deadline { seconds: 6 * 3600 }),
-            "the fetch took longer than its 6 h deadline"
-        );
-        assert_eq!(
-            timeout(FetchBudget::Throughput {
-                average: 12 << 10,
-                seconds: 300,
-                minimum: 64 << 10,
-            }),
-            "the source sent 12 KiB/s on average over 5 min, below the minimum of 64 KiB/s"
-        );
-        assert_eq!(
-            timeout(FetchBudget::NoImageBytes { limit: 64 << 20 }),
-            "the source sent more than 64 MiB without a byte of image (padding, skippable \
-             frames or empty members)"
-        );
-        assert_eq!(
-            timeout(FetchBudget::Retries {
-                retries: 10,
-                last: "the connection closed".into(),
-            }),
-            "the fetch failed after 10 retries in all (the last: the connection closed)"
-        );
-        assert_eq!(
-            ApiError::FetchTimeout(FetchBudget::Deadline { seconds: 3 }).code(),
-            "FETCH_TIMEOUT"
-        );
-    }
-
-    #[test]
-    fn amounts_and_spans_read_well() {
-        assert_eq!(amount(999), "999 bytes");
-        assert_eq!(amount(1024), "1 KiB");
-        assert_eq!(amount(1536), "1.5 KiB");
-        assert_eq!(amount(1_000_000), "977 KiB");
-        assert_eq!(amount(200 << 20), "200 MiB");
-        assert_eq!(amount(3 << 29), "1.5 GiB");
-        assert_eq!(span(0), "0 s");
-        assert_eq!(span(3), "3 s");
-        assert_eq!(span(90), "1 min 30 s");
-        assert_eq!(span(300), "5 min");
-        assert_eq!(span(21600), "6 h");
-        assert_eq!(span(5400), "1 h 30 min");
     }
 }

@@ -24,6 +24,5 @@ pub mod qemu_img;
 pub mod size;
 pub mod sparse;
 pub mod startup;
-pub mod state;
 pub mod storage;
 pub mod tools;

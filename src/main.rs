@@ -3,8 +3,10 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 use extility::config::{BillingEntityCommand, Cli, Command, CustomerCommand, LogFormat};
-use extility::ops::quota::{self, QuotaChange, QuotaName};
-use extility::ops::{audit, backup, billing, customer, node};
+use extility::ops::accounts::quota::{self, QuotaChange, QuotaName};
+use extility::ops::{
+    accounts::billing, accounts::customer, audit, platform::backup, platform::node,
+};
 use extility::startup::{
     Application, open_database, open_existing_database, open_storage, parse_quota,
 };

@@ -4,7 +4,7 @@
 //! API calls by the operation table's entry points (`crate::ops::registry`), jobs by the worker
 //! pool (`crate::jobs::worker`), fetched bytes by FetchDisk's job. What is state rather than
 //! event (jobs by kind and status, VMs, storage, nodes) is read from the database when scraped
-//! (`crate::ops::metrics`), so every node reports the same cluster-wide job counts and its own
+//! (`crate::ops::platform::metrics`), so every node reports the same cluster-wide job counts and its own
 //! VMs and storage.
 //!
 //! Labels are bounded: operation names come from the operation table (unknown names are never

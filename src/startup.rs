@@ -22,14 +22,14 @@ use crate::jobs::identity::{self, NodeLock};
 use crate::jobs::{ConcurrencyLimits, JobQueue, NodeInfo, QueueConfig, worker};
 use crate::network::linux::{BridgeConfig, LinuxBridges};
 use crate::network::{Mode, Network, UserConfined};
+use crate::ops::accounts::credentials::CredentialCache;
+use crate::ops::accounts::quota::{Limits, QuotaName};
+use crate::ops::accounts::throttle::LoginLimits;
 use crate::ops::audit::AuditLog;
-use crate::ops::credentials::CredentialCache;
 use crate::ops::inflight::CallsInFlight;
-use crate::ops::quota::{Limits, QuotaName};
-use crate::ops::throttle::LoginLimits;
-use crate::ops::{self, catalogue, job, server};
+use crate::ops::state::{AppState, Inner};
+use crate::ops::{self, jobs::job, server, storage::catalogue};
 use crate::size::parse_size;
-use crate::state::{AppState, Inner};
 use crate::storage::files::FileStorage;
 use crate::storage::rbd::{RbdConfig, RbdStorage};
 use crate::storage::{Storage, orphans};
@@ -380,7 +380,7 @@ impl Application {
         });
         let audit = AuditLog::start(db.clone());
         let calls_in_flight = CallsInFlight::new(config.max_calls_in_flight);
-        let consoles = crate::ops::console::OpenConsoles::new(
+        let consoles = crate::ops::server::console::OpenConsoles::new(
             config.max_consoles_per_customer,
             config.max_consoles_per_server,
         );
@@ -438,7 +438,7 @@ impl Application {
             shutdown.clone(),
         ));
         let workers = worker::spawn_pool(job::worker_pool(&state), shutdown.clone());
-        tokio::spawn(ops::network::resync(state.clone(), shutdown.clone()));
+        tokio::spawn(ops::network::plan::resync(state.clone(), shutdown.clone()));
         if let Some(listener) = metadata_listener {
             tokio::spawn(api::metadata::serve_guests(
                 listener,
@@ -457,7 +457,7 @@ impl Application {
 
         println!("extility listening on {}", state.local_url);
         println!("control panel: {}/panel/", state.local_url);
-        if !ops::customer::any_customer(&state.db).await? {
+        if !ops::accounts::customer::any_customer(&state.db).await? {
             println!(
                 "no customers yet: add one with `extility customer add --email EMAIL \
                  --password-stdin{}`, then sign in to the panel or call the API with it",
@@ -470,7 +470,7 @@ impl Application {
             hypervisor = state.hypervisor.name(),
             "serving"
         );
-        // The client's address counts failed logins (`ops::throttle`) and is what the audit
+        // The client's address counts failed logins (`ops::accounts::throttle`) and is what the audit
         // trail records a call as coming from.
         let router = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
@@ -499,7 +499,7 @@ async fn recover(state: &AppState) -> anyhow::Result<()> {
     // Tenant networks: addresses for servers made before them, then this node's bridges,
     // taps, DHCP and firewall rebuilt from the database (VMs that kept running keep theirs).
     server::assign_missing_addresses(state).await?;
-    if let Err(err) = ops::network::sync(state).await {
+    if let Err(err) = ops::network::plan::sync(state).await {
         tracing::error!(error = %err, "applying this node's tenant networks failed");
     }
     let in_use = state.jobs.staging_names_in_use().await?;

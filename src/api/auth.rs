@@ -1,7 +1,7 @@
 //! Authentication of customers: HTTP Basic credentials (an e-mail and a password, or an
 //! authentication token as the user name with any password) or `Authorization: Bearer
 //! <token>` are read from the request and checked by the operation layer
-//! (`crate::ops::credentials`), which throttles failed logins by the client's address (read
+//! (`crate::ops::accounts::credentials`), which throttles failed logins by the client's address (read
 //! here too).
 
 use std::convert::Infallible;
@@ -15,8 +15,8 @@ use base64::Engine;
 use ipnet::IpNet;
 
 use crate::error::{ApiError, ApiResult};
-use crate::ops::{Caller, Origin, Via, audit, credentials, token};
-use crate::state::AppState;
+use crate::ops::state::AppState;
+use crate::ops::{Caller, Origin, Via, accounts::credentials, accounts::token, audit};
 
 /// What a request authenticates with.
 #[derive(PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The console WebSocket, `GET /console/ws?token=<token>`: the bytes of one interactive
 //! console (RFB for `screen`, raw for `serial`) between a browser or any WebSocket client and
-//! the VM, for a token GetConsoleAccess gave (`crate::ops::console`).
+//! the VM, for a token GetConsoleAccess gave (`crate::ops::server::console`).
 //!
 //! Before the upgrade: an `Origin` that is not this server's is 403 (a page of another site
 //! cannot use a token it got hold of; clients that send none are not browsers), then the token
@@ -27,9 +27,9 @@ use super::auth::ClientAddress;
 use super::guard::is_own_origin;
 use super::json::error_response;
 use crate::error::ApiError;
-use crate::ops::console::{self, ConsoleStream, SUBPROTOCOL, Slot};
+use crate::ops::server::console::{self, ConsoleStream, SUBPROTOCOL, Slot};
 use crate::ops::{Via, audit};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 /// The close code a console's end is told with (the WebSocket's "normal closure").
 const NORMAL: u16 = 1000;

@@ -21,7 +21,7 @@ use axum::response::Response;
 use url::Url;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 /// The SOAP endpoint's check; its refusal is a SOAP fault.
 pub struct SoapGuard;

@@ -18,10 +18,10 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::jobs::node_proof::Request as NodeRequest;
-use crate::ops::console;
-use crate::ops::server::{NODE_PROOF_HEADER, console_here};
-use crate::state::AppState;
+use crate::ops::server::{
+    NODE_PROOF_HEADER, NodeCall, accepts_node_call, console, console_for_node,
+};
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -48,18 +48,16 @@ async fn console(
         .get(NODE_PROOF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let request = NodeRequest {
-        node: state.jobs.node_id(),
+    let call = NodeCall {
         method: method.as_str(),
         path: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
         body: &body,
+        proof,
     };
-    if !state.jobs.accept_node_proof(&request, proof) {
-        return refused();
-    }
-    match console_here(&state, &server_uuid).await {
-        Ok(bytes) => Bytes::from(bytes).into_response(),
-        Err(err) => (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
+    match console_for_node(&state, call, &server_uuid).await {
+        None => refused(),
+        Some(Ok(bytes)) => Bytes::from(bytes).into_response(),
+        Some(Err(err)) => (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
     }
 }
 
@@ -75,13 +73,13 @@ async fn console_stream(
         .unwrap_or_default()
         .to_string();
     let uri = request.uri().clone();
-    let node_request = NodeRequest {
-        node: state.jobs.node_id(),
+    let call = NodeCall {
         method: request.method().as_str(),
         path: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
         body: b"",
+        proof: &proof,
     };
-    if !state.jobs.accept_node_proof(&node_request, &proof) {
+    if !accepts_node_call(&state, &call) {
         return refused();
     }
     let kind = match console::parse_kind(&kind) {

@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 
 use super::{auth, guard, read_body};
 use crate::error::{ApiError, ApiResult};
+use crate::ops::state::AppState;
 use crate::ops::wire::WireType;
 use crate::ops::{Ctx, Origin, Via, registry};
-use crate::state::AppState;
 
 pub async fn handle(
     _checked: guard::JsonGuard,

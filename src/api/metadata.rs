@@ -25,7 +25,7 @@ use quick_xml::escape::escape;
 
 use super::nocloud::{self, NoCloudFile};
 use crate::ops::server::metadata::{self, ServerMetadata};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 /// Where the documents are, under the API's and the guests' listeners.
 pub const DOCUMENT_PATH: &str = "/metadata/v1/server.xml";

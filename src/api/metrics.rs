@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::auth::ClientAddress;
 use crate::ops;
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 /// The content type of the Prometheus text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -29,7 +29,7 @@ pub async fn serve(
         )
             .into_response();
     }
-    match ops::metrics::render(&state).await {
+    match ops::platform::metrics::render(&state).await {
         Ok(text) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "reading the metrics failed");

@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 /// Requests larger than this are refused before they are parsed.
 pub const MAX_BODY_BYTES: usize = 1 << 20;

@@ -19,8 +19,8 @@ use std::collections::HashMap;
 
 use super::soap::codec::NAMESPACE;
 use crate::ops::registry::{self, CURRENT, Operation, Version};
+use crate::ops::state::AppState;
 use crate::ops::wire::{StructType, WireType};
-use crate::state::AppState;
 
 /// Where this server serves its copy of the SOAP encoding schema (relative to the WSDL's URL).
 pub const SOAP_ENCODING_XSD_PATH: &str = "schemas/soap-encoding.xsd";

@@ -289,6 +289,13 @@ pub fn flag(value: bool) -> i64 {
     i64::from(value)
 }
 
+/// Whether a statement failed on a unique constraint (a name or an address taken by a
+/// concurrent call), on either engine.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::inspect::ImageFormat;
-use crate::error::{ApiError, ApiResult};
+use crate::fetch::error::{FetchError, FetchResult};
 use crate::progress::Progress;
 use crate::qemu_img::{self, Ended};
 
@@ -38,9 +38,9 @@ pub fn convert(
     dest: &Path,
     virtual_size: u64,
     progress: &Progress,
-) -> ApiResult<()> {
+) -> FetchResult<()> {
     let Some(args) = arguments(format, src, dest) else {
-        return Err(ApiError::internal(anyhow::anyhow!(
+        return Err(FetchError::internal(anyhow::anyhow!(
             "{} images are not converted",
             format.name()
         )));
@@ -57,18 +57,18 @@ pub fn convert(
     let ended =
         qemu_img::run_convert(command, virtual_size, &reached, &cancelled).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                ApiError::Storage(
+                FetchError::Storage(
                 "qemu-img is not installed (Debian package qemu-utils); converting images needs it"
                     .into(),
             )
             } else {
-                ApiError::Storage(format!("running qemu-img: {e}"))
+                FetchError::Storage(format!("running qemu-img: {e}"))
             }
         })?;
     match ended {
         Ended::Done => Ok(()),
-        Ended::Cancelled => Err(ApiError::Cancelled),
-        Ended::Failed { status, stderr } => Err(ApiError::FetchFailed(format!(
+        Ended::Cancelled => Err(FetchError::Cancelled),
+        Ended::Failed { status, stderr } => Err(FetchError::FetchFailed(format!(
             "converting the {} image failed ({status}): {stderr}",
             format.name()
         ))),

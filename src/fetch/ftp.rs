@@ -22,7 +22,7 @@ use super::guard::{AddressGuard, Refused};
 use super::http::{CONNECT_TIMEOUT, Failure, IDLE_TIMEOUT};
 use super::pipeline::Wire;
 use super::tls::{FetchTls, certificate_refused};
-use crate::error::{ApiError, ApiResult};
+use crate::fetch::error::{FetchError, FetchResult};
 
 const READ_CHUNK: usize = 256 << 10;
 
@@ -45,10 +45,10 @@ fn ftp_failure(what: &str, host: &str, err: FtpError) -> Failure {
             if matches!(response.status.code(), 400..=499) {
                 Failure::Transient(message)
             } else {
-                Failure::Fatal(ApiError::FetchFailed(message))
+                Failure::Fatal(FetchError::FetchFailed(message))
             }
         }
-        other => Failure::Fatal(ApiError::FetchFailed(format!("{what}: {other}"))),
+        other => Failure::Fatal(FetchError::FetchFailed(format!("{what}: {other}"))),
     }
 }
 
@@ -62,7 +62,7 @@ fn connect(guard: &AddressGuard, addr: SocketAddr) -> std::io::Result<TcpStream>
 
 /// The file's path on the server: relative to the login directory (RFC 1738), with `%2F`
 /// at the start for an absolute path.
-fn remote_path(source: &FetchSource) -> ApiResult<String> {
+fn remote_path(source: &FetchSource) -> FetchResult<String> {
     let raw = source
         .url
         .path()
@@ -70,13 +70,13 @@ fn remote_path(source: &FetchSource) -> ApiResult<String> {
         .unwrap_or(source.url.path());
     let path = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
-        .map_err(|_| ApiError::invalid("url", "has a path that is not UTF-8"))?
+        .map_err(|_| FetchError::invalid("url", "has a path that is not UTF-8"))?
         .into_owned();
     if path.is_empty() || path.ends_with('/') {
-        return Err(ApiError::invalid("url", "names a directory, not a file"));
+        return Err(FetchError::invalid("url", "names a directory, not a file"));
     }
     if path.contains(['\r', '\n']) {
-        return Err(ApiError::invalid("url", "has a line break in its path"));
+        return Err(FetchError::invalid("url", "has a line break in its path"));
     }
     Ok(path)
 }
@@ -90,11 +90,11 @@ pub fn download(
     wire: &Wire,
     limits: &FetchLimits,
     runtime: Handle,
-) -> ApiResult<()> {
+) -> FetchResult<()> {
     let host = source
         .url
         .host_str()
-        .ok_or_else(|| ApiError::invalid("url", "has no host"))?
+        .ok_or_else(|| FetchError::invalid("url", "has no host"))?
         .to_string();
     let port = source.url.port().unwrap_or(21);
     let path = remote_path(source)?;
@@ -130,7 +130,7 @@ pub fn download(
                     }
                 });
                 if stop.is_cancelled() {
-                    return Err(ApiError::Cancelled);
+                    return Err(FetchError::Cancelled);
                 }
             }
         }
@@ -185,7 +185,7 @@ impl Attempt<'_> {
         let password = self.source.password.as_deref().unwrap_or("anonymous@");
         ftp.login(user, password).map_err(|e| match e {
             FtpError::UnexpectedResponse(r) if r.status == Status::NotLoggedIn => {
-                Failure::Fatal(ApiError::FetchFailed(
+                Failure::Fatal(FetchError::FetchFailed(
                     "the FTP server refused the login (check conn_user and conn_pass)".into(),
                 ))
             }
@@ -204,7 +204,7 @@ impl Attempt<'_> {
         }
         let mut stream = ftp.retr_as_stream(self.path).map_err(|e| match e {
             FtpError::UnexpectedResponse(r) if r.status == Status::FileUnavailable => {
-                Failure::Fatal(ApiError::FetchFailed(format!(
+                Failure::Fatal(FetchError::FetchFailed(format!(
                     "the FTP server has no file {}",
                     self.path
                 )))
@@ -214,7 +214,7 @@ impl Attempt<'_> {
         progress.set_phase("downloading");
         loop {
             if self.wire.is_stopped() {
-                return Err(Failure::Fatal(ApiError::Cancelled));
+                return Err(Failure::Fatal(FetchError::Cancelled));
             }
             let mut buf = BytesMut::zeroed(READ_CHUNK);
             let n = match stream.read(&mut buf) {
@@ -232,7 +232,7 @@ impl Attempt<'_> {
             *offset += n as u64;
             progress.set_done(*offset);
             if self.wire.blocking_send(buf.freeze()).is_err() {
-                return Err(Failure::Fatal(ApiError::Cancelled));
+                return Err(Failure::Fatal(FetchError::Cancelled));
             }
         }
         stream

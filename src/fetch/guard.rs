@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::error::ApiError;
+use crate::fetch::error::FetchError;
 
 /// A refused address or host, as an error type that can travel inside other libraries' errors
 /// (reqwest's resolver, suppaftp's stream builder) and be recognised again afterwards.
@@ -18,9 +18,9 @@ use crate::error::ApiError;
 #[error("{0}")]
 pub struct Refused(pub String);
 
-impl From<Refused> for ApiError {
+impl From<Refused> for FetchError {
     fn from(r: Refused) -> Self {
-        ApiError::FetchRefused(r.0)
+        FetchError::FetchRefused(r.0)
     }
 }
 
@@ -177,11 +177,11 @@ pub enum ResolveError {
     Lookup(String),
 }
 
-impl From<ResolveError> for ApiError {
+impl From<ResolveError> for FetchError {
     fn from(e: ResolveError) -> Self {
         match e {
             ResolveError::Refused(r) => r.into(),
-            ResolveError::Lookup(m) => ApiError::FetchFailed(m),
+            ResolveError::Lookup(m) => FetchError::FetchFailed(m),
         }
     }
 }

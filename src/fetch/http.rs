@@ -18,7 +18,7 @@ use super::guard::{AddressGuard, GuardedResolver, find_refused};
 use super::pipeline::Wire;
 use super::tls::{FetchTls, certificate_refused};
 use super::{FetchSource, describe_error, display_url};
-use crate::error::{ApiError, ApiResult};
+use crate::fetch::error::{FetchError, FetchResult};
 
 pub const MAX_REDIRECTS: usize = 5;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -28,11 +28,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Whether trying again may help (shared with the FTP source).
 pub(super) enum Failure {
     Transient(String),
-    Fatal(ApiError),
+    Fatal(FetchError),
 }
 
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Self {
+impl From<FetchError> for Failure {
+    fn from(e: FetchError) -> Self {
         Failure::Fatal(e)
     }
 }
@@ -49,13 +49,13 @@ fn classify(err: reqwest::Error, url: &Url) -> Failure {
     }
     let message = describe_error(&err);
     if err.is_builder() || err.is_redirect() {
-        Failure::Fatal(ApiError::FetchFailed(message))
+        Failure::Fatal(FetchError::FetchFailed(message))
     } else {
         Failure::Transient(message)
     }
 }
 
-fn client(guard: &AddressGuard, tls: &FetchTls) -> ApiResult<reqwest::Client> {
+fn client(guard: &AddressGuard, tls: &FetchTls) -> FetchResult<reqwest::Client> {
     reqwest::Client::builder()
         .tls_backend_preconfigured((*tls.client_config()).clone())
         .dns_resolver(GuardedResolver(guard.clone()))
@@ -65,14 +65,14 @@ fn client(guard: &AddressGuard, tls: &FetchTls) -> ApiResult<reqwest::Client> {
         .read_timeout(IDLE_TIMEOUT)
         .user_agent(concat!("extility-fetch/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(ApiError::internal)
+        .map_err(FetchError::internal)
 }
 
 /// Checks what the guarded resolver cannot see: the scheme of each hop, and a host given as
 /// a literal address (the client connects to those without resolving).
-fn check_hop(guard: &AddressGuard, url: &Url) -> ApiResult<()> {
+fn check_hop(guard: &AddressGuard, url: &Url) -> FetchResult<()> {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ApiError::FetchRefused(format!(
+        return Err(FetchError::FetchRefused(format!(
             "a redirect to the scheme '{}' is refused",
             url.scheme()
         )));
@@ -81,7 +81,7 @@ fn check_hop(guard: &AddressGuard, url: &Url) -> ApiResult<()> {
         Some(Host::Ipv4(ip)) => guard.check(ip.into())?,
         Some(Host::Ipv6(ip)) => guard.check(ip.into())?,
         Some(Host::Domain(_)) => {}
-        None => return Err(ApiError::FetchFailed("a redirect has no host".into())),
+        None => return Err(FetchError::FetchFailed("a redirect has no host".into())),
     }
     Ok(())
 }
@@ -110,7 +110,7 @@ pub async fn download(
     tls: &FetchTls,
     wire: &Wire,
     limits: &FetchLimits,
-) -> ApiResult<()> {
+) -> FetchResult<()> {
     let credentials = source
         .user
         .clone()
@@ -171,22 +171,21 @@ impl Download<'_> {
                 .get(header::LOCATION)
                 .and_then(|l| l.to_str().ok())
                 .ok_or_else(|| {
-                    ApiError::FetchFailed(format!(
+                    FetchError::FetchFailed(format!(
                         "HTTP {} without a Location header",
                         response.status()
                     ))
                 })?;
-            let next = self
-                .url
-                .join(location)
-                .map_err(|e| ApiError::FetchFailed(format!("a redirect to an invalid URL: {e}")))?;
+            let next = self.url.join(location).map_err(|e| {
+                FetchError::FetchFailed(format!("a redirect to an invalid URL: {e}"))
+            })?;
             if next.origin() != self.origin && self.credentials.take().is_some() {
                 tracing::info!(to = %next.origin().ascii_serialization(),
                     "redirected to another origin; credentials are not sent there");
             }
             self.url = next;
         }
-        Err(Failure::Fatal(ApiError::FetchFailed(format!(
+        Err(Failure::Fatal(FetchError::FetchFailed(format!(
             "more than {MAX_REDIRECTS} redirects"
         ))))
     }
@@ -230,7 +229,7 @@ impl Download<'_> {
                     }
                     _ => "",
                 };
-                return Err(Failure::Fatal(ApiError::FetchFailed(format!(
+                return Err(Failure::Fatal(FetchError::FetchFailed(format!(
                     "the server answered HTTP {s} for {}{hint}",
                     display_url(&self.url)
                 ))));
@@ -253,7 +252,7 @@ impl Download<'_> {
             progress.set_done(self.offset);
             if self.wire.send(chunk).await.is_err() {
                 // The pipeline stopped; its error says why.
-                return Err(Failure::Fatal(ApiError::Cancelled));
+                return Err(Failure::Fatal(FetchError::Cancelled));
             }
         }
         match self.total {

@@ -20,6 +20,7 @@
 pub mod budget;
 mod convert;
 pub mod decode;
+pub mod error;
 pub mod ftp;
 pub mod guard;
 pub mod http;
@@ -29,7 +30,8 @@ mod source;
 pub mod tls;
 mod writer;
 
-pub use budget::FetchLimits;
+pub use budget::{FetchBudget, FetchLimits};
+pub use error::{FetchError, FetchResult};
 pub use inspect::ImageFormat;
 pub use pipeline::Written;
 pub use source::{Algorithm, Checksum, Credentials, FetchSource, display_url};

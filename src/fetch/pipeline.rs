@@ -24,10 +24,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Checksum;
+use super::budget::FetchBudget;
 use super::decode::{self, Compression, MemoryLimitExceeded, NoImageBytes};
 use super::inspect::{self, ImageFormat};
 use super::source::Algorithm;
-use crate::error::{ApiError, ApiResult, FetchBudget};
+use crate::fetch::error::{FetchError, FetchResult};
 use crate::progress::Progress;
 use crate::sparse::{SparseStats, SparseWriter};
 
@@ -123,13 +124,13 @@ pub struct Written {
 
 /// Why a stage stopped.
 enum StageError {
-    Failed(ApiError),
+    Failed(FetchError),
     /// A neighbouring stage went away; its own error is the one to report.
     PeerGone,
 }
 
-impl From<ApiError> for StageError {
-    fn from(e: ApiError) -> Self {
+impl From<FetchError> for StageError {
+    fn from(e: FetchError) -> Self {
         StageError::Failed(e)
     }
 }
@@ -214,7 +215,7 @@ pub fn start(
 impl Stages {
     /// Waits for every stage (they end once the wire closes, a stage fails or the job is
     /// cancelled) and returns what was written, or the error that stopped them first.
-    pub fn wait(self) -> ApiResult<Written> {
+    pub fn wait(self) -> FetchResult<Written> {
         let decode = joined(self.decode);
         let hash = joined(self.hash);
         let write = joined(self.write);
@@ -235,7 +236,7 @@ impl Stages {
                         StageError::PeerGone => None,
                     });
                 Err(first.unwrap_or_else(|| {
-                    ApiError::internal(anyhow::anyhow!("the fetch pipeline stopped"))
+                    FetchError::internal(anyhow::anyhow!("the fetch pipeline stopped"))
                 }))
             }
         }
@@ -244,7 +245,7 @@ impl Stages {
 
 fn joined<T>(stage: JoinHandle<StageResult<T>>) -> StageResult<T> {
     stage.join().unwrap_or_else(|_| {
-        Err(StageError::Failed(ApiError::internal(anyhow::anyhow!(
+        Err(StageError::Failed(FetchError::internal(anyhow::anyhow!(
             "a fetch pipeline thread panicked"
         ))))
     })
@@ -292,7 +293,7 @@ impl Read for ChannelReader {
 
 fn cancelled(cancel: &CancellationToken) -> StageResult<()> {
     if cancel.is_cancelled() {
-        Err(StageError::Failed(ApiError::Cancelled))
+        Err(StageError::Failed(FetchError::Cancelled))
     } else {
         Ok(())
     }
@@ -301,20 +302,20 @@ fn cancelled(cancel: &CancellationToken) -> StageResult<()> {
 fn read_error(kind: Compression, err: io::Error) -> StageError {
     let inner = err.get_ref();
     if inner.is_some_and(|inner| inner.is::<CancelledRead>()) {
-        return StageError::Failed(ApiError::Cancelled);
+        return StageError::Failed(FetchError::Cancelled);
     }
     if let Some(spent) = inner.and_then(|inner| inner.downcast_ref::<NoImageBytes>()) {
-        return StageError::Failed(ApiError::FetchTimeout(FetchBudget::NoImageBytes {
+        return StageError::Failed(FetchError::from(FetchBudget::NoImageBytes {
             limit: spent.limit,
         }));
     }
     if let Some(over) = inner.and_then(|inner| inner.downcast_ref::<MemoryLimitExceeded>()) {
-        return StageError::Failed(ApiError::DecompressionLimit {
+        return StageError::Failed(FetchError::DecompressionLimit {
             compression: over.compression.name(),
             limit: over.limit,
         });
     }
-    StageError::Failed(ApiError::FetchFailed(match kind {
+    StageError::Failed(FetchError::FetchFailed(match kind {
         Compression::None => format!("reading the image failed: {err}"),
         kind => format!("the {} data is corrupt: {err}", kind.name()),
     }))
@@ -388,14 +389,14 @@ fn decode_stage(
             // The header alone may already refuse the image (a backing file, a virtual size
             // beyond the disk): before the rest is downloaded.
             format = inspect::check_head(&buf[..n], disk_size)
-                .map_err(|e| ApiError::UnsafeImage(e.0))?;
+                .map_err(|e| FetchError::UnsafeImage(e.0))?;
             if format.is_container() {
                 limit = container_limit(disk_size);
             }
         }
         total += n as u64;
         if total > limit {
-            return Err(ApiError::ImageTooLarge { disk_size }.into());
+            return Err(FetchError::ImageTooLarge { disk_size }.into());
         }
         buf.truncate(n);
         out.send(buf).map_err(|_| StageError::PeerGone)?;
@@ -409,7 +410,7 @@ fn decode_stage(
 struct Hasher(Option<openssl::hash::Hasher>);
 
 impl Hasher {
-    fn new(checksum: &Checksum) -> ApiResult<Self> {
+    fn new(checksum: &Checksum) -> FetchResult<Self> {
         let Checksum::Digest(algorithm, _) = checksum else {
             return Ok(Hasher(None));
         };
@@ -420,21 +421,21 @@ impl Hasher {
             Algorithm::Sha256 => MessageDigest::sha256(),
             Algorithm::Sha512 => MessageDigest::sha512(),
         };
-        let hasher = openssl::hash::Hasher::new(digest).map_err(ApiError::internal)?;
+        let hasher = openssl::hash::Hasher::new(digest).map_err(FetchError::internal)?;
         Ok(Hasher(Some(hasher)))
     }
 
-    fn update(&mut self, data: &[u8]) -> ApiResult<()> {
+    fn update(&mut self, data: &[u8]) -> FetchResult<()> {
         if let Some(h) = &mut self.0 {
-            h.update(data).map_err(ApiError::internal)?;
+            h.update(data).map_err(FetchError::internal)?;
         }
         Ok(())
     }
 
-    fn finish(self) -> ApiResult<Option<String>> {
+    fn finish(self) -> FetchResult<Option<String>> {
         match self.0 {
             None => Ok(None),
-            Some(mut h) => Ok(Some(hex::encode(h.finish().map_err(ApiError::internal)?))),
+            Some(mut h) => Ok(Some(hex::encode(h.finish().map_err(FetchError::internal)?))),
         }
     }
 }
@@ -459,7 +460,8 @@ fn write_stage(
     pool: SyncSender<Vec<u8>>,
     cancel: CancellationToken,
 ) -> StageResult<SparseStats> {
-    let storage_error = |e: io::Error| ApiError::Storage(format!("writing the image failed: {e}"));
+    let storage_error =
+        |e: io::Error| FetchError::Storage(format!("writing the image failed: {e}"));
     let mut writer = SparseWriter::new(file);
     for buf in input {
         cancelled(&cancel)?;

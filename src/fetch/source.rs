@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::error::{ApiError, ApiResult};
+use crate::fetch::error::{FetchError, FetchResult};
 
 /// A source's user name, password and query string: what FetchDisk keeps sealed for its
 /// job, apart from the URL.
@@ -66,10 +66,10 @@ fn percent_decode(s: &str) -> String {
 }
 
 impl FetchSource {
-    pub fn parse(raw: &str, user: Option<&str>, password: Option<&str>) -> ApiResult<Self> {
+    pub fn parse(raw: &str, user: Option<&str>, password: Option<&str>) -> FetchResult<Self> {
         let raw = raw.trim();
         if raw.is_empty() {
-            return Err(ApiError::invalid("url", "must not be empty"));
+            return Err(FetchError::invalid("url", "must not be empty"));
         }
         let with_scheme = if raw.contains("://") {
             raw.to_string()
@@ -91,15 +91,15 @@ impl FetchSource {
             format!("{scheme}://{raw}")
         };
         let mut url = Url::parse(&with_scheme)
-            .map_err(|e| ApiError::invalid("url", format!("is not a valid URL: {e}")))?;
+            .map_err(|e| FetchError::invalid("url", format!("is not a valid URL: {e}")))?;
         if !SCHEMES.contains(&url.scheme()) {
-            return Err(ApiError::FetchRefused(format!(
+            return Err(FetchError::FetchRefused(format!(
                 "the URL scheme '{}' is not supported; use http, https, ftp or ftps",
                 url.scheme()
             )));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(ApiError::invalid("url", "has no host"));
+            return Err(FetchError::invalid("url", "has no host"));
         }
         let url_user = (!url.username().is_empty()).then(|| percent_decode(url.username()));
         let url_password = url.password().map(percent_decode);
@@ -236,12 +236,12 @@ impl Checksum {
     /// `md5sum`/`sha256sum` line is taken too: `<hex>  <file>`), `sha256:<hex>` (Proxmox,
     /// Glance) or `{SHA-256}<hex>` (CloudStack); case-insensitive. Anything else is
     /// `INVALID_ARGUMENT`.
-    pub fn parse(raw: Option<&str>) -> ApiResult<Self> {
+    pub fn parse(raw: Option<&str>) -> FetchResult<Self> {
         let raw = match raw.map(str::trim) {
             None | Some("") => return Ok(Checksum::None),
             Some(raw) => raw,
         };
-        let invalid = || ApiError::invalid("checksum", CHECKSUM_FORMS);
+        let invalid = || FetchError::invalid("checksum", CHECKSUM_FORMS);
         // Accept a pasted `md5sum` line: "<hex>  <file>".
         let raw = raw.split_whitespace().next().unwrap_or(raw);
         let (named, hex) = if let Some(rest) = raw.strip_prefix('{') {
@@ -259,7 +259,7 @@ impl Checksum {
         let algorithm = match named {
             Some(a) if a.hex_len() == hex.len() => a,
             Some(a) => {
-                return Err(ApiError::invalid(
+                return Err(FetchError::invalid(
                     "checksum",
                     format!(
                         "is {} hex digits; a {} digest has {}",

@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_platform_verifier::Verifier;
 
-use crate::error::ApiError;
+use crate::fetch::error::FetchError;
 
 /// The TLS client configuration of fetches.
 #[derive(Clone, Debug)]
@@ -95,7 +95,7 @@ fn read_ca_file(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 pub(super) fn certificate_refused(
     err: &(dyn std::error::Error + 'static),
     host: &str,
-) -> Option<ApiError> {
+) -> Option<FetchError> {
     let tls = find_tls_error(err)?;
     let about_certificate = matches!(
         tls,
@@ -104,7 +104,7 @@ pub(super) fn certificate_refused(
             | rustls::Error::UnsupportedNameType
     );
     about_certificate.then(|| {
-        ApiError::FetchFailed(format!(
+        FetchError::FetchFailed(format!(
             "the TLS certificate of {host} was refused: {tls} (a certificate must be valid \
              for the host's name and signed by a CA the platform trusts)"
         ))

@@ -1,6 +1,6 @@
 //! The image writer: fetches an image from a source into a destination file, thinly, and
 //! returns what it wrote. What the file becomes (a disk, an image) is the caller's business
-//! (FetchDisk's job kind, `crate::ops::fetch`).
+//! (FetchDisk's job kind, `crate::ops::jobs::fetch`).
 //!
 //! The writer checks the checksum before it reports success; on failure the destination holds
 //! garbage that the caller discards. Whatever happened, it reports the bytes received over the
@@ -16,7 +16,7 @@ use super::guard::AddressGuard;
 use super::inspect::{self, Inspected};
 use super::pipeline::{self, Written};
 use super::{Checksum, FetchSource, FetchTls, ftp, http};
-use crate::error::{ApiError, ApiResult};
+use crate::fetch::error::{FetchError, FetchResult};
 use crate::progress::Progress;
 
 /// Where fetches may connect, which certificates they trust, what decompressing may cost and
@@ -40,7 +40,7 @@ pub struct FetchPolicy {
 #[derive(Debug)]
 pub struct Fetched {
     /// What was written, verified against the checksum, or why the fetch failed.
-    pub result: ApiResult<Written>,
+    pub result: FetchResult<Written>,
     /// Bytes received over the wire (compressed), also when the fetch failed.
     pub wire_bytes: u64,
 }
@@ -93,7 +93,7 @@ async fn download_into(
     dest: &Path,
     policy: &FetchPolicy,
     progress: Arc<Progress>,
-) -> (ApiResult<Written>, u64) {
+) -> (FetchResult<Written>, u64) {
     let budget = Budget::start(policy.limits);
     progress.set_phase("connecting");
     let opened = tokio::fs::OpenOptions::new()
@@ -106,7 +106,9 @@ async fn download_into(
         Ok(file) => file.into_std().await,
         Err(e) => {
             return (
-                Err(ApiError::Storage(format!("creating the staging file: {e}"))),
+                Err(FetchError::Storage(format!(
+                    "creating the staging file: {e}"
+                ))),
                 0,
             );
         }
@@ -121,7 +123,7 @@ async fn download_into(
     );
     let (wire, stages) = match started {
         Ok(started) => started,
-        Err(e) => return (Err(ApiError::internal(e)), 0),
+        Err(e) => return (Err(FetchError::internal(e)), 0),
     };
     let guard = AddressGuard::new(policy.allow.clone());
     let tls = &policy.tls;
@@ -133,8 +135,8 @@ async fn download_into(
         "http" | "https" => {
             tokio::select! {
                 r = http::download(source, &guard, tls, &wire, &limits) => r,
-                _ = cancel.cancelled() => Err(ApiError::Cancelled),
-                spent = budget.watch(&wire) => Err(ApiError::FetchTimeout(spent)),
+                _ = cancel.cancelled() => Err(FetchError::Cancelled),
+                spent = budget.watch(&wire) => Err(FetchError::from(spent)),
             }
         }
         _ => {
@@ -144,13 +146,13 @@ async fn download_into(
                 ftp::download(&source, &guard, &tls, &ftp_wire, &limits, runtime)
             });
             tokio::select! {
-                r = task => r.map_err(ApiError::from).and_then(|r| r),
-                _ = cancel.cancelled() => Err(ApiError::Cancelled),
-                spent = budget.watch(&wire) => Err(ApiError::FetchTimeout(spent)),
+                r = task => r.map_err(FetchError::from).and_then(|r| r),
+                _ = cancel.cancelled() => Err(FetchError::Cancelled),
+                spent = budget.watch(&wire) => Err(FetchError::from(spent)),
             }
         }
     };
-    if let Err(ApiError::FetchTimeout(spent)) = &downloaded {
+    if let Err(FetchError::FetchTimeout(spent)) = &downloaded {
         tracing::info!(url = %source.redacted(), budget = %spent, "fetch stopped");
         // The stages stop without waiting for the rest (an FTP thread may still hold the wire).
         wire.stop();
@@ -163,16 +165,16 @@ async fn download_into(
     }
     let written = tokio::task::spawn_blocking(move || stages.wait())
         .await
-        .map_err(ApiError::from)
+        .map_err(FetchError::from)
         .and_then(|r| r);
     let result = if progress.is_cancelled() {
-        Err(ApiError::Cancelled)
+        Err(FetchError::Cancelled)
     } else {
         match (downloaded, written) {
             // A downloader stopped by the pipeline reports Cancelled; the pipeline knows why.
-            (Err(e), _) if !matches!(e, ApiError::Cancelled) => Err(e),
+            (Err(e), _) if !matches!(e, FetchError::Cancelled) => Err(e),
             (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
-            (Ok(()), Ok(w)) if w.image_bytes == 0 => Err(ApiError::FetchFailed(format!(
+            (Ok(()), Ok(w)) if w.image_bytes == 0 => Err(FetchError::FetchFailed(format!(
                 "{} is empty",
                 source.redacted()
             ))),
@@ -197,7 +199,7 @@ async fn prepare(
     dest: &Path,
     policy: &FetchPolicy,
     progress: &Arc<Progress>,
-) -> ApiResult<Written> {
+) -> FetchResult<Written> {
     progress.set_phase("inspecting");
     let (file, len) = (dest.to_path_buf(), written.image_bytes);
     let inspected = tokio::task::spawn_blocking(move || {
@@ -211,12 +213,12 @@ async fn prepare(
         inspect::inspect(&file, len, max_size)
     })
     .await?
-    .map_err(|e| ApiError::Storage(format!("reading the staged image: {e}")))?
-    .map_err(|e| ApiError::UnsafeImage(e.0))?;
+    .map_err(|e| FetchError::Storage(format!("reading the staged image: {e}")))?
+    .map_err(|e| FetchError::UnsafeImage(e.0))?;
     written.format = inspected.format;
     if !inspected.format.is_container() {
         if written.image_bytes > max_size {
-            return Err(ApiError::ImageTooLarge {
+            return Err(FetchError::ImageTooLarge {
                 disk_size: max_size,
             });
         }
@@ -227,16 +229,16 @@ async fn prepare(
         let (path, size) = (dest.to_path_buf(), inspected.virtual_size);
         tokio::task::spawn_blocking(move || cut_footer(&path, size))
             .await?
-            .map_err(|e| ApiError::Storage(format!("cutting the VHD footer off: {e}")))?;
+            .map_err(|e| FetchError::Storage(format!("cutting the VHD footer off: {e}")))?;
         return Ok(written);
     }
     if progress.is_cancelled() {
-        return Err(ApiError::Cancelled);
+        return Err(FetchError::Cancelled);
     }
     let scratch = scratch_path(dest);
     tokio::fs::rename(dest, &scratch)
         .await
-        .map_err(|e| ApiError::Storage(format!("moving the fetched image aside: {e}")))?;
+        .map_err(|e| FetchError::Storage(format!("moving the fetched image aside: {e}")))?;
     let converted = convert(&inspected, &scratch, dest, policy, progress).await;
     if let Err(e) = tokio::fs::remove_file(&scratch).await {
         tracing::warn!(file = %scratch.display(), error = %e, "could not remove a fetched image");
@@ -271,14 +273,14 @@ async fn convert(
     dest: &Path,
     policy: &FetchPolicy,
     progress: &Arc<Progress>,
-) -> ApiResult<()> {
+) -> FetchResult<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let stats = rustix::fs::statvfs(dir)
-        .map_err(|e| ApiError::Storage(format!("checking free space: {e}")))?;
+        .map_err(|e| FetchError::Storage(format!("checking free space: {e}")))?;
     let free = stats.f_bavail.saturating_mul(stats.f_frsize);
     let needed = inspected.data_bound;
     if free < needed.saturating_add(policy.min_free_space) {
-        return Err(ApiError::ConversionSpace {
+        return Err(FetchError::ConversionSpace {
             free,
             needed,
             reserve: policy.min_free_space,
@@ -296,7 +298,7 @@ async fn convert(
         super::convert::convert(format, &src, &out, size, &job)
     })
     .await
-    .map_err(ApiError::from)
+    .map_err(FetchError::from)
     .and_then(|r| r);
     progress.set_total(fetched.bytes_total);
     progress.set_done(fetched.bytes_done);
@@ -309,7 +311,7 @@ async fn convert(
     converted
 }
 
-fn verify(checksum: &Checksum, written: Written) -> ApiResult<Written> {
+fn verify(checksum: &Checksum, written: Written) -> FetchResult<Written> {
     let Checksum::Digest(algorithm, expected) = checksum else {
         return Ok(written);
     };
@@ -318,7 +320,7 @@ fn verify(checksum: &Checksum, written: Written) -> ApiResult<Written> {
         Ok(written)
     } else {
         let kind = algorithm.name();
-        Err(ApiError::ChecksumMismatch {
+        Err(FetchError::ChecksumMismatch {
             expected: format!("{kind} {expected}"),
             actual: format!("{kind} {actual}"),
         })

@@ -92,6 +92,27 @@ pub struct NewJob<K> {
     pub params: K,
     /// The node that must run it (the one running the server's VM), if any.
     pub target_node: Option<String>,
+    /// Bytes of storage it will make, which count against the customer's quota until its
+    /// result is committed (`jobs.reserved_bytes`).
+    pub reserved_bytes: i64,
+    /// The VDC it will make a disk in, if any (`jobs.vdc_id`).
+    pub vdc_id: Option<i64>,
+}
+
+impl<K> NewJob<K> {
+    /// A job of `customer_id`'s about nothing yet, to run on any node, reserving nothing.
+    pub fn new(customer_id: i64, name: String, params: K) -> Self {
+        NewJob {
+            customer_id,
+            name,
+            item_type: None,
+            item_id: None,
+            params,
+            target_node: None,
+            reserved_bytes: 0,
+            vdc_id: None,
+        }
+    }
 }
 
 /// How this node takes part in the queue.

@@ -64,8 +64,9 @@ pub(super) async fn insert<K: serde::Serialize>(
     let params = serde_json::to_string(&job.params).map_err(ApiError::internal)?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (uuid, customer_id, job_type, name, status, item_type, item_id, params, \
-         phase, created, target_node, slot, lane) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12) RETURNING id",
+         phase, created, target_node, slot, lane, reserved_bytes, vdc_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $14) \
+         RETURNING id",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(job.customer_id)
@@ -79,6 +80,8 @@ pub(super) async fn insert<K: serde::Serialize>(
     .bind(job.target_node)
     .bind(slot.column())
     .bind(lane.column())
+    .bind(job.reserved_bytes)
+    .bind(job.vdc_id)
     .fetch_one(&mut **tx)
     .await?;
     Ok(id)

@@ -10,7 +10,7 @@
 //! - [`UserConfined`] (`--network user`, or without the privileges): QEMU's user-mode
 //!   network with `restrict=on`; the hypervisor does everything and there is nothing to apply.
 //!
-//! The engine knows nothing of the database: the operation layer (`ops::network`) reads
+//! The engine knows nothing of the database: the operation layer (`ops::network::plan`) reads
 //! what should exist on this node into a plan. Methods block (they run `ip`, `nft` and
 //! `dnsmasq`), so async code calls them through `spawn_blocking`.
 

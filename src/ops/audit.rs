@@ -4,7 +4,7 @@
 //! its entry point records the call once the operation has returned, whatever the outcome),
 //! for each command-line command that changes something (`customer add`, `customer
 //! set-quota`, `billing-entity add`), for each failed login and for each interactive console
-//! opened (`ops::console`: `OpenScreenConsole`, `OpenSerialConsole`). A row says when, which customer
+//! opened (`ops::server::console`: `OpenScreenConsole`, `OpenSerialConsole`). A row says when, which customer
 //! called (none for the command line) and with which authentication token (none for a
 //! password), from which address and through which adapter, the operation, the ids it touched,
 //! and its outcome: `OK` or the error code.
@@ -30,7 +30,7 @@ use super::wire::{StructType, Timestamp, WireType};
 use super::{Ctx, args};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 use crate::wire_struct;
 
 /// Through what a call came.

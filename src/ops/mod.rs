@@ -17,41 +17,31 @@ pub mod registry;
 pub mod wire;
 
 pub mod audit;
-pub mod backup;
-pub mod billing;
-pub mod catalogue;
-pub mod console;
-pub mod create_image;
-pub mod credentials;
-pub mod customer;
-pub mod disk;
-pub mod fetch;
-pub mod image;
+pub mod enqueue;
 pub mod inflight;
-pub mod job;
-pub mod metrics;
-pub mod network;
-pub mod node;
 pub mod page;
-pub mod port_forward;
-pub mod product_offer;
-pub mod provenance;
-pub mod publish;
-pub mod quota;
-pub mod server;
-pub mod snapshot;
-pub mod ssh_key;
+pub mod server_status;
+pub mod state;
 pub mod suggest;
-pub mod throttle;
-pub mod token;
-pub mod usage;
 pub mod validate;
-pub mod vdc;
-pub mod vlan;
+
+pub mod accounts;
+pub mod jobs;
+pub mod network;
+pub mod platform;
+pub mod server;
+pub mod storage;
+
+// The table below names each operation's function by its module.
+use accounts::{customer, quota, ssh_key, token, vdc};
+use jobs::{fetch, job};
+use network::vlan;
+use server::{console, port_forward};
+use storage::{create_image, disk, image, product_offer, publish, snapshot, usage};
 
 use crate::job_kinds;
-use crate::state::AppState;
 use registry::operations;
+use state::AppState;
 use wire::Timestamp;
 
 pub use audit::{AuditEvent, Origin, Via};
@@ -190,7 +180,7 @@ operations! {
     /// removes it). Each such server then records a usage line, and so does each server made
     /// from an image derived from it that has no offer of its own.
     write SetImageProductOffer(image_id: i64, product_offer_id: i64) -> image: Image =
-        billing::set_image_product_offer;
+        image::set_image_product_offer;
     /// Lists the disks of a VDC, by id: at most `page_size` (1 to 1000; omitted: 1000) with an
     /// id above `after_id` (omitted: from the first); pass the last `disk_id` of a page as
     /// `after_id` to get the next. `name` (optional) keeps the disks whose name contains it,

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use extility::api::soap::{codec, xml};
 use extility::ops::registry;
 use extility::ops::wire::WireType;
-use extility::ops::{Ctx, OPERATIONS, Origin, Via, customer};
+use extility::ops::{Ctx, OPERATIONS, Origin, Via, accounts::customer};
 
 use crate::support::in_process::in_process_node;
 use crate::support::{Backend, TestDatabase, db_test};

@@ -7,11 +7,11 @@ use std::path::Path;
 use extility::fetch::ImageFormat;
 use extility::jobs::queue::{self, Finish, Lease};
 use extility::jobs::{CancelRequest, JobOutcome, JobStatus, Lane, NewJob, RunningJob};
-use extility::ops::customer;
-use extility::ops::fetch::FetchDiskJob;
+use extility::ops::accounts::customer;
+use extility::ops::jobs::fetch::FetchDiskJob;
 use extility::ops::server::{StopHow, StopServerJob};
+use extility::ops::state::AppState;
 use extility::progress::ProgressSnapshot;
-use extility::state::AppState;
 
 use crate::support::catalogue::{DISK_20GB, DISK_20GB_SIZE};
 use crate::support::in_process::in_process_node;
@@ -74,6 +74,8 @@ async fn queue_fetch(nodes: &TwoNodes, name: &str) -> (i64, FetchDiskJob) {
                 item_id: None,
                 params: params.clone(),
                 target_node: None,
+                reserved_bytes: params.disk_size,
+                vdc_id: (!params.make_image).then_some(params.vdc_id),
             },
         )
         .await
@@ -259,6 +261,8 @@ async fn cancel_racing_a_claim(backend: Backend) {
                         method: StopHow::Poweroff,
                     },
                     target_node: None,
+                    reserved_bytes: 0,
+                    vdc_id: None,
                 },
             )
             .await

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use extility::error::ApiError;
-use extility::ops::credentials;
-use extility::ops::customer;
-use extility::ops::throttle::Line;
+use extility::ops::accounts::credentials;
+use extility::ops::accounts::customer;
+use extility::ops::accounts::throttle::Line;
 use futures::FutureExt;
 use reqwest::StatusCode;
 use serde_json::Value;

@@ -4,9 +4,9 @@
 use extility::db::Db;
 use extility::jobs::queue::{self, Lease};
 use extility::jobs::{Lane, NewJob};
-use extility::ops::catalogue::demo_catalogue;
-use extility::ops::customer;
+use extility::ops::accounts::customer;
 use extility::ops::server::{StopHow, StopServerJob};
+use extility::ops::storage::catalogue::demo_catalogue;
 
 use crate::support::in_process::in_process_node;
 use crate::support::{Backend, TestDatabase, db_test};
@@ -69,6 +69,8 @@ async fn a_released_lease_is_taken_at_once_by_a_new_attempt(backend: Backend) {
                     method: StopHow::Poweroff,
                 },
                 target_node: None,
+                reserved_bytes: 0,
+                vdc_id: None,
             },
         )
         .await

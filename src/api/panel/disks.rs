@@ -16,7 +16,7 @@ use super::layout::{
 };
 use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
 use crate::ops::{Disk, Snapshot, args, call};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

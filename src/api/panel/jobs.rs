@@ -14,7 +14,7 @@ use serde_json::json;
 use super::layout::{self, Tab, bytes, job_status, opt, post_form};
 use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
 use crate::ops::{Job, args, call};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

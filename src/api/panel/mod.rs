@@ -42,9 +42,9 @@ use serde_json::{Map, Value};
 use super::auth::ClientAddress;
 use crate::error::{ApiError, ApiResult};
 use crate::ops::registry::{self, Arguments, Input, Param};
+use crate::ops::state::AppState;
 use crate::ops::wire::WireType;
 use crate::ops::{Ctx, Via, args, call};
-use crate::state::AppState;
 use layout::Tab;
 
 /// htmx 2.0.11 (`dist/htmx.min.js` of the npm package `htmx.org`, Zero-Clause BSD licence;

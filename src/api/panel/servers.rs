@@ -17,7 +17,7 @@ use super::layout::{
 use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
 use crate::error::ApiResult;
 use crate::ops::{Image, ProductOffer, Server, SshKey, Vlan, args, call};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -19,7 +19,7 @@ use super::{PanelForm, layout, read_fields};
 use crate::api::auth::{self, ClientAddress};
 use crate::error::ApiError;
 use crate::ops::Via;
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

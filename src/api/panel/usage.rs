@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use super::layout::{self, Tab, bytes, opt, text_field};
 use super::{Fields, Panel, form, tab_page};
 use crate::ops::{UsageRecord, args, call};
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/panel/usage", get(page))

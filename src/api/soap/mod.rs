@@ -17,8 +17,8 @@ use axum::routing::get;
 use super::{auth, guard, read_body};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::registry::Version;
+use crate::ops::state::AppState;
 use crate::ops::{Ctx, Origin, Via, registry};
-use crate::state::AppState;
 
 /// `POST /`: version 1, the first release's API.
 pub async fn handle(

@@ -21,7 +21,7 @@ pub async fn rename_server(ctx: &Ctx, a: args::RenameServer) -> ApiResult<Server
     tx.commit().await?;
     // Its name on its VLAN (DNS): at once when it runs here, else at its node's next resync.
     if server.vlan_id.is_some() && node.as_deref() == Some(ctx.state.jobs.node_id()) {
-        network::sync_logged(&ctx.state).await;
+        plan::sync_logged(&ctx.state).await;
     }
     Ok(server)
 }

@@ -20,35 +20,6 @@ pub(super) async fn lock_server_row(conn: &mut AnyConnection, server_id: i64) ->
     Ok(())
 }
 
-/// Locks a server that must stay stopped (or in error: no VM) for what the caller is about to
-/// do, and fails with CONFLICT if it is not. On PostgreSQL the conditional update waits for a
-/// concurrent start to commit and then sees its status.
-pub async fn lock_stopped_server(
-    conn: &mut AnyConnection,
-    server_id: i64,
-    doing: &str,
-) -> ApiResult<()> {
-    let locked =
-        sqlx::query("UPDATE servers SET status = status WHERE id = $1 AND status IN ($2, $3)")
-            .bind(server_id)
-            .bind(ServerStatus::Stopped.code())
-            .bind(ServerStatus::Error.code())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-    if locked == 1 {
-        return Ok(());
-    }
-    let status: Option<i64> = sqlx::query_scalar("SELECT status FROM servers WHERE id = $1")
-        .bind(server_id)
-        .fetch_optional(conn)
-        .await?;
-    Err(ApiError::Conflict(format!(
-        "server {server_id} is {}; stop it before {doing}",
-        ServerStatus::describe(status.unwrap_or(0))
-    )))
-}
-
 pub async fn attach_disk(ctx: &Ctx, a: args::AttachDisk) -> ApiResult<i64> {
     let mut tx = ctx.state.db.begin_write().await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;

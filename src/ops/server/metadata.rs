@@ -12,8 +12,8 @@ use sqlx::AnyConnection;
 
 use super::mac_address;
 use crate::error::ApiResult;
-use crate::ops::ssh_key;
-use crate::state::AppState;
+use crate::ops::accounts::ssh_key;
+use crate::ops::state::AppState;
 
 /// How a VM's metadata secret is stored.
 pub fn token_hash(token: &str) -> String {

@@ -1,29 +1,36 @@
-//! Servers: virtual machines made of a server product offer and attached disks.
+//! Servers: virtual machines made of a server product offer and attached disks, on a VLAN,
+//! with port forwards. The domain uses `core`, `accounts`, `network` and `storage`.
 //!
 //! `create` makes servers, `change` renames them and changes their offers, `disks` attaches
 //! and detaches disks, `power` starts, stops and destroys them (operations and the jobs behind
 //! them), `placement` picks the node a start runs on, `vm` follows what their virtual machines
 //! do on their own and shows their consoles, `metadata` is what a VM reads about itself. This
-//! module is the only one that writes `servers`.
+//! module is the only one that writes `servers`; `port_forward` the only one that writes
+//! `port_forwards`. The statuses and the stopped-server lock other domains need are in
+//! `core` (`ops::server_status`).
 
 mod change;
+pub mod console;
 mod create;
 mod disks;
 pub mod metadata;
 pub mod placement;
+pub mod port_forward;
 mod power;
 mod vm;
 
+use crate::ops::network::plan::mac_address;
+pub use crate::ops::server_status::{ServerStatus, lock_stopped_server};
 pub use change::{change_server_product_offer, rename_server};
 pub use create::{assign_missing_addresses, create_server};
-pub use disks::{attach_disk, detach_disk, lock_stopped_server};
+pub use disks::{attach_disk, detach_disk};
 pub use power::{
     DestroyServerJob, StartServerJob, StopHow, StopServerJob, destroy_server, start_server,
     stop_server,
 };
 pub use vm::{
-    NODE_PROOF_HEADER, console_here, console_path, get_console_log, live_node_address,
-    record_vm_event, recover_servers,
+    NODE_PROOF_HEADER, NodeCall, accepts_node_call, console_for_node, console_here,
+    console_path, get_console_log, live_node_address, record_vm_event, recover_servers,
 };
 
 use std::collections::HashMap;
@@ -31,60 +38,21 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
-use super::disk::{self, Disk, DiskRow, NewDisk, select_disks};
-use super::port_forward::{self, PortForward};
-use super::quota::{self, Need};
-use super::{
-    Ctx, args, create_image, network, page, product_offer, ssh_key, usage, validate, vdc, vlan,
-};
+use self::port_forward::PortForward;
 use crate::db::{Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hypervisor::{Media, MetadataAccess, StopMethod, VmDisk, VmEvent, VmSpec, VmState};
-use crate::jobs::{JobKind, JobOutcome, Lane, NewJob, RunningJob};
+use crate::jobs::{JobKind, JobOutcome, Lane, RunningJob};
+use crate::ops::accounts::quota::{self, Need};
+use crate::ops::state::AppState;
+use crate::ops::storage::disk::{self, Disk, DiskRow, NewDisk, select_disks};
 use crate::ops::wire::Timestamp;
-use crate::state::AppState;
+use crate::ops::{
+    Ctx, accounts::ssh_key, accounts::vdc, args, network::plan, network::vlan, page,
+    storage::create_image, storage::product_offer, storage::usage, validate,
+};
 use crate::storage::volumes;
 use crate::wire_struct;
-
-/// Server status codes, as the Extility API numbers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(i64)]
-pub enum ServerStatus {
-    Error = 1,
-    Running = 2,
-    Starting = 3,
-    Stopping = 4,
-    Stopped = 5,
-}
-
-impl ServerStatus {
-    pub fn code(self) -> i64 {
-        self as i64
-    }
-
-    /// The name shown beside the number (`status_name`).
-    pub fn name_of(code: i64) -> &'static str {
-        match code {
-            1 => "error",
-            2 => "running",
-            3 => "starting",
-            4 => "stopping",
-            5 => "stopped",
-            _ => "unknown",
-        }
-    }
-
-    pub fn describe(code: i64) -> &'static str {
-        match code {
-            1 => "in error",
-            2 => "running",
-            3 => "starting",
-            4 => "stopping",
-            5 => "stopped",
-            _ => "in an unknown state",
-        }
-    }
-}
 
 wire_struct! {
     /// A server. `status`: 1 error, 2 running, 3 starting, 4 stopping, 5 stopped (named in
@@ -178,13 +146,6 @@ impl ServerRow {
             status_name: ServerStatus::name_of(self.status).to_string(),
         }
     }
-}
-
-/// A stable, locally administered MAC address derived from the server's uuid.
-pub fn mac_address(server_uuid: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(server_uuid.as_bytes());
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
 }
 
 impl ServerRow {

@@ -116,13 +116,16 @@ async fn node_loads(
     let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT n.id, n.vcpus, n.memory_mb, \
          (SELECT CAST(COALESCE(SUM(s.processors), 0) AS BIGINT) FROM servers s \
-           WHERE s.node = n.id AND s.status IN (2, 3, 4) AND s.id <> $2), \
+           WHERE s.node = n.id AND s.status IN ($3, $4, $5) AND s.id <> $2), \
          (SELECT CAST(COALESCE(SUM(s.memory), 0) AS BIGINT) FROM servers s \
-           WHERE s.node = n.id AND s.status IN (2, 3, 4) AND s.id <> $2) \
+           WHERE s.node = n.id AND s.status IN ($3, $4, $5) AND s.id <> $2) \
          FROM nodes n WHERE n.last_seen >= $1 AND n.can_run_vms = 1 ORDER BY n.id",
     )
     .bind(alive_since)
     .bind(server_id)
+    .bind(ServerStatus::HOLDING_A_NODE[0])
+    .bind(ServerStatus::HOLDING_A_NODE[1])
+    .bind(ServerStatus::HOLDING_A_NODE[2])
     .fetch_all(conn)
     .await?;
     Ok(rows

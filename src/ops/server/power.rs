@@ -65,20 +65,11 @@ async fn queue_server_job<K: JobKind>(
         _ => server.node.clone(),
     };
     set_status(&mut tx, server.id, status, None).await?;
+    let name = format!("{verb} server \"{}\"", server.name);
     let job_id = ctx
-        .state
-        .jobs
-        .enqueue(
-            &mut tx,
-            NewJob {
-                customer_id: ctx.customer_id(),
-                name: format!("{verb} server \"{}\"", server.name),
-                item_type: Some("server"),
-                item_id: Some(server.id),
-                params,
-                target_node,
-            },
-        )
+        .enqueue(&mut tx, params, name)
+        .item("server", server.id)
+        .on_node(target_node)
         .await?;
     tx.commit().await?;
     Ok(job_id)
@@ -325,7 +316,7 @@ impl JobKind for StartServerJob {
                 let reason = err.to_string();
                 let failed = (ServerStatus::Error, Some(reason.as_str()));
                 job_failed(job, server.id, failed, Vm::NotRunning).await;
-                network::sync_logged(state).await;
+                plan::sync_logged(state).await;
                 return Err(err);
             }
             let spec = vm_spec(state, &server).await?;
@@ -334,7 +325,7 @@ impl JobKind for StartServerJob {
                 let reason = format!("its disks could not be fenced: {err}");
                 let failed = (ServerStatus::Error, Some(reason.as_str()));
                 job_failed(job, server.id, failed, Vm::NotRunning).await;
-                network::sync_logged(state).await;
+                plan::sync_logged(state).await;
                 return Err(err);
             }
             let hypervisor = state.hypervisor.clone();
@@ -342,7 +333,7 @@ impl JobKind for StartServerJob {
             if let Err(err) = started {
                 let failed = (ServerStatus::Error, Some(err.0.as_str()));
                 job_failed(job, server.id, failed, Vm::NotRunning).await;
-                network::sync_logged(state).await;
+                plan::sync_logged(state).await;
                 return Err(err.into());
             }
         }
@@ -372,7 +363,7 @@ async fn claim_and_network(state: &AppState, server: &ServerRow) -> ApiResult<()
         .bind(ServerStatus::Starting.code())
         .execute(state.db.pool())
         .await?;
-    network::sync(state).await
+    plan::sync(state).await
 }
 
 async fn power_off(state: &AppState, server: &ServerRow, method: StopMethod) -> ApiResult<()> {
@@ -430,7 +421,7 @@ impl JobKind for StopServerJob {
         let mut tx = job.begin_fenced().await?;
         vm_gone(&mut tx, server.id, ServerStatus::Stopped, None).await?;
         let done = job.commit(tx, outcome(&server)).await?;
-        network::sync_logged(state).await;
+        plan::sync_logged(state).await;
         Ok(done)
     }
 }
@@ -478,7 +469,7 @@ impl JobKind for DestroyServerJob {
             .execute(&mut *tx)
             .await?;
         let done = job.commit(tx, outcome(&server)).await?;
-        network::sync_logged(state).await;
+        plan::sync_logged(state).await;
         disk::discard_volumes(state, garbage).await;
         Ok(done)
     }

@@ -31,7 +31,7 @@ pub async fn record_vm_event(state: &AppState, event: VmEvent) -> ApiResult<()> 
         tracing::info!(server = %event.server_uuid, status = status.code(), reason,
             "a server's VM ended on its own");
         // Its tap and rules go with it.
-        network::sync_logged(state).await;
+        plan::sync_logged(state).await;
     }
     Ok(())
 }
@@ -133,6 +133,42 @@ pub async fn get_console_log(ctx: &Ctx, a: args::GetConsoleLog) -> ApiResult<Str
     }
     let bytes = console_here(&ctx.state, &server.uuid).await?;
     Ok(console_text(&bytes))
+}
+
+/// A request another node of the cluster makes of this one, with the proof it carries
+/// (`NODE_PROOF_HEADER`).
+pub struct NodeCall<'a> {
+    pub method: &'a str,
+    /// The path and query, as the request line has them.
+    pub path: &'a str,
+    pub body: &'a [u8],
+    pub proof: &'a str,
+}
+
+/// The end of the console of a VM of this node, for another node that proves it is one of
+/// the cluster's (`crate::jobs::node_proof`: each proof accepted once). `None`: the proof is
+/// wrong, stale or used.
+pub async fn console_for_node(
+    state: &AppState,
+    call: NodeCall<'_>,
+    server_uuid: &str,
+) -> Option<ApiResult<Vec<u8>>> {
+    if !accepts_node_call(state, &call) {
+        return None;
+    }
+    Some(console_here(state, server_uuid).await)
+}
+
+/// Whether `call` carries a good proof that another node of the cluster made it (each proof
+/// is accepted once).
+pub fn accepts_node_call(state: &AppState, call: &NodeCall<'_>) -> bool {
+    let request = crate::jobs::node_proof::Request {
+        node: state.jobs.node_id(),
+        method: call.method,
+        path: call.path,
+        body: call.body,
+    };
+    state.jobs.accept_node_proof(&request, call.proof)
 }
 
 /// The end of the console of a VM of this node ([`CONSOLE_LOG_BYTES`]).

@@ -27,8 +27,8 @@ use super::auth::ClientAddress;
 use super::guard::is_own_origin;
 use super::json::error_response;
 use crate::error::ApiError;
+use crate::ops::Via;
 use crate::ops::server::console::{self, ConsoleStream, SUBPROTOCOL, Slot};
-use crate::ops::{Via, audit};
 use crate::ops::state::AppState;
 
 /// The close code a console's end is told with (the WebSocket's "normal closure").
@@ -68,7 +68,7 @@ async fn open(
     };
     let opened = open_console(&state, &grant).await;
     let address = address.origin(Via::Json).address;
-    audit::record_console(&state, &grant, address, opened.as_ref().err()).await;
+    console::record_opened(&state, &grant, address, opened.as_ref().err()).await;
     let (customer_slot, stream) = match opened {
         Ok(opened) => opened,
         Err(err) => return error_response(&err),

@@ -330,16 +330,25 @@ pub async fn record_command<T>(
     }
 }
 
+/// Whose console of which server was opened, through which adapter its access was given.
+pub struct OpenedConsole {
+    pub customer_id: i64,
+    pub server_id: i64,
+    pub kind: crate::hypervisor::ConsoleKind,
+    pub via: Via,
+}
+
 /// Records a console opened through the console WebSocket, or refused once its token was
 /// taken: `OpenScreenConsole` or `OpenSerialConsole`, with the server's id, through the adapter
 /// GetConsoleAccess was called through (`via`), from the WebSocket's address. A failure to
 /// write is logged.
 pub async fn record_console(
     state: &AppState,
-    grant: &super::console::ConsoleGrant,
+    opened: OpenedConsole,
     address: Option<IpAddr>,
     refused: Option<&ApiError>,
 ) {
+    let grant = opened;
     let mut ids = Ids::default();
     ids.push("server_id", grant.server_id);
     let operation = match grant.kind {

@@ -370,7 +370,8 @@ async fn a_customer_types_at_the_screen_and_the_serial_port() {
         "the screen is drawn",
     )
     .await;
-    b.screenshot(&screenshot_path("panel-console-screen.png")).await;
+    b.screenshot(&screenshot_path("panel-console-screen.png"))
+        .await;
 
     // The serial port in xterm.js.
     b.goto(&format!(
@@ -392,7 +393,8 @@ async fn a_customer_types_at_the_screen_and_the_serial_port() {
         "the serial shell's answer in the terminal",
     )
     .await;
-    b.screenshot(&screenshot_path("panel-console-serial.png")).await;
+    b.screenshot(&screenshot_path("panel-console-serial.png"))
+        .await;
     b.assert_console_clean("the serial console page").await;
     b.close().await;
 

@@ -94,7 +94,15 @@ const OPS_MAY_USE: &[(&str, &[&str])] = &[
 /// The frame of `ops`, which every domain may name and which names every domain: the table
 /// (`ops/mod.rs`: `operations!`, `job_kinds!`, `Ctx`, `Caller`, the generated `args`) and
 /// the state it hands each call and job (`ops/state.rs`).
-const OPS_FRAME: &[&str] = &["Ctx", "Caller", "args", "OPERATIONS", "JOB_KINDS", "state"];
+const OPS_FRAME: &[&str] = &[
+    "Ctx",
+    "Caller",
+    "args",
+    "call",
+    "OPERATIONS",
+    "JOB_KINDS",
+    "state",
+];
 
 /// A cycle in a "may use" table, as the names along it (the first again at the end).
 fn find_cycle(table: &[(&str, &[&str])]) -> Option<Vec<String>> {

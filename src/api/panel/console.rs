@@ -17,8 +17,8 @@ use serde::Deserialize;
 
 use super::layout::{self, Tab};
 use super::{Panel, asset, tab_page};
-use crate::ops::{args, call};
 use crate::ops::state::AppState;
+use crate::ops::{args, call};
 
 const NOVNC_JS: &[u8] = include_bytes!("../../../assets/novnc/novnc.min.js");
 const NOVNC_LICENCE: &[u8] = include_bytes!("../../../assets/novnc/LICENSE.txt");

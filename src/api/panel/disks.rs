@@ -15,8 +15,8 @@ use super::layout::{
     text_field, typed, vdc_options, vdc_picker,
 };
 use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
-use crate::ops::{Disk, Snapshot, args, call};
 use crate::ops::state::AppState;
+use crate::ops::{Disk, Snapshot, args, call};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -18,8 +18,8 @@ use super::layout::{
     vdc_options,
 };
 use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
-use crate::ops::{Image, ImageShare, args, call};
 use crate::ops::state::AppState;
+use crate::ops::{Image, ImageShare, args, call};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::layout::{self, Tab, bytes, job_status, opt, post_form};
 use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
-use crate::ops::{Job, args, call};
 use crate::ops::state::AppState;
+use crate::ops::{Job, args, call};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

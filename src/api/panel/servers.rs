@@ -16,8 +16,8 @@ use super::layout::{
 };
 use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
 use crate::error::ApiResult;
-use crate::ops::{Image, ProductOffer, Server, SshKey, Vlan, args, call};
 use crate::ops::state::AppState;
+use crate::ops::{Image, ProductOffer, Server, SshKey, Vlan, args, call};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -8,8 +8,8 @@ use maud::{Markup, html};
 
 use super::layout::{self, Tab, bytes, opt, text_field};
 use super::{Fields, Panel, form, tab_page};
-use crate::ops::{UsageRecord, args, call};
 use crate::ops::state::AppState;
+use crate::ops::{UsageRecord, args, call};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/panel/usage", get(page))

@@ -19,14 +19,14 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{NODE_PROOF_HEADER, ServerStatus, live_node_address, own_server};
-use crate::ops::audit::Via;
-use crate::ops::wire::Timestamp;
-use crate::ops::{Ctx, args};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::hypervisor::ConsoleKind;
 use crate::jobs::node_proof::Request as NodeRequest;
+use crate::ops::audit::Via;
 use crate::ops::state::AppState;
+use crate::ops::wire::Timestamp;
+use crate::ops::{Ctx, args};
 use crate::wire_struct;
 
 /// How long a token waits for its connection.
@@ -137,6 +137,22 @@ pub struct ConsoleGrant {
     pub kind: ConsoleKind,
     /// The adapter GetConsoleAccess was called through: the audit row's `via`.
     pub via: Via,
+}
+
+/// The audit row of a console opened with `grant` (or refused once its token was taken).
+pub async fn record_opened(
+    state: &AppState,
+    grant: &ConsoleGrant,
+    address: Option<std::net::IpAddr>,
+    refused: Option<&ApiError>,
+) {
+    let opened = crate::ops::audit::OpenedConsole {
+        customer_id: grant.customer_id,
+        server_id: grant.server_id,
+        kind: grant.kind,
+        via: grant.via,
+    };
+    crate::ops::audit::record_console(state, opened, address, refused).await;
 }
 
 /// Takes a token for its one connection: unknown, used and expired tokens are refused alike

@@ -29,8 +29,8 @@ pub use power::{
     stop_server,
 };
 pub use vm::{
-    NODE_PROOF_HEADER, NodeCall, accepts_node_call, console_for_node, console_here,
-    console_path, get_console_log, live_node_address, record_vm_event, recover_servers,
+    NODE_PROOF_HEADER, NodeCall, accepts_node_call, console_for_node, console_here, console_path,
+    get_console_log, live_node_address, record_vm_event, recover_servers,
 };
 
 use std::collections::HashMap;

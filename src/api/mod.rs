@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod fallback;
 pub mod guard;
+pub mod health;
 pub mod internal;
 pub mod json;
 pub mod metadata;
@@ -37,7 +38,8 @@ pub fn router(state: AppState) -> Router {
         .merge(metadata::api_routes())
         .merge(panel::routes())
         .merge(internal::routes())
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::serve))
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)

@@ -29,7 +29,12 @@ pub struct Db {
     /// The job system's own few connections: see [`Db::lease_pool`].
     lease_pool: AnyPool,
     backend: Backend,
+    /// The last [`Db::check`]'s outcome and when it was made, for [`Db::recent_check`].
+    last_check: std::sync::Arc<tokio::sync::Mutex<Option<(std::time::Instant, CheckOutcome)>>>,
 }
+
+/// Whether the database answered a check, or what was wrong.
+pub type CheckOutcome = Result<(), String>;
 
 /// Connections of the pool API calls and job work share.
 const SQLITE_POOL: u32 = 8;
@@ -112,15 +117,31 @@ impl Db {
             pool,
             lease_pool,
             backend,
+            last_check: Default::default(),
         })
     }
 }
 
-/// The options of a pool of `size` connections: how long a caller waits for one, and on SQLite
-/// what each connection is set to.
+/// How long a caller waits for a PostgreSQL connection, connecting included, before its call
+/// fails with `SERVICE_UNAVAILABLE`: an unreachable or restarting database answers within
+/// seconds, never after a client's own timeout. (sqlx retries a refused connection until then.)
+pub const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long one PostgreSQL statement may run (`statement_timeout`): a database too slow to
+/// answer is unavailable, not a hang. No statement of the server's runs near this long.
+const POSTGRES_STATEMENT_TIMEOUT: &str = "SET statement_timeout = '30s'";
+/// How long a caller waits for a SQLite connection: a file that is always there, whose
+/// connections are all busy only under load (writers queue on its lock with `busy_timeout`).
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The options of a pool of `size` connections: how long a caller waits for one, and what each
+/// connection is set to.
 fn pool_options(backend: Backend, size: u32, read_only: bool) -> AnyPoolOptions {
+    let acquire_timeout = match backend {
+        Backend::Sqlite => SQLITE_ACQUIRE_TIMEOUT,
+        Backend::Postgres => POSTGRES_ACQUIRE_TIMEOUT,
+    };
     let pool_options = AnyPoolOptions::new()
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(acquire_timeout)
         .max_connections(size);
     match backend {
         Backend::Sqlite if read_only => pool_options.after_connect(|conn, _| {
@@ -142,7 +163,12 @@ fn pool_options(backend: Backend, size: u32, read_only: bool) -> AnyPoolOptions 
                 Ok(())
             })
         }),
-        Backend::Postgres => pool_options,
+        Backend::Postgres => pool_options.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(POSTGRES_STATEMENT_TIMEOUT).await?;
+                Ok(())
+            })
+        }),
     }
 }
 
@@ -204,6 +230,27 @@ impl Db {
             inner,
             after_commit: Vec::new(),
         })
+    }
+
+    /// Whether the database answers a trivial statement within `within`, and if not what is
+    /// wrong (never the URL's credentials): `/ready` and `/health`. The outcome is kept for
+    /// `max_age`, so that probes polled by many clients cost the database one statement per
+    /// `max_age`; checks made meanwhile wait for the one running.
+    pub async fn check(&self, max_age: Duration, within: Duration) -> CheckOutcome {
+        let mut last = self.last_check.lock().await;
+        if let Some((at, outcome)) = last.as_ref()
+            && at.elapsed() < max_age
+        {
+            return outcome.clone();
+        }
+        let select = sqlx::query("SELECT 1").execute(&self.pool);
+        let outcome = match tokio::time::timeout(within, select).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!("no answer within {} s", within.as_secs())),
+        };
+        *last = Some((std::time::Instant::now(), outcome.clone()));
+        outcome
     }
 
     pub async fn close(&self) {

@@ -190,7 +190,9 @@ macro_rules! operations {
                             let result: $rt = $handler(ctx, args).await?;
                             serde_json::to_value(result).map_err($crate::error::ApiError::internal)
                         }
-                        .await;
+                        .await
+                        // The database out of reach is said as such, whoever made the error.
+                        .map_err($crate::error::ApiError::classified);
                         if let Some(audit) = audit {
                             audit
                                 .finish(

@@ -16,6 +16,7 @@ mod cloud_init;
 mod cluster_networks;
 mod compose;
 mod confinement;
+mod db_outage;
 mod decompression_limits;
 mod fair_scheduling;
 mod fetch;

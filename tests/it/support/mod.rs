@@ -24,6 +24,7 @@ pub mod images;
 pub mod in_process;
 pub mod netns;
 pub mod server_db;
+pub mod tcp_cut;
 pub mod tls;
 pub mod tools;
 

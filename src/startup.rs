@@ -370,6 +370,7 @@ impl Application {
                 transfers: config.max_fetches.max(1),
                 transfers_per_customer: config.max_fetches_per_customer.max(1),
             },
+            known_kinds: ops::JOB_KINDS.iter().map(|kind| kind.name).collect(),
         });
         let credentials = CredentialCache::new(LoginLimits {
             failures_per_address: config.login_failures_per_address,

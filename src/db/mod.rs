@@ -181,15 +181,68 @@ impl Db {
         )
     }
 
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator
+        }
+    }
+
+    /// Brings the schema up to this build's newest migration. A database a newer release
+    /// migrated (a migration this build has not got) is refused, naming both versions: this
+    /// build would misread what the newer one writes, and never migrates down.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let known = self.known_schema_version();
+        if let Some(applied) = self.schema_version().await?
+            && applied > known
+        {
+            anyhow::bail!(
+                "the database's schema is at version {applied}, newer than this extility knows \
+                 (up to version {known}): a newer release migrated it. Run that release or a \
+                 newer one against this database; extility never migrates a schema down"
+            );
+        }
+        self.migrator()
             .run(&self.pool)
             .await
             .context("applying database migrations")
+    }
+
+    /// The newest migration this build has: the schema version it makes and understands.
+    pub fn known_schema_version(&self) -> i64 {
+        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// The newest migration applied to the database, or `None` for a database no node has
+    /// migrated yet.
+    pub async fn schema_version(&self) -> anyhow::Result<Option<i64>> {
+        let mut conn = self.pool.acquire().await?;
+        let exists: i64 = match self.backend {
+            Backend::Sqlite => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master \
+                     WHERE type = 'table' AND name = '_sqlx_migrations'",
+                )
+                .fetch_one(&mut *conn)
+                .await?
+            }
+            Backend::Postgres => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+                )
+                .fetch_one(&mut *conn)
+                .await?
+            }
+        };
+        if exists == 0 {
+            return Ok(None);
+        }
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(version)
     }
 
     pub fn pool(&self) -> &AnyPool {

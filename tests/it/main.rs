@@ -60,4 +60,5 @@ mod ssh_keys;
 mod tagged_spoofing;
 mod tenant_networks;
 mod tokens;
+mod upgrades;
 mod vlan_subnets;

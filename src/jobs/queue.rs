@@ -633,7 +633,7 @@ mod tests {
         };
         let lease_work = async {
             node_alive(&db, "n").await?;
-            let claimed = claim(&db, "n", 30_000, limits, Lane::Quick).await?;
+            let claimed = claim(&db, "n", 30_000, limits, Lane::Quick, "").await?;
             release_own_leases(&db, "n").await?;
             ApiResult::Ok(claimed)
         };

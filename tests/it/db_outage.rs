@@ -1,7 +1,7 @@
 //! The database out of reach (issue 22, item 2): with PostgreSQL behind a forwarder the test
 //! cuts, calls answer `SERVICE_UNAVAILABLE` within seconds (HTTP 503 with `Retry-After` on
-//! JSON, a SOAP fault with that code), `/ready` says 503 and `/health` what is down; once the
-//! forwarder is mended, service resumes by itself.
+//! JSON, a SOAP fault with that code, the panel's message), `/ready` says 503 and `/health`
+//! what is down; once the forwarder is mended, service resumes by itself.
 
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
@@ -50,6 +50,26 @@ async fn an_unreachable_database_answers_503_and_service_resumes() {
     let http = reqwest::Client::builder().timeout(HANG).build().unwrap();
     let ready = || http.get(format!("{}/ready", server.url)).send();
     assert_eq!(ready().await.unwrap().status(), StatusCode::OK);
+    // The panel's sign-in form, fetched while the database answers: its cookie and token.
+    let form = http
+        .get(format!("{}/panel/signin", server.url))
+        .send()
+        .await
+        .unwrap();
+    let cookie = form.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = form.text().await.unwrap();
+    let token = page
+        .split(r#"name="_csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-in form's token")
+        .to_string();
 
     forwarder.cut();
 
@@ -97,6 +117,25 @@ async fn an_unreachable_database_answers_503_and_service_resumes() {
     assert!(
         fault.contains(">SERVICE_UNAVAILABLE</errorCode>"),
         "{fault}"
+    );
+
+    // The panel says it on the sign-in page, with the same status.
+    let signin = http
+        .post(format!("{}/panel/signin", server.url))
+        .header("Cookie", &cookie)
+        .form(&[
+            ("email", alice.email.as_str()),
+            ("password", alice.password.as_str()),
+            ("_csrf", token.as_str()),
+        ])
+        .send()
+        .await
+        .expect("the panel answers while the database is down");
+    assert_eq!(signin.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let page = signin.text().await.unwrap();
+    assert!(
+        page.contains("database cannot be reached at the moment"),
+        "{page}"
     );
 
     // A caller whose password is not cached yet is told the same, not that it is wrong.

@@ -891,9 +891,9 @@ async fn a_guest_gets_its_address_when_the_data_directory_is_private() {
         );
     }
     let node = std::fs::read_to_string(app.server.data_dir.join("node-id")).unwrap();
-    let hosts: Vec<_> = walk(std::path::Path::new("/run/extility/network"))
+    let dir = crate::support::dnsmasq_dir(&app.server.data_dir, node.trim());
+    let hosts: Vec<_> = walk(&dir)
         .into_iter()
-        .filter(|p| p.parent().unwrap().ends_with(node.trim()))
         .filter(|p| p.to_string_lossy().ends_with(".dhcp-hosts"))
         .filter(|p| std::fs::read_to_string(p).is_ok_and(|text| text.contains(&first.address)))
         .collect();

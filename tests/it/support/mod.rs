@@ -392,6 +392,18 @@ impl Drop for TestServer {
     }
 }
 
+/// Where a server on `data_dir` keeps node `node`'s dnsmasq files (`--network-run-dir`'s
+/// default): `/run/extility/network/<8 hex digits of the SHA-256 of the data directory's
+/// canonical path>/<node>`.
+pub fn dnsmasq_dir(data_dir: &Path, node: &str) -> PathBuf {
+    use sha2::Digest;
+    let path = data_dir.canonicalize().unwrap();
+    let digest = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
+    Path::new("/run/extility/network")
+        .join(hex::encode(&digest[..4]))
+        .join(node)
+}
+
 /// The QEMU processes running for VMs under `vms_dir` (`<data-dir>/vms`): every process
 /// whose command line names a file there, found in /proc (a QEMU still starting has no pid
 /// file yet).

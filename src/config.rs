@@ -705,6 +705,17 @@ pub struct NetworkArgs {
     /// those nodes only), so that a VLAN spans the cluster.
     #[arg(long, env = "EXTILITY_TUNNEL_ADDRESS", value_name = "IP")]
     pub tunnel_address: Option<std::net::Ipv4Addr>,
+    /// Where the tenant networks' dnsmasq files are (configuration, DHCP hosts, names,
+    /// leases), in a directory per data directory and node: dnsmasq drops its privileges
+    /// (to `nobody`) and must still read them, so every directory above must be searchable
+    /// by other users; the server refuses to start otherwise. Not in the data directory,
+    /// which may be private.
+    #[arg(
+        long,
+        env = "EXTILITY_NETWORK_RUN_DIR",
+        default_value = "/run/extility/network"
+    )]
+    pub network_run_dir: std::path::PathBuf,
     /// The port of this node's metadata listener, where guests' connections to
     /// 169.254.169.254:80 are redirected (only guests reach it).
     #[arg(long, env = "EXTILITY_METADATA_PORT", default_value_t = 8775)]

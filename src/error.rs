@@ -173,10 +173,24 @@ pub enum ApiError {
     #[error("{0}")]
     Interrupted(String),
 
+    /// The database is out of reach (restarting, failing over, a dropped connection, no
+    /// connection within `crate::db`'s wait for one): nothing the request did. A write that failed so
+    /// may or may not have been committed. Shown as HTTP 503 with `Retry-After`; the cause is
+    /// logged.
+    #[error(
+        "the service's database cannot be reached at the moment: retry in {} s (a change made \
+         by this call may or may not have been kept: read before repeating it)",
+        RETRY_AFTER_UNAVAILABLE
+    )]
+    DatabaseUnavailable(#[source] anyhow::Error),
+
     /// Anything unexpected. The message shown to callers stays generic; the cause is logged.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
+
+/// Seconds a caller is asked to wait (`Retry-After`) when the database is out of reach.
+pub const RETRY_AFTER_UNAVAILABLE: u64 = 5;
 
 impl ApiError {
     pub fn not_found(kind: &'static str, id: i64) -> Self {
@@ -190,8 +204,25 @@ impl ApiError {
         }
     }
 
+    /// An unexpected failure; [`ApiError::DatabaseUnavailable`] when its cause is the
+    /// database being out of reach.
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
-        ApiError::Internal(err.into())
+        let err = err.into();
+        if cause_is_database_unavailable(&err) {
+            ApiError::DatabaseUnavailable(err)
+        } else {
+            ApiError::Internal(err)
+        }
+    }
+
+    /// This error, with an internal one whose cause is the database being out of reach made
+    /// [`ApiError::DatabaseUnavailable`] (for errors made as `ApiError::Internal(..)`
+    /// directly): what the adapters show.
+    pub fn classified(self) -> Self {
+        match self {
+            ApiError::Internal(err) => ApiError::internal(err),
+            other => other,
+        }
     }
 
     /// The stable, machine-readable code.
@@ -227,6 +258,7 @@ impl ApiError {
             ApiError::Storage(_) => "STORAGE_ERROR",
             ApiError::Cancelled => "CANCELLED",
             ApiError::Interrupted(_) => "INTERRUPTED",
+            ApiError::DatabaseUnavailable(_) => "SERVICE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -235,25 +267,11 @@ impl ApiError {
     /// connection) rather than anything the request or job did. A write that failed so may or
     /// may not have been committed: its outcome is unknown until the database answers again.
     pub fn is_database_unavailable(&self) -> bool {
-        let ApiError::Internal(cause) = self else {
-            return false;
-        };
-        cause
-            .chain()
-            .any(|e| match e.downcast_ref::<sqlx::Error>() {
-                Some(
-                    sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed,
-                ) => true,
-                // PostgreSQL's SQLSTATE classes 08 (connection exception) and 57P (the server
-                // shutting down, crashed, or not accepting connections yet).
-                Some(sqlx::Error::Database(db)) => db
-                    .code()
-                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
-                _ => false,
-            })
+        match self {
+            ApiError::DatabaseUnavailable(_) => true,
+            ApiError::Internal(cause) => cause_is_database_unavailable(cause),
+            _ => false,
+        }
     }
 
     /// Seconds the client should wait before trying again (HTTP `Retry-After`), if any.
@@ -261,6 +279,7 @@ impl ApiError {
         match self {
             ApiError::TooManyLoginAttempts { retry_after, .. }
             | ApiError::TooManyCalls { retry_after, .. } => Some(*retry_after),
+            ApiError::DatabaseUnavailable(_) => Some(RETRY_AFTER_UNAVAILABLE),
             _ => None,
         }
     }
@@ -273,6 +292,10 @@ impl ApiError {
                 let reference = uuid::Uuid::new_v4();
                 tracing::error!(%reference, error = ?cause, "internal error");
                 format!("internal error (reference {reference})")
+            }
+            ApiError::DatabaseUnavailable(cause) => {
+                tracing::warn!(error = %format!("{cause:#}"), "the database is unavailable");
+                self.to_string()
             }
             other => other.to_string(),
         }
@@ -299,8 +322,30 @@ fn smaller_what(compression: &str) -> &'static str {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        ApiError::Internal(err.into())
+        ApiError::internal(err)
     }
+}
+
+/// Whether an error's chain says the database is out of reach rather than that a statement
+/// went wrong.
+fn cause_is_database_unavailable(cause: &anyhow::Error) -> bool {
+    cause
+        .chain()
+        .any(|e| match e.downcast_ref::<sqlx::Error>() {
+            Some(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed,
+            ) => true,
+            // PostgreSQL's SQLSTATE classes 08 (connection exception) and 57P (the server
+            // shutting down, crashed, or not accepting connections yet), and 57014 (a statement
+            // cancelled by its `statement_timeout`: the database too slow to answer).
+            Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("57P") || code == "57014"
+            }),
+            _ => false,
+        })
 }
 
 impl From<tokio::task::JoinError> for ApiError {

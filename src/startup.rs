@@ -231,8 +231,11 @@ fn network(config: &Config, node_id: &str) -> anyhow::Result<Arc<dyn Network>> {
         return Ok(Arc::new(UserConfined));
     }
     let bridges = LinuxBridges::new(BridgeConfig {
-        // The node's own: nodes sharing a data directory each run their own dnsmasq daemons.
-        state_dir: config.db.data_dir.join("network").join(node_id),
+        // The node's own: nodes sharing a data directory each run their own dnsmasq daemons;
+        // out of the data directory, whose parents may be private to root.
+        state_dir: network_run_dir(&args.network_run_dir, &config.db.data_dir, node_id),
+        // Where earlier releases kept them: their daemons are stopped and started anew.
+        legacy_state_dir: config.db.data_dir.join("network").join(node_id),
         metadata_port: args.metadata_port,
         egress: args.guest_egress == OnOff::On,
         pool: args.vlan_subnets,
@@ -246,6 +249,17 @@ fn network(config: &Config, node_id: &str) -> anyhow::Result<Arc<dyn Network>> {
          nftables tables 'extility'"
     );
     Ok(Arc::new(bridges))
+}
+
+/// `<network-run-dir>/<8 hex digits of the SHA-256 of the data directory's path>/<node id>`:
+/// servers sharing a host (nodes of a test, say) keep apart their dnsmasq files.
+fn network_run_dir(root: &Path, data_dir: &Path, node_id: &str) -> std::path::PathBuf {
+    use sha2::Digest;
+    let path = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
+    root.join(hex::encode(&digest[..4])).join(node_id)
 }
 
 /// A quota's value as the `--quota-*` flags and `extility customer set-quota` take it:
@@ -370,6 +384,7 @@ impl Application {
                 transfers: config.max_fetches.max(1),
                 transfers_per_customer: config.max_fetches_per_customer.max(1),
             },
+            known_kinds: ops::JOB_KINDS.iter().map(|kind| kind.name).collect(),
         });
         let credentials = CredentialCache::new(LoginLimits {
             failures_per_address: config.login_failures_per_address,

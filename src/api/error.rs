@@ -43,6 +43,7 @@ pub fn error_type(err: &ApiError) -> &'static str {
         | ApiError::Storage(_)
         | ApiError::InsufficientStorage { .. }
         | ApiError::ConversionSpace { .. }
+        | ApiError::DatabaseUnavailable(_)
         | ApiError::Internal(_) => "ServerException",
     }
 }
@@ -76,6 +77,8 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         ApiError::InsufficientStorage { .. } | ApiError::ConversionSpace { .. } => {
             StatusCode::INSUFFICIENT_STORAGE
         }
+        // The database is out of reach: the same call may succeed in a few seconds.
+        ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::Interrupted(_)
         | ApiError::Hypervisor(_)
         | ApiError::Storage(_)

@@ -26,7 +26,7 @@ pub async fn handle(
     let origin = client.origin(Via::Json);
     match call(state, &operation, origin, &headers, body).await {
         Ok(value) => Json(value).into_response(),
-        Err(err) => error_response(&err),
+        Err(err) => error_response(&err.classified()),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod console;
 pub mod error;
 pub mod fallback;
 pub mod guard;
+pub mod health;
 pub mod internal;
 pub mod json;
 pub mod metadata;
@@ -40,7 +41,8 @@ pub fn router(state: AppState) -> Router {
         .merge(panel::routes())
         .merge(internal::routes())
         .merge(console::routes())
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::serve))
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)

@@ -29,7 +29,12 @@ pub struct Db {
     /// The job system's own few connections: see [`Db::lease_pool`].
     lease_pool: AnyPool,
     backend: Backend,
+    /// The last [`Db::check`]'s outcome and when it was made, for [`Db::recent_check`].
+    last_check: std::sync::Arc<tokio::sync::Mutex<Option<(std::time::Instant, CheckOutcome)>>>,
 }
+
+/// Whether the database answered a check, or what was wrong.
+pub type CheckOutcome = Result<(), String>;
 
 /// Connections of the pool API calls and job work share.
 const SQLITE_POOL: u32 = 8;
@@ -112,15 +117,31 @@ impl Db {
             pool,
             lease_pool,
             backend,
+            last_check: Default::default(),
         })
     }
 }
 
-/// The options of a pool of `size` connections: how long a caller waits for one, and on SQLite
-/// what each connection is set to.
+/// How long a caller waits for a PostgreSQL connection, connecting included, before its call
+/// fails with `SERVICE_UNAVAILABLE`: an unreachable or restarting database answers within
+/// seconds, never after a client's own timeout. (sqlx retries a refused connection until then.)
+pub const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long one PostgreSQL statement may run (`statement_timeout`): a database too slow to
+/// answer is unavailable, not a hang. No statement of the server's runs near this long.
+const POSTGRES_STATEMENT_TIMEOUT: &str = "SET statement_timeout = '30s'";
+/// How long a caller waits for a SQLite connection: a file that is always there, whose
+/// connections are all busy only under load (writers queue on its lock with `busy_timeout`).
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The options of a pool of `size` connections: how long a caller waits for one, and what each
+/// connection is set to.
 fn pool_options(backend: Backend, size: u32, read_only: bool) -> AnyPoolOptions {
+    let acquire_timeout = match backend {
+        Backend::Sqlite => SQLITE_ACQUIRE_TIMEOUT,
+        Backend::Postgres => POSTGRES_ACQUIRE_TIMEOUT,
+    };
     let pool_options = AnyPoolOptions::new()
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(acquire_timeout)
         .max_connections(size);
     match backend {
         Backend::Sqlite if read_only => pool_options.after_connect(|conn, _| {
@@ -142,7 +163,12 @@ fn pool_options(backend: Backend, size: u32, read_only: bool) -> AnyPoolOptions 
                 Ok(())
             })
         }),
-        Backend::Postgres => pool_options,
+        Backend::Postgres => pool_options.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(POSTGRES_STATEMENT_TIMEOUT).await?;
+                Ok(())
+            })
+        }),
     }
 }
 
@@ -155,15 +181,68 @@ impl Db {
         )
     }
 
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator
+        }
+    }
+
+    /// Brings the schema up to this build's newest migration. A database a newer release
+    /// migrated (a migration this build has not got) is refused, naming both versions: this
+    /// build would misread what the newer one writes, and never migrates down.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let known = self.known_schema_version();
+        if let Some(applied) = self.schema_version().await?
+            && applied > known
+        {
+            anyhow::bail!(
+                "the database's schema is at version {applied}, newer than this extility knows \
+                 (up to version {known}): a newer release migrated it. Run that release or a \
+                 newer one against this database; extility never migrates a schema down"
+            );
+        }
+        self.migrator()
             .run(&self.pool)
             .await
             .context("applying database migrations")
+    }
+
+    /// The newest migration this build has: the schema version it makes and understands.
+    pub fn known_schema_version(&self) -> i64 {
+        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// The newest migration applied to the database, or `None` for a database no node has
+    /// migrated yet.
+    pub async fn schema_version(&self) -> anyhow::Result<Option<i64>> {
+        let mut conn = self.pool.acquire().await?;
+        let exists: i64 = match self.backend {
+            Backend::Sqlite => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master \
+                     WHERE type = 'table' AND name = '_sqlx_migrations'",
+                )
+                .fetch_one(&mut *conn)
+                .await?
+            }
+            Backend::Postgres => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+                )
+                .fetch_one(&mut *conn)
+                .await?
+            }
+        };
+        if exists == 0 {
+            return Ok(None);
+        }
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(version)
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -204,6 +283,27 @@ impl Db {
             inner,
             after_commit: Vec::new(),
         })
+    }
+
+    /// Whether the database answers a trivial statement within `within`, and if not what is
+    /// wrong (never the URL's credentials): `/ready` and `/health`. The outcome is kept for
+    /// `max_age`, so that probes polled by many clients cost the database one statement per
+    /// `max_age`; checks made meanwhile wait for the one running.
+    pub async fn check(&self, max_age: Duration, within: Duration) -> CheckOutcome {
+        let mut last = self.last_check.lock().await;
+        if let Some((at, outcome)) = last.as_ref()
+            && at.elapsed() < max_age
+        {
+            return outcome.clone();
+        }
+        let select = sqlx::query("SELECT 1").execute(&self.pool);
+        let outcome = match tokio::time::timeout(within, select).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!("no answer within {} s", within.as_secs())),
+        };
+        *last = Some((std::time::Instant::now(), outcome.clone()));
+        outcome
     }
 
     pub async fn close(&self) {

@@ -95,12 +95,28 @@ pub trait JobKind: Serialize + DeserializeOwned + Send + Sync + 'static {
         self,
         job: &RunningJob<Self::Context>,
     ) -> impl Future<Output = ApiResult<JobOutcome>> + Send;
+
+    /// Runs once the job has ended without success (failed, interrupted too often, cancelled)
+    /// and before its end is recorded: whatever `run` left half-way that must tell the truth
+    /// and allow a retry (a server left "starting") is settled here. `reason` is the error's
+    /// public message. Also when `run` never ran (an attempt given up after too many
+    /// interruptions). Writes go through [`RunningJob::begin_fenced`]. Nothing by default.
+    fn ended_unsuccessfully(
+        self,
+        job: &RunningJob<Self::Context>,
+        reason: &str,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (job, reason);
+        std::future::ready(())
+    }
 }
 
 /// One entry of the list of kinds: the name a job is stored under and how to run it.
 pub struct KindEntry<C: 'static> {
     pub name: &'static str,
     pub run: fn(Arc<RunningJob<C>>) -> BoxFuture<'static, ApiResult<JobOutcome>>,
+    /// [`JobKind::ended_unsuccessfully`], with the reason.
+    pub ended_unsuccessfully: fn(Arc<RunningJob<C>>, String) -> BoxFuture<'static, ()>,
 }
 
 /// Decodes a job's parameters as kind `K` and runs it: what [`job_kinds!`] lists.
@@ -117,6 +133,14 @@ pub fn entry<K: JobKind>() -> KindEntry<K::Context> {
                     ))
                 })?;
                 params.run(&job).await
+            })
+        },
+        ended_unsuccessfully: |job, reason| {
+            Box::pin(async move {
+                // Parameters that do not decode made `run` fail before it did anything.
+                if let Ok(params) = serde_json::from_str::<K>(&job.row.params) {
+                    params.ended_unsuccessfully(&job, &reason).await;
+                }
             })
         },
     }

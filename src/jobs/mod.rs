@@ -124,6 +124,10 @@ pub struct QueueConfig {
     /// The key sealing job secrets; nodes sharing a database share it.
     pub secret_key: [u8; 32],
     pub limits: ConcurrencyLimits,
+    /// The job types this node runs (its `job_kinds!`). It claims no other: a job a newer
+    /// node queued, of a kind this node has not got, waits for a node that knows it (a
+    /// rolling upgrade: README, "Backups and upgrades").
+    pub known_kinds: Vec<&'static str>,
 }
 
 /// This node's handle on the queue (cheap to clone). Besides the SQL, it wakes idle workers
@@ -218,7 +222,8 @@ impl JobQueue {
     /// customers with jobs waiting, the one with the fewest running first, then the oldest job.
     pub async fn claim(&self, lane: Lane) -> ApiResult<Option<JobRow>> {
         let c = &self.0.config;
-        queue::claim(&c.db, &c.node_id, c.lease_ms, c.limits, lane).await
+        let known_kinds = c.known_kinds.join(",");
+        queue::claim(&c.db, &c.node_id, c.lease_ms, c.limits, lane, &known_kinds).await
     }
 
     fn register_running(&self, job_id: i64, progress: Arc<Progress>) {

@@ -131,7 +131,8 @@ macro_rules! transfers_below_limits {
 // on a row that changed while it waited; SQLite runs the statement alone.
 // $1 node, $2 lease end, $3 now, $4/$5 limits, $6 how long a node may stay silent and still
 // count as alive, $7 in progress, $8 not started, $9 waiting, $10 the transfer slot, $11 the
-// lane.
+// lane, $12 the job types this node knows, separated by commas (kinds' names are words: no
+// comma, `%` or `_` in them; a unit test checks).
 macro_rules! claim_sql {
     ($row_lock:literal) => {
         concat!(
@@ -140,6 +141,7 @@ macro_rules! claim_sql {
              WHERE id = (SELECT j.id FROM jobs j \
                WHERE (j.status IN ($8, $9) OR (j.status = $7 AND j.lease_expires < $3)) \
                AND j.lane = $11 \
+               AND (',' || $12 || ',') LIKE ('%,' || j.job_type || ',%') \
                AND (j.target_node IS NULL OR j.target_node = $1 OR NOT EXISTS ( \
                  SELECT 1 FROM nodes n WHERE n.id = j.target_node AND n.last_seen >= $3 - $6)) \
                AND (j.slot IS NULL OR j.slot <> $10 OR (",
@@ -220,6 +222,7 @@ pub async fn claim(
     lease_ms: i64,
     limits: ConcurrencyLimits,
     lane: Lane,
+    known_kinds: &str,
 ) -> ApiResult<Option<JobRow>> {
     let now = now_ms();
     let sql = match db.backend() {
@@ -238,6 +241,7 @@ pub async fn claim(
         .bind(JobStatus::Waiting.code())
         .bind(TRANSFER_SLOT)
         .bind(lane.column())
+        .bind(known_kinds)
         .fetch_optional(db.lease_pool())
         .await?;
     if row.is_none() {
@@ -632,7 +636,7 @@ mod tests {
         };
         let lease_work = async {
             node_alive(&db, "n").await?;
-            let claimed = claim(&db, "n", 30_000, limits, Lane::Quick).await?;
+            let claimed = claim(&db, "n", 30_000, limits, Lane::Quick, "").await?;
             release_own_leases(&db, "n").await?;
             ApiResult::Ok(claimed)
         };

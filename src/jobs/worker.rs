@@ -284,6 +284,12 @@ async fn execute<C: Clone + Send + Sync + 'static>(
         (pool.discard_staged)(&pool.state, staged).await;
     }
 
+    if let Err(err) = &result
+        && let Some(kind) = kind::find(pool.kinds, &job.row.job_type)
+    {
+        (kind.ended_unsuccessfully)(job.clone(), err.to_string()).await;
+    }
+
     let (status, error, outcome) = match result {
         Ok(outcome) => (JobStatus::Successful, None, outcome),
         Err(err) if progress.is_cancelled() || matches!(err, ApiError::Cancelled) => (

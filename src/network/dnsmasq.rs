@@ -46,6 +46,35 @@ impl Files {
     }
 }
 
+/// Makes the directory of the dnsmasq files (mode 0755, as are the directories made above
+/// it), and checks dnsmasq can reach it once it has dropped its privileges: every directory
+/// above must be searchable by other users. Else it says which is not, and the fix.
+pub fn make_state_dir(dir: &Path) -> Result<(), NetworkError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)))
+        .map_err(|e| NetworkError(format!("creating {}: {e}", dir.display())))?;
+    for above in dir.ancestors().skip(1) {
+        let searchable = std::fs::metadata(above)
+            .map(|meta| meta.permissions().mode() & 0o001 != 0)
+            .unwrap_or(true);
+        if !searchable {
+            return Err(NetworkError(format!(
+                "{} is not searchable by other users, so dnsmasq (which drops its privileges to \
+                 nobody) could not read its files under {} and guests would get no address: \
+                 `chmod o+x {}`, or choose another --network-run-dir",
+                above.display(),
+                dir.display(),
+                above.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The configuration file: everything but the hosts, which SIGHUP reloads.
 pub fn config(vlan: &VlanNet, files: &Files, egress: bool) -> String {
     let bridge = vlan.bridge();
@@ -129,8 +158,11 @@ pub fn ensure(
     if let Some(mtu) = mtu {
         conf.push_str(&format!("dhcp-option=option:mtu,{mtu}\n"));
     }
+    // Readable by everyone whatever the umask: dnsmasq rereads the hosts as `nobody`.
     let write = |path: &Path, text: &str| {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::write(path, text)
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))
             .map_err(|e| NetworkError(format!("writing {}: {e}", path.display())))
     };
     write(&files.hosts, &dhcp_hosts(vlan))?;
@@ -207,4 +239,37 @@ fn alive(pid: i32) -> bool {
             .and_then(|rest| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_state_dir_under_a_private_directory_is_refused_with_the_fix() {
+        let top = tempfile::tempdir().unwrap();
+        let private = top.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = make_state_dir(&private.join("network/node")).unwrap_err();
+        assert!(
+            err.0.starts_with(&format!(
+                "{} is not searchable by other users",
+                private.display()
+            )),
+            "{}",
+            err.0
+        );
+        assert!(
+            err.0
+                .contains(&format!("`chmod o+x {}`", private.display()))
+        );
+
+        let open = top.path().join("open/network/node");
+        make_state_dir(&open).unwrap();
+        let mode = std::fs::metadata(&open).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+    }
 }

@@ -17,8 +17,12 @@ use super::{
 
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    /// dnsmasq's files (`<data-dir>/network`).
+    /// dnsmasq's files (`--network-run-dir`): made readable by everyone, as dnsmasq drops its
+    /// privileges before it reads some of them.
     pub state_dir: PathBuf,
+    /// Where an earlier release kept them (`<data-dir>/network/<node>`): the daemons found
+    /// there are stopped, and the sync starts them again from `state_dir`.
+    pub legacy_state_dir: PathBuf,
     pub metadata_port: u16,
     pub egress: bool,
     pub pool: Ipv4Net,
@@ -54,8 +58,13 @@ impl LinuxBridges {
     }
 
     pub fn new(config: BridgeConfig) -> Result<Self, NetworkError> {
-        std::fs::create_dir_all(&config.state_dir)
-            .map_err(|e| NetworkError(format!("creating {}: {e}", config.state_dir.display())))?;
+        dnsmasq::make_state_dir(&config.state_dir)?;
+        if config.legacy_state_dir != config.state_dir {
+            for bridge in dnsmasq::known_bridges(&config.legacy_state_dir) {
+                dnsmasq::remove(&config.legacy_state_dir, &bridge);
+            }
+            let _ = std::fs::remove_dir(&config.legacy_state_dir);
+        }
         // Routing between the VLANs' gateways and the world (the firewall decides what may).
         // Already on in a container given the sysctl, whose /proc/sys is read-only.
         if read_sysctl(IP_FORWARD).as_deref() != Some("1") {

@@ -459,3 +459,19 @@ job_kinds!(pub static JOB_KINDS: AppState = [
     server::StopServerJob,
     server::DestroyServerJob,
 ]);
+
+#[cfg(test)]
+mod tests {
+    /// A node claims only the job types it knows, matched in SQL against their names joined
+    /// by commas (`jobs::queue::claim`): a name is letters and digits alone.
+    #[test]
+    fn job_kind_names_are_words() {
+        for kind in super::JOB_KINDS.iter() {
+            assert!(
+                !kind.name.is_empty() && kind.name.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{}",
+                kind.name
+            );
+        }
+    }
+}

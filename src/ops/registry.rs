@@ -314,7 +314,9 @@ where
         };
         handler(ctx, args).await
     }
-    .await;
+    .await
+    // The database out of reach is said as such, whoever made the error.
+    .map_err(crate::error::ApiError::classified);
     if let Some(audit) = audit {
         audit
             .finish(ctx, entry.result_name, &entry.result, &outcome)

@@ -399,9 +399,8 @@ async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
     }
     // Guests of a spanned VLAN are told to leave room for VXLAN's 50 bytes.
     for (server, name) in [(&a, "node-a"), (&b, "node-b")] {
-        let conf = server
-            .data_dir
-            .join(format!("network/{name}/extbr{vni}.conf"));
+        let conf =
+            crate::support::dnsmasq_dir(&server.data_dir, name).join(format!("extbr{vni}.conf"));
         let conf = std::fs::read_to_string(&conf).unwrap();
         assert!(conf.contains("dhcp-option=option:mtu,1450"), "{conf}");
     }

@@ -102,3 +102,70 @@ db_test!(
     a_released_lease_is_taken_at_once_by_a_new_attempt,
     a_released_lease_is_taken_at_once_by_a_new_attempt
 );
+
+/// A server job given up after too many interruptions (`INTERRUPTED`) leaves its server in a
+/// state that says what happened and allows the call again: the server was "starting" with no
+/// VM anywhere, and becomes "error" with the reason, and StartServer then starts it.
+async fn an_interrupted_start_leaves_its_server_startable(backend: Backend) {
+    use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB};
+    use crate::support::server_db::ServerDb;
+    use crate::support::{ServerOptions, TestApp, id};
+    use serde_json::json;
+
+    let options = ServerOptions {
+        args: ["--hypervisor", "none"].map(String::from).to_vec(),
+        ..ServerOptions::default()
+    };
+    let mut app = TestApp::start_with(backend, options).await;
+    let alice = app.alice();
+    let vdc = crate::support::images::first_vdc(&alice).await;
+    let server =
+        crate::support::images::create_server(&alice, vdc, "s", BLANK_IMAGE, DISK_1GB).await;
+    let server_id = id(&server, "server_id");
+    let job = alice
+        .call("StartServer", json!({"server_id": server_id}))
+        .await;
+    let job_id = id(&job, "job_id");
+    alice.job_ok(job_id).await;
+
+    // The node dies; its start looks, to the next node, interrupted as often as a job may be
+    // and still running: the server "starting", the job running with its lease run out.
+    app.server.kill9();
+    let db = ServerDb::open(&app.server).await;
+    sqlx::query("UPDATE servers SET status = 3 WHERE id = $1")
+        .bind(server_id)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE jobs SET status = 2, attempts = 3, lease_expires = 0, result_committed = 0, finished = NULL, \
+         error_code = NULL WHERE id = $1",
+    )
+    .bind(job_id)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    app.server.restart();
+    let alice = app.alice();
+
+    let (code, _) = alice.job_fails(job_id).await;
+    assert_eq!(code, "INTERRUPTED");
+    let server = alice
+        .call("GetServer", json!({"server_id": server_id}))
+        .await;
+    assert_eq!(server["status_name"], "error", "{server}");
+    let reason = server["status_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("starting the server did not complete: the job was interrupted"),
+        "{reason}"
+    );
+    crate::support::images::start(&alice, server_id).await;
+    let server = alice
+        .call("GetServer", json!({"server_id": server_id}))
+        .await;
+    assert_eq!(server["status_name"], "running", "{server}");
+}
+db_test!(
+    an_interrupted_start_leaves_its_server_startable,
+    an_interrupted_start_leaves_its_server_startable
+);

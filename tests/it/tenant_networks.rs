@@ -855,3 +855,65 @@ async fn a_guest_flooding_the_metadata_service_holds_up_only_itself() {
         .await;
     assert_eq!(log["status"], 2, "the flooder still runs");
 }
+
+/// A data directory whose parent only root may enter (as `mktemp -d` makes it, or an
+/// operator's `/srv/extility` at 0700) still gives guests their addresses: dnsmasq, which
+/// drops its privileges, reads its files from the runtime directory (`--network-run-dir`),
+/// not from the data directory (issue 22, item 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_gets_its_address_when_the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let _heavy = crate::support::CPU_HEAVY.read().await;
+    let ns = Netns::create();
+    let app = bridged_app(&ns, &[]).await;
+    std::fs::set_permissions(app.dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let vdc = app.alice.vdc_id;
+    let lan = vlan(&app.alice(), vdc, "lan").await;
+    // Two guests: the second one's host entry reaches a dnsmasq already running (SIGHUP,
+    // reread as nobody).
+    let first = server(app.alice(), vdc, &lan, "first").await;
+    let second = server(app.alice(), vdc, &lan, "second").await;
+    let disk = guest_disk_with(app.dir.path(), INIT, "quiet");
+    let files = ImageServer::start_on(&format!("{}:0", ns.outside)).await;
+    let url = files.put_data("guest.img", std::fs::read(&disk).unwrap());
+    boot(&first, vdc, &url).await;
+    boot(&second, vdc, &url).await;
+    for guest in [&first, &second] {
+        let lines = console(guest).await;
+        assert!(
+            lines.contains(&format!("ADDR {}", guest.address)),
+            "guest {} got its address by DHCP under a private data directory: {lines:?}",
+            guest.id
+        );
+    }
+    let node = std::fs::read_to_string(app.server.data_dir.join("node-id")).unwrap();
+    let dir = crate::support::dnsmasq_dir(&app.server.data_dir, node.trim());
+    let hosts: Vec<_> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".dhcp-hosts"))
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|text| text.contains(&first.address)))
+        .collect();
+    assert_eq!(
+        hosts.len(),
+        1,
+        "dnsmasq's hosts file is in the runtime directory"
+    );
+    assert!(
+        !app.server.data_dir.join("network").exists(),
+        "nothing of dnsmasq's in the data directory"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -365,7 +365,13 @@ fn error_page(err: &ApiError) -> Response {
             p { a href="/panel/" { "Back to the panel" } }
         },
     );
-    (super::error::http_status(err), html(body)).into_response()
+    let mut response = (super::error::http_status(err), html(body)).into_response();
+    if let Some(seconds) = err.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 fn html(markup: Markup) -> ([(header::HeaderName, &'static str); 1], String) {

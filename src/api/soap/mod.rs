@@ -44,7 +44,7 @@ pub async fn handle_version(
     let origin = client.origin(Via::Soap);
     match call(state, version, origin, &headers, body).await {
         Ok(xml) => xml_response(StatusCode::OK, xml),
-        Err(err) => fault_response(&err),
+        Err(err) => fault_response(&err.classified()),
     }
 }
 
@@ -128,9 +128,11 @@ fn xml_response(status: StatusCode, xml: String) -> Response {
 /// SOAP 1.1 sends every fault with HTTP 500, except that a missing or wrong password is a
 /// plain 401 challenge, which HTTP clients (and PHP's SoapClient) understand, and a refused
 /// login a 429 with `Retry-After`, which HTTP clients and proxies understand too (the fault
-/// in the body says the same, with its `errorCode`).
+/// in the body says the same, with its `errorCode`), and a database out of reach a 503 with
+/// `Retry-After` (`SERVICE_UNAVAILABLE`), which load balancers and retrying clients know.
 pub fn fault_response(err: &ApiError) -> Response {
     let status = match err {
+        ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::CredentialsMissing | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::TooManyLoginAttempts { .. } | ApiError::TooManyCalls { .. } => {

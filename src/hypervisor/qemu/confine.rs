@@ -114,8 +114,9 @@ impl Confinement {
 
 /// Makes what the data directory holds for the server alone private to root: its files (the
 /// SQLite database, the secret key, the node id), and the volumes, staging and VMs'
-/// directories. The network engine's directory stays as it is: dnsmasq, which drops its
-/// privileges, reads its files there.
+/// directories. (dnsmasq, which drops its privileges, keeps its files out of the data
+/// directory, under `--network-run-dir`; an earlier release's `network` directory is left
+/// as it is until the network engine removes it.)
 pub fn make_private(data_dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(data_dir)? {
         let entry = entry?;

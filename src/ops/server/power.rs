@@ -214,6 +214,69 @@ async fn job_failed(
     }
 }
 
+/// What a server job that ended unsuccessfully ([`JobKind::ended_unsuccessfully`]: failed,
+/// given up after interruptions, cancelled) leaves a server still marked "starting" or
+/// "stopping" as: what its VM is. Running here, it is `running`; not running here (or on
+/// another node, where it cannot be seen from here), `not_running`, with the job's reason:
+/// states from which the call can be made again. A server a failure path already settled is
+/// left alone, as is one whose job this attempt no longer holds.
+async fn settle_after_failure(
+    job: &RunningJob<AppState>,
+    server_id: i64,
+    what: &str,
+    not_running: ServerStatus,
+    reason: &str,
+) {
+    let settled = async {
+        let server = job_server(job, server_id).await?;
+        let transitional = [ServerStatus::Starting.code(), ServerStatus::Stopping.code()];
+        if !transitional.contains(&server.status) {
+            return Ok(());
+        }
+        let vm = if vm_on_lost_node(&job.state, &server).is_some() {
+            VmState::Stopped
+        } else {
+            let hypervisor = job.state.hypervisor.clone();
+            let uuid = server.uuid.clone();
+            tokio::task::spawn_blocking(move || hypervisor.state(&uuid)).await?
+        };
+        let reason = format!("{what} did not complete: {reason}");
+        let mut tx = job.begin_fenced().await?;
+        let still_transitional = "AND status IN ($4, $5)";
+        let sql = if vm == VmState::Running {
+            format!(
+                "UPDATE servers SET status = $1, status_reason = $2 WHERE id = $3 {still_transitional}"
+            )
+        } else {
+            format!(
+                "UPDATE servers SET status = $1, status_reason = $2, metadata_token = NULL \
+                 WHERE id = $3 {still_transitional}"
+            )
+        };
+        let status = if vm == VmState::Running {
+            ServerStatus::Running
+        } else {
+            not_running
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status.code())
+            .bind(&reason)
+            .bind(server.id)
+            .bind(transitional[0])
+            .bind(transitional[1])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(job_id = job.row.id, server_id, status = status.code(), %reason,
+            "a server job ended unsuccessfully; its server is settled");
+        Ok::<_, ApiError>(())
+    };
+    if let Err(err) = settled.await {
+        tracing::warn!(job_id = job.row.id, server_id, error = %err,
+            "settling the server after an unsuccessful job failed");
+    }
+}
+
 fn outcome(server: &ServerRow) -> JobOutcome {
     JobOutcome::item("server", server.id)
 }
@@ -352,6 +415,17 @@ impl JobKind for StartServerJob {
         .await?;
         job.commit(tx, outcome(&server)).await
     }
+
+    async fn ended_unsuccessfully(self, job: &RunningJob<AppState>, reason: &str) {
+        settle_after_failure(
+            job,
+            self.server_id,
+            "starting the server",
+            ServerStatus::Error,
+            reason,
+        )
+        .await;
+    }
 }
 
 /// Records this node as the one running the server (so its NIC is in this node's network
@@ -424,6 +498,17 @@ impl JobKind for StopServerJob {
         plan::sync_logged(state).await;
         Ok(done)
     }
+
+    async fn ended_unsuccessfully(self, job: &RunningJob<AppState>, reason: &str) {
+        settle_after_failure(
+            job,
+            self.server_id,
+            "stopping the server",
+            ServerStatus::Stopped,
+            reason,
+        )
+        .await;
+    }
 }
 
 /// DestroyServer's job: powers the VM off where it runs, then deletes the server and the disks
@@ -472,5 +557,16 @@ impl JobKind for DestroyServerJob {
         plan::sync_logged(state).await;
         disk::discard_volumes(state, garbage).await;
         Ok(done)
+    }
+
+    async fn ended_unsuccessfully(self, job: &RunningJob<AppState>, reason: &str) {
+        settle_after_failure(
+            job,
+            self.server_id,
+            "destroying the server",
+            ServerStatus::Error,
+            reason,
+        )
+        .await;
     }
 }

@@ -24,6 +24,7 @@ pub mod images;
 pub mod in_process;
 pub mod netns;
 pub mod server_db;
+pub mod tcp_cut;
 pub mod test_app;
 pub mod tls;
 pub mod tools;
@@ -390,6 +391,18 @@ impl Drop for TestServer {
             eprintln!("---- server log ({}) ----\n{}", self.url, self.log_text());
         }
     }
+}
+
+/// Where a server on `data_dir` keeps node `node`'s dnsmasq files (`--network-run-dir`'s
+/// default): `/run/extility/network/<8 hex digits of the SHA-256 of the data directory's
+/// canonical path>/<node>`.
+pub fn dnsmasq_dir(data_dir: &Path, node: &str) -> PathBuf {
+    use sha2::Digest;
+    let path = data_dir.canonicalize().unwrap();
+    let digest = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
+    Path::new("/run/extility/network")
+        .join(hex::encode(&digest[..4]))
+        .join(node)
 }
 
 /// The QEMU processes running for VMs under `vms_dir` (`<data-dir>/vms`): every process

@@ -166,6 +166,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             concurrent_jobs,
             vlans,
             port_forwards,
+            firewall_templates,
+            firewall_rules,
             unset,
             db,
         }) => {
@@ -186,6 +188,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 (QuotaName::Vlans, "--vlans", vlans),
                 (QuotaName::PortForwards, "--port-forwards", port_forwards),
+                (
+                    QuotaName::FirewallTemplates,
+                    "--firewall-templates",
+                    firewall_templates,
+                ),
+                (QuotaName::FirewallRules, "--firewall-rules", firewall_rules),
             ] {
                 if let Some(text) = value {
                     let limit =

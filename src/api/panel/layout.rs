@@ -15,10 +15,18 @@ pub enum Tab {
     Images,
     Jobs,
     Usage,
+    Firewall,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [Tab::Servers, Tab::Disks, Tab::Images, Tab::Jobs, Tab::Usage];
+    pub const ALL: [Tab; 6] = [
+        Tab::Servers,
+        Tab::Disks,
+        Tab::Images,
+        Tab::Firewall,
+        Tab::Jobs,
+        Tab::Usage,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -27,6 +35,7 @@ impl Tab {
             Tab::Images => "Images",
             Tab::Jobs => "Jobs",
             Tab::Usage => "Usage",
+            Tab::Firewall => "Firewall",
         }
     }
 
@@ -37,6 +46,7 @@ impl Tab {
             Tab::Images => "/panel/images",
             Tab::Jobs => "/panel/jobs",
             Tab::Usage => "/panel/usage",
+            Tab::Firewall => "/panel/firewall",
         }
     }
 }

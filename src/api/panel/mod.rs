@@ -22,6 +22,7 @@ pub mod layout;
 pub mod session;
 
 mod disks;
+mod firewall;
 mod images;
 mod jobs;
 mod servers;
@@ -84,6 +85,7 @@ pub fn routes() -> Router<AppState> {
         .merge(images::routes())
         .merge(jobs::routes())
         .merge(usage::routes())
+        .merge(firewall::routes())
         .layer(axum::middleware::map_response(security_headers))
 }
 

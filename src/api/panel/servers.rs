@@ -82,6 +82,7 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
         .await;
     let vlans = panel.read("ListVLANs", &vdc).await;
     let keys = panel.read("ListSSHKeys", &[]).await;
+    let firewalls = firewall_options(panel, vdc_id).await;
     let available: Vec<(String, String)> = disks
         .as_ref()
         .map(|d| {
@@ -123,11 +124,12 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                                     th scope="col" { "Size" }
                                     th scope="col" { "Disks" }
                                     th scope="col" { "Address" }
+                                    th scope="col" { "Firewall" }
                                     th scope="col" { "Actions" }
                                 } }
                                 tbody {
                                     @for server in items(list) {
-                                        (server_row(csrf, vdc_id, server, &available, &sizes, outcome))
+                                        (server_row(csrf, vdc_id, server, &available, &sizes, &firewalls, outcome))
                                     }
                                 }
                             }
@@ -154,14 +156,42 @@ fn no_vdc(panel: &Panel, outcome: Option<&Outcome>) -> Markup {
     }
 }
 
+/// The firewall templates of the VDC as the options of a server's row: none (`-1`) first.
+async fn firewall_options(panel: &Panel, vdc_id: i64) -> Vec<(String, String)> {
+    let mut options = vec![("-1".to_string(), "None".to_string())];
+    if let Ok(list) = panel
+        .read(
+            "ListFirewallTemplates",
+            &[("page_size", json!(super::PAGE_SIZE))],
+        )
+        .await
+    {
+        options.extend(
+            items(&list)
+                .iter()
+                .filter(|t| n(t, "vdc_id") == Some(vdc_id))
+                .map(|t| {
+                    (
+                        n(t, "firewall_template_id").unwrap_or_default().to_string(),
+                        s(t, "name").to_string(),
+                    )
+                }),
+        );
+    }
+    options
+}
+
+#[allow(clippy::too_many_arguments)]
 fn server_row(
     csrf: &str,
     vdc_id: i64,
     server: &Value,
     available: &[(String, String)],
     sizes: &[(String, String)],
+    firewalls: &[(String, String)],
     outcome: Option<&Outcome>,
 ) -> Markup {
+    let template = n(server, "firewall_template_id").unwrap_or(-1).to_string();
     let id = n(server, "server_id").unwrap_or_default();
     let name = s(server, "server_name");
     let status = n(server, "status").unwrap_or_default();
@@ -204,6 +234,17 @@ fn server_row(
                 }
             }
             td { (s(server, "ip_address")) }
+            td.firewall {
+                (form("firewall", html! {
+                    label.visually-hidden for=(format!("firewall-{id}")) { "Firewall template of " (name) }
+                    select id=(format!("firewall-{id}")) name="template_id" {
+                        @for (value, text) in firewalls {
+                            option value=(value) selected[*value == template] { (text) }
+                        }
+                    }
+                    button type="submit" aria-label=(format!("Apply the firewall template to {name}")) { "Apply" }
+                }))
+            }
             td.actions {
                 (outcome_for(outcome, &slot))
                 div.buttons {
@@ -463,13 +504,14 @@ async fn action(
         "detach" => ("DetachDisk", "Disk detached"),
         "rename" => ("RenameServer", "Server renamed"),
         "resize" => ("ChangeServerProductOffer", "Server size changed"),
+        "firewall" => ("ApplyFirewallTemplate", "Firewall template applied"),
         _ => return super::not_found(),
     };
     let result = panel
         .call_with(operation, &fields, &[("server_id", json!(server_id))])
         .await
         .map(|v| match action.as_str() {
-            "attach" | "detach" | "rename" | "resize" => html! { (what) "." },
+            "attach" | "detach" | "rename" | "resize" | "firewall" => html! { (what) "." },
             _ => job_notice(what, &v),
         });
     let view = fields.only(&["vdc_id"]);

@@ -107,8 +107,8 @@ operations! {
     ) -> vdcs: Vec<Vdc> = vdc::list_vdcs;
     /// Creates a virtual data centre.
     write CreateVDC(vdc_name: String) -> vdc: Vdc = vdc::create_vdc;
-    /// Deletes a VDC that holds no server, disk or VLAN (CONFLICT naming what is left; a
-    /// FetchDisk still to make a disk in it counts). Returns 1.
+    /// Deletes a VDC that holds no server, disk, VLAN or firewall template (CONFLICT naming
+    /// what is left; a FetchDisk still to make a disk in it counts). Returns 1.
     #[since(2)]
     write DeleteVDC(vdc_id: i64) -> result: i64 = vdc::delete_vdc;
     /// Lists the VLANs of a VDC, by id: at most `page_size` (1 to 1000; omitted: 1000) with an

@@ -6,7 +6,7 @@
 //! connections it accepted still get out under a default outbound DENY.
 
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -278,6 +278,17 @@ async fn templates_rules_and_refusals(backend: Backend) {
         )
         .await;
     assert_eq!(err.code, "QUOTA_EXCEEDED", "{err:?}");
+    // A VDC holding a template is not deleted.
+    let err = limited
+        .alice()
+        .fail("DeleteVDC", json!({"vdc_id": limited.alice.vdc_id}))
+        .await;
+    assert_eq!(err.code, "CONFLICT", "{err:?}");
+    assert!(
+        err.message.contains("1 firewall template"),
+        "{}",
+        err.message
+    );
 
     // Every change left an audit row, refusals too.
     let events = alice.call("ListAuditEvents", json!({})).await;
@@ -327,6 +338,7 @@ fn opens_in(ns: &str, host: &str, port: u16) -> bool {
         .args(["netns", "exec", ns, "python3", "-c"])
         .arg("import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)")
         .args([host, &port.to_string()])
+        .stderr(Stdio::null())
         .status()
         .unwrap()
         .success()

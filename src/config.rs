@@ -173,8 +173,15 @@ pub enum CustomerCommand {
         /// Port forwards (each a host port of the shared range).
         #[arg(long, value_name = "N")]
         port_forwards: Option<String>,
+        /// Firewall templates.
+        #[arg(long, value_name = "N")]
+        firewall_templates: Option<String>,
+        /// Rules in one firewall template.
+        #[arg(long, value_name = "N")]
+        firewall_rules: Option<String>,
         /// Drop the customer's own limit of a quota (storage_bytes, servers, running_vcpus,
-        /// running_memory_mb, concurrent_jobs, vlans, port_forwards): the platform default
+        /// running_memory_mb, concurrent_jobs, vlans, port_forwards, firewall_templates,
+        /// firewall_rules): the platform default
         /// applies again.
         /// Repeatable.
         #[arg(long, value_name = "QUOTA")]
@@ -487,6 +494,25 @@ pub struct ServeArgs {
     )]
     #[arg(help_heading = QUOTAS)]
     pub quota_port_forwards: String,
+    /// Default quota of every customer: firewall templates, or `unlimited`.
+    #[arg(
+        long,
+        env = "EXTILITY_QUOTA_FIREWALL_TEMPLATES",
+        value_name = "N",
+        default_value = "32"
+    )]
+    #[arg(help_heading = QUOTAS)]
+    pub quota_firewall_templates: String,
+    /// Default quota of every customer: rules in one firewall template (each a rule every
+    /// packet of the servers using it may be matched against), or `unlimited`.
+    #[arg(
+        long,
+        env = "EXTILITY_QUOTA_FIREWALL_RULES",
+        value_name = "N",
+        default_value = "64"
+    )]
+    #[arg(help_heading = QUOTAS)]
+    pub quota_firewall_rules: String,
     /// Snapshots one disk may have; CreateDiskSnapshot beyond it fails with LIMIT_EXCEEDED.
     /// Each is a layer every read of the disk may go through.
     #[arg(long, env = "EXTILITY_MAX_SNAPSHOTS_PER_DISK", default_value_t = 16)]

@@ -168,6 +168,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             concurrent_jobs,
             vlans,
             port_forwards,
+            firewall_templates,
+            firewall_rules,
             unset,
             db,
         }) => {
@@ -188,6 +190,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 (QuotaName::Vlans, "--vlans", vlans),
                 (QuotaName::PortForwards, "--port-forwards", port_forwards),
+                (
+                    QuotaName::FirewallTemplates,
+                    "--firewall-templates",
+                    firewall_templates,
+                ),
+                (QuotaName::FirewallRules, "--firewall-rules", firewall_rules),
             ] {
                 if let Some(text) = value {
                     let limit =

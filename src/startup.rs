@@ -314,6 +314,16 @@ fn quota_defaults(config: &Config) -> anyhow::Result<Limits> {
             "--quota-port-forwards",
             &config.quota_port_forwards,
         ),
+        (
+            QuotaName::FirewallTemplates,
+            "--quota-firewall-templates",
+            &config.quota_firewall_templates,
+        ),
+        (
+            QuotaName::FirewallRules,
+            "--quota-firewall-rules",
+            &config.quota_firewall_rules,
+        ),
     ] {
         let limit = parse_quota(quota, text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
         limits.set(quota, limit);

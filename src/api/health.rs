@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::RETRY_AFTER_UNAVAILABLE;
-use crate::state::AppState;
+use crate::ops::state::AppState;
 
 /// How long a check's outcome is reused: probes cost the database one statement per second.
 const CHECK_MAX_AGE: Duration = Duration::from_secs(1);

@@ -87,6 +87,17 @@ impl LinuxBridges {
         }
         // The host is on the VLAN as its gateway, over IPv4 only.
         let _ = write_sysctl(&format!("net/ipv6/conf/{bridge}/disable_ipv6"), "1");
+        // Bridged IPv4 passes the inet hooks (br_netfilter), whatever the host's
+        // `bridge-nf-call-iptables`: firewall templates filter what guests exchange on a VLAN.
+        ip(&[
+            "link",
+            "set",
+            &bridge,
+            "type",
+            "bridge",
+            "nf_call_iptables",
+            "1",
+        ])?;
         let address = format!("{}/{}", vlan.gateway(), vlan.subnet.prefix_len());
         ip(&["addr", "replace", &address, "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;

@@ -16,6 +16,7 @@
 
 pub mod addresses;
 pub mod dnsmasq;
+pub mod firewall;
 pub mod linux;
 pub mod nft;
 
@@ -117,6 +118,8 @@ pub struct Nic {
     pub address: Ipv4Addr,
     /// The server's name as a DNS label.
     pub hostname: String,
+    /// The firewall template the server uses (only for NICs on this node).
+    pub firewall: Option<firewall::Template>,
 }
 
 impl Nic {

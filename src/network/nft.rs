@@ -234,7 +234,10 @@ fn inet_table(s: &mut String, plan: &NetworkPlan, config: &FirewallConfig) {
             config.pool
         );
     }
-    let _ = writeln!(s, "  }}\n}}");
+    let _ = writeln!(s, "  }}");
+    let nics: Vec<&Nic> = plan.vlans.iter().flat_map(|v| &v.nics).collect();
+    super::firewall::chains(s, &nics);
+    let _ = writeln!(s, "}}");
 }
 
 /// The chain of a tap's frames.
@@ -346,6 +349,7 @@ mod tests {
             mac: mac.into(),
             address: address.parse().unwrap(),
             hostname: format!("s{server_id}"),
+            firewall: None,
         }
     }
 
@@ -552,6 +556,67 @@ mod tests {
             ),
             "{rules}"
         );
+    }
+
+    #[test]
+    fn a_template_filters_after_the_platform_and_only_its_nics() {
+        use crate::network::firewall::{Action, Direction, Protocol, Rule, Template};
+        let mut plan = plan();
+        // No template: no firewall chain at all (a server without one behaves as before).
+        assert!(!ruleset(&plan, &config(true)).contains("firewall_"));
+        let template = Template {
+            template_id: 5,
+            default_inbound: Action::Deny,
+            default_outbound: Action::Allow,
+            rules: vec![
+                Rule {
+                    direction: Direction::In,
+                    protocol: Protocol::Tcp,
+                    ports: Some((22, 22)),
+                    network: "10.64.6.0/24".parse().unwrap(),
+                    action: Action::Allow,
+                },
+                Rule {
+                    direction: Direction::Out,
+                    protocol: Protocol::Any,
+                    ports: None,
+                    network: "198.51.100.7/32".parse().unwrap(),
+                    action: Action::Deny,
+                },
+            ],
+        };
+        plan.vlans[0].nics[0].firewall = Some(template);
+        plan.vlans[0]
+            .nics
+            .push(nic(8, "52:54:00:aa:bb:ee", "10.64.6.12"));
+        let rules = ruleset(&plan, &config(true));
+        assert_eq!(
+            chain(&rules, "firewall_forward"),
+            [
+                "type filter hook forward priority 0; policy accept;",
+                "ct state established,related accept",
+                "iifname \"extbr*\" ip saddr vmap { 10.64.6.10 : jump template_5_out }",
+                "oifname \"extbr*\" ip daddr vmap { 10.64.6.10 : jump template_5_in }",
+            ]
+        );
+        assert_eq!(
+            chain(&rules, "firewall_output")[1..],
+            [
+                "ct state established,related accept",
+                "oifname \"extbr*\" udp sport 67 udp dport 68 accept",
+                "ip daddr vmap { 10.64.6.10 : jump template_5_in }",
+            ]
+        );
+        assert_eq!(
+            chain(&rules, "template_5_in"),
+            ["ip saddr 10.64.6.0/24 tcp dport 22 return", "drop"]
+        );
+        assert_eq!(
+            chain(&rules, "template_5_out"),
+            ["ip daddr 198.51.100.7/32 drop"]
+        );
+        // After the platform's filters (priority -5): they see every packet first.
+        assert!(rules.contains("type filter hook forward priority -5;"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub mod storage;
 // The table below names each operation's function by its module.
 use accounts::{customer, quota, ssh_key, token, vdc};
 use jobs::{fetch, job};
-use network::vlan;
+use network::{firewall, vlan};
 use server::{console, port_forward};
 use storage::{create_image, disk, image, product_offer, publish, snapshot, usage};
 
@@ -48,6 +48,7 @@ pub use audit::{AuditEvent, Origin, Via};
 pub use console::ConsoleAccess;
 pub use customer::Customer;
 pub use disk::Disk;
+pub use firewall::{FirewallRule, FirewallTemplate};
 pub use image::Image;
 pub use job::Job;
 pub use port_forward::PortForward;
@@ -97,8 +98,8 @@ operations! {
     ) -> vdcs: Vec<Vdc> = vdc::list_vdcs;
     /// Creates a virtual data centre.
     write CreateVDC(vdc_name: String) -> vdc: Vdc = vdc::create_vdc;
-    /// Deletes a VDC that holds no server, disk or VLAN (CONFLICT naming what is left; a
-    /// FetchDisk still to make a disk in it counts). Returns 1.
+    /// Deletes a VDC that holds no server, disk, VLAN or firewall template (CONFLICT naming
+    /// what is left; a FetchDisk still to make a disk in it counts). Returns 1.
     #[since(2)]
     write DeleteVDC(vdc_id: i64) -> result: i64 = vdc::delete_vdc;
     /// Lists the VLANs of a VDC, by id: at most `page_size` (1 to 1000; omitted: 1000) with an
@@ -322,6 +323,68 @@ operations! {
         page_size: Option<i64>,
         after_id: Option<i64>,
     ) -> port_forwards: Vec<PortForward> = port_forward::list_port_forwards;
+    /// Creates a firewall template in a VDC: no rules yet, and what happens to a new
+    /// connection no rule matches, coming in (`default_inbound`) and going out
+    /// (`default_outbound`): `ALLOW` or `DENY`. It changes nothing until applied to a server
+    /// (ApplyFirewallTemplate). Counts against the `firewall_templates` quota.
+    #[since(2)]
+    write CreateFirewallTemplate(
+        vdc_id: i64,
+        name: String,
+        default_inbound: String,
+        default_outbound: String,
+    ) -> firewall_template: FirewallTemplate = firewall::create_firewall_template;
+    /// Adds a rule to a firewall template, at `position` (1 is first; omitted, nil or -1:
+    /// last; beyond the last: last). The first rule that matches a new connection decides;
+    /// replies to an allowed connection always pass. `direction`: `IN` (what reaches the
+    /// server, from its VLAN and through its port forwards; `cidr` is the source) or `OUT`
+    /// (what it sends, to its VLAN and to the world; `cidr` is the destination). `protocol`:
+    /// `TCP`, `UDP`, `ICMP` or `ANY`; for TCP and UDP, destination ports `port_from` to
+    /// `port_to` (`port_from` alone: one port; neither: every port), ignored for ICMP and
+    /// ANY. `cidr`: an IPv4 network (`10.0.0.0/24`, `0.0.0.0/0`; an address alone is its
+    /// /32). `action`: `ALLOW` or `DENY`. A template has at most the `firewall_rules` quota
+    /// of rules. Servers using the template follow within a second.
+    #[since(2)]
+    write AddFirewallRule(
+        template_id: i64,
+        direction: String,
+        protocol: String,
+        port_from: Option<i64>,
+        port_to: Option<i64>,
+        cidr: String,
+        action: String,
+        position: Option<i64>,
+    ) -> firewall_rule: FirewallRule = firewall::add_firewall_rule;
+    /// Moves a rule of a firewall template to `position` (1 is first; beyond the last: last).
+    #[since(2)]
+    write MoveFirewallRule(rule_id: i64, position: i64) -> firewall_rule: FirewallRule =
+        firewall::move_firewall_rule;
+    /// Removes a rule from its firewall template. Returns 1.
+    #[since(2)]
+    write RemoveFirewallRule(rule_id: i64) -> result: i64 = firewall::remove_firewall_rule;
+    /// Lists the caller's firewall templates with their rules in order and the servers using
+    /// them, by id: at most `page_size` (1 to 1000; omitted: 1000) with an id above `after_id`
+    /// (omitted: from the first); pass the last `firewall_template_id` of a page as
+    /// `after_id` to get the next.
+    #[since(2)]
+    read ListFirewallTemplates(
+        page_size: Option<i64>,
+        after_id: Option<i64>,
+    ) -> firewall_templates: Vec<FirewallTemplate> = firewall::list_firewall_templates;
+    /// Renames a firewall template.
+    #[since(2)]
+    write RenameFirewallTemplate(template_id: i64, name: String) ->
+        firewall_template: FirewallTemplate = firewall::rename_firewall_template;
+    /// Deletes a firewall template no server uses (CONFLICT naming them otherwise). Returns 1.
+    #[since(2)]
+    write DeleteFirewallTemplate(template_id: i64) -> result: i64 =
+        firewall::delete_firewall_template;
+    /// Has a server use a firewall template of its VDC (`template_id` -1 or nil: none, and
+    /// every packet the platform allows passes again). Takes effect on the running server
+    /// within a second; connections already open stay open. Returns the server.
+    #[since(2)]
+    write ApplyFirewallTemplate(server_id: i64, template_id: Option<i64>) -> server: Server =
+        server::apply_firewall_template;
     /// Stores an SSH public key for the caller's servers: one line in OpenSSH's format, as in
     /// `id_ed25519.pub` (Ed25519, ECDSA, RSA of at least 2048 bits, or a FIDO security key;
     /// not DSA). Names and keys are unique per customer; at most 100 keys.
@@ -384,7 +447,7 @@ operations! {
     /// with a `job_id` below `before_id` (omitted: from the newest); pass the last `job_id` of
     /// a page as `before_id` to get the next. `status` (optional: 1, 2, 3, 4, 6 or 7, see Job)
     /// and `job_type` (optional: FetchDisk, CreateImage, StartServer, StopServer,
-    /// DestroyServer) keep the jobs of that status and of that type.
+    /// DestroyServer, ApplyFirewall) keep the jobs of that status and of that type.
     read ListJobs(
         #[since(2)] page_size: Option<i64>,
         #[since(2)] before_id: Option<i64>,
@@ -458,6 +521,7 @@ job_kinds!(pub static JOB_KINDS: AppState = [
     server::StartServerJob,
     server::StopServerJob,
     server::DestroyServerJob,
+    firewall::ApplyFirewallJob,
 ]);
 
 #[cfg(test)]

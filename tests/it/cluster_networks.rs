@@ -372,6 +372,19 @@ async fn a_vlan_spans_nodes_and_nothing_else_crosses() {
         );
     }
 
+    // A firewall template is applied on the node running its server, whichever node takes
+    // the call: the other one here, which aims a job at it.
+    let runs = usize::from(n2 != "node-a");
+    let caller = if runs == 0 { &b } else { &a };
+    crate::firewall::applied_on_the_right_node(
+        &caller.api(&alice.email, &alice.password),
+        &a2,
+        alice.vdc_id,
+        &hosts.names[runs],
+        &hosts.names[1 - runs],
+    )
+    .await;
+
     // What made it so: a VXLAN interface per VLAN on its bridge, with the other node as its
     // peer, and the tunnel's port taken from that node only.
     let vni = lan["vlan_id"].as_i64().unwrap();

@@ -283,6 +283,7 @@ fn nic(server_id: i64, mac: &str, address: &str) -> Nic {
         mac: mac.into(),
         address: address.parse().unwrap(),
         hostname: format!("s{server_id}"),
+        firewall: None,
     }
 }
 

@@ -26,6 +26,7 @@ mod fair_scheduling;
 mod fetch;
 mod fetch_budgets;
 mod fetch_tls;
+mod firewall;
 mod first_hour;
 mod firstboot;
 mod frame_admission;

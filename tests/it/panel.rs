@@ -577,6 +577,7 @@ async fn no_page_logs_a_console_error_and_every_page_fits_a_phone() {
         "/panel/images?dialog=new-image".to_string(),
         "/panel/jobs".to_string(),
         "/panel/usage".to_string(),
+        "/panel/firewall".to_string(),
     ];
     for (width, phone) in [(1280, false), (390, true)] {
         let b = if phone {
@@ -1057,6 +1058,122 @@ async fn disks_and_servers_are_renamed_and_resized_from_the_panel() {
         .await;
     assert_eq!(after["server_name"], "www");
     assert_eq!(after["product_offer_id"], 18);
+}
+
+/// The Firewall tab (issue 25): a template made, two rules added, reordered and one removed,
+/// and the template applied to a server from its row on the Servers tab, which then shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firewall_template_is_made_and_applied_from_the_panel() {
+    let app = app().await;
+    let base = &app.server.url;
+    let alice = app.alice();
+    let vdc = app.alice.vdc_id;
+    let server = alice
+        .call(
+            "CreateServer",
+            json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "web", "image_id": BLANK_IMAGE,
+                   "server_productoffer_id": SERVER_1CPU_512MB,
+                   "disk_productoffer_ids": [DISK_1GB]}),
+        )
+        .await;
+    let server_id = id(&server, "server_id");
+    let b = Browser::open(1280, 900).await;
+    app.sign_in(&b, &app.alice).await;
+    b.click("nav a[href='/panel/firewall']").await;
+    b.wait_for("#create-template").await;
+    b.fill("#create-template-name", "ssh only").await;
+    b.choose("#create-template-default_inbound", "DENY").await;
+    b.click("#create-template button[type=submit]").await;
+    b.wait_until(
+        "Array.from(document.querySelectorAll('section.card h2')).some(h => h.textContent.trim() === 'ssh only')",
+        "the new template is listed",
+    )
+    .await;
+    let templates = alice.call("ListFirewallTemplates", json!({})).await;
+    let template_id = id(&templates[0], "firewall_template_id");
+    assert_eq!(templates[0]["default_inbound"], "DENY");
+    let card = format!("#template-{template_id}");
+    let add = format!("#template-{template_id}-add");
+    let rules_text = format!(
+        "Array.from(document.querySelectorAll('{card} ol.rules li .rule')).map(r => r.textContent.trim()).join(' | ')"
+    );
+
+    // SSH from the VLAN's network; then DNS out, placed first.
+    b.click(&format!("{card} details summary")).await;
+    b.choose(&format!("{add}-direction"), "IN").await;
+    b.choose(&format!("{add}-protocol"), "TCP").await;
+    b.fill(&format!("{add}-port_from"), "22").await;
+    b.fill(&format!("{add}-cidr"), "10.0.0.0/8").await;
+    b.click(&format!("{add} button[type=submit]")).await;
+    b.wait_until(
+        &format!("{rules_text} === 'IN TCP 22 from 10.0.0.0/8: ALLOW'"),
+        "the rule is listed",
+    )
+    .await;
+    b.click(&format!("{card} details summary")).await;
+    b.choose(&format!("{add}-direction"), "OUT").await;
+    b.choose(&format!("{add}-protocol"), "UDP").await;
+    b.fill(&format!("{add}-port_from"), "53").await;
+    b.fill(&format!("{add}-position"), "1").await;
+    b.click(&format!("{add} button[type=submit]")).await;
+    b.wait_until(
+        &format!(
+            "{rules_text} === 'OUT UDP 53 to 0.0.0.0/0: ALLOW | IN TCP 22 from 10.0.0.0/8: ALLOW'"
+        ),
+        "the second rule comes first",
+    )
+    .await;
+    // A refused rule says why, next to its form.
+    b.click(&format!("{card} details summary")).await;
+    b.fill(&format!("{add}-port_from"), "99999").await;
+    b.click(&format!("{add} button[type=submit]")).await;
+    b.wait_for(&format!("{add}-error")).await;
+    assert!(
+        b.text(&format!("{add}-error")).await.contains("port_from"),
+        "{}",
+        b.text("main").await
+    );
+
+    // Reordered, then the DNS rule removed.
+    let rules = alice.call("ListFirewallTemplates", json!({})).await[0]["rules"].clone();
+    let dns = id(&rules[0], "firewall_rule_id");
+    b.click(&format!("#rule-{dns}-down button[type=submit]"))
+        .await;
+    b.wait_until(
+        &format!(
+            "{rules_text} === 'IN TCP 22 from 10.0.0.0/8: ALLOW | OUT UDP 53 to 0.0.0.0/0: ALLOW'"
+        ),
+        "the DNS rule moved down",
+    )
+    .await;
+    b.click(&format!("#rule-{dns}-remove button[type=submit]"))
+        .await;
+    b.wait_until(
+        &format!("{rules_text} === 'IN TCP 22 from 10.0.0.0/8: ALLOW'"),
+        "the DNS rule is gone",
+    )
+    .await;
+
+    // Applied from the server's row, which then shows it.
+    b.goto(&format!("{base}/panel/servers?vdc_id={vdc}")).await;
+    b.choose(&format!("#firewall-{server_id}"), &template_id.to_string())
+        .await;
+    b.click(&format!("#server-{server_id}-firewall button[type=submit]"))
+        .await;
+    b.wait_for(&format!("#server-{server_id} .notice")).await;
+    let after = alice
+        .call("GetServer", json!({"server_id": server_id}))
+        .await;
+    assert_eq!(after["firewall_template_id"], template_id);
+    b.goto(&format!("{base}/panel/servers?vdc_id={vdc}")).await;
+    let shown = b
+        .js(&format!(
+            "return document.getElementById('firewall-{server_id}').selectedOptions[0].textContent.trim()"
+        ))
+        .await;
+    assert_eq!(shown, json!("ssh only"));
+    b.assert_console_clean("firewall").await;
+    b.close().await;
 }
 
 /// Signing in again and again keeps at most 20 sessions of a customer: the oldest end.

@@ -141,6 +141,34 @@ check(is_array($events) && $events[0]->operation == "DeleteDisk" && $events[0]->
       && $events[0]->outcome == "OK" && $events[0]->ids == "disk_id=" . $disk->disk_id
       && $events[0]->address == "127.0.0.1", "ListAuditEvents: the newest first");
 
+// Firewall templates: rules in order, applied to a server and taken away.
+$t = $alice->CreateFirewallTemplate($vdc, "ssh only", "DENY", "ALLOW");
+check($t->default_inbound == "DENY" && is_array($t->rules) && count($t->rules) == 0,
+      "CreateFirewallTemplate");
+$rule = $alice->AddFirewallRule($t->firewall_template_id, "IN", "TCP", 22, 22, "10.64.0.0/24", "ALLOW", null);
+check($rule->position == 1 && $rule->port_from == 22 && $rule->cidr == "10.64.0.0/24", "AddFirewallRule");
+$first = $alice->AddFirewallRule($t->firewall_template_id, "OUT", "ICMP", null, null, "0.0.0.0/0", "DENY", 1);
+check($first->position == 1 && $first->port_from === null, "AddFirewallRule first, ICMP without ports");
+check($alice->MoveFirewallRule($first->firewall_rule_id, 2)->position == 2, "MoveFirewallRule");
+$applied = $alice->ApplyFirewallTemplate($server->server_id, $t->firewall_template_id);
+check($applied->firewall_template_id == $t->firewall_template_id, "ApplyFirewallTemplate");
+$listed = $alice->ListFirewallTemplates(null, null);
+check(count($listed) == 1 && count($listed[0]->rules) == 2
+      && $listed[0]->rules[0]->firewall_rule_id == $rule->firewall_rule_id
+      && $listed[0]->server_ids[0] == $server->server_id, "ListFirewallTemplates: rules in order, servers");
+$f = fault_of(function () use ($alice, $t) { $alice->DeleteFirewallTemplate($t->firewall_template_id); });
+check($f !== null && $f->detail->ExtilityException->errorCode == "CONFLICT", "an applied template stays");
+$f = fault_of(function () use ($alice, $t) {
+    $alice->AddFirewallRule($t->firewall_template_id, "IN", "TCP", 22, 22, "10.0.0.1/8", "ALLOW", null); });
+check($f !== null && $f->detail->ExtilityException->errorCode == "INVALID_ARGUMENT", "a CIDR with host bits");
+$f = fault_of(function () use ($bob, $t) { $bob->RenameFirewallTemplate($t->firewall_template_id, "mine"); });
+check($f !== null && $f->detail->ExtilityException->errorCode == "NOT_FOUND", "alice's template is not bob's");
+check($alice->ApplyFirewallTemplate($server->server_id, -1)->firewall_template_id === null,
+      "ApplyFirewallTemplate -1 takes it away");
+check($alice->RemoveFirewallRule($first->firewall_rule_id) == 1, "RemoveFirewallRule");
+check($alice->RenameFirewallTemplate($t->firewall_template_id, "ssh")->name == "ssh", "RenameFirewallTemplate");
+check($alice->DeleteFirewallTemplate($t->firewall_template_id) == 1, "DeleteFirewallTemplate");
+
 // A token as the SoapClient's login, with an empty password, until it is revoked.
 $token = $alice->GetAuthenticationToken(600, "php script");
 check(strpos($token->token, "ext_") === 0 && $token->name == "php script", "GetAuthenticationToken");

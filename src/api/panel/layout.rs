@@ -18,10 +18,18 @@ pub enum Tab {
     Images,
     Jobs,
     Usage,
+    Firewall,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [Tab::Servers, Tab::Disks, Tab::Images, Tab::Jobs, Tab::Usage];
+    pub const ALL: [Tab; 6] = [
+        Tab::Servers,
+        Tab::Disks,
+        Tab::Images,
+        Tab::Firewall,
+        Tab::Jobs,
+        Tab::Usage,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -30,6 +38,7 @@ impl Tab {
             Tab::Images => "Images",
             Tab::Jobs => "Jobs",
             Tab::Usage => "Usage",
+            Tab::Firewall => "Firewall",
         }
     }
 
@@ -40,6 +49,7 @@ impl Tab {
             Tab::Images => "/panel/images",
             Tab::Jobs => "/panel/jobs",
             Tab::Usage => "/panel/usage",
+            Tab::Firewall => "/panel/firewall",
         }
     }
 }

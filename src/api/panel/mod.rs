@@ -23,6 +23,7 @@ pub mod session;
 
 mod console;
 mod disks;
+mod firewall;
 mod images;
 mod jobs;
 mod servers;
@@ -86,6 +87,7 @@ pub fn routes() -> Router<AppState> {
         .merge(jobs::routes())
         .merge(usage::routes())
         .merge(console::routes())
+        .merge(firewall::routes())
         .layer(axum::middleware::map_response(security_headers))
 }
 

@@ -93,6 +93,7 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
     )
     .await;
     let keys = call::ListSSHKeys(ctx, args::ListSSHKeys::default()).await;
+    let firewalls = firewall_options(panel, vdc_id).await;
     let available: Vec<(String, String)> = items(&disks)
         .iter()
         .filter(|d| d.status == "available")
@@ -125,11 +126,12 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                                     th scope="col" { "Size" }
                                     th scope="col" { "Disks" }
                                     th scope="col" { "Address" }
+                                    th scope="col" { "Firewall" }
                                     th scope="col" { "Actions" }
                                 } }
                                 tbody {
                                     @for server in list {
-                                        (server_row(csrf, vdc_id, server, &available, &sizes, outcome))
+                                        (server_row(csrf, vdc_id, server, &available, &sizes, &firewalls, outcome))
                                     }
                                 }
                             }
@@ -156,17 +158,41 @@ fn no_vdc(panel: &Panel, outcome: Option<&Outcome>) -> Markup {
     }
 }
 
+/// The firewall templates of the VDC as the options of a server's row: none (`-1`) first.
+async fn firewall_options(panel: &Panel, vdc_id: i64) -> Vec<(String, String)> {
+    let mut options = vec![("-1".to_string(), "None".to_string())];
+    let templates = call::ListFirewallTemplates(
+        &panel.ctx,
+        args::ListFirewallTemplates {
+            page_size: Some(super::PAGE_SIZE),
+            ..Default::default()
+        },
+    )
+    .await;
+    if let Ok(list) = templates {
+        options.extend(
+            list.iter()
+                .filter(|t| t.vdc_id == vdc_id)
+                .map(|t| (t.firewall_template_id.to_string(), t.name.clone())),
+        );
+    }
+    options
+}
+
+#[allow(clippy::too_many_arguments)]
 fn server_row(
     csrf: &str,
     vdc_id: i64,
     server: &Server,
     available: &[(String, String)],
     sizes: &[(String, String)],
+    firewalls: &[(String, String)],
     outcome: Option<&Outcome>,
 ) -> Markup {
     let id = server.server_id;
     let name = server.server_name.as_str();
     let status = server.status;
+    let template = server.firewall_template_id.unwrap_or(-1).to_string();
     let slot = format!("server-{id}");
     let form = |action: &str, body: Markup| {
         post_form(
@@ -205,6 +231,17 @@ fn server_row(
                 }
             }
             td { (opt(&server.ip_address)) }
+            td.firewall {
+                (form("firewall", html! {
+                    label.visually-hidden for=(format!("firewall-{id}")) { "Firewall template of " (name) }
+                    select id=(format!("firewall-{id}")) name="template_id" {
+                        @for (value, text) in firewalls {
+                            option value=(value) selected[*value == template] { (text) }
+                        }
+                    }
+                    button type="submit" aria-label=(format!("Apply the firewall template to {name}")) { "Apply" }
+                }))
+            }
             td.actions {
                 (outcome_for(outcome, &slot))
                 div.buttons {
@@ -469,6 +506,9 @@ async fn action(
         "resize" => call::ChangeServerProductOffer(ctx, form(&fields, &server))
             .await
             .map(done("Server size changed")),
+        "firewall" => call::ApplyFirewallTemplate(ctx, form(&fields, &server))
+            .await
+            .map(done("Firewall template applied")),
         _ => return super::not_found(),
     };
     let view = fields.only(&["vdc_id"]);

@@ -1,6 +1,6 @@
 //! Quotas: how much each customer may hold and run, checked where things are made.
 //!
-//! Seven quotas ([`QuotaName`]), each counted from what the database holds when it is checked:
+//! Nine quotas ([`QuotaName`]), each counted from what the database holds when it is checked:
 //!
 //! - `storage_bytes`: the sizes promised, not the blocks written: the capacity of the
 //!   customer's disks, the size of its own images, and what its unfinished FetchDisk and
@@ -21,6 +21,10 @@
 //!   (`--vlan-subnets`).
 //! - `port_forwards`: its port forwards, each a host port of the range every customer shares
 //!   (`--port-forward-ports`).
+//! - `firewall_templates`: its firewall templates.
+//! - `firewall_rules`: the rules of one firewall template (a bound per template, not a sum:
+//!   its use is the customer's largest template, and AddFirewallRule asks for the template's
+//!   count after the rule, see [`QuotaName::is_per_item`]).
 //!
 //! A customer's limit is its own (a row of `customer_quotas`, which only this module writes,
 //! set by `extility customer set-quota`) or else the platform default (the `serve --quota-*`
@@ -54,10 +58,12 @@ pub enum QuotaName {
     ConcurrentJobs,
     Vlans,
     PortForwards,
+    FirewallTemplates,
+    FirewallRules,
 }
 
 /// How many quotas there are.
-const COUNT: usize = 7;
+const COUNT: usize = 9;
 
 impl QuotaName {
     pub const ALL: [QuotaName; COUNT] = [
@@ -68,6 +74,8 @@ impl QuotaName {
         QuotaName::ConcurrentJobs,
         QuotaName::Vlans,
         QuotaName::PortForwards,
+        QuotaName::FirewallTemplates,
+        QuotaName::FirewallRules,
     ];
 
     /// The name errors, `GetQuota`'s fields and `customer_quotas` use.
@@ -80,6 +88,8 @@ impl QuotaName {
             QuotaName::ConcurrentJobs => "concurrent_jobs",
             QuotaName::Vlans => "vlans",
             QuotaName::PortForwards => "port_forwards",
+            QuotaName::FirewallTemplates => "firewall_templates",
+            QuotaName::FirewallRules => "firewall_rules",
         }
     }
 
@@ -93,6 +103,8 @@ impl QuotaName {
             QuotaName::ConcurrentJobs => "unfinished jobs",
             QuotaName::Vlans => "VLANs",
             QuotaName::PortForwards => "port forwards",
+            QuotaName::FirewallTemplates => "firewall templates",
+            QuotaName::FirewallRules => "rules in one firewall template",
         }
     }
 
@@ -104,6 +116,12 @@ impl QuotaName {
             return Some(QuotaName::RunningMemoryMb);
         }
         QuotaName::ALL.into_iter().find(|q| q.as_str() == name)
+    }
+
+    /// A bound on each item (a template's rules), not on a sum over the customer: a [`Need`]
+    /// of it is the whole count the item would have, checked against the limit alone.
+    pub fn is_per_item(self) -> bool {
+        self == QuotaName::FirewallRules
     }
 
     fn index(self) -> usize {
@@ -135,6 +153,9 @@ pub struct Need {
     pub concurrent_jobs: i64,
     pub vlans: i64,
     pub port_forwards: i64,
+    pub firewall_templates: i64,
+    /// The number of rules one template would have (see [`QuotaName::is_per_item`]).
+    pub firewall_rules: i64,
 }
 
 impl Need {
@@ -180,6 +201,8 @@ impl Need {
             QuotaName::ConcurrentJobs => self.concurrent_jobs,
             QuotaName::Vlans => self.vlans,
             QuotaName::PortForwards => self.port_forwards,
+            QuotaName::FirewallTemplates => self.firewall_templates,
+            QuotaName::FirewallRules => self.firewall_rules,
         }
     }
 }
@@ -207,6 +230,11 @@ wire_struct! {
         pub vlans_used: i64,
         pub port_forwards_limit: i64,
         pub port_forwards_used: i64,
+        pub firewall_templates_limit: i64,
+        pub firewall_templates_used: i64,
+        /// Rules one firewall template may have; `used`: the most any of the caller's has.
+        pub firewall_rules_limit: i64,
+        pub firewall_rules_used: i64,
     }
 }
 
@@ -315,6 +343,22 @@ pub async fn used(conn: &mut AnyConnection, customer_id: i64, quota: QuotaName) 
                 .fetch_one(&mut *conn)
                 .await?
         }
+        QuotaName::FirewallTemplates => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM firewall_templates WHERE customer_id = $1")
+                .bind(customer_id)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+        QuotaName::FirewallRules => {
+            sqlx::query_scalar(
+                "SELECT CAST(COALESCE(MAX(n), 0) AS BIGINT) FROM (SELECT COUNT(*) AS n \
+             FROM firewall_rules r JOIN firewall_templates t ON t.id = r.template_id \
+             WHERE t.customer_id = $1 GROUP BY r.template_id) counts",
+            )
+            .bind(customer_id)
+            .fetch_one(&mut *conn)
+            .await?
+        }
     };
     Ok(used)
 }
@@ -366,9 +410,13 @@ async fn check(
         customer::lock_customer(&mut *conn, customer_id).await?;
     }
     for (quota, limit) in limited {
-        let would_use = used(&mut *conn, customer_id, quota)
-            .await?
-            .saturating_add(need.of(quota));
+        let would_use = if quota.is_per_item() {
+            need.of(quota)
+        } else {
+            used(&mut *conn, customer_id, quota)
+                .await?
+                .saturating_add(need.of(quota))
+        };
         if would_use > limit {
             return Err(ApiError::QuotaExceeded {
                 quota: quota.as_str(),
@@ -418,7 +466,17 @@ pub async fn get_quota(ctx: &Ctx, _: args::GetQuota) -> ApiResult<Quota> {
             used(&mut conn, customer_id, quota).await?,
         );
     }
-    let [storage, servers, vcpus, memory, jobs, vlans, forwards] = shown;
+    let [
+        storage,
+        servers,
+        vcpus,
+        memory,
+        jobs,
+        vlans,
+        forwards,
+        templates,
+        rules,
+    ] = shown;
     Ok(Quota {
         storage_bytes_limit: storage.0,
         storage_bytes_used: storage.1,
@@ -434,6 +492,10 @@ pub async fn get_quota(ctx: &Ctx, _: args::GetQuota) -> ApiResult<Quota> {
         vlans_used: vlans.1,
         port_forwards_limit: forwards.0,
         port_forwards_used: forwards.1,
+        firewall_templates_limit: templates.0,
+        firewall_templates_used: templates.1,
+        firewall_rules_limit: rules.0,
+        firewall_rules_used: rules.1,
     })
 }
 

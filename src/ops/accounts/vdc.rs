@@ -87,10 +87,11 @@ pub async fn delete_vdc(ctx: &Ctx, a: args::DeleteVDC) -> ApiResult<i64> {
     if found.is_none() {
         return Err(ApiError::not_found("VDC", a.vdc_id));
     }
-    let (servers, disks, vlans): (i64, i64, i64) = sqlx::query_as(
+    let (servers, disks, vlans, templates): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM servers WHERE vdc_id = $1), \
                 (SELECT COUNT(*) FROM disks WHERE vdc_id = $1), \
-                (SELECT COUNT(*) FROM vlans WHERE vdc_id = $1)",
+                (SELECT COUNT(*) FROM vlans WHERE vdc_id = $1), \
+                (SELECT COUNT(*) FROM firewall_templates WHERE vdc_id = $1)",
     )
     .bind(a.vdc_id)
     .fetch_one(&mut *tx)
@@ -100,6 +101,7 @@ pub async fn delete_vdc(ctx: &Ctx, a: args::DeleteVDC) -> ApiResult<i64> {
         (servers, "server"),
         (disks, "disk"),
         (vlans, "VLAN"),
+        (templates, "firewall template"),
         (fetches, "unfinished FetchDisk job"),
     ]
     .into_iter()

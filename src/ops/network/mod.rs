@@ -5,5 +5,6 @@
 //! database, with the NICs' MAC addresses (`plan::mac_address`), and applied through the
 //! network engine before a VM starts, after one ends, at start and every 10 s.
 
+pub mod firewall;
 pub mod plan;
 pub mod vlan;

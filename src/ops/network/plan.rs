@@ -2,7 +2,8 @@
 //! from the database into a [`NetworkPlan`] for the network engine, and when to apply it.
 //!
 //! A node's plan is the VLANs of the servers whose VM it runs (starting, running or
-//! stopping here), each with those servers' NICs, and their port forwards. It is applied
+//! stopping here), each with those servers' NICs (and their firewall templates), and their
+//! port forwards. It is applied
 //! before a VM starts (its tap must exist), after one ends, when port forwards change, at
 //! startup (which also rebuilds the firewall from the database), and every
 //! [`RESYNC_INTERVAL`] (changes made through another node, and anything that drifted).
@@ -14,6 +15,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use tokio_util::sync::CancellationToken;
 
+use super::firewall;
 use crate::db::now_ms;
 use crate::error::ApiResult;
 use crate::network::{self, Forward, Mode, NetworkPlan, Nic, Tunnel, VlanNet};
@@ -22,14 +24,16 @@ use crate::ops::state::AppState;
 
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
 
-/// `(server id, uuid, name, address, VLAN id, subnet)` of each NIC that should be up here.
-type NicRow = (i64, String, String, String, i64, String);
+/// `(server id, uuid, name, address, VLAN id, subnet, firewall template)` of each NIC that
+/// should be up here.
+type NicRow = (i64, String, String, String, i64, String, Option<i64>);
 
 /// What should exist on this node.
 pub async fn plan(state: &AppState) -> ApiResult<NetworkPlan> {
     let mut conn = state.db.pool().acquire().await?;
     let rows: Vec<NicRow> = sqlx::query_as(
-        "SELECT s.id, s.uuid, s.name, s.ipv4, v.id, v.subnet FROM servers s \
+        "SELECT s.id, s.uuid, s.name, s.ipv4, v.id, v.subnet, s.firewall_template_id \
+         FROM servers s \
          JOIN vlans v ON v.id = s.vlan_id \
          WHERE s.node = $1 AND s.status IN ($2, $3, $4) \
          AND s.ipv4 IS NOT NULL AND v.subnet IS NOT NULL ORDER BY s.id",
@@ -40,8 +44,10 @@ pub async fn plan(state: &AppState) -> ApiResult<NetworkPlan> {
     .bind(ServerStatus::Stopping.code())
     .fetch_all(&mut *conn)
     .await?;
+    let template_ids = rows.iter().filter_map(|r| r.6).collect();
+    let templates = firewall::templates(&mut conn, &template_ids).await?;
     let mut vlans: BTreeMap<i64, VlanNet> = BTreeMap::new();
-    for (server_id, uuid, name, address, vlan_id, subnet) in rows {
+    for (server_id, uuid, name, address, vlan_id, subnet, template_id) in rows {
         let (Ok(address), Ok(subnet)) = (address.parse::<Ipv4Addr>(), subnet.parse::<Ipv4Net>())
         else {
             tracing::error!(
@@ -65,6 +71,7 @@ pub async fn plan(state: &AppState) -> ApiResult<NetworkPlan> {
                 mac: mac_address(&uuid),
                 address,
                 hostname: network::hostname(&name, server_id),
+                firewall: template_id.and_then(|id| templates.get(&id).cloned()),
             });
     }
     let forwards: Vec<(i64, i64, String)> = sqlx::query_as(
@@ -142,6 +149,7 @@ async fn add_remote_nics(
             mac: mac_address(&uuid),
             address,
             hostname: network::hostname(&name, server_id),
+            firewall: None,
         });
     }
     Ok(())

@@ -13,6 +13,7 @@ mod change;
 pub mod console;
 mod create;
 mod disks;
+mod firewall;
 pub mod metadata;
 pub mod placement;
 pub mod port_forward;
@@ -24,6 +25,7 @@ pub use crate::ops::server_status::{ServerStatus, lock_stopped_server};
 pub use change::{change_server_product_offer, rename_server};
 pub use create::{assign_missing_addresses, create_server};
 pub use disks::{attach_disk, detach_disk};
+pub use firewall::apply_firewall_template;
 pub use power::{
     DestroyServerJob, StartServerJob, StopHow, StopServerJob, destroy_server, start_server,
     stop_server,
@@ -91,6 +93,10 @@ wire_struct! {
         pub node: Option<String>,
         #[since(2)]
         pub status_name: String,
+        /// The firewall template the server uses (ApplyFirewallTemplate); nil: none, every
+        /// packet the platform allows passes.
+        #[since(2)]
+        pub firewall_template_id: Option<i64>,
     }
 }
 
@@ -113,6 +119,7 @@ pub struct ServerRow {
     pub node: Option<String>,
     pub created: i64,
     pub ipv4: Option<String>,
+    pub firewall_template_id: Option<i64>,
 }
 
 impl ServerRow {
@@ -144,6 +151,7 @@ impl ServerRow {
             ssh_key_ids,
             node: self.node.clone(),
             status_name: ServerStatus::name_of(self.status).to_string(),
+            firewall_template_id: self.firewall_template_id,
         }
     }
 }
@@ -168,10 +176,25 @@ macro_rules! select_servers {
         concat!(
             "SELECT id, uuid, customer_id, vdc_id, vlan_id, name, status, status_reason, \
              processors, memory, image_id, product_offer_id, initial_user, initial_password, \
-             node, created, ipv4 FROM servers WHERE ",
+             node, created, ipv4, firewall_template_id FROM servers WHERE ",
             $where
         )
     };
+}
+
+/// Gives a server a firewall template (`None`: takes it away). The caller has checked that
+/// both are the customer's.
+pub async fn set_firewall_template(
+    conn: &mut AnyConnection,
+    server_id: i64,
+    template_id: Option<i64>,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE servers SET firewall_template_id = $1 WHERE id = $2")
+        .bind(template_id)
+        .bind(server_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The customer's server, or NOT_FOUND.

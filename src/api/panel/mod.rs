@@ -289,7 +289,7 @@ impl FromRequestParts<AppState> for Panel {
         let Some(secret) = session::cookie(&parts.headers, session::COOKIE) else {
             return Err(to_signin(htmx));
         };
-        let session = match session::find(&state.db, &secret).await {
+        let session = match crate::ops::accounts::session::find(&state.db, &secret).await {
             Ok(Some(session)) => session,
             Ok(None) => return Err(to_signin(htmx)),
             Err(err) => return Err(error_page(&err)),
@@ -330,7 +330,7 @@ impl FromRequest<AppState> for PanelForm {
                 .map(str::to_string)
         });
         match sent {
-            Some(token) if session::same_secret(&token, &panel.csrf_token) => {
+            Some(token) if crate::ops::accounts::secret::same_secret(&token, &panel.csrf_token) => {
                 Ok(PanelForm(panel, fields))
             }
             _ => Err(forbidden()),

@@ -11,9 +11,6 @@
 
 use axum::http::{HeaderMap, HeaderValue, header};
 
-pub use crate::ops::accounts::secret::{random_token, same_secret};
-pub use crate::ops::accounts::session::{ABSOLUTE, Session, create, delete, find};
-
 /// The session cookie's name.
 pub const COOKIE: &str = "extility_panel";
 /// The sign-in form's anti-forgery cookie (there is no session yet to hold its token).
@@ -58,7 +55,12 @@ mod tests {
 
     #[test]
     fn session_cookies_are_http_only_strict_and_secure_over_tls() {
-        let cookie = set_cookie(COOKIE, &random_token(), 60, true);
+        let cookie = set_cookie(
+            COOKIE,
+            &crate::ops::accounts::secret::random_token(),
+            60,
+            true,
+        );
         let cookie = cookie.to_str().unwrap();
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
         assert!(cookie.contains("Path=/panel") && cookie.ends_with("; Secure"));

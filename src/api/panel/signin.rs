@@ -19,6 +19,7 @@ use super::{PanelForm, layout, read_fields};
 use crate::api::auth::{self, ClientAddress};
 use crate::error::ApiError;
 use crate::ops::Via;
+use crate::ops::accounts::{secret, session as sessions};
 use crate::ops::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -43,7 +44,7 @@ const SIGNIN_FORM_SECONDS: u64 = 3600;
 
 /// The sign-in page, with a fresh anti-forgery token (in a cookie of its own and in the form).
 fn signin_page(status: StatusCode, tls: bool, email: &str, error: Option<&str>) -> Response {
-    let token = session::random_token();
+    let token = secret::random_token();
     let body = html! {
         div.signin {
             h1 { "Sign in to Extility" }
@@ -87,7 +88,7 @@ fn signin_page(status: StatusCode, tls: bool, email: &str, error: Option<&str>) 
 async fn form(State(state): State<AppState>, Tls(tls): Tls, headers: HeaderMap) -> Response {
     // Signed in already: straight to the panel.
     if let Some(secret) = session::cookie(&headers, COOKIE)
-        && let Ok(Some(_)) = session::find(&state.db, &secret).await
+        && let Ok(Some(_)) = sessions::find(&state.db, &secret).await
     {
         return Redirect::to("/panel/").into_response();
     }
@@ -117,7 +118,7 @@ async fn submit(
     // The form's token must match its cookie: another site cannot sign a browser in.
     let expected = session::cookie(&headers, SIGNIN_COOKIE);
     let sent = fields.get("_csrf");
-    if !matches!((expected, sent), (Some(e), Some(s)) if session::same_secret(&e, s)) {
+    if !matches!((expected, sent), (Some(e), Some(s)) if secret::same_secret(&e, s)) {
         return signin_page(
             StatusCode::FORBIDDEN,
             tls,
@@ -135,7 +136,7 @@ async fn submit(
                 return signin_page(status, tls, email, Some(&refusal(&err)));
             }
         };
-    let secret = match session::create(&state.db, &caller).await {
+    let secret = match sessions::create(&state.db, &caller).await {
         Ok(secret) => secret,
         Err(err) => {
             let status = crate::api::error::http_status(&err);
@@ -146,7 +147,7 @@ async fn submit(
     let cookies = response.headers_mut();
     cookies.append(
         header::SET_COOKIE,
-        session::set_cookie(COOKIE, &secret, session::ABSOLUTE.as_secs(), tls),
+        session::set_cookie(COOKIE, &secret, sessions::ABSOLUTE.as_secs(), tls),
     );
     cookies.append(
         header::SET_COOKIE,
@@ -157,7 +158,7 @@ async fn submit(
 
 async fn signout(Tls(tls): Tls, headers: HeaderMap, PanelForm(panel, _): PanelForm) -> Response {
     if let Some(secret) = session::cookie(&headers, COOKIE)
-        && let Err(err) = session::delete(&panel.ctx.state.db, &secret).await
+        && let Err(err) = sessions::delete(&panel.ctx.state.db, &secret).await
     {
         return super::error_page(&err);
     }

@@ -56,12 +56,16 @@ pub enum Command {
         json: bool,
     },
     /// Copy the database and volumes into DEST (a new or empty folder) while the node serves:
-    /// a consistent online copy of SQLite and file volumes (docs/src/operators/backups.md).
+    /// a consistent online copy of the database and its volumes, as sparse copies or, on RBD,
+    /// snapshots (docs/src/operators/backups.md).
     Backup {
         /// Where the backup goes.
         dest: PathBuf,
         #[command(flatten)]
         db: DbArgs,
+        /// With `--storage rbd`, the volumes are kept as snapshots in their pool.
+        #[command(flatten)]
+        storage: StorageArgs,
     },
     /// Restore a backup made by `extility backup` into a data directory with no database and
     /// no node serving from it.
@@ -71,6 +75,9 @@ pub enum Command {
         /// The data directory to restore into.
         #[arg(long, env = "EXTILITY_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        /// With `--storage rbd`, the volumes are rolled back to the backup's snapshots.
+        #[command(flatten)]
+        storage: StorageArgs,
     },
     /// Check that the database and the volume store agree: every volume row has its file (or
     /// RBD image), every disk, image and snapshot its volume, every stored volume a row.

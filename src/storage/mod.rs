@@ -207,6 +207,30 @@ pub trait Storage: Send + Sync + 'static {
     /// Deletes a file of the volume store by name (one [`Self::list_files`] gave).
     fn delete_file(&self, name: &str) -> StorageResult<()>;
 
+    /// Takes the snapshot `snapshot` of the volume stored as `file` (a name
+    /// [`Self::list_files`] gave), for a backup; `false` when the volume is gone by now. Only
+    /// storage that keeps snapshots of its own (RBD) does; file backups hold files instead.
+    fn snapshot_volume(&self, file: &str, snapshot: &str) -> StorageResult<bool> {
+        let _ = (file, snapshot);
+        Err(StorageError::Tool(
+            "this storage keeps no snapshots: back up with --storage files".into(),
+        ))
+    }
+
+    /// Rolls the volume stored as `file` back to its snapshot `snapshot` (nothing may have it
+    /// open); `false` when the volume or the snapshot is gone.
+    fn rollback_volume(&self, file: &str, snapshot: &str) -> StorageResult<bool> {
+        let _ = (file, snapshot);
+        Err(StorageError::Tool(
+            "this storage keeps no snapshots to roll back to".into(),
+        ))
+    }
+
+    /// The pool the volumes are images of, for storage that has one (RBD).
+    fn pool(&self) -> Option<&str> {
+        None
+    }
+
     /// Where a hypervisor opens the volume.
     fn location(&self, volume: &VolumeFile) -> VolumeLocation;
 

@@ -39,6 +39,8 @@ const VOLUME_PREFIX: &str = "extility-vol-";
 const STAGING_PREFIX: &str = "extility-stage-";
 /// The snapshot clones of a volume are made from.
 const CLONE_SNAPSHOT: &str = "clone-base";
+/// What the snapshots `extility backup` takes are named after (then the backup's time).
+pub const BACKUP_SNAPSHOT_PREFIX: &str = "extility-backup-";
 /// How long a Ceph tool waits for the cluster before it fails (its default is 5 minutes).
 const MOUNT_TIMEOUT_SECONDS: &str = "30";
 
@@ -299,8 +301,33 @@ impl RbdStorage {
         self.remove_image_if_present(name)
     }
 
-    /// Deletes an image and its snapshots. Fails while a clone stands on it.
+    /// Deletes an image and its snapshots (backup snapshots too). Fails while a clone stands
+    /// on it. A backup may snapshot the image between the purge and the removal: then the
+    /// purge is done again.
     fn delete_image(&self, name: &str) -> StorageResult<()> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.purge_and_remove(name) {
+                Err(StorageError::Tool(_)) if attempts < 3 && self.has_backup_snapshot(name) => {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn has_backup_snapshot(&self, name: &str) -> bool {
+        self.rbd_json::<Vec<SnapshotInfo>>(&["snap", "ls", &self.spec(name)])
+            .map(|snapshots| {
+                snapshots
+                    .iter()
+                    .any(|s| s.name.starts_with(BACKUP_SNAPSHOT_PREFIX))
+            })
+            .unwrap_or(false)
+    }
+
+    fn purge_and_remove(&self, name: &str) -> StorageResult<()> {
         let spec = self.spec(name);
         let snapshots: Vec<SnapshotInfo> = self.rbd_json(&["snap", "ls", &spec])?;
         for snapshot in &snapshots {
@@ -543,6 +570,43 @@ impl Storage for RbdStorage {
             )));
         }
         self.remove_image_if_present(name)
+    }
+
+    fn snapshot_volume(&self, file: &str, snapshot: &str) -> StorageResult<bool> {
+        if !is_plain_name(file) || !is_plain_name(snapshot) {
+            return Err(StorageError::Tool(format!(
+                "{file:?}@{snapshot:?} is not a snapshot's name"
+            )));
+        }
+        let spec = format!("{}@{snapshot}", self.spec(file));
+        match self.rbd(&["snap", "create", "--no-progress", &spec]) {
+            Ok(_) => Ok(true),
+            // Deleted meanwhile (or being deleted: its removal purges what was taken).
+            Err(_) if !self.image_names()?.iter().any(|n| n == file) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn rollback_volume(&self, file: &str, snapshot: &str) -> StorageResult<bool> {
+        if !is_plain_name(file) || !is_plain_name(snapshot) {
+            return Err(StorageError::Tool(format!(
+                "{file:?}@{snapshot:?} is not a snapshot's name"
+            )));
+        }
+        let spec = format!("{}@{snapshot}", self.spec(file));
+        match self.rbd(&["snap", "rollback", "--no-progress", &spec]) {
+            Ok(_) => Ok(true),
+            Err(StorageError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn pool(&self) -> Option<&str> {
+        Some(&self.config.pool)
     }
 
     fn location(&self, volume: &VolumeFile) -> VolumeLocation {

@@ -52,6 +52,7 @@ mod provenance;
 mod qemu_driver;
 mod qemu_servers;
 mod quotas;
+mod rbd_backups;
 mod rbd_storage;
 mod real_guests;
 mod snapshots;

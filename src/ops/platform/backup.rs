@@ -15,6 +15,7 @@
 //!   reports and never deletes (the orphan sweep is what deletes, after an hour).
 //!
 //! On PostgreSQL the database is backed up with `pg_dump` (docs/src/operators/backups.md).
+//! Volumes on RBD are kept as snapshots in their pool: [`super::rbd_backup`].
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -28,9 +29,9 @@ use crate::sparse::{SparseWriter, copy_extents_while};
 use crate::storage::Storage;
 
 /// What a backup holds besides the volumes: the database and the node's own files.
-const DATABASE: &str = "extility.db";
-const NODE_FILES: &[&str] = &["node-id", "secret.key"];
-const MANIFEST: &str = "BACKUP";
+pub(super) const DATABASE: &str = "extility.db";
+pub(super) const NODE_FILES: &[&str] = &["node-id", "secret.key"];
+pub(super) const MANIFEST: &str = "BACKUP";
 
 /// What a backup or restore copied.
 #[derive(Debug, Default)]
@@ -38,6 +39,9 @@ pub struct Copied {
     pub volumes: usize,
     /// Bytes of data copied (holes are not counted).
     pub bytes: u64,
+    /// Volumes the database names that could not be kept or restored (on RBD: deleted, with
+    /// their backup snapshots, since the backup; `verify` reports their rows).
+    pub missing: Vec<String>,
 }
 
 /// Copies the database and volumes of the node whose data directory is `data_dir` into
@@ -151,6 +155,11 @@ pub fn restore(src: &Path, data_dir: &Path) -> anyhow::Result<Copied> {
         "{} is not an extility backup (it has no {MANIFEST} and {DATABASE})",
         src.display()
     );
+    ensure!(
+        !src.join(super::rbd_backup::SNAPSHOTS).exists(),
+        "{} is a backup of RBD volumes: restore it with --storage rbd and its pool",
+        src.display()
+    );
     refuse_live(data_dir)?;
     ensure!(
         !data_dir.join(DATABASE).exists(),
@@ -183,7 +192,7 @@ pub fn restore(src: &Path, data_dir: &Path) -> anyhow::Result<Copied> {
 }
 
 /// Refuses a data directory a node is serving from (one of its node locks is held).
-fn refuse_live(data_dir: &Path) -> anyhow::Result<()> {
+pub(super) fn refuse_live(data_dir: &Path) -> anyhow::Result<()> {
     let Ok(locks) = fs::read_dir(data_dir.join("locks")) else {
         return Ok(());
     };
@@ -202,7 +211,7 @@ fn refuse_live(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// A backup goes into a folder of its own: new, or empty.
-fn empty_folder(dest: &Path) -> anyhow::Result<()> {
+pub(super) fn empty_folder(dest: &Path) -> anyhow::Result<()> {
     match fs::read_dir(dest) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -241,7 +250,7 @@ fn sparse_copy(src: &Path, dest: &Path) -> anyhow::Result<u64> {
 }
 
 /// Syncs a folder and the folders in it, so that the names of the files in them are durable.
-fn sync_tree(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn sync_tree(dir: &Path) -> anyhow::Result<()> {
     let mut folders: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
         for entry in fs::read_dir(&folder)?.flatten() {

@@ -5,3 +5,4 @@
 pub mod backup;
 pub mod metrics;
 pub mod node;
+pub mod rbd_backup;

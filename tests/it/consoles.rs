@@ -505,16 +505,36 @@ async fn a_console_opens_through_another_node() {
         _ => (&b, &a, &on_a),
     };
 
-    let screen = access(other_api, server_id, "screen").await;
-    assert!(
-        screen["url"]
-            .as_str()
-            .unwrap()
-            .starts_with(&other.url.replace("http://", "ws://")),
-        "the URL is the asked node's: {screen}"
-    );
-    let socket = connect(&screen, None).await.expect("the console opens");
-    let mut socket = assert_screen_update(socket).await;
+    // The BIOS switches the screen's mode as it starts (640x480, then 640x400 text): a console
+    // opened just before the switch announces the old size and is sent the new one, which
+    // this raw-only client cannot be told. A later connection announces the new size.
+    let mut attempts = 0;
+    let mut socket = loop {
+        attempts += 1;
+        let screen = access(other_api, server_id, "screen").await;
+        assert!(
+            screen["url"]
+                .as_str()
+                .unwrap()
+                .starts_with(&other.url.replace("http://", "ws://")),
+            "the URL is the asked node's: {screen}"
+        );
+        let mut rfb = Rfb {
+            socket: connect(&screen, None).await.expect("the console opens"),
+            buffer: VecDeque::new(),
+        };
+        let (width, height, bpp) = rfb.handshake().await;
+        let area = rfb.full_update(width, height, bpp).await;
+        if area == width as u64 * height as u64 {
+            break rfb.socket;
+        }
+        // Within the per-server limit of 4 open consoles, however late the closes are seen.
+        assert!(
+            attempts < 3,
+            "the update covers the {width}x{height} screen: {area}"
+        );
+        rfb.socket.close(None).await.unwrap();
+    };
     assert!(
         runs.log_text()
             .contains("serving a console to another node"),

@@ -541,8 +541,9 @@ pub struct ServeArgs {
     #[arg(long, env = "EXTILITY_MAX_CONSOLES_PER_SERVER", default_value_t = 4)]
     #[arg(help_heading = QUOTAS)]
     pub max_consoles_per_server: usize,
-    /// Seconds an interactive console may pass without a byte from its client before it is
-    /// closed.
+    /// Seconds an interactive console may pass without a person's input before it is closed:
+    /// any byte on a serial console; keys, pointer moves and clicks, and cut text on a screen
+    /// (not the screen updates a viewer asks for).
     #[arg(long, env = "EXTILITY_CONSOLE_IDLE_TIMEOUT", default_value_t = 900)]
     #[arg(help_heading = QUOTAS)]
     pub console_idle_timeout: u64,

@@ -8,7 +8,10 @@
 //! is taken (429), and the console is opened here or relayed from the node that runs the VM.
 //! Each console opened, or refused once its token was taken, is in the audit trail. The
 //! connection ends when the VM's console ends (the server stopped or was destroyed), when the
-//! client goes, or after `--console-idle-timeout` seconds without a byte from the client.
+//! client goes, after `--console-idle-timeout` seconds without a person's input (any byte
+//! on `serial`; on `screen` keys, pointer moves and clicks, cut text, as
+//! `ops::server::console_activity` frames the RFB stream), or when the client sends RFB that
+//! cannot be framed.
 
 use std::time::Duration;
 
@@ -29,12 +32,16 @@ use super::json::error_response;
 use crate::error::ApiError;
 use crate::ops::Via;
 use crate::ops::server::console::{self, ConsoleStream, SUBPROTOCOL, Slot};
+use crate::ops::server::console_activity::Activity;
 use crate::ops::state::AppState;
 
 /// The close code a console's end is told with (the WebSocket's "normal closure").
 const NORMAL: u16 = 1000;
 /// The close code of a console closed for idleness (an application's code).
 const IDLE: u16 = 4000;
+/// The close code of a console whose client sent what is not RFB (the WebSocket's "policy
+/// violation").
+const UNFRAMEABLE: u16 = 1008;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/console/ws", get(open))
@@ -74,9 +81,15 @@ async fn open(
         Err(err) => return error_response(&err),
     };
     let idle = Duration::from_secs(state.config.console_idle_timeout.max(1));
+    let watch = Watch {
+        idle,
+        activity: Activity::new(grant.kind),
+        kind: grant.kind.as_str(),
+        server_id: grant.server_id,
+    };
     upgrade
         .protocols([SUBPROTOCOL])
-        .on_upgrade(move |socket| carry(socket, stream, customer_slot, idle))
+        .on_upgrade(move |socket| carry(socket, stream, customer_slot, watch))
         .into_response()
 }
 
@@ -89,25 +102,54 @@ async fn open_console(
     Ok((slot, stream))
 }
 
+/// What the client's side of a console is watched for: idleness, and what it sends.
+struct Watch {
+    idle: Duration,
+    activity: Activity,
+    kind: &'static str,
+    server_id: i64,
+}
+
 /// Carries bytes both ways until either end goes or the client is idle too long; the slot is
 /// the customer's place among their open consoles, given back at the end.
-async fn carry(socket: WebSocket, stream: ConsoleStream, _slot: Slot, idle: Duration) {
+async fn carry(socket: WebSocket, stream: ConsoleStream, _slot: Slot, watch: Watch) {
+    let Watch {
+        idle,
+        mut activity,
+        kind,
+        server_id,
+    } = watch;
     let (mut to_client, mut from_client) = socket.split();
     let (mut from_vm, mut to_vm) = tokio::io::split(stream);
     let client_side = async {
+        let mut idle_at = tokio::time::Instant::now() + idle;
         loop {
-            let message = match tokio::time::timeout(idle, from_client.next()).await {
+            let message = match tokio::time::timeout_at(idle_at, from_client.next()).await {
                 Err(_) => return (IDLE, "closed after a time without input"),
                 Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => {
                     return (NORMAL, "the client closed the console");
                 }
                 Ok(Some(Ok(message))) => message,
             };
-            let written = match message {
-                Message::Binary(bytes) => to_vm.write_all(&bytes).await,
-                Message::Text(text) => to_vm.write_all(text.as_bytes()).await,
-                _ => Ok(()),
+            let bytes: &[u8] = match &message {
+                Message::Binary(bytes) => bytes,
+                Message::Text(text) => text.as_bytes(),
+                _ => continue,
             };
+            match activity.feed(bytes) {
+                Ok(true) => idle_at = tokio::time::Instant::now() + idle,
+                Ok(false) => {}
+                Err(unframeable) => {
+                    tracing::warn!(
+                        server_id,
+                        kind,
+                        reason = %unframeable,
+                        "closing a console whose client sent what cannot be framed"
+                    );
+                    return (UNFRAMEABLE, "the client sent what is not RFB");
+                }
+            }
+            let written = to_vm.write_all(bytes).await;
             if written.is_err() {
                 return (NORMAL, "the console ended");
             }

@@ -11,6 +11,7 @@
 
 mod change;
 pub mod console;
+pub mod console_activity;
 mod create;
 mod disks;
 mod firewall;

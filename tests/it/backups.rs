@@ -14,7 +14,7 @@ use crate::qemu_servers::{
 };
 use crate::support::fetch_disk::sparse_image;
 use crate::support::image_server::ImageServer;
-use crate::support::{Backend, ServerOptions, TestDatabase, TestServer, binary};
+use crate::support::{Api, Backend, ServerOptions, TestDatabase, TestServer, binary};
 
 fn extility(args: &[&str]) -> std::process::Output {
     Command::new(binary())
@@ -72,20 +72,7 @@ async fn a_backup_under_load_restores_every_byte_and_boots() {
 
     // Load while the backup runs: disks fetched and deleted, over and over.
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (alice, stop, url) = (alice.clone(), stop.clone(), data_url.clone());
-        tokio::spawn(async move {
-            let mut rounds = 0;
-            while !stop.load(Ordering::Relaxed) || rounds == 0 {
-                let disk = fetch_disk(&alice, &url, &format!("load-{rounds}"), vdc).await;
-                alice
-                    .call("DeleteDisk", json!({"disk_id": disk["disk_id"]}))
-                    .await;
-                rounds += 1;
-            }
-            rounds
-        })
-    };
+    let load = churn_disks(&alice, &data_url, vdc, &stop);
     let dest = app.dir.path().join("backup");
     let out = extility(&[
         "backup",
@@ -185,4 +172,26 @@ async fn a_backup_under_load_restores_every_byte_and_boots() {
         std::fs::read_dir(restored.join("volumes")).unwrap().count(),
         before
     );
+}
+
+/// Load while a backup runs: disks fetched from `url` into alice's VDC `vdc` and deleted, over
+/// and over, until `stop` (at least once); the task answers how many rounds it made.
+pub(crate) fn churn_disks(
+    alice: &Api,
+    url: &str,
+    vdc: i64,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u32> {
+    let (alice, stop, url) = (alice.clone(), stop.clone(), url.to_string());
+    tokio::spawn(async move {
+        let mut rounds = 0;
+        while !stop.load(Ordering::Relaxed) || rounds == 0 {
+            let disk = fetch_disk(&alice, &url, &format!("load-{rounds}"), vdc).await;
+            alice
+                .call("DeleteDisk", json!({"disk_id": disk["disk_id"]}))
+                .await;
+            rounds += 1;
+        }
+        rounds
+    })
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 
+use crate::backups::churn_disks;
 use crate::qemu_servers::fetch_disk;
 use crate::support::ceph::{self, Ceph};
 use crate::support::fetch_disk::sparse_image;
@@ -123,20 +124,7 @@ async fn an_rbd_backup_under_load_restores_every_disk_and_verify_finds_disagreem
 
     // Load while the backup runs: disks fetched and deleted, over and over.
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (alice, stop, url) = (alice.clone(), stop.clone(), one_url.clone());
-        tokio::spawn(async move {
-            let mut rounds = 0;
-            while !stop.load(Ordering::Relaxed) || rounds == 0 {
-                let disk = fetch_disk(&alice, &url, &format!("load-{rounds}"), vdc).await;
-                alice
-                    .call("DeleteDisk", json!({"disk_id": disk["disk_id"]}))
-                    .await;
-                rounds += 1;
-            }
-            rounds
-        })
-    };
+    let load = churn_disks(&alice, &one_url, vdc, &stop);
     let dest = app.dir.path().join("backup");
     let mut args = vec![
         "backup",

@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod fetch;
+pub mod hygiene;
 pub mod hypervisor;
 pub mod jobs;
 pub mod metrics;

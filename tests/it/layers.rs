@@ -45,6 +45,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "jobs",
             "fetch",
             "storage",
+            "hygiene",
             "hypervisor",
             "network",
             "config",
@@ -61,6 +62,8 @@ const MAY_USE: &[(&str, &[&str])] = &[
         "storage",
         &["db", "sparse", "progress", "qemu_img", "error"],
     ),
+    // Reading and cleaning images' file systems in libguestfs's appliance.
+    ("hygiene", &["storage", "progress", "error"]),
     // The one type the engines share: a disk's format.
     ("hypervisor", &["storage", "error"]),
     ("network", &["error"]),

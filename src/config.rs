@@ -432,6 +432,34 @@ pub struct ServeArgs {
     #[arg(long, env = "EXTILITY_CUSTOMERS_MAY_PUBLISH_TO_PLATFORM")]
     #[arg(help_heading = QUOTAS)]
     pub customers_may_publish_to_platform: bool,
+    /// Refuse PublishImage (IMAGE_NOT_CLEAN, with the list) for an image that was never
+    /// checked (CheckImage), could not be read, or has high-severity findings: a password
+    /// hash, authorized keys, SSH host keys. CleanImage makes a clean copy to publish.
+    #[arg(long, env = "EXTILITY_PUBLISH_REQUIRES_CLEAN")]
+    #[arg(help_heading = QUOTAS)]
+    pub publish_requires_clean: bool,
+    /// Memory of the appliance VM that reads an image's file systems for CheckImage,
+    /// CheckDisk and CleanImage (libguestfs): a size such as 768M or 1G; at least 256M.
+    #[arg(
+        long,
+        env = "EXTILITY_HYGIENE_MEMORY",
+        value_name = "SIZE",
+        default_value = "768M",
+        value_parser = hygiene_memory
+    )]
+    #[arg(help_heading = STORAGE)]
+    pub hygiene_memory: u64,
+    /// How long one image check or cleaning may take in all, the appliance's start included,
+    /// before it fails with IMAGE_UNREADABLE: seconds, or with a unit (`90s`, `15m`).
+    #[arg(
+        long,
+        env = "EXTILITY_HYGIENE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value = "15m",
+        value_parser = positive_seconds
+    )]
+    #[arg(help_heading = STORAGE)]
+    pub hygiene_timeout: u64,
     /// Default quota of every customer: bytes of disks and images, by the size promised, not
     /// by the blocks written (`2T`, `500G`), or `unlimited`. `extility customer set-quota`
     /// overrides the defaults for one customer.
@@ -827,6 +855,19 @@ fn memory_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// The image checker's appliance memory: libguestfs's appliance does not boot in less than
+/// 256 MiB, and more than 16 GiB is a typo.
+fn hygiene_memory(text: &str) -> Result<u64, String> {
+    let bytes = crate::size::parse_size(text)?;
+    if bytes < 256 << 20 {
+        return Err(format!("'{}' is less than 256M", text.trim()));
+    }
+    if bytes > 16 << 30 {
+        return Err(format!("'{}' is more than 16G", text.trim()));
+    }
+    Ok(bytes)
+}
+
 /// Seconds: a number, or a number with `s`, `m` (`min`) or `h`.
 fn seconds(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -920,6 +961,27 @@ mod tests {
             panic!("not serve");
         };
         *serve
+    }
+
+    #[test]
+    fn hygiene_bounds_have_defaults() {
+        let d = serve(&[]);
+        assert_eq!((d.hygiene_memory, d.hygiene_timeout), (768 << 20, 900));
+        assert!(!d.publish_requires_clean);
+        let set = serve(&[
+            "--hygiene-memory",
+            "1G",
+            "--hygiene-timeout",
+            "90s",
+            "--publish-requires-clean",
+        ]);
+        assert_eq!((set.hygiene_memory, set.hygiene_timeout), (1 << 30, 90));
+        assert!(set.publish_requires_clean);
+        assert!(
+            hygiene_memory("128M")
+                .unwrap_err()
+                .contains("less than 256M")
+        );
     }
 
     #[test]

@@ -151,6 +151,22 @@ pub enum ApiError {
     #[error("{0}")]
     FetchRefused(String),
 
+    /// PublishImage under the operator's `--publish-requires-clean`: the image was never
+    /// checked (CheckImage), could not be read, or has high-severity findings, listed in
+    /// `findings` ("PASSWORD_HASH: /etc/shadow (root); SSH_HOST_KEYS: ..."). Nothing was
+    /// published.
+    #[error(
+        "image {image_id} may not be published until it is clean (this platform requires it): \
+         {findings}"
+    )]
+    ImageNotClean { image_id: i64, findings: String },
+
+    /// An image's (or disk's) file systems could not be read by the image checker: corrupt,
+    /// hostile, not a disk, or past the checker's memory or time (`--hygiene-memory`,
+    /// `--hygiene-timeout`). The message says which.
+    #[error("the image cannot be read: {0}")]
+    ImageUnreadable(String),
+
     #[error("{0}")]
     FetchFailed(String),
 
@@ -252,6 +268,8 @@ impl ApiError {
             ApiError::ConversionSpace { .. } => "INSUFFICIENT_STORAGE",
             ApiError::DecompressionLimit { .. } => "DECOMPRESSION_LIMIT",
             ApiError::FetchRefused(_) => "FETCH_REFUSED",
+            ApiError::ImageNotClean { .. } => "IMAGE_NOT_CLEAN",
+            ApiError::ImageUnreadable(_) => "IMAGE_UNREADABLE",
             ApiError::FetchFailed(_) => "FETCH_FAILED",
             ApiError::FetchTimeout(_) => "FETCH_TIMEOUT",
             ApiError::Hypervisor(_) => "HYPERVISOR_ERROR",

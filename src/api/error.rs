@@ -26,7 +26,8 @@ pub fn error_type(err: &ApiError) -> &'static str {
         ApiError::CredentialsMissing
         | ApiError::Unauthenticated
         | ApiError::PermissionDenied(_) => "PermissionException",
-        ApiError::Conflict(_) => "InvalidStateException",
+        ApiError::Conflict(_) | ApiError::ImageNotClean { .. } => "InvalidStateException",
+        ApiError::ImageUnreadable(_) => "ImageException",
         ApiError::LimitExceeded(_)
         | ApiError::QuotaExceeded { .. }
         | ApiError::TooManyLoginAttempts { .. }
@@ -66,7 +67,12 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         // does not help until the customer frees something or the operator raises it (429
         // would invite retries; 409 here means the resource's state).
         ApiError::PermissionDenied(_) | ApiError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
-        ApiError::Conflict(_) | ApiError::Cancelled => StatusCode::CONFLICT,
+        // The image is as it is: it must be cleaned (a new image) before it is published.
+        ApiError::Conflict(_) | ApiError::ImageNotClean { .. } | ApiError::Cancelled => {
+            StatusCode::CONFLICT
+        }
+        // What the customer's image holds, not the platform's trouble.
+        ApiError::ImageUnreadable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         ApiError::LimitExceeded(_)
         | ApiError::TooManyLoginAttempts { .. }
         | ApiError::TooManyCalls { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -119,6 +125,28 @@ mod tests {
         assert_eq!(fault_code(&err), FaultCode::Client);
         assert_eq!(error_type(&err), "FetchException");
         assert!(err.public_message().contains("/etc/passwd"));
+    }
+
+    #[test]
+    fn hygiene_refusals_are_the_callers() {
+        let err = ApiError::ImageNotClean {
+            image_id: 7,
+            findings: "PASSWORD_HASH: /etc/shadow".into(),
+        };
+        assert_eq!(err.code(), "IMAGE_NOT_CLEAN");
+        assert_eq!(http_status(&err), StatusCode::CONFLICT);
+        assert_eq!(fault_code(&err), FaultCode::Client);
+        assert_eq!(error_type(&err), "InvalidStateException");
+        assert!(err.public_message().contains("PASSWORD_HASH: /etc/shadow"));
+        let err = ApiError::ImageUnreadable("no file system found".into());
+        assert_eq!(err.code(), "IMAGE_UNREADABLE");
+        assert_eq!(http_status(&err), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(fault_code(&err), FaultCode::Client);
+        assert_eq!(error_type(&err), "ImageException");
+        assert_eq!(
+            err.public_message(),
+            "the image cannot be read: no file system found"
+        );
     }
 
     #[test]

@@ -37,7 +37,8 @@ use accounts::{customer, quota, ssh_key, token, vdc};
 use jobs::{fetch, job};
 use network::{firewall, vlan};
 use server::{console, port_forward};
-use storage::{create_image, disk, image, product_offer, publish, snapshot, usage};
+use storage::hygiene_report;
+use storage::{create_image, disk, hygiene, image, product_offer, publish, snapshot, usage};
 
 use crate::job_kinds;
 use registry::operations;
@@ -49,6 +50,7 @@ pub use console::ConsoleAccess;
 pub use customer::Customer;
 pub use disk::Disk;
 pub use firewall::{FirewallRule, FirewallTemplate};
+pub use hygiene_report::{HygieneFinding, HygieneReport};
 pub use image::Image;
 pub use job::Job;
 pub use port_forward::PortForward;
@@ -182,6 +184,43 @@ operations! {
     /// from an image derived from it that has no offer of its own.
     write SetImageProductOffer(image_id: i64, product_offer_id: i64) -> image: Image =
         image::set_image_product_offer;
+    /// Checks one of the caller's disk images without booting it: a job reads its file systems
+    /// (MBR or GPT partitions, ext2/3/4, XFS, LVM) in an appliance VM of its own and stores
+    /// what they would give away if the image were shared (GetImageReport, and ListImages'
+    /// `hygiene_status`): password hashes, authorized keys, SSH host keys, logs, shell
+    /// histories, a machine-id, cloud-init state, DHCP leases, persistent net rules, files in
+    /// /tmp, no first-boot agent. An image that cannot be read fails the job with
+    /// IMAGE_UNREADABLE. Returns a job id; the job's item is the image.
+    #[since(2)]
+    write CheckImage(image_id: i64) -> job_id: i64 = hygiene::check_image;
+    /// CheckImage's check of one of the caller's disks as it is now (GetDiskReport). Returns a
+    /// job id; the job's item is the disk.
+    #[since(2)]
+    write CheckDisk(disk_id: i64) -> job_id: i64 = hygiene::check_disk;
+    /// Makes a cleaned copy of one of the caller's disk images as a new private image named
+    /// `name` (omitted: the image's name and " (cleaned)"); the image itself is not changed.
+    /// `operations` (omitted or empty: all but `remove_authorized_keys`) are the cleaning
+    /// steps: `remove_ssh_host_keys`, `lock_passwords`, `remove_authorized_keys`,
+    /// `truncate_logs`, `remove_shell_histories`, `empty_machine_id`,
+    /// `remove_cloud_init_state`, `remove_dhcp_leases`, `remove_persistent_net_rules`,
+    /// `empty_tmp`; `remove_paths` (at most 64 absolute paths) are removed too (test
+    /// scripts). The new image is checked again, its report stored. Counts its size against
+    /// the `storage_bytes` quota. Returns a job id; the job's item is the new image.
+    #[since(2)]
+    write CleanImage(
+        image_id: i64,
+        operations: Option<Vec<String>>,
+        remove_paths: Option<Vec<String>>,
+        name: Option<String>,
+    ) -> job_id: i64 = hygiene::clean_image;
+    /// Returns the last check of an image the caller may use (its own, published to it, or a
+    /// platform image): `status` `not_checked`, `clean`, `findings` or `unreadable`, and the
+    /// findings, highest severity first.
+    #[since(2)]
+    read GetImageReport(image_id: i64) -> report: HygieneReport = hygiene::get_image_report;
+    /// Returns the last check (CheckDisk) of one of the caller's disks.
+    #[since(2)]
+    read GetDiskReport(disk_id: i64) -> report: HygieneReport = hygiene::get_disk_report;
     /// Lists the disks of a VDC, by id: at most `page_size` (1 to 1000; omitted: 1000) with an
     /// id above `after_id` (omitted: from the first); pass the last `disk_id` of a page as
     /// `after_id` to get the next. `name` (optional) keeps the disks whose name contains it,
@@ -447,7 +486,8 @@ operations! {
     /// with a `job_id` below `before_id` (omitted: from the newest); pass the last `job_id` of
     /// a page as `before_id` to get the next. `status` (optional: 1, 2, 3, 4, 6 or 7, see Job)
     /// and `job_type` (optional: FetchDisk, CreateImage, StartServer, StopServer,
-    /// DestroyServer, ApplyFirewall) keep the jobs of that status and of that type.
+    /// DestroyServer, ApplyFirewall, CheckImage, CheckDisk, CleanImage) keep the jobs of that
+    /// status and of that type.
     read ListJobs(
         #[since(2)] page_size: Option<i64>,
         #[since(2)] before_id: Option<i64>,
@@ -522,6 +562,9 @@ job_kinds!(pub static JOB_KINDS: AppState = [
     server::StopServerJob,
     server::DestroyServerJob,
     firewall::ApplyFirewallJob,
+    hygiene::CheckImageJob,
+    hygiene::CheckDiskJob,
+    hygiene::CleanImageJob,
 ]);
 
 #[cfg(test)]

@@ -159,6 +159,20 @@ check(call("PublishImage", image_id, customer.billing_entity_uuid, True) == 1,
       "PublishImage allowing re-publication")
 check(call("ListImageShares", image_id)[0].allow_republish is True, "ListImageShares allow_republish")
 check(call("RevokeImage", image_id, customer.billing_entity_uuid) == 1, "RevokeImage")
+report = call("GetImageReport", image_id)
+check(report.image_id == image_id and report.status == "not_checked" and not report.findings,
+      "GetImageReport")
+check(call("GetDiskReport", disk.disk_id).status == "not_checked", "GetDiskReport")
+# Refusals, so that no job (a minute of libguestfs) changes the job counts below.
+for op, args, code in [("CheckImage", (66,), "PERMISSION_DENIED"),
+                       ("CheckDisk", (999999,), "NOT_FOUND"),
+                       ("CleanImage", (image_id, ["format_disk"], ["/root/test.sh"], "c"),
+                        "INVALID_ARGUMENT")]:
+    try:
+        call(op, *args)
+        check(False, f"{op} is refused")
+    except zeep.exceptions.Fault as fault:
+        check(code in fault_code(fault), f"{op} is refused with {code}")
 try:
     call("SetImageProductOffer", image_id, 40)
     check(False, "SetImageProductOffer is for administrators")

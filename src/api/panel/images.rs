@@ -3,7 +3,9 @@
 //! stopped server's disk (CreateImage); publish to and revoke from a customer uuid, a billing
 //! entity uuid or `platform` (PublishImage, RevokeImage, ListImageShares); rename
 //! (RenameImage); delete (DeleteImage); and, for administrators, the image product offer
-//! (SetImageProductOffer).
+//! (SetImageProductOffer); each image's hygiene as a badge (ListImages' `hygiene_status`)
+//! with its report's findings as a list (GetImageReport), and **Check** and **Clean**
+//! (CheckImage, CleanImage: jobs, followed on the Jobs tab).
 
 use axum::Router;
 use axum::extract::{Path, Query};
@@ -19,7 +21,7 @@ use super::layout::{
 };
 use super::{Fields, Outcome, Panel, PanelForm, answer, form, tab_page};
 use crate::ops::state::AppState;
-use crate::ops::{Image, ImageShare, args, call};
+use crate::ops::{HygieneReport, Image, ImageShare, args, call};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -117,6 +119,18 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
             }
         }
     }
+    // The reports of the images that were checked, for the lists under their badges.
+    let mut reports = Vec::new();
+    for image in items(&images) {
+        if image.hygiene_status != "not_checked" {
+            let report = args::GetImageReport {
+                image_id: image.image_id,
+            };
+            if let Ok(report) = call::GetImageReport(&panel.ctx, report).await {
+                reports.push(report);
+            }
+        }
+    }
     let csrf = &panel.csrf_token;
     layout::main(
         "Images",
@@ -141,6 +155,7 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                                     th scope="col" { "Name" }
                                     th scope="col" { "Owner" }
                                     th scope="col" { "Visibility" }
+                                    th scope="col" { "Hygiene" }
                                     th scope="col" { "Size" }
                                     th scope="col" { "Created" }
                                     th scope="col" { "Actions" }
@@ -148,7 +163,8 @@ async fn render(panel: &Panel, view: &Fields, outcome: Option<&Outcome>) -> Mark
                                 tbody {
                                     @for image in list {
                                         @let own_shares = shares.iter().find(|(i, _)| *i == image.image_id).map(|(_, l)| l.as_slice());
-                                        (image_row(panel, image, own_shares, &image_offers, outcome))
+                                        @let report = reports.iter().find(|r| r.image_id == Some(image.image_id));
+                                        (image_row(panel, image, own_shares, &image_offers, report, outcome))
                                     }
                                 }
                             }
@@ -220,6 +236,7 @@ fn image_row(
     image: &Image,
     shares: Option<&[ImageShare]>,
     image_offers: &[(String, String)],
+    report: Option<&HygieneReport>,
     outcome: Option<&Outcome>,
 ) -> Markup {
     let csrf = &panel.csrf_token;
@@ -242,6 +259,7 @@ fn image_row(
             th scope="row" { (name) }
             td { (owner(panel, image)) }
             td { (image.visibility) }
+            td { (hygiene(image, report)) }
             td.nowrap { (bytes(image.size)) br; small { (image.media) } }
             td { (layout::time(image.created)) }
             td.actions {
@@ -255,6 +273,25 @@ fn image_row(
                                 input type="text" id=(format!("rename-{id}")) name="name" value=(name) required;
                                 button type="submit" { "Rename" }
                             }))
+                            @if image.media == "disk" {
+                                (form("check", html! {
+                                    button type="submit" aria-label=(format!("Check {name}")) { "Check" }
+                                    span.hint { " reads its file systems for what it would give away" }
+                                }))
+                                (form("clean", html! {
+                                    label for=(format!("clean-{id}")) { "Cleaned copy's name" }
+                                    input type="text" id=(format!("clean-{id}")) name="name"
+                                        placeholder=(format!("{name} (cleaned)"));
+                                    label for=(format!("clean-paths-{id}")) { "Also remove" }
+                                    input type="text" id=(format!("clean-paths-{id}")) name="remove_paths"
+                                        placeholder="/root/test.sh /opt/scratch";
+                                    label.check {
+                                        input type="checkbox" name="remove_authorized_keys" checked;
+                                        " remove authorized_keys"
+                                    }
+                                    button type="submit" aria-label=(format!("Clean {name}")) { "Clean" }
+                                }))
+                            }
                             (form("publish", html! {
                                 label for=(format!("publish-{id}")) { "Publish to" }
                                 input type="text" id=(format!("publish-{id}")) name="publish_to"
@@ -306,6 +343,89 @@ fn image_row(
             }
         }
     }
+}
+
+/// The image's hygiene badge and, once checked, its report as a list to act on.
+fn hygiene(image: &Image, report: Option<&HygieneReport>) -> Markup {
+    let status = image.hygiene_status.as_str();
+    let severity = image.hygiene_severity.as_deref().unwrap_or("none");
+    let label = match status {
+        "clean" => "clean".to_string(),
+        "findings" => format!("findings ({severity})"),
+        "unreadable" => "unreadable".to_string(),
+        _ => "not checked".to_string(),
+    };
+    html! {
+        span.badge class=(format!("h-{status} sev-{severity}")) data-hygiene=(status) { (label) }
+        @if let Some(report) = report {
+            @if let Some(checked) = report.checked {
+                br; small { "checked " (layout::time(checked)) }
+            }
+            @if let Some(reason) = &report.reason {
+                p.small { (reason) }
+            }
+            @if !report.findings.is_empty() {
+                details {
+                    summary { (report.findings.len()) " to fix" }
+                    ul.report {
+                        @for finding in &report.findings {
+                            li {
+                                strong { (finding.severity) } " " code { (finding.code) } ": "
+                                (finding.detail)
+                                @if !finding.paths.is_empty() {
+                                    br; small { (finding.paths.join(", ")) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// CleanImage's arguments from the row's form: the how-to's steps (every step when
+/// authorized_keys go too), and the paths to remove, separated by spaces or commas.
+fn clean_arguments(image_id: i64, fields: &Fields) -> Vec<(&'static str, serde_json::Value)> {
+    let paths: Vec<&str> = fields
+        .get("remove_paths")
+        .unwrap_or("")
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut arguments = vec![
+        ("image_id", json!(image_id)),
+        ("remove_paths", json!(paths)),
+    ];
+    if fields.get("remove_authorized_keys").is_some() {
+        let every = crate::ops::storage::hygiene::OPERATION_NAMES;
+        arguments.push(("operations", json!(every)));
+    }
+    arguments
+}
+
+/// Check and Clean: each queues a job, followed on the Jobs tab.
+async fn hygiene_action(panel: Panel, image_id: i64, action: &str, fields: Fields) -> Response {
+    let ctx = &panel.ctx;
+    let result = if action == "check" {
+        call::CheckImage(ctx, form(&fields, &[("image_id", json!(image_id))]))
+            .await
+            .map(|job| job_notice(html! { "Checking the image" }, job))
+    } else {
+        call::CleanImage(ctx, form(&fields, &clean_arguments(image_id, &fields)))
+            .await
+            .map(|job| job_notice(html! { "Making a cleaned copy" }, job))
+    };
+    answer(
+        &panel,
+        Tab::Images,
+        Fields::default(),
+        format!("image-{image_id}"),
+        fields,
+        result,
+        render,
+    )
+    .await
 }
 
 async fn fetch(PanelForm(panel, fields): PanelForm) -> Response {
@@ -367,6 +487,9 @@ async fn action(
     Path((image_id, action)): Path<(i64, String)>,
     PanelForm(panel, fields): PanelForm,
 ) -> Response {
+    if action == "check" || action == "clean" {
+        return hygiene_action(panel, image_id, &action, fields).await;
+    }
     let image = [("image_id", json!(image_id))];
     let ctx = &panel.ctx;
     let (result, done) = match action.as_str() {

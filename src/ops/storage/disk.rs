@@ -367,6 +367,7 @@ pub async fn remove_disk_row(tx: &mut Tx, disk: &DiskRow) -> ApiResult<Vec<Volum
     // Snapshots first: their volumes lie below the disk's in its backing chain, so each is
     // still held by the volume above it until the disk's own release walks down the chain.
     let mut garbage = crate::ops::storage::snapshot::remove_snapshot_rows(tx, disk.id).await?;
+    super::hygiene_report::forget_disk(&mut *tx, disk.id).await?;
     sqlx::query("DELETE FROM disks WHERE id = $1")
         .bind(disk.id)
         .execute(&mut **tx)

@@ -37,6 +37,14 @@ wire_struct! {
         #[since(2)]
         pub source_format: Option<String>,
         pub created: Timestamp,
+        /// What its last check found (CheckImage; GetImageReport has the findings):
+        /// `not_checked`, `clean`, `findings` or `unreadable`.
+        #[since(2)]
+        pub hygiene_status: String,
+        /// The highest severity among those findings (`high`, `medium`, `low`); nil when
+        /// there are none.
+        #[since(2)]
+        pub hygiene_severity: Option<String>,
     }
 }
 
@@ -59,6 +67,9 @@ pub struct ImageRow {
     pub owner_uuid: Option<String>,
     pub share_count: i64,
     pub public: i64,
+    /// Its report's status and highest severity (`hygiene_reports`), if it was checked.
+    pub hygiene_status: Option<String>,
+    pub hygiene_highest: Option<String>,
     /// The offer inherited from the image's source ([`with_inherited_offers`]), for an image
     /// without one of its own.
     #[sqlx(default)]
@@ -98,6 +109,11 @@ impl ImageRow {
             source_image_id: self.source_image_id,
             source_format: self.source_format.clone(),
             created: Timestamp(self.created),
+            hygiene_status: self
+                .hygiene_status
+                .clone()
+                .unwrap_or_else(|| crate::ops::storage::hygiene_report::NOT_CHECKED.to_string()),
+            hygiene_severity: self.hygiene_highest.clone(),
         }
     }
 }
@@ -113,8 +129,10 @@ macro_rules! select_images {
              c.uuid AS owner_uuid, \
              (SELECT COUNT(*) FROM image_shares s WHERE s.image_id = i.id) AS share_count, \
              (SELECT COUNT(*) FROM image_shares s WHERE s.image_id = i.id \
-                AND s.target_kind = 'platform') AS public \
+                AND s.target_kind = 'platform') AS public, \
+             h.status AS hygiene_status, h.highest AS hygiene_highest \
              FROM images i LEFT JOIN customers c ON c.id = i.customer_id \
+             LEFT JOIN hygiene_reports h ON h.image_id = i.id \
              WHERE i.deleted IS NULL AND ",
             $where
         )
@@ -264,6 +282,7 @@ pub async fn delete_image(ctx: &Ctx, a: args::DeleteImage) -> ApiResult<i64> {
     let mut tx = ctx.state.db.begin_write().await?;
     let image = changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
     crate::ops::storage::publish::unpublish_everywhere(&mut tx, image.id).await?;
+    crate::ops::storage::hygiene_report::forget_image(&mut tx, image.id).await?;
     sqlx::query("UPDATE images SET deleted = $1, volume_id = NULL WHERE id = $2")
         .bind(crate::db::now_ms())
         .bind(image.id)
@@ -346,6 +365,8 @@ pub async fn insert_image(conn: &mut AnyConnection, image: NewImage<'_>) -> ApiR
         owner_uuid: owner,
         share_count: 0,
         public: 0,
+        hygiene_status: None,
+        hygiene_highest: None,
         inherited_offer_id: crate::ops::storage::provenance::inherited_offer(
             &mut *conn,
             image.source_image_id,

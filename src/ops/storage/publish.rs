@@ -15,6 +15,7 @@ use sqlx::AnyConnection;
 
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
+use crate::ops::storage::hygiene_report;
 use crate::ops::storage::image::{self, ImageRow};
 use crate::ops::{Ctx, args, page, storage::provenance};
 
@@ -94,6 +95,11 @@ pub async fn publish_image(ctx: &Ctx, a: args::PublishImage) -> ApiResult<i64> {
     // An image derived from an image another owner published to the caller goes no further
     // than that owner allows.
     provenance::ensure_may_publish(&mut tx, image.id).await?;
+    // The operator may require what is shared to have been checked and found free of what
+    // lets one server log in to, or impersonate, another (`hygiene_report`).
+    if ctx.state.config.publish_requires_clean {
+        hygiene_report::ensure_clean_enough(&mut tx, image.id).await?;
+    }
     let (kind, target) = match audience {
         Audience::Platform => ("platform", PLATFORM.to_string()),
         Audience::Uuid(uuid) => {

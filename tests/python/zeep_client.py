@@ -166,7 +166,7 @@ check(call("GetDiskReport", disk.disk_id).status == "not_checked", "GetDiskRepor
 # Refusals, so that no job (a minute of libguestfs) changes the job counts below.
 for op, args, code in [("CheckImage", (66,), "PERMISSION_DENIED"),
                        ("CheckDisk", (999999,), "NOT_FOUND"),
-                       ("CleanImage", (image_id, ["format_disk"], ["/root/test.sh"], "c"),
+                       ("CleanImage", (image_id, {"item": ["format_disk"]}, {"item": ["/root/test.sh"]}, "c"),
                         "INVALID_ARGUMENT")]:
     try:
         call(op, *args)

@@ -151,6 +151,9 @@ pub async fn forget_disk(conn: &mut AnyConnection, disk_id: i64) -> ApiResult<()
     forget(conn, Subject::Disk(disk_id)).await
 }
 
+/// `(status, highest, report, job_id, checked)`
+type ReportRow = (String, Option<String>, String, Option<i64>, i64);
+
 /// The stored report of `subject` (one the caller may read: the caller checks), or "not
 /// checked".
 pub async fn load(conn: &mut AnyConnection, subject: Subject) -> ApiResult<HygieneReport> {
@@ -158,11 +161,10 @@ pub async fn load(conn: &mut AnyConnection, subject: Subject) -> ApiResult<Hygie
     let sql = format!(
         "SELECT status, highest, report, job_id, checked FROM hygiene_reports WHERE {column} = $1"
     );
-    let row: Option<(String, Option<String>, String, Option<i64>, i64)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
+    let row: Option<ReportRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
     let (image_id, disk_id) = match subject {
         Subject::Image(id) => (Some(id), None),
         Subject::Disk(id) => (None, Some(id)),

@@ -33,6 +33,7 @@ mod frame_admission;
 mod fsmaker;
 mod fuzz;
 mod guest_network;
+mod hygiene_engine;
 mod image_formats;
 mod image_jobs;
 mod images;

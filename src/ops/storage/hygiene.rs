@@ -45,6 +45,8 @@ fn api_error(err: HygieneError) -> ApiError {
     match err {
         HygieneError::Unreadable(reason) => ApiError::ImageUnreadable(reason),
         HygieneError::Cancelled => ApiError::Cancelled,
+        // A symbolic link on the way to a path to remove, found in the image.
+        err @ HygieneError::InvalidPath(_) => ApiError::invalid("remove_paths", err.to_string()),
         err @ HygieneError::Unavailable(_) => ApiError::Storage(err.to_string()),
     }
 }
@@ -129,15 +131,13 @@ fn clean_ops(
         ));
     }
     for path in paths {
-        let bad = |why: &str| ApiError::invalid("remove_paths", format!("{path:?} {why}"));
-        if !path.starts_with('/') || path.trim_end_matches('/').is_empty() {
-            return Err(bad("must be an absolute path below /"));
-        }
+        engine::validate_path(path)
+            .map_err(|err| ApiError::invalid("remove_paths", err.to_string()))?;
         if path.len() > MAX_PATH_LEN || path.chars().any(char::is_control) {
-            return Err(bad("is too long or holds control characters"));
-        }
-        if path.split('/').any(|part| part == ".." || part == ".") {
-            return Err(bad("must not hold '.' or '..'"));
+            return Err(ApiError::invalid(
+                "remove_paths",
+                format!("{path:?} is too long or holds control characters"),
+            ));
         }
     }
     if !paths.is_empty() {

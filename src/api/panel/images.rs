@@ -384,6 +384,25 @@ fn hygiene(image: &Image, report: Option<&HygieneReport>) -> Markup {
     }
 }
 
+/// What the image's last check found, in a sentence, for the publisher.
+fn publish_note(report: Option<&HygieneReport>) -> String {
+    let Some(report) = report else {
+        return String::new();
+    };
+    match report.status.as_str() {
+        "clean" => "Its last check found nothing to clean.".into(),
+        "findings" => {
+            let codes: Vec<&str> = report.findings.iter().map(|f| f.code.as_str()).collect();
+            format!(
+                "Its last check found: {} (see its hygiene report).",
+                codes.join(", ")
+            )
+        }
+        "unreadable" => "Its last check could not read it.".into(),
+        _ => "It was never checked: Check it to see what it gives away.".into(),
+    }
+}
+
 /// CleanImage's arguments from the row's form: the how-to's steps (every step when
 /// authorized_keys go too), and the paths to remove, separated by spaces or commas.
 fn clean_arguments(image_id: i64, fields: &Fields) -> Vec<(&'static str, serde_json::Value)> {
@@ -404,11 +423,22 @@ fn clean_arguments(image_id: i64, fields: &Fields) -> Vec<(&'static str, serde_j
     arguments
 }
 
-/// Check and Clean: each queues a job, followed on the Jobs tab.
+/// Check and Clean: each queues a job, followed on the Jobs tab. Publish: says what the
+/// image's last check found, so that its owner publishes knowing it.
 async fn hygiene_action(panel: Panel, image_id: i64, action: &str, fields: Fields) -> Response {
     let ctx = &panel.ctx;
-    let result = if action == "check" {
-        call::CheckImage(ctx, form(&fields, &[("image_id", json!(image_id))]))
+    let image = [("image_id", json!(image_id))];
+    let result = if action == "publish" {
+        match call::PublishImage(ctx, form(&fields, &image)).await {
+            Ok(_) => {
+                let report = args::GetImageReport { image_id };
+                let report = call::GetImageReport(ctx, report).await.ok();
+                Ok(html! { "Published. " (publish_note(report.as_ref())) })
+            }
+            Err(err) => Err(err),
+        }
+    } else if action == "check" {
+        call::CheckImage(ctx, form(&fields, &image))
             .await
             .map(|job| job_notice(html! { "Checking the image" }, job))
     } else {
@@ -487,7 +517,7 @@ async fn action(
     Path((image_id, action)): Path<(i64, String)>,
     PanelForm(panel, fields): PanelForm,
 ) -> Response {
-    if action == "check" || action == "clean" {
+    if action == "check" || action == "clean" || action == "publish" {
         return hygiene_action(panel, image_id, &action, fields).await;
     }
     let image = [("image_id", json!(image_id))];
@@ -498,12 +528,6 @@ async fn action(
                 .await
                 .map(drop),
             "Renamed.",
-        ),
-        "publish" => (
-            call::PublishImage(ctx, form(&fields, &image))
-                .await
-                .map(drop),
-            "Published.",
         ),
         "revoke" => (
             call::RevokeImage(ctx, form(&fields, &image))

@@ -42,6 +42,15 @@ pub(super) fn run(
             "no file system libguestfs can read was found".into(),
         ));
     }
+    if let Some(ops) = ops {
+        // A path to remove through a link refuses the clean before any file system is
+        // mounted writable (a writable mount alone changes bytes of the image).
+        for tree in &trees {
+            mount(&mut s, tree, false)?;
+            check_paths(&mut s, ops)?;
+            s.run("umount-all")?;
+        }
+    }
     let mut report = Report::default();
     let several = trees.len() > 1;
     for tree in &trees {
@@ -175,8 +184,7 @@ fn mount(s: &mut Session, tree: &Tree, writable: bool) -> Result<(), HygieneErro
 }
 
 /// Does `ops` to the tree mounted at `/`, whose inventory is `inv`.
-fn apply(s: &mut Session, inv: &Inventory, ops: &[CleanOp]) -> Result<(), HygieneError> {
-    // A refused path refuses the clean before anything is changed.
+fn check_paths(s: &mut Session, ops: &[CleanOp]) -> Result<(), HygieneError> {
     for op in ops {
         if let CleanOp::RemovePaths(paths) = op {
             for p in paths {
@@ -184,6 +192,10 @@ fn apply(s: &mut Session, inv: &Inventory, ops: &[CleanOp]) -> Result<(), Hygien
             }
         }
     }
+    Ok(())
+}
+
+fn apply(s: &mut Session, inv: &Inventory, ops: &[CleanOp]) -> Result<(), HygieneError> {
     for op in ops {
         match op {
             CleanOp::RemoveSshHostKeys => remove_all(s, &inv.host_keys)?,

@@ -191,6 +191,7 @@ impl Session<'_> {
             net_rules.push(join(&dir, b"70-persistent-net.rules"));
         }
 
+        leases.sort();
         let mut tmp = Vec::new();
         let mut tmp_dirs = BTreeSet::new();
         for d in [&b"/tmp"[..], b"/var/tmp"] {
@@ -203,6 +204,7 @@ impl Session<'_> {
             }
         }
 
+        tmp.sort();
         let mut agent = Agent::Missing;
         for p in CLOUD_INIT {
             if self
@@ -297,6 +299,7 @@ impl Session<'_> {
                 }
             }
         }
+        found.sort();
         Ok(found)
     }
 }

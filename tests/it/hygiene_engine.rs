@@ -177,14 +177,9 @@ fn clean_makes_a_clean_copy_and_leaves_the_original() {
     assert!(b.is_clean(), "{b:#?}");
     assert_eq!((md5(ext4), md5(xfs)), before, "the originals are untouched");
 
-    // What the clean wrote is on the disks: a new appliance reads them clean.
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| check(&ext4_copy));
-        let b = s.spawn(|| check(&xfs_copy));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    assert!(a.unwrap().is_clean());
-    assert!(b.unwrap().is_clean());
+    // What the clean wrote is on the disk: a new appliance reads it clean.
+    let again = check(&ext4_copy).unwrap();
+    assert!(again.is_clean(), "{again:#?}");
 
     // The ext4 copy's partition (at 1 MiB) read by debugfs: root locked with `!` alone (no
     // hash left to crack), the other accounts as they were, the test scripts gone, the

@@ -448,9 +448,12 @@ async fn a_server_made_from_a_cleaned_image_boots_and_gets_its_password() {
         .await;
     let cleaned = id(&alice.job_ok(id(&job, "job_id")).await, "item_id");
     assert_eq!(listed(&alice, cleaned).await["hygiene_status"], "clean");
+    // A NIC (on a VLAN) to reach the metadata service by.
+    let vlan = app.vlan("lan").await;
     let server = app
         .create_server(Boot {
             name: "from-clean",
+            vlan_id: vlan,
             image_id: cleaned,
             disk_offer: DISK_1GB,
             ..Boot::default()

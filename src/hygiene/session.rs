@@ -111,6 +111,11 @@ impl<'a> Session<'a> {
             .current_dir(dir.path());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         environment(&mut cmd);
+        // libguestfs's own temporaries (the overlay of a read-only drive) go with the session's
+        // directory, also when guestfish is killed. (Its socket directory is in /tmp for root
+        // whatever the environment says: `kill` removes it.)
+        cmd.env("LIBGUESTFS_TMPDIR", dir.path())
+            .env("XDG_RUNTIME_DIR", dir.path());
         let mut child = cmd
             .spawn()
             .map_err(|e| HygieneError::Unavailable(format!("cannot run guestfish: {e}")))?;
@@ -306,6 +311,7 @@ impl<'a> Session<'a> {
         self.stdin = None;
         let pid = self.child.id() as i32;
         let descendants = descendants(pid);
+        let sockdirs: Vec<PathBuf> = descendants.iter().flat_map(|d| socket_dirs(*d)).collect();
         // SAFETY: plain signals to processes this session started (its group, its children).
         unsafe {
             libc::killpg(pid, libc::SIGKILL);
@@ -314,6 +320,16 @@ impl<'a> Session<'a> {
             }
         }
         let _ = self.child.wait();
+        // A killed QEMU closes its files only after freeing its memory: wait until each is
+        // gone, so that nothing holds the image when the call returns.
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until && descendants.iter().any(|d| alive(*d)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // What libguestfs would have removed on a normal exit: the appliance's sockets.
+        for d in sockdirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
@@ -357,6 +373,39 @@ fn last_error(output: &[u8]) -> String {
             .collect::<String>()
     });
     line.unwrap_or_else(|| "the appliance stopped without saying why".into())
+}
+
+/// Whether process `pid` still runs (a zombie has closed its files).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The socket directories (`/tmp/libguestfsXXXXXX`) QEMU process `pid` was given.
+fn socket_dirs(pid: i32) -> Vec<PathBuf> {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&cmdline);
+    let mut dirs: Vec<PathBuf> = text
+        .match_indices("/tmp/libguestfs")
+        .filter_map(|(i, _)| {
+            let rest = &text[i + 5..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            (name.len() == "libguestfs".len() + 6).then(|| Path::new("/tmp").join(name))
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// Every process whose chain of parents leads to `root`, read from `/proc` (libguestfs's

@@ -31,6 +31,7 @@ mod first_hour;
 mod firstboot;
 mod frame_admission;
 mod fsmaker;
+mod full_disk;
 mod fuzz;
 mod guest_network;
 mod image_formats;

@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 
+use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
 use extility::config::{
@@ -8,7 +9,7 @@ use extility::config::{
 use extility::ops::accounts::quota::{self, QuotaChange, QuotaName};
 use extility::ops::{
     accounts::billing, accounts::customer, audit, platform::backup, platform::node,
-    platform::rbd_backup,
+    platform::prune, platform::rbd_backup,
 };
 use extility::startup::{
     Application, open_database, open_existing_database, open_storage, parse_quota,
@@ -97,28 +98,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Backup { dest, db, storage } => {
+        Command::Backup {
+            dest,
+            db,
+            storage,
+            prune_keep,
+            prune_older_than,
+        } => {
+            // The rule is checked before anything is copied.
+            let keep = prune::Keep {
+                newest: prune_keep.map(|n| n as usize),
+                younger_than: prune_older_than
+                    .as_deref()
+                    .map(prune::parse_age)
+                    .transpose()
+                    .context("--prune-older-than")?,
+            };
             let database = open_existing_database(&db.database_url()).await?;
-            if storage.backend == StorageBackend::Rbd {
+            let rbd = if storage.backend == StorageBackend::Rbd {
                 let storage = open_storage(&storage, &db.data_dir)?;
-                let copied =
-                    rbd_backup::backup(&database, &db.database_url(), storage, &db.data_dir, &dest)
-                        .await?;
+                let copied = rbd_backup::backup(
+                    &database,
+                    &db.database_url(),
+                    storage.clone(),
+                    &db.data_dir,
+                    &dest,
+                )
+                .await?;
                 println!(
                     "backed up the database and {} volumes (RBD snapshots) into {}",
                     copied.volumes,
                     dest.display()
                 );
                 report_missing(&copied.missing);
-                return Ok(());
+                Some(storage)
+            } else {
+                let copied = backup::backup(&database, &db.data_dir, &dest).await?;
+                println!(
+                    "backed up the database and {} volumes ({} bytes of data) into {}",
+                    copied.volumes,
+                    copied.bytes,
+                    dest.display()
+                );
+                None
+            };
+            if keep.prunes() {
+                let pruned =
+                    tokio::task::spawn_blocking(move || prune::prune(&dest, keep, rbd.as_deref()))
+                        .await??;
+                for removed in &pruned.removed {
+                    println!("pruned the backup {}", removed.display());
+                }
+                println!(
+                    "pruning removed {} backups and kept {} besides this one",
+                    pruned.removed.len(),
+                    pruned.kept
+                );
             }
-            let copied = backup::backup(&database, &db.data_dir, &dest).await?;
-            println!(
-                "backed up the database and {} volumes ({} bytes of data) into {}",
-                copied.volumes,
-                copied.bytes,
-                dest.display()
-            );
             Ok(())
         }
         Command::Restore {

@@ -195,3 +195,74 @@ pub(crate) fn churn_disks(
         rounds
     })
 }
+
+/// `extility backup DEST --prune-keep N --prune-older-than AGE` removes the other backups in
+/// DEST's folder that the rule does not keep, and nothing that is not a backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_backups_are_pruned() {
+    let app = crate::support::TestApp::start(Backend::Sqlite).await;
+    let backups = app.dir.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    std::fs::create_dir(backups.join("photos")).unwrap();
+    let backup = |name: &str, prune: &[&str]| {
+        let dest = backups.join(name);
+        let mut args = vec![
+            "backup",
+            dest.to_str().unwrap(),
+            "--data-dir",
+            app.server.data_dir.to_str().unwrap(),
+            "--database-url",
+            &app.server.db_url,
+        ];
+        args.extend(prune);
+        extility(&args)
+    };
+    let names = || {
+        let mut names: Vec<String> = std::fs::read_dir(&backups)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    for name in ["monday", "tuesday", "wednesday"] {
+        let out = backup(name, &["--prune-keep", "2"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert_eq!(names(), ["photos", "tuesday", "wednesday"]);
+
+    // Tuesday's backup made ten days ago: older than a week.
+    let ten_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(backups.join("tuesday").join("BACKUP"))
+        .unwrap()
+        .set_modified(ten_days_ago)
+        .unwrap();
+    let out = backup("thursday", &["--prune-older-than", "7d"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("pruned the backup"), "{said}");
+    assert_eq!(names(), ["photos", "thursday", "wednesday"]);
+
+    // A rule that is not one is refused before anything is copied.
+    let out = backup("friday", &["--prune-older-than", "a week"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--prune-older-than"),
+        "{out:?}"
+    );
+    let out = backup("friday", &["--prune-keep", "0"]);
+    assert!(!out.status.success());
+    assert_eq!(names(), ["photos", "thursday", "wednesday"]);
+
+    // A pruned set still restores.
+    let restored = app.dir.path().join("restored");
+    let out = extility(&[
+        "restore",
+        backups.join("thursday").to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+}

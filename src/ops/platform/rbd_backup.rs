@@ -239,3 +239,35 @@ pub fn restore(src: &Path, data_dir: &Path, storage: &dyn Storage) -> anyhow::Re
     sync_tree(data_dir)?;
     Ok(copied)
 }
+
+/// Removes the snapshots the RBD backup in `src` took (its folder is then the caller's to
+/// remove): what pruning an old backup does in the pool. Volumes or snapshots gone already
+/// are skipped.
+pub fn remove_snapshots(src: &Path, storage: &dyn Storage) -> anyhow::Result<usize> {
+    let manifest: Manifest = serde_json::from_slice(&fs::read(src.join(SNAPSHOTS))?)
+        .with_context(|| format!("reading {}", src.join(SNAPSHOTS).display()))?;
+    if storage.pool() != Some(manifest.pool.as_str()) {
+        bail!(
+            "{} is a backup of the RBD pool {}: prune it with --storage rbd --rbd-pool {}",
+            src.display(),
+            manifest.pool,
+            manifest.pool
+        );
+    }
+    ensure!(
+        manifest.snapshot.starts_with(BACKUP_SNAPSHOT_PREFIX),
+        "{} names the snapshot {:?}, not a backup's",
+        src.display(),
+        manifest.snapshot
+    );
+    let mut removed = 0;
+    for volume in &manifest.volumes {
+        if storage
+            .remove_volume_snapshot(volume, &manifest.snapshot)
+            .with_context(|| format!("removing {volume}@{}", manifest.snapshot))?
+        {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

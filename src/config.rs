@@ -87,6 +87,10 @@ pub enum Command {
         /// With `--storage rbd`, the volumes are rolled back to the backup's snapshots.
         #[command(flatten)]
         storage: StorageArgs,
+        /// For a backup of a PostgreSQL database: the new, empty database to restore it into
+        /// (`pg_restore`). A SQLite backup restores into the data directory.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
     /// Check that the database and the volume store agree: every volume row has its file (or
     /// RBD image), every disk, image and snapshot its volume, every stored volume a row.

@@ -133,13 +133,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report_missing(&copied.missing);
                 Some(storage)
             } else {
-                let copied = backup::backup(&database, &db.data_dir, &dest).await?;
+                let copied =
+                    backup::backup(&database, &db.database_url(), &db.data_dir, &dest).await?;
                 println!(
                     "backed up the database and {} volumes ({} bytes of data) into {}",
                     copied.volumes,
                     copied.bytes,
                     dest.display()
                 );
+                report_missing(&copied.missing);
                 None
             };
             if keep.prunes() {
@@ -161,7 +163,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             src,
             data_dir,
             storage,
+            database_url,
         } => {
+            // A PostgreSQL backup's database goes into an empty database, checked first.
+            let postgres = if src.join(rbd_backup::PG_DUMP).exists() {
+                let url = database_url.context(
+                    "this backup holds a PostgreSQL database: give --database-url of a new, \
+                     empty database to restore it into",
+                )?;
+                let database = open_existing_database(&url).await?;
+                backup::postgres_restorable(&src, &database).await?;
+                Some((database, url))
+            } else {
+                anyhow::ensure!(
+                    database_url.is_none(),
+                    "this backup holds a SQLite database, which restores into the data \
+                     directory: leave --database-url out"
+                );
+                None
+            };
+            let source = src.clone();
             let copied = if storage.backend == StorageBackend::Rbd {
                 let storage = open_storage(&storage, &data_dir)?;
                 tokio::task::spawn_blocking(move || {
@@ -171,6 +192,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 tokio::task::spawn_blocking(move || backup::restore(&src, &data_dir)).await??
             };
+            if let Some((database, url)) = postgres {
+                backup::restore_postgres(&source, &database, &url).await?;
+                println!("restored the PostgreSQL database");
+            }
             println!(
                 "restored the database and {} volumes ({} bytes of data)",
                 copied.volumes, copied.bytes

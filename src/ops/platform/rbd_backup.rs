@@ -133,7 +133,11 @@ pub async fn backup(
 /// Copies the database into `dest` in one transaction; the volume files the copy names (on
 /// PostgreSQL, those the live database names once the dump is done: a superset of the dump's,
 /// as volumes deleted meanwhile are simply gone).
-async fn copy_database(db: &Db, database_url: &str, dest: &Path) -> anyhow::Result<Vec<String>> {
+pub(super) async fn copy_database(
+    db: &Db,
+    database_url: &str,
+    dest: &Path,
+) -> anyhow::Result<Vec<String>> {
     match db.backend() {
         Backend::Sqlite => {
             let copy_path = dest.join(DATABASE);
@@ -150,23 +154,10 @@ async fn copy_database(db: &Db, database_url: &str, dest: &Path) -> anyhow::Resu
             Ok(files)
         }
         Backend::Postgres => {
-            // The password goes to pg_dump in its environment, never on its command line
-            // (which every local user can read).
-            let mut url = url::Url::parse(database_url).context("the database URL")?;
-            let password = url.password().map(str::to_string);
-            let _ = url.set_password(None);
-            let mut command = tokio::process::Command::new("pg_dump");
+            let mut command = pg_command("pg_dump", database_url)?;
             command
                 .args(["--format=custom", "--no-owner", "--file"])
-                .arg(dest.join(PG_DUMP))
-                .arg("--dbname")
-                .arg(url.as_str());
-            if let Some(password) = password {
-                let password = percent_encoding::percent_decode_str(&password)
-                    .decode_utf8_lossy()
-                    .into_owned();
-                command.env("PGPASSWORD", password);
-            }
+                .arg(dest.join(PG_DUMP));
             let out = command
                 .output()
                 .await
@@ -181,6 +172,26 @@ async fn copy_database(db: &Db, database_url: &str, dest: &Path) -> anyhow::Resu
                 .await?)
         }
     }
+}
+
+/// `tool` (`pg_dump`, `pg_restore`) on the database at `database_url`. The password goes to it
+/// in its environment, never on its command line (which every local user can read).
+pub(super) fn pg_command(
+    tool: &str,
+    database_url: &str,
+) -> anyhow::Result<tokio::process::Command> {
+    let mut url = url::Url::parse(database_url).context("the database URL")?;
+    let password = url.password().map(str::to_string);
+    let _ = url.set_password(None);
+    let mut command = tokio::process::Command::new(tool);
+    command.arg("--dbname").arg(url.as_str());
+    if let Some(password) = password {
+        let password = percent_encoding::percent_decode_str(&password)
+            .decode_utf8_lossy()
+            .into_owned();
+        command.env("PGPASSWORD", password);
+    }
+    Ok(command)
 }
 
 /// Restores the RBD backup in `src`: rolls its volumes back to their snapshots in `storage`'s

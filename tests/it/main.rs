@@ -49,6 +49,7 @@ mod node_proof;
 mod nodes;
 mod panel;
 mod panel_ops;
+mod partition;
 mod provenance;
 mod qemu_driver;
 mod qemu_servers;

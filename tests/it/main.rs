@@ -47,6 +47,7 @@ mod login_throttling;
 mod metrics;
 mod node_proof;
 mod nodes;
+mod osd_restart;
 mod panel;
 mod panel_ops;
 mod partition;

@@ -1,7 +1,8 @@
 //! The audit trail, and the only module that writes `audit_events`.
 //!
 //! One row for each call of an operation that changes something (`write` in `operations!`:
-//! its entry point records the call once the operation has returned, whatever the outcome),
+//! whatever the outcome; written by the transaction that makes the change, as it commits, and
+//! completed once the operation has returned: [`CallRecord`]),
 //! for each command-line command that changes something (`customer add`, `customer
 //! set-quota`, `billing-entity add`), for each failed login and for each interactive console
 //! opened (`ops::server::console`: `OpenScreenConsole`, `OpenSerialConsole`). A row says when, which customer
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
+use sqlx::AnyConnection;
 use tokio::sync::mpsc;
 
 use super::wire::{StructType, Timestamp, WireType};
@@ -32,7 +34,6 @@ use crate::db::{Db, Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::state::AppState;
 use crate::wire_struct;
-use sqlx::AnyConnection;
 
 /// Through what a call came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -61,6 +61,10 @@ have chromedriver || need_guest+=(chromium-driver)
 have ceph-mon || [ -x /usr/bin/ceph-mon ] || need_guest+=(ceph-mon)
 have ceph-osd || [ -x /usr/bin/ceph-osd ] || need_guest+=(ceph-osd)
 have rbd || need_guest+=(ceph-common)
+# Image hygiene (tests/it/hygiene_engine.rs): libguestfs's guestfish and its appliance, and
+# mkfs.xfs for the XFS test image.
+have guestfish || need_guest+=(libguestfs-tools)
+have mkfs.xfs || [ -x /usr/sbin/mkfs.xfs ] || need_guest+=(xfsprogs)
 # QEMU's rbd driver, of the installed QEMU's version (installed with QEMU below otherwise).
 need_rbd_driver=0
 if have qemu-system-x86_64 && ! compgen -G '/usr/lib/*/qemu/block-rbd.so' >/dev/null; then
@@ -95,6 +99,13 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ ${#need_guest[@]}
             "qemu-block-extra=$version" 2>/dev/null \
         || as_root apt-get install -y -qq --allow-downgrades "qemu-system-x86=$version" "qemu-utils=$version"
     fi
+fi
+
+# libguestfs builds its appliance (supermin) at its first launch: once here, so that no test
+# pays for it. TCG, as KVM aborts in nested hosts.
+if have guestfish && ! compgen -G "/var/tmp/.guestfs-$(id -u)/appliance.d/kernel" >/dev/null; then
+    LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg libguestfs-test-tool >/dev/null 2>&1 \
+        || echo "libguestfs-test-tool failed: the hygiene tests will fail" >&2
 fi
 
 # The book (docs/): tests/it/book.rs builds it with mdbook, at this version, and checks its links.

@@ -10,6 +10,12 @@
 //! reports into a [`Progress`]; which images are checked, who may clean them and where the
 //! reports are kept is `ops::storage::hygiene`'s business.
 
+mod accounts;
+mod clean;
+mod inventory;
+mod session;
+mod tree;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -113,10 +119,70 @@ pub enum HygieneError {
     Unreadable(String),
     #[error("cancelled")]
     Cancelled,
+    /// A path given to [`CleanOp::RemovePaths`] is not absolute, has `..`, or leads through a
+    /// symbolic link in the image (which could take the removal elsewhere): nothing was
+    /// changed by it. Bad input, the caller's to show.
+    #[error("invalid path to remove: {0}")]
+    InvalidPath(String),
     /// libguestfs itself is missing or broken on this node: the operator's problem, not the
     /// image's.
     #[error("the image checker is not available on this node: {0}")]
     Unavailable(String),
+}
+
+impl FindingCode {
+    /// High: lets one server made from the image log in to, or impersonate, another.
+    /// Medium: gives away what the image maker did (histories, logs) or makes servers look
+    /// alike (machine-id). Low: the rest, and the missing first-boot agent, a warning.
+    pub fn severity(self) -> Severity {
+        use FindingCode::*;
+        match self {
+            PasswordHash | EmptyPassword | AuthorizedKeys | SshHostKeys => Severity::High,
+            Logs | ShellHistory | MachineId => Severity::Medium,
+            CloudInitState | DhcpLeases | PersistentNetRules | TmpFiles | NoFirstBootAgent => {
+                Severity::Low
+            }
+        }
+    }
+
+    /// The stable wire name, e.g. `PASSWORD_HASH`.
+    pub fn code(self) -> &'static str {
+        use FindingCode::*;
+        match self {
+            PasswordHash => "PASSWORD_HASH",
+            EmptyPassword => "EMPTY_PASSWORD",
+            AuthorizedKeys => "AUTHORIZED_KEYS",
+            SshHostKeys => "SSH_HOST_KEYS",
+            Logs => "LOGS",
+            ShellHistory => "SHELL_HISTORY",
+            MachineId => "MACHINE_ID",
+            CloudInitState => "CLOUD_INIT_STATE",
+            DhcpLeases => "DHCP_LEASES",
+            PersistentNetRules => "PERSISTENT_NET_RULES",
+            TmpFiles => "TMP_FILES",
+            NoFirstBootAgent => "NO_FIRST_BOOT_AGENT",
+        }
+    }
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    /// The highest severity found, `None` when clean.
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: 768,
+            timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 impl CleanOp {
@@ -142,8 +208,7 @@ pub fn check(
     limits: Limits,
     progress: &Progress,
 ) -> Result<Report, HygieneError> {
-    let _ = (volume, limits, progress);
-    Err(HygieneError::Unavailable("the engine is being built".into()))
+    clean::run(volume, None, limits, progress)
 }
 
 /// Cleans the raw image at `volume` in place (a copy the caller made; the original is never
@@ -154,6 +219,63 @@ pub fn clean(
     limits: Limits,
     progress: &Progress,
 ) -> Result<Report, HygieneError> {
-    let _ = (volume, ops, limits, progress);
-    Err(HygieneError::Unavailable("the engine is being built".into()))
+    for op in ops {
+        if let CleanOp::RemovePaths(paths) = op {
+            for p in paths {
+                validate_path(p)?;
+            }
+        }
+    }
+    clean::run(volume, Some(ops), limits, progress)
+}
+
+/// A path [`CleanOp::RemovePaths`] accepts: absolute, not `/`, no `.` or `..` part, no NUL,
+/// at most 4096 bytes. What the ops layer checks before queuing a clean.
+pub fn validate_path(path: &str) -> Result<(), HygieneError> {
+    let bad = |why: &str| Err(HygieneError::InvalidPath(format!("{path:?}: {why}")));
+    if !path.starts_with('/') {
+        return bad("not absolute");
+    }
+    if path.len() > 4096 || path.contains('\0') {
+        return bad("too long, or with a NUL byte");
+    }
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if parts.is_empty() {
+        return bad("the whole file system");
+    }
+    if parts.iter().any(|c| *c == "." || *c == "..") {
+        return bad("has a . or .. part");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_to_remove_are_absolute_and_plain() {
+        assert!(validate_path("/root/test.sh").is_ok());
+        assert!(validate_path("/opt/my tests/").is_ok());
+        for bad in ["root/x", "/", "//", "/a/../etc", "/a/./b", "/a\0b"] {
+            assert!(
+                matches!(validate_path(bad), Err(HygieneError::InvalidPath(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn wire_names_are_serde_names() {
+        for code in [
+            FindingCode::PasswordHash,
+            FindingCode::NoFirstBootAgent,
+            FindingCode::TmpFiles,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::String(code.code().into())
+            );
+        }
+    }
 }

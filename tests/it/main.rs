@@ -34,6 +34,7 @@ mod fsmaker;
 mod full_disk;
 mod fuzz;
 mod guest_network;
+mod hygiene_engine;
 mod image_formats;
 mod image_jobs;
 mod images;

@@ -45,6 +45,9 @@ pub(crate) struct GuestDisk {
     init: String,
     append: String,
     files: Vec<(String, u32, Vec<u8>)>,
+    /// Files and links of the root file system on the disk (beside `/etc/hostname`).
+    root_files: Vec<(String, u32, Vec<u8>)>,
+    root_links: Vec<(String, String)>,
     /// Modules loaded after the network drivers, in this order.
     modules: Vec<&'static str>,
 }
@@ -55,6 +58,8 @@ impl GuestDisk {
             init: init.to_string(),
             append: String::new(),
             files: Vec::new(),
+            root_files: Vec::new(),
+            root_links: Vec::new(),
             modules: Vec::new(),
         }
     }
@@ -75,6 +80,23 @@ impl GuestDisk {
     /// A file of the initramfs, at `path` (relative; its directories are made).
     pub(crate) fn file(mut self, path: &str, mode: u32, bytes: impl Into<Vec<u8>>) -> GuestDisk {
         self.files.push((path.to_string(), mode, bytes.into()));
+        self
+    }
+
+    /// A file of the disk's root file system, at `path` (relative).
+    pub(crate) fn root_file(
+        mut self,
+        path: &str,
+        mode: u32,
+        bytes: impl Into<Vec<u8>>,
+    ) -> GuestDisk {
+        self.root_files.push((path.to_string(), mode, bytes.into()));
+        self
+    }
+
+    /// A symbolic link of the disk's root file system, at `path` (relative).
+    pub(crate) fn root_link(mut self, path: &str, target: &str) -> GuestDisk {
+        self.root_links.push((path.to_string(), target.to_string()));
         self
     }
 
@@ -118,6 +140,33 @@ impl GuestDisk {
             "32M",
             &[("etc/hostname", b"guest\n")],
         );
+        if !self.root_files.is_empty() || !self.root_links.is_empty() {
+            // The same tree with more in it, made again.
+            let root = dir.join(format!("{name}-fs.root"));
+            for (path, mode, bytes) in &self.root_files {
+                let p = root.join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, bytes).unwrap();
+                std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+                    .unwrap();
+            }
+            for (path, target) in &self.root_links {
+                let p = root.join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::os::unix::fs::symlink(target, &p).unwrap();
+            }
+            crate::support::tools::run_tool(
+                "mkfs.ext4",
+                &[
+                    "-q",
+                    "-F",
+                    "-d",
+                    root.to_str().unwrap(),
+                    fs.to_str().unwrap(),
+                    "32M",
+                ],
+            );
+        }
         let disk = dir.join(format!("{name}.img"));
         let out = output(
             fsmaker()

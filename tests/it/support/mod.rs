@@ -9,7 +9,7 @@
 //! submodules: the demo catalogue's ids and sizes ([`catalogue`]), the server's database and
 //! the volume files behind disks, images and snapshots ([`server_db`]), FetchDisk and what it
 //! fetches from ([`fetch_disk`], [`image_server`], [`ftp_server`], [`tls`]), images and servers
-//! ([`images`]), QEMU boot media ([`boot_media`]), real Linux guests ([`guest`]), the
+//! ([`images`]), QEMU boot media ([`boot_media`]), real Linux guests ([`guest`]), images for the hygiene checks ([`hygiene_images`]), the
 //! tool-chain binaries ([`tools`]) and a real browser for the control panel ([`browser`]).
 
 pub mod boot_media;
@@ -19,6 +19,7 @@ pub mod ceph;
 pub mod fetch_disk;
 pub mod ftp_server;
 pub mod guest;
+pub mod hygiene_images;
 pub mod image_server;
 pub mod images;
 pub mod in_process;

@@ -4,11 +4,16 @@
 # from Debian's packages (ceph-mon, ceph-osd, ceph-common; 16.2). The test suite starts it
 # (tests/it/support/ceph.rs), and so does benches/rbd.sh.
 #
-#   scripts/ceph-test-cluster.sh DIR [--cephx]
+#   scripts/ceph-test-cluster.sh DIR [--cephx] [--bluestore]
 #
 # With --cephx the cluster authenticates with cephx: DIR/admin.keyring holds client.admin's key
 # (every cap), which ceph.conf names, so clients given only `--conf` act as admin; other users
 # are made with `ceph auth get-or-create`.
+#
+# With --bluestore the OSD keeps its data in BlueStore on a sparse file (DIR/osd/osd.0/block,
+# 4 GiB at most) instead of its memory, so that it survives a restart: SIGUSR1 to the script
+# kills the OSD (-9, as a crash) and starts it again, and the script goes on. (A memstore OSD
+# would come back empty, so without --bluestore SIGUSR1 only kills the OSD and the cluster.)
 #
 # DIR (made if absent; it must not hold a cluster already) receives ceph.conf, the monitor's
 # store, the run directory (admin sockets) and the logs (log/). Once the OSD is up the script
@@ -25,9 +30,16 @@
 # retries for 5 minutes.
 set -euo pipefail
 
-dir=${1:?usage: scripts/ceph-test-cluster.sh DIR [--cephx]}
+dir=${1:?usage: scripts/ceph-test-cluster.sh DIR [--cephx] [--bluestore]}
 auth=none
-[ "${2:-}" = --cephx ] && auth=cephx
+store=memstore
+for option in "${@:2}"; do
+    case $option in
+    --cephx) auth=cephx ;;
+    --bluestore) store=bluestore ;;
+    *) echo "unknown option $option" >&2; exit 2 ;;
+    esac
+done
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 conf=$dir/ceph.conf
@@ -97,8 +109,11 @@ log file = $dir/log/\$name.log
 admin socket = $dir/run/\$name.asok
 mon data = $dir/mon/\$name
 osd data = $dir/osd/\$name
-osd objectstore = memstore
+osd objectstore = $store
 memstore device bytes = 8589934592
+bluestore block size = 4294967296
+bluestore cache size = 67108864
+osd memory target = 536870912
 [mon]
 keyring = $dir/mon/\$name/keyring
 [osd]
@@ -146,6 +161,7 @@ fi
 timeout 60 ceph-osd --conf "$conf" --mkfs -i 0 >"$dir/log/osd.0.mkfs" 2>&1 ||
     fail "ceph-osd --mkfs failed (Debian package ceph-osd)"
 daemon osd.0 ceph-osd -i 0
+osd_pid=$!
 
 deadline=$((SECONDS + 120))
 until ceph_cmd osd stat 2>/dev/null | grep -q '1 up'; do
@@ -158,6 +174,22 @@ done
 
 echo "ready $conf"
 
-# Until killed. `wait -n` also returns when a trapped signal arrives (the trap then exits).
-wait -n "${pids[@]}" || true
-fail "a daemon exited; the cluster is gone"
+restart=0
+trap 'restart=1' USR1
+# Until killed. `wait -n` also returns when a trapped signal arrives (TERM and INT then exit;
+# USR1 restarts the OSD).
+while true; do
+    wait -n "${pids[@]}" || true
+    if [ "$restart" = 1 ]; then
+        restart=0
+        kill -KILL "$osd_pid" 2>/dev/null || true
+        wait "$osd_pid" 2>/dev/null || true
+        [ "$store" = bluestore ] || fail "the OSD was killed: its memstore data is gone"
+        pids=("${pids[0]}")
+        daemon osd.0 ceph-osd -i 0
+        osd_pid=$!
+        echo "osd.0 restarted" >>"$dir/log/restarts"
+        continue
+    fi
+    fail "a daemon exited; the cluster is gone"
+done

@@ -14,6 +14,8 @@ have xorriso || missing+=(xorriso)
 have nasm || missing+=(nasm)
 have grub-mkimage && [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
 have mkfs.ext4 || missing+=(e2fsprogs)
+# The full-disk test (tests/it/full_disk.rs) mounts a file system from a file and fills it.
+have fallocate && have losetup || missing+=(util-linux mount)
 have vsftpd || [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
 # The node-soap client test (tests/it/soap_versions.rs): Node.js and npm.
 have node || missing+=(nodejs)

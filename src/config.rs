@@ -66,6 +66,15 @@ pub enum Command {
         /// With `--storage rbd`, the volumes are kept as snapshots in their pool.
         #[command(flatten)]
         storage: StorageArgs,
+        /// Once the backup is made, remove the other backups in DEST's folder beyond the newest
+        /// N (this one counts). Only folders `extility backup` made are touched; with
+        /// `--storage rbd`, a removed backup's snapshots go too.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        prune_keep: Option<u32>,
+        /// Once the backup is made, remove the other backups in DEST's folder older than AGE
+        /// (`30d`, `12h`, `2w`). With `--prune-keep`, a backup goes when either says so.
+        #[arg(long, value_name = "AGE")]
+        prune_older_than: Option<String>,
     },
     /// Restore a backup made by `extility backup` into a data directory with no database and
     /// no node serving from it.
@@ -78,6 +87,10 @@ pub enum Command {
         /// With `--storage rbd`, the volumes are rolled back to the backup's snapshots.
         #[command(flatten)]
         storage: StorageArgs,
+        /// For a backup of a PostgreSQL database: the new, empty database to restore it into
+        /// (`pg_restore`). A SQLite backup restores into the data directory.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
     /// Check that the database and the volume store agree: every volume row has its file (or
     /// RBD image), every disk, image and snapshot its volume, every stored volume a row.

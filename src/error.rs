@@ -134,6 +134,16 @@ pub enum ApiError {
         reserve: u64,
     },
 
+    /// The node's volume file system filled up while an image was written into it: what was
+    /// written is removed, and the file system was taken no lower than the reserve
+    /// (`--min-free-space`) when the node's own writing filled it.
+    #[error(
+        "this node's volume storage is full: the image's first {written} bytes took it down \
+         to the {reserve} bytes it keeps in reserve; what was written is removed. Free space \
+         on the node (or fetch to another) and retry"
+    )]
+    StorageFull { written: u64, reserve: u64 },
+
     /// An xz stream or a zstd frame asks for more decoder memory (its dictionary or window)
     /// than the server allows (`--max-decompression-memory`).
     #[error(
@@ -266,6 +276,7 @@ impl ApiError {
             ApiError::ImageTooLarge { .. } => "IMAGE_TOO_LARGE",
             ApiError::UnsafeImage(_) => "UNSAFE_IMAGE",
             ApiError::ConversionSpace { .. } => "INSUFFICIENT_STORAGE",
+            ApiError::StorageFull { .. } => "INSUFFICIENT_STORAGE",
             ApiError::DecompressionLimit { .. } => "DECOMPRESSION_LIMIT",
             ApiError::FetchRefused(_) => "FETCH_REFUSED",
             ApiError::ImageNotClean { .. } => "IMAGE_NOT_CLEAN",

@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 
+use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
 use extility::config::{
@@ -8,7 +9,7 @@ use extility::config::{
 use extility::ops::accounts::quota::{self, QuotaChange, QuotaName};
 use extility::ops::{
     accounts::billing, accounts::customer, audit, platform::backup, platform::node,
-    platform::rbd_backup,
+    platform::prune, platform::rbd_backup,
 };
 use extility::startup::{
     Application, open_database, open_existing_database, open_storage, parse_quota,
@@ -97,35 +98,91 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Backup { dest, db, storage } => {
+        Command::Backup {
+            dest,
+            db,
+            storage,
+            prune_keep,
+            prune_older_than,
+        } => {
+            // The rule is checked before anything is copied.
+            let keep = prune::Keep {
+                newest: prune_keep.map(|n| n as usize),
+                younger_than: prune_older_than
+                    .as_deref()
+                    .map(prune::parse_age)
+                    .transpose()
+                    .context("--prune-older-than")?,
+            };
             let database = open_existing_database(&db.database_url()).await?;
-            if storage.backend == StorageBackend::Rbd {
+            let rbd = if storage.backend == StorageBackend::Rbd {
                 let storage = open_storage(&storage, &db.data_dir)?;
-                let copied =
-                    rbd_backup::backup(&database, &db.database_url(), storage, &db.data_dir, &dest)
-                        .await?;
+                let copied = rbd_backup::backup(
+                    &database,
+                    &db.database_url(),
+                    storage.clone(),
+                    &db.data_dir,
+                    &dest,
+                )
+                .await?;
                 println!(
                     "backed up the database and {} volumes (RBD snapshots) into {}",
                     copied.volumes,
                     dest.display()
                 );
                 report_missing(&copied.missing);
-                return Ok(());
+                Some(storage)
+            } else {
+                let copied =
+                    backup::backup(&database, &db.database_url(), &db.data_dir, &dest).await?;
+                println!(
+                    "backed up the database and {} volumes ({} bytes of data) into {}",
+                    copied.volumes,
+                    copied.bytes,
+                    dest.display()
+                );
+                report_missing(&copied.missing);
+                None
+            };
+            if keep.prunes() {
+                let pruned =
+                    tokio::task::spawn_blocking(move || prune::prune(&dest, keep, rbd.as_deref()))
+                        .await??;
+                for removed in &pruned.removed {
+                    println!("pruned the backup {}", removed.display());
+                }
+                println!(
+                    "pruning removed {} backups and kept {} besides this one",
+                    pruned.removed.len(),
+                    pruned.kept
+                );
             }
-            let copied = backup::backup(&database, &db.data_dir, &dest).await?;
-            println!(
-                "backed up the database and {} volumes ({} bytes of data) into {}",
-                copied.volumes,
-                copied.bytes,
-                dest.display()
-            );
             Ok(())
         }
         Command::Restore {
             src,
             data_dir,
             storage,
+            database_url,
         } => {
+            // A PostgreSQL backup's database goes into an empty database, checked first.
+            let postgres = if src.join(rbd_backup::PG_DUMP).exists() {
+                let url = database_url.context(
+                    "this backup holds a PostgreSQL database: give --database-url of a new, \
+                     empty database to restore it into",
+                )?;
+                let database = open_existing_database(&url).await?;
+                backup::postgres_restorable(&src, &database).await?;
+                Some((database, url))
+            } else {
+                anyhow::ensure!(
+                    database_url.is_none(),
+                    "this backup holds a SQLite database, which restores into the data \
+                     directory: leave --database-url out"
+                );
+                None
+            };
+            let source = src.clone();
             let copied = if storage.backend == StorageBackend::Rbd {
                 let storage = open_storage(&storage, &data_dir)?;
                 tokio::task::spawn_blocking(move || {
@@ -135,6 +192,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 tokio::task::spawn_blocking(move || backup::restore(&src, &data_dir)).await??
             };
+            if let Some((database, url)) = postgres {
+                backup::restore_postgres(&source, &database, &url).await?;
+                println!("restored the PostgreSQL database");
+            }
             println!(
                 "restored the database and {} volumes ({} bytes of data)",
                 copied.volumes, copied.bytes

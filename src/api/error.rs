@@ -44,6 +44,7 @@ pub fn error_type(err: &ApiError) -> &'static str {
         | ApiError::Storage(_)
         | ApiError::InsufficientStorage { .. }
         | ApiError::ConversionSpace { .. }
+        | ApiError::StorageFull { .. }
         | ApiError::DatabaseUnavailable(_)
         | ApiError::Internal(_) => "ServerException",
     }
@@ -80,9 +81,9 @@ pub fn http_status(err: &ApiError) -> StatusCode {
         // The source was too slow or too flaky for the fetch's budgets: the upstream's fault.
         ApiError::FetchTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         // The node's own disk is short of space: the platform's trouble, not the caller's.
-        ApiError::InsufficientStorage { .. } | ApiError::ConversionSpace { .. } => {
-            StatusCode::INSUFFICIENT_STORAGE
-        }
+        ApiError::InsufficientStorage { .. }
+        | ApiError::ConversionSpace { .. }
+        | ApiError::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
         // The database is out of reach: the same call may succeed in a few seconds.
         ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::Interrupted(_)

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
@@ -44,20 +45,41 @@ const POSTGRES_POOL: u32 = 16;
 const LEASE_POOL: u32 = 4;
 
 /// A write transaction. It reads and writes like the connection it holds (`&mut tx` is a
-/// `&mut AnyConnection`), and runs what was registered with [`Tx::after_commit`] once it has
-/// committed: a job queued in it wakes the workers exactly when it exists for them.
+/// `&mut AnyConnection`), writes what was registered with [`Tx::before_commit`] as its last
+/// statements, and runs what was registered with [`Tx::after_commit`] once it has committed:
+/// a job queued in it wakes the workers exactly when it exists for them.
 pub struct Tx {
     inner: Transaction<'static, Any>,
+    before_commit: Vec<BeforeCommit>,
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
 }
 
+/// Statements a transaction runs last, inside itself, when it commits.
+pub type BeforeCommit =
+    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<(), sqlx::Error>> + Send>;
+
 impl Tx {
+    /// Runs `f` on the transaction's connection when [`Tx::commit`] is called, before the
+    /// commit: what it writes commits with the rest or not at all, and its error is the
+    /// commit's (the transaction then rolls back). Never run if the transaction is dropped.
+    pub fn before_commit(
+        &mut self,
+        f: impl for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<(), sqlx::Error>>
+        + Send
+        + 'static,
+    ) {
+        self.before_commit.push(Box::new(f));
+    }
+
     /// Runs `f` after this transaction commits; never if it rolls back.
     pub fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
         self.after_commit.push(Box::new(f));
     }
 
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        for f in std::mem::take(&mut self.before_commit) {
+            f(&mut self.inner).await?;
+        }
         self.inner.commit().await?;
         for f in self.after_commit {
             f();
@@ -281,6 +303,7 @@ impl Db {
         };
         Ok(Tx {
             inner,
+            before_commit: Vec::new(),
             after_commit: Vec::new(),
         })
     }

@@ -36,6 +36,11 @@ pub enum FetchError {
         compression: &'static str,
         limit: u64,
     },
+    /// The staging file system filled up (or reached its reserve) after `written` bytes.
+    StorageFull {
+        written: u64,
+        reserve: u64,
+    },
     /// Writing or reading the staged file failed.
     Storage(String),
     Cancelled,
@@ -100,6 +105,10 @@ impl FetchError {
                     limit: *limit,
                 }
             }
+            FetchError::StorageFull { written, reserve } => FetchError::StorageFull {
+                written: *written,
+                reserve: *reserve,
+            },
             FetchError::Storage(m) => FetchError::Storage(m.clone()),
             FetchError::Cancelled => FetchError::Cancelled,
             FetchError::Internal(err) => FetchError::Internal(anyhow::anyhow!("{err:#}")),
@@ -161,6 +170,9 @@ impl From<FetchError> for ApiError {
             },
             FetchError::DecompressionLimit { compression, limit } => {
                 ApiError::DecompressionLimit { compression, limit }
+            }
+            FetchError::StorageFull { written, reserve } => {
+                ApiError::StorageFull { written, reserve }
             }
             FetchError::Storage(m) => ApiError::Storage(m),
             FetchError::Cancelled => ApiError::Cancelled,

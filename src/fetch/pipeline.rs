@@ -146,12 +146,14 @@ pub struct Stages {
 
 /// Starts the stages writing into `file`; returns the downloader's end and the stages. The
 /// decompressor may use `decompression_memory` bytes and read at most `max_padding` bytes
-/// without producing image bytes (see [`decode`]).
+/// without producing image bytes (see [`decode`]). The writer keeps `reserve` bytes of the
+/// file's file system free (see [`write_stage`]).
 pub fn start(
     file: File,
     disk_size: u64,
     decompression_memory: u64,
     max_padding: u64,
+    reserve: u64,
     checksum: &Checksum,
     progress: Arc<Progress>,
 ) -> io::Result<(Arc<Wire>, Stages)> {
@@ -194,7 +196,7 @@ pub fn start(
         let cancel = cancel.clone();
         std::thread::Builder::new()
             .name("fetch-write".into())
-            .spawn(move || write_stage(file, hashed_rx, pool_tx, cancel))?
+            .spawn(move || write_stage(file, reserve, hashed_rx, pool_tx, cancel))?
     };
     let wire = Arc::new(Wire {
         tx: wire_tx,
@@ -454,21 +456,52 @@ fn hash_stage(
     Ok(hasher.finish()?)
 }
 
+/// How many bytes the writer writes between two looks at its file system's free space: the
+/// most it may take the file system below the reserve if something else fills it meanwhile.
+const SPACE_CHECK_EVERY: u64 = 4 << 20;
+
+/// Writes thinly into `file`, never taking its file system below `reserve` bytes free: it
+/// stops with `StorageFull` before a write could, so that the node's database and everything
+/// else on that file system still have room (and with `StorageFull` too when the file system
+/// fills up under it anyway).
 fn write_stage(
     file: File,
+    reserve: u64,
     input: Receiver<Vec<u8>>,
     pool: SyncSender<Vec<u8>>,
     cancel: CancellationToken,
 ) -> StageResult<SparseStats> {
-    let storage_error =
-        |e: io::Error| FetchError::Storage(format!("writing the image failed: {e}"));
+    let probe = file
+        .try_clone()
+        .map_err(|e| FetchError::Storage(format!("opening the staged file: {e}")))?;
+    let mut written: u64 = 0;
+    let error = |written: u64| {
+        move |e: io::Error| match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                FetchError::StorageFull { written, reserve }
+            }
+            _ => FetchError::Storage(format!("writing the image failed: {e}")),
+        }
+    };
     let mut writer = SparseWriter::new(file);
+    let mut since_check = SPACE_CHECK_EVERY;
     for buf in input {
         cancelled(&cancel)?;
-        writer.write(&buf).map_err(storage_error)?;
+        if since_check >= SPACE_CHECK_EVERY {
+            since_check = 0;
+            let stats = rustix::fs::fstatvfs(&probe)
+                .map_err(|e| FetchError::Storage(format!("checking free space: {e}")))?;
+            let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+            if free < reserve.saturating_add(SPACE_CHECK_EVERY) {
+                return Err(FetchError::StorageFull { written, reserve }.into());
+            }
+        }
+        writer.write(&buf).map_err(error(written))?;
+        written += buf.len() as u64;
+        since_check += buf.len() as u64;
         // The pool has room for every buffer; a full or closed pool just drops this one.
         let _ = pool.try_send(buf);
     }
-    let (_file, stats) = writer.finish().map_err(storage_error)?;
+    let (_file, stats) = writer.finish().map_err(error(written))?;
     Ok(stats)
 }

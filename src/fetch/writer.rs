@@ -32,7 +32,8 @@ pub struct FetchPolicy {
     /// The fetch's budgets (`--fetch-*`); one that runs out fails with `FETCH_TIMEOUT`.
     pub limits: FetchLimits,
     /// Bytes the staging file system keeps free (`--min-free-space`): a conversion that could
-    /// take it below fails with `INSUFFICIENT_STORAGE` before it starts.
+    /// take it below fails with `INSUFFICIENT_STORAGE` before it starts, and a download that
+    /// would stops there with the same code.
     pub min_free_space: u64,
 }
 
@@ -118,6 +119,7 @@ async fn download_into(
         max_size,
         policy.max_decompression_memory,
         policy.limits.max_padding,
+        policy.min_free_space,
         checksum,
         progress.clone(),
     );

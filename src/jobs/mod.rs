@@ -246,7 +246,19 @@ impl JobQueue {
     /// Cancels a job of the customer: one that has not started is cancelled at once; a
     /// running one is asked to stop (here at once, on another node at its next heartbeat).
     pub async fn cancel(&self, job_id: i64, customer_id: i64) -> ApiResult<CancelRequest> {
-        let outcome = queue::request_cancel(self.db(), job_id, customer_id).await?;
+        let tx = self.db().begin_write().await?;
+        self.cancel_in(tx, job_id, customer_id).await
+    }
+
+    /// [`Jobs::cancel`] in a write transaction the caller began (and this commits): the
+    /// operation's own, which carries its audit row.
+    pub async fn cancel_in(
+        &self,
+        tx: Tx,
+        job_id: i64,
+        customer_id: i64,
+    ) -> ApiResult<CancelRequest> {
+        let outcome = queue::request_cancel(tx, job_id, customer_id).await?;
         match outcome {
             CancelRequest::Requested => {
                 if let Some(progress) = self.0.running.lock().unwrap().get(&job_id) {

@@ -464,8 +464,8 @@ pub enum CancelRequest {
 /// Cancels a job that has not started, or asks a running one to stop. Each is one conditional
 /// UPDATE, so a claim at the same instant either comes first (the job runs and is asked to
 /// stop) or finds the job cancelled; a claimed job is never marked cancelled while it runs.
-pub async fn request_cancel(db: &Db, job_id: i64, customer_id: i64) -> ApiResult<CancelRequest> {
-    let mut tx = db.begin_write().await?;
+/// Both are made in `tx`, which this commits (with whatever else it carries).
+pub async fn request_cancel(mut tx: Tx, job_id: i64, customer_id: i64) -> ApiResult<CancelRequest> {
     let cancelled = sqlx::query(
         "UPDATE jobs SET status = $1, cancel_requested = 1, finished = $2, \
          phase = 'cancelled', error_code = $3, error_message = $4 \

@@ -1,7 +1,8 @@
 //! The audit trail, and the only module that writes `audit_events`.
 //!
 //! One row for each call of an operation that changes something (`write` in `operations!`:
-//! its entry point records the call once the operation has returned, whatever the outcome),
+//! whatever the outcome; written by the transaction that makes the change, as it commits, and
+//! completed once the operation has returned: [`CallRecord`]),
 //! for each command-line command that changes something (`customer add`, `customer
 //! set-quota`, `billing-entity add`), for each failed login and for each interactive console
 //! opened (`ops::server::console`: `OpenScreenConsole`, `OpenSerialConsole`). A row says when, which customer
@@ -24,11 +25,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
+use sqlx::AnyConnection;
 use tokio::sync::mpsc;
 
 use super::wire::{StructType, Timestamp, WireType};
 use super::{Ctx, args};
-use crate::db::{Db, now_ms};
+use crate::db::{Db, Tx, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::state::AppState;
 use crate::wire_struct;
@@ -214,6 +216,7 @@ fn outcome_code<T>(outcome: &ApiResult<T>) -> &'static str {
 }
 
 /// One row of `audit_events`, about to be written.
+#[derive(Debug)]
 struct NewEvent<'a> {
     customer_id: Option<i64>,
     token_id: Option<i64>,
@@ -243,12 +246,118 @@ async fn insert(db: &Db, event: NewEvent<'_>) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// [`insert`] in the transaction of `conn`; returns the row's id.
+async fn insert_on(conn: &mut AnyConnection, event: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO audit_events \
+         (created, customer_id, operation, via, address, ids, outcome, token_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(now_ms())
+    .bind(event.customer_id)
+    .bind(event.operation)
+    .bind(event.via.as_str())
+    .bind(event.address.map(|a| a.to_string()))
+    .bind(event.ids.clone())
+    .bind(event.outcome)
+    .bind(event.token_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Completes the row `id` a call's transaction wrote with the call's outcome and ids.
+async fn complete(db: &Db, id: i64, event: &NewEvent<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE audit_events SET ids = $1, outcome = $2 WHERE id = $3")
+        .bind(event.ids.clone())
+        .bind(event.outcome)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
 /// A call of an operation that changes something, between its start and its end: what the
 /// entry points `operations!` generates for `write` operations make.
+///
+/// The row is written in the same transaction as the change: while the operation runs (in
+/// [`CallRecord::run`]), every write transaction it begins through [`Ctx::begin_write`]
+/// carries the row, and the first of them to commit writes it as its last statement (outcome
+/// `OK`, the ids of the arguments). A crash after that commit therefore never loses the row of
+/// a change made, and a row that cannot be written undoes the change (the call fails). When
+/// the operation has returned, [`CallRecord::finish`] completes that row with the outcome and
+/// the ids of the result, or, when no transaction of the call committed (it failed, or changed
+/// nothing through one), writes the row then.
 #[derive(Debug)]
 pub struct CallRecord {
     operation: &'static str,
     ids: Ids,
+}
+
+/// The row of a call in progress, which its transactions write ([`attach`]).
+struct PendingRow {
+    event: NewEvent<'static>,
+    written: std::sync::Mutex<Written>,
+}
+
+/// Which row a call's transactions wrote: `tentative` once written in a transaction not yet
+/// committed, `committed` once that transaction committed.
+#[derive(Default)]
+struct Written {
+    tentative: Option<i64>,
+    committed: Option<i64>,
+}
+
+tokio::task_local! {
+    /// The row of the `write` call this task is running, if any (none while a `read` runs).
+    static CALL: Option<Arc<PendingRow>>;
+}
+
+impl PendingRow {
+    fn committed(&self) -> Option<i64> {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .committed
+    }
+
+    /// Writes the row in the transaction about to commit, unless one of the call's
+    /// transactions already committed it.
+    async fn write_in(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        if self.committed().is_some() {
+            return Ok(());
+        }
+        let id = insert_on(conn, &self.event).await?;
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tentative = Some(id);
+        Ok(())
+    }
+
+    /// The transaction that wrote the row committed.
+    fn commit(&self) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = written.tentative.take() {
+            written.committed.get_or_insert(id);
+        }
+    }
+}
+
+/// Makes `tx` write the row of the `write` call being run, if one is, just before it commits
+/// ([`CallRecord`]); what [`Ctx::begin_write`] does to every transaction it begins.
+pub(crate) fn attach(tx: &mut Tx) {
+    let Ok(Some(row)) = CALL.try_with(Clone::clone) else {
+        return;
+    };
+    let writer = row.clone();
+    tx.before_commit(move |conn| Box::pin(async move { writer.write_in(conn).await }));
+    tx.after_commit(move || row.commit());
+}
+
+/// Runs `f` as a call that changes nothing: a transaction it begins writes no row, even
+/// inside a `write` call.
+pub async fn run_read<F: std::future::Future>(f: F) -> F::Output {
+    CALL.scope(None, f).await
 }
 
 impl CallRecord {
@@ -269,31 +378,57 @@ impl CallRecord {
         CallRecord { operation, ids }
     }
 
-    /// Writes the call's row once the operation has returned: its outcome, and the ids of
-    /// what it returned (`result_name` and `result_type` say what that is). A failure to
-    /// write is logged and does not change the call's answer: what the operation did is done.
+    /// The row as the call's caller and origin make it, with `ids` and `outcome`.
+    fn event(&self, ctx: &Ctx, ids: String, outcome: &'static str) -> NewEvent<'static> {
+        NewEvent {
+            customer_id: Some(ctx.caller.customer_id),
+            token_id: ctx.caller.token_id,
+            operation: self.operation,
+            via: ctx.origin.via,
+            address: ctx.origin.address,
+            ids,
+            outcome,
+        }
+    }
+
+    /// Runs the operation `f` with the call's row pending: the write transactions it begins
+    /// through [`Ctx::begin_write`] write it. Returns what `f` returned and the row's id if
+    /// one of them committed it.
+    pub async fn run<F: std::future::Future>(&self, ctx: &Ctx, f: F) -> (F::Output, Option<i64>) {
+        let row = Arc::new(PendingRow {
+            event: self.event(ctx, self.ids.to_string(), "OK"),
+            written: Default::default(),
+        });
+        let output = CALL.scope(Some(row.clone()), f).await;
+        (output, row.committed())
+    }
+
+    /// Completes the call's row once the operation has returned: its outcome, and the ids of
+    /// what it returned (`result_name` and `result_type` say what that is). `written` is the
+    /// row the call's transaction committed ([`CallRecord::run`]), updated when the outcome
+    /// or the ids differ; without one the row is written now. A failure to write is logged
+    /// and does not change the call's answer: what the operation did is done.
     pub async fn finish<T: serde::Serialize>(
         mut self,
         ctx: &Ctx,
         result_name: &'static str,
         result_type: &WireType,
         outcome: &ApiResult<T>,
+        written: Option<i64>,
     ) {
+        let args_ids = self.ids.to_string();
         if let Ok(result) = outcome
             && let Ok(result) = serde_json::to_value(result)
         {
             self.ids.push_result(result_name, result_type, &result);
         }
-        let event = NewEvent {
-            customer_id: Some(ctx.caller.customer_id),
-            token_id: ctx.caller.token_id,
-            operation: self.operation,
-            via: ctx.origin.via,
-            address: ctx.origin.address,
-            ids: self.ids.to_string(),
-            outcome: outcome_code(outcome),
+        let event = self.event(ctx, self.ids.to_string(), outcome_code(outcome));
+        let done = match written {
+            Some(_) if event.ids == args_ids && event.outcome == "OK" => Ok(()),
+            Some(id) => complete(&ctx.state.db, id, &event).await,
+            None => insert(&ctx.state.db, event).await,
         };
-        if let Err(err) = insert(&ctx.state.db, event).await {
+        if let Err(err) = done {
             tracing::error!(
                 operation = self.operation,
                 customer = ctx.caller.customer_id,

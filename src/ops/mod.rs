@@ -88,6 +88,16 @@ impl Ctx {
     pub fn customer_id(&self) -> i64 {
         self.caller.customer_id
     }
+
+    /// Begins a write transaction of this call: the only way an operation begins one
+    /// (`tests/it/audit.rs` checks). In a `write` call, the first such transaction to commit
+    /// writes the call's audit row as its last statement, so the change and its row commit
+    /// together or not at all ([`audit::CallRecord`]).
+    pub async fn begin_write(&self) -> Result<crate::db::Tx, sqlx::Error> {
+        let mut tx = self.state.db.begin_write().await?;
+        audit::attach(&mut tx);
+        Ok(tx)
+    }
 }
 
 operations! {

@@ -9,9 +9,10 @@
 //! typed or not, goes through one entry point, [`enter`].
 //!
 //! Each row starts with `read` or `write`: whether the operation changes something. The entry
-//! point of a `write` operation leaves one row in the audit trail (`super::audit`) once the
-//! operation has returned, whatever its outcome; a `read` one leaves none. The marker changes
-//! nothing in the WSDL or the OpenAPI document.
+//! point of a `write` operation leaves one row in the audit trail (`super::audit`), whatever
+//! its outcome: written by the transaction that makes the change, as it commits, or once the
+//! operation has returned when none did; a `read` one leaves none. The marker changes nothing
+//! in the WSDL or the OpenAPI document.
 //!
 //! # API versions
 //!
@@ -307,19 +308,23 @@ where
             _ => super::audit::CallRecord::begin(A::OPERATION, &names, &Map::new()),
         },
     });
-    let outcome = async {
+    let call = async {
         let args = match input {
             Input::Typed(args) => args,
             Input::Raw(raw) => A::decode(raw)?,
         };
         handler(ctx, args).await
-    }
-    .await
+    };
+    // A `write` call's row is written by its transaction (`audit::CallRecord::run`).
+    let (outcome, written) = match &audit {
+        Some(audit) => audit.run(ctx, call).await,
+        None => (super::audit::run_read(call).await, None),
+    };
     // The database out of reach is said as such, whoever made the error.
-    .map_err(crate::error::ApiError::classified);
+    let outcome = outcome.map_err(crate::error::ApiError::classified);
     if let Some(audit) = audit {
         audit
-            .finish(ctx, entry.result_name, &entry.result, &outcome)
+            .finish(ctx, entry.result_name, &entry.result, &outcome, written)
             .await;
     }
     count_call(A::OPERATION, ctx, &outcome, started.elapsed());

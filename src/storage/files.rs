@@ -17,6 +17,12 @@ use super::{
 };
 use crate::sparse::{SparseWriter, copy_extents_while};
 
+/// The folders a running `extility backup` holds volume files in (`backup-hold-<id>` beside
+/// `volumes`, hard links): a volume file deleted while one exists is linked into it first, so
+/// that the backup keeps the bytes of every volume its database copy can name, however long the
+/// copy takes.
+pub const BACKUP_HOLD_PREFIX: &str = "backup-hold-";
+
 pub struct FileStorage {
     volumes: PathBuf,
     staging: PathBuf,
@@ -35,6 +41,27 @@ impl FileStorage {
 
     fn new_name(format: VolumeFormat) -> String {
         format!("{}.{}", uuid::Uuid::new_v4(), format.as_str())
+    }
+
+    /// Removes the volume file `name`, after linking it into the holding folder of every
+    /// backup running ([`BACKUP_HOLD_PREFIX`]).
+    fn remove_volume_file(&self, name: &str) -> std::io::Result<()> {
+        let file = self.volumes.join(name);
+        if let Some(data_dir) = self.volumes.parent()
+            && let Ok(entries) = fs::read_dir(data_dir)
+        {
+            for hold in entries.flatten() {
+                if hold
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(BACKUP_HOLD_PREFIX)
+                {
+                    // Held already, or the backup just ended: either way nothing to keep.
+                    let _ = fs::hard_link(&file, hold.path().join(name));
+                }
+            }
+        }
+        fs::remove_file(file)
     }
 }
 
@@ -238,7 +265,7 @@ impl Storage for FileStorage {
     }
 
     fn delete(&self, volume: &VolumeFile) -> StorageResult<()> {
-        match fs::remove_file(self.path(volume)) {
+        match self.remove_volume_file(&volume.file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::io(
                 format!("deleting volume {}", volume.file),
                 e,
@@ -270,7 +297,7 @@ impl Storage for FileStorage {
                 "{name:?} is not a volume file's name"
             )));
         }
-        match fs::remove_file(self.volumes.join(name)) {
+        match self.remove_volume_file(name) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(StorageError::io(format!("deleting {name}"), e))
             }

@@ -226,6 +226,13 @@ pub trait Storage: Send + Sync + 'static {
         ))
     }
 
+    /// Removes the snapshot `snapshot` of the volume stored as `file` (a backup pruned);
+    /// `false` when the volume or the snapshot is gone already.
+    fn remove_volume_snapshot(&self, file: &str, snapshot: &str) -> StorageResult<bool> {
+        let _ = (file, snapshot);
+        Err(StorageError::Tool("this storage keeps no snapshots".into()))
+    }
+
     /// The pool the volumes are images of, for storage that has one (RBD).
     fn pool(&self) -> Option<&str> {
         None

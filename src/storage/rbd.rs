@@ -317,6 +317,12 @@ impl RbdStorage {
         }
     }
 
+    fn has_snapshot(&self, name: &str, snapshot: &str) -> bool {
+        self.rbd_json::<Vec<SnapshotInfo>>(&["snap", "ls", &self.spec(name)])
+            .map(|snapshots| snapshots.iter().any(|s| s.name == snapshot))
+            .unwrap_or(true)
+    }
+
     fn has_backup_snapshot(&self, name: &str) -> bool {
         self.rbd_json::<Vec<SnapshotInfo>>(&["snap", "ls", &self.spec(name)])
             .map(|snapshots| {
@@ -598,6 +604,26 @@ impl Storage for RbdStorage {
             Ok(_) => Ok(true),
             Err(StorageError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn remove_volume_snapshot(&self, file: &str, snapshot: &str) -> StorageResult<bool> {
+        if !is_plain_name(file) || !is_plain_name(snapshot) {
+            return Err(StorageError::Tool(format!(
+                "{file:?}@{snapshot:?} is not a snapshot's name"
+            )));
+        }
+        let spec = format!("{}@{snapshot}", self.spec(file));
+        match self.rbd(&["snap", "rm", "--no-progress", &spec]) {
+            Ok(_) => Ok(true),
+            // The image went with its snapshots, or the snapshot is gone already.
+            Err(_)
+                if !self.image_names()?.iter().any(|n| n == file)
+                    || !self.has_snapshot(file, snapshot) =>
             {
                 Ok(false)
             }

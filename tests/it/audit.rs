@@ -638,3 +638,177 @@ db_test!(
     command_line_changes_are_audited,
     command_line_changes_are_audited
 );
+
+/// Makes the database refuse the row of a successful call of `operation`, as a full disk or a
+/// failing audit table would: a trigger that rejects the insert.
+async fn refuse_ok_rows_of(db: &ServerDb, backend: Backend, operation: &str) {
+    let statements = match backend {
+        Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER refuse_audit_{operation} BEFORE INSERT ON audit_events \
+             WHEN NEW.operation = '{operation}' AND NEW.outcome = 'OK' \
+             BEGIN SELECT RAISE(ABORT, 'the test refuses this audit row'); END"
+        )],
+        Backend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION refuse_audit_{operation}() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.operation = '{operation}' AND NEW.outcome = 'OK' THEN \
+                 RAISE EXCEPTION 'the test refuses this audit row'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql"
+            ),
+            format!(
+                "CREATE TRIGGER refuse_audit_{operation} BEFORE INSERT ON audit_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_audit_{operation}()"
+            ),
+        ],
+    };
+    for statement in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+}
+
+async fn allow_rows_of(db: &ServerDb, backend: Backend, operation: &str) {
+    let statement = match backend {
+        Backend::Sqlite => format!("DROP TRIGGER refuse_audit_{operation}"),
+        Backend::Postgres => format!("DROP TRIGGER refuse_audit_{operation} ON audit_events"),
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
+async fn a_change_and_its_row_commit_together(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let db = ServerDb::open(&app.server).await;
+    let alice = app.alice();
+    let vdc = app.alice.vdc_id;
+
+    // The row of a successful CreateVDC cannot be written: the VDC is not made either, and
+    // the caller is told the call failed. Its failure is audited.
+    refuse_ok_rows_of(&db, backend, "CreateVDC").await;
+    let before = last_id(&db).await;
+    let err = alice
+        .fail("CreateVDC", json!({"vdc_name": "unaudited"}))
+        .await;
+    assert_eq!(err.code, "INTERNAL_ERROR", "{err:?}");
+    let vdcs = alice.call("ListVDCs", json!({})).await;
+    let names: Vec<&str> = vdcs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["vdc_name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"unaudited"), "the VDC was made: {names:?}");
+    let unmade: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vdcs WHERE name = 'unaudited'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(unmade, 0);
+    let row = one_row_after(&db, before).await;
+    assert_eq!(
+        (row.operation.as_str(), row.outcome.as_str()),
+        ("CreateVDC", "INTERNAL_ERROR")
+    );
+
+    // A FetchDisk whose row cannot be written queues no job. (Its job would fail later:
+    // loopback is refused.)
+    refuse_ok_rows_of(&db, backend, "FetchDisk").await;
+    let before = row.id;
+    let err = alice
+        .fail(
+            "FetchDisk",
+            json!({"url": "http://127.0.0.1:9/disk.img", "name": "unaudited",
+                   "disk_productoffer_id": DISK_1GB, "vdc_id": vdc, "make_image": false}),
+        )
+        .await;
+    assert_eq!(err.code, "INTERNAL_ERROR", "{err:?}");
+    assert_eq!(alice.call("ListJobs", json!({})).await, json!([]));
+    let row = one_row_after(&db, before).await;
+    assert_eq!(
+        (row.operation.as_str(), row.outcome.as_str()),
+        ("FetchDisk", "INTERNAL_ERROR")
+    );
+
+    // Allowed again, the same calls make their VDC and job, each with exactly one row that
+    // names what it made.
+    allow_rows_of(&db, backend, "CreateVDC").await;
+    allow_rows_of(&db, backend, "FetchDisk").await;
+    let before = row.id;
+    let made = alice
+        .call("CreateVDC", json!({"vdc_name": "audited"}))
+        .await;
+    let row = one_row_after(&db, before).await;
+    assert_eq!(
+        (row.operation.as_str(), row.outcome.as_str()),
+        ("CreateVDC", "OK")
+    );
+    assert_eq!(row.ids, format!("vdc_id={}", id(&made, "vdc_id")));
+    let before = row.id;
+    let fetch = alice
+        .call(
+            "FetchDisk",
+            json!({"url": "http://127.0.0.1:9/disk.img", "name": "audited",
+                   "disk_productoffer_id": DISK_1GB, "vdc_id": vdc, "make_image": false}),
+        )
+        .await;
+    let job_id = id(&fetch, "job_id");
+    let row = one_row_after(&db, before).await;
+    assert_eq!(
+        row.ids,
+        format!("disk_productoffer_id={DISK_1GB} vdc_id={vdc} job_id={job_id}")
+    );
+    assert_eq!(row.outcome, "OK");
+    // CancelJob, whose change the job system makes in the call's transaction, too.
+    let before = row.id;
+    // (The job may have failed already: then the call is a CONFLICT.)
+    let outcome = match alice.try_call("CancelJob", json!({"job_id": job_id})).await {
+        Ok(_) => "OK".to_string(),
+        Err(err) => err.code,
+    };
+    let row = one_row_after(&db, before).await;
+    assert_eq!(
+        (row.operation.as_str(), row.outcome.as_str()),
+        ("CancelJob", outcome.as_str())
+    );
+    assert_eq!(row.ids, format!("job_id={job_id}"));
+    alice.wait_job(job_id).await;
+}
+db_test!(
+    a_change_and_its_row_commit_together,
+    a_change_and_its_row_commit_together
+);
+
+/// Operations begin their write transactions through their call (`Ctx::begin_write`), which
+/// writes the call's audit row in them; one begun on the database directly would commit a
+/// change without its row.
+#[test]
+fn operations_begin_their_transactions_through_the_call() {
+    let mut offenders = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/ops"
+    ))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    if line.contains("ctx.state.db.begin_write") {
+                        offenders.push(format!("{}:{}", path.display(), n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        offenders,
+        Vec::<String>::new(),
+        "use ctx.begin_write(), which carries the call's audit row"
+    );
+}

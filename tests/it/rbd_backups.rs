@@ -2,7 +2,7 @@
 //! image of the pool while the node serves and fetches and deletes, new data written
 //! afterwards is undone by `extility restore --storage rbd` (every disk reads back as at the
 //! backup, by checksum), and `extility verify --storage rbd` finds an image without a row and
-//! a row without an image, and deletes neither.
+//! a row without an image, and deletes neither; a backup pruned takes its snapshots with it.
 
 use std::path::Path;
 use std::process::Command;
@@ -302,5 +302,32 @@ async fn an_rbd_backup_on_postgresql_dumps_the_database_and_snapshots_its_volume
         );
         let snapshots = ceph.rbd(&["snap", "ls", &format!("{pool}/{image}")]);
         assert!(snapshots.contains(snapshot), "{image}: {snapshots}");
+    }
+
+    // A newer backup keeping only itself prunes this one: its folder and its snapshots.
+    let newer = app.dir.path().join("newer");
+    let mut args = vec![
+        "backup",
+        newer.to_str().unwrap(),
+        "--prune-keep",
+        "1",
+        "--data-dir",
+        app.server.data_dir.to_str().unwrap(),
+        "--database-url",
+        &app.server.db_url,
+    ];
+    args.extend(storage.iter().map(String::as_str));
+    let said = succeeded(&extility(&args));
+    assert!(said.contains("pruning removed 1 backups"), "{said}");
+    assert!(!dest.exists() && newer.join("SNAPSHOTS").exists());
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(newer.join("SNAPSHOTS")).unwrap()).unwrap();
+    for image in manifest["volumes"].as_array().unwrap() {
+        let snapshots = ceph.rbd(&["snap", "ls", &format!("{pool}/{}", image.as_str().unwrap())]);
+        assert!(!snapshots.contains(snapshot), "{image}: {snapshots}");
+        assert!(
+            snapshots.contains(kept["snapshot"].as_str().unwrap()),
+            "{image}: {snapshots}"
+        );
     }
 }

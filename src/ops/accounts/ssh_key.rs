@@ -187,7 +187,7 @@ pub async fn create_ssh_key(ctx: &Ctx, a: args::CreateSSHKey) -> ApiResult<SshKe
     let name = validate::name("name", &a.name)?;
     let parsed = parse_public_key("public_key", &a.public_key)?;
     let customer_id = ctx.customer_id();
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ssh_keys WHERE customer_id = $1")
         .bind(customer_id)
         .fetch_one(&mut *tx)
@@ -272,7 +272,7 @@ pub async fn list_ssh_keys(ctx: &Ctx, a: args::ListSSHKeys) -> ApiResult<Vec<Ssh
 }
 
 pub async fn delete_ssh_key(ctx: &Ctx, a: args::DeleteSSHKey) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let found: Option<i64> =
         sqlx::query_scalar("SELECT id FROM ssh_keys WHERE id = $1 AND customer_id = $2")
             .bind(a.ssh_key_id)

@@ -244,7 +244,7 @@ pub async fn get_authentication_token(
     )?;
     let name = token_name(a.name)?;
     let customer_id = ctx.customer_id();
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     // One customer's concurrent calls count its live tokens one after the other.
     crate::ops::accounts::customer::lock_customer(&mut tx, customer_id).await?;
     let now = now_ms();
@@ -423,7 +423,7 @@ pub async fn revoke_authentication_token(
     ctx: &Ctx,
     a: args::RevokeAuthenticationToken,
 ) -> ApiResult<AuthenticationTokenInfo> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let row = find_own(&mut tx, ctx.customer_id(), a.token_id, a.token.as_deref()).await?;
     let now = now_ms();
     sqlx::query(

@@ -61,7 +61,7 @@ pub async fn list_vdcs(ctx: &Ctx, a: args::ListVDCs) -> ApiResult<Vec<Vdc>> {
 
 pub async fn create_vdc(ctx: &Ctx, a: args::CreateVDC) -> ApiResult<Vdc> {
     let name = validate::name("vdc_name", &a.vdc_name)?;
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let vdc = insert_vdc(&mut tx, ctx.customer_id(), &name).await?;
     tx.commit().await?;
     Ok(vdc)
@@ -71,7 +71,7 @@ pub async fn create_vdc(ctx: &Ctx, a: args::CreateVDC) -> ApiResult<Vdc> {
 /// disk in it. Otherwise CONFLICT, naming what is left.
 pub async fn delete_vdc(ctx: &Ctx, a: args::DeleteVDC) -> ApiResult<i64> {
     let customer_id = ctx.customer_id();
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     // Locked, so that on PostgreSQL what is made in the VDC meanwhile (which names the row)
     // either was committed before and is counted, or waits and then finds no VDC. (SQLite
     // write transactions hold the database lock anyway.)

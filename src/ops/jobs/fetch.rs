@@ -38,7 +38,7 @@ pub async fn fetch_disk(ctx: &Ctx, a: args::FetchDisk) -> ApiResult<i64> {
         None | Some("") => None,
         Some(user) => Some(validate::name("image_default_username", user)?),
     };
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     vdc::ensure_own(&mut tx, ctx.customer_id(), a.vdc_id).await?;
     let offer = product_offer::offer_of_kind(
         &mut tx,

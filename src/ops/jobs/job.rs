@@ -123,7 +123,13 @@ pub async fn list_jobs(ctx: &Ctx, a: args::ListJobs) -> ApiResult<Vec<Job>> {
 }
 
 pub async fn cancel_job(ctx: &Ctx, a: args::CancelJob) -> ApiResult<Job> {
-    match ctx.state.jobs.cancel(a.job_id, ctx.customer_id()).await? {
+    let tx = ctx.begin_write().await?;
+    match ctx
+        .state
+        .jobs
+        .cancel_in(tx, a.job_id, ctx.customer_id())
+        .await?
+    {
         CancelRequest::NotFound => return Err(ApiError::not_found("job", a.job_id)),
         CancelRequest::AlreadyFinished => {
             return Err(ApiError::Conflict(format!(

@@ -353,7 +353,7 @@ pub async fn create_firewall_template(
     let name = validate::name("name", &a.name)?;
     let inbound = action_text(policy("default_inbound", &a.default_inbound)?);
     let outbound = action_text(policy("default_outbound", &a.default_outbound)?);
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     vdc::ensure_own(&mut tx, ctx.customer_id(), a.vdc_id).await?;
     let need = Need {
         firewall_templates: 1,
@@ -382,7 +382,7 @@ pub async fn rename_firewall_template(
     a: args::RenameFirewallTemplate,
 ) -> ApiResult<FirewallTemplate> {
     let name = validate::name("name", &a.name)?;
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     lock_own_template(&mut tx, ctx.customer_id(), a.template_id).await?;
     sqlx::query("UPDATE firewall_templates SET name = $1 WHERE id = $2")
         .bind(&name)
@@ -398,7 +398,7 @@ pub async fn delete_firewall_template(
     ctx: &Ctx,
     a: args::DeleteFirewallTemplate,
 ) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     lock_own_template(&mut tx, ctx.customer_id(), a.template_id).await?;
     let users: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM servers WHERE firewall_template_id = $1 ORDER BY id LIMIT 5",
@@ -462,7 +462,7 @@ pub async fn add_firewall_rule(ctx: &Ctx, a: args::AddFirewallRule) -> ApiResult
     if let Some(p) = place_at {
         place(Some(p), 0)?;
     }
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     lock_own_template(&mut tx, ctx.customer_id(), a.template_id).await?;
     let rules = rules_of(&mut tx, a.template_id).await?;
     let need = Need {
@@ -526,7 +526,7 @@ async fn lock_rules_template(
 }
 
 pub async fn remove_firewall_rule(ctx: &Ctx, a: args::RemoveFirewallRule) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let template_id = lock_rules_template(&mut tx, ctx.customer_id(), a.rule_id).await?;
     sqlx::query("DELETE FROM firewall_rules WHERE id = $1")
         .bind(a.rule_id)
@@ -544,7 +544,7 @@ pub async fn remove_firewall_rule(ctx: &Ctx, a: args::RemoveFirewallRule) -> Api
 
 pub async fn move_firewall_rule(ctx: &Ctx, a: args::MoveFirewallRule) -> ApiResult<FirewallRule> {
     place(Some(a.position), 0)?;
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let template_id = lock_rules_template(&mut tx, ctx.customer_id(), a.rule_id).await?;
     let mut order: Vec<i64> = rules_of(&mut tx, template_id)
         .await?

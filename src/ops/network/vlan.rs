@@ -69,7 +69,7 @@ const SUBNET_ATTEMPTS: usize = 8;
 pub async fn create_vlan(ctx: &Ctx, a: args::CreateVLAN) -> ApiResult<Vlan> {
     let name = validate::name("vlan_name", &a.vlan_name)?;
     for _ in 0..SUBNET_ATTEMPTS {
-        let mut tx = ctx.state.db.begin_write().await?;
+        let mut tx = ctx.begin_write().await?;
         vdc::ensure_own(&mut tx, ctx.customer_id(), a.vdc_id).await?;
         let subnet = free_subnet(&mut tx, &ctx.state).await?;
         // After the subnets' lock (as a server's creation takes them), the customer's last.
@@ -109,7 +109,7 @@ pub async fn create_vlan(ctx: &Ctx, a: args::CreateVLAN) -> ApiResult<Vlan> {
 
 /// Deletes a VLAN no server is on. Returns 1.
 pub async fn delete_vlan(ctx: &Ctx, a: args::DeleteVLAN) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let found: Option<i64> =
         sqlx::query_scalar("SELECT id FROM vlans WHERE id = $1 AND customer_id = $2")
             .bind(a.vlan_id)

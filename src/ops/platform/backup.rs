@@ -1,20 +1,24 @@
 //! Backups, restores and the check that a database and its volumes agree (`extility backup`,
 //! `restore`, `verify`): what an operator runs before trusting the platform with data.
 //!
-//! - **backup** (SQLite and file volumes): an online, consistent copy while the node serves.
-//!   Every volume file is first hard-linked into a holding folder beside the volumes (instant,
-//!   and a volume deleted meanwhile keeps its bytes there), then the database is copied with
-//!   SQLite's `VACUUM INTO` (one read transaction: a consistent snapshot), then each volume the
-//!   copied database names is copied sparsely into the backup. Volumes made after the snapshot
+//! - **backup** (file volumes, SQLite or PostgreSQL): an online, consistent copy while the node
+//!   serves.
+//!   Every volume file is first hard-linked into a holding folder beside the volumes (instant;
+//!   while the folder exists, file storage links a volume it deletes into it first, so every
+//!   volume file that exists during the backup keeps its bytes there), then the database is
+//!   copied with SQLite's `VACUUM INTO` or PostgreSQL's `pg_dump` (one transaction: a
+//!   consistent snapshot), then each volume the copied database names is copied sparsely into
+//!   the backup. Volumes made after the snapshot
 //!   are not in it, as the database copy does not name them. A disk that a running VM writes is
 //!   copied as a power cut would leave it (crash-consistent); stop its server for more.
 //! - **restore**: into a data directory with no database and no live node, the database, the
-//!   volumes (sparse), the node id and the secret key (which seals queued jobs' credentials).
+//!   volumes (sparse), the node id and the secret key (which seals queued jobs' credentials);
+//!   a PostgreSQL backup's dump into a new, empty database (`pg_restore`, [`restore_postgres`]).
 //! - **verify**: every volume row has its file or RBD image, every disk, image and snapshot
 //!   row its volume, every overlay its backing volume, and every stored volume a row. It
 //!   reports and never deletes (the orphan sweep is what deletes, after an hour).
 //!
-//! On PostgreSQL the database is backed up with `pg_dump` (docs/src/operators/backups.md).
+//! On PostgreSQL the database is copied with `pg_dump` (docs/src/operators/backups.md).
 //! Volumes on RBD are kept as snapshots in their pool: [`super::rbd_backup`].
 
 use std::collections::HashSet;
@@ -27,6 +31,7 @@ use crate::db::{Backend, Db};
 use crate::jobs::identity::NodeLock;
 use crate::sparse::{SparseWriter, copy_extents_while};
 use crate::storage::Storage;
+use crate::storage::files::BACKUP_HOLD_PREFIX;
 
 /// What a backup holds besides the volumes: the database and the node's own files.
 pub(super) const DATABASE: &str = "extility.db";
@@ -45,13 +50,14 @@ pub struct Copied {
 }
 
 /// Copies the database and volumes of the node whose data directory is `data_dir` into
-/// `dest` (a new or empty folder), while it may be serving.
-pub async fn backup(db: &Db, data_dir: &Path, dest: &Path) -> anyhow::Result<Copied> {
-    ensure!(
-        db.backend() == Backend::Sqlite,
-        "extility backup copies SQLite databases; on PostgreSQL, back up the database with \
-         pg_dump and the volumes as the book says (docs/src/operators/backups.md)"
-    );
+/// `dest` (a new or empty folder), while it may be serving. `database_url` is the database's
+/// (for `pg_dump` on PostgreSQL).
+pub async fn backup(
+    db: &Db,
+    database_url: &str,
+    data_dir: &Path,
+    dest: &Path,
+) -> anyhow::Result<Copied> {
     let volumes = data_dir.join("volumes");
     ensure!(
         volumes.is_dir(),
@@ -61,24 +67,16 @@ pub async fn backup(db: &Db, data_dir: &Path, dest: &Path) -> anyhow::Result<Cop
     empty_folder(dest)?;
     fs::create_dir_all(dest.join("volumes"))?;
 
-    let hold = data_dir.join(format!("backup-hold-{}", uuid::Uuid::new_v4().simple()));
+    let id = uuid::Uuid::new_v4().simple();
+    let hold = data_dir.join(format!("{BACKUP_HOLD_PREFIX}{id}"));
     let held = {
         let (volumes, hold) = (volumes.clone(), hold.clone());
         tokio::task::spawn_blocking(move || hold_volumes(&volumes, &hold)).await?
     };
     let outcome = async {
         held?;
-        let snapshot = dest.join(DATABASE);
-        sqlx::query("VACUUM INTO $1")
-            .bind(snapshot.display().to_string())
-            .execute(db.pool())
-            .await
-            .context("copying the database (VACUUM INTO)")?;
-        let copy = Db::connect(&format!("sqlite://{}?mode=ro", snapshot.display())).await?;
-        let files: Vec<String> = sqlx::query_scalar("SELECT file FROM volumes ORDER BY id")
-            .fetch_all(copy.pool())
-            .await?;
-        copy.close().await;
+        // SQLite: `VACUUM INTO`; PostgreSQL: `pg_dump`. Each is one transaction.
+        let files = super::rbd_backup::copy_database(db, database_url, dest).await?;
         // File copies block: off the async runtime.
         let (data_dir, dest, volumes, hold) = (
             data_dir.to_path_buf(),
@@ -90,7 +88,16 @@ pub async fn backup(db: &Db, data_dir: &Path, dest: &Path) -> anyhow::Result<Cop
             .await?
     }
     .await;
-    let _ = fs::remove_dir_all(&hold);
+    // Renamed first, so that no deletion links into it any more while it is removed.
+    let released = data_dir.join(format!("backup-released-{id}"));
+    match fs::rename(&hold, &released) {
+        Ok(()) => {
+            let _ = fs::remove_dir_all(&released);
+        }
+        Err(_) => {
+            let _ = fs::remove_dir_all(&hold);
+        }
+    }
     outcome
 }
 
@@ -112,6 +119,12 @@ fn copy_volumes(
         } else {
             volumes.join(name)
         };
+        if !source.exists() {
+            // Made after the hold and deleted since the copy: the restored database names it,
+            // and `verify` reports its row.
+            copied.missing.push(name.clone());
+            continue;
+        }
         copied.bytes += sparse_copy(&source, &dest.join("volumes").join(name))
             .with_context(|| format!("copying volume {name}"))?;
         copied.volumes += 1;
@@ -148,12 +161,15 @@ fn hold_volumes(volumes: &Path, hold: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Restores the backup in `src` into `data_dir`, which must hold no database and serve no node.
+/// Restores the backup in `src` into `data_dir`, which must hold no database and serve no
+/// node. A PostgreSQL backup's database is restored apart ([`restore_postgres`]), after this.
 pub fn restore(src: &Path, data_dir: &Path) -> anyhow::Result<Copied> {
     ensure!(
-        src.join(MANIFEST).exists() && src.join(DATABASE).exists(),
-        "{} is not an extility backup (it has no {MANIFEST} and {DATABASE})",
-        src.display()
+        src.join(MANIFEST).exists()
+            && (src.join(DATABASE).exists() || src.join(super::rbd_backup::PG_DUMP).exists()),
+        "{} is not an extility backup (it has no {MANIFEST}, and no {DATABASE} or {})",
+        src.display(),
+        super::rbd_backup::PG_DUMP
     );
     ensure!(
         !src.join(super::rbd_backup::SNAPSHOTS).exists(),
@@ -183,12 +199,63 @@ pub fn restore(src: &Path, data_dir: &Path) -> anyhow::Result<Copied> {
         }
     }
     // The database last: a data directory with a database is a restored one.
-    let staged = data_dir.join(format!("{DATABASE}.restoring"));
-    fs::copy(src.join(DATABASE), &staged)?;
-    File::open(&staged)?.sync_all()?;
-    fs::rename(&staged, data_dir.join(DATABASE))?;
+    if src.join(DATABASE).exists() {
+        let staged = data_dir.join(format!("{DATABASE}.restoring"));
+        fs::copy(src.join(DATABASE), &staged)?;
+        File::open(&staged)?.sync_all()?;
+        fs::rename(&staged, data_dir.join(DATABASE))?;
+    }
     sync_tree(data_dir)?;
     Ok(copied)
+}
+
+/// Restores a backup's PostgreSQL database (`extility.pgdump`) into the database `db` at
+/// `database_url`, which must be empty (no table): `pg_restore`, in one transaction.
+pub async fn restore_postgres(src: &Path, db: &Db, database_url: &str) -> anyhow::Result<()> {
+    postgres_restorable(src, db).await?;
+    let dump = src.join(super::rbd_backup::PG_DUMP);
+    let mut command = super::rbd_backup::pg_command("pg_restore", database_url)?;
+    command
+        .args(["--no-owner", "--exit-on-error", "--single-transaction"])
+        .arg(&dump);
+    let out = command
+        .output()
+        .await
+        .context("running pg_restore (Debian package postgresql-client)")?;
+    ensure!(
+        out.status.success(),
+        "pg_restore failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Whether the backup in `src` holds a PostgreSQL database that can be restored into `db`: a
+/// PostgreSQL database with no table. Checked before anything is restored.
+pub async fn postgres_restorable(src: &Path, db: &Db) -> anyhow::Result<()> {
+    let dump = src.join(super::rbd_backup::PG_DUMP);
+    ensure!(
+        dump.exists(),
+        "{} holds no PostgreSQL database ({}): it is a SQLite backup, which restores into the \
+         data directory without --database-url",
+        src.display(),
+        super::rbd_backup::PG_DUMP
+    );
+    ensure!(
+        db.backend() == Backend::Postgres,
+        "{} is a PostgreSQL backup: give --database-url postgres://... of an empty database",
+        src.display()
+    );
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    ensure!(
+        tables == 0,
+        "the database to restore into has {tables} tables: restore into a new, empty database"
+    );
+    Ok(())
 }
 
 /// Refuses a data directory a node is serving from (one of its node locks is held).

@@ -133,7 +133,11 @@ pub async fn backup(
 /// Copies the database into `dest` in one transaction; the volume files the copy names (on
 /// PostgreSQL, those the live database names once the dump is done: a superset of the dump's,
 /// as volumes deleted meanwhile are simply gone).
-async fn copy_database(db: &Db, database_url: &str, dest: &Path) -> anyhow::Result<Vec<String>> {
+pub(super) async fn copy_database(
+    db: &Db,
+    database_url: &str,
+    dest: &Path,
+) -> anyhow::Result<Vec<String>> {
     match db.backend() {
         Backend::Sqlite => {
             let copy_path = dest.join(DATABASE);
@@ -150,23 +154,10 @@ async fn copy_database(db: &Db, database_url: &str, dest: &Path) -> anyhow::Resu
             Ok(files)
         }
         Backend::Postgres => {
-            // The password goes to pg_dump in its environment, never on its command line
-            // (which every local user can read).
-            let mut url = url::Url::parse(database_url).context("the database URL")?;
-            let password = url.password().map(str::to_string);
-            let _ = url.set_password(None);
-            let mut command = tokio::process::Command::new("pg_dump");
+            let mut command = pg_command("pg_dump", database_url)?;
             command
                 .args(["--format=custom", "--no-owner", "--file"])
-                .arg(dest.join(PG_DUMP))
-                .arg("--dbname")
-                .arg(url.as_str());
-            if let Some(password) = password {
-                let password = percent_encoding::percent_decode_str(&password)
-                    .decode_utf8_lossy()
-                    .into_owned();
-                command.env("PGPASSWORD", password);
-            }
+                .arg(dest.join(PG_DUMP));
             let out = command
                 .output()
                 .await
@@ -181,6 +172,26 @@ async fn copy_database(db: &Db, database_url: &str, dest: &Path) -> anyhow::Resu
                 .await?)
         }
     }
+}
+
+/// `tool` (`pg_dump`, `pg_restore`) on the database at `database_url`. The password goes to it
+/// in its environment, never on its command line (which every local user can read).
+pub(super) fn pg_command(
+    tool: &str,
+    database_url: &str,
+) -> anyhow::Result<tokio::process::Command> {
+    let mut url = url::Url::parse(database_url).context("the database URL")?;
+    let password = url.password().map(str::to_string);
+    let _ = url.set_password(None);
+    let mut command = tokio::process::Command::new(tool);
+    command.arg("--dbname").arg(url.as_str());
+    if let Some(password) = password {
+        let password = percent_encoding::percent_decode_str(&password)
+            .decode_utf8_lossy()
+            .into_owned();
+        command.env("PGPASSWORD", password);
+    }
+    Ok(command)
 }
 
 /// Restores the RBD backup in `src`: rolls its volumes back to their snapshots in `storage`'s
@@ -238,4 +249,36 @@ pub fn restore(src: &Path, data_dir: &Path, storage: &dyn Storage) -> anyhow::Re
     }
     sync_tree(data_dir)?;
     Ok(copied)
+}
+
+/// Removes the snapshots the RBD backup in `src` took (its folder is then the caller's to
+/// remove): what pruning an old backup does in the pool. Volumes or snapshots gone already
+/// are skipped.
+pub fn remove_snapshots(src: &Path, storage: &dyn Storage) -> anyhow::Result<usize> {
+    let manifest: Manifest = serde_json::from_slice(&fs::read(src.join(SNAPSHOTS))?)
+        .with_context(|| format!("reading {}", src.join(SNAPSHOTS).display()))?;
+    if storage.pool() != Some(manifest.pool.as_str()) {
+        bail!(
+            "{} is a backup of the RBD pool {}: prune it with --storage rbd --rbd-pool {}",
+            src.display(),
+            manifest.pool,
+            manifest.pool
+        );
+    }
+    ensure!(
+        manifest.snapshot.starts_with(BACKUP_SNAPSHOT_PREFIX),
+        "{} names the snapshot {:?}, not a backup's",
+        src.display(),
+        manifest.snapshot
+    );
+    let mut removed = 0;
+    for volume in &manifest.volumes {
+        if storage
+            .remove_volume_snapshot(volume, &manifest.snapshot)
+            .with_context(|| format!("removing {volume}@{}", manifest.snapshot))?
+        {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }

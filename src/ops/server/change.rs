@@ -5,7 +5,7 @@ use super::*;
 pub async fn rename_server(ctx: &Ctx, a: args::RenameServer) -> ApiResult<Server> {
     let name = validate::name("server_name", &a.server_name)?;
     let customer_id = ctx.customer_id();
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let renamed = sqlx::query("UPDATE servers SET name = $1 WHERE id = $2 AND customer_id = $3")
         .bind(&name)
         .bind(a.server_id)
@@ -34,7 +34,7 @@ pub async fn change_server_product_offer(
     a: args::ChangeServerProductOffer,
 ) -> ApiResult<Server> {
     let customer_id = ctx.customer_id();
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let server = own_server(&mut tx, customer_id, a.server_id).await?;
     let offer = product_offer::offer_of_kind(
         &mut tx,

@@ -73,7 +73,7 @@ pub async fn get_console_access(ctx: &Ctx, a: args::GetConsoleAccess) -> ApiResu
     let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
     let now = now_ms();
     let expires = now + TOKEN_LIFETIME_MS;
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     sqlx::query("DELETE FROM console_tokens WHERE expires_at < $1")
         .bind(now - KEEP_SPENT_MS)
         .execute(&mut *tx)

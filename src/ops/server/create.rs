@@ -141,7 +141,7 @@ async fn commit(
 ) -> ApiResult<i64> {
     let customer_id = ctx.customer_id();
     let (name, image) = (&plan.name, plan.source.image.as_ref());
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let need = Need {
         servers: 1,
         storage_bytes: made.iter().map(|v| v.size as i64).sum(),

@@ -21,7 +21,7 @@ pub(super) async fn lock_server_row(conn: &mut AnyConnection, server_id: i64) ->
 }
 
 pub async fn attach_disk(ctx: &Ctx, a: args::AttachDisk) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     let disk = disk::own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
     match disk.server_id {
@@ -95,7 +95,7 @@ async fn renumber_disks(tx: &mut Tx, server_id: i64) -> ApiResult<()> {
 }
 
 pub async fn detach_disk(ctx: &Ctx, a: args::DetachDisk) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     let disk = disk::own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
     if disk.server_id != Some(server.id) {

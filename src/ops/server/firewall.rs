@@ -12,7 +12,7 @@ pub async fn apply_firewall_template(
     ctx: &Ctx,
     a: args::ApplyFirewallTemplate,
 ) -> ApiResult<Server> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let server = super::own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     if let Some(template_id) = a.template_id {
         let vdc_id = firewall::lock_own_template(&mut tx, ctx.customer_id(), template_id).await?;

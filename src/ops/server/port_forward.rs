@@ -64,7 +64,7 @@ pub async fn add_port_forward(ctx: &Ctx, a: args::AddPortForward) -> ApiResult<P
     }
     let (first, last) = ctx.state.config.network.port_forward_ports;
     for _ in 0..8 {
-        let mut tx = ctx.state.db.begin_write().await?;
+        let mut tx = ctx.begin_write().await?;
         let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
         if server.vlan_id.is_none() {
             return Err(ApiError::invalid(
@@ -139,7 +139,7 @@ pub async fn add_port_forward(ctx: &Ctx, a: args::AddPortForward) -> ApiResult<P
 }
 
 pub async fn remove_port_forward(ctx: &Ctx, a: args::RemovePortForward) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let server_id: Option<i64> = sqlx::query_scalar(
         "SELECT server_id FROM port_forwards WHERE id = $1 AND customer_id = $2",
     )

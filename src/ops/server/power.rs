@@ -76,7 +76,7 @@ async fn queue_server_job<K: JobKind>(
 }
 
 pub async fn start_server(ctx: &Ctx, a: args::StartServer) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     lock_server_row(&mut tx, server.id).await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
@@ -147,7 +147,7 @@ pub async fn stop_server(ctx: &Ctx, a: args::StopServer) -> ApiResult<i64> {
             ));
         }
     };
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     server.require_status(&[ServerStatus::Running, ServerStatus::Error], "")?;
     let job = StopServerJob {
@@ -158,7 +158,7 @@ pub async fn stop_server(ctx: &Ctx, a: args::StopServer) -> ApiResult<i64> {
 }
 
 pub async fn destroy_server(ctx: &Ctx, a: args::DestroyServer) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
     lock_server_row(&mut tx, server.id).await?;
     let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;

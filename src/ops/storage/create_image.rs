@@ -34,7 +34,7 @@ pub async fn create_image(ctx: &Ctx, a: args::CreateImage) -> ApiResult<i64> {
         None | Some("") => None,
         Some(user) => Some(validate::name("default_username", user)?),
     };
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     // Lock the disk's row (and below its server's) so that a concurrent DeleteDisk, RevertDisk
     // or StartServer either sees this job or is seen by it.
     disk::lock_own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;

@@ -301,7 +301,7 @@ pub async fn create_disk(ctx: &Ctx, a: args::CreateDisk) -> ApiResult<Disk> {
     };
     let volume = provision_volume(&ctx.state, &source, offer.disk_size).await?;
     let inserted = async {
-        let mut tx = ctx.state.db.begin_write().await?;
+        let mut tx = ctx.begin_write().await?;
         let need = Need::storage(volume.size as i64);
         quota::ensure_room(&mut tx, &ctx.state, ctx.customer_id(), need).await?;
         let volume_id =
@@ -345,7 +345,7 @@ pub async fn create_disk(ctx: &Ctx, a: args::CreateDisk) -> ApiResult<Disk> {
 }
 
 pub async fn delete_disk(ctx: &Ctx, a: args::DeleteDisk) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     lock_own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
     let disk = own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
     if let Some(server_id) = disk.server_id {
@@ -430,7 +430,7 @@ pub async fn switch_volume(
 
 pub async fn rename_disk(ctx: &Ctx, a: args::RenameDisk) -> ApiResult<Disk> {
     let name = validate::name("name", &a.name)?;
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let renamed = sqlx::query("UPDATE disks SET name = $1 WHERE id = $2 AND customer_id = $3")
         .bind(&name)
         .bind(a.disk_id)
@@ -454,7 +454,7 @@ pub async fn rename_disk(ctx: &Ctx, a: args::RenameDisk) -> ApiResult<Disk> {
 /// the file as it is, and nothing ever shrinks it).
 pub async fn resize_disk(ctx: &Ctx, a: args::ResizeDisk) -> ApiResult<Disk> {
     let customer_id = ctx.customer_id();
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     lock_own_disk(&mut tx, customer_id, a.disk_id).await?;
     let disk = own_disk(&mut tx, customer_id, a.disk_id).await?;
     let offer = product_offer::offer_of_kind(

@@ -260,7 +260,7 @@ pub async fn changeable_image(
 
 pub async fn rename_image(ctx: &Ctx, a: args::RenameImage) -> ApiResult<Image> {
     let name = crate::ops::validate::name("name", &a.name)?;
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let image = changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
     sqlx::query("UPDATE images SET name = $1 WHERE id = $2")
         .bind(&name)
@@ -279,7 +279,7 @@ pub async fn rename_image(ctx: &Ctx, a: args::RenameImage) -> ApiResult<Image> {
 /// uses: what was derived from the image still finds its owner and its product offer
 /// (`provenance`).
 pub async fn delete_image(ctx: &Ctx, a: args::DeleteImage) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let image = changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
     crate::ops::storage::publish::unpublish_everywhere(&mut tx, image.id).await?;
     crate::ops::storage::hygiene_report::forget_image(&mut tx, image.id).await?;
@@ -420,7 +420,7 @@ pub async fn set_image_product_offer(ctx: &Ctx, a: args::SetImageProductOffer) -
             "only administrators may set the product offer of an image".into(),
         ));
     }
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let image = image_by_id(&mut tx, a.image_id).await?;
     let offer = match a.product_offer_id {
         0 => None,

@@ -89,7 +89,7 @@ pub async fn publish_image(ctx: &Ctx, a: args::PublishImage) -> ApiResult<i64> {
             "only administrators may publish images to the whole platform".into(),
         ));
     }
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let image = image::changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
     ensure_customer_image(&image)?;
     // An image derived from an image another owner published to the caller goes no further
@@ -136,7 +136,7 @@ pub async fn publish_image(ctx: &Ctx, a: args::PublishImage) -> ApiResult<i64> {
 
 pub async fn revoke_image(ctx: &Ctx, a: args::RevokeImage) -> ApiResult<i64> {
     let audience = parse_audience(&a.publish_to)?;
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let image = image::changeable_image(&mut tx, &ctx.caller, a.image_id).await?;
     ensure_customer_image(&image)?;
     let (sql, target) = match &audience {

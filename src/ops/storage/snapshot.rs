@@ -166,7 +166,7 @@ pub async fn create_disk_snapshot(ctx: &Ctx, a: args::CreateDiskSnapshot) -> Api
     };
     let overlay = new_overlay(&ctx.state, &frozen, disk.capacity).await?;
     let result = async {
-        let mut tx = ctx.state.db.begin_write().await?;
+        let mut tx = ctx.begin_write().await?;
         disk::lock_own_disk(&mut tx, customer_id, disk.id).await?;
         let disk = disk::own_disk(&mut tx, customer_id, disk.id).await?;
         // A running guest writes the volume being frozen; qcow2 cannot take that over safely.
@@ -236,7 +236,7 @@ pub async fn list_snapshots(ctx: &Ctx, a: args::ListSnapshots) -> ApiResult<Vec<
 
 /// Deletes a snapshot. Its data stays as long as the disk or a clone stands on it.
 pub async fn delete_snapshot(ctx: &Ctx, a: args::DeleteSnapshot) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let snapshot = own_snapshot(&mut tx, ctx.customer_id(), a.snapshot_id).await?;
     sqlx::query("DELETE FROM snapshots WHERE id = $1")
         .bind(snapshot.id)
@@ -282,7 +282,7 @@ pub async fn clone_disk(ctx: &Ctx, a: args::CloneDisk) -> ApiResult<Disk> {
     };
     let overlay = new_overlay(&ctx.state, &base, snapshot.size).await?;
     let result = async {
-        let mut tx = ctx.state.db.begin_write().await?;
+        let mut tx = ctx.begin_write().await?;
         let need = Need::storage(overlay.size as i64);
         quota::ensure_room(&mut tx, &ctx.state, customer_id, need).await?;
         let volume_id = volumes::insert(&mut tx, &overlay, Some(base.id)).await?;
@@ -333,7 +333,7 @@ pub async fn revert_disk(ctx: &Ctx, a: args::RevertDisk) -> ApiResult<Disk> {
     };
     let overlay = new_overlay(&ctx.state, &base, disk.capacity).await?;
     let result = async {
-        let mut tx = ctx.state.db.begin_write().await?;
+        let mut tx = ctx.begin_write().await?;
         disk::lock_own_disk(&mut tx, customer_id, disk.id).await?;
         let disk = disk::own_disk(&mut tx, customer_id, disk.id).await?;
         own_snapshot(&mut tx, customer_id, snapshot.id).await?;

@@ -9,7 +9,9 @@
 //! script ends with it and the daemons with the script.
 //!
 //! A second cluster with cephx ([`cephx_cluster`]) is started only by the tests of Ceph
-//! identities; its `ceph.conf` names the `client.admin` keyring, so tools run as admin.
+//! identities; its `ceph.conf` names the `client.admin` keyring, so tools run as admin. A test
+//! that restarts the OSD starts a cluster of its own whose OSD keeps its data on a file
+//! ([`PrivateCeph`], BlueStore), stopped when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
@@ -31,12 +33,56 @@ static POOLS: AtomicU32 = AtomicU32::new(0);
 
 /// The test run's cluster, started by the first test that asks.
 pub fn cluster() -> &'static Ceph {
-    CLUSTER.get_or_init(|| Ceph::start(&[]))
+    CLUSTER.get_or_init(|| Ceph::start(&[]).0)
 }
 
 /// A cluster that authenticates with cephx, started by the first test that asks.
 pub fn cephx_cluster() -> &'static Ceph {
-    CEPHX_CLUSTER.get_or_init(|| Ceph::start(&["--cephx"]))
+    CEPHX_CLUSTER.get_or_init(|| Ceph::start(&["--cephx"]).0)
+}
+
+/// A cluster of one test's own, whose OSD keeps its data on a file (BlueStore) and can be
+/// restarted ([`PrivateCeph::restart_osd`]); stopped when dropped.
+pub struct PrivateCeph {
+    ceph: Ceph,
+    script: u32,
+}
+
+impl PrivateCeph {
+    pub fn start() -> PrivateCeph {
+        let (ceph, script) = Ceph::start(&["--bluestore"]);
+        PrivateCeph { ceph, script }
+    }
+
+    /// Kills the OSD (as a crash would) and starts it again; returns at once.
+    pub fn restart_osd(&self) {
+        let pid = rustix::process::Pid::from_raw(self.script as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::USR1).unwrap();
+    }
+
+    /// How many times the OSD was restarted so far.
+    pub fn osd_restarts(&self) -> usize {
+        std::fs::read_to_string(self.ceph._dir.path().join("log/restarts"))
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+impl std::ops::Deref for PrivateCeph {
+    type Target = Ceph;
+
+    fn deref(&self) -> &Ceph {
+        &self.ceph
+    }
+}
+
+impl Drop for PrivateCeph {
+    fn drop(&mut self) {
+        // The script kills its daemons on TERM.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.script as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
 }
 
 /// Runs a Ceph command line to success, within a minute.
@@ -60,7 +106,7 @@ fn run(conf: &Path, tool: &str, args: &[&str]) -> String {
 }
 
 impl Ceph {
-    fn start(options: &[&str]) -> Ceph {
+    fn start(options: &[&str]) -> (Ceph, u32) {
         remove_stale_dirs();
         // The static is never dropped, so neither is this directory: the next run's
         // `remove_stale_dirs` removes it.
@@ -70,7 +116,7 @@ impl Ceph {
             .unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-test-cluster.sh");
         let errors = dir.path().join("ceph-test-cluster.err");
-        let stdout = spawn_script(&script, dir.path(), options, &errors);
+        let (stdout, pid) = spawn_script(&script, dir.path(), options, &errors);
         // The script gives up by itself (every Ceph command has a deadline, the OSD two
         // minutes to come up), closing its stdout.
         let conf = BufReader::new(stdout)
@@ -84,7 +130,7 @@ impl Ceph {
                     std::fs::read_to_string(&errors).unwrap_or_default()
                 )
             });
-        Ceph { conf, _dir: dir }
+        (Ceph { conf, _dir: dir }, pid)
     }
 
     /// A new pool, initialised for RBD.
@@ -164,7 +210,7 @@ impl Ceph {
 /// Starts `script DIR` as a child of a thread that never ends, killed when the test process
 /// ends (the parent-death signal follows the thread that spawned it); its stdout, to read, and
 /// its stderr into `errors`.
-fn spawn_script(script: &Path, dir: &Path, options: &[&str], errors: &Path) -> ChildStdout {
+fn spawn_script(script: &Path, dir: &Path, options: &[&str], errors: &Path) -> (ChildStdout, u32) {
     let errors = std::fs::File::create(errors).unwrap();
     let mut command = Command::new("bash");
     command
@@ -181,11 +227,11 @@ fn spawn_script(script: &Path, dir: &Path, options: &[&str], errors: &Path) -> C
                 .map_err(std::io::Error::from)
         });
     }
-    let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<ChildStdout>>();
+    let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<(ChildStdout, u32)>>();
     std::thread::spawn(move || {
         match command.spawn() {
             Ok(mut child) => {
-                let _ = tx.send(Ok(child.stdout.take().unwrap()));
+                let _ = tx.send(Ok((child.stdout.take().unwrap(), child.id())));
                 // The thread's end would send the script the parent-death signal.
                 loop {
                     std::thread::park();

@@ -19,6 +19,8 @@ pub mod dnsmasq;
 pub mod firewall;
 pub mod linux;
 pub mod nft;
+pub mod ruleset;
+pub mod sample;
 
 use std::net::Ipv4Addr;
 
@@ -158,8 +160,16 @@ pub enum Mode {
 pub trait Network: Send + Sync + 'static {
     fn mode(&self) -> Mode;
 
-    /// Makes this node's networks what the plan says, removing what it does not name.
+    /// Makes this node's networks what the plan says, removing what it does not name:
+    /// only what differs from the last plan applied is touched.
     fn apply(&self, plan: &NetworkPlan) -> Result<(), NetworkError>;
+
+    /// [`Network::apply`], then a check that the host still holds what was applied (rules,
+    /// links, DHCP servers), everything written again if not: what had drifted (nothing,
+    /// when nothing had).
+    fn resync(&self, plan: &NetworkPlan) -> Result<Vec<String>, NetworkError> {
+        self.apply(plan).map(|()| Vec::new())
+    }
 }
 
 /// `--network user`: nothing of the host to manage.

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# What a packet and a change cost through the product's real nftables rules (issue 23), with
+# 1 NIC and with 500 NICs on the node, in one run:
+# - throughput (iperf3, TCP) and latency (ping) between two guests: network namespaces whose
+#   veths are the node's taps (`extap1`, `extap2`) on the VLAN's bridge (`extbr7`, with
+#   `nf_call_iptables` on as the product sets it), in a namespace holding the rules that
+#   `extility network-rules --nics N` writes (the code a node runs, `network::sample`);
+# - adding one port forward: the time the node takes to compute the change from the rules it
+#   holds, and `nft -f` of the change (what the node runs), against writing the whole ruleset
+#   (what every change did before issue 23).
+# Prints each figure and the ratio of 500 NICs to 1. A burst of 100 port forwards making at
+# most 5 applies is a test (`network_changes::`), read from /metrics.
+#
+#   sudo benches/network.sh                       # builds the release binary
+#   EXTILITY_BIN=target/debug/extility SECONDS_PER_RUN=3 sudo -E benches/network.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+ADDS=${ADDS:-20}
+if [ -z "${EXTILITY_BIN:-}" ]; then
+    cargo build --release --quiet --bin extility
+    EXTILITY_BIN=$PWD/target/release/extility
+fi
+for tool in iperf3 nft ping; do
+    command -v $tool >/dev/null || { echo "$tool is needed (apt-get install iperf3 nftables iputils-ping)"; exit 1; }
+done
+
+tag=$$
+host=extb-host-$tag g1=extb-g1-$tag g2=extb-g2-$tag
+dir=$(mktemp -d)
+cleanup() {
+    for ns in $host $g1 $g2; do
+        ip netns pids $ns 2>/dev/null | xargs -r kill 2>/dev/null || true
+        ip netns del $ns 2>/dev/null || true
+    done
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+in_host() { ip netns exec $host "$@"; }
+ip netns add $host
+ip netns add $g1
+ip netns add $g2
+in_host ip link set lo up
+in_host ip link add extbr7 type bridge
+in_host ip link set extbr7 type bridge nf_call_iptables 1
+in_host ip addr add 10.64.0.1/16 dev extbr7
+in_host ip link set extbr7 up
+# The guests of NICs 1 and 2 of `network::sample`: their MACs and addresses.
+i=1
+for g in $g1 $g2; do
+    ip link add extap$i netns $host type veth peer name eth0 netns $g
+    in_host ip link set extap$i master extbr7 up
+    ip netns exec $g ip link set eth0 address 52:54:00:00:00:0$i
+    ip netns exec $g ip addr add 10.64.0.$((i + 2))/16 dev eth0
+    ip netns exec $g ip link set eth0 up
+    ip netns exec $g ip link set lo up
+    i=$((i + 1))
+done
+
+ms() { awk -v ns="$1" 'BEGIN { printf "%.2f", ns / 1e6 }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# Throughput in Gbit/s (best of RUNS) and the mean round trip in microseconds.
+measure() {
+    local best=0 bps
+    for _ in $(seq "$RUNS"); do
+        ip netns exec $g2 iperf3 -s -D -1 >/dev/null 2>&1
+        until ip netns exec $g2 ss -Hltn | grep -q ':5201 '; do :; done
+        bps=$(ip netns exec $g1 iperf3 -c 10.64.0.4 -t "$SECONDS_PER_RUN" -J |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
+        best=$(awk -v a="$best" -v b="$bps" 'BEGIN { print (b > a) ? b : a }')
+    done
+    gbps=$(awk -v b="$best" 'BEGIN { printf "%.2f", b / 1e9 }')
+    rtt=$(ip netns exec $g1 ping -q -c 500 -i 0.002 10.64.0.4 |
+        awk -F'/' '/^rtt/ { printf "%.0f", $5 * 1000 }')
+}
+
+# The median time of `nft -f` of the change adding a forward (taken out again between runs),
+# and of writing the whole ruleset.
+change_times() {
+    local n=$1 add del t0 t1
+    "$EXTILITY_BIN" network-rules --nics "$n" --forwards 10 --add-forward \
+        >"$dir/add.nft" 2>"$dir/computed"
+    computed_us=$(awk '{ print $3 }' "$dir/computed")
+    echo "delete element inet extility forwards { 20010 }" >"$dir/del.nft"
+    for _ in $(seq "$ADDS"); do
+        t0=$(date +%s%N); in_host nft -f "$dir/add.nft"; t1=$(date +%s%N)
+        echo $((t1 - t0)) >>"$dir/add-$n"
+        in_host nft -f "$dir/del.nft"
+        t0=$(date +%s%N); in_host nft -f "$dir/rules-$n.nft"; t1=$(date +%s%N)
+        echo $((t1 - t0)) >>"$dir/full-$n"
+    done
+    add_ms=$(ms "$(median <"$dir/add-$n")")
+    full_ms=$(ms "$(median <"$dir/full-$n")")
+}
+
+declare -A gbps_of rtt_of add_of full_of computed_of
+for n in 1 500; do
+    "$EXTILITY_BIN" network-rules --nics "$n" --forwards 10 >"$dir/rules-$n.nft"
+    in_host nft -f "$dir/rules-$n.nft"
+    rules=$(in_host nft list ruleset | grep -c '^\s*chain ')
+    measure
+    change_times "$n"
+    gbps_of[$n]=$gbps rtt_of[$n]=$rtt add_of[$n]=$add_ms full_of[$n]=$full_ms computed_of[$n]=$computed_us
+    echo "$n NIC(s) ($rules chains): ${gbps} Gbit/s, rtt ${rtt} us; add a forward: ${computed_us} us to compute, nft -f ${add_ms} ms (whole ruleset: ${full_ms} ms)"
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo
+echo "throughput, 500 NICs / 1 NIC: $(ratio "${gbps_of[500]}" "${gbps_of[1]}") (target >= 0.90)"
+echo "latency,    500 NICs / 1 NIC: $(ratio "${rtt_of[500]}" "${rtt_of[1]}")"
+add1=$(awk -v a="${add_of[1]}" -v c="${computed_of[1]}" 'BEGIN { print a + c / 1000 }')
+add500=$(awk -v a="${add_of[500]}" -v c="${computed_of[500]}" 'BEGIN { print a + c / 1000 }')
+echo "add a port forward (compute + nft -f), 500 NICs / 1 NIC: $(ratio "$add500" "$add1") ($add500 ms; target <= 2 and < 50 ms)"
+echo "whole ruleset instead, 500 NICs / 1 NIC: $(ratio "${full_of[500]}" "${full_of[1]}") (${full_of[500]} ms)"

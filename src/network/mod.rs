@@ -6,7 +6,11 @@
 //!   per NIC, one dnsmasq per bridge handing each NIC the address the platform chose, and
 //!   the `extility` nftables tables: isolation, the metadata redirect, port forwards and
 //!   egress NAT. [`linux::LinuxBridges::apply`] makes the host match a [`NetworkPlan`]: what
-//!   the plan does not name (a stopped server's tap, a VLAN left empty) is removed.
+//!   the plan does not name (a stopped server's tap, a VLAN left empty) is removed. It keeps
+//!   the plan it applied last and touches only what differs from it (the rules' elements and
+//!   chains in one `nft -f` transaction, the links that came or went, the dnsmasq of a VLAN
+//!   whose hosts changed); [`Network::resync`] also checks the host still holds it, and
+//!   writes everything again when not.
 //! - [`UserConfined`] (`--network user`, or without the privileges): QEMU's user-mode
 //!   network with `restrict=on`; the hypervisor does everything and there is nothing to apply.
 //!

@@ -6,7 +6,9 @@
 //! port forwards. It is applied
 //! before a VM starts (its tap must exist), after one ends, when port forwards change, at
 //! startup (which also rebuilds the firewall from the database), and every
-//! [`RESYNC_INTERVAL`] (changes made through another node, and anything that drifted).
+//! [`RESYNC_INTERVAL`] (changes made through another node, and a check for anything that
+//! drifted). Applies go through this node's [`Applier`]: one at a time, each reading the plan
+//! when it begins, so that changes made at once share an apply (issue 23).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

@@ -353,8 +353,8 @@ struct Queue {
     /// Whether the next apply is a resync (a check of the whole host).
     resync: bool,
     running: bool,
-    /// Why the last apply failed, if it did.
-    failed: Option<String>,
+    /// Why the last apply failed, if it did (and whether the database was out of reach).
+    failed: Option<(String, bool)>,
 }
 
 /// A change under way: the next apply waits (at most [`COALESCE_WAIT`]) for it to be
@@ -433,7 +433,10 @@ impl Applier {
                 if q.completed >= ticket {
                     return match &q.failed {
                         None => Ok(()),
-                        Some(err) => Err(ApiError::Internal(anyhow::anyhow!("{err}"))),
+                        Some((err, true)) => {
+                            Err(ApiError::DatabaseUnavailable(anyhow::anyhow!("{err}")))
+                        }
+                        Some((err, false)) => Err(ApiError::Internal(anyhow::anyhow!("{err}"))),
                     };
                 }
             }
@@ -468,10 +471,17 @@ async fn drive(state: AppState) {
             }
             (q.requested, std::mem::take(&mut q.resync))
         };
-        let failed = apply_once(&state, resync)
-            .await
-            .err()
-            .map(|e| e.to_string());
+        let failed = apply_once(&state, resync).await.err().map(|e| {
+            let unavailable = e.is_database_unavailable();
+            // The cause, which each waiting caller's error carries (and logs).
+            let cause = match e {
+                ApiError::Internal(cause) | ApiError::DatabaseUnavailable(cause) => {
+                    format!("{cause:#}")
+                }
+                other => other.to_string(),
+            };
+            (cause, unavailable)
+        });
         {
             let mut q = applier.lock();
             q.completed = target;

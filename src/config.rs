@@ -126,6 +126,21 @@ pub enum Command {
     /// What QEMU runs for each connection a guest opens to its metadata address: passes one
     /// `GET PATH` (or of the NoCloud files beside it) from stdin to SERVICE (`host:port`),
     /// authenticated with the VM's secret read from TOKEN_FILE, and the answer back to stdout.
+    /// The nftables script of a sample node (`network::sample`) with NICS NICs and FORWARDS
+    /// port forwards, for `benches/network.sh`; with `--add-forward`, only the change that
+    /// adds one more forward (and the time computing it took, on stderr).
+    #[command(hide = true)]
+    NetworkRules {
+        #[arg(long, default_value_t = 1)]
+        nics: u32,
+        #[arg(long, default_value_t = 0)]
+        forwards: u16,
+        #[arg(long)]
+        add_forward: bool,
+        /// The port metadata connections are redirected to.
+        #[arg(long, default_value_t = 8775)]
+        metadata_port: u16,
+    },
     #[command(hide = true)]
     MetadataProxy {
         service: String,

@@ -357,6 +357,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::MetadataProxy { .. } => unreachable!("handled before logging starts"),
+        Command::NetworkRules {
+            nics,
+            forwards,
+            add_forward,
+            metadata_port,
+        } => {
+            use extility::network::{nft, ruleset, sample};
+            let config = nft::FirewallConfig {
+                metadata_port,
+                egress: false,
+                pool: "10.64.0.0/10".parse()?,
+                deny: Vec::new(),
+                underlay: None,
+            };
+            let plan = sample::plan(nics, forwards);
+            if add_forward {
+                // The node keeps the rules it applied last: what a change costs is the new
+                // rules and the difference.
+                let before = nft::model(&plan, &config);
+                let started = std::time::Instant::now();
+                let after = nft::model(&sample::plan(nics, forwards + 1), &config);
+                let script = ruleset::changes(&before, &after).unwrap_or_default();
+                eprintln!("computed in {} us", started.elapsed().as_micros());
+                print!("{script}");
+            } else {
+                print!("{}", nft::ruleset(&plan, &config));
+            }
+            Ok(())
+        }
         Command::Openapi => {
             println!(
                 "{}",

@@ -50,6 +50,12 @@ pub struct Metrics {
     pub node_up: IntGaugeVec,
     /// Seconds since each node's last heartbeat (set when scraped).
     pub node_heartbeat_age_seconds: IntGaugeVec,
+    /// Applies of this node's network plan, by kind: `change` (what changes asked for, each
+    /// apply taking in every change made before it began) and `resync` (the periodic check).
+    pub network_applies: IntCounterVec,
+    /// Resyncs that found the host no longer holding what was applied (and wrote it all
+    /// again).
+    pub network_drifts: IntCounter,
 }
 
 /// Buckets for API latencies: 1 ms to 30 s.
@@ -133,6 +139,19 @@ impl Metrics {
             ),
             &["node"],
         )?;
+        let network_applies = IntCounterVec::new(
+            Opts::new(
+                "extility_network_applies_total",
+                "Applies of this node's network plan, by kind (change, resync)",
+            ),
+            &["kind"],
+        )?;
+        let network_drifts = IntCounter::new(
+            "extility_network_drifts_total",
+            "Resyncs that found the host's networks drifted from what was applied",
+        )?;
+        registry.register(Box::new(network_applies.clone()))?;
+        registry.register(Box::new(network_drifts.clone()))?;
         registry.register(Box::new(api_requests.clone()))?;
         registry.register(Box::new(api_request_seconds.clone()))?;
         registry.register(Box::new(api_calls_in_flight.clone()))?;
@@ -161,6 +180,8 @@ impl Metrics {
             storage_free_bytes,
             node_up,
             node_heartbeat_age_seconds,
+            network_applies,
+            network_drifts,
         })
     }
 

@@ -424,6 +424,7 @@ impl Application {
             min_free_space,
             calls_in_flight,
             consoles,
+            network_applier: Default::default(),
         });
         Ok(Application {
             listener,

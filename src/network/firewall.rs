@@ -15,8 +15,8 @@
 //! - `firewall_output` (hook output) sees what this host itself sends to a guest (a port
 //!   forward used from this host: the output NAT chain rewrote it to the guest's address).
 //!
-//! A NIC is found by its address in one verdict map per direction (`ip saddr vmap` for what
-//! leaves it, `ip daddr vmap` for what reaches it): addresses are unique on a node (VLAN
+//! A NIC is found by its address in one named verdict map per direction (`firewall_out`,
+//! `ip saddr vmap`, for what leaves it; `firewall_in`, `ip daddr vmap`, for what reaches it): addresses are unique on a node (VLAN
 //! subnets never overlap, and the bridge table lets a tap send only its own address), and one
 //! lookup dispatches whatever the number of NICs. Each template is two chains, shared by the
 //! NICs that use it: a rule that allows `return`s (so that the packet still meets the other
@@ -25,9 +25,9 @@
 //! chains leave alone; DHCP answers from the gateway always reach the guest.
 
 use ipnet::Ipv4Net;
-use std::fmt::Write;
 
 use super::Nic;
+use super::ruleset::{Set, Table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -110,79 +110,63 @@ fn rule_line(rule: &Rule) -> String {
     parts.join(" ")
 }
 
-/// The firewall chains of the NICs that have a template (nothing when none has one): what
-/// goes into the `inet` table.
-pub fn chains(s: &mut String, nics: &[&Nic]) {
-    let mut templates: Vec<&Template> = Vec::new();
-    let mut outbound: Vec<String> = Vec::new();
-    let mut inbound: Vec<String> = Vec::new();
+/// The firewall of the NICs that have a template, into the `inet` table: two base chains
+/// that dispatch by address through the maps `firewall_out` and `firewall_in` (empty when no
+/// NIC has a template, and the chains then let everything through), and each used template's
+/// two chains. A NIC given or rid of a template changes its elements only; a template's rules
+/// changed rewrite its chains only.
+pub fn add(table: &mut Table, nics: &[&Nic]) {
+    let mut outbound = Set::map("type ipv4_addr : verdict;");
+    let mut inbound = Set::map("type ipv4_addr : verdict;");
     for nic in nics {
         let Some(template) = &nic.firewall else {
             continue;
         };
-        if !templates
-            .iter()
-            .any(|t| t.template_id == template.template_id)
-        {
-            templates.push(template);
-        }
         let id = template.template_id;
-        outbound.push(format!(
-            "{} : jump {}",
-            nic.address,
-            chain_name(id, Direction::Out)
-        ));
-        inbound.push(format!(
-            "{} : jump {}",
-            nic.address,
-            chain_name(id, Direction::In)
-        ));
+        for (direction, default) in [
+            (Direction::In, template.default_inbound),
+            (Direction::Out, template.default_outbound),
+        ] {
+            let name = chain_name(id, direction);
+            if !table.chains.contains_key(&name) {
+                let chain = table.chain(&name);
+                for rule in template.rules.iter().filter(|r| r.direction == direction) {
+                    chain.rule(rule_line(rule));
+                }
+                if default == Action::Deny {
+                    chain.rule("drop");
+                }
+            }
+        }
+        outbound.insert_pair(
+            nic.address.to_string(),
+            format!("jump {}", chain_name(id, Direction::Out)),
+        );
+        inbound.insert_pair(
+            nic.address.to_string(),
+            format!("jump {}", chain_name(id, Direction::In)),
+        );
     }
-    if templates.is_empty() {
-        return;
-    }
+    table.sets.insert("firewall_out".into(), outbound);
+    table.sets.insert("firewall_in".into(), inbound);
     let bridges = "\"extbr*\"";
-    let dispatch = format!(
-        "    iifname {bridges} ip saddr vmap {{ {} }}\n    oifname {bridges} ip daddr vmap {{ {} }}",
-        outbound.join(", "),
-        inbound.join(", ")
-    );
-    let _ = writeln!(
-        s,
-        "  chain firewall_forward {{\n    type filter hook forward priority 0; policy accept;\n    \
-         ct state established,related accept\n{dispatch}\n  }}"
-    );
+    let forward = table.chain("firewall_forward");
+    forward.hook = Some("type filter hook forward priority 0; policy accept;".into());
+    forward.rule("ct state established,related accept");
+    forward.rule(format!("iifname {bridges} ip saddr vmap @firewall_out"));
+    forward.rule(format!("oifname {bridges} ip daddr vmap @firewall_in"));
     // From this host only: DHCP answers (to an address or broadcast, which conntrack does not
     // pair with the request) come from the gateway's dnsmasq, and always pass. No `oifname`
     // on the map: a port forward used from this host is rewritten by the output NAT chain,
     // after which the hook still names the interface first routed to (`lo`); a NIC's address
     // is routed to its bridge whatever the hook says.
-    let inbound_only = format!("    ip daddr vmap {{ {} }}", inbound.join(", "));
-    let _ = writeln!(
-        s,
-        "  chain firewall_output {{\n    type filter hook output priority 0; policy accept;\n    \
-         ct state established,related accept\n    \
-         oifname {bridges} udp sport 67 udp dport 68 accept\n{inbound_only}\n  }}"
-    );
-    for template in templates {
-        for (direction, default) in [
-            (Direction::In, template.default_inbound),
-            (Direction::Out, template.default_outbound),
-        ] {
-            let _ = writeln!(
-                s,
-                "  chain {} {{",
-                chain_name(template.template_id, direction)
-            );
-            for rule in template.rules.iter().filter(|r| r.direction == direction) {
-                let _ = writeln!(s, "    {}", rule_line(rule));
-            }
-            if default == Action::Deny {
-                let _ = writeln!(s, "    drop");
-            }
-            let _ = writeln!(s, "  }}");
-        }
-    }
+    let output = table.chain("firewall_output");
+    output.hook = Some("type filter hook output priority 0; policy accept;".into());
+    output.rule("ct state established,related accept");
+    output.rule(format!(
+        "oifname {bridges} udp sport 67 udp dport 68 accept"
+    ));
+    output.rule("ip daddr vmap @firewall_in");
 }
 
 #[cfg(test)]

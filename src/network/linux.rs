@@ -1,7 +1,7 @@
 //! `--network bridge`: Linux bridges, persistent taps, dnsmasq and nftables, driven by the
 //! `ip`, `nft` and `dnsmasq` programs (as Proxmox and libvirt do).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use ipnet::Ipv4Net;
 
 use super::nft::{self, FirewallConfig};
+use super::ruleset::{self, Ruleset};
 use super::{
     MAX_VNI, Mode, Network, NetworkError, NetworkPlan, Nic, TUNNELED_MTU, Tunnel, VXLAN_PORT,
     VlanNet, dnsmasq, is_own_link, vxlan_name,
@@ -32,8 +33,20 @@ pub struct BridgeConfig {
 
 pub struct LinuxBridges {
     config: BridgeConfig,
-    /// One change at a time: each makes the whole host match its plan.
-    applying: Mutex<()>,
+    /// What the host was last made to match, which the next change is made against; `None`
+    /// before the first apply and after a failed one (the next writes everything). The lock
+    /// makes one change at a time.
+    applied: Mutex<Option<Applied>>,
+}
+
+/// The state of the host after an apply.
+struct Applied {
+    plan: NetworkPlan,
+    firewall: FirewallConfig,
+    rules: Ruleset,
+    /// The kernel's listing of `rules` (normalized), once known: what the resync compares
+    /// the kernel's tables with.
+    listing: Option<(Ruleset, String)>,
 }
 
 /// The programs this engine runs.
@@ -72,7 +85,7 @@ impl LinuxBridges {
         }
         Ok(LinuxBridges {
             config,
-            applying: Mutex::new(()),
+            applied: Mutex::new(None),
         })
     }
 
@@ -174,10 +187,9 @@ impl LinuxBridges {
         Ok(true)
     }
 
-    fn firewall(&self, plan: &NetworkPlan) -> Result<(), NetworkError> {
-        if plan.is_empty() {
-            return nft_script(&nft::removal());
-        }
+    /// What the rules need of the host: its own networks (which guests never reach) and the
+    /// interface holding the tunnel address.
+    fn firewall_config(&self, plan: &NetworkPlan) -> Result<FirewallConfig, NetworkError> {
         let addresses = host_addresses()?;
         let mut deny: Vec<Ipv4Net> = addresses.iter().map(|(_, net)| net.trunc()).collect();
         deny.extend(self.config.deny.iter().copied());
@@ -194,28 +206,28 @@ impl LinuxBridges {
             }
             found
         });
-        let config = FirewallConfig {
+        Ok(FirewallConfig {
             metadata_port: self.config.metadata_port,
             egress: self.config.egress,
             pool: self.config.pool,
             deny,
             underlay,
-        };
-        nft_script(&nft::ruleset(plan, &config))
-    }
-}
-
-impl Network for LinuxBridges {
-    fn mode(&self) -> Mode {
-        Mode::Bridged
+        })
     }
 
-    fn apply(&self, plan: &NetworkPlan) -> Result<(), NetworkError> {
-        let _one_at_a_time = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+    /// Makes the whole host match `plan`: every rule written, every link checked, every
+    /// dnsmasq reloaded, and what the plan does not name removed.
+    fn full(&self, plan: &NetworkPlan) -> Result<Applied, NetworkError> {
         let links = own_links()?;
+        let firewall = self.firewall_config(plan)?;
+        let rules = nft::model(plan, &firewall);
         // Rules first: a new tap is guarded before it carries a packet, and what goes away
         // stops being reachable at once.
-        self.firewall(plan)?;
+        nft_script(&if plan.is_empty() {
+            rules.removal()
+        } else {
+            rules.script()
+        })?;
         let mut wanted = BTreeSet::new();
         for vlan in &plan.vlans {
             let bridge = vlan.bridge();
@@ -250,7 +262,206 @@ impl Network for LinuxBridges {
                 dnsmasq::remove(&self.config.state_dir, &bridge);
             }
         }
+        Ok(Applied {
+            plan: plan.clone(),
+            firewall,
+            rules,
+            listing: None,
+        })
+    }
+
+    /// Makes the host go from `prev` to `plan` touching only what differs: the rules' changes
+    /// in one transaction, the links of NICs and VLANs that came or went, the dnsmasq of the
+    /// VLANs whose hosts changed.
+    fn change(&self, prev: &Applied, plan: &NetworkPlan) -> Result<Applied, NetworkError> {
+        let rules = nft::model(plan, &prev.firewall);
+        if let Some(script) = ruleset::changes(&prev.rules, &rules) {
+            nft_script(&script)?;
+        }
+        let before: BTreeMap<i64, &VlanNet> =
+            prev.plan.vlans.iter().map(|v| (v.vlan_id, v)).collect();
+        let after: BTreeMap<i64, &VlanNet> = plan.vlans.iter().map(|v| (v.vlan_id, v)).collect();
+        let tunnel = plan.tunnel.as_ref().filter(|t| !t.peers.is_empty());
+        for vlan in &plan.vlans {
+            let old = before.get(&vlan.vlan_id);
+            let bridge = vlan.bridge();
+            if old.is_none_or(|o| o.subnet != vlan.subnet) {
+                self.ensure_bridge(vlan, link_exists(&bridge))?;
+            }
+            for nic in &vlan.nics {
+                if !old.is_some_and(|o| o.nics.iter().any(|n| n.server_id == nic.server_id)) {
+                    self.ensure_tap(nic, &bridge, link_exists(&nic.tap()))?;
+                }
+            }
+            let mut mtu = None;
+            if let Some(tunnel) = tunnel {
+                let tunneled = if old.is_none() {
+                    self.ensure_vxlan(vlan, tunnel, link_exists(&vxlan_name(vlan.vlan_id)))?
+                } else {
+                    vlan.vlan_id <= MAX_VNI
+                };
+                if tunneled {
+                    mtu = Some(TUNNELED_MTU);
+                }
+            }
+            if old.is_none_or(|o| {
+                dnsmasq::dhcp_hosts(o) != dnsmasq::dhcp_hosts(vlan)
+                    || dnsmasq::names(o) != dnsmasq::names(vlan)
+                    || o.subnet != vlan.subnet
+            }) {
+                dnsmasq::ensure(&self.config.state_dir, vlan, self.config.egress, mtu)?;
+            }
+        }
+        let taps: BTreeSet<String> = plan
+            .vlans
+            .iter()
+            .flat_map(|v| v.nics.iter().map(Nic::tap))
+            .collect();
+        for nic in prev.plan.vlans.iter().flat_map(|v| &v.nics) {
+            if !taps.contains(&nic.tap()) && link_exists(&nic.tap()) {
+                ip(&["link", "del", &nic.tap()])?;
+            }
+        }
+        for vlan in &prev.plan.vlans {
+            if after.contains_key(&vlan.vlan_id) {
+                continue;
+            }
+            let (bridge, vxlan) = (vlan.bridge(), vxlan_name(vlan.vlan_id));
+            dnsmasq::remove(&self.config.state_dir, &bridge);
+            for link in [vxlan, bridge] {
+                if link_exists(&link) {
+                    ip(&["link", "del", &link])?;
+                }
+            }
+        }
+        Ok(Applied {
+            plan: plan.clone(),
+            firewall: prev.firewall.clone(),
+            rules,
+            listing: prev.listing.clone(),
+        })
+    }
+
+    /// `prev`'s plan, or the whole host, made to match `plan`.
+    fn apply_locked(
+        &self,
+        prev: Option<Applied>,
+        plan: &NetworkPlan,
+    ) -> Result<Applied, NetworkError> {
+        match prev {
+            // A change of the tunnel (nodes came or went) or to or from nothing at all
+            // touches everything: written whole.
+            Some(prev)
+                if prev.plan.tunnel == plan.tunnel && !prev.plan.is_empty() && !plan.is_empty() =>
+            {
+                self.change(&prev, plan).or_else(|err| {
+                    tracing::warn!(
+                        error = %err,
+                        "a change of this node's networks failed: everything is written again"
+                    );
+                    self.full(plan)
+                })
+            }
+            _ => self.full(plan),
+        }
+    }
+
+    /// What differs between the host and `applied`: the `extility` tables as the kernel
+    /// lists them, the product's links, and each VLAN's dnsmasq (running, with its hosts).
+    fn drift(&self, applied: &mut Applied) -> Result<Vec<String>, NetworkError> {
+        let mut drift = Vec::new();
+        let plan = &applied.plan;
+        let listed = ruleset::normalize(&nft_list()?, nft::TABLE).map_err(NetworkError)?;
+        let expected = if plan.is_empty() {
+            Some(String::new())
+        } else {
+            match &applied.listing {
+                Some((rules, listing)) if *rules == applied.rules => Some(listing.clone()),
+                _ => match scratch_listing(&applied.rules.script()) {
+                    Ok(listing) => {
+                        applied.listing = Some((applied.rules.clone(), listing.clone()));
+                        Some(listing)
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, "listing the rules in a scratch namespace");
+                        None
+                    }
+                },
+            }
+        };
+        match expected {
+            Some(expected) if expected == listed => {}
+            Some(_) => drift.push("the nftables tables".to_string()),
+            None => drift.push("the nftables tables (not comparable here)".to_string()),
+        }
+        let mut wanted = BTreeSet::new();
+        let tunneled = plan.tunnel.as_ref().is_some_and(|t| !t.peers.is_empty());
+        for vlan in &plan.vlans {
+            wanted.insert(vlan.bridge());
+            wanted.extend(vlan.nics.iter().map(Nic::tap));
+            if tunneled && vlan.vlan_id <= MAX_VNI {
+                wanted.insert(vxlan_name(vlan.vlan_id));
+            }
+            let files = dnsmasq::Files::of(&self.config.state_dir, &vlan.bridge());
+            let same = |path: &std::path::Path, text: String| {
+                std::fs::read_to_string(path).is_ok_and(|found| found == text)
+            };
+            if dnsmasq::running(&files).is_none()
+                || !same(&files.hosts, dnsmasq::dhcp_hosts(vlan))
+                || !same(&files.names, dnsmasq::names(vlan))
+            {
+                drift.push(format!("the dnsmasq of {}", vlan.bridge()));
+            }
+        }
+        let links = own_links()?;
+        for link in links.symmetric_difference(&wanted) {
+            drift.push(format!("the link {link}"));
+        }
+        for bridge in dnsmasq::known_bridges(&self.config.state_dir) {
+            if !wanted.contains(&bridge) {
+                drift.push(format!("the dnsmasq files of {bridge}"));
+            }
+        }
+        Ok(drift)
+    }
+}
+
+impl Network for LinuxBridges {
+    fn mode(&self) -> Mode {
+        Mode::Bridged
+    }
+
+    fn apply(&self, plan: &NetworkPlan) -> Result<(), NetworkError> {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken: a failure leaves `None`, and the next apply writes everything.
+        let prev = applied.take();
+        *applied = Some(self.apply_locked(prev, plan)?);
         Ok(())
+    }
+
+    fn resync(&self, plan: &NetworkPlan) -> Result<Vec<String>, NetworkError> {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = applied.take();
+        let host = self.firewall_config(plan)?;
+        // The host's own addresses changed, or nothing was applied yet: written whole.
+        let mut current = match prev {
+            Some(prev) if prev.firewall == host => self.apply_locked(Some(prev), plan)?,
+            _ => self.full(plan)?,
+        };
+        let drift = self.drift(&mut current)?;
+        if !drift.is_empty() {
+            tracing::warn!(
+                ?drift,
+                "this node's networks drifted: everything is written again"
+            );
+            current = self.full(plan)?;
+            // What the kernel lists now is what these rules list as.
+            if let Ok(listing) = ruleset::normalize(&nft_list()?, nft::TABLE) {
+                current.listing = Some((current.rules.clone(), listing));
+            }
+        }
+        *applied = Some(current);
+        Ok(drift)
     }
 }
 
@@ -307,6 +518,33 @@ fn bridge_fdb(verb: &str, vxlan: &str, peer: &str) -> Result<(), NetworkError> {
         None,
     )
     .map(drop)
+}
+
+/// Whether a link exists (of any kind).
+fn link_exists(name: &str) -> bool {
+    ip(&["link", "show", "dev", name]).is_ok()
+}
+
+/// `nft -j list ruleset`.
+fn nft_list() -> Result<String, NetworkError> {
+    run(Command::new("nft").args(["-j", "list", "ruleset"]), None)
+}
+
+/// How the kernel lists `script` (normalized), loaded in a network namespace of its own that
+/// goes with the command: what the tables list as once written whole, whatever changes made
+/// them since.
+fn scratch_listing(script: &str) -> Result<String, NetworkError> {
+    let listing = run(
+        Command::new("unshare").args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "nft -f - && nft -j list ruleset",
+        ]),
+        Some(script),
+    )?;
+    ruleset::normalize(&listing, nft::TABLE).map_err(NetworkError)
 }
 
 fn nft_script(script: &str) -> Result<(), NetworkError> {

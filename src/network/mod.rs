@@ -6,7 +6,11 @@
 //!   per NIC, one dnsmasq per bridge handing each NIC the address the platform chose, and
 //!   the `extility` nftables tables: isolation, the metadata redirect, port forwards and
 //!   egress NAT. [`linux::LinuxBridges::apply`] makes the host match a [`NetworkPlan`]: what
-//!   the plan does not name (a stopped server's tap, a VLAN left empty) is removed.
+//!   the plan does not name (a stopped server's tap, a VLAN left empty) is removed. It keeps
+//!   the plan it applied last and touches only what differs from it (the rules' elements and
+//!   chains in one `nft -f` transaction, the links that came or went, the dnsmasq of a VLAN
+//!   whose hosts changed); [`Network::resync`] also checks the host still holds it, and
+//!   writes everything again when not.
 //! - [`UserConfined`] (`--network user`, or without the privileges): QEMU's user-mode
 //!   network with `restrict=on`; the hypervisor does everything and there is nothing to apply.
 //!
@@ -19,6 +23,8 @@ pub mod dnsmasq;
 pub mod firewall;
 pub mod linux;
 pub mod nft;
+pub mod ruleset;
+pub mod sample;
 
 use std::net::Ipv4Addr;
 
@@ -158,8 +164,16 @@ pub enum Mode {
 pub trait Network: Send + Sync + 'static {
     fn mode(&self) -> Mode;
 
-    /// Makes this node's networks what the plan says, removing what it does not name.
+    /// Makes this node's networks what the plan says, removing what it does not name:
+    /// only what differs from the last plan applied is touched.
     fn apply(&self, plan: &NetworkPlan) -> Result<(), NetworkError>;
+
+    /// [`Network::apply`], then a check that the host still holds what was applied (rules,
+    /// links, DHCP servers), everything written again if not: what had drifted (nothing,
+    /// when nothing had).
+    fn resync(&self, plan: &NetworkPlan) -> Result<Vec<String>, NetworkError> {
+        self.apply(plan).map(|()| Vec::new())
+    }
 }
 
 /// `--network user`: nothing of the host to manage.

@@ -1,6 +1,18 @@
-//! The nftables rules of tenant networks, as one `nft -f` script: two tables the product owns
-//! (`inet extility` and `bridge extility`), replaced whole and atomically at each change, and
-//! nothing else of the host's firewall touched.
+//! The nftables rules of tenant networks: two tables the product owns (`inet extility` and
+//! `bridge extility`), built as data ([`model`], a [`Ruleset`]) and given to the kernel in one
+//! atomic `nft -f` transaction: whole at start-up and after a drift ([`ruleset`]), and
+//! otherwise only what changed ([`super::ruleset::changes`]). Nothing else of the host's
+//! firewall is touched.
+//!
+//! A packet meets a constant number of rules whatever the number of VLANs, NICs and port
+//! forwards (issue 23): what is per NIC, per VLAN or per forward is an element of a named set
+//! or map (or a chain behind a verdict map), never a rule of a shared chain. Adding or removing
+//! a NIC, a VLAN or a forward changes its elements and its own chain only.
+//! - `bridge`: `ports` (a tap or tunnel to its chain), one chain per NIC and per tunnel.
+//! - `inet`: `dhcp` and `gateways` (a bridge with the addresses its guests may ask for DHCP and
+//!   DNS), `intra` (a bridge with itself: traffic inside a VLAN), `forwards` (a host port to
+//!   the NIC address and port it reaches), `firewall_in` and `firewall_out` (a NIC's address to
+//!   its firewall template's chain: [`super::firewall`]).
 //!
 //! - Frame admission (`bridge` table) is an allow-list. `iifname vmap` sends each frame of a
 //!   tap to its NIC's chain and each frame of a tunnel to its VLAN's chain (one lookup,
@@ -35,11 +47,9 @@
 //!   frames to guests only: never this host's own (its gateway, DHCP and DNS serve its own
 //!   guests; each node is the gateway of its guests), never anything to this host.
 
-use std::fmt::Write;
-use std::net::Ipv4Addr;
-
 use ipnet::Ipv4Net;
 
+use super::ruleset::{Ruleset, Set, Table};
 use super::{METADATA_ADDR, METADATA_PORT, NetworkPlan, Nic, VXLAN_PORT, vxlan_name};
 
 pub const TABLE: &str = "extility";
@@ -49,7 +59,7 @@ pub const TABLE: &str = "extility";
 pub const GUEST_MARK: u32 = 0x1000_0000;
 
 /// What the rules need besides the plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirewallConfig {
     /// Where this node's metadata listener takes the redirected connections.
     pub metadata_port: u16,
@@ -69,18 +79,34 @@ const ALWAYS_DENIED: &[&str] = &["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "
 
 /// The script that removes both tables (if they exist).
 pub fn removal() -> String {
-    format!(
-        "table inet {TABLE}\ndelete table inet {TABLE}\n\
-         table bridge {TABLE}\ndelete table bridge {TABLE}\n"
-    )
+    model(&NetworkPlan::default(), &empty_config()).removal()
+}
+
+fn empty_config() -> FirewallConfig {
+    FirewallConfig {
+        metadata_port: 0,
+        egress: false,
+        pool: Ipv4Net::default(),
+        deny: Vec::new(),
+        underlay: None,
+    }
 }
 
 /// The script that replaces both tables with the rules of `plan`.
 pub fn ruleset(plan: &NetworkPlan, config: &FirewallConfig) -> String {
-    let mut s = removal();
-    inet_table(&mut s, plan, config);
-    bridge_table(&mut s, plan);
-    s
+    model(plan, config).script()
+}
+
+/// Both tables with the rules of `plan`, as data: [`Ruleset::script`] writes them whole,
+/// [`super::ruleset::changes`] only what differs from those of another plan.
+pub fn model(plan: &NetworkPlan, config: &FirewallConfig) -> Ruleset {
+    let mut inet = Table::new("inet", TABLE);
+    inet_table(&mut inet, plan, config);
+    let mut bridge = Table::new("bridge", TABLE);
+    bridge_table(&mut bridge, plan);
+    Ruleset {
+        tables: vec![inet, bridge],
+    }
 }
 
 /// Everything guests may not reach, as an nft set.
@@ -94,150 +120,126 @@ fn denied(plan: &NetworkPlan, config: &FirewallConfig) -> String {
     set(&deny.iter().map(ToString::to_string).collect::<Vec<_>>())
 }
 
-fn inet_table(s: &mut String, plan: &NetworkPlan, config: &FirewallConfig) {
+fn inet_table(t: &mut Table, plan: &NetworkPlan, config: &FirewallConfig) {
     let bridges = "\"extbr*\"";
     let deny = denied(plan, config);
     let meta = METADATA_ADDR;
     let meta_port = config.metadata_port;
     let guest = format!("ct mark & {GUEST_MARK:#x} == {GUEST_MARK:#x}");
 
-    let _ = writeln!(s, "table inet {TABLE} {{");
-    // Where guests' packets enter: marked, and held to the route back to their source.
-    let _ = writeln!(
-        s,
-        "  chain guard {{\n    type filter hook prerouting priority -160; policy accept;\n    \
-         iifname {bridges} ct mark set ct mark | {GUEST_MARK:#x}\n    \
-         iifname {bridges} ip saddr != 0.0.0.0 fib saddr . iif oif missing drop\n  }}"
-    );
-    // Guests to this host.
-    let _ = writeln!(
-        s,
-        "  chain input {{\n    type filter hook input priority -5; policy accept;\n    \
-         iifname {bridges} jump guest_to_host\n    \
-         tcp dport {meta_port} iifname != \"lo\" drop\n    \
-         {guest} udp dport {VXLAN_PORT} drop"
-    );
-    if plan.tunnel.is_some() {
-        let _ = writeln!(s, "    udp dport {VXLAN_PORT} jump vxlan_in");
+    // Per VLAN, elements only: where DHCP may go (the bridge's broadcast and gateway), its
+    // gateway (DNS), and its bridge to itself (bridged traffic inside the VLAN).
+    let mut dhcp = Set::plain("type ifname . ipv4_addr;");
+    let mut gateways = Set::plain("type ifname . ipv4_addr;");
+    let mut intra = Set::plain("type ifname . ifname;");
+    for vlan in &plan.vlans {
+        let (b, gw) = (vlan.bridge(), vlan.gateway());
+        dhcp.insert(format!("\"{b}\" . 255.255.255.255"));
+        dhcp.insert(format!("\"{b}\" . {gw}"));
+        gateways.insert(format!("\"{b}\" . {gw}"));
+        intra.insert(format!("\"{b}\" . \"{b}\""));
     }
-    let _ = writeln!(s, "  }}");
+    // Port forwards: one map from the host port to the NIC's address and port.
+    let mut forwards = Set::map("type inet_service : ipv4_addr . inet_service;");
+    for f in &plan.forwards {
+        forwards.insert_pair(
+            f.host_port.to_string(),
+            format!("{} . {}", f.address, f.guest_port),
+        );
+    }
+    t.sets.insert("dhcp".into(), dhcp);
+    t.sets.insert("gateways".into(), gateways);
+    t.sets.insert("intra".into(), intra);
+    t.sets.insert("forwards".into(), forwards);
+
+    // Where guests' packets enter: marked, and held to the route back to their source.
+    let c = t.chain("guard");
+    c.hook = Some("type filter hook prerouting priority -160; policy accept;".into());
+    c.rule(format!(
+        "iifname {bridges} ct mark set ct mark | {GUEST_MARK:#x}"
+    ));
+    c.rule(format!(
+        "iifname {bridges} ip saddr != 0.0.0.0 fib saddr . iif oif missing drop"
+    ));
+    // Guests to this host.
+    let c = t.chain("input");
+    c.hook = Some("type filter hook input priority -5; policy accept;".into());
+    c.rule(format!("iifname {bridges} jump guest_to_host"));
+    c.rule(format!("tcp dport {meta_port} iifname != \"lo\" drop"));
+    c.rule(format!("{guest} udp dport {VXLAN_PORT} drop"));
     if let Some(tunnel) = &plan.tunnel {
-        let _ = writeln!(s, "  chain vxlan_in {{");
+        c.rule(format!("udp dport {VXLAN_PORT} jump vxlan_in"));
+        let c = t.chain("vxlan_in");
         match &config.underlay {
-            Some(underlay) => {
-                let _ = writeln!(s, "    iifname != \"{underlay}\" drop");
-            }
-            None => {
-                let _ = writeln!(s, "    drop");
-            }
+            Some(underlay) => c.rule(format!("iifname != \"{underlay}\" drop")),
+            None => c.rule("drop"),
         }
         let peers: Vec<String> = tunnel.peers.iter().map(|p| p.to_string()).collect();
         if peers.is_empty() {
-            let _ = writeln!(s, "    drop");
+            c.rule("drop");
         } else {
-            let _ = writeln!(s, "    ip saddr != {} drop", set(&peers));
+            c.rule(format!("ip saddr != {} drop", set(&peers)));
         }
-        let _ = writeln!(s, "  }}");
     }
-    let _ = writeln!(s, "  chain guest_to_host {{");
-    let _ = writeln!(s, "    ct state established,related accept");
-    let _ = writeln!(s, "    meta nfproto ipv6 drop");
-    for vlan in &plan.vlans {
-        let (b, gw) = (vlan.bridge(), vlan.gateway());
-        let _ = writeln!(
-            s,
-            "    iifname \"{b}\" ip daddr {{ 255.255.255.255, {gw} }} udp sport 68 udp dport 67 accept"
-        );
-        let _ = writeln!(
-            s,
-            "    iifname \"{b}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept"
-        );
-    }
-    let _ = writeln!(
-        s,
-        "    ct original ip daddr {meta} tcp dport {meta_port} accept\n    drop\n  }}"
-    );
+    let c = t.chain("guest_to_host");
+    c.rule("ct state established,related accept");
+    c.rule("meta nfproto ipv6 drop");
+    c.rule("iifname . ip daddr @dhcp udp sport 68 udp dport 67 accept");
+    c.rule("iifname . ip daddr @gateways meta l4proto { tcp, udp } th dport 53 accept");
+    c.rule(format!(
+        "ct original ip daddr {meta} tcp dport {meta_port} accept"
+    ));
+    c.rule("drop");
 
     // Through this host.
-    let _ = writeln!(
-        s,
-        "  chain forward {{\n    type filter hook forward priority -5; policy accept;"
-    );
-    for vlan in &plan.vlans {
-        // Bridged traffic inside one VLAN, when br_netfilter shows it here.
-        let b = vlan.bridge();
-        let _ = writeln!(s, "    iifname \"{b}\" oifname \"{b}\" accept");
-    }
-    let _ = writeln!(
-        s,
-        "    {guest} udp dport {VXLAN_PORT} drop\n    \
-         iifname {bridges} jump from_guest\n    oifname {bridges} jump to_guest\n  }}"
-    );
-    let _ = writeln!(s, "  chain from_guest {{");
+    let c = t.chain("forward");
+    c.hook = Some("type filter hook forward priority -5; policy accept;".into());
+    // Bridged traffic inside one VLAN, when br_netfilter shows it here.
+    c.rule("iifname . oifname @intra accept");
+    c.rule(format!("{guest} udp dport {VXLAN_PORT} drop"));
+    c.rule(format!("iifname {bridges} jump from_guest"));
+    c.rule(format!("oifname {bridges} jump to_guest"));
+    let c = t.chain("from_guest");
     // Also without a conntrack entry (which the mark needs), never a tunnel's port.
-    let _ = writeln!(s, "    udp dport {VXLAN_PORT} drop");
-    let _ = writeln!(s, "    ct state invalid drop");
-    let _ = writeln!(s, "    ct state established,related accept");
-    let _ = writeln!(s, "    oifname {bridges} drop");
-    let _ = writeln!(s, "    ip daddr {deny} drop");
-    let _ = writeln!(s, "    fib daddr type local drop");
-    let _ = writeln!(s, "    {}", if config.egress { "accept" } else { "drop" });
-    let _ = writeln!(s, "  }}");
-    let _ = writeln!(
-        s,
-        "  chain to_guest {{\n    ct state established,related accept\n    \
-         ct status dnat accept\n    drop\n  }}"
-    );
+    c.rule(format!("udp dport {VXLAN_PORT} drop"));
+    c.rule("ct state invalid drop");
+    c.rule("ct state established,related accept");
+    c.rule(format!("oifname {bridges} drop"));
+    c.rule(format!("ip daddr {deny} drop"));
+    c.rule("fib daddr type local drop");
+    c.rule(if config.egress { "accept" } else { "drop" });
+    let c = t.chain("to_guest");
+    c.rule("ct state established,related accept");
+    c.rule("ct status dnat accept");
+    c.rule("drop");
     // What this host sends: never a guest's packet to a tunnel's port.
-    let _ = writeln!(
-        s,
-        "  chain output_guard {{\n    type filter hook output priority -5; policy accept;\n    \
-         {guest} udp dport {VXLAN_PORT} drop\n  }}"
-    );
+    let c = t.chain("output_guard");
+    c.hook = Some("type filter hook output priority -5; policy accept;".into());
+    c.rule(format!("{guest} udp dport {VXLAN_PORT} drop"));
 
-    // Addresses: the metadata redirect, port forwards, egress NAT.
-    let _ = writeln!(
-        s,
-        "  chain prerouting {{\n    type nat hook prerouting priority -105; policy accept;\n    \
-         iifname {bridges} ip daddr {meta} tcp dport {METADATA_PORT} redirect to :{meta_port}"
-    );
-    for f in &plan.forwards {
-        let _ = writeln!(
-            s,
-            "    iifname != {bridges} fib daddr type local tcp dport {} dnat ip to {}",
-            f.host_port,
-            target(f.address, f.guest_port)
-        );
-    }
-    let _ = writeln!(s, "  }}");
-    let _ = writeln!(
-        s,
-        "  chain output {{\n    type nat hook output priority -105; policy accept;"
-    );
-    for f in &plan.forwards {
-        let _ = writeln!(
-            s,
-            "    ip daddr != 127.0.0.0/8 fib daddr type local tcp dport {} dnat ip to {}",
-            f.host_port,
-            target(f.address, f.guest_port)
-        );
-    }
-    let _ = writeln!(s, "  }}");
-    let _ = writeln!(
-        s,
-        "  chain postrouting {{\n    type nat hook postrouting priority 95; policy accept;"
-    );
+    // Addresses: the metadata redirect, port forwards (one lookup in `forwards`: a port it
+    // does not hold matches nothing), egress NAT.
+    let c = t.chain("prerouting");
+    c.hook = Some("type nat hook prerouting priority -105; policy accept;".into());
+    c.rule(format!(
+        "iifname {bridges} ip daddr {meta} tcp dport {METADATA_PORT} redirect to :{meta_port}"
+    ));
+    c.rule(format!(
+        "iifname != {bridges} fib daddr type local dnat ip to tcp dport map @forwards"
+    ));
+    let c = t.chain("output");
+    c.hook = Some("type nat hook output priority -105; policy accept;".into());
+    c.rule("ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to tcp dport map @forwards");
+    let c = t.chain("postrouting");
+    c.hook = Some("type nat hook postrouting priority 95; policy accept;".into());
     if config.egress {
-        let _ = writeln!(
-            s,
-            "    ip saddr {} oifname != {bridges} masquerade",
+        c.rule(format!(
+            "ip saddr {} oifname != {bridges} masquerade",
             config.pool
-        );
+        ));
     }
-    let _ = writeln!(s, "  }}");
     let nics: Vec<&Nic> = plan.vlans.iter().flat_map(|v| &v.nics).collect();
-    super::firewall::chains(s, &nics);
-    let _ = writeln!(s, "}}");
+    super::firewall::add(t, &nics);
 }
 
 /// The chain of a tap's frames.
@@ -250,50 +252,47 @@ fn tunnel_chain(vlan_id: i64) -> String {
     format!("tunnel_{vlan_id}")
 }
 
-fn bridge_table(s: &mut String, plan: &NetworkPlan) {
-    let mut dispatch: Vec<String> = Vec::new();
+fn bridge_table(t: &mut Table, plan: &NetworkPlan) {
+    // One lookup from the interface a frame came in on to its NIC's (or tunnel's) chain.
+    let mut ports = Set::map("type ifname : verdict;");
     for vlan in &plan.vlans {
         for nic in &vlan.nics {
-            dispatch.push(format!("\"{}\" : jump {}", nic.tap(), nic_chain(nic)));
-        }
-        if plan.tunnel.is_some() {
-            dispatch.push(format!(
-                "\"{}\" : jump {}",
-                vxlan_name(vlan.vlan_id),
-                tunnel_chain(vlan.vlan_id)
-            ));
-        }
-    }
-    let _ = writeln!(
-        s,
-        "table bridge {TABLE} {{\n  chain prerouting {{\n    \
-         type filter hook prerouting priority -205; policy accept;"
-    );
-    if !dispatch.is_empty() {
-        let _ = writeln!(s, "    iifname vmap {}", set(&dispatch));
-    }
-    // A tap or tunnel of ours that no plan names carries nothing.
-    let _ = writeln!(
-        s,
-        "    iifname \"extap*\" drop\n    iifname \"extvx*\" drop\n  }}"
-    );
-    for vlan in &plan.vlans {
-        for nic in &vlan.nics {
-            let (mac, ip) = (&nic.mac, nic.address);
-            let _ = writeln!(
-                s,
-                "  chain {} {{\n    \
-                 ether saddr != {mac} drop\n    \
-                 ether type arp arp hlen 6 arp plen 4 arp saddr ether {mac} arp saddr ip {ip} accept\n    \
-                 ether type ip ip saddr {ip} udp sport 67 drop\n    \
-                 ether type ip ip saddr {ip} accept\n    \
-                 ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept\n    \
-                 drop\n  }}",
-                nic_chain(nic)
+            ports.insert_pair(
+                format!("\"{}\"", nic.tap()),
+                format!("jump {}", nic_chain(nic)),
             );
         }
         if plan.tunnel.is_some() {
-            let _ = writeln!(s, "  chain {} {{", tunnel_chain(vlan.vlan_id));
+            ports.insert_pair(
+                format!("\"{}\"", vxlan_name(vlan.vlan_id)),
+                format!("jump {}", tunnel_chain(vlan.vlan_id)),
+            );
+        }
+    }
+    t.sets.insert("ports".into(), ports);
+    let c = t.chain("prerouting");
+    c.hook = Some("type filter hook prerouting priority -205; policy accept;".into());
+    c.rule("iifname vmap @ports");
+    // A tap or tunnel of ours that the map does not name carries nothing.
+    c.rule("iifname \"extap*\" drop");
+    c.rule("iifname \"extvx*\" drop");
+    for vlan in &plan.vlans {
+        for nic in &vlan.nics {
+            let (mac, ip) = (&nic.mac, nic.address);
+            let c = t.chain(&nic_chain(nic));
+            c.rule(format!("ether saddr != {mac} drop"));
+            c.rule(format!(
+                "ether type arp arp hlen 6 arp plen 4 arp saddr ether {mac} arp saddr ip {ip} accept"
+            ));
+            c.rule(format!("ether type ip ip saddr {ip} udp sport 67 drop"));
+            c.rule(format!("ether type ip ip saddr {ip} accept"));
+            c.rule(
+                "ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
+            );
+            c.rule("drop");
+        }
+        if plan.tunnel.is_some() {
+            let c = t.chain(&tunnel_chain(vlan.vlan_id));
             if !vlan.remote_nics.is_empty() {
                 let arp: Vec<String> = vlan
                     .remote_nics
@@ -305,33 +304,28 @@ fn bridge_table(s: &mut String, plan: &NetworkPlan) {
                     .iter()
                     .map(|n| format!("{} . {}", n.mac, n.address))
                     .collect();
-                let _ = writeln!(
-                    s,
-                    "    ether type arp arp hlen 6 arp plen 4 \
-                     ether saddr . arp saddr ether . arp saddr ip {} accept\n    \
-                     ether type ip udp sport 67 drop\n    \
-                     ether type ip ether saddr . ip saddr {} accept",
-                    set(&arp),
+                c.rule(format!(
+                    "ether type arp arp hlen 6 arp plen 4 \
+                     ether saddr . arp saddr ether . arp saddr ip {} accept",
+                    set(&arp)
+                ));
+                c.rule("ether type ip udp sport 67 drop");
+                c.rule(format!(
+                    "ether type ip ether saddr . ip saddr {} accept",
                     set(&ip)
-                );
+                ));
             }
-            let _ = writeln!(s, "    drop\n  }}");
+            c.rule("drop");
         }
     }
     // A tunnel joins guests to guests: this host neither hears other nodes' guests nor
     // speaks to them (its gateway is its own guests').
-    let _ = writeln!(
-        s,
-        "  chain input {{\n    type filter hook input priority -205; policy accept;\n    \
-         iifname \"extvx*\" drop\n  }}\n  \
-         chain output {{\n    type filter hook output priority -205; policy accept;\n    \
-         oifname \"extvx*\" drop\n  }}"
-    );
-    let _ = writeln!(s, "}}");
-}
-
-fn target(address: Ipv4Addr, port: u16) -> String {
-    format!("{address}:{port}")
+    let c = t.chain("input");
+    c.hook = Some("type filter hook input priority -205; policy accept;".into());
+    c.rule("iifname \"extvx*\" drop");
+    let c = t.chain("output");
+    c.hook = Some("type filter hook output priority -205; policy accept;".into());
+    c.rule("oifname \"extvx*\" drop");
 }
 
 fn set(items: &[String]) -> String {
@@ -430,33 +424,90 @@ mod tests {
         assert!(!rules.contains("ip6 "), "{rules}");
     }
 
+    /// The elements of set or map `name` of the table of `family`.
+    fn elements(rules: &Ruleset, family: &str, name: &str) -> Vec<String> {
+        let table = rules.tables.iter().find(|t| t.family == family).unwrap();
+        table.sets[name]
+            .elements
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k} : {v}"),
+                None => k.clone(),
+            })
+            .collect()
+    }
+
     #[test]
     fn frames_are_dispatched_by_one_lookup_and_unnamed_ports_pass_nothing() {
         let rules = ruleset(&tunneled(), &config(false));
+        let prerouting = [
+            "iifname vmap @ports",
+            "iifname \"extap*\" drop",
+            "iifname \"extvx*\" drop",
+        ];
         assert_eq!(
             chain(&rules, "bridge/prerouting")
                 .into_iter()
                 .filter(|l| !l.starts_with("type"))
                 .collect::<Vec<_>>(),
-            [
-                "iifname vmap { \"extap3\" : jump nic_3, \"extvx7\" : jump tunnel_7 }",
-                "iifname \"extap*\" drop",
-                "iifname \"extvx*\" drop",
-            ]
+            prerouting
         );
-        // Without NICs: no map at all, and every tap of ours is dropped.
-        let empty = ruleset(&NetworkPlan::default(), &config(false));
-        let pre = chain(&empty, "bridge/prerouting");
-        assert!(!pre.iter().any(|l| l.contains("vmap")), "{pre:?}");
-        assert!(pre.contains(&"iifname \"extap*\" drop".to_string()));
-        // 500 NICs make 500 map entries and 500 chains, and still one rule before them.
+        assert_eq!(
+            elements(&model(&tunneled(), &config(false)), "bridge", "ports"),
+            ["\"extap3\" : jump nic_3", "\"extvx7\" : jump tunnel_7"]
+        );
+        // Without NICs: an empty map, and every tap of ours is dropped.
+        let empty = model(&NetworkPlan::default(), &config(false));
+        assert!(elements(&empty, "bridge", "ports").is_empty());
+        assert_eq!(chain(&empty.script(), "bridge/prerouting")[1..], prerouting);
+        // 500 NICs make 500 map entries and 500 chains, and still the same rules before them.
         let mut many = plan();
         many.vlans[0].nics = (0..500)
             .map(|i| nic(i, "52:54:00:00:00:01", "10.64.6.10"))
             .collect();
-        let rules = ruleset(&many, &config(false));
-        assert_eq!(chain(&rules, "bridge/prerouting").len(), 4, "{rules}");
-        assert!(rules.contains("\"extap499\" : jump nic_499"));
+        let rules = model(&many, &config(false));
+        assert_eq!(chain(&rules.script(), "bridge/prerouting")[1..], prerouting);
+        assert_eq!(elements(&rules, "bridge", "ports").len(), 500);
+        assert!(rules.script().contains("\"extap499\" : jump nic_499"));
+    }
+
+    #[test]
+    fn no_shared_chain_grows_with_vlans_nics_or_forwards() {
+        let one = model(&plan(), &config(true));
+        let mut many = plan();
+        for v in 0..50 {
+            let mut vlan = many.vlans[0].clone();
+            vlan.vlan_id = 100 + v;
+            vlan.subnet = format!("10.65.{v}.0/24").parse().unwrap();
+            vlan.nics = (0..10)
+                .map(|i| {
+                    nic(
+                        1000 + v * 10 + i,
+                        "52:54:00:00:00:02",
+                        &format!("10.65.{v}.{}", 10 + i),
+                    )
+                })
+                .collect();
+            many.vlans.push(vlan);
+        }
+        many.forwards = (0..500)
+            .map(|i| Forward {
+                host_port: 20000 + i,
+                address: "10.64.6.10".parse().unwrap(),
+                guest_port: 22,
+            })
+            .collect();
+        let many = model(&many, &config(true));
+        for (a, b) in one.tables.iter().zip(&many.tables) {
+            for (name, chain) in &a.chains {
+                if name.starts_with("nic_") || name.starts_with("tunnel_") {
+                    continue;
+                }
+                assert_eq!(chain, &b.chains[name], "{name}");
+            }
+        }
+        assert_eq!(elements(&many, "inet", "forwards").len(), 500);
+        assert_eq!(elements(&many, "inet", "intra").len(), 51);
     }
 
     #[test]
@@ -532,15 +583,32 @@ mod tests {
         let rules = ruleset(&plan(), &config(true));
         assert!(rules.starts_with(&removal()));
         for line in [
-            "iifname \"extbr7\" ip daddr { 255.255.255.255, 10.64.6.1 } udp sport 68 udp dport 67 accept",
-            "iifname \"extbr7\" ip daddr 10.64.6.1 meta l4proto { tcp, udp } th dport 53 accept",
-            "iifname \"extbr7\" oifname \"extbr7\" accept",
+            "iifname . ip daddr @dhcp udp sport 68 udp dport 67 accept",
+            "iifname . ip daddr @gateways meta l4proto { tcp, udp } th dport 53 accept",
+            "iifname . oifname @intra accept",
             "iifname \"extbr*\" ip daddr 169.254.169.254 tcp dport 80 redirect to :8775",
-            "fib daddr type local tcp dport 20001 dnat ip to 10.64.6.10:22",
+            "fib daddr type local dnat ip to tcp dport map @forwards",
             "ip saddr 10.64.0.0/10 oifname != \"extbr*\" masquerade",
         ] {
             assert!(rules.contains(line), "missing {line:?} in\n{rules}");
         }
+        let model = model(&plan(), &config(true));
+        assert_eq!(
+            elements(&model, "inet", "dhcp"),
+            ["\"extbr7\" . 10.64.6.1", "\"extbr7\" . 255.255.255.255"]
+        );
+        assert_eq!(
+            elements(&model, "inet", "gateways"),
+            ["\"extbr7\" . 10.64.6.1"]
+        );
+        assert_eq!(
+            elements(&model, "inet", "intra"),
+            ["\"extbr7\" . \"extbr7\""]
+        );
+        assert_eq!(
+            elements(&model, "inet", "forwards"),
+            ["20001 : 10.64.6.10 . 22"]
+        );
     }
 
     #[test]
@@ -562,8 +630,10 @@ mod tests {
     fn a_template_filters_after_the_platform_and_only_its_nics() {
         use crate::network::firewall::{Action, Direction, Protocol, Rule, Template};
         let mut plan = plan();
-        // No template: no firewall chain at all (a server without one behaves as before).
-        assert!(!ruleset(&plan, &config(true)).contains("firewall_"));
+        // No template: empty maps (a server without one behaves as before).
+        let none = model(&plan, &config(true));
+        assert!(elements(&none, "inet", "firewall_in").is_empty());
+        assert!(!none.script().contains("template_"));
         let template = Template {
             template_id: 5,
             default_inbound: Action::Deny,
@@ -595,8 +665,8 @@ mod tests {
             [
                 "type filter hook forward priority 0; policy accept;",
                 "ct state established,related accept",
-                "iifname \"extbr*\" ip saddr vmap { 10.64.6.10 : jump template_5_out }",
-                "oifname \"extbr*\" ip daddr vmap { 10.64.6.10 : jump template_5_in }",
+                "iifname \"extbr*\" ip saddr vmap @firewall_out",
+                "oifname \"extbr*\" ip daddr vmap @firewall_in",
             ]
         );
         assert_eq!(
@@ -604,8 +674,17 @@ mod tests {
             [
                 "ct state established,related accept",
                 "oifname \"extbr*\" udp sport 67 udp dport 68 accept",
-                "ip daddr vmap { 10.64.6.10 : jump template_5_in }",
+                "ip daddr vmap @firewall_in",
             ]
+        );
+        let m = model(&plan, &config(true));
+        assert_eq!(
+            elements(&m, "inet", "firewall_out"),
+            ["10.64.6.10 : jump template_5_out"]
+        );
+        assert_eq!(
+            elements(&m, "inet", "firewall_in"),
+            ["10.64.6.10 : jump template_5_in"]
         );
         assert_eq!(
             chain(&rules, "template_5_in"),

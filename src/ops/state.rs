@@ -46,6 +46,8 @@ pub struct Inner {
     /// The interactive consoles open on this node, by customer and by VM
     /// (`--max-consoles-per-customer`, `--max-consoles-per-server`).
     pub consoles: Arc<crate::ops::server::console::OpenConsoles>,
+    /// This node's network applies, one at a time, bursts of changes coalesced.
+    pub network_applier: Arc<crate::ops::network::plan::Applier>,
 }
 
 impl AppState {

@@ -11,7 +11,15 @@ use std::path::{Path, PathBuf};
 const MAY_USE: &[(&str, &[&str])] = &[
     (
         "main",
-        &["api", "cli", "config", "hypervisor", "ops", "startup"],
+        &[
+            "api",
+            "cli",
+            "config",
+            "hypervisor",
+            "network",
+            "ops",
+            "startup",
+        ],
     ),
     ("bin", &["tools", "size", "error"]),
     // Building and running a node: it wires every engine to the operation layer and the API.

@@ -47,6 +47,7 @@ mod layers;
 mod list_paging;
 mod login_throttling;
 mod metrics;
+mod network_changes;
 mod node_proof;
 mod nodes;
 mod osd_restart;

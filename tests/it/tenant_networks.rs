@@ -628,6 +628,12 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
         page.contains(&format!("hello from {}", a1.address)),
         "{page}"
     );
+    assert!(
+        ns.ruleset()
+            .contains(&format!("{host_port} : {} . 7000", a1.address)),
+        "{}",
+        ns.ruleset()
+    );
 
     // A restart of the server keeps the VMs, their taps and the forward; turned on, egress
     // lets a1 reach the world, where it was refused until then.
@@ -667,8 +673,9 @@ async fn vlans_isolate_guests_and_keep_the_platform_out_of_reach() {
         "{}",
         ns.links()
     );
+    // The forward was an element of the `forwards` map (`PORT : ADDRESS . PORT`).
     assert!(
-        !ns.ruleset().contains(&format!("dport {host_port} ")),
+        !ns.ruleset().contains(&format!("{host_port} : ")),
         "{}",
         ns.ruleset()
     );

@@ -6,7 +6,9 @@
 //! port forwards. It is applied
 //! before a VM starts (its tap must exist), after one ends, when port forwards change, at
 //! startup (which also rebuilds the firewall from the database), and every
-//! [`RESYNC_INTERVAL`] (changes made through another node, and anything that drifted).
+//! [`RESYNC_INTERVAL`] (changes made through another node, and a check for anything that
+//! drifted). Applies go through this node's [`Applier`]: one at a time, each reading the plan
+//! when it begins, so that changes made at once share an apply (issue 23).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -17,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::firewall;
 use crate::db::now_ms;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::network::{self, Forward, Mode, NetworkPlan, Nic, Tunnel, VlanNet};
 use crate::ops::server_status::ServerStatus;
 use crate::ops::state::AppState;
@@ -326,15 +328,193 @@ async fn tunnel_peers(
     Ok(peers)
 }
 
-/// Makes this node's networks what the database says.
+/// How long an apply waits for changes announced before it (their transactions under way)
+/// to be committed, so that it takes them in: a burst of changes makes a few applies, not one
+/// each. A change alone waits for nothing.
+pub const COALESCE_WAIT: Duration = Duration::from_millis(250);
+
+/// This node's applies of its network plan: one at a time, run by one task, each reading
+/// the plan when it begins and so taking in every change committed before (issue 23). A
+/// caller returns once an apply that began after its change has ended: its change is in the
+/// kernel (or the apply's error is its error).
+#[derive(Default)]
+pub struct Applier {
+    queue: std::sync::Mutex<Queue>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Changes whose transactions are under way ([`Applier::announce`]).
+    announced: usize,
+    /// Applies asked for, and the last one an ended apply took in.
+    requested: u64,
+    completed: u64,
+    /// Whether the next apply is a resync (a check of the whole host).
+    resync: bool,
+    running: bool,
+    /// Why the last apply failed, if it did (and whether the database was out of reach).
+    failed: Option<(String, bool)>,
+}
+
+/// A change under way: the next apply waits (at most [`COALESCE_WAIT`]) for it to be
+/// committed and asked for ([`Announced::apply`]), or dropped.
+pub struct Announced<'a> {
+    applier: &'a Applier,
+    open: bool,
+}
+
+impl Announced<'_> {
+    /// The change is committed: returns once it is applied (when `node` is this node;
+    /// another node's resync picks it up there).
+    pub async fn apply(mut self, state: &AppState, node: Option<&str>) -> ApiResult<()> {
+        self.open = false;
+        let ours = node == Some(state.jobs.node_id()) && state.network.mode() == Mode::Bridged;
+        self.applier.request(state, false, ours, 1).await
+    }
+}
+
+impl Drop for Announced<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.applier.lock().announced -= 1;
+            self.applier.changed.notify_waiters();
+        }
+    }
+}
+
+impl Applier {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Says a change of this node's plan is about to be made (call before its transaction).
+    pub fn announce(&self) -> Announced<'_> {
+        self.lock().announced += 1;
+        Announced {
+            applier: self,
+            open: true,
+        }
+    }
+
+    /// Asks for an apply (`want`; else only ends an announcement) and waits for one that
+    /// began after this call to end.
+    async fn request(
+        &self,
+        state: &AppState,
+        resync: bool,
+        want: bool,
+        announced: usize,
+    ) -> ApiResult<()> {
+        let ticket = {
+            let mut q = self.lock();
+            q.announced -= announced;
+            if !want {
+                drop(q);
+                self.changed.notify_waiters();
+                return Ok(());
+            }
+            q.requested += 1;
+            q.resync |= resync;
+            if !q.running {
+                q.running = true;
+                // Its own task: a caller that goes away never leaves an apply half-done.
+                tokio::spawn(drive(state.clone()));
+            }
+            q.requested
+        };
+        self.changed.notify_waiters();
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let q = self.lock();
+                if q.completed >= ticket {
+                    return match &q.failed {
+                        None => Ok(()),
+                        Some((err, true)) => {
+                            Err(ApiError::DatabaseUnavailable(anyhow::anyhow!("{err}")))
+                        }
+                        Some((err, false)) => Err(ApiError::Internal(anyhow::anyhow!("{err}"))),
+                    };
+                }
+            }
+            changed.await;
+        }
+    }
+}
+
+/// The applier's task: applies until no apply is asked for.
+async fn drive(state: AppState) {
+    let applier = &state.network_applier;
+    loop {
+        // Changes under way first, for a bounded time.
+        let deadline = tokio::time::Instant::now() + COALESCE_WAIT;
+        loop {
+            let changed = applier.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if applier.lock().announced == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let (target, resync) = {
+            let mut q = applier.lock();
+            if q.completed == q.requested {
+                q.running = false;
+                return;
+            }
+            (q.requested, std::mem::take(&mut q.resync))
+        };
+        let failed = apply_once(&state, resync).await.err().map(|e| {
+            let unavailable = e.is_database_unavailable();
+            // The cause, which each waiting caller's error carries (and logs).
+            let cause = match e {
+                ApiError::Internal(cause) | ApiError::DatabaseUnavailable(cause) => {
+                    format!("{cause:#}")
+                }
+                other => other.to_string(),
+            };
+            (cause, unavailable)
+        });
+        {
+            let mut q = applier.lock();
+            q.completed = target;
+            q.failed = failed;
+        }
+        applier.changed.notify_waiters();
+    }
+}
+
+/// Reads the plan and applies it (a resync also checks the whole host).
+async fn apply_once(state: &AppState, resync: bool) -> ApiResult<()> {
+    let plan = plan(state).await?;
+    let network = state.network.clone();
+    let metrics = &crate::metrics::METRICS;
+    if resync {
+        metrics.network_applies.with_label_values(&["resync"]).inc();
+        let drift = tokio::task::spawn_blocking(move || network.resync(&plan)).await??;
+        if !drift.is_empty() {
+            metrics.network_drifts.inc();
+        }
+    } else {
+        metrics.network_applies.with_label_values(&["change"]).inc();
+        tokio::task::spawn_blocking(move || network.apply(&plan)).await??;
+    }
+    Ok(())
+}
+
+/// Makes this node's networks what the database says (only what changed is touched).
 pub async fn sync(state: &AppState) -> ApiResult<()> {
     if state.network.mode() != Mode::Bridged {
         return Ok(());
     }
-    let plan = plan(state).await?;
-    let network = state.network.clone();
-    tokio::task::spawn_blocking(move || network.apply(&plan)).await??;
-    Ok(())
+    state.network_applier.request(state, false, true, 0).await
 }
 
 /// [`sync`] when `node` (the node running a server) is this one; another node's periodic
@@ -354,7 +534,8 @@ pub async fn sync_logged(state: &AppState) {
     }
 }
 
-/// Resyncs every [`RESYNC_INTERVAL`] until `stop`.
+/// Resyncs every [`RESYNC_INTERVAL`] until `stop`: applies what changed through other
+/// nodes, and checks the host still holds what was applied (writing it all again if not).
 pub async fn resync(state: AppState, stop: CancellationToken) {
     if state.network.mode() != Mode::Bridged {
         return;
@@ -362,7 +543,11 @@ pub async fn resync(state: AppState, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(RESYNC_INTERVAL) => sync_logged(&state).await,
+            _ = tokio::time::sleep(RESYNC_INTERVAL) => {
+                if let Err(err) = state.network_applier.request(&state, true, true, 0).await {
+                    tracing::error!(error = %err, "resyncing this node's tenant networks failed");
+                }
+            }
         }
     }
 }

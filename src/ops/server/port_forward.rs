@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::ops::accounts::quota::{self, Need};
 use crate::ops::server::own_server;
 use crate::ops::wire::Timestamp;
-use crate::ops::{Ctx, args, network::plan, page};
+use crate::ops::{Ctx, args, page};
 use crate::wire_struct;
 
 wire_struct! {
@@ -63,6 +63,8 @@ pub async fn add_port_forward(ctx: &Ctx, a: args::AddPortForward) -> ApiResult<P
         ));
     }
     let (first, last) = ctx.state.config.network.port_forward_ports;
+    // The apply running when this commits waits for it (a burst coalesces).
+    let change = ctx.state.network_applier.announce();
     for _ in 0..8 {
         let mut tx = ctx.begin_write().await?;
         let server = own_server(&mut tx, ctx.customer_id(), a.server_id).await?;
@@ -124,7 +126,7 @@ pub async fn add_port_forward(ctx: &Ctx, a: args::AddPortForward) -> ApiResult<P
             Err(err) => return Err(err.into()),
         };
         tx.commit().await?;
-        plan::sync_for(&ctx.state, server.node.as_deref()).await?;
+        change.apply(&ctx.state, server.node.as_deref()).await?;
         return Ok(to_forward((
             id,
             server.id,
@@ -139,6 +141,7 @@ pub async fn add_port_forward(ctx: &Ctx, a: args::AddPortForward) -> ApiResult<P
 }
 
 pub async fn remove_port_forward(ctx: &Ctx, a: args::RemovePortForward) -> ApiResult<i64> {
+    let change = ctx.state.network_applier.announce();
     let mut tx = ctx.begin_write().await?;
     let server_id: Option<i64> = sqlx::query_scalar(
         "SELECT server_id FROM port_forwards WHERE id = $1 AND customer_id = $2",
@@ -156,7 +159,7 @@ pub async fn remove_port_forward(ctx: &Ctx, a: args::RemovePortForward) -> ApiRe
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    plan::sync_for(&ctx.state, server.node.as_deref()).await?;
+    change.apply(&ctx.state, server.node.as_deref()).await?;
     Ok(1)
 }
 

@@ -73,7 +73,7 @@ async fn checkable_image(ctx: &Ctx, image_id: i64) -> ApiResult<ImageRow> {
 
 pub async fn check_image(ctx: &Ctx, a: args::CheckImage) -> ApiResult<i64> {
     let image = checkable_image(ctx, a.image_id).await?;
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     quota::ensure_room(&mut tx, &ctx.state, ctx.customer_id(), Need::job_making(0)).await?;
     let job = CheckImageJob { image_id: image.id };
     let name = format!("Check image \"{}\"", image.name);
@@ -86,7 +86,7 @@ pub async fn check_image(ctx: &Ctx, a: args::CheckImage) -> ApiResult<i64> {
 }
 
 pub async fn check_disk(ctx: &Ctx, a: args::CheckDisk) -> ApiResult<i64> {
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     let disk = disk::own_disk(&mut tx, ctx.customer_id(), a.disk_id).await?;
     if disk.media != "disk" {
         return Err(ApiError::invalid(
@@ -182,7 +182,7 @@ pub async fn clean_image(ctx: &Ctx, a: args::CleanImage) -> ApiResult<i64> {
             .or_else(|_| validate::name("name", "cleaned image"))?,
         Some(name) => validate::name("name", name)?,
     };
-    let mut tx = ctx.state.db.begin_write().await?;
+    let mut tx = ctx.begin_write().await?;
     // The copy will have the image's size; the queued job reserves it.
     let need = Need::job_making(image.size);
     quota::ensure_room(&mut tx, &ctx.state, ctx.customer_id(), need).await?;

@@ -143,7 +143,9 @@ pub fn check(
     progress: &Progress,
 ) -> Result<Report, HygieneError> {
     let _ = (volume, limits, progress);
-    Err(HygieneError::Unavailable("the engine is being built".into()))
+    Err(HygieneError::Unavailable(
+        "the engine is being built".into(),
+    ))
 }
 
 /// Cleans the raw image at `volume` in place (a copy the caller made; the original is never
@@ -155,5 +157,7 @@ pub fn clean(
     progress: &Progress,
 ) -> Result<Report, HygieneError> {
     let _ = (volume, ops, limits, progress);
-    Err(HygieneError::Unavailable("the engine is being built".into()))
+    Err(HygieneError::Unavailable(
+        "the engine is being built".into(),
+    ))
 }

@@ -237,6 +237,11 @@ impl Error {
         }
     }
 
+    /// `EINVAL` for `what`: an argument the caller found wrong.
+    pub fn invalid(what: &str) -> Error {
+        Error::new("invalid", what, -i64::from(libc::EINVAL))
+    }
+
     fn unavailable(why: String) -> Error {
         Error {
             call: "dlopen",

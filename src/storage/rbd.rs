@@ -5,9 +5,12 @@
 //!   what the orphan sweep reads as the volume's age (RBD keeps no modification time that
 //!   listing shows).
 //! - A thin clone is an RBD clone of the backing image's protected snapshot `clone-base`,
-//!   taken the first time the image is cloned. A backing volume is never written again (see
-//!   [`super::volumes`]), so the snapshot is the image; a volume is deleted only when nothing
-//!   stands on it, and then its snapshot goes with it.
+//!   taken the first time the image is cloned; a larger clone is one of `clone-base-<bytes>`,
+//!   a snapshot of that size taken the first time a clone of that size is made (the image's
+//!   head grown for it, and set back), so that no clone needs a resize: a clone of an image
+//!   cloned before is one librbd call. A backing volume is never written again (see
+//!   [`super::volumes`]), so the snapshots are the image; a volume is deleted only when
+//!   nothing stands on it, and then its snapshots go with it.
 //! - New data is staged under `extility-stage-<staging name>` and renamed to a volume's name
 //!   only once complete, so a crash leaves a staging image for [`Storage::sweep_staging`],
 //!   never a half-written volume. A fetched raw image (or ISO) streams straight into its
@@ -42,7 +45,8 @@ use crate::sparse::{self, SparseWriter};
 
 const VOLUME_PREFIX: &str = "extility-vol-";
 const STAGING_PREFIX: &str = "extility-stage-";
-/// The snapshot clones of a volume are made from.
+/// The snapshot clones of a volume are made from (of its own size; `clone-base-<bytes>` for
+/// larger clones).
 const CLONE_SNAPSHOT: &str = "clone-base";
 /// What the snapshots `extility backup` takes are named after (then the backup's time).
 pub const BACKUP_SNAPSHOT_PREFIX: &str = "extility-backup-";
@@ -132,6 +136,16 @@ fn same_client(a: &str, b: &str) -> bool {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The snapshot clones of `target` bytes of a volume of `size` bytes are made from:
+/// `clone-base`, or for a larger clone `clone-base-<target>`.
+fn clone_snapshot_name(size: u64, target: u64) -> String {
+    if target == size {
+        CLONE_SNAPSHOT.to_string()
+    } else {
+        format!("{CLONE_SNAPSHOT}-{target}")
+    }
 }
 
 /// The age a volume's name records.
@@ -400,21 +414,66 @@ impl RbdStorage {
         self.call(|s| s.pool.remove(name))
     }
 
-    /// Takes and protects the snapshot clones of `image` are made from, if it is not yet. Two
-    /// nodes doing it at once both end up with it.
-    fn clone_snapshot(&self, image: &str) -> StorageResult<()> {
-        self.call(|s| {
-            let image = s.pool.open(image)?;
-            match image.snap_create(CLONE_SNAPSHOT) {
-                Err(e) if e.errno() != libc::EEXIST => return Err(e),
-                _ => {}
+    /// Takes and protects the snapshot `snapshot` of `image` (a volume of `size` bytes, which
+    /// nothing writes) at `target` bytes, if it is not there yet: the head is grown to
+    /// `target` for the snapshot (what it adds reads as zeros) and set back to `size` after.
+    /// Nodes doing it at once for other sizes may catch each other's head: a snapshot of the
+    /// wrong size is never protected, and is taken again.
+    fn clone_snapshot(
+        &self,
+        image: &str,
+        snapshot: &str,
+        size: u64,
+        target: u64,
+    ) -> StorageResult<()> {
+        for _ in 0..5 {
+            let taken = self.call(|s| {
+                let image = s.pool.open(image)?;
+                let found = image.snapshots()?.into_iter().find(|x| x.name == snapshot);
+                let taken = match found {
+                    Some(found) if found.size == target => true,
+                    Some(_) if image.snap_is_protected(snapshot)? => {
+                        return Err(librbd::Error::invalid(snapshot));
+                    }
+                    Some(_) => {
+                        image.snap_remove(snapshot)?;
+                        false
+                    }
+                    None => false,
+                };
+                let taken = taken || {
+                    if image.size()? != target {
+                        image.resize(target, true)?;
+                    }
+                    let created = match image.snap_create(snapshot) {
+                        Err(e) if e.errno() != libc::EEXIST => Err(e),
+                        _ => Ok(()),
+                    };
+                    if image.size()? != size {
+                        image.resize(size, true)?;
+                    }
+                    created?;
+                    image
+                        .snapshots()?
+                        .iter()
+                        .any(|x| x.name == snapshot && x.size == target)
+                };
+                if taken {
+                    match image.snap_protect(snapshot) {
+                        // EBUSY: protected already.
+                        Err(e) if e.errno() != libc::EBUSY => return Err(e),
+                        _ => {}
+                    }
+                }
+                Ok(taken)
+            })?;
+            if taken {
+                return Ok(());
             }
-            match image.snap_protect(CLONE_SNAPSHOT) {
-                // EBUSY: protected already.
-                Err(e) if e.errno() != libc::EBUSY => Err(e),
-                _ => Ok(()),
-            }
-        })
+        }
+        Err(StorageError::Tool(format!(
+            "could not take the snapshot {snapshot} of {image}: its size kept changing"
+        )))
     }
 
     /// Writes a new staging image `stage` of `size` bytes with `fill`, then renames it to a
@@ -543,21 +602,14 @@ impl Storage for RbdStorage {
             format: VolumeFormat::Raw,
             size: size.max(backing.size),
         };
-        // Most clones are of a volume cloned before: one clone. The first takes the snapshot
-        // (the clone fails without it) and tries again.
-        let clone = |s: &Session| {
-            s.pool
-                .clone_image(&backing.file, CLONE_SNAPSHOT, &volume.file)
-        };
+        // A clone is as large as its snapshot: each size has one, so a clone needs no resize.
+        let snapshot = clone_snapshot_name(backing.size, volume.size);
+        // Most clones are of a volume cloned before at that size: one clone. The first takes
+        // the snapshot (the clone fails without it) and tries again.
+        let clone = |s: &Session| s.pool.clone_image(&backing.file, &snapshot, &volume.file);
         if self.call(clone).is_err() {
-            self.clone_snapshot(&backing.file)?;
+            self.clone_snapshot(&backing.file, &snapshot, backing.size, volume.size)?;
             self.call(clone)?;
-        }
-        if volume.size > backing.size
-            && let Err(err) = self.call(|s| s.pool.open(&volume.file)?.resize(volume.size, false))
-        {
-            let _ = self.delete_image(&volume.file);
-            return Err(err);
         }
         Ok(volume)
     }

@@ -403,6 +403,8 @@ fn take_buffer(
     }
 }
 
+// The stage's inputs and outputs, each its own channel or limit.
+#[allow(clippy::too_many_arguments)]
 fn decode_stage(
     input: ChannelReader,
     disk_size: u64,

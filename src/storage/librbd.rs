@@ -157,18 +157,23 @@ fn load() -> Result<Api, String> {
     }
     let rados = open("librados.so.2")?;
     let rbd = open("librbd.so.1")?;
+    /// The function `name` of `lib`, as the C function pointer type `T` of the field it fills.
+    fn sym<T: Copy>(lib: *mut c_void, name: &str) -> Result<T, String> {
+        assert_eq!(std::mem::size_of::<T>(), std::mem::size_of::<*mut c_void>());
+        let c = CString::new(name).expect("a symbol name without NUL");
+        // SAFETY: dlsym on a handle dlopen returned.
+        let p = unsafe { libc::dlsym(lib, c.as_ptr()) };
+        if p.is_null() {
+            return Err(format!("Ceph's libraries lack {name}"));
+        }
+        // SAFETY: the symbol is the C function of this name, whose prototype `T` (the field's
+        // type) repeats from Ceph's headers; a function pointer is pointer-sized.
+        Ok(unsafe { std::mem::transmute_copy::<*mut c_void, T>(&p) })
+    }
     macro_rules! sym {
-        ($lib:expr, $name:ident) => {{
-            let c = CString::new(stringify!($name)).expect("a symbol name without NUL");
-            // SAFETY: dlsym on a handle dlopen returned.
-            let p = unsafe { libc::dlsym($lib, c.as_ptr()) };
-            if p.is_null() {
-                return Err(format!("{} lacks {}", stringify!($lib), stringify!($name)));
-            }
-            // SAFETY: the symbol is the C function of this name, whose prototype the field's
-            // type repeats from Ceph's headers.
-            unsafe { std::mem::transmute::<*mut c_void, _>(p) }
-        }};
+        ($lib:expr, $name:ident) => {
+            sym($lib, stringify!($name))?
+        };
     }
     Ok(Api {
         rados_create2: sym!(rados, rados_create2),

@@ -127,7 +127,7 @@ fn same_client(a: &str, b: &str) -> bool {
         let address = address.trim_matches(|c| c == '[' || c == ']');
         let address = address.split(',').next().unwrap_or(address);
         match address.split_once(':') {
-            Some((kind, rest)) if matches!(kind, "v1" | "v2" | "any") => rest,
+            Some(("v1" | "v2" | "any", rest)) => rest,
             _ => address,
         }
     }
@@ -887,6 +887,30 @@ mod tests {
         ] {
             assert_eq!(created_of(foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn a_client_is_known_by_its_address_however_written() {
+        let own = "127.0.0.1:0/1724590654";
+        for same in [
+            own,
+            "v1:127.0.0.1:0/1724590654",
+            "[any:127.0.0.1:0/1724590654]",
+        ] {
+            assert!(same_client(same, own), "{same}");
+        }
+        for other in ["127.0.0.1:0/1724590655", "10.0.0.1:0/1724590654", ""] {
+            assert!(!same_client(other, own), "{other}");
+        }
+    }
+
+    #[test]
+    fn clones_larger_than_their_image_have_a_snapshot_of_their_size() {
+        assert_eq!(clone_snapshot_name(1 << 30, 1 << 30), "clone-base");
+        assert_eq!(
+            clone_snapshot_name(1 << 30, 20 << 30),
+            "clone-base-21474836480"
+        );
     }
 
     #[test]

@@ -101,9 +101,7 @@ async fn a_raw_fetch_streams_into_its_staging_image_with_no_local_file() {
         if ended(&job) {
             break job;
         }
-        if job["bytes_done"].as_i64().unwrap_or(0) > 0
-            && db.stored().iter().any(|n| *n == staging_image)
-        {
+        if job["bytes_done"].as_i64().unwrap_or(0) > 0 && db.stored().contains(&staging_image) {
             seen_streaming += 1;
         }
         assert!(Instant::now() < deadline, "the fetch never ended: {job}");

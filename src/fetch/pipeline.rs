@@ -124,12 +124,14 @@ pub trait Volume: sparse::Destination + Send {
 /// Makes the staging volume, of at least the given size in bytes, reading as zeros.
 pub type MakeVolume = Box<dyn FnOnce(u64) -> io::Result<Box<dyn Volume>> + Send>;
 
-/// Where the write stage puts the image. The file is made only for images that need it: all of
-/// them without a volume; with one, the container formats (qcow2, VMDK, VHD, VHDX), which are
-/// converted from a file, while raw images and ISOs stream into the volume.
-pub struct Target {
-    pub file: PathBuf,
-    pub volume: Option<MakeVolume>,
+/// Where the write stage puts the image.
+pub enum Target {
+    /// A file, made (or truncated) before the fetch started.
+    File(File),
+    /// A volume for a raw image or an ISO, made with the first bytes; any other image (qcow2,
+    /// VMDK, VHD, VHDX, which are converted from a file) goes into the file at `file`, made
+    /// then.
+    Volume { make: MakeVolume, file: PathBuf },
 }
 
 /// The volume an image was streamed into, open (see [`Written::streamed`]).
@@ -513,21 +515,22 @@ const VOLUME_SLACK: u64 = 2 * sparse::BLOCK as u64;
 
 impl Writer {
     /// A raw image (or ISO) streams into the volume when there is one; anything else is
-    /// written into the file, made now.
+    /// written into the file (made now when it was not).
     fn open(target: Target, disk_size: u64, format: ImageFormat) -> FetchResult<Writer> {
-        match target.volume {
-            Some(make) if !format.is_container() => {
+        match target {
+            Target::File(file) => Ok(Writer::File(SparseWriter::new(file))),
+            Target::Volume { make, .. } if !format.is_container() => {
                 let volume = make(disk_size.saturating_add(VOLUME_SLACK)).map_err(|e| {
                     FetchError::Storage(format!("creating the staging volume: {e}"))
                 })?;
                 Ok(Writer::Volume(SparseWriter::new(volume)))
             }
-            _ => {
+            Target::Volume { file, .. } => {
                 let file = std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(true)
-                    .open(&target.file)
+                    .open(&file)
                     .map_err(|e| FetchError::Storage(format!("creating the staging file: {e}")))?;
                 Ok(Writer::File(SparseWriter::new(file)))
             }

@@ -70,12 +70,16 @@ pub async fn fetch_image(
     policy: &FetchPolicy,
     progress: Arc<Progress>,
 ) -> Fetched {
-    let target = Target {
-        file: dest.to_path_buf(),
+    let (written, wire_bytes) = download_into(
+        source,
+        checksum,
+        max_size,
+        dest,
         volume,
-    };
-    let (written, wire_bytes) =
-        download_into(source, checksum, max_size, target, policy, progress.clone()).await;
+        policy,
+        progress.clone(),
+    )
+    .await;
     let result = match written.and_then(|written| verify(checksum, written)) {
         Ok(written) => prepare(written, max_size, dest, policy, &progress).await,
         Err(e) => Err(e),
@@ -94,18 +98,45 @@ pub async fn fetch_image(
     Fetched { result, wire_bytes }
 }
 
-/// Downloads, decompresses, hashes and thin-writes into `target`. Returns what was written and
-/// the bytes received over the wire (also when it failed).
+/// Downloads, decompresses, hashes and thin-writes into `dest` (made now), or with `volume`
+/// into the volume it makes (or `dest`, made with the first bytes, for a container format).
+/// Returns what was written and the bytes received over the wire (also when it failed).
 async fn download_into(
     source: &FetchSource,
     checksum: &Checksum,
     max_size: u64,
-    target: Target,
+    dest: &Path,
+    volume: Option<MakeVolume>,
     policy: &FetchPolicy,
     progress: Arc<Progress>,
 ) -> (FetchResult<Written>, u64) {
     let budget = Budget::start(policy.limits);
     progress.set_phase("connecting");
+    let target = match volume {
+        Some(make) => Target::Volume {
+            make,
+            file: dest.to_path_buf(),
+        },
+        None => {
+            let opened = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dest)
+                .await;
+            match opened {
+                Ok(file) => Target::File(file.into_std().await),
+                Err(e) => {
+                    return (
+                        Err(FetchError::Storage(format!(
+                            "creating the staging file: {e}"
+                        ))),
+                        0,
+                    );
+                }
+            }
+        }
+    };
     let started = pipeline::start(
         target,
         max_size,

@@ -143,9 +143,7 @@ pub fn check(
     progress: &Progress,
 ) -> Result<Report, HygieneError> {
     let _ = (volume, limits, progress);
-    Err(HygieneError::Unavailable(
-        "the engine is being built".into(),
-    ))
+    Err(HygieneError::Unavailable("the engine is being built".into()))
 }
 
 /// Cleans the raw image at `volume` in place (a copy the caller made; the original is never
@@ -157,7 +155,5 @@ pub fn clean(
     progress: &Progress,
 ) -> Result<Report, HygieneError> {
     let _ = (volume, ops, limits, progress);
-    Err(HygieneError::Unavailable(
-        "the engine is being built".into(),
-    ))
+    Err(HygieneError::Unavailable("the engine is being built".into()))
 }

@@ -60,6 +60,7 @@ have chromedriver || need_guest+=(chromium-driver)
 # Ceph RBD storage: the tests start one monitor and one OSD of their own (16.2, Debian's).
 have ceph-mon || [ -x /usr/bin/ceph-mon ] || need_guest+=(ceph-mon)
 have ceph-osd || [ -x /usr/bin/ceph-osd ] || need_guest+=(ceph-osd)
+# ceph-common also brings librbd1 and librados2, which the server loads (dlopen) for --storage rbd.
 have rbd || need_guest+=(ceph-common)
 # Image hygiene (tests/it/hygiene_engine.rs): libguestfs's guestfish and its appliance, and
 # mkfs.xfs for the XFS test image.

@@ -71,8 +71,80 @@ enum ClearBy {
     WriteZeros,
 }
 
-pub struct SparseWriter {
-    file: File,
+/// Where a [`SparseWriter`] writes: a file (or a device, or a pipe), or a volume written in
+/// place (an RBD image, which `storage` makes one of these).
+pub trait Destination {
+    /// Writes all of `data` at `offset`.
+    fn write_all_at(&mut self, data: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Writes `data` after what was written before ([`Holes::Write`], for destinations that
+    /// cannot seek).
+    fn write_in_order(&mut self, data: &[u8]) -> io::Result<()> {
+        let _ = data;
+        Err(io::Error::from_raw_os_error(libc::ESPIPE))
+    }
+
+    /// Frees a range, which then reads as zeros ([`Holes::Clear`]'s first choice).
+    fn punch_hole(&mut self, start: u64, len: u64) -> io::Result<()> {
+        let _ = (start, len);
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+
+    /// Has the device zero a range ([`Holes::Clear`]'s second choice).
+    fn zero_out(&mut self, start: u64, len: u64) -> io::Result<()> {
+        let _ = (start, len);
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+
+    /// Called once, by [`SparseWriter::finish`]: every write has been handed over (a
+    /// destination that keeps writes in flight waits for them).
+    fn writes_done(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Destination for File {
+    fn write_all_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, data, offset)
+    }
+
+    fn write_in_order(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write_all(data)
+    }
+
+    fn punch_hole(&mut self, start: u64, len: u64) -> io::Result<()> {
+        punch_hole(self, start, len)
+    }
+
+    fn zero_out(&mut self, start: u64, len: u64) -> io::Result<()> {
+        block_zero_out(self, start, len)
+    }
+}
+
+impl<D: Destination + ?Sized> Destination for Box<D> {
+    fn write_all_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_all_at(data, offset)
+    }
+
+    fn write_in_order(&mut self, data: &[u8]) -> io::Result<()> {
+        (**self).write_in_order(data)
+    }
+
+    fn punch_hole(&mut self, start: u64, len: u64) -> io::Result<()> {
+        (**self).punch_hole(start, len)
+    }
+
+    fn zero_out(&mut self, start: u64, len: u64) -> io::Result<()> {
+        (**self).zero_out(start, len)
+    }
+
+    fn writes_done(&mut self) -> io::Result<()> {
+        (**self).writes_done()
+    }
+}
+
+pub struct SparseWriter<D: Destination = File> {
+    file: D,
     holes: Holes,
     clear_by: ClearBy,
     pad_last_block: bool,
@@ -93,14 +165,14 @@ const RUN_LIMIT: usize = 1 << 20;
 /// Data runs at least this long are written straight from the caller's buffer.
 const DIRECT_MIN: usize = 64 << 10;
 
-impl SparseWriter {
+impl<D: Destination> SparseWriter<D> {
     /// Writes into `file` from offset 0. The file should be empty or all holes.
-    pub fn new(file: File) -> Self {
+    pub fn new(file: D) -> Self {
         Self::with_holes(file, Holes::Leave)
     }
 
     /// Writes into `file` from offset 0, treating ranges of zeros as `holes` says.
-    pub fn with_holes(file: File, holes: Holes) -> Self {
+    pub fn with_holes(file: D, holes: Holes) -> Self {
         SparseWriter {
             file,
             holes,
@@ -218,18 +290,21 @@ impl SparseWriter {
         Ok(())
     }
 
-    fn put(&self, data: &[u8], at: u64) -> io::Result<()> {
+    fn put(&mut self, data: &[u8], at: u64) -> io::Result<()> {
         match self.holes {
             // Writes arrive in order, so a destination that cannot seek just takes them.
-            Holes::Write => (&self.file).write_all(data),
+            Holes::Write => self.file.write_in_order(data),
             Holes::Leave | Holes::Clear => self.file.write_all_at(data, at),
         }
     }
 
     fn flush_run(&mut self) -> io::Result<()> {
         if !self.run.is_empty() {
-            self.put(&self.run, self.run_start)?;
+            let run = std::mem::take(&mut self.run);
+            let put = self.put(&run, self.run_start);
+            self.run = run;
             self.run.clear();
+            put?;
         }
         Ok(())
     }
@@ -249,8 +324,8 @@ impl SparseWriter {
     fn clear(&mut self, start: u64, len: u64) -> io::Result<()> {
         loop {
             let result = match self.clear_by {
-                ClearBy::Punch => punch_hole(&self.file, start, len),
-                ClearBy::ZeroOut => block_zero_out(&self.file, start, len),
+                ClearBy::Punch => self.file.punch_hole(start, len),
+                ClearBy::ZeroOut => self.file.zero_out(start, len),
                 ClearBy::WriteZeros => return self.write_zeros(start, len),
             };
             match result {
@@ -275,19 +350,22 @@ impl SparseWriter {
         if self.zeros.is_empty() {
             self.zeros = vec![0; RUN_LIMIT];
         }
+        let zeros = std::mem::take(&mut self.zeros);
         let mut done = 0;
-        while done < len {
-            let n = (len - done).min(self.zeros.len() as u64) as usize;
-            self.put(&self.zeros[..n], start + done)?;
+        let mut result = Ok(());
+        while done < len && result.is_ok() {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            result = self.put(&zeros[..n], start + done);
             done += n as u64;
         }
-        Ok(())
+        self.zeros = zeros;
+        result
     }
 
     /// Writes the last partial block (padded to a whole block unless [`Self::exact_length`])
     /// and any pending zeros, and returns the file with what was done. The logical length
     /// written is `position()`, rounded up to a whole block when padding.
-    pub fn finish(mut self) -> io::Result<(File, SparseStats)> {
+    pub fn finish(mut self) -> io::Result<(D, SparseStats)> {
         if !self.partial.is_empty() {
             let mut last = std::mem::take(&mut self.partial);
             if self.pad_last_block {
@@ -301,6 +379,7 @@ impl SparseWriter {
         }
         self.flush_run()?;
         self.flush_hole()?;
+        self.file.writes_done()?;
         Ok((self.file, self.stats))
     }
 }
@@ -399,10 +478,10 @@ impl Iterator for DataExtents<'_> {
 /// extents that hold data, in pieces of `buf.len()`. `progress` hears the source offset
 /// reached after each piece. Holes of `src` become [`SparseWriter::skip_to`]; the caller
 /// decides what lies beyond the last extent.
-pub fn copy_extents(
+pub fn copy_extents<D: Destination>(
     src: &File,
     len: u64,
-    out: &mut SparseWriter,
+    out: &mut SparseWriter<D>,
     out_offset: u64,
     buf: &mut [u8],
     progress: &mut dyn FnMut(u64),
@@ -416,10 +495,10 @@ pub fn copy_extents(
 
 /// [`copy_extents`] that can be stopped: `go_on` hears the source offset reached after each
 /// piece and stops the copy by answering false. Returns whether the copy went to the end.
-pub fn copy_extents_while(
+pub fn copy_extents_while<D: Destination>(
     src: &File,
     len: u64,
-    out: &mut SparseWriter,
+    out: &mut SparseWriter<D>,
     out_offset: u64,
     buf: &mut [u8],
     go_on: &mut dyn FnMut(u64) -> bool,

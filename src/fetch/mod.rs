@@ -8,7 +8,8 @@
 //! - [`tls`]: the certificates https and ftps sources are checked against.
 //! - [`decode`]: compression recognised by magic bytes (gzip, xz, zstd); xz and zstd decoders
 //!   under a memory limit, and a bound on input that decodes to nothing.
-//! - [`pipeline`]: download → decompress → hash → thin write on threads with bounded buffers;
+//! - [`pipeline`]: download → decompress → hash → thin write on threads with bounded buffers,
+//!   into a staging file or straight into a staging volume (RBD) for raw images;
 //!   the image's format is recognised from its first bytes.
 //! - [`inspect`]: the image inspector: the format by its bytes, and whether a qcow2, VMDK,
 //!   VHD or VHDX image is safe to convert (`UNSAFE_IMAGE` when not).
@@ -33,7 +34,7 @@ mod writer;
 pub use budget::{FetchBudget, FetchLimits};
 pub use error::{FetchError, FetchResult};
 pub use inspect::ImageFormat;
-pub use pipeline::Written;
+pub use pipeline::{MakeVolume, Streamed, Volume, Written};
 pub use source::{Algorithm, Checksum, Credentials, FetchSource, display_url};
 pub use tls::FetchTls;
 pub use writer::{FetchPolicy, Fetched, fetch_image, scratch_path};

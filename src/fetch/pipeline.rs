@@ -6,15 +6,17 @@
 //! pool, stops the job as soon as the image passes the disk size, and recognises the image's
 //! format by its first bytes (refusing at once what its header alone shows to be unsafe).
 //! The hash thread computes the checksum (only when one was given); the write thread writes
-//! the buffers thinly into the staging file and gives them back to the pool. Every stage checks
+//! the buffers thinly into the staging file, or, for a raw image when the storage offers one,
+//! straight into a staging volume ([`Target`]), and gives them back to the pool. Every stage checks
 //! the job's cancellation between buffers, so a cancel stops the work within a buffer; the
 //! fetch stops the stages the same way when a budget runs out ([`Wire::stop`]).
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,7 +32,7 @@ use super::inspect::{self, ImageFormat};
 use super::source::Algorithm;
 use crate::fetch::error::{FetchError, FetchResult};
 use crate::progress::Progress;
-use crate::sparse::{SparseStats, SparseWriter};
+use crate::sparse::{self, SparseStats, SparseWriter};
 
 /// Size of the buffers between the decode, hash and write stages.
 const CHUNK: usize = 1 << 20;
@@ -108,6 +110,39 @@ impl Wire {
 #[derive(Debug)]
 pub struct PipelineClosed;
 
+/// A volume written in place (a staging image of RBD storage): the image's bytes go there with
+/// no local staging file. Zero blocks are never written (it reads as zeros when made).
+pub trait Volume: sparse::Destination + Send {
+    /// Reads back what was written (the inspector reads the image), after
+    /// [`sparse::Destination::writes_done`].
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Makes `len` bytes at `offset` read as zeros (a fixed VHD's footer is cut off).
+    fn zero(&mut self, offset: u64, len: u64) -> io::Result<()>;
+}
+
+/// Makes the staging volume, of at least the given size in bytes, reading as zeros.
+pub type MakeVolume = Box<dyn FnOnce(u64) -> io::Result<Box<dyn Volume>> + Send>;
+
+/// Where the write stage puts the image.
+pub enum Target {
+    /// A file, made (or truncated) before the fetch started.
+    File(File),
+    /// A volume for a raw image or an ISO, made with the first bytes; any other image (qcow2,
+    /// VMDK, VHD, VHDX, which are converted from a file) goes into the file at `file`, made
+    /// then.
+    Volume { make: MakeVolume, file: PathBuf },
+}
+
+/// The volume an image was streamed into, open (see [`Written::streamed`]).
+pub struct Streamed(pub Box<dyn Volume>);
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Streamed(volume)")
+    }
+}
+
 /// What the pipeline wrote.
 #[derive(Debug)]
 pub struct Written {
@@ -120,6 +155,9 @@ pub struct Written {
     /// Lower-case hex of the checksum asked for, when one was.
     pub digest: Option<String>,
     pub stats: SparseStats,
+    /// The volume the image went into, when it was streamed into one ([`Target::volume`]);
+    /// `None` when it is in the target's file. Dropping it closes the volume.
+    pub streamed: Option<Streamed>,
 }
 
 /// Why a stage stopped.
@@ -141,15 +179,15 @@ type StageResult<T> = Result<T, StageError>;
 pub struct Stages {
     decode: JoinHandle<StageResult<(Compression, u64, ImageFormat)>>,
     hash: JoinHandle<StageResult<Option<String>>>,
-    write: JoinHandle<StageResult<SparseStats>>,
+    write: JoinHandle<StageResult<(SparseStats, Option<Streamed>)>>,
 }
 
-/// Starts the stages writing into `file`; returns the downloader's end and the stages. The
+/// Starts the stages writing into `target`; returns the downloader's end and the stages. The
 /// decompressor may use `decompression_memory` bytes and read at most `max_padding` bytes
 /// without producing image bytes (see [`decode`]). The writer keeps `reserve` bytes of the
 /// file's file system free (see [`write_stage`]).
 pub fn start(
-    file: File,
+    target: Target,
     disk_size: u64,
     decompression_memory: u64,
     max_padding: u64,
@@ -170,8 +208,11 @@ pub fn start(
         runtime: Handle::current(),
     };
     let hasher = Hasher::new(checksum).map_err(io::Error::other)?;
+    // Set by the decode stage before it passes the first buffer on.
+    let format = Arc::new(OnceLock::new());
     let decode = {
         let cancel = cancel.clone();
+        let format = format.clone();
         std::thread::Builder::new()
             .name("fetch-decode".into())
             .spawn(move || {
@@ -182,6 +223,7 @@ pub fn start(
                     max_padding,
                     pool_rx,
                     decoded_tx,
+                    &format,
                     cancel,
                 )
             })?
@@ -196,7 +238,11 @@ pub fn start(
         let cancel = cancel.clone();
         std::thread::Builder::new()
             .name("fetch-write".into())
-            .spawn(move || write_stage(file, reserve, hashed_rx, pool_tx, cancel))?
+            .spawn(move || {
+                write_stage(
+                    target, disk_size, &format, reserve, hashed_rx, pool_tx, cancel,
+                )
+            })?
     };
     let wire = Arc::new(Wire {
         tx: wire_tx,
@@ -222,13 +268,16 @@ impl Stages {
         let hash = joined(self.hash);
         let write = joined(self.write);
         match (decode, hash, write) {
-            (Ok((compression, image_bytes, format)), Ok(digest), Ok(stats)) => Ok(Written {
-                compression,
-                image_bytes,
-                format,
-                digest,
-                stats,
-            }),
+            (Ok((compression, image_bytes, format)), Ok(digest), Ok((stats, streamed))) => {
+                Ok(Written {
+                    compression,
+                    image_bytes,
+                    format,
+                    digest,
+                    stats,
+                    streamed,
+                })
+            }
             (decode, hash, write) => {
                 let first = [decode.err(), hash.err(), write.err()]
                     .into_iter()
@@ -362,6 +411,8 @@ fn take_buffer(
     }
 }
 
+// The stage's inputs and outputs, each its own channel or limit.
+#[allow(clippy::too_many_arguments)]
 fn decode_stage(
     input: ChannelReader,
     disk_size: u64,
@@ -369,6 +420,7 @@ fn decode_stage(
     max_padding: u64,
     pool: Receiver<Vec<u8>>,
     out: SyncSender<Vec<u8>>,
+    first_format: &OnceLock<ImageFormat>,
     cancel: CancellationToken,
 ) -> StageResult<(Compression, u64, ImageFormat)> {
     let (kind, mut reader) = decode::open(input, decompression_memory, max_padding)
@@ -395,6 +447,7 @@ fn decode_stage(
             if format.is_container() {
                 limit = container_limit(disk_size);
             }
+            let _ = first_format.set(format);
         }
         total += n as u64;
         if total > limit {
@@ -460,20 +513,82 @@ fn hash_stage(
 /// most it may take the file system below the reserve if something else fills it meanwhile.
 const SPACE_CHECK_EVERY: u64 = 4 << 20;
 
-/// Writes thinly into `file`, never taking its file system below `reserve` bytes free: it
-/// stops with `StorageFull` before a write could, so that the node's database and everything
-/// else on that file system still have room (and with `StorageFull` too when the file system
-/// fills up under it anyway).
+/// The destination the write stage chose with the first buffer.
+enum Writer {
+    File(SparseWriter<File>),
+    Volume(SparseWriter<Box<dyn Volume>>),
+}
+
+/// Bytes a raw image may take in its volume beyond the disk: a fixed VHD's footer (512) and
+/// the padding of the last block.
+const VOLUME_SLACK: u64 = 2 * sparse::BLOCK as u64;
+
+impl Writer {
+    /// A raw image (or ISO) streams into the volume when there is one; anything else is
+    /// written into the file (made now when it was not). With a file, also the file again:
+    /// what the writer looks at its file system's free space through.
+    fn open(
+        target: Target,
+        disk_size: u64,
+        format: ImageFormat,
+    ) -> FetchResult<(Writer, Option<File>)> {
+        let file_writer = |file: File| {
+            let probe = file
+                .try_clone()
+                .map_err(|e| FetchError::Storage(format!("opening the staged file: {e}")))?;
+            Ok((Writer::File(SparseWriter::new(file)), Some(probe)))
+        };
+        match target {
+            Target::File(file) => file_writer(file),
+            Target::Volume { make, .. } if !format.is_container() => {
+                let volume = make(disk_size.saturating_add(VOLUME_SLACK)).map_err(|e| {
+                    FetchError::Storage(format!("creating the staging volume: {e}"))
+                })?;
+                Ok((Writer::Volume(SparseWriter::new(volume)), None))
+            }
+            Target::Volume { file, .. } => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&file)
+                    .map_err(|e| FetchError::Storage(format!("creating the staging file: {e}")))?;
+                file_writer(file)
+            }
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Writer::File(w) => w.write(buf),
+            Writer::Volume(w) => w.write(buf),
+        }
+    }
+
+    fn finish(self) -> io::Result<(SparseStats, Option<Streamed>)> {
+        match self {
+            Writer::File(w) => w.finish().map(|(_, stats)| (stats, None)),
+            Writer::Volume(w) => w
+                .finish()
+                .map(|(volume, stats)| (stats, Some(Streamed(volume)))),
+        }
+    }
+}
+
+/// Writes thinly into the target. Into a file, never taking its file system below `reserve`
+/// bytes free: it stops with `StorageFull` before a write could, so that the node's database
+/// and everything else on that file system still have room (and with `StorageFull` too when
+/// the file system fills up under it anyway). A volume (an RBD image) is the pool's space,
+/// not this node's.
 fn write_stage(
-    file: File,
+    target: Target,
+    disk_size: u64,
+    format: &OnceLock<ImageFormat>,
     reserve: u64,
     input: Receiver<Vec<u8>>,
     pool: SyncSender<Vec<u8>>,
     cancel: CancellationToken,
-) -> StageResult<SparseStats> {
-    let probe = file
-        .try_clone()
-        .map_err(|e| FetchError::Storage(format!("opening the staged file: {e}")))?;
+) -> StageResult<(SparseStats, Option<Streamed>)> {
     let mut written: u64 = 0;
     let error = |written: u64| {
         move |e: io::Error| match e.kind() {
@@ -483,13 +598,20 @@ fn write_stage(
             _ => FetchError::Storage(format!("writing the image failed: {e}")),
         }
     };
-    let mut writer = SparseWriter::new(file);
+    let mut input = input.into_iter();
+    // No image bytes at all: nothing is made (the fetch fails as empty).
+    let Some(first) = input.next() else {
+        return Ok((SparseStats::default(), None));
+    };
+    cancelled(&cancel)?;
+    let format = format.get().copied().unwrap_or(ImageFormat::Raw);
+    let (mut writer, probe) = Writer::open(target, disk_size, format)?;
     let mut since_check = SPACE_CHECK_EVERY;
-    for buf in input {
+    for buf in std::iter::once(first).chain(input) {
         cancelled(&cancel)?;
-        if since_check >= SPACE_CHECK_EVERY {
+        if let Some(probe) = probe.as_ref().filter(|_| since_check >= SPACE_CHECK_EVERY) {
             since_check = 0;
-            let stats = rustix::fs::fstatvfs(&probe)
+            let stats = rustix::fs::fstatvfs(probe)
                 .map_err(|e| FetchError::Storage(format!("checking free space: {e}")))?;
             let free = stats.f_bavail.saturating_mul(stats.f_frsize);
             if free < reserve.saturating_add(SPACE_CHECK_EVERY) {
@@ -502,6 +624,5 @@ fn write_stage(
         // The pool has room for every buffer; a full or closed pool just drops this one.
         let _ = pool.try_send(buf);
     }
-    let (_file, stats) = writer.finish().map_err(error(written))?;
-    Ok(stats)
+    Ok(writer.finish().map_err(error(written))?)
 }

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use super::budget::{Budget, FetchLimits};
 use super::guard::AddressGuard;
 use super::inspect::{self, Inspected};
-use super::pipeline::{self, Written};
+use super::pipeline::{self, MakeVolume, Streamed, Target, Volume, Written};
 use super::{Checksum, FetchSource, FetchTls, ftp, http};
 use crate::fetch::error::{FetchError, FetchResult};
 use crate::progress::Progress;
@@ -57,16 +57,30 @@ pub struct Fetched {
 /// is fetched into [`scratch_path`]`(dest)` and converted from there into `dest` (phase
 /// `converting`), and the scratch file removed. Either way `dest` ends up holding the raw disk,
 /// and [`Written::format`] says what was fetched.
+///
+/// With `volume`, a raw or ISO image (gzip'd, xz'd or not) is streamed into the volume it
+/// makes instead, and never touches `dest` ([`Written::streamed`] holds the volume, open, the
+/// image inspected in it); container formats still go through `dest`, since converting them
+/// needs random access to the fetched file.
 pub async fn fetch_image(
     source: &FetchSource,
     checksum: &Checksum,
     max_size: u64,
     dest: &Path,
+    volume: Option<MakeVolume>,
     policy: &FetchPolicy,
     progress: Arc<Progress>,
 ) -> Fetched {
-    let (written, wire_bytes) =
-        download_into(source, checksum, max_size, dest, policy, progress.clone()).await;
+    let (written, wire_bytes) = download_into(
+        source,
+        checksum,
+        max_size,
+        dest,
+        volume,
+        policy,
+        progress.clone(),
+    )
+    .await;
     let result = match written.and_then(|written| verify(checksum, written)) {
         Ok(written) => prepare(written, max_size, dest, policy, &progress).await,
         Err(e) => Err(e),
@@ -85,37 +99,47 @@ pub async fn fetch_image(
     Fetched { result, wire_bytes }
 }
 
-/// Downloads, decompresses, hashes and thin-writes into `dest`. Returns what was written and
-/// the bytes received over the wire (also when it failed).
+/// Downloads, decompresses, hashes and thin-writes into `dest` (made now), or with `volume`
+/// into the volume it makes (or `dest`, made with the first bytes, for a container format).
+/// Returns what was written and the bytes received over the wire (also when it failed).
 async fn download_into(
     source: &FetchSource,
     checksum: &Checksum,
     max_size: u64,
     dest: &Path,
+    volume: Option<MakeVolume>,
     policy: &FetchPolicy,
     progress: Arc<Progress>,
 ) -> (FetchResult<Written>, u64) {
     let budget = Budget::start(policy.limits);
     progress.set_phase("connecting");
-    let opened = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dest)
-        .await;
-    let file = match opened {
-        Ok(file) => file.into_std().await,
-        Err(e) => {
-            return (
-                Err(FetchError::Storage(format!(
-                    "creating the staging file: {e}"
-                ))),
-                0,
-            );
+    let target = match volume {
+        Some(make) => Target::Volume {
+            make,
+            file: dest.to_path_buf(),
+        },
+        None => {
+            let opened = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dest)
+                .await;
+            match opened {
+                Ok(file) => Target::File(file.into_std().await),
+                Err(e) => {
+                    return (
+                        Err(FetchError::Storage(format!(
+                            "creating the staging file: {e}"
+                        ))),
+                        0,
+                    );
+                }
+            }
         }
     };
     let started = pipeline::start(
-        file,
+        target,
         max_size,
         policy.max_decompression_memory,
         policy.limits.max_padding,
@@ -203,6 +227,11 @@ async fn prepare(
     progress: &Arc<Progress>,
 ) -> FetchResult<Written> {
     progress.set_phase("inspecting");
+    if let Some(Streamed(volume)) = written.streamed.take() {
+        let volume = prepare_streamed(volume, &mut written, max_size).await?;
+        written.streamed = Some(Streamed(volume));
+        return Ok(written);
+    }
     let (file, len) = (dest.to_path_buf(), written.image_bytes);
     let inspected = tokio::task::spawn_blocking(move || {
         // The thin writer leaves trailing zeros unwritten: the file gets its whole length
@@ -246,6 +275,56 @@ async fn prepare(
         tracing::warn!(file = %scratch.display(), error = %e, "could not remove a fetched image");
     }
     converted.map(|()| written)
+}
+
+/// Reads a streamed volume for the inspector.
+struct VolumeBytes<'a>(&'a dyn Volume);
+
+impl inspect::Bytes for VolumeBytes<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+}
+
+/// Inspects an image streamed into a volume (only raw images and ISOs are): refuses an unsafe
+/// image, zeros a fixed VHD's footer (the volume is cut to the disk's size when it becomes
+/// one). Returns the volume, still open.
+async fn prepare_streamed(
+    volume: Box<dyn Volume>,
+    written: &mut Written,
+    max_size: u64,
+) -> FetchResult<Box<dyn Volume>> {
+    let len = written.image_bytes;
+    let (mut volume, inspected) = tokio::task::spawn_blocking(move || {
+        let inspected = inspect::inspect(&VolumeBytes(&*volume), len, max_size);
+        (volume, inspected)
+    })
+    .await?;
+    let inspected = inspected
+        .map_err(|e| FetchError::Storage(format!("reading the staged image: {e}")))?
+        .map_err(|e| FetchError::UnsafeImage(e.0))?;
+    written.format = inspected.format;
+    if inspected.fixed_vhd {
+        let size = inspected.virtual_size;
+        return tokio::task::spawn_blocking(move || {
+            volume.zero(size, len.saturating_sub(size)).map(|()| volume)
+        })
+        .await?
+        .map_err(|e| FetchError::Storage(format!("cutting the VHD footer off: {e}")));
+    }
+    if inspected.format.is_container() {
+        // The first bytes said raw, so the whole image cannot be a container but a fixed VHD.
+        return Err(FetchError::internal(anyhow::anyhow!(
+            "a {} image was streamed as raw",
+            inspected.format.name()
+        )));
+    }
+    if written.image_bytes > max_size {
+        return Err(FetchError::ImageTooLarge {
+            disk_size: max_size,
+        });
+    }
+    Ok(volume)
 }
 
 /// Cuts a fixed VHD's file to its data's `size`, leaving the partial block that held the

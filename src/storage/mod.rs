@@ -2,13 +2,15 @@
 //!
 //! [`Storage`] is the backend: by default [`files::FileStorage`] (raw sparse files, with thin
 //! clones as qcow2 overlays on them), or [`rbd::RbdStorage`] (Ceph RBD images, with thin
-//! clones as RBD clones of a protected snapshot), which every node of a cluster shares. Its
+//! clones as RBD clones of a protected snapshot, through librbd in process: [`librbd`] is the
+//! one module with `unsafe`), which every node of a cluster shares. Its
 //! methods block on I/O, so async code calls them through `spawn_blocking`. [`volumes`] keeps the database's side: which volume backs which,
 //! so that a volume lives exactly as long as something depends on it.
 //! [`orphans`] deletes files that no volume row names (left when a node died in between).
 
 mod ceph_maps;
 pub mod files;
+mod librbd;
 pub mod orphans;
 mod qemu_img;
 pub mod rbd;
@@ -152,6 +154,18 @@ fn sweep_staging_folder(folder: &Path, keep: &dyn Fn(&str) -> bool) -> StorageRe
     Ok(removed)
 }
 
+/// A staging volume written in place ([`Storage::create_staging_volume`]): a fetch streams a
+/// raw image into it with the sparse writer (it reads as zeros when made), reads it back for
+/// the inspector, and [`Storage::adopt_staging_volume`] makes it a volume once it is dropped.
+pub trait StagingVolume: crate::sparse::Destination + Send {
+    /// Reads what was written, after [`crate::sparse::Destination::writes_done`]; short only
+    /// at the volume's end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+
+    /// Makes `len` bytes at `offset` read as zeros.
+    fn zero(&mut self, offset: u64, len: u64) -> std::io::Result<()>;
+}
+
 /// A file of the volume store, for finding the ones no volume row names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFile {
@@ -189,6 +203,37 @@ pub trait Storage: Send + Sync + 'static {
     /// file is gone afterwards). The volume counts as new for [`orphans`] until a row names
     /// it.
     fn adopt_staged(&self, staged: &Path, size: u64) -> StorageResult<VolumeFile>;
+
+    /// Whether a job may write a new volume in place ([`Self::create_staging_volume`]) instead
+    /// of assembling it in a local staging file: storage whose volumes are not local files
+    /// (RBD), so that a fetch takes no room on the node.
+    fn streams_staging(&self) -> bool {
+        false
+    }
+
+    /// A new staging volume of `size` bytes under the staging name `staging` (unique to the
+    /// job attempt; one an interrupted attempt left is replaced), reading as zeros and open
+    /// for writing. Staged data like any other: [`Self::sweep_staging`] removes it when its
+    /// attempt is not kept.
+    fn create_staging_volume(
+        &self,
+        staging: &str,
+        size: u64,
+    ) -> StorageResult<Box<dyn StagingVolume>> {
+        let _ = (staging, size);
+        Err(StorageError::Tool(
+            "this storage stages new volumes in local files".into(),
+        ))
+    }
+
+    /// Turns the staging volume `staging` (written, and closed: its handle dropped) into a
+    /// raw volume of `size` bytes, durably written; what lies past `size` is cut off.
+    fn adopt_staging_volume(&self, staging: &str, size: u64) -> StorageResult<VolumeFile> {
+        let _ = (staging, size);
+        Err(StorageError::Tool(
+            "this storage stages new volumes in local files".into(),
+        ))
+    }
 
     /// Removes staged data (local files, and whatever the backend stages itself) whose
     /// staging names `keep` does not accept: left by interrupted jobs.

@@ -3,46 +3,61 @@
 //!
 //! - A volume is a raw image named `extility-vol-<created ms>-<uuid>`; the time in the name is
 //!   what the orphan sweep reads as the volume's age (RBD keeps no modification time that
-//!   `rbd ls` shows).
+//!   listing shows).
 //! - A thin clone is an RBD clone of the backing image's protected snapshot `clone-base`,
-//!   taken the first time the image is cloned. A backing volume is never written again (see
-//!   [`super::volumes`]), so the snapshot is the image; a volume is deleted only when nothing
-//!   stands on it, and then its snapshot goes with it.
+//!   taken the first time the image is cloned; a larger clone is one of `clone-base-<bytes>`,
+//!   a snapshot of that size taken the first time a clone of that size is made (the image's
+//!   head grown for it, and set back), so that no clone needs a resize: a clone of an image
+//!   cloned before is one librbd call. A backing volume is never written again (see
+//!   [`super::volumes`]), so the snapshots are the image; a volume is deleted only when
+//!   nothing stands on it, and then its snapshots go with it.
 //! - New data is staged under `extility-stage-<staging name>` and renamed to a volume's name
 //!   only once complete, so a crash leaves a staging image for [`Storage::sweep_staging`],
-//!   never a half-written volume. Fetches are assembled, converted and checked in a local
-//!   staging file first (the conversion of qcow2 or VMDK needs random access, and nothing
-//!   unchecked must reach the pool), then written into the image by `qemu-img convert`, which
-//!   reads only the file's data extents and writes no zero blocks.
+//!   never a half-written volume. A fetched raw image (or ISO) streams straight into its
+//!   staging image ([`Storage::create_staging_volume`]), zero blocks skipped, with no local
+//!   file; an image that needs converting (qcow2, VMDK, VHD, VHDX) is fetched and converted in
+//!   a local staging file first (conversion needs random access), whose data extents are then
+//!   written into the image ([`Storage::adopt_staged`]).
 //!
-//! Everything is done with Ceph's own tools (`rbd`, `ceph`) and `qemu-img`'s librbd driver,
-//! as the QEMU that runs the guests opens the images.
+//! Everything is done in process with librbd and librados ([`super::librbd`]), as the QEMU
+//! that runs the guests opens the images: the node's client of the cluster is made when the
+//! storage opens and kept (made again if the cluster ever cuts it off), so a clone or a
+//! snapshot is a few round trips to the cluster, not a process. Each copy into a staging image
+//! writes through a client of its own: when a stale writer (an attempt whose job another node
+//! took over) is cut off by a blocklisting, only that writer is.
 
 use std::collections::BTreeSet;
-use std::ffi::OsString;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
+use serde_json::json;
 
-use super::qemu_img;
+use super::librbd::{self, Cluster, Connect, Image, Pool};
 use super::{
-    CopyProgress, Storage, StorageError, StorageResult, StoredFile, VolumeFile, VolumeFormat,
-    VolumeLocation,
+    CopyProgress, StagingVolume, Storage, StorageError, StorageResult, StoredFile, VolumeFile,
+    VolumeFormat, VolumeLocation,
 };
+use crate::sparse::{self, SparseWriter};
 
 const VOLUME_PREFIX: &str = "extility-vol-";
 const STAGING_PREFIX: &str = "extility-stage-";
-/// The snapshot clones of a volume are made from.
+/// The snapshot clones of a volume are made from (of its own size; `clone-base-<bytes>` for
+/// larger clones).
 const CLONE_SNAPSHOT: &str = "clone-base";
 /// What the snapshots `extility backup` takes are named after (then the backup's time).
 pub const BACKUP_SNAPSHOT_PREFIX: &str = "extility-backup-";
-/// How long a Ceph tool waits for the cluster before it fails (its default is 5 minutes).
-const MOUNT_TIMEOUT_SECONDS: &str = "30";
+/// How long a client waits for the cluster's monitors before it fails (Ceph's default is 5
+/// minutes), when connecting and for each monitor command.
+const MOUNT_TIMEOUT_SECONDS: u32 = 30;
+/// How long the removal of an abandoned staging image waits for the OSDs to drop the watch of
+/// the writer it has just blocklisted.
+const UNWATCH_WAIT: Duration = Duration::from_secs(15);
+/// Bytes read from a source image at a time when copying.
+const COPY_PIECE: usize = 4 << 20;
 
 /// Where the volumes live: a pool, and how to reach its cluster.
 #[derive(Debug, Clone)]
@@ -54,9 +69,30 @@ pub struct RbdConfig {
     pub ceph_user: Option<String>,
 }
 
+/// A client of the cluster with the pool open.
+struct Session {
+    pool: Pool,
+    /// The client's address, as watchers and the blocklist name it.
+    address: String,
+}
+
+impl Session {
+    fn connect(config: &RbdConfig) -> librbd::Result<Session> {
+        let cluster = Cluster::connect(&Connect {
+            conf: config.ceph_conf.as_deref(),
+            user: config.ceph_user.as_deref(),
+            timeout_seconds: MOUNT_TIMEOUT_SECONDS,
+        })?;
+        let address = cluster.address()?;
+        let pool = cluster.pool(&config.pool)?;
+        Ok(Session { pool, address })
+    }
+}
+
 pub struct RbdStorage {
     config: RbdConfig,
-    /// Local files where fetches are assembled before they are written into the pool.
+    /// Local files where container images are fetched and converted before they are written
+    /// into the pool.
     staging: PathBuf,
     /// Staging images being removed in the background (cancelled copies): sweeps leave them
     /// to that.
@@ -64,13 +100,16 @@ pub struct RbdStorage {
     /// The cluster's daemon addresses, read at most once per [`DAEMON_MAPS_TTL`]: every
     /// network change asks for them.
     daemons: Mutex<Option<(Instant, Vec<IpAddr>)>>,
+    /// The node's client of the cluster; `None` after the cluster cut it off, until the next
+    /// call connects again.
+    session: Arc<Mutex<Option<Arc<Session>>>>,
 }
 
 /// How long the daemons' addresses read from the cluster's maps are used before they are read
 /// again (a new OSD is denied to guests within this time, or at once by `--guest-deny`).
 const DAEMON_MAPS_TTL: Duration = Duration::from_secs(60);
 
-/// Pool, image and user names are passed to tools and into QEMU's option strings: only
+/// Pool, image and user names are passed to librbd and into QEMU's option strings: only
 /// characters none of them treats specially.
 fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
@@ -81,42 +120,32 @@ fn is_plain_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-#[derive(Deserialize)]
-struct SnapshotInfo {
-    name: String,
-    #[serde(default)]
-    protected: String,
+/// Whether two client addresses (`127.0.0.1:0/3541452934`, perhaps with a `v1:` or `any:`
+/// type, or as a one-address vector in brackets) are the same client instance.
+fn same_client(a: &str, b: &str) -> bool {
+    fn plain(address: &str) -> &str {
+        let address = address.trim_matches(|c| c == '[' || c == ']');
+        let address = address.split(',').next().unwrap_or(address);
+        match address.split_once(':') {
+            Some(("v1" | "v2" | "any", rest)) => rest,
+            _ => address,
+        }
+    }
+    plain(a) == plain(b)
 }
 
-#[derive(Deserialize)]
-struct ImageStatus {
-    #[serde(default)]
-    watchers: Vec<Watcher>,
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[derive(Deserialize)]
-struct Watcher {
-    address: String,
-}
-
-#[derive(Deserialize)]
-struct ImageInfo {
-    size: u64,
-}
-
-#[derive(Deserialize)]
-struct DiskUsage {
-    images: Vec<DiskUsageImage>,
-}
-
-#[derive(Deserialize)]
-struct DiskUsageImage {
-    name: String,
-    used_size: u64,
-}
-
-fn lock(set: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
-    set.lock().unwrap_or_else(|e| e.into_inner())
+/// The snapshot clones of `target` bytes of a volume of `size` bytes are made from:
+/// `clone-base`, or for a larger clone `clone-base-<target>`.
+fn clone_snapshot_name(size: u64, target: u64) -> String {
+    if target == size {
+        CLONE_SNAPSHOT.to_string()
+    } else {
+        format!("{CLONE_SNAPSHOT}-{target}")
+    }
 }
 
 /// The age a volume's name records.
@@ -126,9 +155,57 @@ fn created_of(name: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_millis(millis.parse().ok()?))
 }
 
+/// A librbd error as the storage reports it: a missing image or snapshot is an I/O error of
+/// kind `NotFound` (callers treat it as "gone"), anything else a tool's failure.
+fn storage_error(e: librbd::Error) -> StorageError {
+    if e.is_not_found() {
+        StorageError::io(
+            e.to_string(),
+            std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+        )
+    } else {
+        StorageError::Tool(e.to_string())
+    }
+}
+
+fn is_not_found(e: &StorageError) -> bool {
+    matches!(e, StorageError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// A staging image open for writing through a client of its own: what the sparse writer
+/// writes into, and what a fetch streams a raw image into.
+pub struct StagingImage {
+    writer: librbd::Writer,
+}
+
+impl sparse::Destination for StagingImage {
+    fn write_all_at(&mut self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        Ok(self.writer.write_at(data, offset)?)
+    }
+
+    fn zero_out(&mut self, start: u64, len: u64) -> std::io::Result<()> {
+        self.writer.flush()?;
+        Ok(self.writer.image().write_zeroes(start, len)?)
+    }
+
+    fn writes_done(&mut self) -> std::io::Result<()> {
+        Ok(self.writer.flush()?)
+    }
+}
+
+impl StagingVolume for StagingImage {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        Ok(self.writer.image().read_at(buf, offset)?)
+    }
+
+    fn zero(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        sparse::Destination::zero_out(self, offset, len)
+    }
+}
+
 impl RbdStorage {
-    /// Checks the names and that the pool answers (a node that cannot reach its storage
-    /// should not start).
+    /// Checks the names, connects to the cluster and checks that the pool answers (a node that
+    /// cannot reach its storage should not start).
     pub fn open(config: RbdConfig, data_dir: &Path) -> StorageResult<Self> {
         if !is_plain_name(&config.pool) {
             return Err(StorageError::Tool(format!(
@@ -159,82 +236,53 @@ impl RbdStorage {
             staging,
             removing: Arc::default(),
             daemons: Mutex::default(),
+            session: Arc::default(),
         };
         storage.image_names()?;
         Ok(storage)
     }
 
-    /// Runs a Ceph tool (`rbd`, `ceph`) against the cluster; its output.
-    fn ceph_tool(&self, tool: &str, args: &[&str]) -> StorageResult<Vec<u8>> {
-        let mut command = Command::new(tool);
-        if let Some(conf) = &self.config.ceph_conf {
-            command.arg("--conf").arg(conf);
+    /// The node's client, connected now if it is not (first use, or cut off).
+    fn session(&self) -> StorageResult<Arc<Session>> {
+        let mut session = lock(&self.session);
+        if let Some(session) = &*session {
+            return Ok(session.clone());
         }
-        if let Some(user) = &self.config.ceph_user {
-            command.args(["--id", user]);
-        }
-        command.args(["--client-mount-timeout", MOUNT_TIMEOUT_SECONDS]);
-        let output = command.args(args).output().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StorageError::Tool(format!(
-                    "{tool} is not installed (Debian package ceph-common); RBD storage needs it"
-                ))
-            } else {
-                StorageError::io(format!("running {tool}"), e)
+        let connected = Arc::new(Session::connect(&self.config).map_err(storage_error)?);
+        *session = Some(connected.clone());
+        Ok(connected)
+    }
+
+    /// Runs `f` with the node's client. A client the cluster has blocklisted is dropped, so the
+    /// next call connects anew.
+    fn call<T>(&self, f: impl FnOnce(&Session) -> librbd::Result<T>) -> StorageResult<T> {
+        let session = self.session()?;
+        f(&session).map_err(|e| {
+            if e.is_blocklisted() {
+                let mut current = lock(&self.session);
+                if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &session)) {
+                    tracing::warn!("the Ceph cluster cut this node's client off; connecting again");
+                    *current = None;
+                }
             }
-        })?;
-        if output.status.success() {
-            return Ok(output.stdout);
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if output.status.code() == Some(2) || stderr.contains("No such file or directory") {
-            return Err(StorageError::io(
-                format!("{tool} {}", args.first().unwrap_or(&"")),
-                std::io::Error::new(std::io::ErrorKind::NotFound, stderr.trim().to_string()),
-            ));
-        }
-        Err(StorageError::Tool(format!(
-            "{tool} {} failed: {}",
-            args.iter()
-                .take_while(|a| !a.starts_with('-'))
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(" "),
-            stderr.trim()
-        )))
-    }
-
-    fn rbd(&self, args: &[&str]) -> StorageResult<Vec<u8>> {
-        self.ceph_tool("rbd", args)
-    }
-
-    fn rbd_json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> StorageResult<T> {
-        let mut all = args.to_vec();
-        all.extend(["--format", "json"]);
-        let out = self.rbd(&all)?;
-        serde_json::from_slice(&out).map_err(|e| {
-            StorageError::Tool(format!("rbd {} printed unexpected JSON: {e}", args[0]))
+            storage_error(e)
         })
     }
 
-    fn spec(&self, image: &str) -> String {
-        format!("{}/{image}", self.config.pool)
+    /// A copy of this storage for a background thread, sharing the node's client.
+    fn handle(&self) -> RbdStorage {
+        RbdStorage {
+            config: self.config.clone(),
+            staging: self.staging.clone(),
+            removing: self.removing.clone(),
+            daemons: Mutex::default(),
+            session: self.session.clone(),
+        }
     }
 
-    /// The image as `qemu-img --image-opts` names it (commas in the path doubled).
-    fn image_opts(&self, image: &str) -> OsString {
-        let mut opts = OsString::from(format!(
-            "driver=raw,file.driver=rbd,file.pool={},file.image={image}",
-            self.config.pool
-        ));
-        if let Some(conf) = &self.config.ceph_conf {
-            opts.push(",file.conf=");
-            opts.push(conf.to_string_lossy().replace(',', ",,"));
-        }
-        if let Some(user) = &self.config.ceph_user {
-            opts.push(format!(",file.user={user}"));
-        }
-        opts
+    /// Runs a monitor command (as `ceph` sends it); its output.
+    fn mon_command(&self, command: serde_json::Value) -> StorageResult<Vec<u8>> {
+        self.call(|s| s.pool.cluster().mon_command(&command))
     }
 
     fn new_volume_name() -> String {
@@ -250,55 +298,76 @@ impl RbdStorage {
     }
 
     fn image_names(&self) -> StorageResult<Vec<String>> {
-        self.rbd_json(&["ls", &self.config.pool])
+        self.call(|s| s.pool.list())
     }
 
     fn create_image(&self, name: &str, size: u64) -> StorageResult<()> {
-        self.rbd(&["create", "--size", &format!("{size}B"), &self.spec(name)])
-            .map(drop)
+        self.call(|s| s.pool.create(name, size))
     }
 
     fn remove_image_if_present(&self, name: &str) -> StorageResult<()> {
         match self.delete_image(name) {
-            Err(StorageError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(())
-            }
+            Err(e) if is_not_found(&e) => Ok(()),
             other => other,
         }
     }
 
-    /// Blocklists every client that has the image open (a watch on it): each client
-    /// instance has an address of its own, so only those are cut off, and for good (an hour
-    /// on the cluster's list, by which time they have failed). What librbd itself does when it
-    /// breaks a dead owner's lock. Returns how many there were; none for a missing image.
+    /// Blocklists every client but this node's own that has the image open (a watch on it):
+    /// each client instance has an address of its own, so only those are cut off, and for good
+    /// (an hour on the cluster's list, by which time they have failed). What librbd itself
+    /// does when it breaks a dead owner's lock. Returns how many there were; none for a
+    /// missing image.
     fn blocklist_watchers(&self, name: &str) -> StorageResult<usize> {
-        let status: ImageStatus = match self.rbd_json(&["status", &self.spec(name)]) {
-            Ok(status) => status,
-            Err(StorageError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Ok(0);
-            }
-            Err(err) => return Err(err),
+        let session = self.session()?;
+        let watchers = match self.call(|s| s.pool.open_read_only(name)?.watchers()) {
+            Ok(watchers) => watchers,
+            Err(e) if is_not_found(&e) => return Ok(0),
+            Err(e) => return Err(e),
         };
-        for watcher in &status.watchers {
-            self.ceph_tool(
-                "ceph",
-                &["osd", "blocklist", "add", &watcher.address, "3600"],
-            )?;
+        let mut fenced = 0;
+        for address in &watchers {
+            if same_client(address, &session.address) {
+                // Never this node's own client, which every other call goes through.
+                tracing::warn!(image = %name, "this node's own client has the image open");
+                continue;
+            }
+            self.mon_command(json!({
+                "prefix": "osd blocklist",
+                "blocklistop": "add",
+                "addr": address,
+                "expire": 3600.0,
+            }))?;
+            fenced += 1;
         }
-        Ok(status.watchers.len())
+        if fenced > 0 {
+            self.call(|s| s.pool.cluster().wait_for_latest_osdmap())?;
+        }
+        Ok(fenced)
     }
 
-    /// Removes a staging image whose writer is gone (killed when its job was cancelled, or
-    /// dead with the attempt that ran it): the watch a killed client leaves on an image holds
-    /// `rbd rm` off for half a minute, so it is blocklisted first.
+    /// Removes a staging image whose writer is gone (stopped when its job was cancelled, or
+    /// dead with the attempt or the node that ran it): the watch a dead client leaves on an
+    /// image holds its removal off for half a minute, so it is blocklisted first, and the
+    /// removal waits for the OSDs to drop its watch.
     fn remove_abandoned_staging(&self, name: &str) -> StorageResult<()> {
         debug_assert!(name.starts_with(STAGING_PREFIX));
-        self.blocklist_watchers(name)?;
-        self.remove_image_if_present(name)
+        let fenced = self.blocklist_watchers(name)?;
+        let deadline = Instant::now() + UNWATCH_WAIT;
+        loop {
+            match self.remove_image_if_present(name) {
+                Err(StorageError::Tool(_))
+                    if fenced > 0 && Instant::now() < deadline && self.has_watchers(name) =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn has_watchers(&self, name: &str) -> bool {
+        self.call(|s| s.pool.open_read_only(name)?.watchers())
+            .is_ok_and(|w| !w.is_empty())
     }
 
     /// Deletes an image and its snapshots (backup snapshots too). Fails while a clone stands
@@ -317,14 +386,8 @@ impl RbdStorage {
         }
     }
 
-    fn has_snapshot(&self, name: &str, snapshot: &str) -> bool {
-        self.rbd_json::<Vec<SnapshotInfo>>(&["snap", "ls", &self.spec(name)])
-            .map(|snapshots| snapshots.iter().any(|s| s.name == snapshot))
-            .unwrap_or(true)
-    }
-
     fn has_backup_snapshot(&self, name: &str) -> bool {
-        self.rbd_json::<Vec<SnapshotInfo>>(&["snap", "ls", &self.spec(name)])
+        self.call(|s| s.pool.open_read_only(name)?.snapshots())
             .map(|snapshots| {
                 snapshots
                     .iter()
@@ -334,91 +397,114 @@ impl RbdStorage {
     }
 
     fn purge_and_remove(&self, name: &str) -> StorageResult<()> {
-        let spec = self.spec(name);
-        let snapshots: Vec<SnapshotInfo> = self.rbd_json(&["snap", "ls", &spec])?;
-        for snapshot in &snapshots {
-            if snapshot.protected == "true" {
-                self.rbd(&["snap", "unprotect", &format!("{spec}@{}", snapshot.name)])?;
+        let has_snapshots =
+            self.call(|s| Ok(!s.pool.open_read_only(name)?.snapshots()?.is_empty()))?;
+        if has_snapshots {
+            self.call(|s| {
+                let image = s.pool.open(name)?;
+                for snapshot in image.snapshots()? {
+                    if image.snap_is_protected(&snapshot.name)? {
+                        image.snap_unprotect(&snapshot.name)?;
+                    }
+                    image.snap_remove(&snapshot.name)?;
+                }
+                Ok(())
+            })?;
+        }
+        self.call(|s| s.pool.remove(name))
+    }
+
+    /// Takes and protects the snapshot `snapshot` of `image` (a volume of `size` bytes, which
+    /// nothing writes) at `target` bytes, if it is not there yet: the head is grown to
+    /// `target` for the snapshot (what it adds reads as zeros) and set back to `size` after.
+    /// Nodes doing it at once for other sizes may catch each other's head: a snapshot of the
+    /// wrong size is never protected, and is taken again.
+    fn clone_snapshot(
+        &self,
+        image: &str,
+        snapshot: &str,
+        size: u64,
+        target: u64,
+    ) -> StorageResult<()> {
+        for _ in 0..5 {
+            let taken = self.call(|s| {
+                let image = s.pool.open(image)?;
+                let found = image.snapshots()?.into_iter().find(|x| x.name == snapshot);
+                let taken = match found {
+                    Some(found) if found.size == target => true,
+                    Some(_) if image.snap_is_protected(snapshot)? => {
+                        return Err(librbd::Error::invalid(snapshot));
+                    }
+                    Some(_) => {
+                        image.snap_remove(snapshot)?;
+                        false
+                    }
+                    None => false,
+                };
+                let taken = taken || {
+                    if image.size()? != target {
+                        image.resize(target, true)?;
+                    }
+                    let created = match image.snap_create(snapshot) {
+                        Err(e) if e.errno() != libc::EEXIST => Err(e),
+                        _ => Ok(()),
+                    };
+                    if image.size()? != size {
+                        image.resize(size, true)?;
+                    }
+                    created?;
+                    image
+                        .snapshots()?
+                        .iter()
+                        .any(|x| x.name == snapshot && x.size == target)
+                };
+                if taken {
+                    match image.snap_protect(snapshot) {
+                        // EBUSY: protected already.
+                        Err(e) if e.errno() != libc::EBUSY => return Err(e),
+                        _ => {}
+                    }
+                }
+                Ok(taken)
+            })?;
+            if taken {
+                return Ok(());
             }
         }
-        if !snapshots.is_empty() {
-            self.rbd(&["snap", "purge", "--no-progress", &spec])?;
-        }
-        self.rbd(&["rm", "--no-progress", &spec]).map(drop)
+        Err(StorageError::Tool(format!(
+            "could not take the snapshot {snapshot} of {image}: its size kept changing"
+        )))
     }
 
-    /// The protected snapshot clones of `image` are made from, taken on first use. Two nodes
-    /// cloning one image at once both end up with it.
-    fn clone_snapshot(&self, image: &str) -> StorageResult<String> {
-        let spec = self.spec(image);
-        let snapshot = format!("{spec}@{CLONE_SNAPSHOT}");
-        let state = |this: &Self| -> StorageResult<Option<bool>> {
-            let snapshots: Vec<SnapshotInfo> = this.rbd_json(&["snap", "ls", &spec])?;
-            Ok(snapshots
-                .iter()
-                .find(|s| s.name == CLONE_SNAPSHOT)
-                .map(|s| s.protected == "true"))
-        };
-        if state(self)? == Some(true) {
-            return Ok(snapshot);
-        }
-        if let Err(err) = self.rbd(&["snap", "create", "--no-progress", &snapshot])
-            && state(self)?.is_none()
-        {
-            return Err(err);
-        }
-        if let Err(err) = self.rbd(&["snap", "protect", &snapshot])
-            && state(self)? != Some(true)
-        {
-            return Err(err);
-        }
-        Ok(snapshot)
-    }
-
-    fn image_size(&self, image: &str) -> StorageResult<u64> {
-        let info: ImageInfo = self.rbd_json(&["info", &self.spec(image)])?;
-        Ok(info.size)
-    }
-
-    /// Writes `source` (given as `qemu-img convert` source arguments) into the staging image
-    /// `stage` of `size` bytes, then renames it to a new volume. Leaves nothing on failure.
+    /// Writes a new staging image `stage` of `size` bytes with `fill`, then renames it to a
+    /// new volume. The image is written through a client of its own. Leaves nothing behind
+    /// on failure.
     fn write_volume(
         &self,
-        source: &[OsString],
         stage: &str,
         size: u64,
-        progress: &dyn CopyProgress,
+        fill: impl FnOnce(&mut SparseWriter<StagingImage>, &Pool) -> StorageResult<()>,
     ) -> StorageResult<VolumeFile> {
-        // Left by an interrupted attempt with this staging name: replaced.
-        self.remove_abandoned_staging(stage)?;
-        self.create_image(stage, size)?;
-        let mut command = Command::new("qemu-img");
-        command
-            .args(["convert", "-p", "-n", "--target-is-zero", "-S", "4k"])
-            .args(source)
-            .arg("--target-image-opts")
-            .arg(self.image_opts(stage));
-        let written = qemu_img::convert(command, size, progress).and_then(|()| {
+        let written = self.create_staging(stage, size).and_then(|(image, pool)| {
+            let mut out = SparseWriter::new(image).exact_length();
+            fill(&mut out, &pool)?;
+            let (image, _) = out.finish().map_err(|e| StorageError::io("writing", e))?;
+            // Closed (and so durable and unwatched) before it becomes a volume.
+            drop(image);
             let volume = VolumeFile {
                 file: Self::new_volume_name(),
                 format: VolumeFormat::Raw,
                 size,
             };
-            self.rbd(&["rename", &self.spec(stage), &self.spec(&volume.file)])?;
+            self.call(|s| s.pool.rename(stage, &volume.file))?;
             Ok(volume)
         });
         match &written {
-            // The job is told at once; the partial copy goes right after (blocklisting its
-            // killed writer, and removing a large image whose object map that writer left
-            // unsure, take a few seconds). If this node dies first, the staging sweep of its
+            // The job is told at once; the partial copy goes right after (removing a large
+            // image takes a while). If this node dies first, the staging sweep of its
             // restart removes it.
             Err(StorageError::Cancelled) => {
-                let remover = RbdStorage {
-                    config: self.config.clone(),
-                    staging: self.staging.clone(),
-                    removing: self.removing.clone(),
-                    daemons: Mutex::default(),
-                };
+                let remover = self.handle();
                 let stage = stage.to_string();
                 lock(&self.removing).insert(stage.clone());
                 std::thread::spawn(move || {
@@ -436,6 +522,67 @@ impl RbdStorage {
         }
         written
     }
+
+    /// A new staging image `stage` of `size` bytes (replacing one an interrupted attempt of
+    /// the same staging name left), open for writing through a client of its own, and that
+    /// client's pool.
+    fn create_staging(&self, stage: &str, size: u64) -> StorageResult<(StagingImage, Pool)> {
+        self.remove_abandoned_staging(stage)?;
+        self.create_image(stage, size)?;
+        let opened = Session::connect(&self.config).and_then(|writer| {
+            let image = writer.pool.open(stage)?;
+            Ok((image, writer.pool))
+        });
+        match opened {
+            Ok((image, pool)) => Ok((
+                StagingImage {
+                    writer: librbd::Writer::new(image),
+                },
+                pool,
+            )),
+            Err(e) => {
+                let _ = self.remove_image_if_present(stage);
+                Err(storage_error(e))
+            }
+        }
+    }
+}
+
+/// Copies the data of `source` (read through its parents) into `out`, reporting the offset
+/// reached and stopping when `progress` says so.
+fn copy_image(
+    source: &Image,
+    size: u64,
+    out: &mut SparseWriter<StagingImage>,
+    progress: &dyn CopyProgress,
+) -> StorageResult<()> {
+    let io = |e: std::io::Error| StorageError::io("writing the copy", e);
+    let mut buf = vec![0u8; COPY_PIECE];
+    for (start, end) in source.allocated_extents(true).map_err(storage_error)? {
+        let end = end.min(size);
+        if start >= end {
+            continue;
+        }
+        out.skip_to(start).map_err(io)?;
+        let mut pos = start;
+        while pos < end {
+            if progress.cancelled() {
+                return Err(StorageError::Cancelled);
+            }
+            let n = ((end - pos) as usize).min(buf.len());
+            let got = source.read_at(&mut buf[..n], pos).map_err(storage_error)?;
+            if got < n {
+                return Err(StorageError::Tool(format!(
+                    "the source image ended at {} of {size} bytes",
+                    pos + got as u64
+                )));
+            }
+            out.write(&buf[..n]).map_err(io)?;
+            pos += n as u64;
+            progress.reached(pos);
+        }
+    }
+    out.skip_to(size).map_err(io)
 }
 
 impl Storage for RbdStorage {
@@ -455,25 +602,14 @@ impl Storage for RbdStorage {
             format: VolumeFormat::Raw,
             size: size.max(backing.size),
         };
-        let spec = self.spec(&volume.file);
-        // Most clones are of a volume cloned before: one `rbd` run. The first takes the
-        // snapshot (the clone fails without it) and tries again.
-        let snapshot = format!("{}@{CLONE_SNAPSHOT}", self.spec(&backing.file));
-        if self.rbd(&["clone", &snapshot, &spec]).is_err() {
-            let snapshot = self.clone_snapshot(&backing.file)?;
-            self.rbd(&["clone", &snapshot, &spec])?;
-        }
-        if volume.size > backing.size
-            && let Err(err) = self.rbd(&[
-                "resize",
-                "--no-progress",
-                "--size",
-                &format!("{}B", volume.size),
-                &spec,
-            ])
-        {
-            let _ = self.delete_image(&volume.file);
-            return Err(err);
+        // A clone is as large as its snapshot: each size has one, so a clone needs no resize.
+        let snapshot = clone_snapshot_name(backing.size, volume.size);
+        // Most clones are of a volume cloned before at that size: one clone. The first takes
+        // the snapshot (the clone fails without it) and tries again.
+        let clone = |s: &Session| s.pool.clone_image(&backing.file, &snapshot, &volume.file);
+        if self.call(clone).is_err() {
+            self.clone_snapshot(&backing.file, &snapshot, backing.size, volume.size)?;
+            self.call(clone)?;
         }
         Ok(volume)
     }
@@ -487,12 +623,11 @@ impl Storage for RbdStorage {
         if progress.cancelled() {
             return Err(StorageError::Cancelled);
         }
-        let args = [
-            OsString::from("--image-opts"),
-            self.image_opts(&source.file),
-        ];
         let volume =
-            self.write_volume(&args, &Self::staging_image(staging), source.size, progress)?;
+            self.write_volume(&Self::staging_image(staging), source.size, |out, pool| {
+                let image = pool.open_read_only(&source.file).map_err(storage_error)?;
+                copy_image(&image, source.size, out, progress)
+            })?;
         progress.reached(source.size);
         Ok(volume)
     }
@@ -502,24 +637,47 @@ impl Storage for RbdStorage {
     }
 
     fn adopt_staged(&self, staged: &Path, size: u64) -> StorageResult<VolumeFile> {
-        OpenOptions::new()
+        let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .open(staged)
-            .and_then(|f| f.set_len(size))
+            .map_err(|e| StorageError::io("opening a staged file", e))?;
+        file.set_len(size)
             .map_err(|e| StorageError::io("sizing a staged file", e))?;
         let stem = staged
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let stem = stem.split('.').next().unwrap_or_default().to_string();
-        let args = [
-            OsString::from("-f"),
-            "raw".into(),
-            staged.as_os_str().into(),
-        ];
-        let volume =
-            self.write_volume(&args, &Self::staging_image(&stem), size, &super::Unobserved)?;
+        let volume = self.write_volume(&Self::staging_image(&stem), size, |out, _| {
+            copy_file(&file, size, out)
+        })?;
         let _ = fs::remove_file(staged);
+        Ok(volume)
+    }
+
+    fn streams_staging(&self) -> bool {
+        true
+    }
+
+    fn create_staging_volume(
+        &self,
+        staging: &str,
+        size: u64,
+    ) -> StorageResult<Box<dyn StagingVolume>> {
+        let (image, _) = self.create_staging(&Self::staging_image(staging), size)?;
+        Ok(Box::new(image))
+    }
+
+    fn adopt_staging_volume(&self, staging: &str, size: u64) -> StorageResult<VolumeFile> {
+        let stage = Self::staging_image(staging);
+        let volume = VolumeFile {
+            file: Self::new_volume_name(),
+            format: VolumeFormat::Raw,
+            size,
+        };
+        self.call(|s| s.pool.open(&stage)?.resize(size, true))?;
+        self.call(|s| s.pool.rename(&stage, &volume.file))?;
         Ok(volume)
     }
 
@@ -538,16 +696,14 @@ impl Storage for RbdStorage {
     }
 
     fn grow(&self, volume: &VolumeFile, size: u64) -> StorageResult<VolumeFile> {
-        let now = self.image_size(&volume.file)?;
-        if now < size {
-            self.rbd(&[
-                "resize",
-                "--no-progress",
-                "--size",
-                &format!("{size}B"),
-                &self.spec(&volume.file),
-            ])?;
-        }
+        let now = self.call(|s| {
+            let image = s.pool.open(&volume.file)?;
+            let now = image.size()?;
+            if now < size {
+                image.resize(size, false)?;
+            }
+            Ok(now)
+        })?;
         Ok(VolumeFile {
             size: now.max(size),
             ..volume.clone()
@@ -584,9 +740,8 @@ impl Storage for RbdStorage {
                 "{file:?}@{snapshot:?} is not a snapshot's name"
             )));
         }
-        let spec = format!("{}@{snapshot}", self.spec(file));
-        match self.rbd(&["snap", "create", "--no-progress", &spec]) {
-            Ok(_) => Ok(true),
+        match self.call(|s| s.pool.open(file)?.snap_create(snapshot)) {
+            Ok(()) => Ok(true),
             // Deleted meanwhile (or being deleted: its removal purges what was taken).
             Err(_) if !self.image_names()?.iter().any(|n| n == file) => Ok(false),
             Err(err) => Err(err),
@@ -599,14 +754,9 @@ impl Storage for RbdStorage {
                 "{file:?}@{snapshot:?} is not a snapshot's name"
             )));
         }
-        let spec = format!("{}@{snapshot}", self.spec(file));
-        match self.rbd(&["snap", "rollback", "--no-progress", &spec]) {
-            Ok(_) => Ok(true),
-            Err(StorageError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(false)
-            }
+        match self.call(|s| s.pool.open(file)?.snap_rollback(snapshot)) {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
             Err(err) => Err(err),
         }
     }
@@ -617,16 +767,10 @@ impl Storage for RbdStorage {
                 "{file:?}@{snapshot:?} is not a snapshot's name"
             )));
         }
-        let spec = format!("{}@{snapshot}", self.spec(file));
-        match self.rbd(&["snap", "rm", "--no-progress", &spec]) {
-            Ok(_) => Ok(true),
+        match self.call(|s| s.pool.open(file)?.snap_remove(snapshot)) {
+            Ok(()) => Ok(true),
             // The image went with its snapshots, or the snapshot is gone already.
-            Err(_)
-                if !self.image_names()?.iter().any(|n| n == file)
-                    || !self.has_snapshot(file, snapshot) =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_not_found(&e) => Ok(false),
             Err(err) => Err(err),
         }
     }
@@ -651,16 +795,16 @@ impl Storage for RbdStorage {
     /// Every address of the cluster's monitors and OSDs, from its maps; the last ones read
     /// when the cluster does not answer now.
     fn service_addresses(&self) -> StorageResult<Vec<IpAddr>> {
-        let mut cached = self.daemons.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = lock(&self.daemons);
         if let Some((read, addresses)) = &*cached
             && read.elapsed() < DAEMON_MAPS_TTL
         {
             return Ok(addresses.clone());
         }
         let read = self
-            .ceph_tool("ceph", &["mon", "dump", "--format", "json"])
+            .mon_command(json!({"prefix": "mon dump", "format": "json"}))
             .and_then(|mons| {
-                let osds = self.ceph_tool("ceph", &["osd", "dump", "--format", "json"])?;
+                let osds = self.mon_command(json!({"prefix": "osd dump", "format": "json"}))?;
                 super::ceph_maps::daemon_addresses(&mons, &osds)
                     .map_err(|e| StorageError::Tool(format!("reading Ceph's maps: {e}")))
             });
@@ -688,14 +832,14 @@ impl Storage for RbdStorage {
         Ok(fenced)
     }
 
+    /// The volume's own objects that exist (whole objects, as `rbd du` counts them).
     fn allocated_bytes(&self, volume: &VolumeFile) -> StorageResult<u64> {
-        let usage: DiskUsage = self.rbd_json(&["du", &self.spec(&volume.file)])?;
-        Ok(usage
-            .images
-            .iter()
-            .filter(|i| i.name == volume.file)
-            .map(|i| i.used_size)
-            .sum())
+        let extents = self.call(|s| {
+            s.pool
+                .open_read_only(&volume.file)?
+                .allocated_extents(false)
+        })?;
+        Ok(extents.iter().map(|(start, end)| end - start).sum())
     }
 
     fn free_bytes(&self) -> StorageResult<Option<u64>> {
@@ -712,7 +856,7 @@ impl Storage for RbdStorage {
         struct DfStats {
             max_avail: u64,
         }
-        let out = self.ceph_tool("ceph", &["df", "--format", "json"])?;
+        let out = self.mon_command(json!({"prefix": "df", "format": "json"}))?;
         let df: Df = serde_json::from_slice(&out)
             .map_err(|e| StorageError::Tool(format!("ceph df printed unexpected JSON: {e}")))?;
         Ok(df
@@ -721,6 +865,17 @@ impl Storage for RbdStorage {
             .find(|p| p.name == self.config.pool)
             .map(|p| p.stats.max_avail))
     }
+}
+
+/// Writes the data extents of the local file `file` (`size` bytes) into `out`.
+fn copy_file(file: &File, size: u64, out: &mut SparseWriter<StagingImage>) -> StorageResult<()> {
+    let mut buf = vec![0u8; COPY_PIECE];
+    sparse::copy_extents(file, size, out, 0, &mut buf, &mut |_| {}).map_err(|e| match e {
+        sparse::CopyFailure::Read(e) => StorageError::io("reading the staged file", e),
+        sparse::CopyFailure::Write(e) => StorageError::io("writing the staging image", e),
+    })?;
+    out.skip_to(size)
+        .map_err(|e| StorageError::io("writing the staging image", e))
 }
 
 #[cfg(test)]
@@ -746,6 +901,30 @@ mod tests {
         ] {
             assert_eq!(created_of(foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn a_client_is_known_by_its_address_however_written() {
+        let own = "127.0.0.1:0/1724590654";
+        for same in [
+            own,
+            "v1:127.0.0.1:0/1724590654",
+            "[any:127.0.0.1:0/1724590654]",
+        ] {
+            assert!(same_client(same, own), "{same}");
+        }
+        for other in ["127.0.0.1:0/1724590655", "10.0.0.1:0/1724590654", ""] {
+            assert!(!same_client(other, own), "{other}");
+        }
+    }
+
+    #[test]
+    fn clones_larger_than_their_image_have_a_snapshot_of_their_size() {
+        assert_eq!(clone_snapshot_name(1 << 30, 1 << 30), "clone-base");
+        assert_eq!(
+            clone_snapshot_name(1 << 30, 20 << 30),
+            "clone-base-21474836480"
+        );
     }
 
     #[test]

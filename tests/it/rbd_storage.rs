@@ -1,6 +1,6 @@
 //! Storage on Ceph RBD, on the test run's real cluster (PostgreSQL, as a cluster of nodes
-//! runs): images are flat images with a protected snapshot and disks made from them are RBD
-//! clones of it; CreateImage stages its copy in an image of its own, which cancelling and a
+//! runs): images are flat images with a protected snapshot per size of clone, and disks made
+//! from them are RBD clones of one (never resized); CreateImage stages its copy in an image of its own, which cancelling and a
 //! kill -9 of the server never leave behind; the orphan sweep deletes only old volume images
 //! no row names. (Fetch, snapshots, revert, deleting images under clones, and booting from RBD
 //! run on RBD in their own modules, through `storage_test!`.)
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use crate::image_jobs::{cancel_within_two_seconds, copying};
-use crate::support::catalogue::{DISK_1GB, DISK_20GB, DISK_20GB_SIZE};
+use crate::support::catalogue::{DISK_1GB, DISK_1GB_SIZE, DISK_20GB, DISK_20GB_SIZE};
 use crate::support::ceph;
 use crate::support::images::{create_image, image_ids, make_image};
 use crate::support::server_db::{RbdPool, ServerDb, Volume};
@@ -100,7 +100,8 @@ async fn images_are_protected_snapshots_and_disks_are_clones() {
     assert_eq!(small.allocated(), 0);
     assert_eq!(small.read(700 * MIB, 4096), vec![0xcd; 4096]);
 
-    // A larger disk of it: the clone is grown, and reads zeros past the image.
+    // A larger disk of it: a clone of a snapshot of that size (the image's head grown for
+    // it and set back), so no clone is ever resized; it reads zeros past the image.
     let large = alice
         .call(
             "CreateDisk",
@@ -111,6 +112,15 @@ async fn images_are_protected_snapshots_and_disks_are_clones() {
     let large_id = id(&large, "disk_id");
     let large = db.of_disk(large_id).await;
     assert_eq!(large.virtual_size(), DISK_20GB_SIZE);
+    assert_eq!(
+        info(&pool, &large)["parent"]["snapshot"],
+        format!("clone-base-{DISK_20GB_SIZE}")
+    );
+    assert_eq!(
+        image_volume.virtual_size(),
+        DISK_1GB_SIZE,
+        "the image's own size"
+    );
     assert_eq!(large.read(0, 4096), vec![0xab; 4096]);
     assert_eq!(large.read(5 * GIB, 4096), vec![0; 4096]);
     assert_eq!(large.allocated(), 0);

@@ -1,8 +1,10 @@
 //! FetchDisk: checks the request and queues a [`FetchDiskJob`], which has the image writer
 //! (`crate::fetch`) fetch the image into a staging file and then makes that file a disk or an
-//! image, in one fenced transaction with the usage line.
+//! image, in one fenced transaction with the usage line. On storage that writes volumes in
+//! place (RBD, [`crate::storage::Storage::streams_staging`]) a raw image streams into a staging
+//! volume instead, and no local file is made.
 //!
-//! Nothing half-made is visible: the data lives in the attempt's staging file until the job
+//! Nothing half-made is visible: the data lives in the attempt's staging file (or volume) until the job
 //! succeeds, and is removed when it fails or is cancelled (by the job system, which calls
 //! [`crate::ops::jobs::discard_staged`]). A job interrupted by a crash is claimed again after the
 //! restart; it then fetches from the start (an uncompressed prefix cannot be trusted without
@@ -11,6 +13,7 @@
 //! files of jobs that are not running.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -28,7 +31,7 @@ use crate::ops::state::AppState;
 use crate::ops::storage::disk::{self, NewDisk};
 use crate::ops::storage::image::{self, NewImage};
 use crate::ops::{Ctx, accounts::vdc, args, storage::product_offer, storage::usage, validate};
-use crate::storage::volumes;
+use crate::storage::{self, Storage, volumes};
 
 pub async fn fetch_disk(ctx: &Ctx, a: args::FetchDisk) -> ApiResult<i64> {
     let name = validate::name("name", &a.name)?;
@@ -121,12 +124,17 @@ impl JobKind for FetchDiskJob {
             limits: fetch_limits(&state.config),
             min_free_space: state.min_free_space,
         };
+        let volume = state
+            .storage
+            .streams_staging()
+            .then(|| make_volume(state.storage.clone(), job.staging_name()));
         let started = std::time::Instant::now();
         let fetched = fetch::fetch_image(
             &source,
             &self.checksum,
             self.disk_size as u64,
             &staging,
+            volume,
             &policy,
             job.progress.clone(),
         )
@@ -140,7 +148,15 @@ impl JobKind for FetchDiskJob {
                         .fetch_throughput
                         .observe(written.image_bytes as f64 / seconds);
                 }
-                self.commit(job, &staging, written.format, fetched.wire_bytes)
+                let staged = match written.streamed {
+                    // Closed before it becomes a volume.
+                    Some(volume) => {
+                        drop(volume);
+                        Staged::Volume(job.staging_name())
+                    }
+                    None => Staged::File(staging),
+                };
+                self.commit_staged(job, staged, written.format, fetched.wire_bytes)
                     .await
             }
             Err(err) => {
@@ -172,6 +188,18 @@ impl FetchDiskJob {
         format: ImageFormat,
         wire_bytes: u64,
     ) -> ApiResult<JobOutcome> {
+        let staged = Staged::File(staged.to_path_buf());
+        self.commit_staged(job, staged, format, wire_bytes).await
+    }
+
+    /// [`Self::commit`] of a staging file or a staging volume.
+    async fn commit_staged(
+        &self,
+        job: &RunningJob<AppState>,
+        staged: Staged,
+        format: ImageFormat,
+        wire_bytes: u64,
+    ) -> ApiResult<JobOutcome> {
         job.progress.set_phase("finalising");
         job.check_cancelled()?;
         let state = &job.state;
@@ -182,13 +210,12 @@ impl FetchDiskJob {
             "disk"
         };
         let source_format = Some(format.name());
-        let (storage, staged, size) = (
-            state.storage.clone(),
-            staged.to_path_buf(),
-            self.disk_size as u64,
-        );
-        let volume =
-            tokio::task::spawn_blocking(move || storage.adopt_staged(&staged, size)).await??;
+        let (storage, size) = (state.storage.clone(), self.disk_size as u64);
+        let volume = tokio::task::spawn_blocking(move || match staged {
+            Staged::File(path) => storage.adopt_staged(&path, size),
+            Staged::Volume(name) => storage.adopt_staging_volume(&name, size),
+        })
+        .await??;
         let committed = async {
             let mut tx = job.begin_fenced().await?;
             let volume_id = volumes::insert(&mut tx, &volume, None).await?;
@@ -242,6 +269,50 @@ impl FetchDiskJob {
             volumes::discard_uncommitted(state.storage.clone(), vec![volume], err).await;
         }
         committed
+    }
+}
+
+/// Where a fetched image waits to become a volume.
+enum Staged {
+    File(std::path::PathBuf),
+    /// The staging volume of this staging name.
+    Volume(String),
+}
+
+/// Makes the attempt's staging volume, for a raw image to stream into.
+fn make_volume(storage: Arc<dyn Storage>, staging: String) -> fetch::MakeVolume {
+    Box::new(move |size| {
+        storage
+            .create_staging_volume(&staging, size)
+            .map(|volume| Box::new(FetchInto(volume)) as Box<dyn fetch::Volume>)
+            .map_err(std::io::Error::other)
+    })
+}
+
+/// A storage's staging volume as the image writer writes into it.
+struct FetchInto(Box<dyn storage::StagingVolume>);
+
+impl crate::sparse::Destination for FetchInto {
+    fn write_all_at(&mut self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0.write_all_at(data, offset)
+    }
+
+    fn zero_out(&mut self, start: u64, len: u64) -> std::io::Result<()> {
+        self.0.zero_out(start, len)
+    }
+
+    fn writes_done(&mut self) -> std::io::Result<()> {
+        self.0.writes_done()
+    }
+}
+
+impl fetch::Volume for FetchInto {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+
+    fn zero(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.0.zero(offset, len)
     }
 }
 

@@ -278,16 +278,25 @@ impl JobKind for CheckImageJob {
                 .ok_or(ApiError::not_found("image", self.image_id))?;
             volumes::get(&mut conn, volume_id).await?.volume_file()?
         };
-        job.progress.set_phase("checking");
-        // An image's volume is a flat raw file (FetchDisk, CreateImage and CleanImage write
-        // nothing else), so the engine reads it where it lies, never writing it.
-        let checked = if volume.format == VolumeFormat::Raw {
-            run_check(job, &volume).await
-        } else {
-            check_flat_copy(job, &volume).await?
-        };
-        finish_check(job, Subject::Image(self.image_id), checked).await
+        check_volume(job, Subject::Image(self.image_id), &volume).await
     }
+}
+
+/// Checks `volume` and stores the report of `subject`. A raw volume (an image's always is:
+/// FetchDisk, CreateImage and CleanImage write nothing else) is read where it lies, never
+/// written; any other (a disk's thin overlay) through a flat copy.
+async fn check_volume(
+    job: &RunningJob<AppState>,
+    subject: Subject,
+    volume: &VolumeFile,
+) -> ApiResult<JobOutcome> {
+    let checked = if volume.format == VolumeFormat::Raw {
+        job.progress.set_phase("checking");
+        run_check(job, volume).await
+    } else {
+        check_flat_copy(job, volume).await?
+    };
+    finish_check(job, subject, checked).await
 }
 
 /// Checks a flat raw copy of a volume that is not raw (a disk made from an image is a thin
@@ -336,13 +345,7 @@ impl JobKind for CheckDiskJob {
                 .await?
                 .volume_file()?
         };
-        let checked = if volume.format == VolumeFormat::Raw {
-            job.progress.set_phase("checking");
-            run_check(job, &volume).await
-        } else {
-            check_flat_copy(job, &volume).await?
-        };
-        finish_check(job, Subject::Disk(self.disk_id), checked).await
+        check_volume(job, Subject::Disk(self.disk_id), &volume).await
     }
 }
 

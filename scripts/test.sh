@@ -84,13 +84,12 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ ${#need_guest[@]}
     if [ ${#need_java[@]} -gt 0 ]; then
         as_root apt-get install -y -qq --no-install-recommends "${need_java[@]}"
     fi
-    if [ ${#need_guest[@]} -gt 0 ]; then
-        as_root apt-get install -y -qq --no-install-recommends "${need_guest[@]}"
-    fi
     if [ $need_rbd_driver -eq 1 ]; then
         version=$(dpkg-query -W -f '${Version}' qemu-system-x86)
         as_root apt-get install -y -qq --no-install-recommends "qemu-block-extra=$version"
     fi
+    # QEMU before the other packages: libguestfs-tools and ceph pull in qemu-system-common, which
+    # apt would take at the release version and then refuse beside a newer qemu-utils.
     if [ $need_qemu -eq 1 ]; then
         # qemu-system-x86 and qemu-utils must come from the same release: installing the first
         # alone would remove a newer qemu-utils the machine may already have.
@@ -99,6 +98,9 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#need_java[@]} -gt 0 ] || [ ${#need_guest[@]}
             "qemu-system-x86=$version" "qemu-utils=$version" "qemu-system-common=$version" \
             "qemu-block-extra=$version" 2>/dev/null \
         || as_root apt-get install -y -qq --allow-downgrades "qemu-system-x86=$version" "qemu-utils=$version"
+    fi
+    if [ ${#need_guest[@]} -gt 0 ]; then
+        as_root apt-get install -y -qq --no-install-recommends "${need_guest[@]}"
     fi
 fi
 

@@ -130,9 +130,8 @@ pub async fn backup(
     })
 }
 
-/// Copies the database into `dest` in one transaction; the volume files the copy names (on
-/// PostgreSQL, those the live database names once the dump is done: a superset of the dump's,
-/// as volumes deleted meanwhile are simply gone).
+/// Copies the database into `dest` in one transaction; returns the volume files the copy
+/// names, read in the copy's own snapshot.
 pub(super) async fn copy_database(
     db: &Db,
     database_url: &str,
@@ -154,22 +153,37 @@ pub(super) async fn copy_database(
             Ok(files)
         }
         Backend::Postgres => {
+            // The volume list must be the dump's own: read after the dump, a volume deleted in
+            // between would be in the dump but not copied. So this transaction exports its
+            // snapshot, reads the list in it and stays open while pg_dump runs in the same
+            // snapshot (`--snapshot`).
+            let mut tx = db.pool().begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+                .fetch_one(&mut *tx)
+                .await?;
+            let files = sqlx::query_scalar("SELECT file FROM volumes ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
             let mut command = pg_command("pg_dump", database_url)?;
             command
-                .args(["--format=custom", "--no-owner", "--file"])
+                .args(["--format=custom", "--no-owner", "--snapshot"])
+                .arg(&snapshot)
+                .arg("--file")
                 .arg(dest.join(PG_DUMP));
             let out = command
                 .output()
                 .await
                 .context("running pg_dump (Debian package postgresql-client)")?;
+            tx.rollback().await?;
             ensure!(
                 out.status.success(),
                 "pg_dump failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
-            Ok(sqlx::query_scalar("SELECT file FROM volumes ORDER BY id")
-                .fetch_all(db.pool())
-                .await?)
+            Ok(files)
         }
     }
 }

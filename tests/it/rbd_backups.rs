@@ -78,8 +78,9 @@ async fn disk_volumes(db: &Path) -> Vec<(String, String)> {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_rbd_backup_under_load_restores_every_disk_and_verify_finds_disagreements() {
+/// A node on `backend` whose volumes are in a new pool of the shared test cluster, allowed to
+/// fetch from loopback.
+async fn app_on_a_new_pool(backend: Backend) -> (&'static Ceph, String, TestApp) {
     let (ceph, pool) = tokio::task::spawn_blocking(|| {
         let ceph = ceph::cluster();
         (ceph, ceph.new_pool())
@@ -93,7 +94,12 @@ async fn an_rbd_backup_under_load_restores_every_disk_and_verify_finds_disagreem
         ..Default::default()
     };
     options.args.extend(ceph.server_args(&pool));
-    let app = TestApp::start_with(Backend::Sqlite, options).await;
+    (ceph, pool, TestApp::start_with(backend, options).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rbd_backup_under_load_restores_every_disk_and_verify_finds_disagreements() {
+    let (ceph, pool, app) = app_on_a_new_pool(Backend::Sqlite).await;
     let files = ImageServer::start().await;
     let alice = app.alice();
     let vdc = app.alice.vdc_id;
@@ -243,20 +249,7 @@ async fn an_rbd_backup_under_load_restores_every_disk_and_verify_finds_disagreem
 /// the two rounds of snapshots, and every volume the dump names has the backup's snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rbd_backup_on_postgresql_dumps_the_database_and_snapshots_its_volumes() {
-    let (ceph, pool) = tokio::task::spawn_blocking(|| {
-        let ceph = ceph::cluster();
-        (ceph, ceph.new_pool())
-    })
-    .await
-    .unwrap();
-    let mut options = ServerOptions {
-        args: ["--allow-fetch-from", "127.0.0.0/8"]
-            .map(String::from)
-            .to_vec(),
-        ..Default::default()
-    };
-    options.args.extend(ceph.server_args(&pool));
-    let app = TestApp::start_with(Backend::Postgres, options).await;
+    let (ceph, pool, app) = app_on_a_new_pool(Backend::Postgres).await;
     let files = ImageServer::start().await;
     let alice = app.alice();
     let (data, _) = sparse_image(4 << 20, 7, 11);

@@ -173,13 +173,16 @@ fn xml_text(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(escape(cleaned.as_str()).into_owned())
 }
 
-/// The response envelope of an operation's result, as `version` of the API has it: records
-/// carry that version's fields alone, in its order.
+/// The response envelope of an operation's result, as `version` of the API has it: the parts
+/// of that version's response alone, in order, and records with that version's fields alone,
+/// in its order.
 pub fn encode_response(op: &Operation, version: Version, result: &Value) -> String {
     let mut out = String::with_capacity(1024);
     out.push_str(ENVELOPE_OPEN);
     let _ = write!(out, "<tns:{}Response>", op.name);
-    encode(&mut out, op.result_name, &op.result, result, version);
+    for (part, value) in op.result_parts(version, result) {
+        encode(&mut out, part.name, &part.ty, value, version);
+    }
     let _ = write!(out, "</tns:{}Response>", op.name);
     out.push_str(ENVELOPE_CLOSE);
     out

@@ -1,7 +1,8 @@
 //! The Images tab: the images the caller may use, with owner and visibility (ListImages); the
 //! **Fetch Image** dialog (FetchDisk making an image) with **Add Image**; **New Image** from a
 //! stopped server's disk (CreateImage); publish to and revoke from a customer uuid, a billing
-//! entity uuid or `platform` (PublishImage, RevokeImage, ListImageShares); rename
+//! entity uuid or `platform` (PublishImage, RevokeImage, ListImageShares), the publish notice
+//! listing what the image's last check found (PublishImage's `hygiene` part); rename
 //! (RenameImage); delete (DeleteImage); and, for administrators, the image product offer
 //! (SetImageProductOffer); each image's hygiene as a badge (ListImages' `hygiene_status`)
 //! with its report's findings as a list (GetImageReport), and **Check** and **Clean**

@@ -10,6 +10,9 @@
 //! A publication may allow re-publication (`allow_republish`): only then may its recipients
 //! publish the images they make (CreateImage) of disks made from it. Revoking it stops new use
 //! of those derivatives too, whoever they reached (`provenance`).
+//!
+//! PublishImage answers, since API version 2, with the image's stored hygiene report
+//! (`hygiene_report`), so that its owner sees what the recipients receive.
 
 use sqlx::AnyConnection;
 
@@ -97,9 +100,11 @@ pub async fn publish_image(ctx: &Ctx, a: args::PublishImage) -> ApiResult<result
     // An image derived from an image another owner published to the caller goes no further
     // than that owner allows.
     provenance::ensure_may_publish(&mut tx, image.id).await?;
+    // What the recipients receive, as the image's last check found it; publishing runs no
+    // check (one takes minutes in an appliance: CheckImage is a job).
+    let hygiene = hygiene_report::load(&mut tx, Subject::Image(image.id)).await?;
     // The operator may require what is shared to have been checked and found free of what
     // lets one server log in to, or impersonate, another (`hygiene_report`).
-    let hygiene = hygiene_report::load(&mut tx, Subject::Image(image.id)).await?;
     if ctx.state.config.publish_requires_clean {
         hygiene_report::ensure_clean_enough(image.id, &hygiene)?;
     }

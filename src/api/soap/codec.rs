@@ -355,4 +355,34 @@ mod tests {
         let current = encode_response(op, CURRENT, &vlan);
         assert!(current.contains("<gateway xsi:type=\"xsd:string\">10.0.0.1</gateway></item>"));
     }
+
+    /// A response of several parts: version 1 answers with the part it was released with,
+    /// the current version with every part, in order.
+    #[test]
+    fn each_version_answers_with_its_own_result_parts() {
+        let op = find("PublishImage").unwrap();
+        let answer = json!({"result": 1, "hygiene": {
+            "image_id": 7, "disk_id": null, "status": "not_checked", "highest_severity": null,
+            "filesystems": [], "findings": [], "reason": null, "checked": null, "job_id": null}});
+        let v1 = encode_response(op, 1, &answer);
+        assert!(
+            v1.contains(
+                "<tns:PublishImageResponse><result xsi:type=\"xsd:long\">1</result>\
+                 </tns:PublishImageResponse>"
+            ),
+            "{v1}"
+        );
+        let current = encode_response(op, CURRENT, &answer);
+        assert!(
+            current.contains(
+                "<result xsi:type=\"xsd:long\">1</result><hygiene xsi:type=\"tns:HygieneReport\">\
+                 <image_id xsi:type=\"xsd:long\">7</image_id>"
+            ),
+            "{current}"
+        );
+        assert!(
+            current.contains("<status xsi:type=\"xsd:string\">not_checked</status>"),
+            "{current}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The JSON mirror: `POST /api/v1/<Operation>` with the operation's arguments as a JSON object.
 //! Lists come back as arrays, records as objects, and a scalar as an object with one field
-//! named after the operation's result (`{"job_id": 42}`).
+//! named after the operation's result (`{"job_id": 42}`), beside the operation's later result
+//! parts if it has any (`{"result": 1, "hygiene": {...}}`: `ops::registry`, "Result parts").
 
 use axum::Json;
 use axum::body::Body;
@@ -60,6 +61,8 @@ async fn call(
     };
     let result = (op.call)(&ctx, args).await?;
     Ok(match op.result {
+        // An operation of several parts returns them as an object by name already.
+        _ if !op.extra_results.is_empty() => result,
         WireType::Struct(_) | WireType::Array(_) => result,
         _ => json!({ op.result_name: result }),
     })

@@ -88,12 +88,37 @@ fn generate() -> Value {
             request["required"] = json!(required);
         }
         let result = match op.result {
-            WireType::Struct(_) | WireType::Array(_) => schema(&op.result, false, &mut structs),
-            _ => json!({
-                "type": "object",
-                "properties": { op.result_name: schema(&op.result, false, &mut structs) },
-                "required": [op.result_name],
-            }),
+            WireType::Struct(_) | WireType::Array(_) if op.extra_results.is_empty() => {
+                schema(&op.result, false, &mut structs)
+            }
+            // A scalar, and the later parts if any: an object of the parts by name.
+            _ => {
+                let mut properties = Map::new();
+                let mut required = Vec::new();
+                for part in op.results_in(CURRENT) {
+                    let mut property = schema(&part.ty, false, &mut structs);
+                    if part.since > op.since {
+                        let since = format!("Since API version {}.", part.since);
+                        property = match property {
+                            // A description beside a $ref is ignored: wrap it.
+                            Value::Object(o) if o.contains_key("$ref") => {
+                                json!({"allOf": [o], "description": since})
+                            }
+                            mut other => {
+                                other["description"] = Value::String(since);
+                                other
+                            }
+                        };
+                    }
+                    properties.insert(part.name.to_string(), property);
+                    required.push(part.name);
+                }
+                json!({
+                    "type": "object",
+                    "properties": properties,
+                    "required": required,
+                })
+            }
         };
         let doc = op.doc.split_whitespace().collect::<Vec<_>>().join(" ");
         paths.insert(

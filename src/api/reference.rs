@@ -24,6 +24,9 @@ pub fn render() -> String {
             collect(&p.ty, &mut records);
         }
         collect(&op.result, &mut records);
+        for part in op.extra_results {
+            collect(&part.ty, &mut records);
+        }
     }
     let mut out = String::new();
     out.push_str(
@@ -83,6 +86,23 @@ pub fn render() -> String {
             out.push('\n');
         }
         let result = match op.result {
+            _ if !op.extra_results.is_empty() => {
+                let parts: Vec<String> = op
+                    .results_in(CURRENT)
+                    .map(|part| {
+                        let since = if part.since > op.since {
+                            format!(", since version {}", part.since)
+                        } else {
+                            String::new()
+                        };
+                        format!("`{}`: {}{since}", part.name, type_name(&part.ty))
+                    })
+                    .collect();
+                format!(
+                    "{} (SOAP: a part each, in this order; JSON: an object of them by name)",
+                    parts.join("; ")
+                )
+            }
             WireType::Struct(_) | WireType::Array(_) => format!(
                 "{} (SOAP part `{}`; JSON: the value itself)",
                 type_name(&op.result),

@@ -92,7 +92,9 @@ fn collect_types(version: Version) -> (Vec<&'static StructType>, Vec<WireType>) 
         for p in op.params_in(version) {
             visit(&p.ty, version, &mut structs, &mut arrays);
         }
-        visit(&op.result, version, &mut structs, &mut arrays);
+        for part in op.results_in(version) {
+            visit(&part.ty, version, &mut structs, &mut arrays);
+        }
     }
     (structs, arrays)
 }
@@ -210,15 +212,16 @@ fn generate(version: Version, address: &str) -> String {
             );
         }
         let _ = writeln!(out, "  </wsdl:message>");
-        let _ = writeln!(
-            out,
-            r#"  <wsdl:message name="{0}Response">
-    <wsdl:part name="{1}" type="{2}"/>
-  </wsdl:message>"#,
-            op.name,
-            op.result_name,
-            op.result.xsd_name()
-        );
+        let _ = writeln!(out, r#"  <wsdl:message name="{}Response">"#, op.name);
+        for part in op.results_in(version) {
+            let _ = writeln!(
+                out,
+                r#"    <wsdl:part name="{}" type="{}"/>"#,
+                part.name,
+                part.ty.xsd_name()
+            );
+        }
+        let _ = writeln!(out, "  </wsdl:message>");
     }
     // The part is named like the fault's detail element (`<tns:ExtilityException>`, see
     // `soap::codec::encode_fault`): Axis 1.x maps a fault to the generated exception class only

@@ -170,12 +170,17 @@ operations! {
     /// publication; given again, it replaces the publication's) lets them publish the images
     /// they make of disks made from it; without it, publishing such an image is
     /// PERMISSION_DENIED. An image derived from one published to the caller is published only
-    /// if that image's owner allowed it. Returns 1.
+    /// if that image's owner allowed it. Returns 1 and, since version 2, `hygiene`: the
+    /// image's last hygiene report (as GetImageReport gives it), so that its owner knows what
+    /// the recipients receive: `clean`, `findings` (each with its code, severity and paths),
+    /// `unreadable`, or `not_checked` (publishing runs no check: CheckImage does). Under the
+    /// operator's `--publish-requires-clean`, an image never checked, unreadable or with a
+    /// high-severity finding is refused with IMAGE_NOT_CLEAN and the list.
     write PublishImage(
         image_id: i64,
         publish_to: String,
         #[since(2)] allow_republish: Option<bool>,
-    ) -> result: i64 = publish::publish_image;
+    ) -> result: i64, #[since(2)] hygiene: HygieneReport = publish::publish_image;
     /// Undoes a PublishImage: the recipients can no longer make servers or disks from the
     /// image, nor anyone from the images they derived from it; what was made already is
     /// untouched. Returns 1.

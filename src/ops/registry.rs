@@ -24,6 +24,17 @@
 //! [`super::wire::StructType::fields_in`]); an argument a version lacks is "not given" to the
 //! operation. JSON, the panel and OpenAPI are the current version. ARCHITECTURE.md has the
 //! rule for changing the table, and `tests` below and `tests/it/interface_docs.rs` enforce it.
+//!
+//! # Result parts
+//!
+//! An operation answers with one part, its result (`-> disk: Disk`), and may answer with more
+//! in a later version: `-> result: i64, #[since(2)] hygiene: HygieneReport`. Each version's
+//! SOAP response carries the parts that version has, in order (version 1's stays as it was
+//! released); JSON answers with an object of every part by name, which is what a scalar result
+//! already was (`{"result": 1}`), so a JSON client of the first part reads on unchanged. That
+//! is why only an operation whose first part is a scalar may have more. The typed call of
+//! such an operation returns `results::X`, a struct with a field per part; its handler
+//! returns that too.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -70,6 +81,15 @@ pub(crate) use since;
 /// A type-erased entry point: arguments as a JSON-shaped map, the result as JSON.
 pub type CallFn = for<'a> fn(&'a Ctx, Map<String, Value>) -> BoxFuture<'a, ApiResult<Value>>;
 
+/// A part of an operation's response after the first (see "Result parts" above).
+#[derive(Debug, Clone, Copy)]
+pub struct ResultPart {
+    pub name: &'static str,
+    pub ty: WireType,
+    /// The API version the part appeared in; responses of versions before it lack it.
+    pub since: Version,
+}
+
 #[derive(Debug)]
 pub struct Param {
     pub name: &'static str,
@@ -87,6 +107,10 @@ pub struct Operation {
     /// JSON field a scalar result is wrapped in.
     pub result_name: &'static str,
     pub result: WireType,
+    /// The parts of the response after `result`, oldest first: empty for most operations.
+    /// With any, the first part is a scalar and the erased entry point returns an object of
+    /// every part by name.
+    pub extra_results: &'static [ResultPart],
     /// Whether the operation changes something (`write` in the table): its calls are audited.
     pub mutates: bool,
     /// The API version the operation appeared in.
@@ -103,6 +127,36 @@ impl Operation {
     /// The arguments `version` has, in wire order (a prefix of the current ones).
     pub fn params_in(&self, version: Version) -> impl Iterator<Item = &'static Param> + use<> {
         self.params.iter().filter(move |p| p.since <= version)
+    }
+
+    /// The parts of the response `version` has, in wire order: the result, then the extra
+    /// parts of that version (a prefix of the current ones).
+    pub fn results_in(&self, version: Version) -> impl Iterator<Item = ResultPart> + use<> {
+        let first = ResultPart {
+            name: self.result_name,
+            ty: self.result,
+            since: self.since,
+        };
+        let extra = self
+            .extra_results
+            .iter()
+            .filter(move |p| p.since <= version);
+        std::iter::once(first).chain(extra.copied())
+    }
+
+    /// What the erased entry point returned, split into the parts `version`'s response has:
+    /// the value itself when the operation has one part, else each part's field of it.
+    pub fn result_parts<'v>(
+        &self,
+        version: Version,
+        value: &'v Value,
+    ) -> Vec<(ResultPart, &'v Value)> {
+        if self.extra_results.is_empty() {
+            return self.results_in(version).map(|part| (part, value)).collect();
+        }
+        self.results_in(version)
+            .map(|part| (part, value.get(part.name).unwrap_or(&Value::Null)))
+            .collect()
     }
 }
 
@@ -132,7 +186,9 @@ macro_rules! operations {
         $(#[since($since:literal)])?
         $kind:ident $op:ident (
             $( $(#[since($psince:literal)])? $p:ident : $t:ty ),* $(,)?
-        ) -> $ret:ident : $rt:ty = $handler:path ;
+        ) -> $ret:ident : $rt:ty
+        $(, $(#[since($xsince:literal)])? $xret:ident : $xrt:ty )*
+        = $handler:path ;
     )*) => {
         /// The arguments of each API operation: one struct per operation, fields in wire order.
         /// `Default` leaves every optional argument out, so a call names only what it gives:
@@ -178,6 +234,17 @@ macro_rules! operations {
             )*
         }
 
+        /// The results of the operations that answer with more than one part: one struct per
+        /// such operation, a field per part in wire order (`results::PublishImage { result,
+        /// hygiene }`). The others return their one part's type.
+        pub mod results {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $crate::ops::registry::result_struct!($op $ret $rt ; $($xret $xrt),*);
+            )*
+        }
+
         /// Typed calls: one function per API operation, named like it, taking its arguments
         /// (`args::X`, or the raw fields of a form: [`registry::Input`]) and returning its
         /// result type. Each goes through [`registry::enter`], the entry point SOAP and JSON
@@ -192,13 +259,16 @@ macro_rules! operations {
                 pub async fn $op(
                     ctx: &$crate::ops::Ctx,
                     args: impl Into<$crate::ops::registry::Input<args::$op>>,
-                ) -> $crate::error::ApiResult<$rt> {
+                ) -> $crate::error::ApiResult<
+                    $crate::ops::registry::result_type!($($xret)* ; $op $rt)
+                > {
                     $crate::ops::registry::enter(
                         ctx,
                         &$crate::ops::registry::Entry {
                             mutates: $crate::ops::registry::mutates!($kind),
                             result_name: stringify!($ret),
                             result: <$rt as $crate::ops::wire::Wire>::TYPE,
+                            extra_results: &[$(stringify!($xret)),*],
                         },
                         args.into(),
                         |ctx, args| $handler(ctx, args),
@@ -233,6 +303,13 @@ macro_rules! operations {
                 params: <args::$op as $crate::ops::registry::Arguments>::PARAMS,
                 result_name: stringify!($ret),
                 result: <$rt as $crate::ops::wire::Wire>::TYPE,
+                extra_results: &[$(
+                    $crate::ops::registry::ResultPart {
+                        name: stringify!($xret),
+                        ty: <$xrt as $crate::ops::wire::Wire>::TYPE,
+                        since: $crate::ops::registry::since!($($xsince)?),
+                    }
+                ),*],
                 mutates: $crate::ops::registry::mutates!($kind),
                 since: $crate::ops::registry::since!($($since)?),
                 call: erased::$op,
@@ -241,6 +318,32 @@ macro_rules! operations {
     };
 }
 pub(crate) use operations;
+
+/// The struct of an operation's result parts (`results::X`), for an operation that has more
+/// than one; nothing for the others.
+macro_rules! result_struct {
+    ($op:ident $ret:ident $rt:ty ;) => {};
+    ($op:ident $ret:ident $rt:ty ; $($xret:ident $xrt:ty),+) => {
+        #[doc = concat!("What ", stringify!($op), " answers: a field per part of its response.")]
+        #[derive(Debug, Clone, serde::Serialize)]
+        pub struct $op {
+            pub $ret: $rt,
+            $(pub $xret: $xrt),+
+        }
+    };
+}
+pub(crate) use result_struct;
+
+/// The type a typed call returns: its one part's, or `results::X` for an operation with more.
+macro_rules! result_type {
+    (; $op:ident $rt:ty) => {
+        $rt
+    };
+    ($($xret:ident)+ ; $op:ident $rt:ty) => {
+        results::$op
+    };
+}
+pub(crate) use result_type;
 
 /// The arguments of one operation (`ops::args::X`): its name, its parameters, and decoding
 /// them from a JSON-shaped map (what SOAP, JSON and the panel's forms give).
@@ -272,6 +375,8 @@ pub struct Entry {
     pub mutates: bool,
     pub result_name: &'static str,
     pub result: WireType,
+    /// The names of the parts after the first ([`Operation::extra_results`]).
+    pub extra_results: &'static [&'static str],
 }
 
 /// The one entry point of every API call, whichever adapter makes it: takes the caller's
@@ -321,14 +426,42 @@ where
         None => (super::audit::run_read(call).await, None),
     };
     // The database out of reach is said as such, whoever made the error.
-    let outcome = outcome.map_err(crate::error::ApiError::classified);
+    let mut outcome = outcome.map_err(crate::error::ApiError::classified);
     if let Some(audit) = audit {
-        audit
-            .finish(ctx, entry.result_name, &entry.result, &outcome, written)
-            .await;
+        if entry.extra_results.is_empty() {
+            audit
+                .finish(ctx, entry.result_name, &entry.result, &outcome, written)
+                .await;
+        } else {
+            // The audit trail reads the ids of the first part, as for any other operation.
+            let first = outcome.map(|whole| FirstPart {
+                whole,
+                name: entry.result_name,
+            });
+            audit
+                .finish(ctx, entry.result_name, &entry.result, &first, written)
+                .await;
+            outcome = first.map(|part| part.whole);
+        }
     }
     count_call(A::OPERATION, ctx, &outcome, started.elapsed());
     outcome
+}
+
+/// A result of several parts ([`Operation::extra_results`]) that serializes as its first.
+struct FirstPart<R> {
+    whole: R,
+    name: &'static str,
+}
+
+impl<R: serde::Serialize> serde::Serialize for FirstPart<R> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let whole = serde_json::to_value(&self.whole).map_err(serde::ser::Error::custom)?;
+        whole
+            .get(self.name)
+            .unwrap_or(&Value::Null)
+            .serialize(serializer)
+    }
 }
 
 /// The wire name of an argument: its Rust name without the `r#` of a raw identifier
@@ -468,6 +601,92 @@ mod tests {
         }
     }
 
+    /// A response gains parts only at its end and only in a later version than its operation,
+    /// so each version's response is a prefix of the next one's and version 1's stays as it
+    /// was released; and only after a scalar, so that JSON, which answers with an object of
+    /// the parts by name, only gains a key.
+    #[test]
+    fn newer_result_parts_come_last_after_a_scalar() {
+        for op in OPERATIONS {
+            let mut previous = op.since;
+            for part in op.extra_results {
+                assert!(
+                    known(part.since),
+                    "{} -> {} is since {}",
+                    op.name,
+                    part.name,
+                    part.since
+                );
+                assert!(
+                    part.since > op.since,
+                    "{} -> {} is since version {}, not after its operation's {}: an operation \
+                     answers with one part in the version it came in",
+                    op.name,
+                    part.name,
+                    part.since,
+                    op.since
+                );
+                assert!(
+                    part.since >= previous,
+                    "{} -> {} is since version {} but follows a part of version {previous}: \
+                     a newer part goes after the older ones",
+                    op.name,
+                    part.name,
+                    part.since
+                );
+                previous = part.since;
+                assert!(
+                    part.name != op.result_name
+                        && op
+                            .extra_results
+                            .iter()
+                            .filter(|p| p.name == part.name)
+                            .count()
+                            == 1,
+                    "{} answers with two parts named {}",
+                    op.name,
+                    part.name
+                );
+            }
+            if !op.extra_results.is_empty() {
+                assert!(
+                    !matches!(op.result, WireType::Struct(_) | WireType::Array(_)),
+                    "{} answers with a record or a list, which JSON gives as it is: it cannot \
+                     gain parts without changing its JSON answer",
+                    op.name
+                );
+            }
+        }
+    }
+
+    /// The parts of each version's response are read from the object a multi-part result
+    /// serializes to; a one-part result is its own part.
+    #[test]
+    fn result_parts_split_what_the_operation_returned() {
+        let publish = super::find("PublishImage").unwrap();
+        let answer = serde_json::json!({"result": 1, "hygiene": {"status": "clean"}});
+        let names = |version| -> Vec<(&str, serde_json::Value)> {
+            publish
+                .result_parts(version, &answer)
+                .into_iter()
+                .map(|(part, value)| (part.name, value.clone()))
+                .collect()
+        };
+        assert_eq!(names(FIRST), [("result", serde_json::json!(1))]);
+        assert_eq!(
+            names(CURRENT),
+            [
+                ("result", serde_json::json!(1)),
+                ("hygiene", serde_json::json!({"status": "clean"}))
+            ]
+        );
+        let delete = super::find("DeleteImage").unwrap();
+        let one = serde_json::json!(1);
+        let parts = delete.result_parts(CURRENT, &one);
+        assert_eq!(parts.len(), 1);
+        assert_eq!((parts[0].0.name, parts[0].1), ("result", &one));
+    }
+
     #[test]
     fn every_field_is_of_a_known_version() {
         fn visit(ty: &WireType) {
@@ -485,6 +704,7 @@ mod tests {
         for op in OPERATIONS {
             op.params.iter().for_each(|p| visit(&p.ty));
             visit(&op.result);
+            op.extra_results.iter().for_each(|p| visit(&p.ty));
         }
     }
 

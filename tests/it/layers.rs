@@ -103,12 +103,13 @@ const OPS_MAY_USE: &[(&str, &[&str])] = &[
 ];
 
 /// The frame of `ops`, which every domain may name and which names every domain: the table
-/// (`ops/mod.rs`: `operations!`, `job_kinds!`, `Ctx`, `Caller`, the generated `args`) and
-/// the state it hands each call and job (`ops/state.rs`).
+/// (`ops/mod.rs`: `operations!`, `job_kinds!`, `Ctx`, `Caller`, the generated `args` and
+/// `results`) and the state it hands each call and job (`ops/state.rs`).
 const OPS_FRAME: &[&str] = &[
     "Ctx",
     "Caller",
     "args",
+    "results",
     "call",
     "OPERATIONS",
     "JOB_KINDS",

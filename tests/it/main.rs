@@ -55,6 +55,7 @@ mod panel;
 mod panel_ops;
 mod partition;
 mod provenance;
+mod publish_findings;
 mod qemu_driver;
 mod qemu_servers;
 mod quotas;

@@ -152,10 +152,15 @@ image_job = wait(call("CreateImage", server.disks[0].disk_id, "zeep image", "roo
 check(image_job.status == 1 and image_job.item_type == "image", "CreateImage")
 image_id = image_job.item_id
 check(call("RenameImage", image_id, "zeep image 2").image_name == "zeep image 2", "RenameImage")
-check(call("PublishImage", image_id, customer.billing_entity_uuid, xsd.Nil) == 1, "PublishImage")
+# Two parts in the current version: the result and the image's hygiene report (zeep gives an
+# answer of several parts as an object of them).
+published = call("PublishImage", image_id, customer.billing_entity_uuid, xsd.Nil)
+check(published.result == 1 and published.hygiene.image_id == image_id
+      and published.hygiene.status == "not_checked" and not published.hygiene.findings,
+      "PublishImage, with the image's hygiene report")
 shares = call("ListImageShares", image_id)
 check(shares[0].kind == "billing_entity" and shares[0].allow_republish is False, "ListImageShares")
-check(call("PublishImage", image_id, customer.billing_entity_uuid, True) == 1,
+check(call("PublishImage", image_id, customer.billing_entity_uuid, True).result == 1,
       "PublishImage allowing re-publication")
 check(call("ListImageShares", image_id)[0].allow_republish is True, "ListImageShares allow_republish")
 check(call("RevokeImage", image_id, customer.billing_entity_uuid) == 1, "RevokeImage")

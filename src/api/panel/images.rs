@@ -1,7 +1,8 @@
 //! The Images tab: the images the caller may use, with owner and visibility (ListImages); the
 //! **Fetch Image** dialog (FetchDisk making an image) with **Add Image**; **New Image** from a
 //! stopped server's disk (CreateImage); publish to and revoke from a customer uuid, a billing
-//! entity uuid or `platform` (PublishImage, RevokeImage, ListImageShares); rename
+//! entity uuid or `platform` (PublishImage, RevokeImage, ListImageShares), the publish notice
+//! listing what the image's last check found (PublishImage's `hygiene` part); rename
 //! (RenameImage); delete (DeleteImage); and, for administrators, the image product offer
 //! (SetImageProductOffer); each image's hygiene as a badge (ListImages' `hygiene_status`)
 //! with its report's findings as a list (GetImageReport), and **Check** and **Clean**
@@ -384,22 +385,31 @@ fn hygiene(image: &Image, report: Option<&HygieneReport>) -> Markup {
     }
 }
 
-/// What the image's last check found, in a sentence, for the publisher.
-fn publish_note(report: Option<&HygieneReport>) -> String {
-    let Some(report) = report else {
-        return String::new();
-    };
-    match report.status.as_str() {
-        "clean" => "Its last check found nothing to clean.".into(),
-        "findings" => {
-            let codes: Vec<&str> = report.findings.iter().map(|f| f.code.as_str()).collect();
-            format!(
-                "Its last check found: {} (see its hygiene report).",
-                codes.join(", ")
-            )
+/// What the image's last check found, as PublishImage answered it, for the publisher: what
+/// the recipients now receive, each finding with its severity, code and paths (inline: the
+/// notice is a paragraph).
+fn publish_note(report: &HygieneReport) -> Markup {
+    html! {
+        span.hygiene data-hygiene=(report.status) {
+            @match report.status.as_str() {
+                "clean" => "Its last check found nothing to clean.",
+                "findings" => {
+                    "Its last check found what the recipients now receive: "
+                    @for (i, finding) in report.findings.iter().enumerate() {
+                        @if i > 0 { "; " }
+                        span.finding data-code=(finding.code) {
+                            strong { (finding.severity) } " " code { (finding.code) }
+                            @if !finding.paths.is_empty() {
+                                " (" (finding.paths.join(", ")) ")"
+                            }
+                        }
+                    }
+                    ". Clean makes a cleaned copy to publish instead."
+                }
+                "unreadable" => "Its last check could not read it.",
+                _ => "It was never checked: Check it to see what it gives away.",
+            }
         }
-        "unreadable" => "Its last check could not read it.".into(),
-        _ => "It was never checked: Check it to see what it gives away.".into(),
     }
 }
 
@@ -429,14 +439,9 @@ async fn hygiene_action(panel: Panel, image_id: i64, action: &str, fields: Field
     let ctx = &panel.ctx;
     let image = [("image_id", json!(image_id))];
     let result = if action == "publish" {
-        match call::PublishImage(ctx, form(&fields, &image)).await {
-            Ok(_) => {
-                let report = args::GetImageReport { image_id };
-                let report = call::GetImageReport(ctx, report).await.ok();
-                Ok(html! { "Published. " (publish_note(report.as_ref())) })
-            }
-            Err(err) => Err(err),
-        }
+        call::PublishImage(ctx, form(&fields, &image))
+            .await
+            .map(|published| html! { "Published. " (publish_note(&published.hygiene)) })
     } else if action == "check" {
         call::CheckImage(ctx, form(&fields, &image))
             .await

@@ -173,13 +173,16 @@ fn xml_text(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(escape(cleaned.as_str()).into_owned())
 }
 
-/// The response envelope of an operation's result, as `version` of the API has it: records
-/// carry that version's fields alone, in its order.
+/// The response envelope of an operation's result, as `version` of the API has it: the parts
+/// of that version's response alone, in order, and records with that version's fields alone,
+/// in its order.
 pub fn encode_response(op: &Operation, version: Version, result: &Value) -> String {
     let mut out = String::with_capacity(1024);
     out.push_str(ENVELOPE_OPEN);
     let _ = write!(out, "<tns:{}Response>", op.name);
-    encode(&mut out, op.result_name, &op.result, result, version);
+    for (part, value) in op.result_parts(version, result) {
+        encode(&mut out, part.name, &part.ty, value, version);
+    }
     let _ = write!(out, "</tns:{}Response>", op.name);
     out.push_str(ENVELOPE_CLOSE);
     out
@@ -351,5 +354,35 @@ mod tests {
         assert!(!v1.contains("subnet") && !v1.contains("gateway"), "{v1}");
         let current = encode_response(op, CURRENT, &vlan);
         assert!(current.contains("<gateway xsi:type=\"xsd:string\">10.0.0.1</gateway></item>"));
+    }
+
+    /// A response of several parts: version 1 answers with the part it was released with,
+    /// the current version with every part, in order.
+    #[test]
+    fn each_version_answers_with_its_own_result_parts() {
+        let op = find("PublishImage").unwrap();
+        let answer = json!({"result": 1, "hygiene": {
+            "image_id": 7, "disk_id": null, "status": "not_checked", "highest_severity": null,
+            "filesystems": [], "findings": [], "reason": null, "checked": null, "job_id": null}});
+        let v1 = encode_response(op, 1, &answer);
+        assert!(
+            v1.contains(
+                "<tns:PublishImageResponse><result xsi:type=\"xsd:long\">1</result>\
+                 </tns:PublishImageResponse>"
+            ),
+            "{v1}"
+        );
+        let current = encode_response(op, CURRENT, &answer);
+        assert!(
+            current.contains(
+                "<result xsi:type=\"xsd:long\">1</result><hygiene xsi:type=\"tns:HygieneReport\">\
+                 <image_id xsi:type=\"xsd:long\">7</image_id>"
+            ),
+            "{current}"
+        );
+        assert!(
+            current.contains("<status xsi:type=\"xsd:string\">not_checked</status>"),
+            "{current}"
+        );
     }
 }

@@ -207,10 +207,10 @@ pub async fn load(conn: &mut AnyConnection, subject: Subject) -> ApiResult<Hygie
     Ok(shown)
 }
 
-/// Fails with IMAGE_NOT_CLEAN unless the image's last check read it and found nothing of high
-/// severity: what PublishImage asks under `--publish-requires-clean`.
-pub async fn ensure_clean_enough(conn: &mut AnyConnection, image_id: i64) -> ApiResult<()> {
-    let report = load(conn, Subject::Image(image_id)).await?;
+/// Fails with IMAGE_NOT_CLEAN unless the image's last check (`report`, as [`load`] gives it)
+/// read it and found nothing of high severity: what PublishImage asks under
+/// `--publish-requires-clean`.
+pub fn ensure_clean_enough(image_id: i64, report: &HygieneReport) -> ApiResult<()> {
     let findings = match report.status.as_str() {
         NOT_CHECKED => "it was never checked: run CheckImage (or CleanImage) first".to_string(),
         UNREADABLE => format!(

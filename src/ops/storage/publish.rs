@@ -10,14 +10,17 @@
 //! A publication may allow re-publication (`allow_republish`): only then may its recipients
 //! publish the images they make (CreateImage) of disks made from it. Revoking it stops new use
 //! of those derivatives too, whoever they reached (`provenance`).
+//!
+//! PublishImage answers, since API version 2, with the image's stored hygiene report
+//! (`hygiene_report`), so that its owner sees what the recipients receive.
 
 use sqlx::AnyConnection;
 
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
-use crate::ops::storage::hygiene_report;
+use crate::ops::storage::hygiene_report::{self, Subject};
 use crate::ops::storage::image::{self, ImageRow};
-use crate::ops::{Ctx, args, page, storage::provenance};
+use crate::ops::{Ctx, args, page, results, storage::provenance};
 
 /// Who an image is published to, as `image_shares` records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +82,9 @@ fn ensure_customer_image(image: &ImageRow) -> ApiResult<()> {
     Ok(())
 }
 
-pub async fn publish_image(ctx: &Ctx, a: args::PublishImage) -> ApiResult<i64> {
+/// Publishes the image, and answers with its last hygiene report as it stood when it was
+/// published (read in the same transaction): the owner sees what the recipients receive.
+pub async fn publish_image(ctx: &Ctx, a: args::PublishImage) -> ApiResult<results::PublishImage> {
     let audience = parse_audience(&a.publish_to)?;
     if audience == Audience::Platform
         && !ctx.caller.is_admin
@@ -95,10 +100,13 @@ pub async fn publish_image(ctx: &Ctx, a: args::PublishImage) -> ApiResult<i64> {
     // An image derived from an image another owner published to the caller goes no further
     // than that owner allows.
     provenance::ensure_may_publish(&mut tx, image.id).await?;
+    // What the recipients receive, as the image's last check found it; publishing runs no
+    // check (one takes minutes in an appliance: CheckImage is a job).
+    let hygiene = hygiene_report::load(&mut tx, Subject::Image(image.id)).await?;
     // The operator may require what is shared to have been checked and found free of what
     // lets one server log in to, or impersonate, another (`hygiene_report`).
     if ctx.state.config.publish_requires_clean {
-        hygiene_report::ensure_clean_enough(&mut tx, image.id).await?;
+        hygiene_report::ensure_clean_enough(image.id, &hygiene)?;
     }
     let (kind, target) = match audience {
         Audience::Platform => ("platform", PLATFORM.to_string()),
@@ -131,7 +139,7 @@ pub async fn publish_image(ctx: &Ctx, a: args::PublishImage) -> ApiResult<i64> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(1)
+    Ok(results::PublishImage { result: 1, hygiene })
 }
 
 pub async fn revoke_image(ctx: &Ctx, a: args::RevokeImage) -> ApiResult<i64> {

@@ -62,9 +62,7 @@ pub(crate) fn parse(text: &[u8]) -> SshdConfig {
             continue;
         }
         // `Keyword value`, `Keyword=value` or `Keyword = value`.
-        let split = line
-            .find(|c: char| c == ' ' || c == '\t' || c == '=')
-            .unwrap_or(line.len());
+        let split = line.find([' ', '\t', '=']).unwrap_or(line.len());
         let (keyword, rest) = line.split_at(split);
         let rest = rest.trim_start_matches([' ', '\t']);
         let rest = rest.strip_prefix('=').unwrap_or(rest);

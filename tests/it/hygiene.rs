@@ -230,8 +230,8 @@ fn assert_planted(report: &Value) {
     }
 }
 
-/// The dirty image, and a disk made from it, are checked side by side and found to hold
-/// exactly what was planted (and ListImages and GetDiskReport say so); a cleaned copy is a new
+/// The dirty image, and a disk made from it (on SQLite and on RBD), are checked side by side
+/// and found to hold exactly what was planted (and ListImages and GetDiskReport say so); a cleaned copy is a new
 /// image whose report is clean while the original, unchanged, keeps its findings;
 /// `--publish-requires-clean` refuses the dirty one, listing its high-severity findings, and
 /// publishes the cleaned one. On files and on Ceph RBD (read through the cluster, the cleaned
@@ -260,8 +260,14 @@ async fn a_dirty_image_is_checked_cleaned_and_published(backend: Backend, store:
         )
         .await;
     let disk = id(&disk, "disk_id");
+    // The disk's two paths: on files a flat copy of its thin overlay (SQLite), on RBD the
+    // clone read in place (PostgreSQL). PostgreSQL on files would repeat SQLite's appliance.
+    let disk_checked = backend == Backend::Sqlite || store == Store::Rbd;
 
     let check_disk = async {
+        if !disk_checked {
+            return Value::Null;
+        }
         let job = alice.call("CheckDisk", json!({"disk_id": disk})).await;
         alice.wait_job(id(&job, "job_id")).await
     };
@@ -278,15 +284,17 @@ async fn a_dirty_image_is_checked_cleaned_and_published(backend: Backend, store:
     assert_eq!(report["highest_severity"], "high", "{report}");
     assert_eq!(report["job_id"], job["job_id"]);
     assert_planted(&report);
-    assert_eq!(disk_job["status"], 1, "{disk_job}");
-    assert_eq!(
-        (disk_job["item_type"].as_str(), disk_job["item_id"].as_i64()),
-        (Some("disk"), Some(disk))
-    );
-    let disk_report = alice.call("GetDiskReport", json!({"disk_id": disk})).await;
-    assert_eq!(disk_report["status"], "findings", "{disk_report}");
-    assert_eq!(disk_report["job_id"], disk_job["job_id"]);
-    assert_planted(&disk_report);
+    if disk_checked {
+        assert_eq!(disk_job["status"], 1, "{disk_job}");
+        assert_eq!(
+            (disk_job["item_type"].as_str(), disk_job["item_id"].as_i64()),
+            (Some("disk"), Some(disk))
+        );
+        let disk_report = alice.call("GetDiskReport", json!({"disk_id": disk})).await;
+        assert_eq!(disk_report["status"], "findings", "{disk_report}");
+        assert_eq!(disk_report["job_id"], disk_job["job_id"]);
+        assert_planted(&disk_report);
+    }
     let severities: Vec<&str> = report["findings"]
         .as_array()
         .unwrap()

@@ -48,6 +48,18 @@ pub(crate) fn homes(passwd: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The accounts of passwd with their uid and home (fields 1, 3 and 6).
+pub(crate) fn users(passwd: &[u8]) -> Vec<(String, String, String)> {
+    String::from_utf8_lossy(passwd)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('+'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 6).then(|| (f[0].to_string(), f[2].to_string(), f[5].to_string()))
+        })
+        .collect()
+}
+
 /// `file` with each usable or empty password field (field 2) replaced by `lock`: `!` in
 /// shadow (chpasswd, and so a first-boot agent, can still set a fresh password; the old hash
 /// does not stay behind to be cracked), `x` in passwd for an account shadow has, so login

@@ -5,6 +5,7 @@
 use crate::progress::Progress;
 use crate::storage::VolumeLocation;
 
+use super::fstab;
 use super::inventory::Inventory;
 use super::session::{Drive, Session, quote};
 use super::tree::{join, show};
@@ -23,15 +24,17 @@ pub(super) fn run(
 ) -> Result<Report, HygieneError> {
     let drive = match volume {
         VolumeLocation::File(path) => Drive::File(path),
-        // libguestfs's rbd protocol is not yet tried against a cluster: until it is, an RBD
-        // volume is the caller's to export to a file first.
-        VolumeLocation::Rbd { .. } => {
-            return Err(HygieneError::Unavailable(
-                "checking an RBD volume in place is not supported yet: export it to a file \
-                 (rbd export) and check the file"
-                    .into(),
-            ));
-        }
+        VolumeLocation::Rbd {
+            pool,
+            image,
+            ceph_conf,
+            ceph_user,
+        } => Drive::Rbd {
+            pool,
+            image,
+            conf: ceph_conf.as_deref(),
+            user: ceph_user.as_deref(),
+        },
     };
     let writable = ops.is_some();
     let mut s = Session::launch(&drive, writable, limits, progress)?;
@@ -151,6 +154,55 @@ fn trees(s: &mut Session) -> Result<Vec<Tree>, HygieneError> {
         covered.extend(mounts.iter().map(|(_, d, _)| d.clone()));
         trees.push(Tree { mounts });
     }
+    // What inspection did not take for an operating system (it wants /bin and the like): each
+    // file system with an /etc/fstab is a root, with the others its fstab names mounted where
+    // it says; then each one left, alone.
+    let mut ids: Option<Vec<(String, String, String)>> = None;
+    for (dev, t) in &filesystems {
+        if covered.contains(dev) {
+            continue;
+        }
+        let mut mounts = vec![("/".to_string(), dev.clone(), t.clone())];
+        for entry in fstab_entries(s, dev)? {
+            let found = match &entry.source {
+                fstab::Source::Device(d) => {
+                    let d = fstab::appliance_device(d);
+                    filesystems
+                        .iter()
+                        .find(|(f, _)| *f == d)
+                        .map(|(f, _)| f.clone())
+                }
+                fstab::Source::Uuid(_) | fstab::Source::Label(_) => {
+                    if ids.is_none() {
+                        ids = Some(identities(s, &filesystems)?);
+                    }
+                    ids.iter()
+                        .flatten()
+                        .find(|(_, uuid, label)| match &entry.source {
+                            fstab::Source::Uuid(u) => uuid == u,
+                            fstab::Source::Label(l) => label == l,
+                            fstab::Source::Device(_) => false,
+                        })
+                        .map(|(f, _, _)| f.clone())
+                }
+            };
+            let Some(found) = found else { continue };
+            if covered.contains(&found)
+                || mounts
+                    .iter()
+                    .any(|(mp, d, _)| *d == found || *mp == entry.mount_point)
+            {
+                continue;
+            }
+            let t = fstab_type(&filesystems, &found);
+            mounts.push((entry.mount_point, found, t));
+        }
+        if mounts.len() > 1 {
+            mounts.sort_by_key(|(mp, _, _)| mp.len());
+            covered.extend(mounts.iter().map(|(_, d, _)| d.clone()));
+            trees.push(Tree { mounts });
+        }
+    }
     for (dev, t) in &filesystems {
         if !covered.contains(dev) {
             trees.push(Tree {
@@ -159,6 +211,50 @@ fn trees(s: &mut Session) -> Result<Vec<Tree>, HygieneError> {
         }
     }
     Ok(trees)
+}
+
+fn fstab_type(filesystems: &[(String, String)], dev: &str) -> String {
+    filesystems
+        .iter()
+        .find(|(d, _)| d == dev)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The entries of `dev`'s `/etc/fstab` (mounted read-only, then unmounted) whose mount point
+/// is a directory of `dev` reached without a link: none if it has no fstab. (A file system
+/// mounted on another one's directory, `/var/log` on a separate `/var`, is read alone.)
+fn fstab_entries(s: &mut Session, dev: &str) -> Result<Vec<fstab::Entry>, HygieneError> {
+    s.run(&format!("mount-ro {} /", quote(dev.as_bytes())))?;
+    let mut entries = Vec::new();
+    if let Some((path, st)) = s.resolve(b"/etc/fstab")?
+        && st.is_file()
+    {
+        for entry in fstab::parse(&s.read_file(&path, st.size)?) {
+            if s.resolve_dir(entry.mount_point.as_bytes())?.as_deref()
+                == Some(entry.mount_point.as_bytes())
+            {
+                entries.push(entry);
+            }
+        }
+    }
+    s.run("umount-all")?;
+    Ok(entries)
+}
+
+/// (device, UUID in lower case, label) of each file system; empty when it has none.
+fn identities(
+    s: &mut Session,
+    filesystems: &[(String, String)],
+) -> Result<Vec<(String, String, String)>, HygieneError> {
+    let mut out = Vec::new();
+    for (dev, _) in filesystems {
+        let line = |b: Vec<u8>| String::from_utf8_lossy(&b).trim().to_string();
+        let uuid = line(s.run(&format!("vfs-uuid {}", quote(dev.as_bytes())))?);
+        let label = line(s.run(&format!("vfs-label {}", quote(dev.as_bytes())))?);
+        out.push((dev.clone(), uuid.to_ascii_lowercase(), label));
+    }
+    Ok(out)
 }
 
 /// Mounts a tree's file systems; a mount point the tree lacks (or reaches through a link) is

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use super::accounts::{self, Password};
 use super::session::Session;
+use super::sshd;
 use super::tree::{Stat, join, show};
 use super::{Finding, FindingCode, HygieneError};
 
@@ -37,6 +38,9 @@ const FIRSTBOOT_DONE: &str = "/var/lib/extility-firstboot/done";
 const CLOUD_INIT: &[&str] = &["/usr/bin/cloud-init", "/usr/local/bin/cloud-init"];
 /// More home directories than this is no image a person made.
 const MAX_HOMES: usize = 2_000;
+/// sshd's configuration, and how many files it may include (the most read in all).
+const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
+const MAX_SSHD_FILES: usize = 16;
 
 /// A file the tree holds, resolved: its path and its bytes.
 pub(crate) struct Config {
@@ -120,6 +124,7 @@ impl Session<'_> {
                 authorized_keys.extend(self.reportable(&ssh, AUTHORIZED_KEYS)?);
             }
         }
+        authorized_keys.extend(self.custom_authorized_keys(passwd.as_ref())?);
         authorized_keys.sort();
         authorized_keys.dedup();
 
@@ -241,6 +246,101 @@ impl Session<'_> {
             tmp,
             agent,
         })
+    }
+
+    /// The authorized keys files sshd's own `AuthorizedKeysFile` names (in `sshd_config` and
+    /// the files it includes) that hold something, for each account of `passwd`; resolved.
+    fn custom_authorized_keys(
+        &mut self,
+        passwd: Option<&Config>,
+    ) -> Result<Vec<Vec<u8>>, HygieneError> {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut todo: Vec<Vec<u8>> = vec![SSHD_CONFIG.as_bytes().to_vec()];
+        let mut read: Vec<Vec<u8>> = Vec::new();
+        while let Some(path) = todo.pop() {
+            if read.len() >= MAX_SSHD_FILES {
+                break;
+            }
+            // A file that is missing or not a regular one is no configuration sshd reads.
+            let Some((resolved, st)) = self.resolve(&path)? else {
+                continue;
+            };
+            if !st.is_file() || read.contains(&resolved) {
+                continue;
+            }
+            let bytes = self.read_file(&resolved, st.size)?;
+            read.push(resolved);
+            let config = sshd::parse(&bytes);
+            for p in config.authorized_keys_files {
+                if patterns.len() < sshd::MAX_PATTERNS && !patterns.contains(&p) {
+                    patterns.push(p);
+                }
+            }
+            for include in config.includes {
+                todo.extend(self.included(&include)?);
+            }
+        }
+        let users = passwd
+            .map(|p| accounts::users(&p.bytes))
+            .unwrap_or_default();
+        if users.len() > MAX_HOMES {
+            return Err(HygieneError::Unreadable(format!(
+                "more than {MAX_HOMES} accounts"
+            )));
+        }
+        let mut paths: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for pattern in &patterns {
+            if sshd::per_user(pattern) {
+                for (user, uid, home) in &users {
+                    paths.extend(sshd::expand(pattern, user, uid, home));
+                }
+            } else {
+                paths.extend(sshd::expand(pattern, "root", "0", "/"));
+            }
+        }
+        let mut found = Vec::new();
+        for path in paths {
+            let Some((resolved, st)) = self.resolve(&path)? else {
+                continue;
+            };
+            if st.is_file() && st.size > 0 {
+                found.push(resolved);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The files an `Include` argument names: relative to `/etc/ssh`, with `*` and `?` in its
+    /// last part matched against that directory's names.
+    fn included(&mut self, include: &str) -> Result<Vec<Vec<u8>>, HygieneError> {
+        let path = if include.starts_with('/') {
+            include.to_string()
+        } else {
+            format!("/etc/ssh/{include}")
+        };
+        let Some((dir, last)) = path.rsplit_once('/') else {
+            return Ok(Vec::new());
+        };
+        if dir.contains(['*', '?', '[']) || last.contains('[') {
+            return Ok(Vec::new());
+        }
+        if !last.contains(['*', '?']) {
+            return Ok(vec![path.into_bytes()]);
+        }
+        let Some(dir) = self.resolve_dir(if dir.is_empty() { b"/" } else { dir.as_bytes() })?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<Vec<u8>> = self
+            .list_dir(&dir)?
+            .into_iter()
+            .filter(|n| sshd::glob_matches(last.as_bytes(), n))
+            .collect();
+        names.sort();
+        names.truncate(MAX_SSHD_FILES);
+        // Popped from the end: the first in order is read first.
+        names.reverse();
+        Ok(names.into_iter().map(|n| join(&dir, &n)).collect())
     }
 
     /// A configuration file, resolved and read; `None` if the image has none. One that is

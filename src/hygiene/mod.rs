@@ -12,8 +12,10 @@
 
 mod accounts;
 mod clean;
+mod fstab;
 mod inventory;
 mod session;
+mod sshd;
 mod tree;
 
 use std::time::Duration;

@@ -13,6 +13,8 @@
 //! process group and every process descended from it (the appliance's QEMU among them).
 
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
@@ -27,9 +29,24 @@ const MAX_ANSWER: usize = 4 << 20;
 /// How often a wait looks at the deadline, the cancellation and the watched file.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Where the bytes to read are: a raw file.
+/// How long the RBD exporter may take to open its image and listen.
+const EXPORTER_START: Duration = Duration::from_secs(60);
+/// How long a stopped exporter may take to close its image (and drop its watch on it).
+const EXPORTER_STOP: Duration = Duration::from_secs(20);
+
+/// Where the bytes to read are: a raw file, or a raw image of a Ceph pool.
 pub(crate) enum Drive<'a> {
     File(&'a Path),
+    /// Exported to the appliance by a `qemu-nbd` of the session's own, which opens the image
+    /// through librbd with the cluster's configuration file and user and serves its blocks,
+    /// raw, on a socket in the session's private directory. It moves blocks and parses
+    /// nothing: the file systems are still read in the appliance alone.
+    Rbd {
+        pool: &'a str,
+        image: &'a str,
+        conf: Option<&'a Path>,
+        user: Option<&'a str>,
+    },
 }
 
 pub(crate) struct Session<'a> {
@@ -47,6 +64,8 @@ pub(crate) struct Session<'a> {
     dir: tempfile::TempDir,
     files: u64,
     ended: bool,
+    /// The `qemu-nbd` serving an RBD drive, stopped with the session.
+    exporter: Option<Child>,
 }
 
 /// `s` as one double-quoted guestfish argument that means exactly these bytes.
@@ -152,13 +171,30 @@ impl<'a> Session<'a> {
             dir,
             files: 0,
             ended: false,
+            exporter: None,
         };
-        let Drive::File(path) = drive;
-        let add = format!(
-            "add-drive {} format:raw readonly:{}",
-            quote(path.as_os_str().as_encoded_bytes()),
-            !writable
-        );
+        let add = match drive {
+            Drive::File(path) => format!(
+                "add-drive {} format:raw readonly:{}",
+                quote(path.as_os_str().as_encoded_bytes()),
+                !writable
+            ),
+            Drive::Rbd {
+                pool,
+                image,
+                conf,
+                user,
+            } => {
+                let socket = session.export_rbd(pool, image, *conf, *user, writable)?;
+                format!(
+                    // The whole `key:value` word quoted: guestfish unquotes a word, then
+                    // splits it at its first colon.
+                    "add-drive \"\" protocol:nbd {} format:raw readonly:{}",
+                    quote(format!("server:unix:{}", socket.display()).as_bytes()),
+                    !writable
+                )
+            }
+        };
         session.run(&add).map_err(as_unavailable)?;
         session
             .run(&format!("set-memsize {}", limits.memory_mib.max(256)))
@@ -249,6 +285,7 @@ impl<'a> Session<'a> {
             match self.child.try_wait() {
                 Ok(Some(status)) if status.success() => {
                     self.ended = true;
+                    self.stop_exporter();
                     return Ok(());
                 }
                 Ok(Some(_)) => return Err(self.ended_early()),
@@ -302,9 +339,106 @@ impl<'a> Session<'a> {
         HygieneError::Unreadable(last_error(&self.buffer))
     }
 
-    /// Kills guestfish, its process group and every process descended from it, and reaps it.
+    /// Starts the `qemu-nbd` that serves RBD image `pool/image` (read-only unless `writable`)
+    /// on a socket in the session's directory, and waits until it listens; returns the socket.
+    /// One that cannot open the image is the node's problem (the cluster, its configuration),
+    /// not the image's.
+    fn export_rbd(
+        &mut self,
+        pool: &str,
+        image: &str,
+        conf: Option<&Path>,
+        user: Option<&str>,
+        writable: bool,
+    ) -> Result<PathBuf, HygieneError> {
+        let qemu_nbd = which::which("qemu-nbd").map_err(|_| {
+            HygieneError::Unavailable(
+                "qemu-nbd is not installed (Debian package qemu-utils)".into(),
+            )
+        })?;
+        let socket = self.dir.path().join("rbd.sock");
+        let log = self.dir.path().join("qemu-nbd.log");
+        let errors = std::fs::File::create(&log)
+            .map_err(|e| HygieneError::Unavailable(format!("a log file: {e}")))?;
+        let mut cmd = Command::new(qemu_nbd);
+        // Persistent and shared: libguestfs connects more than once (to size a read-only
+        // drive's overlay, then the appliance).
+        cmd.args(["--persistent", "--shared=4", "--cache=writeback"])
+            .arg(os_concat("--socket=", socket.as_os_str()))
+            .arg("--image-opts")
+            .arg(rbd_image_opts(pool, image, conf, user))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(errors);
+        if !writable {
+            cmd.arg("--read-only");
+        }
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| HygieneError::Unavailable(format!("cannot run qemu-nbd: {e}")))?;
+        self.exporter = Some(child);
+        let until = Instant::now() + EXPORTER_START.min(self.timeout);
+        loop {
+            if std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()) {
+                return Ok(socket);
+            }
+            let exited = self
+                .exporter
+                .as_mut()
+                .is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+            if exited || Instant::now() > until {
+                self.stop_exporter();
+                let said = std::fs::read(&log).unwrap_or_default();
+                let said = String::from_utf8_lossy(&said[..said.len().min(2000)])
+                    .lines()
+                    .map(str::trim)
+                    .rfind(|l| !l.is_empty())
+                    .unwrap_or("it stopped without saying why")
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(300)
+                    .collect::<String>();
+                return Err(HygieneError::Unavailable(format!(
+                    "qemu-nbd could not serve RBD image {pool}/{image}: {said}"
+                )));
+            }
+            if self.progress.is_cancelled() {
+                self.stop_exporter();
+                return Err(HygieneError::Cancelled);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the RBD exporter: SIGTERM, so that it flushes and closes the image (a killed
+    /// librbd client keeps its watch on the image for half a minute, and an image with a
+    /// watcher cannot be deleted), then SIGKILL if it does not end in time.
+    fn stop_exporter(&mut self) {
+        let Some(mut child) = self.exporter.take() else {
+            return;
+        };
+        let pid = child.id() as i32;
+        // SAFETY: a signal to the process this session started (not yet reaped).
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let until = Instant::now() + EXPORTER_STOP;
+        while Instant::now() < until {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Kills guestfish, its process group and every process descended from it, and reaps it;
+    /// then stops the RBD exporter.
     pub(crate) fn kill(&mut self) {
         if self.ended {
+            self.stop_exporter();
             return;
         }
         self.ended = true;
@@ -330,6 +464,7 @@ impl<'a> Session<'a> {
         for d in sockdirs {
             let _ = std::fs::remove_dir_all(d);
         }
+        self.stop_exporter();
     }
 }
 
@@ -337,6 +472,45 @@ impl Drop for Session<'_> {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `a` then `b`, as one argument.
+fn os_concat(a: &str, b: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut s = std::ffi::OsString::from(a);
+    s.push(b);
+    s
+}
+
+/// QEMU's options that open RBD image `pool/image` as a raw drive: each value with its commas
+/// doubled, so that no name adds an option.
+fn rbd_image_opts(
+    pool: &str,
+    image: &str,
+    conf: Option<&Path>,
+    user: Option<&str>,
+) -> std::ffi::OsString {
+    let esc = |s: &str| s.replace(',', ",,");
+    let mut opts = std::ffi::OsString::from(format!(
+        "driver=raw,file.driver=rbd,file.pool={},file.image={}",
+        esc(pool),
+        esc(image)
+    ));
+    if let Some(conf) = conf {
+        opts.push(",file.conf=");
+        let bytes = conf.as_os_str().as_encoded_bytes();
+        let mut doubled = Vec::with_capacity(bytes.len());
+        for &b in bytes {
+            doubled.push(b);
+            if b == b',' {
+                doubled.push(b',');
+            }
+        }
+        opts.push(std::ffi::OsString::from_vec(doubled));
+    }
+    if let Some(user) = user {
+        opts.push(format!(",file.user={}", esc(user)));
+    }
+    opts
 }
 
 fn as_unavailable(e: HygieneError) -> HygieneError {

@@ -2,7 +2,8 @@
 //! (customers are hostile), what ListImages shows before and after, `--publish-requires-clean`,
 //! and, with the engine reading real file systems in libguestfs's appliance
 //! (`support::hygiene_images`' fixtures, shared by the run): the planted findings found, a
-//! cleaned copy clean and the original unchanged, a corrupt image unreadable, a server made
+//! cleaned copy clean and the original unchanged (on files and on Ceph RBD), a disk made from
+//! the planted image checked with the same findings, a corrupt image unreadable, a server made
 //! from a cleaned image booting, and the panel's Check and Clean. Each appliance run takes
 //! tens of seconds under TCG: the tests make few.
 
@@ -19,17 +20,21 @@ use crate::support::hygiene_images;
 use crate::support::image_server::ImageServer;
 use crate::support::server_db::ServerDb;
 use crate::support::test_app::{Boot, screenshot_path};
-use crate::support::{Api, Backend, ServerOptions, TestApp, db_test, id};
+use crate::support::{Api, Backend, ServerOptions, Store, TestApp, db_test, id, storage_test};
 
 /// A server that fetches from the test's own HTTP server on loopback, with `extra` options.
 async fn app(backend: Backend, extra: &[&str]) -> TestApp {
+    app_on(backend, Store::Files, extra).await
+}
+
+async fn app_on(backend: Backend, store: Store, extra: &[&str]) -> TestApp {
     let mut args = vec!["--allow-fetch-from", "127.0.0.0/8"];
     args.extend(extra);
     let options = ServerOptions {
         args: args.into_iter().map(str::to_string).collect(),
         ..ServerOptions::default()
     };
-    TestApp::start_with(backend, options).await
+    TestApp::start_on_with(backend, store, options).await
 }
 
 /// A private image of alice's holding `bytes`, fetched; returns its id.
@@ -212,14 +217,30 @@ async fn check(api: &Api, image_id: i64) -> Value {
     api.wait_job(id(&job, "job_id")).await
 }
 
-/// The dirty image is checked and found to hold exactly what was planted (and ListImages says
-/// so); a cleaned copy is a new image whose report is clean while the original, unchanged,
-/// keeps its findings; `--publish-requires-clean` refuses the dirty one, listing its
-/// high-severity findings, and publishes the cleaned one.
-async fn a_dirty_image_is_checked_cleaned_and_published(backend: Backend) {
+/// Asserts that `report` holds exactly what the dirty images plant.
+fn assert_planted(report: &Value) {
+    let planted = hygiene_images::planted();
+    let mut expected: Vec<&str> = planted.iter().map(|(code, _)| *code).collect();
+    let mut found = codes(report);
+    expected.sort();
+    found.sort();
+    assert_eq!(found, expected, "exactly what was planted: {report}");
+    for (code, paths) in &planted {
+        assert_eq!(paths_of(report, code), *paths, "{code}: {report}");
+    }
+}
+
+/// The dirty image, and a disk made from it (on SQLite and on RBD), are checked side by side
+/// and found to hold exactly what was planted (and ListImages and GetDiskReport say so); a cleaned copy is a new
+/// image whose report is clean while the original, unchanged, keeps its findings;
+/// `--publish-requires-clean` refuses the dirty one, listing its high-severity findings, and
+/// publishes the cleaned one. On files and on Ceph RBD (read through the cluster, the cleaned
+/// copy a new RBD image, the pool left with nothing but the volumes rows name).
+async fn a_dirty_image_is_checked_cleaned_and_published(backend: Backend, store: Store) {
     let _heavy = crate::support::CPU_HEAVY.read().await;
-    let app = app(
+    let app = app_on(
         backend,
+        store,
         &["--hypervisor", "none", "--publish-requires-clean"],
     )
     .await;
@@ -231,8 +252,26 @@ async fn a_dirty_image_is_checked_cleaned_and_published(backend: Backend) {
         "dirty",
     )
     .await;
+    let disk = alice
+        .call(
+            "CreateDisk",
+            json!({"vdc_id": app.alice.vdc_id, "name": "from dirty",
+                   "disk_productoffer_id": DISK_1GB, "image_id": dirty}),
+        )
+        .await;
+    let disk = id(&disk, "disk_id");
+    // The disk's two paths: on files a flat copy of its thin overlay (SQLite), on RBD the
+    // clone read in place (PostgreSQL). PostgreSQL on files would repeat SQLite's appliance.
+    let disk_checked = backend == Backend::Sqlite || store == Store::Rbd;
 
-    let job = check(&alice, dirty).await;
+    let check_disk = async {
+        if !disk_checked {
+            return Value::Null;
+        }
+        let job = alice.call("CheckDisk", json!({"disk_id": disk})).await;
+        alice.wait_job(id(&job, "job_id")).await
+    };
+    let (job, disk_job) = futures::future::join(check(&alice, dirty), check_disk).await;
     assert_eq!(job["status"], 1, "{job}");
     assert_eq!(
         (job["item_type"].as_str(), job["item_id"].as_i64()),
@@ -244,14 +283,17 @@ async fn a_dirty_image_is_checked_cleaned_and_published(backend: Backend) {
     assert_eq!(report["status"], "findings", "{report}");
     assert_eq!(report["highest_severity"], "high", "{report}");
     assert_eq!(report["job_id"], job["job_id"]);
-    let planted = hygiene_images::planted();
-    let mut expected: Vec<&str> = planted.iter().map(|(code, _)| *code).collect();
-    let mut found = codes(&report);
-    expected.sort();
-    found.sort();
-    assert_eq!(found, expected, "exactly what was planted: {report}");
-    for (code, paths) in &planted {
-        assert_eq!(paths_of(&report, code), *paths, "{code}: {report}");
+    assert_planted(&report);
+    if disk_checked {
+        assert_eq!(disk_job["status"], 1, "{disk_job}");
+        assert_eq!(
+            (disk_job["item_type"].as_str(), disk_job["item_id"].as_i64()),
+            (Some("disk"), Some(disk))
+        );
+        let disk_report = alice.call("GetDiskReport", json!({"disk_id": disk})).await;
+        assert_eq!(disk_report["status"], "findings", "{disk_report}");
+        assert_eq!(disk_report["job_id"], disk_job["job_id"]);
+        assert_planted(&disk_report);
     }
     let severities: Vec<&str> = report["findings"]
         .as_array()
@@ -344,7 +386,13 @@ async fn a_dirty_image_is_checked_cleaned_and_published(backend: Backend) {
         "clean"
     );
 
+    // The store holds the volumes rows name and nothing else: neither the disk's flat copy
+    // nor the clean's staging copy is left (on RBD: images of the pool).
+    let stored: std::collections::BTreeSet<String> = db.stored().into_iter().collect();
+    assert_eq!(stored, db.volume_files().await, "the store's volumes");
+
     // Deleting an image takes its report with it.
+    alice.call("DeleteDisk", json!({"disk_id": disk})).await;
     alice.call("DeleteImage", json!({"image_id": dirty})).await;
     assert_eq!(
         db.query_i64(
@@ -355,7 +403,7 @@ async fn a_dirty_image_is_checked_cleaned_and_published(backend: Backend) {
         Some(0)
     );
 }
-db_test!(
+storage_test!(
     a_dirty_image_is_checked_cleaned_and_published,
     a_dirty_image_is_checked_cleaned_and_published
 );

@@ -11,7 +11,11 @@
 //! - a hostile image (random superblock, a directory loop, 30 000 entries in `/tmp`) fails as
 //!   `Unreadable`, a path to remove through a link is refused before anything changes, and no
 //!   process is left holding an image;
-//! - cancelling a check kills the appliance.
+//! - cancelling a check kills the appliance;
+//! - a separate `/var` partition (named by UUID in the root's fstab) is read at `/var`, and the
+//!   keys sshd's own `AuthorizedKeysFile` names are found and cleaned;
+//! - on Ceph RBD (the test run's cluster), an unreadable image and a refused clean leave no
+//!   `qemu-nbd` and no watcher behind.
 //!
 //! Each appliance takes tens of seconds under TCG, so the independent ones run in parallel.
 //! Needs libguestfs-tools, xfsprogs, e2fsprogs, grub-pc-bin (scripts/test.sh installs them).
@@ -275,4 +279,142 @@ fn cancelling_a_check_kills_the_appliance() {
     let r = worker.join().unwrap();
     assert!(matches!(r, Err(HygieneError::Cancelled)), "{r:?}");
     assert_left_nothing(&[&image]);
+}
+
+/// `/var` on a partition of its own, named by UUID in the root's fstab (after two entries a
+/// check refuses: a mount point with `..`, one through a link), is read at `/var`, so its
+/// syslog is found; sshd's own `AuthorizedKeysFile /etc/ssh/keys/%u`, set in a file
+/// `sshd_config` includes, is followed to root's key there. A clean of a copy truncates the
+/// log on the `/var` partition and removes that key (alice's empty file stays), and leaves the
+/// original as it was.
+#[test]
+fn a_separate_var_and_sshds_own_key_files_are_read_and_cleaned() {
+    let image = images::separate_var();
+    let before = md5(image);
+    let dir = tempfile::tempdir().unwrap();
+    let copied = copy(dir.path(), image, "separate-var.img");
+    let mut ops = CleanOp::defaults();
+    ops.push(CleanOp::RemoveAuthorizedKeys);
+    let (checked, cleaned) = std::thread::scope(|s| {
+        let a = s.spawn(|| check(image));
+        let b = s.spawn(|| clean(&copied, &ops));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (checked, cleaned) = (checked.unwrap(), cleaned.unwrap());
+    let expected: Vec<(String, Vec<String>)> = images::planted_separate_var()
+        .into_iter()
+        .map(|(c, p)| (c.to_string(), p.into_iter().map(String::from).collect()))
+        .collect();
+    assert_eq!(found(&checked), expected, "{checked:#?}");
+    let both = vec!["/dev/sda1 ext4 /", "/dev/sda2 ext4 /var"];
+    assert_eq!(checked.filesystems, both);
+    assert!(cleaned.is_clean(), "{cleaned:#?}");
+    assert_eq!(cleaned.filesystems, both);
+    assert_eq!(md5(image), before, "a check never writes the image");
+
+    // The copy's partitions read by debugfs: / at 1 MiB (32 MiB), /var at 33 MiB (16 MiB).
+    let partition = |name: &str, skip: u64, count: u64| {
+        let fs = dir.path().join(name);
+        run_tool(
+            "dd",
+            &[
+                &format!("if={}", copied.display()),
+                &format!("of={}", fs.display()),
+                "bs=1M",
+                &format!("skip={skip}"),
+                &format!("count={count}"),
+                "status=none",
+            ],
+        );
+        fs
+    };
+    let debugfs = |fs: &Path, cmd: &str| {
+        let out = run_tool("debugfs", &["-R", cmd, fs.to_str().unwrap()]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (root, var) = (partition("root.fs", 1, 32), partition("var.fs", 33, 16));
+    let keys = debugfs(&root, "ls /etc/ssh/keys");
+    assert!(!keys.contains("root") && keys.contains("alice"), "{keys}");
+    let syslog = debugfs(&var, "stat /log/syslog");
+    assert!(syslog.contains("Size: 0"), "{syslog}");
+}
+
+/// An image of a Ceph pool (the test run's cluster) is read through the cluster: an image
+/// with random bytes over its superblock fails as `Unreadable`, and a clean of a copy asked
+/// to remove a path through a link is refused before anything changes; either way nothing is
+/// left behind: no `qemu-nbd`, no client watching any image, the copy's bytes as they were.
+/// (A check and a clean that succeed on RBD run through the API, in `hygiene::`.)
+#[test]
+fn rbd_images_that_fail_leave_nothing_behind() {
+    let ceph = crate::support::ceph::cluster();
+    let pool = ceph.new_pool();
+    ceph.rbd(&[
+        "import",
+        images::bad_superblock().to_str().unwrap(),
+        &format!("{pool}/bad"),
+    ]);
+    ceph.rbd(&[
+        "import",
+        images::dirty_ext4().to_str().unwrap(),
+        &format!("{pool}/escape"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let export = |image: &str| {
+        let to = dir.path().join(format!("{image}.export"));
+        let _ = std::fs::remove_file(&to);
+        ceph.rbd(&["export", &format!("{pool}/{image}"), to.to_str().unwrap()]);
+        md5(&to)
+    };
+    let before = export("escape");
+    assert_eq!(before, md5(images::dirty_ext4()));
+    let location = |image: &str| VolumeLocation::Rbd {
+        pool: pool.clone(),
+        image: image.into(),
+        ceph_conf: Some(ceph.conf.clone()),
+        ceph_user: None,
+    };
+    let through_link = [CleanOp::RemovePaths(vec!["/opt/etc-link/passwd".into()])];
+    let (bad, escape) = std::thread::scope(|s| {
+        let a = s.spawn(|| hygiene::check(&location("bad"), limits(), &Progress::default()));
+        let b = s.spawn(|| {
+            hygiene::clean(
+                &location("escape"),
+                &through_link,
+                limits(),
+                &Progress::default(),
+            )
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(matches!(bad, Err(HygieneError::Unreadable(_))), "{bad:?}");
+    assert!(
+        matches!(escape, Err(HygieneError::InvalidPath(_))),
+        "{escape:?}"
+    );
+    assert_eq!(export("escape"), before, "a refused clean changes nothing");
+    for image in ["bad", "escape"] {
+        let status: serde_json::Value = serde_json::from_str(&ceph.rbd(&[
+            "status",
+            "--format",
+            "json",
+            &format!("{pool}/{image}"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            status["watchers"],
+            serde_json::json!([]),
+            "{image}: {status}"
+        );
+    }
+    let exporters: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("qemu-nbd") && c.contains(&format!("file.pool={pool},")))
+        .collect();
+    assert_eq!(exporters, Vec::<String>::new());
+    // Nothing may linger that keeps the pool's images from being deleted.
+    ceph.rbd(&["rm", &format!("{pool}/bad")]);
+    ceph.rbd(&["rm", &format!("{pool}/escape")]);
 }

@@ -283,8 +283,10 @@ impl JobKind for CheckImageJob {
 }
 
 /// Checks `volume` and stores the report of `subject`. A raw volume (an image's always is:
-/// FetchDisk, CreateImage and CleanImage write nothing else) is read where it lies, never
-/// written; any other (a disk's thin overlay) through a flat copy.
+/// FetchDisk, CreateImage and CleanImage write nothing else; on RBD every volume is, a disk an
+/// RBD clone) is read where it lies, never written (on RBD through the cluster, by the
+/// engine's own read-only exporter); any other (a disk's thin overlay file) through a flat
+/// copy.
 async fn check_volume(
     job: &RunningJob<AppState>,
     subject: Subject,

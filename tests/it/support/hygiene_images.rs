@@ -12,6 +12,9 @@
 //! - [`bad_superblock`]: the dirty ext4 image with random bytes over its superblock;
 //!   [`directory_loop`]: an ext4 file system whose `/var/log` holds a directory linked into
 //!   itself (debugfs); [`huge_directory`]: 30 000 entries in `/tmp`;
+//! - [`separate_var`]: the clean system with `/var` on a second MBR partition (fstab names it
+//!   by UUID), a non-empty syslog there, and an authorized key where sshd's own
+//!   `AuthorizedKeysFile` says (`/etc/ssh/keys/%u`, set in a file `sshd_config` includes);
 //! - [`bootable_dirty`]: a real guest's bootable disk ([`GuestDisk`]) whose root file system
 //!   holds the same artefacts, for the tests that clean an image and boot it.
 
@@ -281,7 +284,134 @@ fn proto_dir(dir: &Path, proto: &mut String) {
     }
 }
 
+/// The UUID of [`separate_var`]'s `/var` file system, as its fstab names it.
+pub const VAR_UUID: &str = "5b3e1c9a-7d41-4e0f-9a6b-2c8d1e0f3a47";
+
+/// What [`separate_var`] plants: (finding code, its paths), in the order a report lists them.
+pub fn planted_separate_var() -> Vec<(&'static str, Vec<&'static str>)> {
+    vec![
+        ("AUTHORIZED_KEYS", vec!["/etc/ssh/keys/root"]),
+        ("LOGS", vec!["/var/log/syslog"]),
+    ]
+}
+
+/// The clean system with `/var` on a partition of its own (named by UUID in fstab, after
+/// two entries a check must refuse: a mount point with `..`, one through a link), holding a
+/// non-empty syslog, and sshd told by a file it includes to read keys from
+/// `/etc/ssh/keys/%u`, where root has one.
+fn separate_var_image(dir: &Path) -> PathBuf {
+    let mut root: Vec<Entry> = system(true)
+        .into_iter()
+        .filter(|e| !matches!(e, File(p, ..) | Link(p, _) if p.starts_with("var/")))
+        .collect();
+    root.extend([
+        File(
+            "etc/fstab",
+            0o644,
+            format!(
+                "/dev/vda1 / ext4 defaults 0 1
+                 /dev/vda2 /mnt/../etc ext4 defaults 0 2
+                 LABEL=var /opt/etc-link ext4 defaults 0 2
+                 UUID={} /var ext4 defaults 0 2
+",
+                VAR_UUID.to_uppercase()
+            )
+            .into_bytes(),
+        ),
+        File(
+            "etc/ssh/sshd_config",
+            0o644,
+            b"Include /etc/ssh/sshd_config.d/*.conf
+PermitRootLogin prohibit-password
+".to_vec(),
+        ),
+        File(
+            "etc/ssh/sshd_config.d/keys.conf",
+            0o644,
+            b"AuthorizedKeysFile /etc/ssh/keys/%u .ssh/authorized_keys
+".to_vec(),
+        ),
+        File(
+            "etc/ssh/keys/root",
+            0o600,
+            b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC2LHLMZX1m+4utRPDXAvGf6vVlG3EAz2RkPpEp3uufR maker@laptop
+"
+                .to_vec(),
+        ),
+        File("etc/ssh/keys/alice", 0o600, Vec::new()),
+    ]);
+    let root_fs = ext4_fs(dir, "separate-var-root", "32M", &root);
+    let var_root = dir.join("separate-var-var.root");
+    for (path, bytes) in [
+        (
+            "log/syslog",
+            &b"Dec  7 10:00:00 image sshd[1]: Accepted key for root\n"[..],
+        ),
+        ("log/wtmp", b""),
+    ] {
+        let p = var_root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    }
+    std::fs::create_dir_all(var_root.join("tmp")).unwrap();
+    let var_fs = dir.join("separate-var-var.fs");
+    run_tool(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-U",
+            VAR_UUID,
+            "-L",
+            "var",
+            "-d",
+            var_root.to_str().unwrap(),
+            var_fs.to_str().unwrap(),
+            "16M",
+        ],
+    );
+    // MBR: / at 1 MiB (32 MiB), /var after it (16 MiB).
+    let disk = dir.join("separate-var.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(50 << 20)
+        .unwrap();
+    let mut sfdisk = Command::new(system_tool("sfdisk"))
+        .args(["--quiet", disk.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"label: dos
+start=2048, size=65536, type=83
+start=67584, size=32768, type=83
+",
+        )
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk");
+    for (fs, mib) in [(&root_fs, 1), (&var_fs, 33)] {
+        run_tool(
+            "dd",
+            &[
+                &format!("if={}", fs.display()),
+                &format!("of={}", disk.display()),
+                "bs=1M",
+                &format!("seek={mib}"),
+                "conv=notrunc,sparse",
+                "status=none",
+            ],
+        );
+    }
+    disk
+}
+
 struct Images {
+    separate_var: PathBuf,
     dirty_ext4: PathBuf,
     dirty_xfs: PathBuf,
     clean_ext4: PathBuf,
@@ -299,6 +429,7 @@ fn images() -> &'static Images {
         let dirty_ext4 = ext4_mbr(&dir, "dirty-ext4", &system(false));
         let dirty_xfs = xfs_gpt(&dir, "dirty-xfs", &system(false));
         let clean_ext4 = ext4_mbr(&dir, "clean-ext4", &system(true));
+        let separate_var = separate_var_image(&dir);
 
         // Random bytes over the superblock: 1 KiB into partition 1, which starts at 1 MiB.
         let bad_superblock = dir.join("bad-superblock.img");
@@ -346,6 +477,7 @@ fn images() -> &'static Images {
             ],
         );
         Images {
+            separate_var,
             dirty_ext4,
             dirty_xfs,
             clean_ext4,
@@ -356,6 +488,9 @@ fn images() -> &'static Images {
     })
 }
 
+pub fn separate_var() -> &'static Path {
+    &images().separate_var
+}
 pub fn dirty_ext4() -> &'static Path {
     &images().dirty_ext4
 }

@@ -17,9 +17,10 @@
 #       the 20 GB disk offer), on RBD a clone of the image's snapshot grown to 20 GB, on files
 #       a qcow2 thin clone. Its p50, p99 and max, as curl times the request (aim on RBD: p50
 #       under 25 ms, p99 under 60 ms), and the CPU time the REPS calls took, per call, in the
-#       server's process and (on RBD) in the OSD: what a call costs whatever else the machine
-#       runs, where its latency also counts the time it waited for a core (the load average
-#       is printed at the start and at the end of the run).
+#       server's process with the processes it ran (on files, `qemu-img`) and in the OSD
+#       (on RBD): what a call costs whatever else the machine runs, where its latency also
+#       counts the time it waited for a core (the load average is printed at the start and
+#       at the end of the run).
 # Both servers run on SQLite with `--hypervisor none --network user` (no QEMU, and neither
 # binds the host's metadata port, so the two can run side by side). Needs curl, jq,
 # ceph-mon, ceph-osd and ceph-common (librbd1).
@@ -141,9 +142,10 @@ serve() {
     api=$(sed -n 's/^extility listening on //p' "$work/serve-$name.out")
     server_pid=$pid
 }
-# `cpu_ms PID`: the CPU time (user and system) process PID has used, in milliseconds.
+# `cpu_ms PID`: the CPU time (user and system) process PID and the children it waited for
+# (the server's `qemu-img` runs) have used, in milliseconds.
 hz=$(getconf CLK_TCK)
-cpu_ms() { awk -v hz="$hz" '{ printf "%d", ($14 + $15) * 1000 / hz }' "/proc/$1/stat"; }
+cpu_ms() { awk -v hz="$hz" '{ printf "%d", ($14 + $15 + $16 + $17) * 1000 / hz }' "/proc/$1/stat"; }
 call() {
     curl -sf -u bench@example.com:bench-password -H 'content-type: application/json' \
         -d "$2" "$api/api/v1/$1"
@@ -248,7 +250,7 @@ echo "  RBD / files: $(ratio "${fetch_rbd[0]}" "${fetch_files[0]}")x (aim: at mo
     "rbd du of the image's volume: $(mib "$du_volume") MiB used of $(mib "$size_volume") MiB"
 echo
 echo "CreateServer from that image, boot disk offer $BOOT_OFFER, $REPS calls each after a first (ms;"
-echo "CPU: per counted call, in the server's process and in the OSD, whose idle upkeep is in it):"
+echo "CPU: per counted call, in the server's process with its qemu-img runs, and in the OSD, whose idle upkeep is in it):"
 printf '  %-8s %8s %8s %8s %8s %11s %8s\n' "" p50 p99 max first "CPU server" OSD
 for store in files rbd; do
     if [ $store = files ]; then t=("${cs_files[@]}"); else t=("${cs_rbd[@]}"); fi

@@ -62,7 +62,7 @@ impl RbdStorage {
         }
     }
 
-    pub(super) fn has_watchers(&self, name: &str) -> bool {
+    fn has_watchers(&self, name: &str) -> bool {
         self.call(|s| s.pool.open_read_only(name)?.watchers())
             .is_ok_and(|w| !w.is_empty())
     }

@@ -21,7 +21,7 @@ impl RbdStorage {
         }
     }
 
-    pub(super) fn has_backup_snapshot(&self, name: &str) -> bool {
+    fn has_backup_snapshot(&self, name: &str) -> bool {
         self.call(|s| s.pool.open_read_only(name)?.snapshots())
             .map(|snapshots| {
                 snapshots
@@ -31,7 +31,7 @@ impl RbdStorage {
             .unwrap_or(false)
     }
 
-    pub(super) fn purge_and_remove(&self, name: &str) -> StorageResult<()> {
+    fn purge_and_remove(&self, name: &str) -> StorageResult<()> {
         let has_snapshots =
             self.call(|s| Ok(!s.pool.open_read_only(name)?.snapshots()?.is_empty()))?;
         if has_snapshots {

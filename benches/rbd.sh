@@ -16,13 +16,18 @@
 #       from an image cloned before): the call makes the boot disk (BOOT_OFFER, default 31,
 #       the 20 GB disk offer), on RBD a clone of the image's snapshot grown to 20 GB, on files
 #       a qcow2 thin clone. Its p50, p99 and max, as curl times the request (aim on RBD: p50
-#       under 25 ms, p99 under 60 ms).
+#       under 25 ms, p99 under 60 ms), and the CPU time the REPS calls took, per call, in the
+#       server's process with the processes it ran (on files, `qemu-img`) and in the OSD
+#       (on RBD): what a call costs whatever else the machine runs, where its latency also
+#       counts the time it waited for a core (the load average is printed at the start and
+#       at the end of the run).
 # Both servers run on SQLite with `--hypervisor none --network user` (no QEMU, and neither
 # binds the host's metadata port, so the two can run side by side). Needs curl, jq,
 # ceph-mon, ceph-osd and ceph-common (librbd1).
 #
 #   benches/rbd.sh                    # 1 GiB image, 50 CreateServer calls each
 #   SIZE_MIB=4096 REPS=100 benches/rbd.sh
+#   EXTILITY_BIN=/tmp/extility benches/rbd.sh   # that binary, built before, instead of building
 #
 # The generated image is kept in target/bench-fetch/ (under $CARGO_TARGET_DIR when it is set),
 # shared with benches/fetch.sh.
@@ -49,9 +54,13 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 
-echo "building extility (release)..." >&2
-cargo build --release --quiet
-bin=$target/release/extility
+if [ -n "${EXTILITY_BIN:-}" ]; then
+    bin=$EXTILITY_BIN # a release build made before (several runs of one build)
+else
+    echo "building extility (release)..." >&2
+    cargo build --release --quiet
+    bin=$target/release/extility
+fi
 
 mkdir -p "$cache"
 raw=$cache/image-${SIZE_MIB}M.raw
@@ -69,6 +78,7 @@ md5=$(md5sum "$raw" | cut -d' ' -f1)
 
 # The cluster, and the pool. setpriv: the cluster dies with this script even on SIGKILL (and
 # the script's daemons with it); the trap stops it otherwise.
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "starting a Ceph cluster..." >&2
 setpriv --pdeathsig KILL scripts/ceph-test-cluster.sh "$work/ceph" \
     >"$work/ceph.out" 2>"$work/ceph.err" &
@@ -79,6 +89,7 @@ until grep -q '^ready ' "$work/ceph.out" 2>/dev/null; do
     sleep 0.2
 done
 conf=$(sed -n 's/^ready //p' "$work/ceph.out")
+osd_pid=$(pgrep -f "^ceph-osd -i 0 --conf $conf") # the cluster's one OSD
 pool=bench
 ceph_() { timeout 120 ceph --conf "$conf" "$@"; }
 rbd_() { timeout 300 rbd --conf "$conf" "$@"; }
@@ -111,8 +122,8 @@ pids+=($!)
 until [ -s "$work/http.out" ]; do sleep 0.1; done
 url="http://127.0.0.1:$(head -n1 "$work/http.out")/$(basename "$gz")"
 
-# `serve NAME [ARGS...]`: a server with a customer of its own; sets api and vdc, and
-# api_NAME / vdc_NAME for later.
+# `serve NAME [ARGS...]`: a server with a customer of its own; sets api, vdc and
+# server_pid.
 export RUST_LOG=warn
 serve() {
     local name=$1 data=$work/data-$1 customer pid
@@ -129,7 +140,12 @@ serve() {
         sleep 0.1
     done
     api=$(sed -n 's/^extility listening on //p' "$work/serve-$name.out")
+    server_pid=$pid
 }
+# `cpu_ms PID`: the CPU time (user and system) process PID and the children it waited for
+# (the server's `qemu-img` runs) have used, in milliseconds.
+hz=$(getconf CLK_TCK)
+cpu_ms() { awk -v hz="$hz" '{ printf "%d", ($14 + $15 + $16 + $17) * 1000 / hz }' "/proc/$1/stat"; }
 call() {
     curl -sf -u bench@example.com:bench-password -H 'content-type: application/json' \
         -d "$2" "$api/api/v1/$1"
@@ -176,10 +192,15 @@ fetch_image() {
 }
 # `create_servers`: one CreateServer call from the image, not counted (on RBD it takes the
 # image's snapshot), then REPS; sets first (the uncounted call's seconds), p50, p99 and max
-# (seconds of each request, as curl measures it).
+# (seconds of each request, as curl measures it), and cpu_server and cpu_osd (milliseconds of
+# CPU per counted call in the server's process and in the OSD).
 create_servers() {
-    local i out times=()
+    local i out times=() server0 osd0
     for ((i = 0; i <= REPS; i++)); do
+        if ((i == 1)); then
+            server0=$(cpu_ms "$server_pid")
+            osd0=$(cpu_ms "$osd_pid")
+        fi
         out=$(curl -sf -u bench@example.com:bench-password -H 'content-type: application/json' \
             -w '\n%{time_total}' -d "{\"vdc_id\": $vdc, \"vlan_id\": -1,
             \"server_name\": \"b$i\", \"image_id\": $image, \"server_productoffer_id\": 17,
@@ -187,6 +208,10 @@ create_servers() {
             { echo "CreateServer failed" >&2; exit 1; }
         times+=("$(tail -n1 <<<"$out")")
     done
+    cpu_server=$(awk -v a="$server0" -v b="$(cpu_ms "$server_pid")" -v n="$REPS" \
+        'BEGIN { printf "%.1f", (b - a) / n }')
+    cpu_osd=$(awk -v a="$osd0" -v b="$(cpu_ms "$osd_pid")" -v n="$REPS" \
+        'BEGIN { printf "%.1f", (b - a) / n }')
     first=${times[0]}
     read -r p50 p99 max < <(printf '%s\n' "${times[@]:1}" | sort -g |
         awk '{ t[NR] = $1 } END {
@@ -201,7 +226,7 @@ serve files
 fetch_image "$work/data-files"
 fetch_files=("$t_fetch" "$grew" "$dropped")
 create_servers
-cs_files=("$p50" "$p99" "$max" "$first")
+cs_files=("$p50" "$p99" "$max" "$first" "$cpu_server" "$cpu_osd")
 
 # ... and on RBD.
 serve rbd --storage rbd --rbd-pool "$pool" --ceph-conf "$conf"
@@ -212,7 +237,7 @@ volume=$(rbd_ ls "$pool") # the image's volume, the pool's only image
 read -r du_volume size_volume < <(rbd_ du --format json "$pool/$volume" |
     jq -r '.images[0] | "\(.used_size) \(.provisioned_size)"')
 create_servers
-cs_rbd=("$p50" "$p99" "$max" "$first")
+cs_rbd=("$p50" "$p99" "$max" "$first" "$cpu_server" "$cpu_osd")
 clones=$(rbd_ ls "$pool" | wc -l)
 
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f", s * 1000 }'; }
@@ -224,11 +249,13 @@ printf '  %-6s %8s s   data directory grew at most %5s MiB; free space dropped a
 echo "  RBD / files: $(ratio "${fetch_rbd[0]}" "${fetch_files[0]}")x (aim: at most 1.15x);" \
     "rbd du of the image's volume: $(mib "$du_volume") MiB used of $(mib "$size_volume") MiB"
 echo
-echo "CreateServer from that image, boot disk offer $BOOT_OFFER, $REPS calls each after a first (ms):"
-printf '  %-8s %8s %8s %8s %8s\n' "" p50 p99 max first
+echo "CreateServer from that image, boot disk offer $BOOT_OFFER, $REPS calls each after a first (ms;"
+echo "CPU: per counted call, in the server's process with its qemu-img runs, and in the OSD, whose idle upkeep is in it):"
+printf '  %-8s %8s %8s %8s %8s %11s %8s\n' "" p50 p99 max first "CPU server" OSD
 for store in files rbd; do
     if [ $store = files ]; then t=("${cs_files[@]}"); else t=("${cs_rbd[@]}"); fi
-    printf '  %-8s %8s %8s %8s %8s\n' "$store" "$(ms "${t[0]}")" "$(ms "${t[1]}")" \
-        "$(ms "${t[2]}")" "$(ms "${t[3]}")"
+    printf '  %-8s %8s %8s %8s %8s %11s %8s\n' "$store" "$(ms "${t[0]}")" "$(ms "${t[1]}")" \
+        "$(ms "${t[2]}")" "$(ms "${t[3]}")" "${t[4]}" "${t[5]}"
 done
 echo "  RBD aim: p50 under 25 ms, p99 under 60 ms; the pool holds $clones images (the image and its clones)"
+echo "load average: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end; $(nproc) cores"

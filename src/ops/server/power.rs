@@ -376,6 +376,11 @@ impl JobKind for StartServerJob {
         if already != VmState::Running {
             // The VM will run here: its NIC's tap, bridge, DHCP and rules must exist first.
             if let Err(err) = claim_and_network(state, &server).await {
+                if err.is_database_unavailable() {
+                    // The attempt is given up unended and the next one resumes the start: the
+                    // server stays "starting" for it (an "error" here would outlive its success).
+                    return Err(err);
+                }
                 let reason = err.to_string();
                 let failed = (ServerStatus::Error, Some(reason.as_str()));
                 job_failed(job, server.id, failed, Vm::NotRunning).await;

@@ -30,7 +30,11 @@ Faults are chosen among SOAK_FAULTS (comma-separated; default kill,pg):
     server across it; the fault drops every packet it sends to PostgreSQL (nftables in its
     namespace) for 5-25 s, longer than the 10 s job lease, so that node-b takes its jobs over;
   - fulldisk: the nodes' data directory is a small file system of its own (a loop-mounted
-    ext4 image, SOAK_DISK_MB, 2048); the fault fills it with a file for 3-10 s, then removes it.
+    ext4 image, SOAK_DISK_MB, 2048); the fault fills it with a file for 3-10 s, then removes it;
+  - osd: the volumes are in Ceph RBD (SOAK_STORAGE=rbd, implied), a throwaway cluster of one
+    monitor and one BlueStore OSD (scripts/ceph-test-cluster.sh --bluestore); the fault kills
+    the OSD with SIGKILL and starts it again, during fetches and clones. (Not with partition:
+    a node in a namespace of its own would need forwarders to reach Ceph's loopback ports.)
 
 Standard library only. Run as root (initdb and pg_ctl run as the `postgres` user; namespaces,
 nftables and mount need root).
@@ -123,6 +127,100 @@ class Postgres:
              "-d", db, "-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-c", sql],
             check=True, capture_output=True, text=True).stdout
         return [line.split("|") for line in out.splitlines() if line]
+
+
+# --- Ceph ---------------------------------------------------------------------------------
+
+class Ceph:
+    """A throwaway Ceph cluster with its OSD on BlueStore (so that it survives a restart) and
+    a pool for the nodes' volumes."""
+
+    def __init__(self, work):
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts",
+                              "ceph-test-cluster.sh")
+        self.dir = os.path.join(work, "ceph")
+        self.proc = subprocess.Popen([script, self.dir, "--bluestore"], stdout=subprocess.PIPE,
+                                     stderr=open(os.path.join(work, "ceph.log"), "ab"),
+                                     text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            raise SystemExit(f"the Ceph cluster did not start; see {work}/ceph.log")
+        self.conf = line.split(" ", 1)[1].strip()
+        self.pool = "soak"
+        self.run("ceph", "osd", "pool", "create", self.pool, "8", "8")
+        self.run("rbd", "pool", "init", self.pool)
+
+    def run(self, tool, *args):
+        return subprocess.run([tool, "--conf", self.conf] + list(args), check=True,
+                              capture_output=True, text=True, timeout=300).stdout
+
+    def server_args(self):
+        return ["--storage", "rbd", "--rbd-pool", self.pool, "--ceph-conf", self.conf]
+
+    def restart_osd(self):
+        """Kills the OSD (-9) and starts it again (the script does, on SIGUSR1)."""
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def images(self):
+        return set(json.loads(self.run("rbd", "ls", "--pool", self.pool, "--format", "json")))
+
+    def size(self, name):
+        return json.loads(self.run("rbd", "info", f"{self.pool}/{name}", "--format",
+                                   "json"))["size"]
+
+    def head(self, name, n):
+        export = subprocess.Popen(["rbd", "--conf", self.conf, "export", f"{self.pool}/{name}",
+                                   "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        data = b""
+        while len(data) < n:
+            chunk = export.stdout.read(n - len(data))
+            if not chunk:
+                break
+            data += chunk
+        export.kill()
+        export.wait()
+        return data
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Volumes:
+    """Where the nodes keep volumes: files in the data directory, or images of an RBD pool."""
+
+    def __init__(self, data_dir, ceph):
+        self.data_dir = data_dir
+        self.ceph = ceph
+
+    def names(self):
+        if self.ceph:
+            return {n for n in self.ceph.images() if n.startswith("extility-vol-")}
+        return volume_files(self.data_dir)
+
+    def size(self, name):
+        if self.ceph:
+            return self.ceph.size(name)
+        return os.path.getsize(os.path.join(self.data_dir, "volumes", name))
+
+    def head(self, name, n):
+        if self.ceph:
+            return self.ceph.head(name, n)
+        path = os.path.join(self.data_dir, "volumes", name)
+        if not os.path.exists(path):
+            return None
+        with open(path, "rb") as f:
+            return f.read(n)
+
+    def staged(self):
+        d = os.path.join(self.data_dir, "staging")
+        staged = os.listdir(d) if os.path.isdir(d) else []
+        if self.ceph:
+            staged += [n for n in self.ceph.images() if n.startswith("extility-stage-")]
+        return staged
 
 
 # --- The image server -----------------------------------------------------------------------
@@ -519,11 +617,15 @@ class SmallDisk:
         subprocess.run(["umount", "-l", self.path])
 
 
-def faults(stop, nodes, pg, probe, rng, every, pg_modes, record, kinds, partition, disk):
+def faults(stop, nodes, pg, probe, rng, every, pg_modes, record, kinds, partition, disk, ceph):
     while not stop.wait(rng.uniform(every * 0.5, every * 1.5)):
         kind = rng.choice(kinds)
         t0 = time.monotonic()
-        if kind == "partition":
+        if kind == "osd":
+            log("fault: Ceph's OSD killed (-9) and started again")
+            ceph.restart_osd()
+            what = "Ceph OSD killed and restarted"
+        elif kind == "partition":
             down = rng.uniform(5.0, 25.0)
             log(f"fault: node-a cut off from PostgreSQL for {down:.1f} s")
             partition.cut()
@@ -565,7 +667,7 @@ def volume_files(data_dir):
     return {f for f in os.listdir(d) if not f.startswith(".")} if os.path.isdir(d) else set()
 
 
-def check_invariants(pg, data_dir, stats, images):
+def check_invariants(pg, volumes, stats, images):
     """A list of (name, ok, detail)."""
     results = []
 
@@ -585,14 +687,14 @@ def check_invariants(pg, data_dir, stats, images):
 
     # Files and rows.
     rows = {r[0]: r for r in q("SELECT file, format, size, id FROM volumes")}
-    files = volume_files(data_dir)
+    files = volumes.names()
     check("no orphan volume file", sorted(files - set(rows)), f"{len(files)} files")
     check("no volume row naming a missing file", sorted(set(rows) - files),
           f"{len(rows)} rows")
     wrong_size = []
     for name, fmt, size, _ in rows.values():
         if fmt == "raw" and name in files:
-            actual = os.path.getsize(os.path.join(data_dir, "volumes", name))
+            actual = volumes.size(name)
             if actual != int(size):
                 wrong_size.append(f"{name}: {actual} bytes, row says {size}")
     check("raw volume files have their size", wrong_size)
@@ -602,9 +704,7 @@ def check_invariants(pg, data_dir, stats, images):
                "NOT EXISTS (SELECT 1 FROM snapshots WHERE volume_id = v.id) AND "
                "NOT EXISTS (SELECT 1 FROM volumes b WHERE b.backing_volume_id = v.id)")
     check("no volume row nothing uses", unused)
-    staged = os.listdir(os.path.join(data_dir, "staging")) \
-        if os.path.isdir(os.path.join(data_dir, "staging")) else []
-    check("no staged file left", staged)
+    check("no staged file left", volumes.staged())
 
     # Half-made disks and servers.
     transitional = q("SELECT id, status FROM servers WHERE status NOT IN (2, 5)")
@@ -626,11 +726,11 @@ def check_invariants(pg, data_dir, stats, images):
                 "JOIN volumes v ON v.id = d.volume_id "
                 "WHERE j.job_type = 'FetchDisk' AND j.status = 1 AND j.item_type = 'disk'")
     for disk_id, file in fetched:
-        path = os.path.join(data_dir, "volumes", file)
-        if not os.path.exists(path):
+        if file not in files:
             continue
-        with open(path, "rb") as f:
-            head = f.read(len(images.raw))
+        head = volumes.head(file, len(images.raw))
+        if head is None:
+            continue
         if hashlib.md5(head).hexdigest() != images.md5:
             bad_data.append(f"disk {disk_id}")
     check("fetched disks hold the image", bad_data, f"{len(fetched)} fetched disks still there")
@@ -690,6 +790,8 @@ def main():
                    help="pg_ctl restart modes to pick from (comma-separated: fast,immediate)")
     p.add_argument("--faults", default=os.environ.get("SOAK_FAULTS", "kill,pg"),
                    help="faults to pick from (comma-separated: kill,pg,partition,fulldisk)")
+    p.add_argument("--storage", default=os.environ.get("SOAK_STORAGE", "files"),
+                   choices=["files", "rbd"], help="where volumes go (osd faults need rbd)")
     p.add_argument("--disk-mb", type=int, default=int(os.environ.get("SOAK_DISK_MB", 2048)),
                    help="size of the data directory's file system with the fulldisk fault")
     p.add_argument("--seed", type=int, default=int(os.environ.get("SOAK_SEED", time.time())))
@@ -697,9 +799,14 @@ def main():
                    help="keep the work directory (logs, data, database)")
     a = p.parse_args()
     kinds = [k for k in a.faults.split(",") if k]
-    unknown = set(kinds) - {"kill", "pg", "partition", "fulldisk"}
+    unknown = set(kinds) - {"kill", "pg", "partition", "fulldisk", "osd"}
     if unknown or not kinds:
         p.error(f"--faults: unknown {sorted(unknown)}" if unknown else "--faults: none given")
+    if "osd" in kinds:
+        a.storage = "rbd"
+    if a.storage == "rbd" and "partition" in kinds:
+        p.error("--faults partition runs node-a in a namespace of its own, which does not "
+                "reach Ceph's loopback ports: not with rbd storage")
 
     work = tempfile.mkdtemp(prefix="extility-soak.")
     os.chmod(work, 0o755)
@@ -707,8 +814,10 @@ def main():
     rng = random.Random(a.seed)
     pg = None
     nodes = []
-    partition = disk = None
+    partition = disk = ceph = None
     try:
+        if a.storage == "rbd":
+            ceph = Ceph(work)
         if "partition" in kinds:
             partition = Partition(0)
         pg = Postgres(work, also_listen=partition.host if partition else None)
@@ -722,6 +831,9 @@ def main():
         extra = ["--job-lease-seconds", "10", "--orphan-sweep-seconds", "5",
                  "--orphan-min-age-seconds", "45", "--min-free-space", "0",
                  "--allow-fetch-from", f"{images.host}/32"]
+        if ceph:
+            extra += ceph.server_args()
+        volumes = Volumes(data_dir, ceph)
         if partition:
             partition.pg_port = pg.port
             across = pg.url.replace("127.0.0.1", partition.host)
@@ -758,7 +870,7 @@ def main():
         fault_thread = threading.Thread(
             target=faults, args=(stop, nodes, pg, probe, random.Random(rng.random()),
                                  a.fault_every, a.pg_modes.split(","), fault_log, kinds,
-                                 partition, disk), daemon=True)
+                                 partition, disk, ceph), daemon=True)
         t0 = time.monotonic()
         for t in threads:
             t.start()
@@ -796,7 +908,7 @@ def main():
         # hour; younger than a commit can wait for the database, so no file is swept early).
         t2 = time.monotonic()
         while time.monotonic() - t2 < 90:
-            files = volume_files(data_dir)
+            files = volumes.names()
             rows = {r[0] for r in pg.psql("SELECT file FROM volumes")}
             if files <= rows:
                 break
@@ -809,7 +921,7 @@ def main():
                     stats.saw(c.client.call("GetJob", {"job_id": job_id}))
                 except ApiError:
                     pass
-        invariants = check_invariants(pg, data_dir, stats, images)
+        invariants = check_invariants(pg, volumes, stats, images)
         swept = 0
         for node in nodes:
             with open(os.path.join(work, f"serve-{node.name}.log"), errors="replace") as f:
@@ -845,9 +957,11 @@ def main():
         restarts = [f for f in fault_log if f[0] == "pg"]
         cuts = [f for f in fault_log if f[0] == "partition"]
         fills = [f for f in fault_log if f[0] == "fulldisk"]
+        osds = [f for f in fault_log if f[0] == "osd"]
         print(f"faults: {len(kills)} node kills (kill -9, restarted), "
               f"{len(restarts)} PostgreSQL restarts, {len(cuts)} partitions of node-a from "
-              f"PostgreSQL, {len(fills)} full data directories")
+              f"PostgreSQL, {len(fills)} full data directories, {len(osds)} OSD restarts"
+              + (f" (volumes in RBD)" if ceph else ""))
         never = []
         for kind, what, recovered in fault_log:
             times = ", ".join(f"{n} {'NEVER' if s is None else f'{s:.1f} s'}"
@@ -875,6 +989,8 @@ def main():
             pg.stop()
         if partition is not None:
             partition.remove()
+        if ceph is not None:
+            ceph.stop()
         if disk is not None:
             disk.empty()
             if not a.keep:

@@ -304,7 +304,9 @@ class Node:
         self.args = (["ip", "netns", "exec", netns[0]] if netns else []) + [
             binary, "serve", "--data-dir", data_dir, "--database-url", db_url,
             "--node-id", name, "--listen", f"{address}:{self.port}",
-            "--hypervisor", "none"] + extra
+            # No VMs, so no tenant networks: two nodes of one host would both listen on the
+            # metadata port.
+            "--hypervisor", "none", "--network", "user"] + extra
         self.proc = None
         self.starts = 0
 

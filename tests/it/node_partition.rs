@@ -6,7 +6,8 @@
 //! off before its lease runs out (self-fencing); B starts the server only once A's lease has
 //! run out; when the link is back A leaves the server to B. Over the whole test, a watcher of
 //! the process table checks that at no moment do two QEMU processes run the server, and at
-//! the end the disk has one writer.
+//! the end the disk has one writer. A link mended before anyone took a server over finds it
+//! powered off all the same, recorded stopped, and not started again.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -413,4 +414,63 @@ async fn a_node_cut_off_from_the_database_powers_its_vm_off_before_another_takes
         )
         .await;
     via_b.job_ok(id(&job, "job_id")).await;
+
+    // A link that comes back before anyone took the server over: A has fenced it all the
+    // same, records it stopped (saying why) and does not start it again.
+    let second = via_a
+        .call(
+            "CreateServer",
+            json!({"vdc_id": vdc, "vlan_id": -1, "server_name": "fenced",
+                   "image_id": BLANK_IMAGE, "server_productoffer_id": SERVER_1CPU_512MB,
+                   "disk_productoffer_ids": [DISK_1GB]}),
+        )
+        .await;
+    let second_id = id(&second, "server_id");
+    let second_name = format!("extility-{}", second["server_uuid"].as_str().unwrap());
+    let job = via_a
+        .call("StartServer", json!({"server_id": second_id}))
+        .await;
+    via_a.job_ok(id(&job, "job_id")).await;
+    assert_eq!(get_server(&via_a, second_id).await["node"], "node-a");
+    assert_eq!(qemu_of(&second_name).len(), 1);
+    let mends_before = a
+        .log_text()
+        .matches("this node reaches the database again")
+        .count();
+    hosts[0].cut_from_database();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !qemu_of(&second_name).is_empty() {
+        assert!(Instant::now() < deadline, "A never fenced its VM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hosts[0].mend();
+    while a
+        .log_text()
+        .matches("this node reaches the database again")
+        .count()
+        == mends_before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "A never reached the database again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fenced = loop {
+        let server = get_server(&via_b, second_id).await;
+        if server["status"] != 2 {
+            break server;
+        }
+        assert!(Instant::now() < deadline, "still running: {server}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(fenced["status_name"], "stopped", "{fenced}");
+    assert!(
+        fenced["status_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cut off from the database")),
+        "{fenced}"
+    );
+    assert!(qemu_of(&second_name).is_empty(), "A started it again");
+    assert!(running_vms(&a.vms_dir()).is_empty());
 }

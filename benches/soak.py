@@ -21,7 +21,23 @@ Prints the calls made per operation, errors by code, jobs by final status, the f
 injected and how long each node took to serve again, and the invariants; exits 1 when an
 invariant fails or a node does not recover.
 
-Standard library only. Run as root (initdb and pg_ctl run as the `postgres` user).
+Faults are chosen among SOAK_FAULTS (comma-separated; default kill,pg):
+
+  - kill: kill -9 a node and start it again after 0.5-5 s;
+  - pg: restart PostgreSQL (`pg_ctl restart -m` one of SOAK_PG_MODES);
+  - partition: node-a runs in a network namespace of its own, joined to this one by a veth
+    pair, reaching PostgreSQL (which then listens on the veth's address too) and the image
+    server across it; the fault drops every packet it sends to PostgreSQL (nftables in its
+    namespace) for 5-25 s, longer than the 10 s job lease, so that node-b takes its jobs over;
+  - fulldisk: the nodes' data directory is a small file system of its own (a loop-mounted
+    ext4 image, SOAK_DISK_MB, 2048); the fault fills it with a file for 3-10 s, then removes it;
+  - osd: the volumes are in Ceph RBD (SOAK_STORAGE=rbd, implied), a throwaway cluster of one
+    monitor and one BlueStore OSD (scripts/ceph-test-cluster.sh --bluestore); the fault kills
+    the OSD with SIGKILL and starts it again, during fetches and clones. (Not with partition:
+    a node in a namespace of its own would need forwarders to reach Ceph's loopback ports.)
+
+Standard library only. Run as root (initdb and pg_ctl run as the `postgres` user; namespaces,
+nftables and mount need root).
 """
 
 import argparse
@@ -72,7 +88,7 @@ def as_postgres(args, **kw):
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 class Postgres:
-    def __init__(self, work):
+    def __init__(self, work, also_listen=None):
         self.dir = os.path.join(work, "pg")
         os.makedirs(self.dir)
         shutil.chown(self.dir, "postgres", "postgres")
@@ -82,7 +98,13 @@ class Postgres:
         self.port = free_port()
         as_postgres([f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
                      "-E", "UTF8", "--no-sync"])
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+        listen = "127.0.0.1"
+        if also_listen:
+            # A node in a namespace of its own reaches it across a veth pair.
+            listen += f",{also_listen}"
+            with open(os.path.join(self.data, "pg_hba.conf"), "a") as hba:
+                hba.write(f"host all all {also_listen}/30 trust\n")
+        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses={listen} "
                 "-c max_connections=200")
         as_postgres([f"{PG_BIN}/pg_ctl", "-D", self.data, "-l", self.log, "-o", opts, "-w",
                      "start"])
@@ -107,6 +129,100 @@ class Postgres:
         return [line.split("|") for line in out.splitlines() if line]
 
 
+# --- Ceph ---------------------------------------------------------------------------------
+
+class Ceph:
+    """A throwaway Ceph cluster with its OSD on BlueStore (so that it survives a restart) and
+    a pool for the nodes' volumes."""
+
+    def __init__(self, work):
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts",
+                              "ceph-test-cluster.sh")
+        self.dir = os.path.join(work, "ceph")
+        self.proc = subprocess.Popen([script, self.dir, "--bluestore"], stdout=subprocess.PIPE,
+                                     stderr=open(os.path.join(work, "ceph.log"), "ab"),
+                                     text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            raise SystemExit(f"the Ceph cluster did not start; see {work}/ceph.log")
+        self.conf = line.split(" ", 1)[1].strip()
+        self.pool = "soak"
+        self.run("ceph", "osd", "pool", "create", self.pool, "8", "8")
+        self.run("rbd", "pool", "init", self.pool)
+
+    def run(self, tool, *args):
+        return subprocess.run([tool, "--conf", self.conf] + list(args), check=True,
+                              capture_output=True, text=True, timeout=300).stdout
+
+    def server_args(self):
+        return ["--storage", "rbd", "--rbd-pool", self.pool, "--ceph-conf", self.conf]
+
+    def restart_osd(self):
+        """Kills the OSD (-9) and starts it again (the script does, on SIGUSR1)."""
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def images(self):
+        return set(json.loads(self.run("rbd", "ls", "--pool", self.pool, "--format", "json")))
+
+    def size(self, name):
+        return json.loads(self.run("rbd", "info", f"{self.pool}/{name}", "--format",
+                                   "json"))["size"]
+
+    def head(self, name, n):
+        export = subprocess.Popen(["rbd", "--conf", self.conf, "export", f"{self.pool}/{name}",
+                                   "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        data = b""
+        while len(data) < n:
+            chunk = export.stdout.read(n - len(data))
+            if not chunk:
+                break
+            data += chunk
+        export.kill()
+        export.wait()
+        return data
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Volumes:
+    """Where the nodes keep volumes: files in the data directory, or images of an RBD pool."""
+
+    def __init__(self, data_dir, ceph):
+        self.data_dir = data_dir
+        self.ceph = ceph
+
+    def names(self):
+        if self.ceph:
+            return {n for n in self.ceph.images() if n.startswith("extility-vol-")}
+        return volume_files(self.data_dir)
+
+    def size(self, name):
+        if self.ceph:
+            return self.ceph.size(name)
+        return os.path.getsize(os.path.join(self.data_dir, "volumes", name))
+
+    def head(self, name, n):
+        if self.ceph:
+            return self.ceph.head(name, n)
+        path = os.path.join(self.data_dir, "volumes", name)
+        if not os.path.exists(path):
+            return None
+        with open(path, "rb") as f:
+            return f.read(n)
+
+    def staged(self):
+        d = os.path.join(self.data_dir, "staging")
+        staged = os.listdir(d) if os.path.isdir(d) else []
+        if self.ceph:
+            staged += [n for n in self.ceph.images() if n.startswith("extility-stage-")]
+        return staged
+
+
 # --- The image server -----------------------------------------------------------------------
 
 def make_image(seed):
@@ -122,7 +238,8 @@ def make_image(seed):
 class Images:
     """Serves `/<name>`: raw, gzip, slow (paced) gzip, and a 404 for anything else."""
 
-    def __init__(self):
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
         self.raw = make_image(1)
         self.md5 = hashlib.md5(self.raw).hexdigest()
         self.gz = gzip.compress(self.raw, 6)
@@ -164,27 +281,32 @@ class Images:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def url(self, name):
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"http://{self.host}:{self.port}/{name}"
 
 
 # --- The nodes ------------------------------------------------------------------------------
 
 class Node:
-    def __init__(self, name, binary, work, data_dir, db_url, extra):
+    def __init__(self, name, binary, work, data_dir, db_url, extra, netns=None):
+        """`netns`: (namespace, the node's address there), for a node on a host of its own."""
         self.name = name
         self.binary = binary
         self.port = free_port()
-        self.api = f"http://127.0.0.1:{self.port}"
+        address = netns[1] if netns else "127.0.0.1"
+        self.api = f"http://{address}:{self.port}"
         self.log = open(os.path.join(work, f"serve-{name}.log"), "ab")
-        self.args = [binary, "serve", "--data-dir", data_dir, "--database-url", db_url,
-                     "--node-id", name, "--listen", f"127.0.0.1:{self.port}",
-                     "--hypervisor", "none", "--allow-fetch-from", "127.0.0.0/8"] + extra
+        self.args = (["ip", "netns", "exec", netns[0]] if netns else []) + [
+            binary, "serve", "--data-dir", data_dir, "--database-url", db_url,
+            "--node-id", name, "--listen", f"{address}:{self.port}",
+            # No VMs, so no tenant networks: two nodes of one host would both listen on the
+            # metadata port.
+            "--hypervisor", "none", "--network", "user"] + extra
         self.proc = None
         self.starts = 0
 
@@ -419,11 +541,107 @@ def wait_serving(node, client, bound):
     return None
 
 
-def faults(stop, nodes, pg, probe, rng, every, pg_modes, record):
+class Partition:
+    """A network namespace for node-a, joined to this one by a veth pair: this side HOST,
+    the namespace's side NODE. Cutting it drops what node-a sends to PostgreSQL."""
+
+    def __init__(self, pg_port):
+        k = random.randrange(256)
+        self.ns = f"extsoak{os.getpid()}"
+        self.host, self.node = f"10.250.{k}.1", f"10.250.{k}.2"
+        self.pg_port = pg_port
+        outside, inside = f"xs{os.getpid()}h", f"xs{os.getpid()}n"
+        run = lambda *a: subprocess.run(a, check=True)
+        run("ip", "netns", "add", self.ns)
+        run("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
+        run("ip", "link", "set", inside, "netns", self.ns)
+        run("ip", "addr", "add", f"{self.host}/30", "dev", outside)
+        run("ip", "link", "set", outside, "up")
+        self.exec("ip", "addr", "add", f"{self.node}/30", "dev", inside)
+        self.exec("ip", "link", "set", inside, "up")
+        self.exec("ip", "link", "set", "lo", "up")
+
+    def exec(self, *args):
+        subprocess.run(["ip", "netns", "exec", self.ns] + list(args), check=True)
+
+    def cut(self):
+        self.exec("nft", "add", "table", "inet", "soakcut")
+        self.exec("nft", "add chain inet soakcut out { type filter hook output priority 0 ; }")
+        self.exec("nft", "add", "rule", "inet", "soakcut", "out", "ip", "daddr", self.host,
+                  "tcp", "dport", str(self.pg_port), "drop")
+
+    def mend(self):
+        self.exec("nft", "delete", "table", "inet", "soakcut")
+
+    def remove(self):
+        out = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True)
+        for pid in out.stdout.split():
+            subprocess.run(["kill", "-9", pid])
+        subprocess.run(["ip", "netns", "del", self.ns])
+
+
+class SmallDisk:
+    """A file system of its own (a loop-mounted ext4 image) at `path`, to fill."""
+
+    def __init__(self, work, path, megabytes):
+        self.image = os.path.join(work, "disk.img")
+        self.path = path
+        subprocess.run(["truncate", "-s", f"{megabytes}M", self.image], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", self.image], check=True)
+        subprocess.run(["mount", "-o", "loop", self.image, path], check=True)
+        self.filler = os.path.join(path, "filler")
+
+    def fill(self):
+        """Takes every free block; returns how many bytes."""
+        st = os.statvfs(self.path)
+        free = st.f_bavail * st.f_frsize
+        with open(self.filler, "wb") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, max(free, 4096))
+            except OSError:
+                pass
+            # What fallocate left (metadata reserve, rounding), written until ENOSPC.
+            try:
+                while True:
+                    f.write(bytes(1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        return free
+
+    def empty(self):
+        try:
+            os.remove(self.filler)
+        except FileNotFoundError:
+            pass
+
+    def remove(self):
+        subprocess.run(["umount", "-l", self.path])
+
+
+def faults(stop, nodes, pg, probe, rng, every, pg_modes, record, kinds, partition, disk, ceph):
     while not stop.wait(rng.uniform(every * 0.5, every * 1.5)):
-        kind = rng.choice(["kill", "pg"])
+        kind = rng.choice(kinds)
         t0 = time.monotonic()
-        if kind == "kill":
+        if kind == "osd":
+            log("fault: Ceph's OSD killed (-9) and started again")
+            ceph.restart_osd()
+            what = "Ceph OSD killed and restarted"
+        elif kind == "partition":
+            down = rng.uniform(5.0, 25.0)
+            log(f"fault: node-a cut off from PostgreSQL for {down:.1f} s")
+            partition.cut()
+            time.sleep(down)
+            partition.mend()
+            what = f"node-a cut off from PostgreSQL for {down:.1f} s"
+        elif kind == "fulldisk":
+            held = rng.uniform(3.0, 10.0)
+            free = disk.fill()
+            log(f"fault: data directory full ({free >> 20} MiB filled) for {held:.1f} s")
+            time.sleep(held)
+            disk.empty()
+            what = f"data directory full ({free >> 20} MiB filled) for {held:.1f} s"
+        elif kind == "kill":
             node = rng.choice(nodes)
             node.kill9()
             down = rng.uniform(0.5, 5.0)
@@ -451,7 +669,7 @@ def volume_files(data_dir):
     return {f for f in os.listdir(d) if not f.startswith(".")} if os.path.isdir(d) else set()
 
 
-def check_invariants(pg, data_dir, stats, images):
+def check_invariants(pg, volumes, stats, images):
     """A list of (name, ok, detail)."""
     results = []
 
@@ -471,14 +689,14 @@ def check_invariants(pg, data_dir, stats, images):
 
     # Files and rows.
     rows = {r[0]: r for r in q("SELECT file, format, size, id FROM volumes")}
-    files = volume_files(data_dir)
+    files = volumes.names()
     check("no orphan volume file", sorted(files - set(rows)), f"{len(files)} files")
     check("no volume row naming a missing file", sorted(set(rows) - files),
           f"{len(rows)} rows")
     wrong_size = []
     for name, fmt, size, _ in rows.values():
         if fmt == "raw" and name in files:
-            actual = os.path.getsize(os.path.join(data_dir, "volumes", name))
+            actual = volumes.size(name)
             if actual != int(size):
                 wrong_size.append(f"{name}: {actual} bytes, row says {size}")
     check("raw volume files have their size", wrong_size)
@@ -488,9 +706,7 @@ def check_invariants(pg, data_dir, stats, images):
                "NOT EXISTS (SELECT 1 FROM snapshots WHERE volume_id = v.id) AND "
                "NOT EXISTS (SELECT 1 FROM volumes b WHERE b.backing_volume_id = v.id)")
     check("no volume row nothing uses", unused)
-    staged = os.listdir(os.path.join(data_dir, "staging")) \
-        if os.path.isdir(os.path.join(data_dir, "staging")) else []
-    check("no staged file left", staged)
+    check("no staged file left", volumes.staged())
 
     # Half-made disks and servers.
     transitional = q("SELECT id, status FROM servers WHERE status NOT IN (2, 5)")
@@ -512,11 +728,11 @@ def check_invariants(pg, data_dir, stats, images):
                 "JOIN volumes v ON v.id = d.volume_id "
                 "WHERE j.job_type = 'FetchDisk' AND j.status = 1 AND j.item_type = 'disk'")
     for disk_id, file in fetched:
-        path = os.path.join(data_dir, "volumes", file)
-        if not os.path.exists(path):
+        if file not in files:
             continue
-        with open(path, "rb") as f:
-            head = f.read(len(images.raw))
+        head = volumes.head(file, len(images.raw))
+        if head is None:
+            continue
         if hashlib.md5(head).hexdigest() != images.md5:
             bad_data.append(f"disk {disk_id}")
     check("fetched disks hold the image", bad_data, f"{len(fetched)} fetched disks still there")
@@ -574,10 +790,25 @@ def main():
                    help="mean seconds between faults")
     p.add_argument("--pg-modes", default=os.environ.get("SOAK_PG_MODES", "fast"),
                    help="pg_ctl restart modes to pick from (comma-separated: fast,immediate)")
+    p.add_argument("--faults", default=os.environ.get("SOAK_FAULTS", "kill,pg"),
+                   help="faults to pick from (comma-separated: kill,pg,partition,fulldisk)")
+    p.add_argument("--storage", default=os.environ.get("SOAK_STORAGE", "files"),
+                   choices=["files", "rbd"], help="where volumes go (osd faults need rbd)")
+    p.add_argument("--disk-mb", type=int, default=int(os.environ.get("SOAK_DISK_MB", 2048)),
+                   help="size of the data directory's file system with the fulldisk fault")
     p.add_argument("--seed", type=int, default=int(os.environ.get("SOAK_SEED", time.time())))
     p.add_argument("--keep", action="store_true", default=os.environ.get("SOAK_KEEP") == "1",
                    help="keep the work directory (logs, data, database)")
     a = p.parse_args()
+    kinds = [k for k in a.faults.split(",") if k]
+    unknown = set(kinds) - {"kill", "pg", "partition", "fulldisk", "osd"}
+    if unknown or not kinds:
+        p.error(f"--faults: unknown {sorted(unknown)}" if unknown else "--faults: none given")
+    if "osd" in kinds:
+        a.storage = "rbd"
+    if a.storage == "rbd" and "partition" in kinds:
+        p.error("--faults partition runs node-a in a namespace of its own, which does not "
+                "reach Ceph's loopback ports: not with rbd storage")
 
     work = tempfile.mkdtemp(prefix="extility-soak.")
     os.chmod(work, 0o755)
@@ -585,16 +816,35 @@ def main():
     rng = random.Random(a.seed)
     pg = None
     nodes = []
+    partition = disk = ceph = None
     try:
-        pg = Postgres(work)
-        images = Images()
+        if a.storage == "rbd":
+            ceph = Ceph(work)
+        if "partition" in kinds:
+            partition = Partition(0)
+        pg = Postgres(work, also_listen=partition.host if partition else None)
+        images = Images(partition.host if partition else "127.0.0.1")
         data_dir = os.path.join(work, "data")
         os.makedirs(data_dir)
+        if "fulldisk" in kinds:
+            disk = SmallDisk(work, data_dir, a.disk_mb)
         subprocess.run([a.binary, "migrate", "--database-url", pg.url], check=True,
                        stdout=subprocess.DEVNULL)
         extra = ["--job-lease-seconds", "10", "--orphan-sweep-seconds", "5",
-                 "--orphan-min-age-seconds", "45", "--min-free-space", "0"]
-        nodes = [Node(n, a.binary, work, data_dir, pg.url, extra) for n in ("node-a", "node-b")]
+                 "--orphan-min-age-seconds", "45", "--min-free-space", "0",
+                 "--allow-fetch-from", f"{images.host}/32"]
+        if ceph:
+            extra += ceph.server_args()
+        volumes = Volumes(data_dir, ceph)
+        if partition:
+            partition.pg_port = pg.port
+            across = pg.url.replace("127.0.0.1", partition.host)
+            nodes = [Node("node-a", a.binary, work, data_dir, across, extra,
+                          netns=(partition.ns, partition.node)),
+                     Node("node-b", a.binary, work, data_dir, pg.url, extra)]
+        else:
+            nodes = [Node(n, a.binary, work, data_dir, pg.url, extra)
+                     for n in ("node-a", "node-b")]
         for node in nodes:
             node.start()
 
@@ -614,14 +864,15 @@ def main():
                 raise SystemExit(f"{node.name} did not start; see {work}/serve-{node.name}.log")
 
         log(f"load: {a.customers} customers x {a.threads} threads for {a.minutes:g} min; "
-            f"a fault every ~{a.fault_every:g} s")
+            f"a fault every ~{a.fault_every:g} s among {','.join(kinds)}")
         stop = threading.Event()
         threads = [threading.Thread(target=c.run, args=(stop, rng.random()), daemon=True)
                    for c in customers for _ in range(a.threads)]
         fault_log = []
         fault_thread = threading.Thread(
             target=faults, args=(stop, nodes, pg, probe, random.Random(rng.random()),
-                                 a.fault_every, a.pg_modes.split(","), fault_log), daemon=True)
+                                 a.fault_every, a.pg_modes.split(","), fault_log, kinds,
+                                 partition, disk, ceph), daemon=True)
         t0 = time.monotonic()
         for t in threads:
             t.start()
@@ -659,7 +910,7 @@ def main():
         # hour; younger than a commit can wait for the database, so no file is swept early).
         t2 = time.monotonic()
         while time.monotonic() - t2 < 90:
-            files = volume_files(data_dir)
+            files = volumes.names()
             rows = {r[0] for r in pg.psql("SELECT file FROM volumes")}
             if files <= rows:
                 break
@@ -672,7 +923,7 @@ def main():
                     stats.saw(c.client.call("GetJob", {"job_id": job_id}))
                 except ApiError:
                     pass
-        invariants = check_invariants(pg, data_dir, stats, images)
+        invariants = check_invariants(pg, volumes, stats, images)
         swept = 0
         for node in nodes:
             with open(os.path.join(work, f"serve-{node.name}.log"), errors="replace") as f:
@@ -706,8 +957,13 @@ def main():
         print("  attempts per job: " + ", ".join(f"{n} x {k}" for k, n in attempts))
         kills = [f for f in fault_log if f[0] == "kill"]
         restarts = [f for f in fault_log if f[0] == "pg"]
+        cuts = [f for f in fault_log if f[0] == "partition"]
+        fills = [f for f in fault_log if f[0] == "fulldisk"]
+        osds = [f for f in fault_log if f[0] == "osd"]
         print(f"faults: {len(kills)} node kills (kill -9, restarted), "
-              f"{len(restarts)} PostgreSQL restarts")
+              f"{len(restarts)} PostgreSQL restarts, {len(cuts)} partitions of node-a from "
+              f"PostgreSQL, {len(fills)} full data directories, {len(osds)} OSD restarts"
+              + (f" (volumes in RBD)" if ceph else ""))
         never = []
         for kind, what, recovered in fault_log:
             times = ", ".join(f"{n} {'NEVER' if s is None else f'{s:.1f} s'}"
@@ -733,6 +989,14 @@ def main():
             node.stop()
         if pg is not None:
             pg.stop()
+        if partition is not None:
+            partition.remove()
+        if ceph is not None:
+            ceph.stop()
+        if disk is not None:
+            disk.empty()
+            if not a.keep:
+                disk.remove()
         if a.keep:
             log(f"kept {work}")
         else:

@@ -17,9 +17,17 @@
 #   SOAK_RELEASE=1 benches/soak.sh           # the release binary
 #   SOAK_PG_MODES=fast,immediate benches/soak.sh   # PostgreSQL also crashes (-m immediate)
 #   SOAK_SEED=42 SOAK_KEEP=1 benches/soak.sh # replay a run's faults; keep logs and data
+#   SOAK_FAULTS=kill,pg,partition,fulldisk benches/soak.sh
+#                                            # also cut node-a (in a network namespace of its
+#                                            # own) from PostgreSQL, and fill the data directory
+#                                            # (a loop-mounted file system of its own)
+#   SOAK_FAULTS=kill,pg,fulldisk,osd benches/soak.sh
+#                                            # volumes in Ceph RBD (a throwaway cluster), whose
+#                                            # OSD is killed and restarted
 #
 # Other knobs: SOAK_CUSTOMERS (4), SOAK_THREADS (per customer, 2), SOAK_FAULT_EVERY (mean
-# seconds between faults, 20). It prints calls per operation, errors by code, jobs by final
+# seconds between faults, 20), SOAK_STORAGE (files or rbd), SOAK_DISK_MB (2048, the data
+# directory's file system with fulldisk). It prints calls per operation, errors by code, jobs by final
 # status, the faults and how long each node took to serve again, and the invariants; it exits
 # non-zero when an invariant fails or a node does not serve again (the work directory, with
 # the nodes' and PostgreSQL's logs, is then kept).

@@ -233,14 +233,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let password = new_password(password, password_stdin)?;
             let database = open_database(&db.data_dir, &db.database_url()).await?;
-            let made =
-                customer::create_customer(&database, &email, &password, admin, &billing_entity)
-                    .await;
+            let record = audit::CommandRecord::new("customer add");
+            let (made, written) = record
+                .run(customer::create_customer(
+                    &database,
+                    &email,
+                    &password,
+                    admin,
+                    &billing_entity,
+                ))
+                .await;
             let ids = match &made {
                 Ok(made) => vec![("customer_id", made.customer_id), ("vdc_id", made.vdc_id)],
                 Err(_) => Vec::new(),
             };
-            audit::record_command(&database, "customer add", &ids, &made).await;
+            record.finish(&database, &ids, &made, written).await;
             let made = made.map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
             println!("customer_id={}", made.customer_id);
             println!("customer_uuid={}", made.customer_uuid);
@@ -306,7 +313,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 changes.push(QuotaChange::Unset(quota));
             }
             let database = open_database(&db.data_dir, &db.database_url()).await?;
-            let own = quota::set_customer_quotas(&database, &email, &changes).await;
+            let record = audit::CommandRecord::new("customer set-quota");
+            let (own, written) = record
+                .run(quota::set_customer_quotas(&database, &email, &changes))
+                .await;
             let mut conn = database.pool().acquire().await?;
             let ids: Vec<_> = customer::id_by_email(&mut conn, &email)
                 .await
@@ -316,7 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_iter()
                 .collect();
             drop(conn);
-            audit::record_command(&database, "customer set-quota", &ids, &own).await;
+            record.finish(&database, &ids, &own, written).await;
             let own = own.map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
             // The customer's own limits; the others are the server's defaults (`--quota-*`).
             for quota in QuotaName::ALL {
@@ -331,13 +341,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::BillingEntity(BillingEntityCommand::Add { name, db }) => {
             let database = open_database(&db.data_dir, &db.database_url()).await?;
-            let made = billing::create_billing_entity(&database, &name).await;
+            let record = audit::CommandRecord::new("billing-entity add");
+            let (made, written) = record
+                .run(billing::create_billing_entity(&database, &name))
+                .await;
             let ids: Vec<_> = made
                 .as_ref()
                 .map(|made| ("billing_entity_id", made.id))
                 .into_iter()
                 .collect();
-            audit::record_command(&database, "billing-entity add", &ids, &made).await;
+            record.finish(&database, &ids, &made, written).await;
             let made = made.map_err(|e| anyhow::anyhow!("{}", e.public_message()))?;
             println!("billing_entity_id={}", made.id);
             println!("billing_entity_uuid={}", made.uuid);

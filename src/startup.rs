@@ -455,7 +455,10 @@ impl Application {
             .jobs
             .introduce(&node_info(&state, &node_lock.instance))
             .await?;
-        tokio::spawn(show_node_alive(state.clone(), shutdown.clone()));
+        tokio::spawn(server::self_fence::keep_node_alive(
+            state.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(orphans::run(
             state.db.clone(),
             state.storage.clone(),
@@ -540,6 +543,10 @@ async fn recover(state: &AppState) -> anyhow::Result<()> {
             "removed staged files left by interrupted jobs"
         );
     }
+    // Holding folders of backups that died (a running backup's is locked, and kept).
+    let data_dir = state.config.db.data_dir.clone();
+    tokio::task::spawn_blocking(move || ops::platform::backup::remove_stale_holds(&data_dir))
+        .await?;
     Ok(())
 }
 
@@ -582,21 +589,6 @@ fn memory_mb() -> Option<i64> {
         .parse()
         .ok()?;
     Some(kib / 1024)
-}
-
-/// Tells other nodes, every two seconds, that this one is alive: jobs aimed at it wait for it
-/// only while it does.
-async fn show_node_alive(state: AppState, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(identity::ALIVE_EVERY);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        if let Err(err) = state.jobs.show_alive().await {
-            tracing::warn!(error = %err, "recording that this node is alive failed");
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -127,6 +127,10 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     fn state(&self, server_uuid: &str) -> VmState;
 
+    /// The servers whose VMs run under this driver now: what a node cut off from its
+    /// database powers off (`ops::server::self_fence`).
+    fn running(&self) -> Vec<String>;
+
     /// After `extility serve` restarts: takes a VM that may still run back under supervision
     /// and says what it found.
     fn adopt(&self, server_uuid: &str) -> VmState;

@@ -45,6 +45,10 @@ impl Hypervisor for RecordOnly {
         }
     }
 
+    fn running(&self) -> Vec<String> {
+        self.running.lock().unwrap().iter().cloned().collect()
+    }
+
     /// Nothing ever ran, so what was recorded stays true across restarts.
     fn adopt(&self, server_uuid: &str) -> VmState {
         self.running.lock().unwrap().insert(server_uuid.to_string());

@@ -439,29 +439,76 @@ impl CallRecord {
     }
 }
 
-/// Records a command-line command that changed something, or tried to: no customer, no
-/// address, `via` cli; `ids` are what it named and made. A failure to write is logged.
-pub async fn record_command<T>(
-    db: &Db,
+/// Begins a write transaction of a command-line command (or of code a command runs): inside
+/// [`CommandRecord::run`] it writes the command's row as its last statement, as
+/// [`Ctx::begin_write`] does for an API call; elsewhere it is a plain write transaction.
+pub async fn begin_write(db: &Db) -> Result<Tx, sqlx::Error> {
+    let mut tx = db.begin_write().await?;
+    attach(&mut tx);
+    Ok(tx)
+}
+
+/// A command-line command that changes something (`customer add`, ...), audited like a
+/// `write` call ([`CallRecord`]): no customer, no address, `via` cli. The first transaction
+/// the command begins through [`begin_write`] writes its row just before it commits, so the
+/// change and its row commit together or not at all; [`CommandRecord::finish`] then completes
+/// the row with the outcome and the ids the command named and made, or writes it when no
+/// transaction of the command committed.
+pub struct CommandRecord {
     command: &'static str,
-    ids: &[(&'static str, i64)],
-    outcome: &ApiResult<T>,
-) {
-    let mut named = Ids::default();
-    for (name, id) in ids {
-        named.push(name, *id);
+}
+
+impl CommandRecord {
+    pub fn new(command: &'static str) -> CommandRecord {
+        CommandRecord { command }
     }
-    let event = NewEvent {
-        customer_id: None,
-        token_id: None,
-        operation: command,
-        via: Via::Cli,
-        address: None,
-        ids: named.to_string(),
-        outcome: outcome_code(outcome),
-    };
-    if let Err(err) = insert(db, event).await {
-        tracing::error!(command, error = %err, "writing the audit event of a command failed");
+
+    fn event(&self, ids: String, outcome: &'static str) -> NewEvent<'static> {
+        NewEvent {
+            customer_id: None,
+            token_id: None,
+            operation: self.command,
+            via: Via::Cli,
+            address: None,
+            ids,
+            outcome,
+        }
+    }
+
+    /// Runs the command's work `f` with its row pending; returns what `f` returned and the
+    /// row's id if a transaction of it committed the row.
+    pub async fn run<F: std::future::Future>(&self, f: F) -> (F::Output, Option<i64>) {
+        let row = Arc::new(PendingRow {
+            event: self.event(String::new(), "OK"),
+            written: Default::default(),
+        });
+        let output = CALL.scope(Some(row.clone()), f).await;
+        (output, row.committed())
+    }
+
+    /// Completes the command's row: its outcome and `ids`, what it named and made. A failure
+    /// to write is logged: what the command did is done.
+    pub async fn finish<T>(
+        self,
+        db: &Db,
+        ids: &[(&'static str, i64)],
+        outcome: &ApiResult<T>,
+        written: Option<i64>,
+    ) {
+        let mut named = Ids::default();
+        for (name, id) in ids {
+            named.push(name, *id);
+        }
+        let event = self.event(named.to_string(), outcome_code(outcome));
+        let done = match written {
+            Some(_) if event.ids.is_empty() && event.outcome == "OK" => Ok(()),
+            Some(id) => complete(db, id, &event).await,
+            None => insert(db, event).await,
+        };
+        if let Err(err) = done {
+            tracing::error!(command = self.command, error = %err,
+                "writing the audit event of a command failed");
+        }
     }
 }
 

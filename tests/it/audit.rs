@@ -639,25 +639,167 @@ db_test!(
     command_line_changes_are_audited
 );
 
+/// A command-line command's change commits with its audit row: when the database refuses
+/// the row, the command fails and changes nothing (its failure is audited); allowed again,
+/// it makes its change with exactly one row naming what it made.
+async fn a_command_and_its_row_commit_together(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let db = ServerDb::open(&app.server).await;
+    let count = |sql: &'static str, name: &str| {
+        let pool = db.pool().clone();
+        let name = name.to_string();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let customer_add = |email: &str| {
+        app.server.cli(&[
+            "customer",
+            "add",
+            "--email",
+            email,
+            "--password",
+            "cli-Pa55word-123",
+        ])
+    };
+    let set_quota = || {
+        app.server.cli(&[
+            "customer",
+            "set-quota",
+            "--email",
+            &app.bob.email,
+            "--servers",
+            "7",
+        ])
+    };
+    let bobs_servers = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM customer_quotas WHERE customer_id = $1 AND \
+             quota = 'servers' AND quota_limit = 7",
+        )
+        .bind(app.bob.customer_id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+    for command in ["customer add", "billing-entity add", "customer set-quota"] {
+        refuse_ok_rows_of(&db, backend, command).await;
+    }
+    let before = last_id(&db).await;
+    assert!(!customer_add("refused@example.com").status.success());
+    assert!(app.server.add_billing_entity("Refused Ltd").is_err());
+    assert!(!set_quota().status.success());
+    let made = count(
+        "SELECT COUNT(*) FROM customers WHERE email = $1",
+        "refused@example.com",
+    )
+    .await;
+    assert_eq!(made, 0, "the customer was made without its row");
+    let made = count(
+        "SELECT COUNT(*) FROM billing_entities WHERE name = $1",
+        "Refused Ltd",
+    )
+    .await;
+    assert_eq!(made, 0, "the billing entity was made without its row");
+    assert_eq!(bobs_servers().await, 0, "the quota was set without its row");
+    let rows = rows_after(&db, before).await;
+    let summary: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.operation.as_str(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("customer add", "INTERNAL_ERROR"),
+            ("billing-entity add", "INTERNAL_ERROR"),
+            ("customer set-quota", "INTERNAL_ERROR"),
+        ]
+    );
+
+    for command in ["customer add", "billing-entity add", "customer set-quota"] {
+        allow_rows_of(&db, backend, command).await;
+    }
+    let before = rows.last().unwrap().id;
+    let out = customer_add("allowed@example.com");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.server.add_billing_entity("Allowed Ltd").unwrap();
+    assert!(set_quota().status.success());
+    assert_eq!(bobs_servers().await, 1);
+    let customer: (i64, i64) = sqlx::query_as(
+        "SELECT c.id, v.id FROM customers c JOIN vdcs v ON v.customer_id = c.id \
+         WHERE c.email = $1",
+    )
+    .bind("allowed@example.com")
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let entity: i64 = sqlx::query_scalar("SELECT id FROM billing_entities WHERE name = $1")
+        .bind("Allowed Ltd")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let rows = rows_after(&db, before).await;
+    let summary: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.operation.as_str(), r.ids.as_str(), r.outcome.as_str()))
+        .collect();
+    let customer_ids = format!("customer_id={} vdc_id={}", customer.0, customer.1);
+    let entity_ids = format!("billing_entity_id={entity}");
+    let bob_ids = format!("customer_id={}", app.bob.customer_id);
+    assert_eq!(
+        summary,
+        [
+            ("customer add", customer_ids.as_str(), "OK"),
+            ("billing-entity add", entity_ids.as_str(), "OK"),
+            ("customer set-quota", bob_ids.as_str(), "OK"),
+        ]
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.via == "cli" && r.customer_id.is_none())
+    );
+}
+db_test!(
+    a_command_and_its_row_commit_together,
+    a_command_and_its_row_commit_together
+);
+
+/// An operation's or command's name as part of an SQL identifier.
+fn trigger_name(operation: &str) -> String {
+    operation
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 /// Makes the database refuse the row of a successful call of `operation`, as a full disk or a
 /// failing audit table would: a trigger that rejects the insert.
 async fn refuse_ok_rows_of(db: &ServerDb, backend: Backend, operation: &str) {
+    let name = trigger_name(operation);
     let statements = match backend {
         Backend::Sqlite => vec![format!(
-            "CREATE TRIGGER refuse_audit_{operation} BEFORE INSERT ON audit_events \
+            "CREATE TRIGGER refuse_audit_{name} BEFORE INSERT ON audit_events \
              WHEN NEW.operation = '{operation}' AND NEW.outcome = 'OK' \
              BEGIN SELECT RAISE(ABORT, 'the test refuses this audit row'); END"
         )],
         Backend::Postgres => vec![
             format!(
-                "CREATE FUNCTION refuse_audit_{operation}() RETURNS trigger AS $$ BEGIN \
+                "CREATE FUNCTION refuse_audit_{name}() RETURNS trigger AS $$ BEGIN \
                  IF NEW.operation = '{operation}' AND NEW.outcome = 'OK' THEN \
                  RAISE EXCEPTION 'the test refuses this audit row'; END IF; \
                  RETURN NEW; END $$ LANGUAGE plpgsql"
             ),
             format!(
-                "CREATE TRIGGER refuse_audit_{operation} BEFORE INSERT ON audit_events \
-                 FOR EACH ROW EXECUTE FUNCTION refuse_audit_{operation}()"
+                "CREATE TRIGGER refuse_audit_{name} BEFORE INSERT ON audit_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_audit_{name}()"
             ),
         ],
     };
@@ -670,9 +812,10 @@ async fn refuse_ok_rows_of(db: &ServerDb, backend: Backend, operation: &str) {
 }
 
 async fn allow_rows_of(db: &ServerDb, backend: Backend, operation: &str) {
+    let name = trigger_name(operation);
     let statement = match backend {
-        Backend::Sqlite => format!("DROP TRIGGER refuse_audit_{operation}"),
-        Backend::Postgres => format!("DROP TRIGGER refuse_audit_{operation} ON audit_events"),
+        Backend::Sqlite => format!("DROP TRIGGER refuse_audit_{name}"),
+        Backend::Postgres => format!("DROP TRIGGER refuse_audit_{name} ON audit_events"),
     };
     sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
         .execute(db.pool())

@@ -1,5 +1,6 @@
 //! Regressions for what the soak test (`benches/soak.sh`) found: nodes starting together on a
-//! new database, and jobs whose database went away under them.
+//! new database, and jobs whose database went away under them (one while it set up the
+//! server's network).
 
 use extility::db::Db;
 use extility::jobs::queue::{self, Lease};
@@ -169,3 +170,66 @@ db_test!(
     an_interrupted_start_leaves_its_server_startable,
     an_interrupted_start_leaves_its_server_startable
 );
+
+/// Found by the soak with PostgreSQL restarting (2026-12-07): a start whose attempt lost the
+/// database while it set up the server's network marked the server "error" before it was
+/// given up and resumed; the next attempt started the VM, but only a "starting" server becomes
+/// "running", so the server stayed "error" with a running VM and a successful job. Now the
+/// lost attempt leaves the server "starting" for the next. PostgreSQL only: the fault is a
+/// statement answered with SQLSTATE 57P01 (the server shutting down), once, by a trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_loses_the_database_while_networking_is_resumed_and_runs() {
+    use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB};
+    use crate::support::server_db::ServerDb;
+    use crate::support::{ServerOptions, TestApp, id};
+    use serde_json::json;
+
+    let options = ServerOptions {
+        args: ["--hypervisor", "none"].map(String::from).to_vec(),
+        ..ServerOptions::default()
+    };
+    let app = TestApp::start_with(Backend::Postgres, options).await;
+    let alice = app.alice();
+    let vdc = crate::support::images::first_vdc(&alice).await;
+    let server =
+        crate::support::images::create_server(&alice, vdc, "s", BLANK_IMAGE, DISK_1GB).await;
+    let server_id = id(&server, "server_id");
+    let db = ServerDb::open(&app.server).await;
+    // The start's job records its node on the "starting" server before it sets up the network:
+    // that update meets a database shutting down, once.
+    for statement in [
+        // A sequence, as what a failed statement did is rolled back, and its count is not.
+        "CREATE SEQUENCE fault_once",
+        "CREATE FUNCTION fault_once() RETURNS trigger AS $$ BEGIN \
+         IF OLD.status = 3 AND NEW.status = 3 AND nextval('fault_once') = 1 THEN \
+         RAISE EXCEPTION 'terminating connection due to administrator command' \
+         USING ERRCODE = '57P01'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER fault_once BEFORE UPDATE ON servers \
+         FOR EACH ROW EXECUTE FUNCTION fault_once()",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+
+    let job = alice
+        .call("StartServer", json!({"server_id": server_id}))
+        .await;
+    let job_id = id(&job, "job_id");
+    alice.job_ok(job_id).await;
+    let met: bool = sqlx::query_scalar("SELECT is_called FROM fault_once")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(met, "the fault was met");
+    assert_eq!(
+        db.job_attempts(job_id).await,
+        2,
+        "the lost attempt, then the next"
+    );
+    let server = alice
+        .call("GetServer", json!({"server_id": server_id}))
+        .await;
+    assert_eq!(server["status_name"], "running", "{server}");
+}

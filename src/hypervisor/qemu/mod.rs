@@ -601,6 +601,14 @@ impl Hypervisor for Qemu {
         self.take_back(server_uuid)
     }
 
+    fn running(&self) -> Vec<String> {
+        let vms = self.shared.vms.lock().unwrap();
+        vms.values()
+            .filter(|vm| !vm.has_ended() && vm.process.is_alive())
+            .map(|vm| vm.uuid.clone())
+            .collect()
+    }
+
     fn adopt(&self, server_uuid: &str) -> VmState {
         self.take_back(server_uuid)
     }

@@ -53,7 +53,7 @@ pub async fn find_or_create_billing_entity(
 /// Creates a billing entity; CONFLICT if one has the name already.
 pub async fn create_billing_entity(db: &Db, name: &str) -> ApiResult<BillingEntity> {
     let name = validate::name("name", name)?;
-    let mut tx = db.begin_write().await?;
+    let mut tx = crate::ops::audit::begin_write(db).await?;
     if find_billing_entity(&mut tx, &name).await?.is_some() {
         return Err(ApiError::Conflict(format!(
             "a billing entity named \"{name}\" exists"

@@ -98,7 +98,7 @@ pub async fn create_customer(
     let password = password.to_string();
     let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
     let now = now_ms();
-    let mut tx = db.begin_write().await?;
+    let mut tx = crate::ops::audit::begin_write(db).await?;
     let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM customers WHERE email = $1")
         .bind(&email)
         .fetch_optional(&mut *tx)

@@ -515,7 +515,7 @@ pub async fn set_customer_quotas(
     email: &str,
     changes: &[QuotaChange],
 ) -> ApiResult<Vec<(QuotaName, Option<i64>)>> {
-    let mut tx = db.begin_write().await?;
+    let mut tx = crate::ops::audit::begin_write(db).await?;
     let customer_id = customer::id_by_email(&mut tx, email)
         .await?
         .ok_or_else(|| ApiError::UnknownCustomer(email.trim().to_string()))?;

@@ -70,8 +70,17 @@ pub async fn backup(
     let id = uuid::Uuid::new_v4().simple();
     let hold = data_dir.join(format!("{BACKUP_HOLD_PREFIX}{id}"));
     let held = {
-        let (volumes, hold) = (volumes.clone(), hold.clone());
-        tokio::task::spawn_blocking(move || hold_volumes(&volumes, &hold)).await?
+        let (data_dir, volumes, hold) = (data_dir.to_path_buf(), volumes.clone(), hold.clone());
+        tokio::task::spawn_blocking(move || {
+            remove_stale_holds(&data_dir);
+            hold_volumes(&volumes, &hold)
+        })
+        .await?
+    };
+    // Locked for as long as this backup runs: its hold is not stale.
+    let (hold_lock, held) = match held {
+        Ok(lock) => (Some(lock), Ok(())),
+        Err(err) => (None, Err(err)),
     };
     let outcome = async {
         held?;
@@ -89,7 +98,7 @@ pub async fn backup(
     }
     .await;
     // Renamed first, so that no deletion links into it any more while it is removed.
-    let released = data_dir.join(format!("backup-released-{id}"));
+    let released = data_dir.join(format!("{HOLD_RELEASED_PREFIX}{id}"));
     match fs::rename(&hold, &released) {
         Ok(()) => {
             let _ = fs::remove_dir_all(&released);
@@ -98,6 +107,7 @@ pub async fn backup(
             let _ = fs::remove_dir_all(&hold);
         }
     }
+    drop(hold_lock);
     outcome
 }
 
@@ -148,9 +158,20 @@ fn copy_volumes(
     Ok(copied)
 }
 
-/// Hard links of every volume file, so that none of them vanishes while the backup copies it.
-fn hold_volumes(volumes: &Path, hold: &Path) -> anyhow::Result<()> {
-    fs::create_dir(hold)?;
+/// The lock file inside a holding folder, locked (`flock`) by its backup while it runs.
+const HOLD_LOCK: &str = ".lock";
+
+/// Hard links of every volume file, so that none of them vanishes while the backup copies it,
+/// in the holding folder `hold`; returns the folder's lock, to keep while the backup runs.
+/// The folder is made and locked under another name and then renamed, so that no holding
+/// folder is ever seen unlocked while its backup lives ([`remove_stale_holds`]).
+fn hold_volumes(volumes: &Path, hold: &Path) -> anyhow::Result<File> {
+    let name = hold.file_name().unwrap_or_default().to_string_lossy();
+    let making = hold.with_file_name(name.replacen(BACKUP_HOLD_PREFIX, HOLD_MAKING_PREFIX, 1));
+    fs::create_dir(&making)?;
+    let lock = File::create(making.join(HOLD_LOCK))?;
+    lock.lock()?;
+    fs::rename(&making, hold)?;
     for entry in fs::read_dir(volumes)? {
         let entry = entry?;
         if entry.file_type()?.is_file() {
@@ -158,7 +179,66 @@ fn hold_volumes(volumes: &Path, hold: &Path) -> anyhow::Result<()> {
             let _ = fs::hard_link(entry.path(), hold.join(entry.file_name()));
         }
     }
-    Ok(())
+    Ok(lock)
+}
+
+/// A holding folder being made (not yet locked, or locked and about to be renamed).
+const HOLD_MAKING_PREFIX: &str = "backup-making-";
+/// A holding folder being removed.
+const HOLD_RELEASED_PREFIX: &str = "backup-released-";
+
+/// Removes what backups that died (`kill -9`, a crash) left beside the volumes: holding
+/// folders whose lock nobody holds, and folders of theirs half made or half removed. A
+/// running backup's folder is locked, and kept. Returns how many folders went.
+pub fn remove_stale_holds(data_dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(data_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = [BACKUP_HOLD_PREFIX, HOLD_MAKING_PREFIX, HOLD_RELEASED_PREFIX]
+            .iter()
+            .find_map(|prefix| name.strip_prefix(prefix))
+        else {
+            continue;
+        };
+        let folder = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        // A folder still made or removed by a live backup has its lock taken, as has a live
+        // backup's hold; one without a lock file was never locked or is being removed.
+        let lock = File::open(folder.join(HOLD_LOCK));
+        if let Ok(lock) = &lock
+            && lock.try_lock().is_err()
+        {
+            continue;
+        }
+        if name.starts_with(HOLD_MAKING_PREFIX) && lock.is_err() {
+            // Made a moment ago, its lock file not yet made: left for the next sweep, unless old.
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() < 3600));
+            if young {
+                continue;
+            }
+        }
+        // Renamed first, so that no deletion of a volume links into it any more.
+        let released = data_dir.join(format!("{HOLD_RELEASED_PREFIX}{id}"));
+        let target =
+            if name.starts_with(HOLD_RELEASED_PREFIX) || fs::rename(&folder, &released).is_err() {
+                folder
+            } else {
+                released
+            };
+        if fs::remove_dir_all(&target).is_ok() {
+            tracing::info!(folder = %target.display(), "removed a holding folder a backup left");
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Restores the backup in `src` into `data_dir`, which must hold no database and serve no

@@ -3,7 +3,8 @@
 //!
 //! `create` makes servers, `change` renames them and changes their offers, `disks` attaches
 //! and detaches disks, `power` starts, stops and destroys them (operations and the jobs behind
-//! them), `placement` picks the node a start runs on, `vm` follows what their virtual machines
+//! them), `placement` picks the node a start runs on, `self_fence` keeps the node's heartbeat and powers
+//! its VMs off when it cannot (before another node may take their servers over), `vm` follows what their virtual machines
 //! do on their own and shows their consoles, `metadata` is what a VM reads about itself. This
 //! module is the only one that writes `servers`; `port_forward` the only one that writes
 //! `port_forwards`. The statuses and the stopped-server lock other domains need are in
@@ -19,6 +20,7 @@ pub mod metadata;
 pub mod placement;
 pub mod port_forward;
 mod power;
+pub mod self_fence;
 mod vm;
 
 use crate::ops::network::plan::mac_address;

@@ -192,13 +192,19 @@ enum Vm {
 
 /// Records what a failed server job leaves the server as, if this attempt still holds the
 /// job: a stale attempt changes nothing. A failure to record is logged; the job's own error is
-/// what counts.
+/// what counts. A job that failed because the database went away (`cause`) is not over: its
+/// attempt is given up unended and the next one resumes it, so the server stays as it is for
+/// that one (an "error" recorded now would outlive the next attempt's success).
 async fn job_failed(
     job: &RunningJob<AppState>,
     server_id: i64,
     (status, reason): (ServerStatus, Option<&str>),
     vm: Vm,
+    cause: &ApiError,
 ) {
+    if cause.is_database_unavailable() {
+        return;
+    }
     let recorded = async {
         let mut tx = job.begin_fenced().await?;
         match vm {
@@ -365,6 +371,7 @@ impl JobKind for StartServerJob {
                 server.id,
                 (ServerStatus::Stopped, None),
                 Vm::NotRunning,
+                &err,
             )
             .await;
             return Err(err);
@@ -378,7 +385,7 @@ impl JobKind for StartServerJob {
             if let Err(err) = claim_and_network(state, &server).await {
                 let reason = err.to_string();
                 let failed = (ServerStatus::Error, Some(reason.as_str()));
-                job_failed(job, server.id, failed, Vm::NotRunning).await;
+                job_failed(job, server.id, failed, Vm::NotRunning, &err).await;
                 plan::sync_logged(state).await;
                 return Err(err);
             }
@@ -387,17 +394,19 @@ impl JobKind for StartServerJob {
             if let Err(err) = fence_disks(state, &server).await {
                 let reason = format!("its disks could not be fenced: {err}");
                 let failed = (ServerStatus::Error, Some(reason.as_str()));
-                job_failed(job, server.id, failed, Vm::NotRunning).await;
+                job_failed(job, server.id, failed, Vm::NotRunning, &err).await;
                 plan::sync_logged(state).await;
                 return Err(err);
             }
             let hypervisor = state.hypervisor.clone();
             let started = tokio::task::spawn_blocking(move || hypervisor.start(&spec)).await?;
             if let Err(err) = started {
-                let failed = (ServerStatus::Error, Some(err.0.as_str()));
-                job_failed(job, server.id, failed, Vm::NotRunning).await;
+                let reason = err.0.clone();
+                let failed = (ServerStatus::Error, Some(reason.as_str()));
+                let err = ApiError::from(err);
+                job_failed(job, server.id, failed, Vm::NotRunning, &err).await;
                 plan::sync_logged(state).await;
-                return Err(err.into());
+                return Err(err);
             }
         }
         // Only from "starting": a VM that has already ended on its own was recorded as such by
@@ -489,7 +498,7 @@ impl JobKind for StopServerJob {
         } else if let Err(err) = power_off(state, &server, method).await {
             let reason = err.to_string();
             let failed = (ServerStatus::Error, Some(reason.as_str()));
-            job_failed(job, server.id, failed, Vm::MayRun).await;
+            job_failed(job, server.id, failed, Vm::MayRun, &err).await;
             return Err(err);
         }
         let mut tx = job.begin_fenced().await?;
@@ -533,9 +542,11 @@ impl JobKind for DestroyServerJob {
         if here
             && let Err(err) = tokio::task::spawn_blocking(move || hypervisor.discard(&uuid)).await?
         {
-            let failed = (ServerStatus::Error, Some(err.0.as_str()));
-            job_failed(job, server.id, failed, Vm::MayRun).await;
-            return Err(err.into());
+            let reason = err.0.clone();
+            let failed = (ServerStatus::Error, Some(reason.as_str()));
+            let err = ApiError::from(err);
+            job_failed(job, server.id, failed, Vm::MayRun, &err).await;
+            return Err(err);
         }
         let mut tx = job.begin_fenced().await?;
         let mut garbage = Vec::new();

@@ -276,18 +276,42 @@ async fn old_orphan_and_stale_staging_images_are_swept() {
         millis(Duration::ZERO),
         uuid::Uuid::new_v4().simple()
     );
+    // Old too, and cut short in its making (an OSD lost mid-create): its header is gone, its
+    // directory entry and id object are not, so it is listed but cannot be opened.
+    let broken = format!(
+        "extility-vol-{}-{}",
+        millis(Duration::from_secs(2 * 3600)),
+        uuid::Uuid::new_v4().simple()
+    );
     let stale_staging = format!("extility-stage-{}", uuid::Uuid::new_v4());
     let foreign = "not-ours".to_string();
 
     app.server.kill9();
-    for image in [&old, &young, &stale_staging, &foreign] {
+    for image in [&old, &young, &broken, &stale_staging, &foreign] {
         ceph::cluster().rbd(&["create", "--size", "1M", &spec(&pool, image)]);
     }
+    let header = format!(
+        "rbd_header.{}",
+        ceph::cluster()
+            .rbd(&["info", "--format", "json", &spec(&pool, &broken)])
+            .split("\"id\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the image's id")
+    );
+    let removed = std::process::Command::new("rados")
+        .arg("-c")
+        .arg(&ceph::cluster().conf)
+        .args(["-p", &pool.pool, "rm", &header])
+        .status()
+        .unwrap();
+    assert!(removed.success());
+    assert!(stored(&db).contains(&broken), "listed without its header");
     app.server.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = stored(&db);
-        if !now.contains(&old) && !now.contains(&stale_staging) {
+        if !now.contains(&old) && !now.contains(&broken) && !now.contains(&stale_staging) {
             break;
         }
         assert!(Instant::now() < deadline, "not swept: {now:?}");

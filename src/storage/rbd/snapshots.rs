@@ -1,6 +1,6 @@
 //! The snapshots clones are made from, and deleting an image with its snapshots.
 
-use super::{BACKUP_SNAPSHOT_PREFIX, RbdStorage};
+use super::{BACKUP_SNAPSHOT_PREFIX, RbdStorage, is_not_found};
 use crate::storage::librbd;
 use crate::storage::{StorageError, StorageResult};
 
@@ -33,7 +33,15 @@ impl RbdStorage {
 
     fn purge_and_remove(&self, name: &str) -> StorageResult<()> {
         let has_snapshots =
-            self.call(|s| Ok(!s.pool.open_read_only(name)?.snapshots()?.is_empty()))?;
+            match self.call(|s| Ok(!s.pool.open_read_only(name)?.snapshots()?.is_empty())) {
+                Ok(has) => has,
+                // No header to open: gone, or an image whose creation was cut short (an OSD
+                // lost mid-create), still listed by its directory entry and id object.
+                // rbd_remove removes what is left of such an image; it answers "not found"
+                // only for one that is really gone.
+                Err(e) if is_not_found(&e) => false,
+                Err(e) => return Err(e),
+            };
         if has_snapshots {
             self.call(|s| {
                 let image = s.pool.open(name)?;

@@ -233,3 +233,40 @@ async fn a_start_that_loses_the_database_while_networking_is_resumed_and_runs() 
         .await;
     assert_eq!(server["status_name"], "running", "{server}");
 }
+
+/// A FetchDisk job is billed its fetched bytes once. The soak found a job billed twice: its
+/// first attempt billed its failed transfer (a wrong checksum) and its node was killed before
+/// the job's end was written; the next attempt fetched the same bytes again and billed them
+/// again. Each attempt bills in its own fenced transaction, as here.
+async fn a_job_is_billed_its_fetched_bytes_once(backend: Backend) {
+    use extility::ops::storage::usage::record_bytes_fetched;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::new(backend, dir.path()).await;
+    let node = in_process_node(&db, &dir.path().join("a"), "node-a", &[]).await;
+    let state = node.state().clone();
+    let made =
+        customer::create_customer(&state.db, "bill@example.com", "bill-password", false, "D")
+            .await
+            .unwrap();
+    for (job_id, attempts) in [(41, [4096, 4096]), (42, [8192, 0])] {
+        for bytes in attempts {
+            let mut tx = state.db.begin_write().await.unwrap();
+            record_bytes_fetched(&mut tx, made.customer_id, job_id, bytes)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+    let lines: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT job_id, quantity FROM usage_records WHERE kind = 'bytes_fetched' ORDER BY job_id",
+    )
+    .fetch_all(state.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(lines, vec![(41, 4096), (42, 8192)]);
+}
+db_test!(
+    a_job_is_billed_its_fetched_bytes_once,
+    a_job_is_billed_its_fetched_bytes_once
+);

@@ -327,8 +327,9 @@ fn fetch_limits(config: &Config) -> FetchLimits {
     }
 }
 
-/// Bills the bytes a failed fetch received, if this attempt still holds the job (an attempt
-/// that was taken over bills nothing: the job's bytes are the attempt's that owns it).
+/// Bills the bytes a failed fetch received, if this attempt still holds the job and no
+/// earlier attempt billed it (an attempt that was taken over bills nothing; a job is billed
+/// once: [`usage::record_bytes_fetched`]).
 async fn record_failed_transfer(job: &RunningJob<AppState>, wire_bytes: u64) -> ApiResult<()> {
     if wire_bytes == 0 {
         return Ok(());

@@ -96,8 +96,11 @@ async fn record_use(
     Ok(())
 }
 
-/// Records the bytes a FetchDisk job received over the wire (nothing when there were none).
-/// Runs in the job's fenced transaction.
+/// Records the bytes a FetchDisk job received over the wire (nothing when there were none),
+/// once per job. Runs in the job's fenced transaction. A job already billed adds nothing: an
+/// earlier attempt may have billed its failed transfer and died before the job's end was
+/// written (the soak found such a job billed twice), and the next attempt fetches the same
+/// bytes again.
 pub async fn record_bytes_fetched(
     conn: &mut AnyConnection,
     customer_id: i64,
@@ -109,7 +112,8 @@ pub async fn record_bytes_fetched(
     }
     sqlx::query(
         "INSERT INTO usage_records (customer_id, kind, job_id, quantity, created) \
-         VALUES ($1, 'bytes_fetched', $2, $3, $4)",
+         SELECT $1, 'bytes_fetched', $2, $3, $4 WHERE NOT EXISTS \
+         (SELECT 1 FROM usage_records WHERE job_id = $2 AND kind = 'bytes_fetched')",
     )
     .bind(customer_id)
     .bind(job_id)

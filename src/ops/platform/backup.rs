@@ -97,16 +97,9 @@ pub async fn backup(
             .await?
     }
     .await;
-    // Renamed first, so that no deletion links into it any more while it is removed.
-    let released = data_dir.join(format!("{HOLD_RELEASED_PREFIX}{id}"));
-    match fs::rename(&hold, &released) {
-        Ok(()) => {
-            let _ = fs::remove_dir_all(&released);
-        }
-        Err(_) => {
-            let _ = fs::remove_dir_all(&hold);
-        }
-    }
+    // A folder of one link per volume: removed off the async runtime.
+    let (data_dir, id) = (data_dir.to_path_buf(), id.to_string());
+    let _ = tokio::task::spawn_blocking(move || release_hold(&data_dir, &hold, &id)).await;
     drop(hold_lock);
     outcome
 }
@@ -225,20 +218,29 @@ pub fn remove_stale_holds(data_dir: &Path) -> usize {
                 continue;
             }
         }
-        // Renamed first, so that no deletion of a volume links into it any more.
-        let released = data_dir.join(format!("{HOLD_RELEASED_PREFIX}{id}"));
-        let target =
-            if name.starts_with(HOLD_RELEASED_PREFIX) || fs::rename(&folder, &released).is_err() {
-                folder
-            } else {
-                released
-            };
-        if fs::remove_dir_all(&target).is_ok() {
-            tracing::info!(folder = %target.display(), "removed a holding folder a backup left");
+        let gone = if name.starts_with(HOLD_RELEASED_PREFIX) {
+            fs::remove_dir_all(&folder).is_ok()
+        } else {
+            release_hold(data_dir, &folder, id)
+        };
+        if gone {
+            tracing::info!(folder = %folder.display(), "removed a holding folder a backup left");
             removed += 1;
         }
     }
     removed
+}
+
+/// Removes the holding folder `hold` of the backup `id`; returns whether it went. Renamed
+/// first, so that no deletion of a volume links into it any more while it is removed.
+fn release_hold(data_dir: &Path, hold: &Path, id: &str) -> bool {
+    let released = data_dir.join(format!("{HOLD_RELEASED_PREFIX}{id}"));
+    let target = if fs::rename(hold, &released).is_ok() {
+        released
+    } else {
+        hold.to_path_buf()
+    };
+    fs::remove_dir_all(&target).is_ok()
 }
 
 /// Restores the backup in `src` into `data_dir`, which must hold no database and serve no

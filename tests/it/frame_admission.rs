@@ -7,7 +7,7 @@
 //! address in a "world" namespace. The same defences with real guests: `tagged_spoofing` and
 //! `cluster_networks::a_guest_cannot_inject_into_another_nodes_vlans`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use extility::network::nft::{FirewallConfig, ruleset};
 use extility::network::{NetworkPlan, Nic, Tunnel, VlanNet};
 
-use crate::tenant_networks::{remove_netns, sh};
+use crate::tenant_networks::{nft_in, remove_netns, sh};
 
 /// Sends one Ethernet frame: `IFNAME DST SRC TAGS KIND ARGS...`; TAGS is `-` or
 /// `TPID:VID[,TPID:VID]`; KIND is `ip SRC DST SPORT DPORT` (UDP), `arp SHA SPA TPA` (a reply),
@@ -207,24 +207,7 @@ impl Lab {
     }
 
     fn nft(&self, script: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.host, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft refused:\n{script}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nft_in(&self.host, script);
     }
 
     fn send(&self, from: &str, dst: &str, src: &str, tags: &str, kind: &[&str]) {

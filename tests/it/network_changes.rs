@@ -6,8 +6,6 @@
 //! hand, and repairs it).
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use extility::network::firewall::{Action, Direction, Protocol, Rule, Template};
@@ -18,7 +16,7 @@ use serde_json::json;
 
 use crate::support::catalogue::{BLANK_IMAGE, DISK_20GB, SERVER_1CPU_512MB};
 use crate::support::{Backend, ServerOptions, TestApp};
-use crate::tenant_networks::{Netns, remove_netns, sh};
+use crate::tenant_networks::{Netns, nft_in, remove_netns, sh};
 
 /// A bare network namespace, removed when dropped.
 struct Scratch(String);
@@ -43,27 +41,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         remove_netns(&self.0);
     }
-}
-
-fn nft_in(netns: &str, script: &str) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft refused:\n{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The `extility` tables of a namespace, normalized (`ruleset::normalize`).

@@ -307,6 +307,28 @@ impl Drop for Netns {
     }
 }
 
+/// Loads the nft `script` in the network namespace `netns`; fails the test if nft refuses it.
+pub(crate) fn nft_in(netns: &str, script: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft refused:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Deletes a namespace the test made, with what still runs in it: VMs and dnsmasq daemons a
 /// server left (a failed test) go with it.
 pub(crate) fn remove_netns(name: &str) {
@@ -780,24 +802,7 @@ fn the_kernel_takes_the_generated_rules() {
             ruleset(&tunneled, &config),
             ruleset(&NetworkPlan::default(), &config),
         ] {
-            let mut child = Command::new("ip")
-                .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(script.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "nft refused:\n{script}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            nft_in(&ns.name, &script);
         }
     }
     let loaded = ns.ruleset();

@@ -24,6 +24,7 @@ if [ -z "${BIN:-}" ]; then
     cargo build --release --quiet
     BIN=${CARGO_TARGET_DIR:-target}/release/extility
 fi
+bin=$BIN
 dir=$(mktemp -d)
 pg_db=extility_bench_lineage_$$
 pg_url="${admin_url%/*}/$pg_db"
@@ -48,29 +49,12 @@ SELECT 1000 + i, 'lineage-' || CAST(i AS TEXT),
 FROM n;
 ANALYZE;"
 
-start_server() { # database URL
-    RUST_LOG=warn,extility::api=debug,sqlx::query=debug $BIN --log-format text serve \
-        --data-dir "$dir/data" --listen 127.0.0.1:0 --hypervisor none --network user \
-        --database-url "$1" >"$dir/out" 2>"$dir/err" &
-    server=$!
-    until grep -q "listening on" "$dir/out" 2>/dev/null; do
-        kill -0 $server 2>/dev/null || { cat "$dir/err"; exit 1; }
-        sleep 0.1
-    done
-    url=$(sed -n 's/.*listening on //p' "$dir/out")
-}
-
-stop_server() {
-    kill "$server"
-    wait "$server" 2>/dev/null || true
-    server=
-}
+source benches/lib/server.sh
+SERVER_LOG=warn,extility::api=debug,sqlx::query=debug SERVER_FLAGS="--log-format text"
 
 measure() { # engine name
     local token
-    token=$(curl -sS --fail-with-body -u bench@example.com:bench-password -H "Content-Type: application/json" \
-        -X POST "$url/api/v1/GetAuthenticationToken" \
-        -d '{"expiry_seconds": 3600}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+    token=$(bench_token)
     URL=$url TOKEN=$token REQUESTS=$requests ENGINE=$1 LOG="$dir/err" python3 - <<'PY'
 import http.client, json, os, time, urllib.parse
 
@@ -124,7 +108,7 @@ PY
 
 echo "ListImages over 1,000 images of lineages up to 64 deep, $requests requests per line, $(nproc) cores"
 
-$BIN customer add --email bench@example.com --password bench-password --data-dir "$dir/data" >/dev/null
+$bin customer add --email bench@example.com --password bench-password --data-dir "$dir/data" >/dev/null
 sqlite3 "$dir/data/extility.db" "$fill_sql"
 start_server "sqlite://$dir/data/extility.db"
 measure sqlite
@@ -132,7 +116,7 @@ stop_server
 
 rm -rf "$dir/data"
 psql -q "$admin_url" -c "CREATE DATABASE $pg_db" >/dev/null
-$BIN customer add --email bench@example.com --password bench-password --data-dir "$dir/data" \
+$bin customer add --email bench@example.com --password bench-password --data-dir "$dir/data" \
     --database-url "$pg_url" >/dev/null
 psql -q "$pg_url" -c "$fill_sql" >/dev/null
 start_server "$pg_url"

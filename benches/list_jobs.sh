@@ -59,28 +59,11 @@ SELECT 'bench-' || CAST(i AS TEXT),
 FROM n;
 ANALYZE;"
 
-start_server() { # database URL
-    RUST_LOG=warn $bin serve --data-dir "$dir/data" --listen 127.0.0.1:0 --hypervisor none \
-        --network user --database-url "$1" >"$dir/out" 2>"$dir/err" &
-    server=$!
-    until grep -q "listening on" "$dir/out" 2>/dev/null; do
-        kill -0 $server 2>/dev/null || { cat "$dir/err"; exit 1; }
-        sleep 0.1
-    done
-    url=$(sed -n 's/.*listening on //p' "$dir/out")
-}
-
-stop_server() {
-    kill "$server"
-    wait "$server" 2>/dev/null || true
-    server=
-}
+source benches/lib/server.sh
 
 measure() { # engine name
     local token
-    token=$(curl -sS --fail-with-body -u bench@example.com:bench-password -H "Content-Type: application/json" \
-        -X POST "$url/api/v1/GetAuthenticationToken" \
-        -d '{"expiry_seconds": 3600}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+    token=$(bench_token)
     URL=$url TOKEN=$token REQUESTS=$requests ENGINE=$1 python3 - <<'PY'
 import http.client, json, os, time, urllib.parse
 

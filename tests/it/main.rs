@@ -62,6 +62,7 @@ mod qemu_driver;
 mod qemu_servers;
 mod quotas;
 mod rbd_backups;
+mod rbd_clones;
 mod rbd_fetch;
 mod rbd_storage;
 mod real_guests;

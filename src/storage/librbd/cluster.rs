@@ -2,7 +2,7 @@
 
 use std::ffi::{CStr, c_char};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::ffi::{Api, ImageSpec, ImageT, IoctxT, OptionsT, RadosT, api};
 use super::{Error, Image, Result, c, check};
@@ -89,6 +89,29 @@ impl Cluster {
         Ok(text)
     }
 
+    /// The value of Ceph setting `option` as this client has it.
+    pub fn conf_get(&self, option: &str) -> Result<String> {
+        let mut buf = vec![0u8; 256];
+        // SAFETY: connected handle, C string, `buf.len()` bytes of room (NUL-terminated).
+        let ret = unsafe {
+            (self.api().rados_conf_get)(
+                self.0.rados,
+                c(option).as_ptr(),
+                buf.as_mut_ptr() as *mut c_char,
+                buf.len(),
+            )
+        };
+        check("rados_conf_get", option, ret)?;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+    }
+
+    /// This client instance's id (`client.<id>` to the cluster).
+    pub fn instance_id(&self) -> u64 {
+        // SAFETY: connected handle.
+        unsafe { (self.api().rados_get_instance_id)(self.0.rados) }
+    }
+
     /// Waits until this client has the newest OSD map (after a blocklisting, say).
     pub fn wait_for_latest_osdmap(&self) -> Result<()> {
         // SAFETY: connected handle.
@@ -150,14 +173,18 @@ impl Cluster {
         Ok(Pool {
             ioctx,
             cluster: self.clone(),
+            clones_by_objects: OnceLock::new(),
         })
     }
 }
 
 /// An I/O context on one pool of a cluster.
 pub struct Pool {
-    ioctx: IoctxT,
+    pub(super) ioctx: IoctxT,
     cluster: Cluster,
+    /// Whether clones are made object by object here ([`super::clone`]), decided on the
+    /// first clone from the client's and the pool's settings.
+    pub(super) clones_by_objects: OnceLock<bool>,
 }
 
 // SAFETY: librbd's pool-level calls copy the I/O context they are given, and librados I/O
@@ -194,7 +221,7 @@ impl Drop for Options {
 }
 
 impl Pool {
-    fn api(&self) -> &'static Api {
+    pub(super) fn api(&self) -> &'static Api {
         self.cluster.api()
     }
 
@@ -238,8 +265,13 @@ impl Pool {
         check("rbd_create", name, ret)
     }
 
-    /// A clone `child` of `parent@snapshot`, in this pool.
-    pub fn clone_image(&self, parent: &str, snapshot: &str, child: &str) -> Result<()> {
+    /// A clone `child` of `parent@snapshot`, in this pool, made by librbd.
+    pub(super) fn clone_with_librbd(
+        &self,
+        parent: &str,
+        snapshot: &str,
+        child: &str,
+    ) -> Result<()> {
         let opts = Options::new(self.api());
         // SAFETY: the same I/O context for both pools, C strings, options made above.
         let ret = unsafe {

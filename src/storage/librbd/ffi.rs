@@ -10,6 +10,8 @@ pub(super) type IoctxT = *mut c_void;
 pub(super) type ImageT = *mut c_void;
 pub(super) type CompletionT = *mut c_void;
 pub(super) type OptionsT = *mut c_void;
+pub(super) type ReadOpT = *mut c_void;
+pub(super) type WriteOpT = *mut c_void;
 pub(super) type ProgressFn = unsafe extern "C" fn(u64, u64, *mut c_void) -> c_int;
 pub(super) type DiffFn = unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int;
 
@@ -61,6 +63,37 @@ pub(super) struct Api {
     pub rados_buffer_free: unsafe extern "C" fn(*mut c_char),
     pub rados_ioctx_create: unsafe extern "C" fn(RadosT, *const c_char, *mut IoctxT) -> c_int,
     pub rados_ioctx_destroy: unsafe extern "C" fn(IoctxT),
+    pub rados_conf_get: unsafe extern "C" fn(RadosT, *const c_char, *mut c_char, usize) -> c_int,
+    pub rados_get_instance_id: unsafe extern "C" fn(RadosT) -> u64,
+    pub rados_ioctx_get_id: unsafe extern "C" fn(IoctxT) -> i64,
+    pub rados_create_read_op: unsafe extern "C" fn() -> ReadOpT,
+    pub rados_release_read_op: unsafe extern "C" fn(ReadOpT),
+    #[allow(clippy::type_complexity)]
+    pub rados_read_op_exec: unsafe extern "C" fn(
+        ReadOpT,
+        *const c_char,
+        *const c_char,
+        *const c_char,
+        usize,
+        *mut *mut c_char,
+        *mut usize,
+        *mut c_int,
+    ),
+    pub rados_read_op_operate: unsafe extern "C" fn(ReadOpT, IoctxT, *const c_char, c_int) -> c_int,
+    pub rados_create_write_op: unsafe extern "C" fn() -> WriteOpT,
+    pub rados_release_write_op: unsafe extern "C" fn(WriteOpT),
+    pub rados_write_op_create: unsafe extern "C" fn(WriteOpT, c_int, *const c_char),
+    pub rados_write_op_exec: unsafe extern "C" fn(
+        WriteOpT,
+        *const c_char,
+        *const c_char,
+        *const c_char,
+        usize,
+        *mut c_int,
+    ),
+    pub rados_write_op_operate:
+        unsafe extern "C" fn(WriteOpT, IoctxT, *const c_char, *mut libc::time_t, c_int) -> c_int,
+    pub rados_remove: unsafe extern "C" fn(IoctxT, *const c_char) -> c_int,
     pub rbd_list2: unsafe extern "C" fn(IoctxT, *mut ImageSpec, *mut usize) -> c_int,
     pub rbd_image_spec_list_cleanup: unsafe extern "C" fn(*mut ImageSpec, usize),
     pub rbd_image_options_create: unsafe extern "C" fn(*mut OptionsT),
@@ -171,6 +204,19 @@ fn load() -> Result<Api, String> {
         rados_buffer_free: sym!(rados, rados_buffer_free),
         rados_ioctx_create: sym!(rados, rados_ioctx_create),
         rados_ioctx_destroy: sym!(rados, rados_ioctx_destroy),
+        rados_conf_get: sym!(rados, rados_conf_get),
+        rados_get_instance_id: sym!(rados, rados_get_instance_id),
+        rados_ioctx_get_id: sym!(rados, rados_ioctx_get_id),
+        rados_create_read_op: sym!(rados, rados_create_read_op),
+        rados_release_read_op: sym!(rados, rados_release_read_op),
+        rados_read_op_exec: sym!(rados, rados_read_op_exec),
+        rados_read_op_operate: sym!(rados, rados_read_op_operate),
+        rados_create_write_op: sym!(rados, rados_create_write_op),
+        rados_release_write_op: sym!(rados, rados_release_write_op),
+        rados_write_op_create: sym!(rados, rados_write_op_create),
+        rados_write_op_exec: sym!(rados, rados_write_op_exec),
+        rados_write_op_operate: sym!(rados, rados_write_op_operate),
+        rados_remove: sym!(rados, rados_remove),
         rbd_list2: sym!(rbd, rbd_list2),
         rbd_image_spec_list_cleanup: sym!(rbd, rbd_image_spec_list_cleanup),
         rbd_image_options_create: sym!(rbd, rbd_image_options_create),

@@ -194,6 +194,11 @@ impl Ceph {
         run(&self.conf, "rbd", args)
     }
 
+    /// Runs `rados` against the cluster; its output.
+    pub fn rados(&self, args: &[&str]) -> String {
+        run(&self.conf, "rados", args)
+    }
+
     /// The server flags for RBD storage in a new pool of this cluster.
     pub fn server_args(&self, pool: &str) -> Vec<String> {
         vec![

@@ -17,16 +17,6 @@ use crate::support::ceph::{self, Ceph};
 use crate::support::server_db::{RbdPool, Volume};
 use crate::support::{GIB, MIB};
 
-fn storage(cluster: &Ceph, pool: &str) -> (RbdStorage, tempfile::TempDir) {
-    let data = tempfile::tempdir().unwrap();
-    let config = RbdConfig {
-        pool: pool.to_string(),
-        ceph_conf: Some(cluster.conf.clone()),
-        ceph_user: None,
-    };
-    (RbdStorage::open(config, data.path()).unwrap(), data)
-}
-
 fn volume(cluster: &Ceph, pool: &str, image: &str) -> Volume {
     Volume {
         path: PathBuf::from(image),
@@ -99,7 +89,7 @@ async fn a_clone_is_what_librbds_clone_would_be() {
     tokio::task::spawn_blocking(|| {
         let cluster = ceph::cluster();
         let pool = cluster.new_pool();
-        let (storage, _data) = storage(cluster, &pool);
+        let (storage, _data) = cluster.rbd_storage(&pool);
         let image = storage.create_blank(GIB).unwrap();
         let image_volume = volume(cluster, &pool, &image.file);
         image_volume.write_patterns(&[(0, 64 * 1024, 0xab), (700 * MIB, 4096, 0xcd)]);
@@ -163,7 +153,7 @@ async fn images_librbd_must_clone_are_cloned_by_librbd() {
     tokio::task::spawn_blocking(|| {
         let cluster = ceph::cluster();
         let pool = cluster.new_pool();
-        let (storage, _data) = storage(cluster, &pool);
+        let (storage, _data) = cluster.rbd_storage(&pool);
         // Striped, and with metadata: neither is written by the storage's own clones.
         cluster.rbd(&[
             "create",

@@ -1,9 +1,11 @@
 //! Storage on Ceph RBD, on the test run's real cluster (PostgreSQL, as a cluster of nodes
 //! runs): images are flat images with a protected snapshot per size of clone, and disks made
-//! from them are RBD clones of one (never resized); CreateImage stages its copy in an image of its own, which cancelling and a
-//! kill -9 of the server never leave behind; the orphan sweep deletes only old volume images
-//! no row names. (Fetch, snapshots, revert, deleting images under clones, and booting from RBD
-//! run on RBD in their own modules, through `storage_test!`.)
+//! from them are RBD clones of one (never resized); CreateImage stages its copy in an image
+//! of its own, which cancelling and a kill -9 of the server never leave behind; the orphan
+//! sweep deletes only old volume images no row names; a staging image left under its name is
+//! replaced and its writer cut off. (Fetch, snapshots, revert, deleting images under clones,
+//! and booting from RBD run on RBD in their own modules, through `storage_test!`; clones
+//! against librbd's in `rbd_clones::`.)
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
@@ -331,19 +333,45 @@ async fn old_orphan_and_stale_staging_images_are_swept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_storage_names_the_clusters_monitors_and_osds() {
     use extility::storage::Storage;
-    use extility::storage::rbd::{RbdConfig, RbdStorage};
     let found = tokio::task::spawn_blocking(|| {
         let cluster = ceph::cluster();
-        let data = tempfile::tempdir().unwrap();
-        let config = RbdConfig {
-            pool: cluster.new_pool(),
-            ceph_conf: Some(cluster.conf.clone()),
-            ceph_user: None,
-        };
-        let storage = RbdStorage::open(config, data.path()).unwrap();
+        let (storage, _data) = cluster.rbd_storage(&cluster.new_pool());
         storage.service_addresses().unwrap()
     })
     .await
     .unwrap();
     assert_eq!(found, [std::net::IpAddr::from([127, 0, 0, 1])]);
+}
+
+/// A staging image an interrupted attempt left under the name, with its writer still alive,
+/// is replaced: that writer is cut off (its next write fails), the new one writes, and the
+/// pool holds one staging image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staging_image_left_under_its_name_is_replaced_and_its_writer_cut_off() {
+    use extility::sparse::Destination;
+    use extility::storage::Storage;
+    tokio::task::spawn_blocking(|| {
+        let cluster = ceph::cluster();
+        let pool = cluster.new_pool();
+        let (storage, _data) = cluster.rbd_storage(&pool);
+        let mut left = storage.create_staging_volume("attempt", 64 * MIB).unwrap();
+        left.write_all_at(&[0x11; 4096], 0).unwrap();
+        left.writes_done().unwrap();
+        let mut again = storage.create_staging_volume("attempt", 64 * MIB).unwrap();
+        again.write_all_at(&[0x22; 4096], 0).unwrap();
+        again.writes_done().unwrap();
+        let mut read = vec![0u8; 4096];
+        again.read_at(&mut read, 0).unwrap();
+        assert_eq!(read, vec![0x22; 4096]);
+        let cut_off = left
+            .write_all_at(&[0x33; 4096], 0)
+            .and_then(|()| left.writes_done());
+        assert!(cut_off.is_err(), "the old writer was blocklisted");
+        again.read_at(&mut read, 0).unwrap();
+        assert_eq!(read, vec![0x22; 4096], "and wrote nothing more");
+        let images = cluster.rbd(&["ls", &pool]);
+        assert_eq!(images.lines().count(), 1, "{images}");
+    })
+    .await
+    .unwrap();
 }

@@ -6,7 +6,7 @@
 //! CreateServer on RBD slower than on files. A clone is a few small objects, so for the images
 //! this storage makes (format 2, the default features, a protected snapshot, no image
 //! metadata) they are written here with the `rbd` object class's methods, as librbd's own
-//! `CloneRequest` writes them, in 9 operations and a tenth of the CPU:
+//! `CloneRequest` writes them, in ten operations and a tenth of the CPU:
 //!
 //! 1. the parent's id, from the pool's directory;
 //! 2. its header: snapshots, order, features, and whether it has metadata (to be copied);

@@ -88,6 +88,21 @@ impl RbdStorage {
         written
     }
 
+    /// Creates staging image `stage`; one an interrupted attempt left under the name (rare,
+    /// and perhaps still open by a writer that lives on) is removed first. Tried before
+    /// looking, so that the usual case is one call.
+    fn make_staging_image(&self, stage: &str, size: u64) -> StorageResult<()> {
+        let created = self.call(|s| match s.pool.create(stage, size) {
+            Err(e) if e.errno() == libc::EEXIST => Ok(false),
+            other => other.map(|()| true),
+        })?;
+        if !created {
+            self.remove_abandoned_staging(stage)?;
+            self.create_image(stage, size)?;
+        }
+        Ok(())
+    }
+
     /// A new staging image `stage` of `size` bytes (replacing one an interrupted attempt of
     /// the same staging name left), open for writing through a client of its own, and that
     /// client's pool.
@@ -96,12 +111,19 @@ impl RbdStorage {
         stage: &str,
         size: u64,
     ) -> StorageResult<(StagingImage, Pool)> {
-        self.remove_abandoned_staging(stage)?;
-        self.create_image(stage, size)?;
-        let opened = Session::connect(&self.config).and_then(|writer| {
-            let image = writer.pool.open(stage)?;
-            Ok((image, writer.pool))
+        // The writer's client connects while the image is made: both are waits on the
+        // cluster, before the first byte of a fetch can be written.
+        let (made, writer) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| Session::connect(&self.config));
+            (self.make_staging_image(stage, size), writer.join())
         });
+        made?;
+        let opened = writer
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .and_then(|writer| {
+                let image = writer.pool.open(stage)?;
+                Ok((image, writer.pool))
+            });
         match opened {
             Ok((image, pool)) => Ok((
                 StagingImage {

@@ -194,6 +194,22 @@ impl Ceph {
         run(&self.conf, "rbd", args)
     }
 
+    /// The RBD storage on `pool` of this cluster, as a node opens it, with the data directory
+    /// it stages in.
+    pub fn rbd_storage(
+        &self,
+        pool: &str,
+    ) -> (extility::storage::rbd::RbdStorage, tempfile::TempDir) {
+        use extility::storage::rbd::{RbdConfig, RbdStorage};
+        let data = tempfile::tempdir().unwrap();
+        let config = RbdConfig {
+            pool: pool.to_string(),
+            ceph_conf: Some(self.conf.clone()),
+            ceph_user: None,
+        };
+        (RbdStorage::open(config, data.path()).unwrap(), data)
+    }
+
     /// Runs `rados` against the cluster; its output.
     pub fn rados(&self, args: &[&str]) -> String {
         run(&self.conf, "rados", args)

@@ -2,9 +2,9 @@
 //! writes a clone's objects itself (librbd's clone costs ten times the CPU), and the clone is
 //! what librbd's would be: `rbd info` says the same of both, `rbd object-map check` passes,
 //! `rbd children` lists it, the parent's snapshot cannot be unprotected under it, it reads its
-//! parent's data and keeps its own writes, and removal leaves nothing. Images librbd must clone
-//! (striped, with metadata) are cloned by librbd, and a clone that fails half way leaves not
-//! one object behind.
+//! parent's data and keeps its own writes, flattening detaches it, and removal leaves nothing.
+//! Images librbd must clone (striped, with metadata) are cloned by librbd, and a clone that
+//! fails half way leaves not one object behind.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -131,6 +131,12 @@ async fn a_clone_is_what_librbds_clone_would_be() {
             &["snap", "unprotect", &format!("{pool}/{snapshot}")],
         );
         assert!(refused.contains("Device or resource busy"), "{refused}");
+
+        // Flattened, a clone leaves its parent's children.
+        cluster.rbd(&["flatten", &format!("{pool}/{}", first.file)]);
+        let flat = info_of_a_clone(cluster, &pool, &first.file);
+        assert!(flat.get("parent").is_none(), "{flat}");
+        assert_eq!(children(cluster, &pool, &snapshot).len(), 2);
 
         // Removed, it leaves no object and no entry.
         for volume in [&first, &clone] {

@@ -201,27 +201,19 @@ fn generate(version: Version, address: &str) -> String {
   </wsdl:types>"#
     );
 
+    // A message of parts (name, XSD type).
+    let message = |out: &mut String, name: String, parts: Vec<(&str, String)>| {
+        let _ = writeln!(out, r#"  <wsdl:message name="{name}">"#);
+        for (part, ty) in parts {
+            let _ = writeln!(out, r#"    <wsdl:part name="{part}" type="{ty}"/>"#);
+        }
+        let _ = writeln!(out, "  </wsdl:message>");
+    };
     for op in &operations {
-        let _ = writeln!(out, r#"  <wsdl:message name="{}Request">"#, op.name);
-        for p in op.params_in(version) {
-            let _ = writeln!(
-                out,
-                r#"    <wsdl:part name="{}" type="{}"/>"#,
-                p.name,
-                p.ty.xsd_name()
-            );
-        }
-        let _ = writeln!(out, "  </wsdl:message>");
-        let _ = writeln!(out, r#"  <wsdl:message name="{}Response">"#, op.name);
-        for part in op.results_in(version) {
-            let _ = writeln!(
-                out,
-                r#"    <wsdl:part name="{}" type="{}"/>"#,
-                part.name,
-                part.ty.xsd_name()
-            );
-        }
-        let _ = writeln!(out, "  </wsdl:message>");
+        let params = op.params_in(version).map(|p| (p.name, p.ty.xsd_name()));
+        message(&mut out, format!("{}Request", op.name), params.collect());
+        let results = op.results_in(version).map(|r| (r.name, r.ty.xsd_name()));
+        message(&mut out, format!("{}Response", op.name), results.collect());
     }
     // The part is named like the fault's detail element (`<tns:ExtilityException>`, see
     // `soap::codec::encode_fault`): Axis 1.x maps a fault to the generated exception class only

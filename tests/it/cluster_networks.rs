@@ -633,17 +633,8 @@ async fn get_server(api: &Api, server_id: i64) -> Value {
 
 /// Waits until the console of the server (on the node `api` talks to) shows `text`.
 async fn console_shows(api: &Api, server_id: i64, text: &str) {
-    let deadline = Instant::now() + crate::support::boot_media::BOOT_TIMEOUT;
-    loop {
-        let log = api
-            .call("GetConsoleLog", json!({"server_id": server_id}))
-            .await;
-        if log["console_log"].as_str().unwrap().contains(text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never saw {text}: {log}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let timeout = crate::support::boot_media::BOOT_TIMEOUT;
+    crate::support::guest::console_until(api, server_id, text, timeout).await;
 }
 
 fn blocklisted() -> String {

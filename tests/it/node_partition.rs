@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::support::boot_media::{BOOT_TIMEOUT, boot_sector};
 use crate::support::catalogue::{BLANK_IMAGE, DISK_1GB, SERVER_1CPU_512MB};
 use crate::support::fetch_disk::{fetch, fetch_args};
+use crate::support::guest::console_until;
 use crate::support::image_server::ImageServer;
 use crate::support::netns::LoopbackForwarder;
 use crate::support::server_db::ServerDb;
@@ -170,19 +171,7 @@ impl Drop for QemuWatch {
 
 /// The pids of the QEMU processes whose command line names `name`.
 fn qemu_of(name: &str) -> Vec<i32> {
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    processes
-        .flatten()
-        .filter_map(|entry| {
-            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let mut args = cmdline.split(|b| *b == 0);
-            let is_qemu = args.next()?.ends_with(b"qemu-system-x86_64");
-            (is_qemu && args.any(|arg| arg == name.as_bytes())).then_some(pid)
-        })
-        .collect()
+    crate::support::qemu_processes(|arg| arg == name.as_bytes())
 }
 
 async fn get_server(api: &Api, server_id: i64) -> Value {
@@ -190,17 +179,7 @@ async fn get_server(api: &Api, server_id: i64) -> Value {
 }
 
 async fn console_shows(api: &Api, server_id: i64, text: &str) {
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    loop {
-        let log = api
-            .call("GetConsoleLog", json!({"server_id": server_id}))
-            .await;
-        if log["console_log"].as_str().unwrap().contains(text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never saw {text}: {log}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    console_until(api, server_id, text, BOOT_TIMEOUT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,40 +221,11 @@ fn xfs_gpt(dir: &Path, name: &str, entries: &[Entry]) -> PathBuf {
         ],
     );
     let disk = dir.join(format!("{name}.img"));
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len((FS_MIB + 2) << 20)
-        .unwrap();
-    let mut sfdisk = Command::new(system_tool("sfdisk"))
-        .args(["--quiet", disk.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    sfdisk
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            format!(
-                "label: gpt\nstart=2048, size={}, type=linux\n",
-                FS_MIB * 2048
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    assert!(sfdisk.wait().unwrap().success(), "sfdisk");
-    run_tool(
-        "dd",
-        &[
-            &format!("if={}", fs.display()),
-            &format!("of={}", disk.display()),
-            "bs=1M",
-            "seek=1",
-            "conv=notrunc,sparse",
-            "status=none",
-        ],
+    let table = format!(
+        "label: gpt\nstart=2048, size={}, type=linux\n",
+        FS_MIB * 2048
     );
+    partitioned(&disk, FS_MIB + 2, &table, &[(&fs, 1)]);
     std::fs::remove_file(&fs).unwrap();
     disk
 }
@@ -372,9 +343,20 @@ PermitRootLogin prohibit-password
     );
     // MBR: / at 1 MiB (32 MiB), /var after it (16 MiB).
     let disk = dir.join("separate-var.img");
-    std::fs::File::create(&disk)
+    let table = "label: dos
+start=2048, size=65536, type=83
+start=67584, size=32768, type=83
+";
+    partitioned(&disk, 50, table, &[(&root_fs, 1), (&var_fs, 33)]);
+    disk
+}
+
+/// Makes `disk`, `mib` MiB, with the partition table `table` (an sfdisk script) and each file
+/// system image copied in at its MiB offset.
+fn partitioned(disk: &Path, mib: u64, table: &str, file_systems: &[(&Path, u64)]) {
+    std::fs::File::create(disk)
         .unwrap()
-        .set_len(50 << 20)
+        .set_len(mib << 20)
         .unwrap();
     let mut sfdisk = Command::new(system_tool("sfdisk"))
         .args(["--quiet", disk.to_str().unwrap()])
@@ -386,28 +368,22 @@ PermitRootLogin prohibit-password
         .stdin
         .take()
         .unwrap()
-        .write_all(
-            b"label: dos
-start=2048, size=65536, type=83
-start=67584, size=32768, type=83
-",
-        )
+        .write_all(table.as_bytes())
         .unwrap();
     assert!(sfdisk.wait().unwrap().success(), "sfdisk");
-    for (fs, mib) in [(&root_fs, 1), (&var_fs, 33)] {
+    for (fs, at) in file_systems {
         run_tool(
             "dd",
             &[
                 &format!("if={}", fs.display()),
                 &format!("of={}", disk.display()),
                 "bs=1M",
-                &format!("seek={mib}"),
+                &format!("seek={at}"),
                 "conv=notrunc,sparse",
                 "status=none",
             ],
         );
     }
-    disk
 }
 
 struct Images {

@@ -423,6 +423,13 @@ pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
         "/run/extility/vms/{}/",
         extility::hypervisor::qemu::confine::server_run_name(&vms_dir)
     );
+    qemu_processes(|arg| {
+        arg.windows(prefix.len()).any(|w| w == prefix) || arg.starts_with(run_prefix.as_bytes())
+    })
+}
+
+/// The pids of the QEMU processes (found in /proc) with an argument `names_it` accepts.
+pub fn qemu_processes(names_it: impl Fn(&[u8]) -> bool) -> Vec<i32> {
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -432,13 +439,8 @@ pub fn running_vms(vms_dir: &Path) -> Vec<i32> {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let mut args = cmdline.split(|b| *b == 0);
-            let program = args.next()?;
-            let is_qemu = program.ends_with(b"qemu-system-x86_64");
-            let names_a_vm = args.any(|arg| {
-                arg.windows(prefix.len()).any(|w| w == prefix)
-                    || arg.starts_with(run_prefix.as_bytes())
-            });
-            (is_qemu && names_a_vm).then_some(pid)
+            let is_qemu = args.next()?.ends_with(b"qemu-system-x86_64");
+            (is_qemu && args.any(&names_it)).then_some(pid)
         })
         .collect()
 }

@@ -237,16 +237,7 @@ impl Hosts {
 /// from both at 127.0.0.1 (while the forwarders live); QEMU nodes with a 6 s lease that fetch
 /// from the test's image server, with `extra` arguments.
 async fn cluster_on(hosts: &Hosts, extra: &[&str]) -> (Cluster, [LoopbackForwarder; 2]) {
-    let (rbd, mut ports) = tokio::task::spawn_blocking(|| {
-        let cluster = ceph::cluster();
-        (
-            cluster.server_args(&cluster.new_pool()),
-            cluster.client_ports(),
-        )
-    })
-    .await
-    .unwrap();
-    ports.push(5432); // PostgreSQL
+    let (rbd, ports) = ceph::new_pool_for_nodes().await;
     let forwarders = hosts
         .names
         .each_ref()

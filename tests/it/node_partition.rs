@@ -188,16 +188,7 @@ async fn a_node_cut_off_from_the_database_powers_its_vm_off_before_another_takes
     let tag = format!("{:x}", rand::random::<u32>() & 0xfffff);
     let k = rand::random::<u8>();
     let hosts = [Host::create(&tag, k, 0), Host::create(&tag, k, 1)];
-    let (rbd, mut ports) = tokio::task::spawn_blocking(|| {
-        let cluster = ceph::cluster();
-        (
-            cluster.server_args(&cluster.new_pool()),
-            cluster.client_ports(),
-        )
-    })
-    .await
-    .unwrap();
-    ports.push(5432);
+    let (rbd, ports) = ceph::new_pool_for_nodes().await;
     let _forwarders = hosts
         .each_ref()
         .map(|host| LoopbackForwarder::start(&host.name, &ports));

@@ -36,6 +36,22 @@ pub fn cluster() -> &'static Ceph {
     CLUSTER.get_or_init(|| Ceph::start(&[]).0)
 }
 
+/// The server flags for a new pool of the test run's cluster, and the loopback ports a node
+/// in a network namespace must be forwarded to reach it and PostgreSQL.
+pub async fn new_pool_for_nodes() -> (Vec<String>, Vec<u16>) {
+    let (rbd, mut ports) = tokio::task::spawn_blocking(|| {
+        let cluster = cluster();
+        (
+            cluster.server_args(&cluster.new_pool()),
+            cluster.client_ports(),
+        )
+    })
+    .await
+    .unwrap();
+    ports.push(5432); // PostgreSQL
+    (rbd, ports)
+}
+
 /// A cluster that authenticates with cephx, started by the first test that asks.
 pub fn cephx_cluster() -> &'static Ceph {
     CEPHX_CLUSTER.get_or_init(|| Ceph::start(&["--cephx"]).0)
